@@ -1,0 +1,65 @@
+//! Exponential backoff with full jitter: the one retry policy of the workspace.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// `delay(n)` is uniform in `[0, min(max, base * 2^n)]` ("full jitter").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    #[serde(with = "millis")]
+    pub base: Duration,
+    #[serde(with = "millis")]
+    pub max: Duration,
+    /// Attempts after the first; `None` retries forever (for loops that must not lose data).
+    pub max_retries: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { base: Duration::from_millis(100), max: Duration::from_secs(10), max_retries: Some(5) }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (0-based), or `None` when retries are spent.
+    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Option<Duration> {
+        if self.max_retries.is_some_and(|m| attempt >= m) {
+            return None;
+        }
+        let cap = self.base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(self.max);
+        let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Some(Duration::from_millis(rng.random_range(0..=cap_ms)))
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_capped_and_retries_end() {
+        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1), max_retries: Some(8) };
+        let mut rng = rand::rng();
+        for attempt in 0..8 {
+            let d = b.delay(attempt, &mut rng).unwrap();
+            assert!(d <= Duration::from_secs(1));
+            assert!(d <= Duration::from_millis(100 << attempt));
+        }
+        assert!(b.delay(8, &mut rng).is_none());
+    }
+}

@@ -1,0 +1,1 @@
+//! The embedded durable stream (SQLite). Being written in this change.

@@ -1,0 +1,1 @@
+//! The batching publisher. Being written in this change.

@@ -1,0 +1,1 @@
+//! gbfs: being written in this change.

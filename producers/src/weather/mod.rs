@@ -1,0 +1,1 @@
+//! weather: being written in this change.

@@ -1,0 +1,2 @@
+//! The `bikeshare` command line.
+fn main() {}
