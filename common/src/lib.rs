@@ -17,6 +17,7 @@ pub mod ids;
 pub mod limits;
 pub mod retry;
 pub mod stream;
+pub mod testdata;
 pub mod time;
 
 pub use ids::{EventId, StationId, SystemId};

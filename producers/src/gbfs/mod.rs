@@ -1,1 +1,3 @@
-//! gbfs: being written in this change.
+//! GBFS: discovery, typed parsing for every version, validation and polling.
+
+pub mod rules;
