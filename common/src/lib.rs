@@ -9,6 +9,7 @@
 //! - [`retry`]: exponential backoff with full jitter.
 //! - [`stream`]: the stream traits, and the embedded durable stream (SQLite) that is the
 //!   default backend; Kinesis implements the same traits in AWS.
+//! - [`sink`]: the trait the stream processor's outputs go through.
 //! - [`limits`]: AWS service limits as named constants.
 
 pub mod contracts;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod retry;
+pub mod sink;
 pub mod stream;
 pub mod testdata;
 pub mod time;

@@ -18,7 +18,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { base: Duration::from_millis(100), max: Duration::from_secs(10), max_retries: Some(5) }
+        Self {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            max_retries: Some(5),
+        }
     }
 }
 
@@ -28,7 +32,10 @@ impl Backoff {
         if self.max_retries.is_some_and(|m| attempt >= m) {
             return None;
         }
-        let cap = self.base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(self.max);
+        let cap = self
+            .base
+            .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+            .min(self.max);
         let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
         Some(Duration::from_millis(rng.random_range(0..=cap_ms)))
     }
@@ -53,7 +60,11 @@ mod tests {
 
     #[test]
     fn delays_are_capped_and_retries_end() {
-        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(1), max_retries: Some(8) };
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            max_retries: Some(8),
+        };
         let mut rng = rand::rng();
         for attempt in 0..8 {
             let d = b.delay(attempt, &mut rng).unwrap();

@@ -12,7 +12,10 @@ pub fn shared_data_dir_from(start: &Path) -> Option<PathBuf> {
         let p = PathBuf::from(dir).join("data");
         return p.is_dir().then_some(p);
     }
-    start.ancestors().map(|a| a.join("shared").join("data")).find(|p| p.is_dir())
+    start
+        .ancestors()
+        .map(|a| a.join("shared").join("data"))
+        .find(|p| p.is_dir())
 }
 
 /// Like [`shared_data_dir_from`] from this crate's manifest directory.

@@ -44,17 +44,22 @@ impl Timestamp {
         Self(self.0 - self.0.rem_euclid(step_ms.max(1)))
     }
     pub fn to_datetime(self) -> DateTime<Utc> {
-        Utc.timestamp_millis_opt(self.0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+        Utc.timestamp_millis_opt(self.0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
     pub fn from_datetime(dt: DateTime<Utc>) -> Self {
         Self(dt.timestamp_millis())
     }
     /// Parses RFC 3339 (`2021-01-01T05:00:00Z`, with or without fraction or offset).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s).ok().map(|d| Self(d.timestamp_millis()))
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| Self(d.timestamp_millis()))
     }
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime().to_rfc3339_opts(SecondsFormat::Millis, true)
+        self.to_datetime()
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 }
 
@@ -151,13 +156,19 @@ mod tests {
         let s = serde_json::to_string(&t).unwrap();
         assert_eq!(s, "\"2021-01-01T05:00:00.000Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&s).unwrap(), t);
-        assert_eq!(serde_json::from_str::<Timestamp>("1609477200000").unwrap(), t);
+        assert_eq!(
+            serde_json::from_str::<Timestamp>("1609477200000").unwrap(),
+            t
+        );
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
     }
 
     #[test]
     fn floor_is_epoch_aligned_for_negative_times_too() {
-        assert_eq!(Timestamp(7 * 60_000 + 5).floor_to(300_000), Timestamp(300_000));
+        assert_eq!(
+            Timestamp(7 * 60_000 + 5).floor_to(300_000),
+            Timestamp(300_000)
+        );
         assert_eq!(Timestamp(-1).floor_to(300_000), Timestamp(-300_000));
     }
 }

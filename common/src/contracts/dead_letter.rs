@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{deterministic_id, EventId, SystemId};
+use crate::ids::{EventId, SystemId, deterministic_id};
 use crate::time::Timestamp;
 
 /// The largest raw payload kept in a dead letter; longer ones are cut and marked.

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{StationInfo, StationStatus, SystemInfo, WeatherObs};
-use crate::ids::{deterministic_id, EventId, SystemId};
+use super::{FeedHeartbeat, StationInfo, StationStatus, SystemInfo, WeatherObs};
+use crate::ids::{EventId, SystemId, deterministic_id};
 use crate::time::Timestamp;
 
 /// The envelope version this code writes and reads.
@@ -35,6 +35,7 @@ pub enum Event {
     StationInfo(StationInfo),
     StationStatus(StationStatus),
     Weather(WeatherObs),
+    FeedHeartbeat(FeedHeartbeat),
 }
 
 /// The kind of an [`Event`], as a plain value (for metrics labels and routing).
@@ -45,6 +46,7 @@ pub enum EventKind {
     StationInfo,
     StationStatus,
     Weather,
+    FeedHeartbeat,
 }
 
 impl EventKind {
@@ -54,6 +56,7 @@ impl EventKind {
             Self::StationInfo => "station_info",
             Self::StationStatus => "station_status",
             Self::Weather => "weather",
+            Self::FeedHeartbeat => "feed_heartbeat",
         }
     }
 }
@@ -65,6 +68,7 @@ impl Event {
             Self::StationInfo(_) => EventKind::StationInfo,
             Self::StationStatus(_) => EventKind::StationStatus,
             Self::Weather(_) => EventKind::Weather,
+            Self::FeedHeartbeat(_) => EventKind::FeedHeartbeat,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Envelope {
             Event::StationInfo(p) => serde_json::to_vec(p),
             Event::StationStatus(p) => serde_json::to_vec(p),
             Event::Weather(p) => serde_json::to_vec(p),
+            Event::FeedHeartbeat(p) => serde_json::to_vec(p),
         }
         .unwrap_or_default();
         deterministic_id(&[
@@ -136,11 +141,13 @@ impl Envelope {
             Ok(env) if u64::from(env.schema_version) == u64::from(ENVELOPE_SCHEMA_VERSION) => {
                 Ok(env)
             }
-            Ok(env) => Err(DecodeError::UnknownVersion { found: env.schema_version.into() }),
+            Ok(env) => Err(DecodeError::UnknownVersion {
+                found: env.schema_version.into(),
+            }),
             Err(e) => match serde_json::from_slice::<VersionOnly>(bytes) {
-                Ok(VersionOnly { schema_version: Some(v) })
-                    if v != u64::from(ENVELOPE_SCHEMA_VERSION) =>
-                {
+                Ok(VersionOnly {
+                    schema_version: Some(v),
+                }) if v != u64::from(ENVELOPE_SCHEMA_VERSION) => {
                     Err(DecodeError::UnknownVersion { found: v })
                 }
                 _ => Err(DecodeError::Malformed(e)),
@@ -199,7 +206,10 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_slice(&env.encode()).unwrap();
         v["schema_version"] = 9.into();
         let err = Envelope::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(matches!(err, DecodeError::UnknownVersion { found: 9 }), "{err}");
+        assert!(
+            matches!(err, DecodeError::UnknownVersion { found: 9 }),
+            "{err}"
+        );
         v["schema_version"] = 1.into();
         v["payload"]["num_bikes_available"] = "three".into();
         let err = Envelope::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();

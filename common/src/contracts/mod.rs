@@ -2,20 +2,23 @@
 //!
 //! - [`Envelope`]: what travels on the input stream (one event, with its deterministic id).
 //! - [`SystemInfo`], [`StationInfo`], [`StationStatus`], [`WeatherObs`]: event payloads.
+//! - [`FeedHeartbeat`]: a source's progress, so watermarks advance when nothing changes.
 //! - [`DeadLetter`]: a record that failed validation, with the named rule and the raw payload.
 //! - [`FeatureVector`], [`Prediction`], [`Label`]: what the stream processor emits.
 
 mod dead_letter;
 mod envelope;
+mod heartbeat;
 mod output;
 mod station;
 mod weather;
 
-pub use dead_letter::{DeadLetter, DEAD_LETTER_RAW_LIMIT};
-pub use envelope::{DecodeError, Envelope, Event, EventKind, ENVELOPE_SCHEMA_VERSION};
+pub use dead_letter::{DEAD_LETTER_RAW_LIMIT, DeadLetter};
+pub use envelope::{DecodeError, ENVELOPE_SCHEMA_VERSION, Envelope, Event, EventKind};
+pub use heartbeat::FeedHeartbeat;
 pub use output::{
-    FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger,
-    DEFAULT_HORIZON_MINUTES, LABEL_SCHEMA_VERSION, PREDICTION_SCHEMA_VERSION,
+    DEFAULT_HORIZON_MINUTES, FeatureSchemaId, FeatureVector, LABEL_SCHEMA_VERSION, Label, ModelRef,
+    PREDICTION_SCHEMA_VERSION, Prediction, PredictionTrigger,
 };
 pub use station::{StationInfo, StationStatus, SystemInfo, VehicleTypeCount};
 pub use weather::WeatherObs;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{deterministic_id, EventId, StationId, SystemId};
+use crate::ids::{EventId, StationId, SystemId, deterministic_id};
 use crate::time::Timestamp;
 
 pub const PREDICTION_SCHEMA_VERSION: u16 = 1;
@@ -59,14 +59,14 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The id depends on the station, `as_of`, the horizon and the model, so a replay or a
-    /// restart produces the same id for the same prediction.
+    /// The id depends on the station, `as_of` and the horizon, not on the model: one
+    /// prediction per station and time, whichever model (or fallback) scored it, so its label
+    /// can name it before knowing the model, and a replay or restart gives the same id.
     pub fn id_for(
         system_id: &SystemId,
         station_id: &StationId,
         as_of: Timestamp,
         horizon_minutes: u32,
-        model: &ModelRef,
     ) -> EventId {
         deterministic_id(&[
             b"prediction",
@@ -74,8 +74,6 @@ impl Prediction {
             station_id.as_str().as_bytes(),
             &as_of.millis().to_le_bytes(),
             &horizon_minutes.to_le_bytes(),
-            model.name.as_bytes(),
-            model.version.as_bytes(),
         ])
     }
 }

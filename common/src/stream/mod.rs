@@ -78,7 +78,10 @@ impl SequenceNumber {
     }
     /// Numeric comparison of two decimal strings of any length.
     pub fn cmp_numeric(&self, other: &Self) -> Ordering {
-        let (a, b) = (self.0.trim_start_matches('0'), other.0.trim_start_matches('0'));
+        let (a, b) = (
+            self.0.trim_start_matches('0'),
+            other.0.trim_start_matches('0'),
+        );
         a.len().cmp(&b.len()).then_with(|| a.cmp(b))
     }
 }
@@ -103,7 +106,10 @@ pub struct PutRecord {
 
 impl PutRecord {
     pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
-        Self { partition_key: partition_key.into(), data: data.into() }
+        Self {
+            partition_key: partition_key.into(),
+            data: data.into(),
+        }
     }
     /// Size as Kinesis counts it against its limits: data plus partition key.
     pub fn size(&self) -> usize {
@@ -114,7 +120,10 @@ impl PutRecord {
 /// The outcome of writing one record of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutOutcome {
-    Written { shard: ShardId, sequence: SequenceNumber },
+    Written {
+        shard: ShardId,
+        sequence: SequenceNumber,
+    },
     /// Kinesis' per-record `ErrorCode` (`ProvisionedThroughputExceededException`,
     /// `InternalFailure`, ...): the caller sends it again.
     Failed { code: String, message: String },
@@ -198,7 +207,10 @@ impl Classify for StreamError {
         }
     }
     fn retryable(&self) -> bool {
-        matches!(self, Self::Throttled(_) | Self::Service(_) | Self::Storage(_))
+        matches!(
+            self,
+            Self::Throttled(_) | Self::Service(_) | Self::Storage(_)
+        )
     }
 }
 
@@ -246,7 +258,11 @@ pub fn uniform_ranges(n: u32) -> Vec<(u128, u128)> {
     (0..n)
         .map(|i| {
             let start = i * step;
-            let end = if i == n - 1 { u128::MAX } else { (i + 1) * step - 1 };
+            let end = if i == n - 1 {
+                u128::MAX
+            } else {
+                (i + 1) * step - 1
+            };
             (start, end)
         })
         .collect()
@@ -255,7 +271,10 @@ pub fn uniform_ranges(n: u32) -> Vec<(u128, u128)> {
 /// Index of the range in `ranges` that holds the hash of `partition_key`.
 pub fn shard_for_key(ranges: &[(u128, u128)], partition_key: &str) -> usize {
     let h = hash_key(partition_key);
-    ranges.iter().position(|&(s, e)| s <= h && h <= e).unwrap_or(0)
+    ranges
+        .iter()
+        .position(|&(s, e)| s <= h && h <= e)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
