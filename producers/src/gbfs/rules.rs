@@ -21,6 +21,10 @@ pub mod rule {
     pub const TIME_INVALID: &str = "gbfs.time.invalid";
     pub const STATION_UNKNOWN: &str = "gbfs.station.unknown";
     pub const STATION_DUPLICATE: &str = "gbfs.station.duplicate";
+    /// A field the GBFS version requires is absent (or `null`).
+    pub const FIELD_MISSING: &str = "gbfs.field.missing";
+    /// `system_information.timezone` is not an IANA time zone name.
+    pub const TIMEZONE: &str = "gbfs.timezone";
 }
 
 /// A failed rule: its name and a message a person can act on.
@@ -33,7 +37,10 @@ pub struct RuleViolation {
 
 impl RuleViolation {
     pub fn new(rule: &'static str, message: impl Into<String>) -> Self {
-        Self { rule, message: message.into() }
+        Self {
+            rule,
+            message: message.into(),
+        }
     }
 }
 
@@ -49,7 +56,10 @@ pub struct RuleConfig {
 
 impl Default for RuleConfig {
     fn default() -> Self {
-        Self { max_future_skew_ms: 5 * 60_000, capacity_tolerance: 2 }
+        Self {
+            max_future_skew_ms: 5 * 60_000,
+            capacity_tolerance: 2,
+        }
     }
 }
 
@@ -177,7 +187,11 @@ mod tests {
     use super::*;
 
     fn counts(bikes: i64, docks: i64) -> RawCounts {
-        RawCounts { bikes_available: bikes, docks_available: Some(docks), ..Default::default() }
+        RawCounts {
+            bikes_available: bikes,
+            docks_available: Some(docks),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -185,13 +199,22 @@ mod tests {
         let s = StationId::new("s");
         let c = RuleConfig::default();
         assert!(check_counts(&s, &counts(3, 7), Some(10), &c).is_ok());
-        assert!(check_counts(&s, &counts(3, 9), Some(10), &c).is_ok(), "within tolerance");
+        assert!(
+            check_counts(&s, &counts(3, 9), Some(10), &c).is_ok(),
+            "within tolerance"
+        );
         let e = check_counts(&s, &counts(3, 10), Some(10), &c).unwrap_err();
         assert_eq!(e.rule, rule::COUNTS_OVER_CAPACITY);
         let e = check_counts(&s, &counts(-1, 7), Some(10), &c).unwrap_err();
         assert_eq!(e.rule, rule::COUNTS_NEGATIVE);
-        assert!(check_counts(&s, &counts(300, 7), None, &c).is_ok(), "no capacity known");
-        let ebikes = RawCounts { ebikes_available: Some(4), ..counts(3, 7) };
+        assert!(
+            check_counts(&s, &counts(300, 7), None, &c).is_ok(),
+            "no capacity known"
+        );
+        let ebikes = RawCounts {
+            ebikes_available: Some(4),
+            ..counts(3, 7)
+        };
         assert!(check_counts(&s, &ebikes, Some(10), &c).is_err());
     }
 
@@ -201,8 +224,16 @@ mod tests {
         let c = RuleConfig::default();
         let now = Timestamp::from_secs(1_700_000_000);
         assert!(check_time(&s, now.plus_minutes(4), now, &c).is_ok());
-        assert_eq!(check_time(&s, now.plus_minutes(6), now, &c).unwrap_err().rule, rule::TIME_FUTURE);
-        assert_eq!(check_time(&s, Timestamp(0), now, &c).unwrap_err().rule, rule::TIME_INVALID);
+        assert_eq!(
+            check_time(&s, now.plus_minutes(6), now, &c)
+                .unwrap_err()
+                .rule,
+            rule::TIME_FUTURE
+        );
+        assert_eq!(
+            check_time(&s, Timestamp(0), now, &c).unwrap_err().rule,
+            rule::TIME_INVALID
+        );
     }
 
     #[test]

@@ -1,0 +1,964 @@
+//! Polling one GBFS system: discovery, information feeds on change, status at its TTL.
+//!
+//! A [`GbfsPoller`] owns one system (its own task; a hanging feed delays only itself, and
+//! only up to the client's timeouts). Each [`GbfsPoller::poll_once`]:
+//!
+//! 1. reads `gbfs.json` when due (first poll, then at its TTL bounded by the information
+//!    bounds of [`PollerConfig`]) and resolves the feed URLs against it;
+//! 2. reads `system_information` and `station_information` when due, and emits a
+//!    `SystemInfo` / `StationInfo` event for what is new or changed since the last emission;
+//! 3. reads `station_status` and emits a `StationStatus` event for every station whose
+//!    report changed (`last_reported` or any count or flag) since the last one emitted. A
+//!    status naming a station that `station_information` does not know makes the poller
+//!    re-read `station_information` once before the record is dead-lettered
+//!    (`gbfs.station.unknown`);
+//!    After the statuses it publishes a `FeedHeartbeat` carrying the feed's `last_updated`
+//!    (once per new `last_updated`), so the processor's watermark advances even when no
+//!    station changed;
+//! 4. returns a [`PollReport`] whose `next_poll_in` is the status feed's `ttl` clamped to
+//!    `[min_interval, max_interval]`.
+//!
+//! Requests are conditional (ETag / Last-Modified), so an unchanged feed costs a `304` and
+//! emits nothing. Rejected records go to [`Output::dead_letters`], once per distinct bad
+//! record: the same bad record seen again on the next poll is not dead-lettered again (its
+//! dead-letter id is deterministic). A feed that fails entirely is logged with its whole cause
+//! chain, counted in [`PollerStats`] by reason, and read again at the next poll; the poller
+//! never panics and never stops on bad input. [`GbfsPoller::run`] loops until shutdown.
+//!
+//! Times: event times come from the feed (`last_reported` for status, `last_updated` for
+//! information), `ingest_time` and the future-time rule from the injected [`Clock`]; the poll
+//! schedule uses tokio's timer, so tests can pause it.
+//!
+//! [`Clock`]: bikeshare_common::Clock
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bikeshare_common::contracts::{
+    DeadLetter, Envelope, Event, FeedHeartbeat, StationInfo, StationStatus, SystemInfo,
+};
+use bikeshare_common::error::{Classify, ErrorClass, chain};
+use bikeshare_common::{EventId, SharedClock, StationId, SystemId, Timestamp};
+use bytes::Bytes;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::client::{CacheValidators, ClientConfig, FetchError, Fetched, GbfsClient, millis};
+use super::discovery::Discovery;
+use super::model::{FeedError, FeedKind, KnownStations, Rejected};
+use super::rules::{RuleConfig, rule};
+use super::schema::{SchemaError, SchemaRegistry};
+use super::validate::FeedValidator;
+use crate::output::{Output, OutputError};
+
+/// Reasons of poll failures that are not fetch or feed errors (metrics labels).
+pub mod reason {
+    /// `gbfs.json` does not list a feed the poller needs (`station_status`).
+    pub const FEED_MISSING: &str = "gbfs.feed.missing";
+    /// A feed URL in `gbfs.json` cannot be parsed.
+    pub const BAD_URL: &str = "gbfs.url";
+    /// The output refused the records.
+    pub const OUTPUT: &str = "output";
+}
+
+/// Poller settings; every field has a default. Durations are in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PollerConfig {
+    /// Shortest time between two `station_status` polls (also used after a failure).
+    #[serde(rename = "min_interval_ms", with = "millis")]
+    pub min_interval: Duration,
+    /// Longest time between two `station_status` polls, whatever the feed's TTL.
+    #[serde(rename = "max_interval_ms", with = "millis")]
+    pub max_interval: Duration,
+    /// Shortest time between two reads of `gbfs.json`, `system_information` and
+    /// `station_information`.
+    #[serde(rename = "info_min_interval_ms", with = "millis")]
+    pub info_min_interval: Duration,
+    /// Longest time between two reads of those feeds.
+    #[serde(rename = "info_max_interval_ms", with = "millis")]
+    pub info_max_interval: Duration,
+    /// Preferred language (discovery in 1.x/2.x, localised names in 3.0).
+    pub language: Option<String>,
+    /// Directory of MobilityData's `gbfs-json-schema`; `None` disables schema validation.
+    pub schema_dir: Option<PathBuf>,
+    pub rules: RuleConfig,
+    pub client: ClientConfig,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_secs(10),
+            max_interval: Duration::from_secs(120),
+            info_min_interval: Duration::from_secs(60),
+            info_max_interval: Duration::from_secs(3600),
+            language: None,
+            schema_dir: None,
+            rules: RuleConfig::default(),
+            client: ClientConfig::default(),
+        }
+    }
+}
+
+fn bounded(ttl: u32, min: Duration, max: Duration) -> Duration {
+    Duration::from_secs(u64::from(ttl))
+        .max(min)
+        .min(max.max(min))
+}
+
+impl PollerConfig {
+    /// When to poll `station_status` again after it said `ttl`.
+    pub fn status_interval(&self, ttl: u32) -> Duration {
+        bounded(ttl, self.min_interval, self.max_interval)
+    }
+    /// When to read an information feed again after it said `ttl`.
+    pub fn info_interval(&self, ttl: u32) -> Duration {
+        bounded(ttl, self.info_min_interval, self.info_max_interval)
+    }
+}
+
+/// Why the poller could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("discovery URL {url:?} is invalid: {reason}")]
+    Url { url: String, reason: String },
+    #[error("building the GBFS HTTP client")]
+    Client(#[source] FetchError),
+    #[error("loading the GBFS JSON schemas")]
+    Schema(#[source] SchemaError),
+}
+
+impl Classify for SetupError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Url { .. } | Self::Schema(_) => ErrorClass::User,
+            Self::Client(e) => e.class(),
+        }
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Why one feed failed in one poll.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("{feed}: fetch failed")]
+    Fetch {
+        feed: FeedKind,
+        #[source]
+        source: FetchError,
+    },
+    #[error("{feed} from {url}: not a usable GBFS feed")]
+    Feed {
+        feed: FeedKind,
+        url: String,
+        #[source]
+        source: FeedError,
+    },
+    #[error("gbfs.json lists no {feed} feed")]
+    MissingFeed { feed: FeedKind },
+    #[error("{feed}: URL {url:?} in gbfs.json is invalid: {reason}")]
+    BadUrl {
+        feed: FeedKind,
+        url: String,
+        reason: String,
+    },
+    #[error("{feed}: the output refused the records")]
+    Output {
+        feed: FeedKind,
+        #[source]
+        source: OutputError,
+    },
+}
+
+impl PollError {
+    pub fn feed(&self) -> FeedKind {
+        match self {
+            Self::Fetch { feed, .. }
+            | Self::Feed { feed, .. }
+            | Self::MissingFeed { feed }
+            | Self::BadUrl { feed, .. }
+            | Self::Output { feed, .. } => *feed,
+        }
+    }
+
+    /// The `reason` label: the fetch reason, the feed's rule, or one of [`reason`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Fetch { source, .. } => source.reason(),
+            Self::Feed { source, .. } => source.rule(),
+            Self::MissingFeed { .. } => reason::FEED_MISSING,
+            Self::BadUrl { .. } => reason::BAD_URL,
+            Self::Output { .. } => reason::OUTPUT,
+        }
+    }
+}
+
+impl Classify for PollError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Fetch { source, .. } => source.class(),
+            Self::Feed { source, .. } => source.class(),
+            Self::MissingFeed { .. } | Self::BadUrl { .. } => ErrorClass::User,
+            Self::Output { .. } => ErrorClass::External,
+        }
+    }
+    /// Every poll failure is tried again at the next poll; this says whether that can help
+    /// without the feed or the configuration changing.
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Fetch { source, .. } => source.retryable(),
+            Self::Output { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Counters of one poller, shared with whoever exports metrics.
+#[derive(Debug, Default)]
+pub struct PollerStats {
+    polls: AtomicU64,
+    not_modified: AtomicU64,
+    errors: AtomicU64,
+    events: AtomicU64,
+    dead_letters: AtomicU64,
+    skipped: AtomicU64,
+    errors_by_reason: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A copy of [`PollerStats`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PollerStatsSnapshot {
+    /// Calls of `poll_once`.
+    pub polls: u64,
+    /// Fetches answered `304 Not Modified` (any feed).
+    pub not_modified: u64,
+    /// Feed failures (any feed), also by reason below.
+    pub errors: u64,
+    pub events: u64,
+    pub dead_letters: u64,
+    /// Valid records with nothing to emit (out of service, never reported).
+    pub skipped: u64,
+    pub errors_by_reason: BTreeMap<String, u64>,
+}
+
+impl PollerStats {
+    pub fn snapshot(&self) -> PollerStatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PollerStatsSnapshot {
+            polls: get(&self.polls),
+            not_modified: get(&self.not_modified),
+            errors: get(&self.errors),
+            events: get(&self.events),
+            dead_letters: get(&self.dead_letters),
+            skipped: get(&self.skipped),
+            errors_by_reason: self
+                .errors_by_reason
+                .lock()
+                .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn error(&self, reason: &'static str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.errors_by_reason.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+}
+
+/// What one [`GbfsPoller::poll_once`] did.
+#[derive(Debug, Default)]
+pub struct PollReport {
+    pub events: usize,
+    pub dead_letters: usize,
+    pub skipped: usize,
+    /// Feeds read with a new body.
+    pub fetched: Vec<FeedKind>,
+    /// Feeds answered `304 Not Modified`.
+    pub not_modified: Vec<FeedKind>,
+    /// Feeds that failed (each already logged and counted).
+    pub errors: Vec<PollError>,
+    /// When to poll again.
+    pub next_poll_in: Duration,
+}
+
+impl PollReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Where one feed is, and what we know about its last response.
+#[derive(Debug, Default)]
+struct FeedState {
+    url: Option<Url>,
+    validators: CacheValidators,
+    /// The TTL of the last body read.
+    ttl: u32,
+    /// `None`: due now.
+    next_due: Option<Instant>,
+}
+
+impl FeedState {
+    fn due(&self, now: Instant) -> bool {
+        self.next_due.is_none_or(|d| now >= d)
+    }
+}
+
+/// The state of each feed the poller reads.
+#[derive(Debug, Default)]
+struct Feeds {
+    discovery: FeedState,
+    system_information: FeedState,
+    station_information: FeedState,
+    station_status: FeedState,
+}
+
+/// Polls one GBFS system. See the module docs.
+#[derive(Debug)]
+pub struct GbfsPoller {
+    system_id: SystemId,
+    discovery_url: Url,
+    config: PollerConfig,
+    client: GbfsClient,
+    validator: FeedValidator,
+    clock: SharedClock,
+    stats: Arc<PollerStats>,
+    feeds: Feeds,
+    warned_versions: HashSet<String>,
+    last_system_info: Option<SystemInfo>,
+    stations: HashMap<StationId, StationInfo>,
+    known: Option<KnownStations>,
+    last_status: HashMap<StationId, StationStatus>,
+    refreshed_for_unknown: HashSet<StationId>,
+    last_dead_letters: HashMap<FeedKind, HashSet<EventId>>,
+    /// `last_updated` of the last heartbeat published.
+    last_heartbeat: Option<Timestamp>,
+}
+
+impl GbfsPoller {
+    /// A poller for `system_id`, discovering its feeds from `discovery_url` (`gbfs.json`).
+    pub fn new(
+        system_id: SystemId,
+        discovery_url: &str,
+        config: PollerConfig,
+        clock: SharedClock,
+    ) -> Result<Self, SetupError> {
+        let url = Url::parse(discovery_url).map_err(|e| SetupError::Url {
+            url: discovery_url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let client = GbfsClient::new(config.client.clone()).map_err(SetupError::Client)?;
+        let mut validator = FeedValidator::new(config.rules).with_language(config.language.clone());
+        if let Some(dir) = &config.schema_dir {
+            let registry = SchemaRegistry::new(dir).map_err(SetupError::Schema)?;
+            validator = validator.with_schemas(Arc::new(registry));
+        }
+        Ok(Self {
+            system_id,
+            discovery_url: url,
+            config,
+            client,
+            validator,
+            clock,
+            stats: Arc::default(),
+            feeds: Feeds::default(),
+            warned_versions: HashSet::new(),
+            last_system_info: None,
+            stations: HashMap::new(),
+            known: None,
+            last_status: HashMap::new(),
+            refreshed_for_unknown: HashSet::new(),
+            last_dead_letters: HashMap::new(),
+            last_heartbeat: None,
+        })
+    }
+
+    /// Shares one schema registry (compiled once) between pollers.
+    pub fn with_schemas(mut self, schemas: Arc<SchemaRegistry>) -> Self {
+        self.validator = self.validator.with_schemas(schemas);
+        self
+    }
+
+    /// Shares one HTTP client (one connection pool) between pollers.
+    pub fn with_client(mut self, client: GbfsClient) -> Self {
+        self.client = client;
+        self
+    }
+
+    pub fn system_id(&self) -> &SystemId {
+        &self.system_id
+    }
+
+    /// The counters, shared: they stay readable after [`GbfsPoller::run`] takes the poller.
+    pub fn stats(&self) -> Arc<PollerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Polls until `shutdown` completes, then returns the final counters.
+    pub async fn run(
+        mut self,
+        output: Arc<dyn Output>,
+        shutdown: impl Future<Output = ()>,
+    ) -> PollerStatsSnapshot {
+        tokio::pin!(shutdown);
+        tracing::info!(system = %self.system_id, url = %self.discovery_url, "GBFS poller started");
+        loop {
+            let report = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                report = self.poll_once(output.as_ref()) => report,
+            };
+            tracing::debug!(
+                system = %self.system_id,
+                events = report.events,
+                dead_letters = report.dead_letters,
+                errors = report.errors.len(),
+                next_poll_ms = u64::try_from(report.next_poll_in.as_millis()).unwrap_or(u64::MAX),
+                "GBFS poll done"
+            );
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(report.next_poll_in) => {}
+            }
+        }
+        tracing::info!(system = %self.system_id, "GBFS poller stopped");
+        self.stats.snapshot()
+    }
+
+    /// One poll of every feed that is due. Failures are in the report, already logged.
+    pub async fn poll_once(&mut self, output: &dyn Output) -> PollReport {
+        self.stats.polls.fetch_add(1, Ordering::Relaxed);
+        let mut report = PollReport::default();
+        let started = Instant::now();
+
+        let status_known = self.feed(FeedKind::StationStatus).url.is_some();
+        if (!status_known || self.feed(FeedKind::Discovery).due(started))
+            && let Err(e) = self.poll_discovery(output, &mut report).await
+        {
+            self.failed(e, &mut report);
+        }
+        if self.feed(FeedKind::StationStatus).url.is_none() {
+            report.next_poll_in = self.config.min_interval;
+            return report;
+        }
+        for kind in [FeedKind::SystemInformation, FeedKind::StationInformation] {
+            let feed = self.feed(kind);
+            if feed.url.is_some() && feed.due(started) {
+                let result = match kind {
+                    FeedKind::SystemInformation => {
+                        self.poll_system_information(output, &mut report).await
+                    }
+                    _ => self.poll_station_information(output, &mut report).await,
+                };
+                if let Err(e) = result {
+                    self.failed(e, &mut report);
+                }
+            }
+        }
+        report.next_poll_in = match self.poll_station_status(output, &mut report).await {
+            Ok(ttl) => self.config.status_interval(ttl),
+            Err(e) => {
+                self.failed(e, &mut report);
+                self.config.min_interval
+            }
+        };
+        report
+    }
+
+    fn feed(&self, kind: FeedKind) -> &FeedState {
+        let f = &self.feeds;
+        match kind {
+            FeedKind::Discovery => &f.discovery,
+            FeedKind::SystemInformation => &f.system_information,
+            FeedKind::StationInformation => &f.station_information,
+            FeedKind::StationStatus => &f.station_status,
+        }
+    }
+
+    fn feed_mut(&mut self, kind: FeedKind) -> &mut FeedState {
+        let f = &mut self.feeds;
+        match kind {
+            FeedKind::Discovery => &mut f.discovery,
+            FeedKind::SystemInformation => &mut f.system_information,
+            FeedKind::StationInformation => &mut f.station_information,
+            FeedKind::StationStatus => &mut f.station_status,
+        }
+    }
+
+    fn failed(&mut self, error: PollError, report: &mut PollReport) {
+        tracing::warn!(
+            system = %self.system_id,
+            feed = error.feed().name(),
+            reason = error.reason(),
+            error = %chain(&error),
+            "GBFS feed failed; it is read again at the next poll"
+        );
+        self.stats.error(error.reason());
+        // Forget the validators so the next poll reads the body again instead of a 304.
+        if matches!(error, PollError::Feed { .. } | PollError::Output { .. }) {
+            self.feed_mut(error.feed()).validators = CacheValidators::default();
+        }
+        self.feed_mut(error.feed()).next_due = None;
+        report.errors.push(error);
+    }
+
+    /// GET one feed: `None` when not modified, else its URL, body and validators.
+    async fn fetch(
+        &mut self,
+        kind: FeedKind,
+        report: &mut PollReport,
+    ) -> Result<Option<(Url, Bytes, CacheValidators)>, PollError> {
+        let url = match kind {
+            FeedKind::Discovery => Some(self.discovery_url.clone()),
+            _ => self.feed(kind).url.clone(),
+        };
+        let Some(url) = url else {
+            return Err(PollError::MissingFeed { feed: kind });
+        };
+        let fetched = self
+            .client
+            .fetch(&url, &self.feed(kind).validators)
+            .await
+            .map_err(|source| PollError::Fetch { feed: kind, source })?;
+        match fetched {
+            Fetched::NotModified => {
+                self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+                report.not_modified.push(kind);
+                Ok(None)
+            }
+            Fetched::Body { body, validators } => {
+                report.fetched.push(kind);
+                Ok(Some((url, body, validators)))
+            }
+        }
+    }
+
+    /// Records a successful read: validators, TTL and when the feed is due again.
+    fn read_ok(&mut self, kind: FeedKind, validators: Option<CacheValidators>, ttl: Option<u32>) {
+        let status = kind == FeedKind::StationStatus;
+        let feed = self.feed_mut(kind);
+        if let Some(v) = validators {
+            feed.validators = v;
+        }
+        if let Some(ttl) = ttl {
+            feed.ttl = ttl;
+        }
+        let ttl = feed.ttl;
+        let interval = if status {
+            self.config.status_interval(ttl)
+        } else {
+            self.config.info_interval(ttl)
+        };
+        self.feed_mut(kind).next_due = Some(Instant::now() + interval);
+    }
+
+    fn warn_version(&mut self, kind: FeedKind, declared: &str, layout: &str) {
+        if declared != layout && self.warned_versions.insert(declared.to_owned()) {
+            tracing::warn!(
+                system = %self.system_id,
+                feed = kind.name(),
+                declared,
+                read_as = layout,
+                "GBFS version not fully supported; reading it with the layout of {layout}"
+            );
+        }
+    }
+
+    async fn poll_discovery(
+        &mut self,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let kind = FeedKind::Discovery;
+        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
+            self.read_ok(kind, None, None);
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let discovery = self
+            .validator
+            .discovery(&body, now)
+            .map_err(|source| PollError::Feed {
+                feed: kind,
+                url: url.to_string(),
+                source,
+            })?;
+        let Discovery {
+            header,
+            feeds: _,
+            rejected,
+            ..
+        } = &discovery;
+        self.warn_version(kind, &header.declared_version, header.version.as_str());
+        self.dead_letter(kind, &url, rejected, now, output, report)
+            .await?;
+
+        let mut bad_url = None;
+        for kind in [
+            FeedKind::SystemInformation,
+            FeedKind::StationInformation,
+            FeedKind::StationStatus,
+        ] {
+            let resolved = match discovery.url(kind) {
+                None => None,
+                Some(raw) => match url.join(raw) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        bad_url.get_or_insert(PollError::BadUrl {
+                            feed: kind,
+                            url: raw.to_owned(),
+                            reason: e.to_string(),
+                        });
+                        None
+                    }
+                },
+            };
+            let feed = self.feed_mut(kind);
+            if feed.url != resolved {
+                *feed = FeedState {
+                    url: resolved,
+                    ..FeedState::default()
+                };
+            }
+        }
+        self.read_ok(kind, Some(validators), Some(discovery.header.ttl));
+        if let Some(e) = bad_url {
+            return Err(e);
+        }
+        if self.feed(FeedKind::StationStatus).url.is_none() {
+            return Err(PollError::MissingFeed {
+                feed: FeedKind::StationStatus,
+            });
+        }
+        Ok(())
+    }
+
+    async fn poll_system_information(
+        &mut self,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let kind = FeedKind::SystemInformation;
+        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
+            self.read_ok(kind, None, None);
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let parsed = self
+            .validator
+            .system_information(&body, &self.system_id, now)
+            .map_err(|source| PollError::Feed {
+                feed: kind,
+                url: url.to_string(),
+                source,
+            })?;
+        self.warn_version(
+            kind,
+            &parsed.header.declared_version,
+            parsed.header.version.as_str(),
+        );
+        if let Some(info) = parsed.records.into_iter().next()
+            && self.last_system_info.as_ref() != Some(&info)
+        {
+            let event = Envelope::new(
+                self.system_id.clone(),
+                url.as_str(),
+                parsed.header.last_updated,
+                now,
+                Event::SystemInfo(info.clone()),
+            );
+            self.emit(kind, vec![event], output, report).await?;
+            self.last_system_info = Some(info);
+        }
+        self.dead_letter(kind, &url, &parsed.rejected, now, output, report)
+            .await?;
+        self.read_ok(kind, Some(validators), Some(parsed.header.ttl));
+        Ok(())
+    }
+
+    async fn poll_station_information(
+        &mut self,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let kind = FeedKind::StationInformation;
+        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
+            self.read_ok(kind, None, None);
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let parsed = self
+            .validator
+            .station_information(&body, now)
+            .map_err(|source| PollError::Feed {
+                feed: kind,
+                url: url.to_string(),
+                source,
+            })?;
+        self.warn_version(
+            kind,
+            &parsed.header.declared_version,
+            parsed.header.version.as_str(),
+        );
+        let changed: Vec<Envelope> = parsed
+            .records
+            .iter()
+            .filter(|info| self.stations.get(&info.station_id) != Some(*info))
+            .map(|info| {
+                Envelope::new(
+                    self.system_id.clone(),
+                    url.as_str(),
+                    parsed.header.last_updated,
+                    now,
+                    Event::StationInfo(info.clone()),
+                )
+            })
+            .collect();
+        self.emit(kind, changed, output, report).await?;
+        self.known = Some(KnownStations::from_feed(&parsed));
+        PollerStats::add(&self.stats.skipped, parsed.skipped.len());
+        report.skipped += parsed.skipped.len();
+        self.stations = parsed
+            .records
+            .into_iter()
+            .map(|info| (info.station_id.clone(), info))
+            .collect();
+        // New information: a station still unknown may trigger another refresh.
+        self.refreshed_for_unknown.clear();
+        self.dead_letter(kind, &url, &parsed.rejected, now, output, report)
+            .await?;
+        self.read_ok(kind, Some(validators), Some(parsed.header.ttl));
+        Ok(())
+    }
+
+    /// Returns the status feed's TTL.
+    async fn poll_station_status(
+        &mut self,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<u32, PollError> {
+        let kind = FeedKind::StationStatus;
+        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
+            self.read_ok(kind, None, None);
+            return Ok(self.feed(kind).ttl);
+        };
+        let now = self.clock.now();
+        let parse = |this: &Self| {
+            this.validator
+                .station_status(&body, now, this.known.as_ref())
+                .map_err(|source| PollError::Feed {
+                    feed: kind,
+                    url: url.to_string(),
+                    source,
+                })
+        };
+        let mut parsed = parse(self)?;
+        let unknown: Vec<StationId> = parsed
+            .rejected
+            .iter()
+            .filter(|r| r.rule == rule::STATION_UNKNOWN)
+            .filter_map(|r| r.station_id.clone())
+            .filter(|id| !self.refreshed_for_unknown.contains(id))
+            .collect();
+        let info_read_now = report.fetched.contains(&FeedKind::StationInformation)
+            || report.not_modified.contains(&FeedKind::StationInformation);
+        if !unknown.is_empty()
+            && !info_read_now
+            && self.feed(FeedKind::StationInformation).url.is_some()
+        {
+            tracing::info!(
+                system = %self.system_id,
+                unknown = unknown.len(),
+                "station_status names stations station_information does not know; re-reading it"
+            );
+            if let Err(e) = self.poll_station_information(output, report).await {
+                self.failed(e, report);
+            }
+            self.refreshed_for_unknown.extend(unknown);
+            parsed = parse(self)?;
+        }
+        self.warn_version(
+            kind,
+            &parsed.header.declared_version,
+            parsed.header.version.as_str(),
+        );
+
+        let changed: Vec<&StationStatus> = parsed
+            .records
+            .iter()
+            .filter(|s| {
+                self.last_status
+                    .get(&s.station_id)
+                    .is_none_or(|prev| !prev.same_report(s))
+            })
+            .collect();
+        let mut events: Vec<Envelope> = changed
+            .iter()
+            .map(|s| {
+                Envelope::new(
+                    self.system_id.clone(),
+                    url.as_str(),
+                    s.last_reported,
+                    now,
+                    Event::StationStatus((*s).clone()),
+                )
+            })
+            .collect();
+        let last_updated = parsed.header.last_updated;
+        let heartbeat = self.last_heartbeat.is_none_or(|t| last_updated > t);
+        if heartbeat {
+            events.push(Envelope::new(
+                self.system_id.clone(),
+                url.as_str(),
+                last_updated,
+                now,
+                Event::FeedHeartbeat(FeedHeartbeat {
+                    feed: "station_status".into(),
+                    last_updated,
+                }),
+            ));
+        }
+        self.emit(kind, events, output, report).await?;
+        if heartbeat {
+            self.last_heartbeat = Some(last_updated);
+        }
+        for s in changed {
+            self.last_status.insert(s.station_id.clone(), s.clone());
+        }
+        self.dead_letter(kind, &url, &parsed.rejected, now, output, report)
+            .await?;
+        report.skipped += parsed.skipped.len();
+        PollerStats::add(&self.stats.skipped, parsed.skipped.len());
+        self.read_ok(kind, Some(validators), Some(parsed.header.ttl));
+        Ok(parsed.header.ttl)
+    }
+
+    async fn emit(
+        &self,
+        kind: FeedKind,
+        events: Vec<Envelope>,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len();
+        output
+            .events(events)
+            .await
+            .map_err(|source| PollError::Output { feed: kind, source })?;
+        report.events += n;
+        PollerStats::add(&self.stats.events, n);
+        Ok(())
+    }
+
+    /// Dead-letters `rejected`, leaving out the letters already sent for this feed's last read.
+    async fn dead_letter(
+        &mut self,
+        kind: FeedKind,
+        url: &Url,
+        rejected: &[Rejected],
+        at: Timestamp,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let letters: Vec<DeadLetter> = rejected
+            .iter()
+            .map(|r| {
+                DeadLetter::new(
+                    self.system_id.clone(),
+                    url.as_str(),
+                    r.rule,
+                    &r.message,
+                    &r.raw,
+                    at,
+                )
+            })
+            .collect();
+        let ids: HashSet<EventId> = letters.iter().map(|d| d.dead_letter_id.clone()).collect();
+        let previous = self.last_dead_letters.get(&kind);
+        let fresh: Vec<DeadLetter> = letters
+            .into_iter()
+            .filter(|d| previous.is_none_or(|p| !p.contains(&d.dead_letter_id)))
+            .collect();
+        if !fresh.is_empty() {
+            let n = fresh.len();
+            output
+                .dead_letters(fresh)
+                .await
+                .map_err(|source| PollError::Output { feed: kind, source })?;
+            report.dead_letters += n;
+            PollerStats::add(&self.stats.dead_letters, n);
+        }
+        self.last_dead_letters.insert(kind, ids);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_follow_ttl_within_bounds() {
+        let c = PollerConfig {
+            min_interval: Duration::from_secs(10),
+            max_interval: Duration::from_secs(60),
+            ..PollerConfig::default()
+        };
+        assert_eq!(c.status_interval(0), Duration::from_secs(10));
+        assert_eq!(c.status_interval(30), Duration::from_secs(30));
+        assert_eq!(c.status_interval(3600), Duration::from_secs(60));
+        let inverted = PollerConfig {
+            max_interval: Duration::from_secs(1),
+            ..c
+        };
+        assert_eq!(
+            inverted.status_interval(30),
+            Duration::from_secs(10),
+            "min wins, no panic"
+        );
+    }
+
+    #[test]
+    fn config_has_defaults_and_reads_milliseconds() {
+        let c: PollerConfig = serde_json::from_str(
+            r#"{"min_interval_ms": 500, "language": "fr", "client": {"read_timeout_ms": 100}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.min_interval, Duration::from_millis(500));
+        assert_eq!(c.max_interval, PollerConfig::default().max_interval);
+        assert_eq!(c.language.as_deref(), Some("fr"));
+        assert_eq!(c.client.read_timeout, Duration::from_millis(100));
+        assert_eq!(
+            c.client.max_body_bytes,
+            super::super::client::DEFAULT_MAX_BODY_BYTES
+        );
+    }
+
+    #[test]
+    fn errors_have_reasons() {
+        let missing = PollError::MissingFeed {
+            feed: FeedKind::StationStatus,
+        };
+        assert_eq!(missing.reason(), reason::FEED_MISSING);
+        assert_eq!(missing.feed(), FeedKind::StationStatus);
+        assert!(!missing.retryable());
+    }
+}
