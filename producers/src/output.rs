@@ -6,7 +6,12 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bikeshare_common::SharedClock;
 use bikeshare_common::contracts::{DeadLetter, Envelope};
+use bikeshare_common::stream::publisher::{
+    PublishError, Publisher, PublisherConfig, PublisherStats,
+};
+use bikeshare_common::stream::{PutRecord, StreamWriter};
 
 /// Why an output could not take records.
 #[derive(Debug, thiserror::Error)]
@@ -33,21 +38,139 @@ pub struct MemoryOutput {
 
 impl MemoryOutput {
     pub fn take_events(&self) -> Vec<Envelope> {
-        self.events.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.events
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
     pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead_letters.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+        self.dead_letters
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
 #[async_trait]
 impl Output for MemoryOutput {
     async fn events(&self, events: Vec<Envelope>) -> Result<(), OutputError> {
-        self.events.lock().map_err(|_| OutputError::Closed)?.extend(events);
+        self.events
+            .lock()
+            .map_err(|_| OutputError::Closed)?
+            .extend(events);
         Ok(())
     }
     async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), OutputError> {
-        self.dead_letters.lock().map_err(|_| OutputError::Closed)?.extend(dead_letters);
+        self.dead_letters
+            .lock()
+            .map_err(|_| OutputError::Closed)?
+            .extend(dead_letters);
+        Ok(())
+    }
+}
+
+/// Publishes events to the `events` stream (partition key: the system id) and dead letters
+/// to the `dead-letters` stream, through [`Publisher`]s (batching, retries, backpressure).
+///
+/// An event too large for a stream record becomes a dead letter (`stream.record_too_large`)
+/// instead of being lost.
+#[derive(Debug)]
+pub struct StreamOutput {
+    events: Publisher,
+    dead_letters: Publisher,
+    clock: SharedClock,
+}
+
+/// The rule of a dead letter made from an event too large for the stream.
+pub const RULE_RECORD_TOO_LARGE: &str = "stream.record_too_large";
+
+impl StreamOutput {
+    pub fn new(
+        events: Arc<dyn StreamWriter>,
+        dead_letters: Arc<dyn StreamWriter>,
+        config: PublisherConfig,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            events: Publisher::spawn(events, config.clone()),
+            dead_letters: Publisher::spawn(dead_letters, config),
+            clock,
+        }
+    }
+
+    /// Counters of the (events, dead letters) publishers.
+    pub fn stats(&self) -> (PublisherStats, PublisherStats) {
+        (self.events.stats(), self.dead_letters.stats())
+    }
+
+    /// Waits until everything sent so far is acknowledged by the streams.
+    pub async fn flush(&self) -> Result<(), OutputError> {
+        self.events.flush().await.map_err(publish_error)?;
+        self.dead_letters.flush().await.map_err(publish_error)
+    }
+
+    /// Flushes and stops both publishers.
+    pub async fn close(self) -> Result<(PublisherStats, PublisherStats), OutputError> {
+        let events = self.events.close().await.map_err(publish_error)?;
+        let dead_letters = self.dead_letters.close().await.map_err(publish_error)?;
+        Ok((events, dead_letters))
+    }
+
+    async fn send_dead_letter(&self, dl: &DeadLetter) -> Result<(), OutputError> {
+        let record = PutRecord::new(dl.system_id.as_str(), dl.encode());
+        match self.dead_letters.send(record).await {
+            Ok(()) => Ok(()),
+            Err(PublishError::RecordTooLarge { .. }) => {
+                // Cannot happen with DEAD_LETTER_RAW_LIMIT far below the record limit; keep
+                // the reason even if it did.
+                let mut small = dl.clone();
+                small.raw.truncate(1024);
+                small.raw_truncated = true;
+                let record = PutRecord::new(small.system_id.as_str(), small.encode());
+                self.dead_letters.send(record).await.map_err(publish_error)
+            }
+            Err(e) => Err(publish_error(e)),
+        }
+    }
+}
+
+fn publish_error(e: PublishError) -> OutputError {
+    OutputError::Publish(bikeshare_common::error::chain(&e))
+}
+
+#[async_trait]
+impl Output for StreamOutput {
+    async fn events(&self, events: Vec<Envelope>) -> Result<(), OutputError> {
+        for env in events {
+            let data = env.encode();
+            let record = PutRecord::new(env.system_id.as_str(), data);
+            match self.events.send(record).await {
+                Ok(()) => {}
+                Err(
+                    e @ (PublishError::RecordTooLarge { .. }
+                    | PublishError::InvalidPartitionKey { .. }),
+                ) => {
+                    let raw = String::from_utf8_lossy(&env.encode()).into_owned();
+                    let dl = DeadLetter::new(
+                        env.system_id.clone(),
+                        env.source.clone(),
+                        RULE_RECORD_TOO_LARGE,
+                        format!("event {} not publishable: {e}", env.event_id),
+                        &raw,
+                        self.clock.now(),
+                    );
+                    self.send_dead_letter(&dl).await?;
+                }
+                Err(e) => return Err(publish_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), OutputError> {
+        for dl in &dead_letters {
+            self.send_dead_letter(dl).await?;
+        }
         Ok(())
     }
 }
