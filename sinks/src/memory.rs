@@ -1,0 +1,71 @@
+//! Sinks that keep everything in memory.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bikeshare_common::contracts::{DeadLetter, FeatureVector, Label, Prediction};
+use bikeshare_common::sink::{SinkError, Sinks};
+
+/// Everything received, in order of arrival.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySinks {
+    pub features: Arc<Mutex<Vec<FeatureVector>>>,
+    pub predictions: Arc<Mutex<Vec<Prediction>>>,
+    pub labels: Arc<Mutex<Vec<Label>>>,
+    pub dead_letters: Arc<Mutex<Vec<DeadLetter>>>,
+    /// When false, features are counted but not kept (benchmarks).
+    pub keep_features: bool,
+}
+
+fn poisoned(sink: &'static str) -> SinkError {
+    SinkError {
+        sink,
+        message: "lock poisoned".into(),
+    }
+}
+
+impl MemorySinks {
+    pub fn new() -> Self {
+        Self {
+            keep_features: true,
+            ..Self::default()
+        }
+    }
+}
+
+#[async_trait]
+impl Sinks for MemorySinks {
+    async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
+        if self.keep_features {
+            self.features
+                .lock()
+                .map_err(|_| poisoned("features"))?
+                .extend(rows);
+        }
+        Ok(())
+    }
+    async fn predictions(&self, p: Vec<Prediction>) -> Result<(), SinkError> {
+        self.predictions
+            .lock()
+            .map_err(|_| poisoned("predictions"))?
+            .extend(p);
+        Ok(())
+    }
+    async fn labels(&self, l: Vec<Label>) -> Result<(), SinkError> {
+        self.labels
+            .lock()
+            .map_err(|_| poisoned("labels"))?
+            .extend(l);
+        Ok(())
+    }
+    async fn dead_letters(&self, d: Vec<DeadLetter>) -> Result<(), SinkError> {
+        self.dead_letters
+            .lock()
+            .map_err(|_| poisoned("dead_letters"))?
+            .extend(d);
+        Ok(())
+    }
+    async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

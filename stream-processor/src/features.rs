@@ -1,0 +1,181 @@
+//! Computing a station's feature vector at `as_of`, in the order of
+//! [`crate::schema::FeatureSchema::v1`].
+//!
+//! The same function serves the live processor and `backfill`, so training rows and online
+//! rows cannot drift apart. Everything read here is as of `as_of` or earlier: the station's
+//! history is at `as_of`, neighbours' latest reports were applied before it (the processor
+//! applies events in event-time order), and a weather observation is used only once its hour
+//! is over.
+
+use std::f32::consts::TAU;
+
+use bikeshare_common::contracts::WeatherObs;
+use chrono::{Datelike, TimeZone, Timelike};
+
+use crate::processor::Station;
+use crate::window::Report;
+
+const MIN_MS: f32 = 60_000.0;
+
+/// What a station's features read besides the station itself.
+#[derive(Debug)]
+pub(crate) struct FeatureContext<'a> {
+    pub timezone: &'a str,
+    pub stations: &'a [Station],
+    pub neighbours: &'a [u32],
+    pub weather: Option<&'a WeatherObs>,
+    pub window_minutes: &'a [u32],
+}
+
+fn b(x: bool) -> Option<f32> {
+    Some(if x { 1.0 } else { 0.0 })
+}
+
+fn fill(bikes: f32, docks: Option<f32>) -> Option<f32> {
+    let d = docks?;
+    (bikes + d > 0.0).then(|| bikes / (bikes + d))
+}
+
+/// The feature values of `st` at time `t` (ms); `len` is the schema's length.
+pub(crate) fn compute(
+    st: &Station,
+    ctx: &FeatureContext<'_>,
+    t: i64,
+    len: usize,
+) -> Vec<Option<f32>> {
+    let mut v: Vec<Option<f32>> = Vec::with_capacity(len);
+    let latest: Option<Report> = st.history.latest().copied();
+
+    // Current state.
+    let bikes = latest.map(|r| f32::from(r.bikes));
+    let docks = latest.and_then(|r| r.docks()).map(f32::from);
+    v.push(bikes);
+    v.push(docks);
+    v.push(st.capacity.map(f32::from));
+    v.push(bikes.and_then(|bk| fill(bk, docks)));
+    v.push(st.ebikes.map(f32::from));
+    v.push(st.bikes_disabled.map(f32::from));
+    v.push(st.docks_disabled.map(f32::from));
+    v.push(latest.and_then(|r| b(r.has(Report::RENTING))));
+    v.push(latest.and_then(|r| b(r.has(Report::RETURNING))));
+    v.push(latest.and_then(|r| b(r.is_empty())));
+    v.push(latest.and_then(|r| b(r.is_full())));
+    v.push(latest.map(|r| (t - r.t) as f32 / MIN_MS));
+    let since = |now_in_state: bool, ended: Option<i64>| {
+        if now_in_state {
+            Some(0.0)
+        } else {
+            ended.map(|e| (t - e) as f32 / MIN_MS)
+        }
+    };
+    v.push(since(latest.is_some_and(|r| r.is_empty()), st.empty_ended));
+    v.push(since(latest.is_some_and(|r| r.is_full()), st.full_ended));
+
+    // Windows.
+    for (wi, w) in st.history.windows().iter().enumerate() {
+        let minutes = w.len_ms as f32 / MIN_MS;
+        let mean_bikes = w.mean_bikes().map(|x| x as f32);
+        let mean_docks = w.mean_docks().map(|x| x as f32);
+        let (lo, hi) = st.history.min_max_bikes(wi).map_or((None, None), |(l, h)| {
+            (Some(f32::from(l)), Some(f32::from(h)))
+        });
+        let delta = match (bikes, st.history.bikes_at_start(wi)) {
+            (Some(now), Some(start)) => Some(now - f32::from(start)),
+            _ => None,
+        };
+        let covered = w.covered_ms > 0;
+        v.push(mean_bikes);
+        v.push(mean_bikes.and_then(|mb| fill(mb, mean_docks)));
+        v.push(lo);
+        v.push(hi);
+        v.push(delta);
+        v.push(delta.map(|d| d / minutes));
+        v.push(covered.then(|| w.empty_ms as f32 / MIN_MS));
+        v.push(covered.then(|| w.full_ms as f32 / MIN_MS));
+        v.push(Some(w.reports as f32));
+        v.push(Some(w.arrivals as f32));
+        v.push(Some(w.departures as f32));
+    }
+
+    // Local time.
+    let utc = bikeshare_common::Timestamp(t).to_datetime();
+    let (hour, dow) = match ctx.timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => {
+            let local = tz.from_utc_datetime(&utc.naive_utc());
+            (
+                local.hour() as f32 + local.minute() as f32 / 60.0,
+                local.weekday().num_days_from_monday(),
+            )
+        }
+        Err(_) => (
+            utc.hour() as f32 + utc.minute() as f32 / 60.0,
+            utc.weekday().num_days_from_monday(),
+        ),
+    };
+    v.push(Some((TAU * hour / 24.0).sin()));
+    v.push(Some((TAU * hour / 24.0).cos()));
+    v.push(Some((TAU * dow as f32 / 7.0).sin()));
+    v.push(Some((TAU * dow as f32 / 7.0).cos()));
+    v.push(b(dow >= 5));
+
+    // Neighbours (missing, not zero, for a station without coordinates).
+    let trend_wi = ctx
+        .window_minutes
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m >= 15)
+        .min_by_key(|(_, m)| **m)
+        .map(|(i, _)| i);
+    if st.coords.is_none() {
+        v.extend(std::iter::repeat_n(None, 7));
+    } else {
+        let (mut n, mut fills, mut nb_bikes, mut nb_docks, mut empty, mut full, mut trend) =
+            (0u32, 0.0f32, 0.0f32, 0.0f32, 0u32, 0u32, 0.0f32);
+        let mut n_fill = 0u32;
+        for &j in ctx.neighbours {
+            let Some(nb) = ctx.stations.get(j as usize) else {
+                continue;
+            };
+            let Some(r) = nb.history.latest() else {
+                continue;
+            };
+            n += 1;
+            nb_bikes += f32::from(r.bikes);
+            if let Some(d) = r.docks() {
+                nb_docks += f32::from(d);
+                if let Some(f) = fill(f32::from(r.bikes), Some(f32::from(d))) {
+                    fills += f;
+                    n_fill += 1;
+                }
+            }
+            empty += u32::from(r.is_empty());
+            full += u32::from(r.is_full());
+            if let Some(start) = trend_wi.and_then(|wi| nb.history.bikes_at_start(wi)) {
+                trend += f32::from(r.bikes) - f32::from(start);
+            }
+        }
+        v.push(Some(n as f32));
+        v.push((n_fill > 0).then(|| fills / n_fill as f32));
+        v.push((n > 0).then_some(nb_bikes));
+        v.push((n > 0).then_some(nb_docks));
+        v.push((n > 0).then_some(empty as f32));
+        v.push((n > 0).then_some(full as f32));
+        v.push((n > 0).then_some(trend));
+    }
+
+    // Weather.
+    let w = ctx.weather;
+    v.push(w.and_then(|w| w.temperature_c).map(|x| x as f32));
+    v.push(w.and_then(|w| w.precipitation_mm).map(|x| x as f32));
+    v.push(w.and_then(|w| w.wind_speed_kmh).map(|x| x as f32));
+    v.push(w.and_then(|w| w.humidity_pct).map(|x| x as f32));
+    v.push(w.map(|w| (t - w.observed_at.millis()) as f32 / MIN_MS));
+
+    debug_assert_eq!(
+        v.len(),
+        len,
+        "feature vector length differs from the schema"
+    );
+    v.resize(len, None);
+    v
+}

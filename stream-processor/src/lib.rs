@@ -1,0 +1,31 @@
+//! # bikeshare-stream-processor
+//!
+//! The stateful stream processor. Pure logic, no I/O:
+//!
+//! - [`window`]: per-station rolling windows over the held state, exact and incremental.
+//! - [`labels`]: what happened in the horizon after a prediction (self-labelling).
+//! - [`neighbours`]: each station's k nearest stations within a radius.
+//! - [`schema`]: the ordered, versioned feature definitions and their id.
+//! - [`predictor`]: the [`predictor::Scorer`] trait and the transparent baseline.
+//! - [`processor`]: watermarks, the reorder buffer, ticks, features and labels per system.
+//!
+//! and its I/O edge:
+//!
+//! - [`checkpoint`]: checkpoints (state + input positions) and their stores.
+//! - [`runner`]: reading shards, scoring, publishing outputs, checkpointing.
+
+pub mod checkpoint;
+mod features;
+pub mod labels;
+pub mod neighbours;
+pub mod predictor;
+pub mod processor;
+pub mod runner;
+pub mod schema;
+pub mod window;
+
+pub use predictor::{BaselineScorer, Scorer, Scores};
+pub use processor::{
+    Emitted, FeatureRow, Processor, ProcessorConfig, ProcessorStats, RejectReason, SnapshotError,
+};
+pub use schema::FeatureSchema;

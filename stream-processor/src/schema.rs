@@ -1,0 +1,231 @@
+//! The feature schema: one ordered, named, versioned definition, used online and offline.
+//!
+//! The schema id is a hash of every feature's name and definition, in order, so a model
+//! trained on one schema refuses features computed by another.
+
+use bikeshare_common::contracts::FeatureSchemaId;
+use bikeshare_common::ids::deterministic_id;
+
+/// One feature: a name and a definition precise enough to recompute it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureDef {
+    pub name: String,
+    pub definition: String,
+}
+
+/// The ordered feature definitions for a set of window lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureSchema {
+    pub version: u32,
+    pub features: Vec<FeatureDef>,
+    pub window_minutes: Vec<u32>,
+    id: FeatureSchemaId,
+}
+
+/// The statistics computed for every window, in order.
+pub const WINDOW_STATS: &[(&str, &str)] = &[
+    (
+        "mean_bikes",
+        "time-weighted mean of bikes available over the window",
+    ),
+    (
+        "mean_fill",
+        "mean bikes / (mean bikes + mean docks) over the window",
+    ),
+    (
+        "min_bikes",
+        "minimum bikes available held during the window",
+    ),
+    (
+        "max_bikes",
+        "maximum bikes available held during the window",
+    ),
+    (
+        "delta_bikes",
+        "bikes now minus bikes held at the window start",
+    ),
+    (
+        "slope_bikes",
+        "delta_bikes divided by the window length in minutes",
+    ),
+    (
+        "minutes_empty",
+        "minutes of the window with no bike while renting",
+    ),
+    (
+        "minutes_full",
+        "minutes of the window with no dock while returning",
+    ),
+    ("reports", "station reports inside the window"),
+    (
+        "arrivals",
+        "sum of increases in bikes between reports inside the window",
+    ),
+    (
+        "departures",
+        "sum of decreases in bikes between reports inside the window",
+    ),
+];
+
+const CURRENT: &[(&str, &str)] = &[
+    (
+        "bikes",
+        "bikes available in the last report at or before as_of",
+    ),
+    (
+        "docks",
+        "docks available in the last report (missing when not reported)",
+    ),
+    (
+        "capacity",
+        "station capacity from station_information (missing when unknown)",
+    ),
+    ("fill", "bikes / (bikes + docks) in the last report"),
+    (
+        "ebikes",
+        "e-bikes available in the last report (missing when not reported)",
+    ),
+    ("bikes_disabled", "disabled bikes in the last report"),
+    ("docks_disabled", "disabled docks in the last report"),
+    ("is_renting", "1 when the station is renting, else 0"),
+    (
+        "is_returning",
+        "1 when the station is accepting returns, else 0",
+    ),
+    (
+        "is_empty",
+        "1 when no bike is available while renting, else 0",
+    ),
+    (
+        "is_full",
+        "1 when no dock is available while returning, else 0",
+    ),
+    (
+        "minutes_since_report",
+        "minutes from the last report to as_of (staleness)",
+    ),
+    (
+        "minutes_since_empty",
+        "minutes since the station was last empty; 0 if empty now; missing if never seen",
+    ),
+    (
+        "minutes_since_full",
+        "minutes since the station was last full; 0 if full now; missing if never seen",
+    ),
+];
+
+const TIME: &[(&str, &str)] = &[
+    (
+        "hour_sin",
+        "sin(2π·h/24), h = local hour of as_of with minutes as a fraction, system time zone",
+    ),
+    ("hour_cos", "cos(2π·h/24), as hour_sin"),
+    (
+        "dow_sin",
+        "sin(2π·d/7), d = local day of week of as_of, Monday = 0",
+    ),
+    ("dow_cos", "cos(2π·d/7), as dow_sin"),
+    ("is_weekend", "1 on local Saturday and Sunday, else 0"),
+];
+
+const NEIGHBOURS: &[(&str, &str)] = &[
+    (
+        "nb_count",
+        "neighbours: the k nearest stations within the radius that have reported",
+    ),
+    ("nb_mean_fill", "mean fill of the neighbours' last reports"),
+    ("nb_bikes", "sum of bikes available at the neighbours"),
+    ("nb_docks", "sum of docks available at the neighbours"),
+    ("nb_empty", "neighbours empty now"),
+    ("nb_full", "neighbours full now"),
+    (
+        "nb_trend",
+        "sum over neighbours of their delta_bikes in their shortest window of at least 15 min, as of their last update",
+    ),
+];
+
+const WEATHER: &[(&str, &str)] = &[
+    (
+        "temperature_c",
+        "temperature of the latest weather observation at or before as_of",
+    ),
+    (
+        "precipitation_mm",
+        "precipitation of that observation, mm in the hour",
+    ),
+    ("wind_speed_kmh", "wind speed of that observation"),
+    ("humidity_pct", "relative humidity of that observation"),
+    (
+        "weather_age_minutes",
+        "minutes from that observation's hour to as_of",
+    ),
+];
+
+impl FeatureSchema {
+    /// Schema version 1 with the given window lengths (minutes).
+    pub fn v1(window_minutes: &[u32]) -> Self {
+        let mut features = Vec::new();
+        let mut push =
+            |name: String, definition: String| features.push(FeatureDef { name, definition });
+        for (n, d) in CURRENT {
+            push((*n).into(), (*d).into());
+        }
+        for w in window_minutes {
+            for (n, d) in WINDOW_STATS {
+                push(
+                    format!("{n}_{w}m"),
+                    format!("{d}; window ({w} min before as_of, as_of]"),
+                );
+            }
+        }
+        for (n, d) in TIME.iter().chain(NEIGHBOURS).chain(WEATHER) {
+            push((*n).into(), (*d).into());
+        }
+        let mut parts: Vec<Vec<u8>> = vec![b"feature-schema-v1".to_vec()];
+        for f in &features {
+            parts.push(f.name.as_bytes().to_vec());
+            parts.push(f.definition.as_bytes().to_vec());
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let id = FeatureSchemaId(format!("fs1-{}", &deterministic_id(&refs).as_str()[..16]));
+        Self {
+            version: 1,
+            features,
+            window_minutes: window_minutes.to_vec(),
+            id,
+        }
+    }
+
+    pub fn id(&self) -> &FeatureSchemaId {
+        &self.id
+    }
+    pub fn len(&self) -> usize {
+        self.features.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|f| f.name.as_str())
+    }
+    /// Index of a feature by name.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.features.iter().position(|f| f.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_depends_on_names_definitions_and_order() {
+        let a = FeatureSchema::v1(&[5, 15, 30, 60]);
+        assert_eq!(a.id(), FeatureSchema::v1(&[5, 15, 30, 60]).id());
+        assert_ne!(a.id(), FeatureSchema::v1(&[15, 5, 30, 60]).id());
+        assert_ne!(a.id(), FeatureSchema::v1(&[5, 15, 30]).id());
+        assert_eq!(a.len(), 14 + 4 * WINDOW_STATS.len() + 5 + 7 + 5);
+        let names: std::collections::HashSet<_> = a.names().collect();
+        assert_eq!(names.len(), a.len(), "names are unique");
+    }
+}
