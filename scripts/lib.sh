@@ -1,0 +1,45 @@
+# Shared by scripts/*: paths, logging and idempotent set-up steps.
+# Every step checks before it installs, so a second run costs seconds.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/bikeshare-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+TOOLS_DIR="${BIKESHARE_TOOLS_DIR:-/var/tmp/bikeshare-tools}"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+APT_UPDATED=0
+# apt_install PKG...: installs the Debian packages that are missing.
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null; then
+    log "missing system packages (${missing[*]}) and no apt-get: install them and re-run"; exit 1
+  fi
+  if [ "$APT_UPDATED" = 0 ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  log "installing system packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ensure_rust: the toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    log "cargo not found: install rustup (https://rustup.rs) and re-run"; exit 1
+  fi
+  (cd "$ROOT" && cargo --version >/dev/null)
+}
+
+# ensure_build_deps: what the workspace's -sys crates need (a C compiler for SQLite).
+ensure_build_deps() {
+  command -v cc >/dev/null || apt_install build-essential
+  command -v pkg-config >/dev/null || apt_install pkg-config
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one command that runs every test: set-up, format and lint gates, then the suites.
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh -E 'test(gbfs)'   extra arguments go to cargo nextest
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_rust
+ensure_build_deps
+
+log "format and lint gates"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests (target dir: $CARGO_TARGET_DIR)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
+log "doc tests"
+cargo test --workspace --locked --doc

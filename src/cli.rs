@@ -1,0 +1,213 @@
+//! Command-line flags. Each command's help says what it does in words a newcomer understands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Predicts, for every bikeshare station, whether it runs out of bikes or docks within
+/// 30 minutes — from live GBFS feeds, a recorded history, or the built-in city simulator.
+///
+/// Start with `bikeshare up`: it runs the whole pipeline on this machine with a simulated city.
+#[derive(Debug, Parser)]
+#[command(name = "bikeshare", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./bikeshare.toml when it exists.
+    /// Environment variables BIKESHARE_<SECTION>__<KEY> override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the main job: simulated city → producers → stream, with a live summary.
+    Up(UpArgs),
+    /// Serve a simulated city as GBFS 2.3 and 3.0 feeds (and Meteostat-style weather) over
+    /// HTTP, or write its history to a file with --backfill.
+    Simulate(SimulateArgs),
+    /// Poll GBFS feeds (and weather), validate every record, and publish events to the stream.
+    Ingest(IngestArgs),
+    /// Publish a recorded history to the stream in event-time order.
+    Replay(ReplayArgs),
+    /// Run the stream processor: events → windows and features → predictions and labels,
+    /// resuming from its last checkpoint.
+    Process(ProcessArgs),
+    /// Print records from a stream (events, dead letters) as JSON lines.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of simulated stations.
+    #[arg(long)]
+    pub stations: Option<u32>,
+    /// Simulated seconds per wall-clock second while catching up to now.
+    #[arg(long, default_value_t = 60.0)]
+    pub time_scale: f64,
+    /// How far in the past the simulation starts (it runs fast until it reaches now).
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    pub history: std::time::Duration,
+    /// Stop after this long (wall clock); default: run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Seconds between summary lines.
+    #[arg(long, default_value_t = 5)]
+    pub summary_every: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to serve on (127.0.0.1 by default; anything else needs BIKESHARE_SIM_TOKEN).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// Number of stations.
+    #[arg(long)]
+    pub stations: Option<u32>,
+    /// Random seed: the same seed gives the same city and history.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Simulated seconds per wall-clock second.
+    #[arg(long)]
+    pub time_scale: Option<f64>,
+    /// Simulation start (RFC 3339), or how long ago (e.g. `6h`, `2d`).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Write the history from --start to --until as JSON lines of events to this file
+    /// (`.gz` compresses) instead of serving.
+    #[arg(long, value_name = "FILE")]
+    pub backfill: Option<PathBuf>,
+    /// End of the backfill (RFC 3339, or how long ago); default: now.
+    #[arg(long, requires = "backfill")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// A GBFS auto-discovery URL (gbfs.json); repeat for several systems.
+    #[arg(long = "gbfs-url", value_name = "URL")]
+    pub gbfs_urls: Vec<String>,
+    /// System id for each --gbfs-url, in order (default: from system_information).
+    #[arg(long = "system-id")]
+    pub system_ids: Vec<String>,
+    /// Also start the built-in simulator and ingest it.
+    #[arg(long)]
+    pub simulator: bool,
+    /// Also poll weather for each system (Meteostat; the simulator's endpoint with --simulator).
+    #[arg(long)]
+    pub weather: bool,
+    /// Stop after this long (wall clock); default: run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFormat {
+    /// Bluebikes station_status change log (.csv or .csv.bz2); pair with --stations.
+    Bluebikes,
+    /// JSON lines of events, as `simulate --backfill` writes them (.jsonl or .jsonl.gz).
+    Jsonl,
+    /// Hourly snapshot CSV (.csv.gz) of Toronto or Ecobici recordings.
+    Snapshots,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Files to replay, in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: ReplayFormat,
+    /// System id to publish under.
+    #[arg(long, default_value = "replay")]
+    pub system_id: String,
+    /// Station list with coordinates and capacity (Bluebikes stations.csv, or a GBFS
+    /// station_information.json for snapshots).
+    #[arg(long)]
+    pub stations: Option<PathBuf>,
+    /// 0 = as fast as possible; otherwise simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 0.0)]
+    pub speed: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Stop once every shard has been read to its end (bounded inputs: replays, tests).
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Stop after this long (wall clock); default: run until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Also publish every feature vector to the `features` stream.
+    #[arg(long)]
+    pub features: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TailStream {
+    Events,
+    DeadLetters,
+    Predictions,
+    Labels,
+    Features,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Which stream to print.
+    #[arg(long, value_enum, default_value_t = TailStream::Events)]
+    pub stream: TailStream,
+    /// Start from the oldest record instead of only new ones.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Keep waiting for new records.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+}
+
+/// Parses `90s`, `15m`, `6h`, `2d`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (try 90s, 15m, 6h, 2d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("unknown unit in {s:?} (use s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,131 @@
+//! One module per command; this one holds what they share: opening the streams, the
+//! producers' output, and shutdown.
+
+mod ingest;
+mod process;
+mod replay;
+mod simulate;
+mod tail;
+mod up;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bikeshare_common::stream::embedded::EmbeddedStream;
+use bikeshare_common::stream::names;
+use bikeshare_common::stream::publisher::PublisherConfig;
+use bikeshare_common::{SharedClock, SystemClock};
+use bikeshare_producers::output::StreamOutput;
+
+use crate::cli::Command;
+use crate::config::Config;
+
+pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Ingest(args) => ingest::run(args, config).await,
+        Command::Replay(args) => replay::run(args, config).await,
+        Command::Tail(args) => tail::run(args, config).await,
+        Command::Process(args) => process::run(args, config).await,
+        Command::Up(args) => up::run(args, config).await,
+        Command::Simulate(args) => simulate::run(args, config).await,
+    }
+}
+
+/// The wall clock every command runs on.
+pub fn wall_clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// The input streams (`events`, `dead-letters`), created if missing.
+pub struct Streams {
+    pub events: EmbeddedStream,
+    pub dead_letters: EmbeddedStream,
+}
+
+pub async fn open_streams(config: &Config) -> anyhow::Result<Streams> {
+    let path = config.data_path(&config.stream.path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let open = |name: &'static str| {
+        let path = path.clone();
+        async move {
+            EmbeddedStream::open(&path, name, config.stream.shards)
+                .await
+                .with_context(|| format!("opening stream {name:?} in {}", path.display()))
+        }
+    };
+    Ok(Streams {
+        events: open(names::EVENTS).await?,
+        dead_letters: open(names::DEAD_LETTERS).await?,
+    })
+}
+
+/// The producers' output: events and dead letters published to their streams.
+pub fn stream_output(streams: &Streams, clock: SharedClock) -> StreamOutput {
+    StreamOutput::new(
+        Arc::new(streams.events.clone()),
+        Arc::new(streams.dead_letters.clone()),
+        PublisherConfig::default(),
+        clock,
+    )
+}
+
+/// Resolves on Ctrl-C (or SIGTERM), or after `duration` when given.
+pub async fn shutdown_signal(duration: Option<Duration>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+        () = timer => tracing::info!("duration reached: shutting down"),
+    }
+}
+
+/// Flushes and closes the output, bounded in time so a dead stream cannot hang shutdown.
+pub async fn close_output(output: StreamOutput) -> anyhow::Result<()> {
+    match tokio::time::timeout(Duration::from_secs(30), output.close()).await {
+        Ok(Ok((events, dead))) => {
+            tracing::info!(
+                events = events.records_sent,
+                dead_letters = dead.records_sent,
+                "all records published"
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!("publishing failed: {e}")),
+        Err(_) => anyhow::bail!("records still unpublished after 30 s; giving up"),
+    }
+}
+
+/// Parses a time given as RFC 3339 or as "how long ago" (`6h`, `2d`).
+pub fn parse_time_or_ago(
+    s: &str,
+    now: bikeshare_common::Timestamp,
+) -> anyhow::Result<bikeshare_common::Timestamp> {
+    if let Some(t) = bikeshare_common::Timestamp::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    let ago = crate::cli::parse_duration(s)
+        .map_err(|e| anyhow::anyhow!("{e}; or give an RFC 3339 time"))?;
+    Ok(now.plus_millis(-i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)))
+}

@@ -1,0 +1,88 @@
+//! `bikeshare process`: the stream processor over the embedded `events` stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bikeshare_common::stream::embedded::EmbeddedStream;
+use bikeshare_common::stream::publisher::PublisherConfig;
+use bikeshare_common::stream::{StreamWriter, names};
+use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
+use bikeshare_stream_processor::checkpoint::LocalCheckpointStore;
+use bikeshare_stream_processor::runner::{Runner, RunnerConfig};
+use bikeshare_stream_processor::{BaselineScorer, Processor, Scorer};
+use tokio::sync::watch;
+
+use super::{open_streams, shutdown_signal, wall_clock};
+use crate::cli::ProcessArgs;
+use crate::config::Config;
+
+pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
+    let runner = build(&config, args.features, args.until_caught_up).await?;
+    let stats = runner.stats();
+    let processor = runner.run(shutdown_signal(args.duration)).await?;
+    let s = processor.stats();
+    tracing::info!(?s, "processor stopped");
+    eprintln!(
+        "processed {} records: {} predictions, {} labels, {} late, {} duplicates; {} stations",
+        stats.records.load(std::sync::atomic::Ordering::Relaxed),
+        s.rows,
+        s.labels,
+        s.late,
+        s.duplicates,
+        processor.stations()
+    );
+    Ok(())
+}
+
+/// A runner over the configured streams, resuming from the configured checkpoint directory.
+pub async fn build(
+    config: &Config,
+    features: bool,
+    until_caught_up: bool,
+) -> anyhow::Result<Runner> {
+    let streams = open_streams(config).await?;
+    let path = config.data_path(&config.stream.path);
+    let shards = config.stream.shards;
+    let open = |name: &'static str| {
+        let path = path.clone();
+        async move { EmbeddedStream::open(&path, name, shards).await }
+    };
+    let writer = |s: EmbeddedStream| -> Arc<dyn StreamWriter> { Arc::new(s) };
+    let sinks = StreamSinks::new(
+        StreamWriters {
+            predictions: writer(open(names::PREDICTIONS).await?),
+            labels: writer(open(bikeshare_sinks::stream::names::LABELS).await?),
+            features: if features {
+                Some(writer(
+                    open(bikeshare_sinks::stream::names::FEATURES).await?,
+                ))
+            } else {
+                None
+            },
+            dead_letters: writer(streams.dead_letters.clone()),
+        },
+        PublisherConfig::default(),
+    );
+    let processor = Processor::new(config.processor.clone());
+    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(
+        processor.schema(),
+        config.processor.horizon_minutes,
+    ));
+    let (_scorer_tx, scorer_rx) = watch::channel(scorer);
+    let store = LocalCheckpointStore::new(config.data_path(&config.runner.checkpoint_dir));
+    let runner_config = RunnerConfig {
+        batch: config.runner.batch,
+        checkpoint_interval: Duration::from_millis(config.runner.checkpoint_interval_ms),
+        stop_when_caught_up: until_caught_up,
+        ..RunnerConfig::default()
+    };
+    Ok(Runner::new(
+        Arc::new(streams.events),
+        Arc::new(sinks),
+        Arc::new(store),
+        scorer_rx,
+        wall_clock(),
+        processor,
+        runner_config,
+    ))
+}

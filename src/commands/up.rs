@@ -1,0 +1,159 @@
+//! `bikeshare up`: the main job on one machine — the simulated city served over HTTP, the
+//! GBFS and weather producers polling it, the embedded stream, the processor, and a live
+//! summary on stdout.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bikeshare_producers::simulator::{self, GbfsVersion};
+use bikeshare_producers::weather::WeatherMode;
+use bikeshare_stream_processor::runner::{LatestPredictions, RunnerStats};
+use ordered_float::OrderedFloat;
+use tokio::sync::watch;
+
+use super::ingest::{spawn_producers, stopped};
+use super::{close_output, open_streams, shutdown_signal, stream_output, wall_clock};
+use crate::cli::UpArgs;
+use crate::config::{Config, SystemConfig};
+
+pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
+    let clock = wall_clock();
+    let mut sim = config.simulator.clone();
+    if let Some(n) = args.stations {
+        sim.city.stations = n;
+    }
+    sim.time_scale = args.time_scale;
+    let history_ms = i64::try_from(args.history.as_millis()).unwrap_or(i64::MAX);
+    sim.start = Some(clock.now().plus_millis(-history_ms));
+    let (lat, lon, system_id) = (
+        sim.city.centre_lat,
+        sim.city.centre_lon,
+        sim.city.system_id.clone(),
+    );
+    let running = simulator::serve(sim, clock.clone(), std::future::pending())
+        .await
+        .context("starting the simulator")?;
+    tracing::info!(url = %running.gbfs_url(GbfsVersion::V3_0), "simulator serving");
+
+    // The simulator's feeds say ttl = 60 s / time_scale: poll as fast as they ask.
+    config.gbfs.min_interval = Duration::from_millis(200);
+    config.gbfs.info_min_interval = Duration::from_millis(200);
+    config.weather.mode = WeatherMode::Bulk;
+    config.weather.bulk_base = running.meteostat_bulk_url();
+    config.weather.poll_interval_secs = 30;
+    let systems = vec![SystemConfig {
+        id: system_id,
+        gbfs_url: running.gbfs_url(GbfsVersion::V3_0),
+        lat: Some(lat),
+        lon: Some(lon),
+    }];
+
+    let streams = open_streams(&config).await?;
+    let output = Arc::new(stream_output(&streams, clock.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let producers = spawn_producers(
+        &systems,
+        true,
+        &config,
+        clock.clone(),
+        output.clone(),
+        &stop_rx,
+    )?;
+
+    let runner = super::process::build(&config, false, false).await?;
+    let stats = runner.stats();
+    let latest = runner.latest_predictions();
+    let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
+
+    let summary = tokio::spawn(print_summaries(
+        stats,
+        latest,
+        output.clone(),
+        Duration::from_secs(args.summary_every.max(1)),
+        stopped(stop_rx.clone()),
+    ));
+
+    shutdown_signal(args.duration).await;
+    let _ = stop_tx.send(true);
+    for t in producers {
+        let _ = t.await;
+    }
+    let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
+    let _ = summary.await;
+    close_output(output).await?;
+    let processor = processor.await.context("processor task")??;
+    running.stop().await.context("stopping the simulator")?;
+    let s = processor.stats();
+    eprintln!(
+        "stopped: {} events processed, {} predictions, {} labels, {} stations; state is in {}",
+        s.events,
+        s.rows,
+        s.labels,
+        processor.stations(),
+        config.data_dir.0.display()
+    );
+    Ok(())
+}
+
+async fn print_summaries(
+    stats: Arc<RunnerStats>,
+    latest: LatestPredictions,
+    output: Arc<bikeshare_producers::output::StreamOutput>,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        let records = stats.records.load(Ordering::Relaxed);
+        let rate = (records - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+        last = (Instant::now(), records);
+        let (events, dead) = output.stats();
+        let mut top: Vec<_> = latest
+            .iter()
+            .map(|e| {
+                let p = e.value();
+                (
+                    OrderedFloat(p.p_empty.max(p.p_full)),
+                    p.station_id.clone(),
+                    p.p_empty,
+                    p.p_full,
+                    p.as_of,
+                )
+            })
+            .collect();
+        top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let sim_time = top.iter().map(|t| t.4).max();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "[{}] published {} events ({} dead letters) | processed {:.0} events/s | {} stations | {} predictions, {} labels | lag {} ms",
+            sim_time.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+            events.records_sent,
+            dead.records_sent,
+            rate,
+            stats.stations.load(Ordering::Relaxed),
+            stats.predictions.load(Ordering::Relaxed),
+            stats.labels.load(Ordering::Relaxed),
+            stats.millis_behind_latest.load(Ordering::Relaxed),
+        );
+        for (_, station, pe, pf, as_of) in top.iter().take(5) {
+            let what = if pe >= pf { "empty" } else { "full" };
+            let _ = writeln!(
+                out,
+                "    risk {:>5.1}% {what:<5}  station {station:<12} as of {as_of}",
+                pe.max(*pf) * 100.0
+            );
+        }
+        let _ = out.flush();
+    }
+}

@@ -1,0 +1,204 @@
+//! Layered configuration: built-in defaults, then a TOML file, then the environment.
+//!
+//! - File: `--config PATH`, else `bikeshare.toml` in the working directory if it exists.
+//! - Environment: `BIKESHARE_<SECTION>__<KEY>`, e.g. `BIKESHARE_STREAM__SHARDS=4`,
+//!   `BIKESHARE_SIMULATOR__CITY__STATIONS=1000`.
+//!
+//! Secrets (the Meteostat key, the simulator token) are read from their own environment
+//! variables by the components that need them and are never part of this struct's output.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bikeshare_producers::gbfs::PollerConfig;
+use bikeshare_producers::simulator::SimulatorConfig;
+use bikeshare_producers::weather::WeatherConfig;
+use bikeshare_stream_processor::ProcessorConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. Every section has defaults, so an empty file is valid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where local state lives: the embedded stream, checkpoints, the lake.
+    pub data_dir: DataDir,
+    pub stream: StreamConfig,
+    /// GBFS systems to ingest (`bikeshare ingest` also takes `--gbfs-url`).
+    pub systems: Vec<SystemConfig>,
+    /// Polling, validation and HTTP settings of the GBFS producer.
+    pub gbfs: PollerConfig,
+    /// The Meteostat producer (the API key comes from `METEOSTAT_API_KEY` only).
+    pub weather: WeatherConfig,
+    /// The built-in city simulator (`simulate`, and `up`).
+    pub simulator: SimulatorConfig,
+    /// The stream processor: windows, horizon, lateness, ticks, neighbourhoods.
+    pub processor: ProcessorConfig,
+    /// How the processor runs: checkpoints and reads.
+    pub runner: RunnerSettings,
+    pub log: LogConfig,
+}
+
+/// Checkpointing and reading of the processor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunnerSettings {
+    /// Checkpoint directory; relative paths are under `data_dir`.
+    pub checkpoint_dir: PathBuf,
+    pub checkpoint_interval_ms: u64,
+    /// Records per read from a shard.
+    pub batch: usize,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_dir: PathBuf::from("checkpoints/processor"),
+            checkpoint_interval_ms: 10_000,
+            batch: 1000,
+        }
+    }
+}
+
+/// One GBFS system to ingest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SystemConfig {
+    pub id: String,
+    /// Its auto-discovery URL (`gbfs.json`).
+    pub gbfs_url: String,
+    /// Where to look for weather; no weather for the system without them.
+    #[serde(default)]
+    pub lat: Option<f64>,
+    #[serde(default)]
+    pub lon: Option<f64>,
+}
+
+/// The data directory (default `./var`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DataDir(pub PathBuf);
+
+impl Default for DataDir {
+    fn default() -> Self {
+        Self(PathBuf::from("var"))
+    }
+}
+
+/// The stream backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamConfig {
+    /// `embedded` (default). `kinesis` arrives with the Kinesis transport.
+    pub backend: StreamBackend,
+    /// The SQLite file of the embedded stream; relative paths are under `data_dir`.
+    pub path: PathBuf,
+    /// Shards of each stream when it is created.
+    pub shards: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            backend: StreamBackend::Embedded,
+            path: PathBuf::from("stream.db"),
+            shards: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamBackend {
+    Embedded,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for machines.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `bikeshare_producers=debug,info`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Defaults, then `file` (or `./bikeshare.toml` when present), then `BIKESHARE_*`.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) => {
+                anyhow::ensure!(f.is_file(), "config file {} does not exist", f.display());
+                fig = fig.merge(Toml::file(f));
+            }
+            None if Path::new("bikeshare.toml").is_file() => {
+                fig = fig.merge(Toml::file("bikeshare.toml"));
+            }
+            None => {}
+        }
+        fig = fig.merge(
+            Env::prefixed("BIKESHARE_")
+                .split("__")
+                .ignore(&["SIM_TOKEN", "SHARED_DIR"]),
+        );
+        fig.extract().context("invalid configuration")
+    }
+
+    /// `path` resolved against the data directory when relative.
+    pub fn data_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.data_dir.0.join(path)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "[stream]\nshards = 3\n[log]\nformat = \"json\"\n",
+            )?;
+            jail.set_env("BIKESHARE_STREAM__SHARDS", "5");
+            let cfg = Config::load(Some(Path::new("custom.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.stream.shards, 5, "environment wins over the file");
+            assert_eq!(cfg.log.format, LogFormat::Json, "file wins over defaults");
+            assert_eq!(cfg.data_dir.0, PathBuf::from("var"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_backend_is_a_clear_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BIKESHARE_STREAM__BACKEND", "carrier-pigeon");
+            let err = Config::load(None).unwrap_err();
+            assert!(format!("{err:#}").contains("carrier-pigeon"), "{err:#}");
+            Ok(())
+        });
+    }
+}
