@@ -2,6 +2,7 @@
 //!
 //! What every bikeshare component shares, with no network I/O:
 //!
+//! - [`checkpoint`]: checkpoints (operator state + input positions) and where they are stored.
 //! - [`contracts`]: the versioned records on the streams and in the lake.
 //! - [`ids`] and [`time`]: identifier newtypes, deterministic ids, [`time::Timestamp`] and
 //!   the injected [`time::Clock`].
@@ -12,6 +13,7 @@
 //! - [`sink`]: the trait the stream processor's outputs go through.
 //! - [`limits`]: AWS service limits as named constants.
 
+pub mod checkpoint;
 pub mod contracts;
 pub mod error;
 pub mod ids;

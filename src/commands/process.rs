@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bikeshare_common::checkpoint::LocalCheckpointStore;
 use bikeshare_common::stream::embedded::EmbeddedStream;
 use bikeshare_common::stream::publisher::PublisherConfig;
 use bikeshare_common::stream::{StreamWriter, names};
 use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
-use bikeshare_stream_processor::checkpoint::LocalCheckpointStore;
 use bikeshare_stream_processor::runner::{Runner, RunnerConfig};
 use bikeshare_stream_processor::{BaselineScorer, Processor, Scorer};
 use tokio::sync::watch;

@@ -11,10 +11,8 @@
 //!
 //! and its I/O edge:
 //!
-//! - [`checkpoint`]: checkpoints (state + input positions) and their stores.
 //! - [`runner`]: reading shards, scoring, publishing outputs, checkpointing.
 
-pub mod checkpoint;
 mod features;
 pub mod labels;
 pub mod neighbours;

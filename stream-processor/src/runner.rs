@@ -5,7 +5,7 @@
 //! dead letters `processor.decode`), processed, and the emitted rows are scored by the
 //! current [`Scorer`] into [`Prediction`]s. Outputs go to [`Sinks`]. Every
 //! `checkpoint_interval`, and at shutdown, the runner waits for the sinks to acknowledge
-//! everything, then stores a [`Checkpoint`] (see [`crate::checkpoint`] for why this makes
+//! everything, then stores a [`Checkpoint`] (see [`bikeshare_common::checkpoint`] for why this makes
 //! restarts reproduce the same outputs).
 //!
 //! The latest prediction of every station is kept in a [`LatestPredictions`] map (a
@@ -23,9 +23,11 @@ use bikeshare_common::{SharedClock, StationId, SystemId};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore};
 use crate::predictor::Scorer;
 use crate::processor::{Emitted, FeatureRow, Processor, RejectReason};
+use bikeshare_common::checkpoint::{
+    CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
+};
 
 /// Why the runner stopped.
 #[derive(Debug, thiserror::Error)]

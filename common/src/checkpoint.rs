@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::Timestamp;
 use async_trait::async_trait;
-use bikeshare_common::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint format version this build writes and reads.
@@ -32,7 +32,7 @@ pub struct Checkpoint {
     pub taken_at: Timestamp,
     /// Per shard id, the last sequence number whose record is reflected in `state`.
     pub positions: BTreeMap<String, String>,
-    /// The processor's snapshot ([`crate::Processor::snapshot`]).
+    /// The operator state (the stream processor's snapshot).
     #[serde(with = "serde_bytes_compat")]
     pub state: Vec<u8>,
 }
