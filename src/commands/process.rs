@@ -1,18 +1,19 @@
-//! `bikeshare process`: the stream processor over the embedded `events` stream.
+//! `bikeshare process`: the stream processor over the `events` stream of the configured
+//! backend (embedded or Kinesis, see [`super::streams`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bikeshare_common::checkpoint::LocalCheckpointStore;
-use bikeshare_common::stream::embedded::EmbeddedStream;
+use bikeshare_common::stream::names;
 use bikeshare_common::stream::publisher::PublisherConfig;
-use bikeshare_common::stream::{StreamWriter, names};
 use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
 use bikeshare_stream_processor::runner::{Runner, RunnerConfig};
 use bikeshare_stream_processor::{BaselineScorer, Processor, Scorer};
 use tokio::sync::watch;
 
-use super::{open_streams, shutdown_signal, wall_clock};
+use super::streams::Backend;
+use super::{shutdown_signal, wall_clock};
 use crate::cli::ProcessArgs;
 use crate::config::Config;
 
@@ -40,26 +41,24 @@ pub async fn build(
     features: bool,
     until_caught_up: bool,
 ) -> anyhow::Result<Runner> {
-    let streams = open_streams(config).await?;
-    let path = config.data_path(&config.stream.path);
-    let shards = config.stream.shards;
-    let open = |name: &'static str| {
-        let path = path.clone();
-        async move { EmbeddedStream::open(&path, name, shards).await }
-    };
-    let writer = |s: EmbeddedStream| -> Arc<dyn StreamWriter> { Arc::new(s) };
+    let backend = Backend::from_config(config).await?;
+    let events = backend.reader(names::EVENTS).await?;
     let sinks = StreamSinks::new(
         StreamWriters {
-            predictions: writer(open(names::PREDICTIONS).await?),
-            labels: writer(open(bikeshare_sinks::stream::names::LABELS).await?),
+            predictions: backend.writer(names::PREDICTIONS).await?,
+            labels: backend
+                .writer(bikeshare_sinks::stream::names::LABELS)
+                .await?,
             features: if features {
-                Some(writer(
-                    open(bikeshare_sinks::stream::names::FEATURES).await?,
-                ))
+                Some(
+                    backend
+                        .writer(bikeshare_sinks::stream::names::FEATURES)
+                        .await?,
+                )
             } else {
                 None
             },
-            dead_letters: writer(streams.dead_letters.clone()),
+            dead_letters: backend.writer(names::DEAD_LETTERS).await?,
         },
         PublisherConfig::default(),
     );
@@ -77,7 +76,7 @@ pub async fn build(
         ..RunnerConfig::default()
     };
     Ok(Runner::new(
-        Arc::new(streams.events),
+        events,
         Arc::new(sinks),
         Arc::new(store),
         scorer_rx,

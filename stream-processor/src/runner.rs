@@ -1,7 +1,9 @@
 //! The processor's I/O edge: read shards, feed the [`Processor`], score rows, publish
 //! outputs, checkpoint.
 //!
-//! One loop, one task: records are read shard by shard, decoded (undecodable bytes become
+//! One loop, one task: records are read shard by shard through a
+//! [`ShardConsumer`] (parents before children after a reshard, closed shards ended
+//! cleanly, positions per shard), decoded (undecodable bytes become
 //! dead letters `processor.decode`), processed, and the emitted rows are scored by the
 //! current [`Scorer`] into [`Prediction`]s. Outputs go to [`Sinks`]. Every
 //! `checkpoint_interval`, and at shutdown, the runner waits for the sinks to acknowledge
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use bikeshare_common::contracts::{DeadLetter, Envelope, PREDICTION_SCHEMA_VERSION, Prediction};
 use bikeshare_common::sink::{SinkError, Sinks};
-use bikeshare_common::stream::{ShardCursor, StartPosition, StreamReader};
+use bikeshare_common::stream::consumer::{ConsumerConfig, ShardConsumer};
+use bikeshare_common::stream::{StartPosition, StreamReader};
 use bikeshare_common::{SharedClock, StationId, SystemId};
 use dashmap::DashMap;
 use tokio::sync::watch;
@@ -55,6 +58,9 @@ pub struct RunnerConfig {
     pub idle_wait: Duration,
     /// Stop once every shard is caught up (bounded inputs: backfills, tests).
     pub stop_when_caught_up: bool,
+    /// How often shards are listed again (new shards after a reshard; a shard's end
+    /// triggers a listing at once).
+    pub discovery_interval: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -64,6 +70,7 @@ impl Default for RunnerConfig {
             checkpoint_interval: Duration::from_secs(10),
             idle_wait: Duration::from_millis(200),
             stop_when_caught_up: false,
+            discovery_interval: Duration::from_secs(10),
         }
     }
 }
@@ -131,7 +138,7 @@ impl Runner {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<Processor, RunnerError> {
         tokio::pin!(shutdown);
-        let (mut epoch, mut positions) = match self.store.latest().await? {
+        let (mut epoch, positions) = match self.store.latest().await? {
             Some(cp) => {
                 self.processor = Processor::restore(&cp.state)?;
                 tracing::info!(
@@ -143,25 +150,25 @@ impl Runner {
             }
             None => (0, BTreeMap::new()),
         };
-        let mut cursors: Vec<(String, Box<dyn ShardCursor>)> = Vec::new();
-        for shard in self.reader.list_shards().await? {
-            let from = match positions.get(shard.id.as_str()) {
-                Some(seq) => StartPosition::AfterSequence(
-                    bikeshare_common::stream::SequenceNumber(seq.clone()),
-                ),
-                None => StartPosition::TrimHorizon,
-            };
-            cursors.push((shard.id.0.clone(), self.reader.open(&shard.id, from).await?));
-        }
+        let mut consumer = ShardConsumer::new(
+            self.reader.clone(),
+            positions,
+            ConsumerConfig {
+                initial: StartPosition::TrimHorizon,
+                discovery_interval: self.config.discovery_interval,
+            },
+        );
         let mut last_checkpoint = Instant::now();
         let mut emitted = Vec::new();
         loop {
+            let poll = consumer.poll(self.config.batch).await?;
+            let changed = poll.changed;
             let mut got = 0usize;
             let mut behind = 0i64;
-            for (shard, cursor) in &mut cursors {
-                let batch = cursor.next_batch(self.config.batch).await?;
-                behind = behind.max(batch.millis_behind_latest.unwrap_or(0));
-                for rec in batch.records {
+            for part in poll.shards {
+                behind = behind.max(part.millis_behind_latest.unwrap_or(0));
+                let shard = &part.shard;
+                for rec in part.records {
                     got += 1;
                     match Envelope::decode(&rec.data) {
                         Ok(env) => self.processor.process(env, &mut emitted),
@@ -178,7 +185,6 @@ impl Runner {
                             self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    positions.insert(shard.clone(), rec.sequence.0);
                 }
                 self.publish(&mut emitted).await?;
             }
@@ -191,10 +197,10 @@ impl Runner {
                 .store(self.processor.stations() as u64, Ordering::Relaxed);
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 epoch += 1;
-                self.checkpoint(epoch, &positions).await?;
+                self.checkpoint(epoch, consumer.positions()).await?;
                 last_checkpoint = Instant::now();
             }
-            if got == 0 {
+            if got == 0 && !changed {
                 if self.config.stop_when_caught_up {
                     break;
                 }
@@ -207,7 +213,7 @@ impl Runner {
             }
         }
         epoch += 1;
-        self.checkpoint(epoch, &positions).await?;
+        self.checkpoint(epoch, consumer.positions()).await?;
         Ok(self.processor)
     }
 

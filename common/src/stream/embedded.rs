@@ -423,6 +423,12 @@ impl ShardCursor for EmbeddedCursor {
             shard_end: None,
         })
     }
+
+    fn position(&self) -> Option<SequenceNumber> {
+        Some(SequenceNumber::from_u64(
+            u64::try_from(self.after).unwrap_or(0),
+        ))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

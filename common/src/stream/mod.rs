@@ -14,6 +14,7 @@
 //! - Readers open a [`ShardCursor`] at a [`StartPosition`] and pull batches; a closed shard
 //!   ends with its children, which are read only after their parents are finished.
 
+pub mod consumer;
 pub mod embedded;
 pub mod publisher;
 
@@ -241,6 +242,12 @@ pub trait StreamReader: Send + Sync + fmt::Debug {
 pub trait ShardCursor: Send + fmt::Debug {
     /// Up to `limit` records after the last one returned; empty when caught up.
     async fn next_batch(&mut self, limit: usize) -> Result<ReadBatch, StreamError>;
+
+    /// The sequence number this cursor reads after, when the backend knows it (also before
+    /// the first record, e.g. for `Latest`): with it a position can be resumed exactly.
+    fn position(&self) -> Option<SequenceNumber> {
+        None
+    }
 }
 
 /// The MD5 of a partition key as a 128-bit hash key, as Kinesis computes it.

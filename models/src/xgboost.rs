@@ -1,0 +1,346 @@
+//! A native evaluator of XGBoost JSON models.
+//!
+//! XGBoost's JSON model (`save_model("m.json")`, format of 1.x to 3.x) is a list of trees in
+//! flat arrays. Prediction, as XGBoost computes it on the CPU:
+//!
+//! - the margin starts at the base score, which the model stores as a *probability* for
+//!   `binary:logistic` (`"5E-1"` in 1.x, `"[4.0892E-1]"` in 3.x): margin = −ln(1/p − 1), in f32;
+//! - each tree adds the value of the leaf the row reaches, tree by tree, in f32;
+//! - at an inner node a missing value (NaN) follows `default_left`; otherwise
+//!   `x < split_condition` goes left;
+//! - a leaf's value is `split_conditions[leaf]`;
+//! - the probability is `1 / (1 + exp(−margin))` in f32.
+//!
+//! Anything else (categorical splits, multi-class, `dart`, other objectives, vector leaves) is
+//! refused when the model is loaded, with an error that says what.
+//!
+//! Nodes of all trees live in one array of 16-byte nodes, so a row walks contiguous memory.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why a model cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("not an XGBoost JSON model: {0}")]
+    Format(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("malformed tree {tree}: {message}")]
+    Tree { tree: usize, message: String },
+}
+
+impl bikeshare_common::error::Classify for ModelError {
+    fn class(&self) -> bikeshare_common::error::ErrorClass {
+        bikeshare_common::error::ErrorClass::User
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+const LEAF: u32 = u32::MAX;
+const DEFAULT_LEFT: u32 = 1 << 31;
+
+/// One node: an inner split, or a leaf (`left == LEAF`, `value` is the leaf value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Node {
+    /// Feature index, with [`DEFAULT_LEFT`] set when missing values go left.
+    feature: u32,
+    /// Split condition, or the leaf value.
+    value: f32,
+    /// Absolute index of the left child, or [`LEAF`].
+    left: u32,
+    right: u32,
+}
+
+/// A loaded binary-logistic tree ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XgbModel {
+    nodes: Vec<Node>,
+    roots: Vec<u32>,
+    base_margin: f32,
+    num_feature: usize,
+    feature_names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Tree {
+    left_children: Vec<i64>,
+    right_children: Vec<i64>,
+    split_indices: Vec<i64>,
+    split_conditions: Vec<f32>,
+    default_left: Vec<Value>,
+    #[serde(default)]
+    split_type: Vec<i64>,
+    #[serde(default)]
+    categories: Vec<Value>,
+    #[serde(default)]
+    tree_param: Option<Value>,
+}
+
+fn num_str(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => s.trim().trim_start_matches('[').trim_end_matches(']').trim().parse().ok(),
+        Value::Number(n) => n.as_f64(),
+        Value::Array(a) if a.len() == 1 => num_str(&a[0]),
+        _ => None,
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_i64() == Some(1),
+        _ => false,
+    }
+}
+
+impl XgbModel {
+    /// Loads a model from XGBoost's JSON, refusing what this evaluator does not implement.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
+        let doc: Value = serde_json::from_slice(bytes).map_err(|e| ModelError::Format(e.to_string()))?;
+        let learner = doc.get("learner").ok_or_else(|| ModelError::Format("no `learner`".into()))?;
+        let objective = learner.pointer("/objective/name").and_then(Value::as_str).unwrap_or("");
+        if objective != "binary:logistic" {
+            return Err(ModelError::Unsupported(format!("objective {objective:?} (only binary:logistic)")));
+        }
+        let params = learner.get("learner_model_param").ok_or_else(|| ModelError::Format("no learner_model_param".into()))?;
+        let num_class = params.get("num_class").and_then(num_str).unwrap_or(0.0);
+        if num_class > 1.0 {
+            return Err(ModelError::Unsupported(format!("{num_class} classes (only binary)")));
+        }
+        if params.get("num_target").and_then(num_str).unwrap_or(1.0) > 1.0 {
+            return Err(ModelError::Unsupported("multiple targets".into()));
+        }
+        let base_score = params
+            .get("base_score")
+            .and_then(num_str)
+            .ok_or_else(|| ModelError::Format("no base_score".into()))? as f32;
+        if !(base_score > 0.0 && base_score < 1.0) {
+            return Err(ModelError::Unsupported(format!("base_score {base_score} is not a probability")));
+        }
+        let base_margin = -(1.0f32 / base_score - 1.0).ln();
+        let num_feature = params.get("num_feature").and_then(num_str).unwrap_or(0.0) as usize;
+        let booster = learner.get("gradient_booster").ok_or_else(|| ModelError::Format("no gradient_booster".into()))?;
+        let name = booster.get("name").and_then(Value::as_str).unwrap_or("");
+        if name != "gbtree" {
+            return Err(ModelError::Unsupported(format!("booster {name:?} (only gbtree; not dart or gblinear)")));
+        }
+        let model = booster.get("model").ok_or_else(|| ModelError::Format("no gradient_booster.model".into()))?;
+        if let Some(info) = model.get("tree_info").and_then(Value::as_array)
+            && info.iter().any(|g| g.as_i64() != Some(0))
+        {
+            return Err(ModelError::Unsupported("trees for several output groups".into()));
+        }
+        let trees: Vec<Tree> = serde_json::from_value(model.get("trees").cloned().unwrap_or(Value::Null))
+            .map_err(|e| ModelError::Format(format!("trees: {e}")))?;
+        let feature_names = learner
+            .get("feature_names")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+
+        let mut nodes = Vec::new();
+        let mut roots = Vec::with_capacity(trees.len());
+        for (ti, t) in trees.iter().enumerate() {
+            let err = |message: String| ModelError::Tree { tree: ti, message };
+            let n = t.left_children.len();
+            if n == 0
+                || [t.right_children.len(), t.split_indices.len(), t.split_conditions.len(), t.default_left.len()]
+                    .iter()
+                    .any(|&l| l != n)
+            {
+                return Err(err("arrays of different lengths".into()));
+            }
+            if t.split_type.iter().any(|&s| s != 0) || !t.categories.is_empty() {
+                return Err(ModelError::Unsupported(format!("categorical splits in tree {ti}")));
+            }
+            if let Some(size) = t.tree_param.as_ref().and_then(|p| p.get("size_leaf_vector")).and_then(num_str)
+                && size > 1.0
+            {
+                return Err(ModelError::Unsupported(format!("vector leaves in tree {ti}")));
+            }
+            let base = u32::try_from(nodes.len()).map_err(|_| err("too many nodes".into()))?;
+            roots.push(base);
+            for i in 0..n {
+                let (l, r) = (t.left_children[i], t.right_children[i]);
+                let node = if l == -1 {
+                    Node { feature: 0, value: t.split_conditions[i], left: LEAF, right: LEAF }
+                } else {
+                    let in_range = |c: i64| usize::try_from(c).is_ok_and(|c| c < n && c != i);
+                    if !in_range(l) || !in_range(r) {
+                        return Err(err(format!("node {i} has children {l}, {r} outside the tree")));
+                    }
+                    let f = u32::try_from(t.split_indices[i])
+                        .ok()
+                        .filter(|&f| f < DEFAULT_LEFT && (num_feature == 0 || (f as usize) < num_feature))
+                        .ok_or_else(|| err(format!("node {i} splits on feature {}", t.split_indices[i])))?;
+                    Node {
+                        feature: f | if truthy(&t.default_left[i]) { DEFAULT_LEFT } else { 0 },
+                        value: t.split_conditions[i],
+                        left: base + l as u32,
+                        right: base + r as u32,
+                    }
+                };
+                nodes.push(node);
+            }
+            // Every path must end at a leaf: children point forward in XGBoost's layout.
+            for i in 0..n {
+                let (l, r) = (t.left_children[i], t.right_children[i]);
+                if l != -1 && (l as usize <= i || r as usize <= i) {
+                    return Err(err(format!("node {i} points back to {l}/{r}: not a tree")));
+                }
+            }
+        }
+        Ok(Self { nodes, roots, base_margin, num_feature, feature_names })
+    }
+
+    pub fn num_trees(&self) -> usize {
+        self.roots.len()
+    }
+    /// Features the model was trained with (0 if it does not say).
+    pub fn num_feature(&self) -> usize {
+        self.num_feature
+    }
+    /// Feature names stored in the model, if any.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// The raw margin for one row (NaN = missing). Features beyond the row are missing.
+    pub fn margin(&self, row: &[f32]) -> f32 {
+        let mut sum = self.base_margin;
+        for &root in &self.roots {
+            let mut i = root as usize;
+            loop {
+                let n = self.nodes[i];
+                if n.left == LEAF {
+                    sum += n.value;
+                    break;
+                }
+                let x = row.get((n.feature & !DEFAULT_LEFT) as usize).copied().unwrap_or(f32::NAN);
+                let left = if x.is_nan() { n.feature & DEFAULT_LEFT != 0 } else { x < n.value };
+                i = if left { n.left } else { n.right } as usize;
+            }
+        }
+        sum
+    }
+
+    /// The probability for one row.
+    pub fn predict(&self, row: &[f32]) -> f32 {
+        sigmoid(self.margin(row))
+    }
+}
+
+/// XGBoost's logistic transformation, in f32.
+pub fn sigmoid(margin: f32) -> f32 {
+    1.0f32 / (1.0f32 + (-margin).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two stumps and one depth-2 tree over 3 features, in XGBoost 1.6's JSON layout.
+    pub(crate) fn model_json(base_score: &str, default_left_as_bool: bool) -> String {
+        let dl = |v: &[u8]| -> String {
+            let items: Vec<String> = v
+                .iter()
+                .map(|&b| if default_left_as_bool { (b == 1).to_string() } else { b.to_string() })
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        format!(
+            r#"{{"learner":{{"attributes":{{}},"feature_names":["a","b","c"],"feature_types":[],
+            "gradient_booster":{{"model":{{"gbtree_model_param":{{"num_trees":"3"}},
+              "tree_info":[0,0,0],
+              "trees":[
+                {{"id":0,"left_children":[1,-1,-1],"right_children":[2,-1,-1],"split_indices":[0,0,0],
+                  "split_conditions":[0.5,-0.25,0.75],"default_left":{d0},"split_type":[0,0,0],"categories":[],
+                  "tree_param":{{"num_nodes":"3","size_leaf_vector":"0"}}}},
+                {{"id":1,"left_children":[1,-1,-1],"right_children":[2,-1,-1],"split_indices":[1,0,0],
+                  "split_conditions":[10.0,0.125,-0.5],"default_left":{d1},"split_type":[0,0,0],"categories":[]}},
+                {{"id":2,"left_children":[1,3,-1,-1,-1],"right_children":[2,4,-1,-1,-1],"split_indices":[2,0,0,0,0],
+                  "split_conditions":[1.0,2.0,0.3,-0.1,0.2],"default_left":{d2},"split_type":[0,0,0,0,0],"categories":[]}}
+              ]}},"name":"gbtree"}},
+            "learner_model_param":{{"base_score":"{base_score}","num_class":"0","num_feature":"3"}},
+            "objective":{{"name":"binary:logistic","reg_loss_param":{{"scale_pos_weight":"1"}}}}}},
+            "version":[1,6,2]}}"#,
+            d0 = dl(&[1, 0, 0]),
+            d1 = dl(&[0, 0, 0]),
+            d2 = dl(&[0, 1, 0, 0, 0]),
+        )
+    }
+
+    fn by_hand(row: [f32; 3]) -> f32 {
+        let [a, b, c] = row;
+        let t0 = if a.is_nan() || a < 0.5 { -0.25 } else { 0.75 };
+        let t1 = if !b.is_nan() && b < 10.0 { 0.125 } else { -0.5 };
+        let t2 = if !c.is_nan() && c < 1.0 {
+            if a.is_nan() || a < 2.0 { -0.1 } else { 0.2 }
+        } else {
+            0.3
+        };
+        let mut m = -(1.0f32 / 0.5 - 1.0).ln();
+        m += t0;
+        m += t1;
+        m += t2;
+        m
+    }
+
+    #[test]
+    fn margins_follow_splits_missing_values_and_ties() {
+        let m = XgbModel::from_json(model_json("5E-1", false).as_bytes()).unwrap();
+        assert_eq!(m.num_trees(), 3);
+        assert_eq!(m.feature_names(), ["a", "b", "c"]);
+        let rows = [
+            [0.0, 0.0, 0.0],
+            [0.5, 10.0, 1.0], // exact ties go right
+            [f32::NAN, f32::NAN, f32::NAN],
+            [3.0, 9.999, 0.999],
+            [f32::NAN, 11.0, 0.5],
+            [0.49999997, f32::NAN, 2.0],
+        ];
+        for r in rows {
+            assert_eq!(m.margin(&r).to_bits(), by_hand(r).to_bits(), "{r:?}");
+            assert_eq!(m.predict(&r), sigmoid(by_hand(r)));
+        }
+        // Features missing from a short row are missing values.
+        assert_eq!(m.margin(&[0.0]), by_hand([0.0, f32::NAN, f32::NAN]));
+    }
+
+    #[test]
+    fn base_score_forms_of_1x_and_3x_and_boolean_default_left() {
+        let a = XgbModel::from_json(model_json("5E-1", false).as_bytes()).unwrap();
+        let b = XgbModel::from_json(model_json("[5E-1]", true).as_bytes()).unwrap();
+        assert_eq!(a, b);
+        let c = XgbModel::from_json(model_json("4.0892E-1", false).as_bytes()).unwrap();
+        let expected = -(1.0f32 / 0.40892 - 1.0).ln() - 0.25 + 0.125 - 0.1;
+        assert_eq!(c.margin(&[0.0, 0.0, 0.0]), expected);
+    }
+
+    #[test]
+    fn unsupported_models_are_refused_with_a_reason() {
+        let base = model_json("5E-1", false);
+        let cases = [
+            (base.replace("binary:logistic", "multi:softprob"), "objective"),
+            (base.replace(r#""num_class":"0""#, r#""num_class":"3""#), "objective"),
+            (base.replace(r#""name":"gbtree""#, r#""name":"dart""#), "dart"),
+            (base.replacen(r#""split_type":[0,0,0]"#, r#""split_type":[1,0,0]"#, 1), "categorical"),
+            (base.replace(r#""tree_info":[0,0,0]"#, r#""tree_info":[0,1,0]"#), "groups"),
+            (base.replace(r#""base_score":"5E-1""#, r#""base_score":"1.5""#), "probability"),
+        ];
+        for (json, what) in cases {
+            let err = XgbModel::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(what) || err.contains("unsupported"), "{what}: {err}");
+            assert!(matches!(XgbModel::from_json(json.as_bytes()), Err(ModelError::Unsupported(_))), "{what}");
+        }
+        let cyclic = base.replacen(r#""left_children":[1,-1,-1]"#, r#""left_children":[0,-1,-1]"#, 1);
+        assert!(matches!(XgbModel::from_json(cyclic.as_bytes()), Err(ModelError::Tree { .. })));
+        let bad_feature = base.replacen(r#""split_indices":[0,0,0]"#, r#""split_indices":[7,0,0]"#, 1);
+        assert!(matches!(XgbModel::from_json(bad_feature.as_bytes()), Err(ModelError::Tree { .. })));
+        assert!(matches!(XgbModel::from_json(b"{}"), Err(ModelError::Format(_))));
+        assert!(matches!(XgbModel::from_json(b"not json"), Err(ModelError::Format(_))));
+    }
+}
