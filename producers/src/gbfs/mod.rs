@@ -39,7 +39,7 @@
 
 pub mod client;
 pub mod discovery;
-mod fields;
+pub(crate) mod fields;
 pub mod model;
 pub mod poller;
 pub mod rules;

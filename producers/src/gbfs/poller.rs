@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 use super::client::{CacheValidators, ClientConfig, FetchError, Fetched, GbfsClient, millis};
 use super::discovery::Discovery;
-use super::model::{FeedError, FeedKind, KnownStations, Rejected};
+use super::model::{FeedError, FeedHeader, FeedKind, KnownStations, Rejected};
 use super::rules::{RuleConfig, rule};
 use super::schema::{SchemaError, SchemaRegistry};
 use super::validate::FeedValidator;
@@ -179,6 +179,15 @@ pub enum PollError {
 }
 
 impl PollError {
+    /// Wraps the [`FeedError`] of `feed` read from `url`.
+    fn feed_failed(feed: FeedKind, url: &Url) -> impl FnOnce(FeedError) -> Self + '_ {
+        move |source| Self::Feed {
+            feed,
+            url: url.to_string(),
+            source,
+        }
+    }
+
     pub fn feed(&self) -> FeedKind {
         match self {
             Self::Fetch { feed, .. }
@@ -567,7 +576,9 @@ impl GbfsPoller {
         self.feed_mut(kind).next_due = Some(Instant::now() + interval);
     }
 
-    fn warn_version(&mut self, kind: FeedKind, declared: &str, layout: &str) {
+    /// Warns once per version read with a borrowed layout (`3.1-RC` as 3.0).
+    fn warn_version(&mut self, kind: FeedKind, header: &FeedHeader) {
+        let (declared, layout) = (header.declared_version.as_str(), header.version.as_str());
         if declared != layout && self.warned_versions.insert(declared.to_owned()) {
             tracing::warn!(
                 system = %self.system_id,
@@ -593,18 +604,14 @@ impl GbfsPoller {
         let discovery = self
             .validator
             .discovery(&body, now)
-            .map_err(|source| PollError::Feed {
-                feed: kind,
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(PollError::feed_failed(kind, &url))?;
         let Discovery {
             header,
             feeds: _,
             rejected,
             ..
         } = &discovery;
-        self.warn_version(kind, &header.declared_version, header.version.as_str());
+        self.warn_version(kind, header);
         self.dead_letter(kind, &url, rejected, now, output, report)
             .await?;
 
@@ -662,16 +669,8 @@ impl GbfsPoller {
         let parsed = self
             .validator
             .system_information(&body, &self.system_id, now)
-            .map_err(|source| PollError::Feed {
-                feed: kind,
-                url: url.to_string(),
-                source,
-            })?;
-        self.warn_version(
-            kind,
-            &parsed.header.declared_version,
-            parsed.header.version.as_str(),
-        );
+            .map_err(PollError::feed_failed(kind, &url))?;
+        self.warn_version(kind, &parsed.header);
         if let Some(info) = parsed.records.into_iter().next()
             && self.last_system_info.as_ref() != Some(&info)
         {
@@ -705,16 +704,8 @@ impl GbfsPoller {
         let parsed = self
             .validator
             .station_information(&body, now)
-            .map_err(|source| PollError::Feed {
-                feed: kind,
-                url: url.to_string(),
-                source,
-            })?;
-        self.warn_version(
-            kind,
-            &parsed.header.declared_version,
-            parsed.header.version.as_str(),
-        );
+            .map_err(PollError::feed_failed(kind, &url))?;
+        self.warn_version(kind, &parsed.header);
         let changed: Vec<Envelope> = parsed
             .records
             .iter()
@@ -761,11 +752,7 @@ impl GbfsPoller {
         let parse = |this: &Self| {
             this.validator
                 .station_status(&body, now, this.known.as_ref())
-                .map_err(|source| PollError::Feed {
-                    feed: kind,
-                    url: url.to_string(),
-                    source,
-                })
+                .map_err(PollError::feed_failed(kind, &url))
         };
         let mut parsed = parse(self)?;
         let unknown: Vec<StationId> = parsed
@@ -792,11 +779,7 @@ impl GbfsPoller {
             self.refreshed_for_unknown.extend(unknown);
             parsed = parse(self)?;
         }
-        self.warn_version(
-            kind,
-            &parsed.header.declared_version,
-            parsed.header.version.as_str(),
-        );
+        self.warn_version(kind, &parsed.header);
 
         let changed: Vec<&StationStatus> = parsed
             .records

@@ -85,21 +85,32 @@ impl FeedValidator {
         now: Timestamp,
     ) -> Result<(Value, RecordErrors), FeedError> {
         let doc = parse_json(bytes)?;
+        let errors = self.prepare_doc(&doc, feed, now)?;
+        Ok((doc, errors))
+    }
+
+    /// The header, then the schema: the document's record-level schema errors.
+    fn prepare_doc(
+        &self,
+        doc: &Value,
+        feed: FeedKind,
+        now: Timestamp,
+    ) -> Result<RecordErrors, FeedError> {
         // Header first: an unknown version or a broken header is reported as such, not as a
         // pile of schema errors.
-        let (header, _) = parse_header(&doc, &self.ctx(now, None))?;
+        let (header, _) = parse_header(doc, &self.ctx(now, None))?;
         let Some(schemas) = &self.schemas else {
-            return Ok((doc, RecordErrors::new()));
+            return Ok(RecordErrors::new());
         };
         let report = schemas
-            .check(&header.declared_version, feed, &doc)
+            .check(&header.declared_version, feed, doc)
             .map_err(FeedError::SchemaUnavailable)?;
         if !report.feed_errors.is_empty() {
             return Err(FeedError::Schema {
                 errors: report.feed_errors,
             });
         }
-        Ok((doc, report.record_errors))
+        Ok(report.record_errors)
     }
 
     /// `gbfs.json`.
@@ -125,8 +136,8 @@ impl FeedValidator {
         bytes: &[u8],
         now: Timestamp,
     ) -> Result<ParsedFeed<StationInfo>, FeedError> {
-        let (doc, errors) = self.prepare(bytes, FeedKind::StationInformation, now)?;
-        parse_station_information(&doc, &self.ctx(now, Some(&errors)))
+        let doc = parse_json(bytes)?;
+        self.station_information_doc(&doc, now)
     }
 
     /// `station_status`, checked against `known` stations when given.
@@ -136,8 +147,30 @@ impl FeedValidator {
         now: Timestamp,
         known: Option<&KnownStations>,
     ) -> Result<ParsedFeed<StationStatus>, FeedError> {
-        let (doc, errors) = self.prepare(bytes, FeedKind::StationStatus, now)?;
-        parse_station_status(&doc, &self.ctx(now, Some(&errors)), known)
+        let doc = parse_json(bytes)?;
+        self.station_status_doc(&doc, now, known)
+    }
+
+    /// [`station_information`](Self::station_information) of a document already parsed
+    /// as JSON (a replay reads the header before choosing `now`).
+    pub fn station_information_doc(
+        &self,
+        doc: &Value,
+        now: Timestamp,
+    ) -> Result<ParsedFeed<StationInfo>, FeedError> {
+        let errors = self.prepare_doc(doc, FeedKind::StationInformation, now)?;
+        parse_station_information(doc, &self.ctx(now, Some(&errors)))
+    }
+
+    /// [`station_status`](Self::station_status) of a document already parsed as JSON.
+    pub fn station_status_doc(
+        &self,
+        doc: &Value,
+        now: Timestamp,
+        known: Option<&KnownStations>,
+    ) -> Result<ParsedFeed<StationStatus>, FeedError> {
+        let errors = self.prepare_doc(doc, FeedKind::StationStatus, now)?;
+        parse_station_status(doc, &self.ctx(now, Some(&errors)), known)
     }
 }
 

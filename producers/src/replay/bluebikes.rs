@@ -4,8 +4,20 @@
 //! `station_latitude`/`station_longitude`/`station_name` are `NA`; coordinates and capacity
 //! come from a separate `stations.csv` (`station_id,short_name,name,lat,lon,capacity,...`),
 //! read by [`read_stations`]: its stations become `StationInfo` events, emitted before the
-//! first status, and its capacities feed the `gbfs.counts.over_capacity` rule. A status row
-//! of a station without coordinates is still replayed (its features are missing downstream).
+//! first status. A status row of a station without coordinates is still replayed (its
+//! features are missing downstream).
+//!
+//! **Capacity.** `stations.csv` is a snapshot of a different date (2023) than the change logs
+//! (2021), and stations gained and lost docks in between: station 222, listed with 5 docks,
+//! reports 14 in January 2021. A capacity from another date is no evidence against a real
+//! report, so its capacities do not feed `gbfs.counts.over_capacity` unless
+//! [`ReplayConfig::side_file_capacity_rule`](super::ReplayConfig::side_file_capacity_rule)
+//! asks for it (the rule stays on for live feeds and GBFS snapshots, whose capacities are
+//! contemporaneous). Instead, the description follows the evidence: when a replayed report
+//! has more bikes + docks (available and disabled) than the capacity last described for its
+//! station, a `StationInfo` with that total as capacity is emitted just before the report, at
+//! its time — as a live poller emits a changed description. A station's last description
+//! thus carries the largest total seen, without looking ahead.
 //!
 //! `check_time` needs a "now". A recorded month cannot contain reports from after that month,
 //! so "now" is the end of the month named in the file name (`..._2021-01...`) plus one day
@@ -15,11 +27,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bikeshare_common::contracts::{DeadLetter, Event, StationInfo};
+use std::collections::HashMap;
+
+use bikeshare_common::contracts::{DeadLetter, Event, StationInfo, StationStatus};
 use bikeshare_common::{StationId, Timestamp};
 use chrono::NaiveDate;
 
-use super::input::{self, Header, Lines, field, parse_int, split_csv};
+use super::input::{RecordedLines, field, format_error, parse_int, split_csv};
 use super::status::StatusColumns;
 use super::{
     RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, StationTable, rule,
@@ -34,32 +48,20 @@ pub fn read_stations(
     ctx: &RowContext,
 ) -> Result<(StationTable, Vec<DeadLetter>), ReplayError> {
     let source = source_name(path);
-    let io_err = |source| ReplayError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut lines = Lines::new(input::open(path).map_err(io_err)?);
+    let mut lines = RecordedLines::open(path)?;
     let mut stations = StationTable::default();
     let mut dead = Vec::new();
-    let Some((_, header)) = lines.next_line().map_err(io_err)? else {
+    let Some(header) = lines.header()? else {
         return Ok((stations, dead));
     };
-    let header = Header::parse(&header);
-    let format = |message: String| ReplayError::Format {
-        path: path.to_owned(),
-        message,
-    };
-    let id_col = header.require("station_id").map_err(format)?;
+    let id_col = header.require("station_id").map_err(format_error(path))?;
     let lat_col = header.find(&["lat", "latitude"]);
     let lon_col = header.find(&["lon", "lng", "longitude"]);
     let name_col = header.find(&["name"]);
     let short_col = header.find(&["short_name"]);
     let cap_col = header.find(&["capacity"]);
     let mut seen = std::collections::HashSet::new();
-    while let Some((line_no, raw)) = lines.next_line().map_err(io_err)? {
-        if raw.trim().is_empty() {
-            continue;
-        }
+    while let Some((line_no, raw)) = lines.next_row()? {
         let f = split_csv(&raw);
         let mut reject = |rule: &str, message: String| {
             dead.push(ctx.dead_letter(&source, rule, format!("line {line_no}: {message}"), &raw));
@@ -130,25 +132,13 @@ pub fn read_status_file(
 ) -> Result<ReplayChunk, ReplayError> {
     let source = source_name(path);
     let now = month_horizon(path).unwrap_or_else(|| ctx.clock.now());
-    let io_err = |source| ReplayError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut lines = Lines::new(input::open(path).map_err(io_err)?);
+    let mut lines = RecordedLines::open(path)?;
     let mut chunk = ReplayChunk::default();
-    let Some((_, header)) = lines.next_line().map_err(io_err)? else {
+    let Some(header) = lines.header()? else {
         return Ok(chunk);
     };
-    let columns = StatusColumns::from_header(&Header::parse(&header), true).map_err(|message| {
-        ReplayError::Format {
-            path: path.to_owned(),
-            message,
-        }
-    })?;
-    while let Some((line_no, raw)) = lines.next_line().map_err(io_err)? {
-        if raw.trim().is_empty() {
-            continue;
-        }
+    let columns = StatusColumns::from_header(&header, true).map_err(format_error(path))?;
+    while let Some((line_no, raw)) = lines.next_row()? {
         chunk.rows += 1;
         let validated = columns
             .parse(&split_csv(&raw))
@@ -157,23 +147,14 @@ pub fn read_status_file(
                 let t = row
                     .last_reported
                     .ok_or((rule::PARSE, "last_reported is missing".into()))?;
-                let capacity = stations.capacity(&row.station_id);
+                let capacity = stations
+                    .capacity(&row.station_id)
+                    .filter(|_| ctx.side_file_capacity_rule);
                 row.validate(t, capacity, now, &ctx.rules)
                     .map_err(|v| (v.rule, v.message))
-            });
-        match validated {
-            Ok(status) => chunk.items.push(ReplayItem::Fresh {
-                time: status.last_reported,
-                source: source.clone(),
-                event: Event::StationStatus(status),
-            }),
-            Err((rule, message)) => chunk.dead_letters.push(ctx.dead_letter(
-                &source,
-                rule,
-                format!("line {line_no}: {message}"),
-                &raw,
-            )),
-        }
+            })
+            .map(|status| (status.last_reported, Event::StationStatus(status)));
+        chunk.row(ctx, &source, line_no, &raw, validated);
     }
     chunk.items.sort_by_key(ReplayItem::event_time);
     Ok(chunk)
@@ -198,15 +179,73 @@ pub fn month_horizon(path: &Path) -> Option<Timestamp> {
     Some(Timestamp::from_datetime(end))
 }
 
+/// Bikes + docks, available and disabled: the docks a report proves the station has.
+fn docks_in_use(s: &StationStatus) -> u32 {
+    [
+        Some(s.num_bikes_available),
+        s.num_bikes_disabled,
+        s.num_docks_available,
+        s.num_docks_disabled,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(0u32, u32::saturating_add)
+}
+
 /// The [`RecordedFormat`] of a run over change-log files.
 #[derive(Debug)]
 pub(crate) struct BluebikesFormat {
-    pub stations: StationTable,
+    stations: StationTable,
+    /// The last description emitted of each station with one, for raising its capacity.
+    described: HashMap<StationId, StationInfo>,
+}
+
+impl BluebikesFormat {
+    pub fn new(stations: StationTable) -> Self {
+        let described = stations
+            .infos()
+            .map(|i| (i.station_id.clone(), i.clone()))
+            .collect();
+        Self {
+            stations,
+            described,
+        }
+    }
+
+    /// Puts a raised description before each report above its station's described capacity
+    /// (see the module docs). `items` are in event-time order and stay so.
+    fn raise_capacities(&mut self, items: Vec<ReplayItem>) -> Vec<ReplayItem> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if let ReplayItem::Fresh {
+                time,
+                source,
+                event: Event::StationStatus(status),
+            } = &item
+                && let Some(info) = self.described.get_mut(&status.station_id)
+                && let Some(capacity) = info.capacity
+                && docks_in_use(status) > capacity
+            {
+                info.capacity = Some(docks_in_use(status));
+                out.push(ReplayItem::Fresh {
+                    time: *time,
+                    source: source.clone(),
+                    event: Event::StationInfo(info.clone()),
+                });
+            }
+            out.push(item);
+        }
+        out
+    }
 }
 
 impl RecordedFormat for BluebikesFormat {
     fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
-        read_status_file(path, &self.stations, ctx)
+        let mut chunk = read_status_file(path, &self.stations, ctx)?;
+        if !ctx.side_file_capacity_rule {
+            chunk.items = self.raise_capacities(std::mem::take(&mut chunk.items));
+        }
+        Ok(chunk)
     }
 
     fn prelude(&mut self) -> Vec<(Arc<str>, Event)> {
@@ -300,7 +339,12 @@ mod tests {
                  \r\n"
             ),
         );
-        let chunk = read_status_file(&p, &stations, &ctx()).unwrap();
+        // The side file's capacity (10) judges reports only when asked to.
+        let strict = RowContext {
+            side_file_capacity_rule: true,
+            ..ctx()
+        };
+        let chunk = read_status_file(&p, &stations, &strict).unwrap();
         assert_eq!(chunk.rows, 7);
         let times: Vec<_> = chunk.items.iter().map(|i| i.event_time().secs()).collect();
         assert_eq!(times, [1_609_477_300, 1_609_477_350, 1_609_477_400]);
@@ -337,6 +381,92 @@ mod tests {
             "{}",
             chunk.dead_letters[3].message
         );
+
+        let lenient = read_status_file(&p, &stations, &ctx()).unwrap();
+        let times: Vec<_> = lenient
+            .items
+            .iter()
+            .map(|i| i.event_time().secs())
+            .collect();
+        assert_eq!(
+            times,
+            [1_609_477_300, 1_609_477_350, 1_609_477_400, 1_609_477_500]
+        );
+        let rules: Vec<_> = lenient
+            .dead_letters
+            .iter()
+            .map(|d| d.rule.as_str())
+            .collect();
+        assert_eq!(
+            rules,
+            ["gbfs.counts.negative", "gbfs.time.future", "replay.parse"]
+        );
+    }
+
+    #[test]
+    fn capacities_rise_to_what_reports_show_without_rejecting_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let stations = write(
+            dir.path(),
+            "stations.csv",
+            "station_id,name,lat,lon,capacity
+222,Small,42.3,-71.1,5
+7,Nowhere,,,5
+",
+        );
+        let (table, _) = read_stations(&stations, &ctx()).unwrap();
+        // (bikes, docks, last_reported): 14 docks in use, then 9, then 16; station 7 has no
+        // description to raise.
+        let row = |station: &str, bikes: u32, docks: u32, t: i64| {
+            format!("{docks},1,{bikes},{station},1,0,1,active,{t},0,1,18628,2021,1,1,0,2,NA,NA,NA")
+        };
+        let log = write(
+            dir.path(),
+            "station_status_2021-01.csv",
+            &[
+                HEADER.to_owned(),
+                row("222", 4, 10, 1_609_477_300),
+                row("222", 3, 6, 1_609_477_200),
+                row("222", 5, 11, 1_609_477_400),
+                row("222", 2, 12, 1_609_477_500),
+                row("7", 9, 9, 1_609_477_300),
+            ]
+            .join("\n"),
+        );
+        let mut format = BluebikesFormat::new(table);
+        let chunk = format.read_file(&log, &ctx()).unwrap();
+        assert!(chunk.dead_letters.is_empty(), "{:?}", chunk.dead_letters);
+        let got: Vec<_> = chunk
+            .items
+            .iter()
+            .map(|i| match i {
+                ReplayItem::Fresh {
+                    time,
+                    event: Event::StationInfo(info),
+                    ..
+                } => (time.secs(), format!("info {}", info.capacity.unwrap())),
+                ReplayItem::Fresh {
+                    time,
+                    event: Event::StationStatus(s),
+                    ..
+                } => (time.secs(), format!("status {}", s.station_id)),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        let want = [
+            (1_609_477_200, "info 10"),
+            (1_609_477_200, "status 222"),
+            (1_609_477_300, "info 15"),
+            (1_609_477_300, "status 222"),
+            (1_609_477_300, "status 7"),
+            (1_609_477_400, "info 17"),
+            (1_609_477_400, "status 222"),
+            (1_609_477_500, "status 222"),
+        ];
+        let want: Vec<_> = want.iter().map(|(t, s)| (*t, s.to_string())).collect();
+        assert_eq!(got, want);
+        // The raised description is kept across files: a later month does not lower it.
+        assert_eq!(format.described[&StationId::new("222")].capacity, Some(17));
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
+use super::ReplayError;
+
 /// Read buffer for recorded files (they are read front to back, once).
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -50,15 +52,83 @@ impl<R: BufRead> Lines<R> {
 
     /// The next line, or `None` at the end of the input.
     pub fn next_line(&mut self) -> io::Result<Option<(u64, Cow<'_, str>)>> {
+        if !self.advance()? {
+            return Ok(None);
+        }
+        Ok(Some((self.line_no, String::from_utf8_lossy(&self.buf))))
+    }
+
+    /// The next line that is not blank, or `None` at the end of the input.
+    pub fn next_row(&mut self) -> io::Result<Option<(u64, Cow<'_, str>)>> {
+        loop {
+            if !self.advance()? {
+                return Ok(None);
+            }
+            if !String::from_utf8_lossy(&self.buf).trim().is_empty() {
+                return Ok(Some((self.line_no, String::from_utf8_lossy(&self.buf))));
+            }
+        }
+    }
+
+    /// Reads the next line into `buf` without its line end; false at the end of the input.
+    fn advance(&mut self) -> io::Result<bool> {
         self.buf.clear();
         if self.reader.read_until(b'\n', &mut self.buf)? == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         self.line_no += 1;
         while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
             self.buf.pop();
         }
-        Ok(Some((self.line_no, String::from_utf8_lossy(&self.buf))))
+        Ok(true)
+    }
+}
+
+/// Turns an I/O error on `path` into a [`ReplayError::Io`].
+pub fn io_error(path: &Path) -> impl Fn(io::Error) -> ReplayError + Copy + '_ {
+    move |source| ReplayError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A [`ReplayError::Format`]: `path` is not in the expected format.
+pub fn format_error(path: &Path) -> impl Fn(String) -> ReplayError + Copy + '_ {
+    move |message| ReplayError::Format {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+/// Reads a whole file, decompressed, refusing more than `limit` bytes.
+pub fn read_whole(path: &Path, limit: u64) -> Result<Vec<u8>, ReplayError> {
+    read_capped(open(path).map_err(io_error(path))?, limit).map_err(io_error(path))
+}
+
+/// A recorded text file being read: decompressed [`Lines`], with errors naming the file.
+pub struct RecordedLines<'p> {
+    path: &'p Path,
+    lines: Lines<Box<dyn BufRead + Send>>,
+}
+
+impl<'p> RecordedLines<'p> {
+    pub fn open(path: &'p Path) -> Result<Self, ReplayError> {
+        let reader = open(path).map_err(io_error(path))?;
+        Ok(Self {
+            path,
+            lines: Lines::new(reader),
+        })
+    }
+
+    /// The first line as a CSV header, or `None` when the file is empty.
+    pub fn header(&mut self) -> Result<Option<Header>, ReplayError> {
+        let line = self.lines.next_line().map_err(io_error(self.path))?;
+        Ok(line.map(|(_, text)| Header::parse(&text)))
+    }
+
+    /// The next line that is not blank, with its 1-based number.
+    pub fn next_row(&mut self) -> Result<Option<(u64, Cow<'_, str>)>, ReplayError> {
+        self.lines.next_row().map_err(io_error(self.path))
     }
 }
 
@@ -181,6 +251,12 @@ mod tests {
                 (4, "last".to_owned())
             ]
         );
+        let mut rows = Lines::new(&b"a\n \r\n\nb\n\n"[..]);
+        let mut seen = Vec::new();
+        while let Some((n, l)) = rows.next_row().unwrap() {
+            seen.push((n, l.into_owned()));
+        }
+        assert_eq!(seen, vec![(1, "a".to_owned()), (4, "b".to_owned())]);
     }
 
     #[test]

@@ -10,31 +10,19 @@ use std::path::Path;
 
 use bikeshare_common::contracts::Envelope;
 
-use super::input::{self, Lines};
+use super::input::RecordedLines;
 use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, rule, source_name};
 
 /// Reads one JSON-lines file into event-time order.
 pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
     let source = source_name(path);
-    let io_err = |source| ReplayError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut lines = Lines::new(input::open(path).map_err(io_err)?);
+    let mut lines = RecordedLines::open(path)?;
     let mut chunk = ReplayChunk::default();
-    while let Some((line_no, raw)) = lines.next_line().map_err(io_err)? {
-        if raw.trim().is_empty() {
-            continue;
-        }
+    while let Some((line_no, raw)) = lines.next_row()? {
         chunk.rows += 1;
         match Envelope::decode(raw.as_bytes()) {
             Ok(env) => chunk.items.push(ReplayItem::Recorded(env)),
-            Err(e) => chunk.dead_letters.push(ctx.dead_letter(
-                &source,
-                rule::DECODE,
-                format!("line {line_no}: {e}"),
-                &raw,
-            )),
+            Err(e) => chunk.reject_line(ctx, &source, line_no, (rule::DECODE, e.to_string()), &raw),
         }
     }
     chunk.items.sort_by_key(ReplayItem::event_time);

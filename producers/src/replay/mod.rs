@@ -7,6 +7,9 @@
 //! - [`jsonl`]: JSON lines of [`Envelope`]s (`.jsonl[.gz]`), as the simulator's backfill writes;
 //! - [`snapshots`]: hourly snapshot sets flattened to CSV (Toronto 2020, Ecobici 2024), with
 //!   GBFS `station_information` files for coordinates;
+//! - [`gbfs_snapshots`]: directories of raw GBFS `station_status` JSON files (1.0–3.0), read
+//!   in snapshot order through the same validator as live polling, with optional
+//!   `station_information` files;
 //! - `NycWeather`: hourly airport weather of 2013 (see [`crate::weather::nycflights13`]).
 //!
 //! Each file is read (decompressed as a stream, on a blocking thread) and sorted in memory;
@@ -15,7 +18,13 @@
 //! *previous* file's first event — is out of order: it is emitted anyway and counted in
 //! [`ReplayStats::out_of_order`] (never silently dropped). Every input row becomes an event or a
 //! dead letter (snapshot rows may also be "unchanged"). Station descriptions, when the source
-//! has them, are emitted first, at the first event's time.
+//! has them, are emitted first, at the first event's time; a description that changes later
+//! (a newer `station_information` snapshot, a Bluebikes capacity raised by what a report
+//! shows) is emitted again at that time, as a live poller would.
+//!
+//! Capacities from side files of another date (`stations.csv`) describe stations but do not
+//! reject reports unless [`ReplayConfig::side_file_capacity_rule`] says so: a capacity from
+//! another day is no evidence against a real report.
 //!
 //! With [`Speed::Scaled`], events are paced by event time with `tokio::time` (so tests run on a
 //! paused clock). Replayed events get a fresh ingest time from the injected clock; their ids
@@ -39,6 +48,7 @@
 //! ```
 
 pub mod bluebikes;
+pub mod gbfs_snapshots;
 pub(crate) mod input;
 pub mod jsonl;
 pub mod snapshots;
@@ -57,6 +67,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::gbfs::rules::RuleConfig;
+use crate::gbfs::{FeedValidator, SchemaRegistry};
 use crate::output::{Output, OutputError};
 
 /// Rule names of replay-specific dead letters (the semantic rules are `gbfs.*`).
@@ -102,6 +113,13 @@ pub struct ReplayConfig {
     /// Thresholds of the semantic rules.
     #[serde(default)]
     pub rules: RuleConfig,
+    /// Judge reports by `gbfs.counts.over_capacity` with capacities from a side file whose
+    /// date may differ from the recording's (the Bluebikes `stations.csv` is a 2023 snapshot).
+    /// Off by default: docks are added and moved, so a capacity from another date is no
+    /// evidence against a real report. Capacities recorded with the reports (GBFS snapshot
+    /// directories, within the hour) are always applied.
+    #[serde(default)]
+    pub side_file_capacity_rule: bool,
 }
 
 impl ReplayConfig {
@@ -112,6 +130,7 @@ impl ReplayConfig {
             speed: Speed::AsFastAsPossible,
             batch_size: DEFAULT_BATCH_SIZE,
             rules: RuleConfig::default(),
+            side_file_capacity_rule: false,
         }
     }
 }
@@ -133,6 +152,15 @@ pub enum ReplaySource {
     },
     /// nycflights13 `weather.csv` files (hourly weather at EWR, JFK and LGA, 2013).
     NycWeather { files: Vec<PathBuf> },
+    /// Raw GBFS `station_status` JSON files or directories of them, in snapshot order, with
+    /// `station_information` files or directories (see [`gbfs_snapshots`]).
+    GbfsSnapshots {
+        files_or_dirs: Vec<PathBuf>,
+        station_information: Vec<PathBuf>,
+        /// MobilityData's `gbfs-json-schema` directory: official schema validation, as
+        /// `PollerConfig::schema_dir` does for live feeds. `None`: typed parsing and rules only.
+        schema_dir: Option<PathBuf>,
+    },
 }
 
 impl ReplaySource {
@@ -145,7 +173,11 @@ impl ReplaySource {
             }
             | Self::Jsonl { files }
             | Self::Snapshots { files, .. }
-            | Self::NycWeather { files } => files,
+            | Self::NycWeather { files }
+            | Self::GbfsSnapshots {
+                files_or_dirs: files,
+                ..
+            } => files,
         }
     }
 
@@ -161,7 +193,7 @@ impl ReplaySource {
                     Some(p) => bluebikes::read_stations(p, ctx)?,
                     None => (StationTable::default(), Vec::new()),
                 };
-                (Box::new(bluebikes::BluebikesFormat { stations }), dead)
+                (Box::new(bluebikes::BluebikesFormat::new(stations)), dead)
             }
             Self::Jsonl { .. } => (Box::new(jsonl::JsonlFormat), Vec::new()),
             Self::Snapshots {
@@ -176,6 +208,21 @@ impl ReplaySource {
                 Box::new(crate::weather::nycflights13::NycWeatherFormat),
                 Vec::new(),
             ),
+            Self::GbfsSnapshots {
+                station_information,
+                schema_dir,
+                ..
+            } => {
+                let mut validator = FeedValidator::new(ctx.rules);
+                if let Some(dir) = schema_dir {
+                    let registry = SchemaRegistry::new(dir)
+                        .map_err(|e| ReplayError::Config(bikeshare_common::error::chain(&e)))?;
+                    validator = validator.with_schemas(Arc::new(registry));
+                }
+                let (reader, dead) =
+                    gbfs_snapshots::GbfsSnapshotReader::open(station_information, validator, ctx)?;
+                (Box::new(reader), dead)
+            }
         })
     }
 }
@@ -247,6 +294,8 @@ impl Classify for ReplayError {
 pub struct RowContext {
     pub system_id: SystemId,
     pub rules: RuleConfig,
+    /// See [`ReplayConfig::side_file_capacity_rule`].
+    pub side_file_capacity_rule: bool,
     pub clock: SharedClock,
 }
 
@@ -300,9 +349,53 @@ pub struct ReplayChunk {
     pub rows: u64,
 }
 
+/// A row that failed: the rule and a message.
+pub(crate) type RowError = (&'static str, String);
+
+impl ReplayChunk {
+    /// Dead-letters line `line_no` (its raw text) of the file `source`.
+    pub(crate) fn reject_line(
+        &mut self,
+        ctx: &RowContext,
+        source: &str,
+        line_no: u64,
+        (rule, message): RowError,
+        raw: &str,
+    ) {
+        let message = format!("line {line_no}: {message}");
+        self.dead_letters
+            .push(ctx.dead_letter(source, rule, message, raw));
+    }
+
+    /// One data row of `source`: an event at its time, or a dead letter naming its line.
+    pub(crate) fn row(
+        &mut self,
+        ctx: &RowContext,
+        source: &Arc<str>,
+        line_no: u64,
+        raw: &str,
+        outcome: Result<(Timestamp, Event), RowError>,
+    ) {
+        match outcome {
+            Ok((time, event)) => self.items.push(ReplayItem::Fresh {
+                time,
+                source: source.clone(),
+                event,
+            }),
+            Err(e) => self.reject_line(ctx, source, line_no, e, raw),
+        }
+    }
+}
+
 /// A recorded format: reads one file at a time (on a blocking thread), keeping any state
 /// that spans files. New formats implement this and run through [`Replayer::run_format`].
 pub trait RecordedFormat: Send + std::fmt::Debug + 'static {
+    /// The files to read, in reading order, from the paths the source was given: a format
+    /// may expand directories or order files by their content. By default, as given.
+    fn plan(&mut self, paths: &[PathBuf], _ctx: &RowContext) -> Result<Vec<PathBuf>, ReplayError> {
+        Ok(paths.to_vec())
+    }
+
     /// Reads `path` completely; `items` must be sorted by event time.
     fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError>;
 
@@ -403,6 +496,7 @@ impl Replayer {
         RowContext {
             system_id: self.config.system_id.clone(),
             rules: self.config.rules,
+            side_file_capacity_rule: self.config.side_file_capacity_rule,
             clock: self.clock.clone(),
         }
     }
@@ -442,9 +536,17 @@ impl Replayer {
         files: &[PathBuf],
         mut emitter: Emitter<'_>,
     ) -> Result<ReplayStats, ReplayError> {
+        let (ctx, given) = (self.context(), files.to_vec());
+        let (returned, files) = blocking(move || {
+            let files = format.plan(&given, &ctx);
+            Ok((format, files))
+        })
+        .await?;
+        format = returned;
+        let files = files?;
         emitter.prelude = format.prelude();
         let mut pending: Vec<ReplayItem> = Vec::new();
-        for path in files {
+        for path in &files {
             let (ctx, owned) = (self.context(), path.clone());
             let (returned, chunk) = blocking(move || {
                 let chunk = format.read_file(&owned, &ctx);
@@ -655,6 +757,7 @@ pub(crate) mod tests {
         RowContext {
             system_id: SystemId::new("test"),
             rules: RuleConfig::default(),
+            side_file_capacity_rule: false,
             clock: Arc::new(ManualClock::new(Timestamp::from_secs(1_640_000_000))),
         }
     }

@@ -18,6 +18,12 @@
 //!
 //! Coordinates and capacity come from GBFS `station_information` JSON files
 //! ([`read_station_information`]), when the recording has them (Ecobici does, Toronto not).
+//! Those files are side files of their own dates (Ecobici's are from the first and the last
+//! day of 17), so, as for Bluebikes, their capacities judge reports
+//! (`gbfs.counts.over_capacity`) only with
+//! [`ReplayConfig::side_file_capacity_rule`](super::ReplayConfig::side_file_capacity_rule);
+//! the raw snapshots of [`gbfs_snapshots`](super::gbfs_snapshots) apply capacities fetched
+//! within the hour.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,7 @@ use bikeshare_common::{StationId, Timestamp};
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use super::input::{self, Header, Lines, field, split_csv};
+use super::input::{RecordedLines, field, format_error, read_whole, split_csv};
 use super::status::{StatusColumns, parse_epoch};
 use super::{
     RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, StationTable, rule,
@@ -53,19 +59,8 @@ pub fn read_station_information(
     let mut dead = Vec::new();
     for path in paths {
         let source = source_name(path);
-        let io_err = |source| ReplayError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let bytes = input::read_capped(
-            input::open(path).map_err(io_err)?,
-            STATION_INFORMATION_MAX_BYTES,
-        )
-        .map_err(io_err)?;
-        let format = |message: String| ReplayError::Format {
-            path: path.to_owned(),
-            message,
-        };
+        let bytes = read_whole(path, STATION_INFORMATION_MAX_BYTES)?;
+        let format = format_error(path);
         let doc: Value =
             serde_json::from_slice(&bytes).map_err(|e| format(format!("not JSON: {e}")))?;
         let stations = doc
@@ -183,21 +178,13 @@ impl SnapshotReader {
     /// or nothing (unchanged since the station's previous snapshot).
     pub fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
         let source = source_name(path);
-        let io_err = |source| ReplayError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let format = |message: String| ReplayError::Format {
-            path: path.to_owned(),
-            message,
-        };
-        let mut lines = Lines::new(input::open(path).map_err(io_err)?);
+        let format = format_error(path);
+        let mut lines = RecordedLines::open(path)?;
         let mut chunk = ReplayChunk::default();
-        let Some((_, header)) = lines.next_line().map_err(io_err)? else {
+        let Some(header) = lines.header()? else {
             return Ok(chunk);
         };
-        let header = Header::parse(&header);
-        let columns = StatusColumns::from_header(&header, false).map_err(format)?;
+        let columns = StatusColumns::from_header(&header, false).map_err(&format)?;
         let snapshot_col = header
             .find(&[
                 "snapshot_utc_from_filename",
@@ -209,10 +196,7 @@ impl SnapshotReader {
         let feed_time_col = header.find(&["last_updated"]);
 
         let mut candidates = Vec::new();
-        while let Some((line_no, raw)) = lines.next_line().map_err(io_err)? {
-            if raw.trim().is_empty() {
-                continue;
-            }
+        while let Some((line_no, raw)) = lines.next_row()? {
             chunk.rows += 1;
             let fields = split_csv(&raw);
             let row = field(&fields, Some(snapshot_col))
@@ -229,7 +213,10 @@ impl SnapshotReader {
                     let reported = parsed.last_reported.is_some();
                     let event_time = parsed.last_reported.or(feed_time).unwrap_or(snapshot);
                     let now = feed_time.unwrap_or(snapshot.plus_millis(SNAPSHOT_FETCH_SLACK_MS));
-                    let capacity = self.stations.capacity(&parsed.station_id);
+                    let capacity = self
+                        .stations
+                        .capacity(&parsed.station_id)
+                        .filter(|_| ctx.side_file_capacity_rule);
                     let status = parsed
                         .validate(event_time, capacity, now, &ctx.rules)
                         .map_err(|v| (v.rule, v.message))?;
@@ -241,12 +228,7 @@ impl SnapshotReader {
                 });
             match row {
                 Ok(c) => candidates.push(c),
-                Err((rule, message)) => chunk.dead_letters.push(ctx.dead_letter(
-                    &source,
-                    rule,
-                    format!("line {line_no}: {message}"),
-                    &raw,
-                )),
+                Err(e) => chunk.reject_line(ctx, &source, line_no, e, &raw),
             }
         }
         // Snapshots in time order (stable: rows of one snapshot keep file order), then changes.
@@ -433,12 +415,27 @@ mod tests {
             20240405210456,1712351088,7,3,0,16,0,1,1,1,1712349447,\r\n\
             20240405210456,1712351088,8,3,0,6,0,1,1,1,1712351400,\r\n";
         std::fs::write(&p, text).unwrap();
-        let mut reader = SnapshotReader::new(table);
-        let chunk = reader.read_file(&p, &ctx()).unwrap();
+        // Station 7's capacity (5, from the side file) judges its report only when asked.
+        let strict = RowContext {
+            side_file_capacity_rule: true,
+            ..ctx()
+        };
+        let mut reader = SnapshotReader::new(table.clone());
+        let chunk = reader.read_file(&p, &strict).unwrap();
         assert_eq!(chunk.items.len(), 1);
         assert_eq!(status_of(&chunk.items[0]).num_ebikes_available, None);
         let rules: Vec<_> = chunk.dead_letters.iter().map(|d| d.rule.as_str()).collect();
         assert_eq!(rules, ["gbfs.counts.over_capacity", "gbfs.time.future"]);
         assert_eq!(reader.prelude().len(), 3);
+
+        let chunk = SnapshotReader::new(table).read_file(&p, &ctx()).unwrap();
+        let ids: Vec<_> = chunk
+            .items
+            .iter()
+            .map(|i| status_of(i).station_id.as_str())
+            .collect();
+        assert_eq!(ids, ["5", "7"]);
+        let rules: Vec<_> = chunk.dead_letters.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(rules, ["gbfs.time.future"]);
     }
 }
