@@ -6,6 +6,13 @@
 //! history is at `as_of`, neighbours' latest reports were applied before it (the processor
 //! applies events in event-time order), and a weather observation is used only once its hour
 //! is over.
+//!
+//! Cost: this runs for every applied report and every tick row, so it allocates only the
+//! output vector and reads nothing scattered: the local-time features come precomputed
+//! ([`local_time`], cached per system for the last `as_of`), neighbours are read from the
+//! system's dense [`Glance`] array (8 bytes per station, kept in step with every history
+//! change) rather than from their histories, and the minimum and maximum of all windows come
+//! from one pass over the station's reports ([`crate::window::StationHistory::min_max_all`]).
 
 use std::f32::consts::TAU;
 
@@ -13,18 +20,95 @@ use bikeshare_common::contracts::WeatherObs;
 use chrono::{Datelike, TimeZone, Timelike};
 
 use crate::processor::Station;
-use crate::window::Report;
+use crate::window::{Report, StationHistory};
 
 const MIN_MS: f32 = 60_000.0;
 
 /// What a station's features read besides the station itself.
 #[derive(Debug)]
 pub(crate) struct FeatureContext<'a> {
-    pub timezone: &'a str,
-    pub stations: &'a [Station],
+    /// [`local_time`] of `as_of`.
+    pub local_time: &'a [Option<f32>; 5],
+    /// What neighbours show, by station index.
+    pub glances: &'a [Glance],
     pub neighbours: &'a [u32],
     pub weather: Option<&'a WeatherObs>,
-    pub window_minutes: &'a [u32],
+}
+
+/// What a station shows its neighbours: its latest report's counts and flags and the bikes
+/// held at the start of its trend window (the shortest of at least 15 minutes). 8 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Glance {
+    bikes: u16,
+    docks: u16,
+    trend_start: u16,
+    flags: u8,
+    /// Bit 0: has a latest report; bit 1: `trend_start` is known.
+    known: u8,
+}
+
+impl Glance {
+    pub fn of(h: &StationHistory, trend_wi: Option<usize>) -> Self {
+        let Some(r) = h.latest() else {
+            return Self::default();
+        };
+        let start = trend_wi.and_then(|wi| h.bikes_at_start(wi));
+        Self {
+            bikes: r.bikes,
+            docks: r.docks,
+            trend_start: start.unwrap_or(0),
+            flags: r.flags,
+            known: 1 | (u8::from(start.is_some()) << 1),
+        }
+    }
+    fn latest(&self) -> Option<Report> {
+        (self.known & 1 != 0).then_some(Report {
+            t: 0,
+            bikes: self.bikes,
+            docks: self.docks,
+            delta: 0,
+            flags: self.flags,
+        })
+    }
+    fn trend_start(&self) -> Option<u16> {
+        (self.known & 2 != 0).then_some(self.trend_start)
+    }
+}
+
+/// Index of the trend window: the shortest of at least 15 minutes.
+pub(crate) fn trend_window(window_minutes: &[u32]) -> Option<usize> {
+    window_minutes
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m >= 15)
+        .min_by_key(|(_, m)| **m)
+        .map(|(i, _)| i)
+}
+
+/// The local-time features of `t` (ms) in `tz` (UTC when the system's time zone is not a
+/// known IANA name): hour and day-of-week on the circle, and the weekend flag.
+pub(crate) fn local_time(tz: Option<chrono_tz::Tz>, t: i64) -> [Option<f32>; 5] {
+    let utc = bikeshare_common::Timestamp(t).to_datetime();
+    let (hour, dow) = match tz {
+        Some(tz) => {
+            let local = tz.from_utc_datetime(&utc.naive_utc());
+            (
+                local.hour() as f32 + local.minute() as f32 / 60.0,
+                local.weekday().num_days_from_monday(),
+            )
+        }
+        None => (
+            utc.hour() as f32 + utc.minute() as f32 / 60.0,
+            utc.weekday().num_days_from_monday(),
+        ),
+    };
+    [
+        Some((TAU * hour / 24.0).sin()),
+        Some((TAU * hour / 24.0).cos()),
+        Some((TAU * dow as f32 / 7.0).sin()),
+        Some((TAU * dow as f32 / 7.0).cos()),
+        b(dow >= 5),
+    ]
 }
 
 fn b(x: bool) -> Option<f32> {
@@ -72,11 +156,24 @@ pub(crate) fn compute(
     v.push(since(latest.is_some_and(|r| r.is_full()), st.full_ended));
 
     // Windows.
+    let mut min_max = [None; 8];
+    let many;
+    let min_max: &[Option<(u16, u16)>] = if st.history.windows().len() <= min_max.len() {
+        st.history.min_max_all(&mut min_max);
+        &min_max
+    } else {
+        many = {
+            let mut v = vec![None; st.history.windows().len()];
+            st.history.min_max_all(&mut v);
+            v
+        };
+        &many
+    };
     for (wi, w) in st.history.windows().iter().enumerate() {
         let minutes = w.len_ms as f32 / MIN_MS;
         let mean_bikes = w.mean_bikes().map(|x| x as f32);
         let mean_docks = w.mean_docks().map(|x| x as f32);
-        let (lo, hi) = st.history.min_max_bikes(wi).map_or((None, None), |(l, h)| {
+        let (lo, hi) = min_max[wi].map_or((None, None), |(l, h)| {
             (Some(f32::from(l)), Some(f32::from(h)))
         });
         let delta = match (bikes, st.history.bikes_at_start(wi)) {
@@ -98,34 +195,9 @@ pub(crate) fn compute(
     }
 
     // Local time.
-    let utc = bikeshare_common::Timestamp(t).to_datetime();
-    let (hour, dow) = match ctx.timezone.parse::<chrono_tz::Tz>() {
-        Ok(tz) => {
-            let local = tz.from_utc_datetime(&utc.naive_utc());
-            (
-                local.hour() as f32 + local.minute() as f32 / 60.0,
-                local.weekday().num_days_from_monday(),
-            )
-        }
-        Err(_) => (
-            utc.hour() as f32 + utc.minute() as f32 / 60.0,
-            utc.weekday().num_days_from_monday(),
-        ),
-    };
-    v.push(Some((TAU * hour / 24.0).sin()));
-    v.push(Some((TAU * hour / 24.0).cos()));
-    v.push(Some((TAU * dow as f32 / 7.0).sin()));
-    v.push(Some((TAU * dow as f32 / 7.0).cos()));
-    v.push(b(dow >= 5));
+    v.extend_from_slice(ctx.local_time);
 
     // Neighbours (missing, not zero, for a station without coordinates).
-    let trend_wi = ctx
-        .window_minutes
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| **m >= 15)
-        .min_by_key(|(_, m)| **m)
-        .map(|(i, _)| i);
     if st.coords.is_none() {
         v.extend(std::iter::repeat_n(None, 7));
     } else {
@@ -133,10 +205,10 @@ pub(crate) fn compute(
             (0u32, 0.0f32, 0.0f32, 0.0f32, 0u32, 0u32, 0.0f32);
         let mut n_fill = 0u32;
         for &j in ctx.neighbours {
-            let Some(nb) = ctx.stations.get(j as usize) else {
+            let Some(nb) = ctx.glances.get(j as usize) else {
                 continue;
             };
-            let Some(r) = nb.history.latest() else {
+            let Some(r) = nb.latest() else {
                 continue;
             };
             n += 1;
@@ -150,7 +222,7 @@ pub(crate) fn compute(
             }
             empty += u32::from(r.is_empty());
             full += u32::from(r.is_full());
-            if let Some(start) = trend_wi.and_then(|wi| nb.history.bikes_at_start(wi)) {
+            if let Some(start) = nb.trend_start() {
                 trend += f32::from(r.bikes) - f32::from(start);
             }
         }

@@ -9,10 +9,13 @@
 //! - [`predictor`]: the [`predictor::Scorer`] trait and the transparent baseline.
 //! - [`processor`]: watermarks, the reorder buffer, ticks, features and labels per system.
 //!
+//! - [`backfill`]: histories through the same processor into labelled training rows.
+//!
 //! and its I/O edge:
 //!
 //! - [`runner`]: reading shards, scoring, publishing outputs, checkpointing.
 
+pub mod backfill;
 mod features;
 pub mod labels;
 pub mod neighbours;

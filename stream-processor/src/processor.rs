@@ -23,17 +23,38 @@
 //!
 //! Scoring rows into predictions is not done here: the row carries its prediction id, and
 //! the I/O edge scores it (in process or remotely), so this module stays pure.
+//!
+//! ## Cost and memory
+//!
+//! The processor is sized for 250,000 stations reporting every minute on one core, so the
+//! per-event path avoids what does not scale:
+//!
+//! - **No buffer when it cannot matter.** An event that the watermark releases at once (with
+//!   `lateness_ms = 0`, every event that is not late) and finds the buffer empty is applied
+//!   directly, after the ticks before it, exactly where the buffer would have put it; the
+//!   buffer (and the envelope's move into it) is for out-of-order input only.
+//! - **Station lookup** through a hash table of `u32` indices (XXH3 of the id), the ids
+//!   themselves held once in a per-system arena ([`StationIds`]), not as one `String` per
+//!   station in the table and another in the station.
+//! - **Derived state is not checkpointed**: the parsed time zone, the lookup table, the
+//!   neighbours' [`Glance`]s and the local-time cache are rebuilt on restore
+//!   ([`SystemState::rebuild`]).
+//! - **Pending predictions** cost nothing per report: every applied report made an update
+//!   row at its time, so the unlabelled ones are the station's reports from the absolute
+//!   index `labelled` on; only tick rows are kept as times (`pending_ticks`), and a station
+//!   reporting every minute has none (its report already scored it at the tick).
+//! - **Neighbours** are one flat list with offsets (CSR), not a `Vec` per station.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bikeshare_common::contracts::{
-    Envelope, Event, FeatureVector, LABEL_SCHEMA_VERSION, Label, Prediction, PredictionTrigger,
-    StationInfo, StationStatus, WeatherObs,
+    Envelope, Event, FeatureVector, LABEL_SCHEMA_VERSION, Label, PredictionTrigger, StationInfo,
+    StationStatus, WeatherObs,
 };
 use bikeshare_common::{EventId, StationId, SystemId, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{self, FeatureContext};
+use crate::features::{self, FeatureContext, Glance};
 use crate::labels;
 use crate::neighbours;
 use crate::schema::FeatureSchema;
@@ -109,30 +130,194 @@ pub enum Emitted {
     },
 }
 
-/// One station's state.
+/// One station's state (its id is in the system's [`StationIds`] at the same index).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Station {
-    pub id: StationId,
     pub coords: Option<(f64, f64)>,
-    pub capacity: Option<u16>,
     pub history: StationHistory,
-    pub ebikes: Option<u16>,
-    pub bikes_disabled: Option<u16>,
-    pub docks_disabled: Option<u16>,
     /// When the station last stopped being empty / full.
     pub empty_ended: Option<i64>,
     pub full_ended: Option<i64>,
-    /// `as_of` of predictions not yet labelled, oldest first.
-    pub pending: VecDeque<i64>,
+    /// Absolute index of the first report whose update row is not labelled yet.
+    pub labelled: u64,
+    /// `as_of` of tick rows not yet labelled, oldest first.
+    pub pending_ticks: VecDeque<i64>,
+    pub capacity: Option<u16>,
+    pub ebikes: Option<u16>,
+    pub bikes_disabled: Option<u16>,
+    pub docks_disabled: Option<u16>,
 }
 
-/// One system's state.
+impl Station {
+    fn new(lens: &[i64], retention: i64) -> Self {
+        Self {
+            coords: None,
+            history: StationHistory::with_retention(lens, retention),
+            empty_ended: None,
+            full_ended: None,
+            labelled: 0,
+            pending_ticks: VecDeque::new(),
+            capacity: None,
+            ebikes: None,
+            bikes_disabled: None,
+            docks_disabled: None,
+        }
+    }
+
+    /// The latest `as_of` of an unlabelled prediction.
+    fn last_pending(&self) -> Option<i64> {
+        let report = (self.labelled < self.history.end_index())
+            .then(|| self.history.latest().map(|r| r.t))
+            .flatten();
+        match (report, self.pending_ticks.back().copied()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes the oldest unlabelled prediction if it is due (`as_of + horizon <= t`).
+    fn pop_due(&mut self, horizon_ms: i64, t: i64) -> Option<i64> {
+        if self.labelled < self.history.first_index() {
+            // Reports trimmed before their label was due (only after `drain` jumped past
+            // ticks): their state is gone, so is their label.
+            self.labelled = self.history.first_index();
+        }
+        let report = self.history.report(self.labelled).map(|r| r.t);
+        let tick = self.pending_ticks.front().copied();
+        let (as_of, from_report) = match (report, tick) {
+            (Some(r), Some(k)) if k < r => (k, false),
+            (Some(r), _) => (r, true),
+            (None, Some(k)) => (k, false),
+            (None, None) => return None,
+        };
+        if as_of + horizon_ms > t {
+            return None;
+        }
+        if from_report {
+            self.labelled += 1;
+        } else {
+            self.pending_ticks.pop_front();
+        }
+        Some(as_of)
+    }
+}
+
+/// The station ids of a system, by index, in one string (instead of one `String` per
+/// station in the station and another in the lookup table).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StationIds {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl StationIds {
+    pub fn get(&self, i: usize) -> &str {
+        let end = self.ends.get(i).map_or(0, |&e| e as usize);
+        let start = i
+            .checked_sub(1)
+            .and_then(|j| self.ends.get(j))
+            .map_or(0, |&e| e as usize);
+        self.text.get(start..end).unwrap_or("")
+    }
+    fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends
+            .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+    }
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// Station id → index (derived from [`StationIds`]; rebuilt on restore, not compared).
+#[derive(Clone, Default)]
+pub(crate) struct StationIndex(hashbrown::HashTable<u32>);
+
+impl std::fmt::Debug for StationIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StationIndex({} stations)", self.0.len())
+    }
+}
+
+impl PartialEq for StationIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl StationIndex {
+    fn find(&self, ids: &StationIds, id: &str) -> Option<u32> {
+        self.0
+            .find(id_hash(id), |&i| ids.get(i as usize) == id)
+            .copied()
+    }
+    fn insert(&mut self, ids: &StationIds, i: u32) {
+        self.0.insert_unique(id_hash(ids.get(i as usize)), i, |&j| {
+            id_hash(ids.get(j as usize))
+        });
+    }
+    fn rebuild(ids: &StationIds) -> Self {
+        let mut index = Self(hashbrown::HashTable::with_capacity(ids.len()));
+        for i in 0..ids.len() {
+            index.insert(ids, u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        index
+    }
+}
+
+/// The local-time features of the last `as_of` asked (rows of one tick, and of one minute's
+/// reports, share it).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LocalTimeCache(Option<(i64, [Option<f32>; 5])>);
+
+impl PartialEq for LocalTimeCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl LocalTimeCache {
+    fn peek(&self, t: i64) -> Option<[Option<f32>; 5]> {
+        self.0.filter(|(at, _)| *at == t).map(|(_, v)| v)
+    }
+    fn get(&mut self, tz: Option<chrono_tz::Tz>, t: i64) -> [Option<f32>; 5] {
+        match self.0 {
+            Some((at, v)) if at == t => v,
+            _ => {
+                let v = features::local_time(tz, t);
+                self.0 = Some((t, v));
+                v
+            }
+        }
+    }
+}
+
+/// One system's state. Fields marked `serde(skip)` are derived and rebuilt on restore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SystemState {
+    #[serde(skip)]
+    pub id: SystemId,
     pub timezone: String,
+    /// `timezone` parsed (`None`: not an IANA name, features use UTC).
+    #[serde(skip)]
+    pub tz: Option<chrono_tz::Tz>,
     pub stations: Vec<Station>,
-    pub index: HashMap<StationId, u32>,
-    pub neighbours: Vec<Vec<u32>>,
+    pub ids: StationIds,
+    #[serde(skip)]
+    index: StationIndex,
+    /// What each station shows its neighbours, by index.
+    #[serde(skip)]
+    glances: Vec<Glance>,
+    #[serde(skip)]
+    local_time: LocalTimeCache,
+    /// Neighbours of station `i`: `neighbours[offsets[i]..offsets[i + 1]]` (none for a
+    /// station added since the last build).
+    pub neighbour_offsets: Vec<u32>,
+    pub neighbours: Vec<u32>,
     pub neighbours_dirty: bool,
     /// Recent weather observations, oldest first.
     pub weather: VecDeque<WeatherObs>,
@@ -140,14 +325,26 @@ pub(crate) struct SystemState {
     pub buffer: BTreeMap<(i64, u64), Envelope>,
     pub arrivals: u64,
     pub next_tick: Option<i64>,
+    /// This system's counters ([`Processor::stats`] sums them), so that the systems of a
+    /// processor can be split ([`Processor::snapshot_systems`]) and merged
+    /// ([`Processor::absorb`]) without counting anything twice.
+    #[serde(default)]
+    pub stats: ProcessorStats,
 }
 
 impl SystemState {
-    fn new() -> Self {
+    fn new(id: SystemId) -> Self {
+        let timezone = String::from("UTC");
         Self {
-            timezone: "UTC".into(),
+            id,
+            tz: timezone.parse().ok(),
+            timezone,
             stations: Vec::new(),
-            index: HashMap::new(),
+            ids: StationIds::default(),
+            index: StationIndex::default(),
+            glances: Vec::new(),
+            local_time: LocalTimeCache::default(),
+            neighbour_offsets: Vec::new(),
             neighbours: Vec::new(),
             neighbours_dirty: false,
             weather: VecDeque::new(),
@@ -155,11 +352,41 @@ impl SystemState {
             buffer: BTreeMap::new(),
             arrivals: 0,
             next_tick: None,
+            stats: ProcessorStats::default(),
         }
+    }
+
+    /// Rebuilds the derived fields after deserialising.
+    fn rebuild(&mut self, id: SystemId, trend_wi: Option<usize>) {
+        self.id = id;
+        self.tz = self.timezone.parse().ok();
+        self.index = StationIndex::rebuild(&self.ids);
+        self.glances = self
+            .stations
+            .iter()
+            .map(|st| Glance::of(&st.history, trend_wi))
+            .collect();
+        self.local_time = LocalTimeCache::default();
     }
 
     fn watermark(&self, lateness_ms: i64) -> Option<i64> {
         self.max_event_time.map(|t| t - lateness_ms)
+    }
+
+    fn neighbours_of(&self, i: usize) -> &[u32] {
+        match (
+            self.neighbour_offsets.get(i),
+            self.neighbour_offsets.get(i + 1),
+        ) {
+            (Some(&a), Some(&b)) => self.neighbours.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn refresh_glance(&mut self, idx: usize, trend_wi: Option<usize>) {
+        if let (Some(g), Some(st)) = (self.glances.get_mut(idx), self.stations.get(idx)) {
+            *g = Glance::of(&st.history, trend_wi);
+        }
     }
 }
 
@@ -180,28 +407,70 @@ pub struct ProcessorStats {
     pub ticks: u64,
 }
 
+impl ProcessorStats {
+    /// Field-wise sum.
+    pub fn plus(&self, o: &Self) -> Self {
+        Self {
+            events: self.events + o.events,
+            applied: self.applied + o.applied,
+            late: self.late + o.late,
+            duplicates: self.duplicates + o.duplicates,
+            rows: self.rows + o.rows,
+            labels: self.labels + o.labels,
+            ticks: self.ticks + o.ticks,
+        }
+    }
+}
+
 /// The processor: all systems' state. Serialisable as a whole for checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Processor {
     config: ProcessorConfig,
     #[serde(skip, default = "placeholder_schema")]
     schema: FeatureSchema,
+    #[serde(skip)]
+    derived: Derived,
     systems: BTreeMap<SystemId, SystemState>,
-    stats: ProcessorStats,
 }
 
 fn placeholder_schema() -> FeatureSchema {
     FeatureSchema::v1(&[])
 }
 
+/// Values computed once from the config.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Derived {
+    window_lengths_ms: Vec<i64>,
+    retention_ms: i64,
+    horizon_ms: i64,
+    trend_wi: Option<usize>,
+}
+
+impl Derived {
+    fn of(config: &ProcessorConfig) -> Self {
+        Self {
+            window_lengths_ms: config
+                .window_minutes
+                .iter()
+                .map(|&m| i64::from(m) * MIN_MS)
+                .collect(),
+            retention_ms: i64::from(config.horizon_minutes) * MIN_MS
+                + 2 * config.tick_ms
+                + config.lateness_ms,
+            horizon_ms: i64::from(config.horizon_minutes) * MIN_MS,
+            trend_wi: features::trend_window(&config.window_minutes),
+        }
+    }
+}
+
 impl Processor {
     pub fn new(config: ProcessorConfig) -> Self {
         let schema = FeatureSchema::v1(&config.window_minutes);
         Self {
+            derived: Derived::of(&config),
             config,
             schema,
             systems: BTreeMap::new(),
-            stats: ProcessorStats::default(),
         }
     }
 
@@ -214,7 +483,56 @@ impl Processor {
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut p: Self = rmp_serde::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
         p.schema = FeatureSchema::v1(&p.config.window_minutes);
+        p.derived = Derived::of(&p.config);
+        for (id, sys) in &mut p.systems {
+            sys.rebuild(id.clone(), p.derived.trend_wi);
+        }
         Ok(p)
+    }
+
+    /// A snapshot (the format of [`Self::snapshot`]) holding only the systems `keep`
+    /// accepts, with their counters: what a worker hands over when it gives up some
+    /// partitions (systems) to another.
+    pub fn snapshot_systems(
+        &self,
+        keep: impl Fn(&SystemId) -> bool,
+    ) -> Result<Vec<u8>, SnapshotError> {
+        #[derive(Serialize)]
+        struct Part<'a> {
+            config: &'a ProcessorConfig,
+            systems: BTreeMap<&'a SystemId, &'a SystemState>,
+        }
+        let part = Part {
+            config: &self.config,
+            systems: self.systems.iter().filter(|(id, _)| keep(id)).collect(),
+        };
+        rmp_serde::to_vec_named(&part).map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    /// Merges the systems of a snapshot (from [`Self::snapshot`] or
+    /// [`Self::snapshot_systems`]) into this processor; counters add up. Refused, with
+    /// nothing changed, when the snapshot was taken with another config (its state would not
+    /// fit these windows) or holds a system this processor already has (two owners of one
+    /// partition: the caller must decide which state wins).
+    pub fn absorb(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let other = Self::restore(bytes)?;
+        if other.config != self.config {
+            return Err(SnapshotError(format!(
+                "cannot absorb a snapshot taken with another config ({:?}, this processor has {:?})",
+                other.config, self.config
+            )));
+        }
+        if let Some(dup) = other
+            .systems
+            .keys()
+            .find(|id| self.systems.contains_key(*id))
+        {
+            return Err(SnapshotError(format!(
+                "cannot absorb system {dup}: this processor already holds it"
+            )));
+        }
+        self.systems.extend(other.systems);
+        Ok(())
     }
 
     pub fn config(&self) -> &ProcessorConfig {
@@ -223,13 +541,34 @@ impl Processor {
     pub fn schema(&self) -> &FeatureSchema {
         &self.schema
     }
+    /// The counters, summed over systems.
     pub fn stats(&self) -> ProcessorStats {
-        self.stats
+        self.systems
+            .values()
+            .fold(ProcessorStats::default(), |acc, s| acc.plus(&s.stats))
     }
     /// Stations tracked, over all systems.
     pub fn stations(&self) -> usize {
         self.systems.values().map(|s| s.stations.len()).sum()
     }
+    /// The feature vector of a station as of its current time (its last report or tick),
+    /// computed exactly as a row at that time would be; `None` for an unknown station. For
+    /// inspection and benchmarks: nothing is emitted and no state changes.
+    pub fn station_features(
+        &self,
+        system: &SystemId,
+        station: &StationId,
+    ) -> Option<FeatureVector> {
+        let sys = self.systems.get(system)?;
+        let idx = sys.index.find(&sys.ids, station.as_str())? as usize;
+        let t = sys.stations[idx].history.now()?;
+        let local_time = sys
+            .local_time
+            .peek(t)
+            .unwrap_or_else(|| features::local_time(sys.tz, t));
+        Some(make_vector(sys, &local_time, idx, t, &self.schema))
+    }
+
     /// The watermark of a system.
     pub fn watermark(&self, system: &SystemId) -> Option<Timestamp> {
         self.systems
@@ -238,31 +577,25 @@ impl Processor {
             .map(Timestamp)
     }
 
-    fn window_lengths_ms(&self) -> Vec<i64> {
-        self.config
-            .window_minutes
-            .iter()
-            .map(|&m| i64::from(m) * MIN_MS)
-            .collect()
-    }
-
-    fn retention_ms(&self) -> i64 {
-        i64::from(self.config.horizon_minutes) * MIN_MS
-            + 2 * self.config.tick_ms
-            + self.config.lateness_ms
-    }
-
     /// Takes one event, applies whatever the watermark now allows, and appends the outputs.
     pub fn process(&mut self, env: Envelope, out: &mut Vec<Emitted>) {
-        self.stats.events += 1;
         let lateness = self.config.lateness_ms;
-        let sys = self
-            .systems
-            .entry(env.system_id.clone())
-            .or_insert_with(SystemState::new);
+        if !self.systems.contains_key(&env.system_id) {
+            let id = env.system_id.clone();
+            self.systems.insert(id.clone(), SystemState::new(id));
+        }
+        let Some(sys) = self.systems.get_mut(&env.system_id) else {
+            return;
+        };
+        let op = Op {
+            config: &self.config,
+            schema: &self.schema,
+            derived: &self.derived,
+        };
+        sys.stats.events += 1;
         let t = env.event_time.millis();
         if sys.watermark(lateness).is_some_and(|wm| t < wm) {
-            self.stats.late += 1;
+            sys.stats.late += 1;
             out.push(Emitted::Rejected {
                 reason: RejectReason::Late,
                 envelope: Box::new(env),
@@ -274,35 +607,56 @@ impl Processor {
             sys.next_tick =
                 Some(Timestamp(t).floor_to(self.config.tick_ms).millis() + self.config.tick_ms);
         }
-        if !matches!(env.event, Event::FeedHeartbeat(_)) {
-            let seq = sys.arrivals;
-            sys.arrivals += 1;
-            sys.buffer.insert((t, seq), env.clone());
-        }
-        let system_id = env.system_id;
         let wm = sys.watermark(lateness).unwrap_or(i64::MIN);
-        self.release(&system_id, wm, out);
+        if !matches!(env.event, Event::FeedHeartbeat(_)) {
+            sys.arrivals += 1;
+            if sys.buffer.is_empty() && t <= wm {
+                // The buffer would hold this event alone and release it at once, after the
+                // ticks before it: do that without the buffer.
+                op.release_ticks_before(sys, t, out);
+                op.apply(sys, env, out);
+            } else {
+                sys.buffer.insert((t, sys.arrivals - 1), env);
+            }
+        }
+        op.release(sys, wm, out);
     }
 
     /// Applies every buffered event (end of a bounded input), without ticking past the last
     /// event time.
     pub fn drain(&mut self, out: &mut Vec<Emitted>) {
-        let ids: Vec<SystemId> = self.systems.keys().cloned().collect();
-        for id in ids {
-            let max = self
-                .systems
-                .get(&id)
-                .and_then(|s| s.max_event_time)
-                .unwrap_or(i64::MIN);
-            self.release(&id, max, out);
+        let op = Op {
+            config: &self.config,
+            schema: &self.schema,
+            derived: &self.derived,
+        };
+        for sys in self.systems.values_mut() {
+            let max = sys.max_event_time.unwrap_or(i64::MIN);
+            op.release(sys, max, out);
+        }
+    }
+}
+
+/// The operator's fixed parts, borrowed while one system's state is changed.
+struct Op<'a> {
+    config: &'a ProcessorConfig,
+    schema: &'a FeatureSchema,
+    derived: &'a Derived,
+}
+
+impl Op<'_> {
+    /// Runs the ticks strictly before `t` that the watermark has passed (what the buffer
+    /// does before releasing an event at `t`).
+    fn release_ticks_before(&self, sys: &mut SystemState, t: i64, out: &mut Vec<Emitted>) {
+        let wm = sys.watermark(self.config.lateness_ms).unwrap_or(i64::MIN);
+        while let Some(tt) = sys.next_tick.filter(|&tt| tt <= wm && tt < t) {
+            sys.next_tick = Some(tt + self.config.tick_ms);
+            self.tick(sys, tt, out);
         }
     }
 
-    fn release(&mut self, system_id: &SystemId, wm: i64, out: &mut Vec<Emitted>) {
+    fn release(&self, sys: &mut SystemState, wm: i64, out: &mut Vec<Emitted>) {
         loop {
-            let Some(sys) = self.systems.get_mut(system_id) else {
-                return;
-            };
             let next_event = sys
                 .buffer
                 .first_key_value()
@@ -312,73 +666,75 @@ impl Processor {
             match (next_event, next_tick) {
                 (Some(te), tick) if tick.is_none_or(|tt| te <= tt) => {
                     if let Some((_, env)) = sys.buffer.pop_first() {
-                        self.apply(system_id, env, out);
+                        self.apply(sys, env, out);
                     }
                 }
                 (_, Some(tt)) => {
                     sys.next_tick = Some(tt + self.config.tick_ms);
-                    self.tick(system_id, tt, out);
+                    self.tick(sys, tt, out);
                 }
                 _ => return,
             }
         }
     }
 
-    fn apply(&mut self, system_id: &SystemId, env: Envelope, out: &mut Vec<Emitted>) {
-        let lens = self.window_lengths_ms();
-        let retention = self.retention_ms();
-        let Some(sys) = self.systems.get_mut(system_id) else {
-            return;
-        };
+    fn apply(&self, sys: &mut SystemState, env: Envelope, out: &mut Vec<Emitted>) {
+        let lens = &self.derived.window_lengths_ms;
+        let retention = self.derived.retention_ms;
         match &env.event {
             Event::SystemInfo(info) => {
-                sys.timezone = info.timezone.clone();
-                self.stats.applied += 1;
+                if sys.timezone != info.timezone {
+                    sys.timezone = info.timezone.clone();
+                    sys.tz = sys.timezone.parse().ok();
+                    sys.local_time = LocalTimeCache::default();
+                }
+                sys.stats.applied += 1;
             }
             Event::StationInfo(info) => {
-                apply_info(sys, info, &lens, retention);
-                self.stats.applied += 1;
+                apply_info(sys, info, lens, retention);
+                sys.stats.applied += 1;
             }
             Event::Weather(obs) => {
                 sys.weather.push_back(obs.clone());
                 while sys.weather.len() > 4 {
                     sys.weather.pop_front();
                 }
-                self.stats.applied += 1;
+                sys.stats.applied += 1;
             }
             Event::FeedHeartbeat(_) => {}
             Event::StationStatus(status) => {
                 let t = env.event_time.millis();
-                let idx = station_index(sys, &status.station_id, &lens, retention);
-                if sys.neighbours_dirty && sys.neighbours.iter().all(Vec::is_empty) {
+                let idx = station_index(sys, status.station_id.as_str(), lens, retention);
+                if sys.neighbours_dirty && sys.neighbours.is_empty() {
                     // First time coordinates are known: build now rather than at the tick.
-                    rebuild_neighbours(sys, &self.config);
+                    rebuild_neighbours(sys, self.config);
                 }
                 match apply_status(&mut sys.stations[idx], status, t) {
                     Ok(()) => {
-                        self.stats.applied += 1;
+                        sys.refresh_glance(idx, self.derived.trend_wi);
+                        sys.stats.applied += 1;
+                        let local_time = sys.local_time.get(sys.tz, t);
                         let row = make_row(
                             sys,
+                            &local_time,
                             idx,
                             t,
                             PredictionTrigger::Update,
-                            system_id,
-                            &self.schema,
-                            &self.config,
+                            self.schema,
+                            self.config,
                         );
-                        sys.stations[idx].pending.push_back(t);
-                        self.stats.rows += 1;
+                        sys.stats.rows += 1;
                         out.push(Emitted::Row(row));
                     }
                     Err(Rejected::Duplicate) => {
-                        self.stats.duplicates += 1;
+                        sys.stats.duplicates += 1;
                         out.push(Emitted::Rejected {
                             reason: RejectReason::Duplicate,
                             envelope: Box::new(env),
                         });
                     }
                     Err(Rejected::OutOfOrder) => {
-                        self.stats.late += 1;
+                        sys.stats.late += 1;
                         out.push(Emitted::Rejected {
                             reason: RejectReason::Late,
                             envelope: Box::new(env),
@@ -389,35 +745,33 @@ impl Processor {
         }
     }
 
-    fn tick(&mut self, system_id: &SystemId, t: i64, out: &mut Vec<Emitted>) {
-        self.stats.ticks += 1;
-        let horizon_ms = i64::from(self.config.horizon_minutes) * MIN_MS;
-        let Some(sys) = self.systems.get_mut(system_id) else {
-            return;
-        };
+    fn tick(&self, sys: &mut SystemState, t: i64, out: &mut Vec<Emitted>) {
+        let horizon_ms = self.derived.horizon_ms;
+        let trend_wi = self.derived.trend_wi;
+        sys.stats.ticks += 1;
         if sys.neighbours_dirty {
-            rebuild_neighbours(sys, &self.config);
+            rebuild_neighbours(sys, self.config);
         }
         // Labels first: everything due at or before this tick.
-        for st in &mut sys.stations {
-            while let Some(&as_of) = st.pending.front() {
-                if as_of + horizon_ms > t {
-                    break;
-                }
-                st.pending.pop_front();
+        for idx in 0..sys.stations.len() {
+            let st = &mut sys.stations[idx];
+            let mut advanced = false;
+            while let Some(as_of) = st.pop_due(horizon_ms, t) {
                 st.history.advance_to(t);
+                advanced = true;
                 if let Some(o) = labels::outcome(&st.history, as_of, horizon_ms) {
-                    self.stats.labels += 1;
+                    sys.stats.labels += 1;
+                    let station_id = StationId::new(sys.ids.get(idx));
                     out.push(Emitted::Label(Label {
                         schema_version: LABEL_SCHEMA_VERSION,
-                        prediction_id: Prediction::id_for(
-                            system_id,
-                            &st.id,
-                            Timestamp(as_of),
+                        prediction_id: prediction_id(
+                            &sys.id,
+                            station_id.as_str(),
+                            as_of,
                             self.config.horizon_minutes,
                         ),
-                        system_id: system_id.clone(),
-                        station_id: st.id.clone(),
+                        system_id: sys.id.clone(),
+                        station_id,
                         as_of: Timestamp(as_of),
                         horizon_minutes: self.config.horizon_minutes,
                         went_empty: o.went_empty,
@@ -428,7 +782,11 @@ impl Processor {
                     }));
                 }
             }
+            if advanced {
+                sys.refresh_glance(idx, trend_wi);
+            }
         }
+        let local_time = sys.local_time.get(sys.tz, t);
         for idx in 0..sys.stations.len() {
             let st = &mut sys.stations[idx];
             let Some(latest) = st.history.latest().copied() else {
@@ -436,51 +794,42 @@ impl Processor {
             };
             let active =
                 latest.has(Report::INSTALLED) && t - latest.t <= self.config.active_within_ms;
-            if !active || st.pending.back() == Some(&t) {
+            if !active || st.last_pending() == Some(t) {
                 continue;
             }
             st.history.advance_to(t);
+            st.pending_ticks.push_back(t);
+            sys.refresh_glance(idx, trend_wi);
             let row = make_row(
                 sys,
+                &local_time,
                 idx,
                 t,
                 PredictionTrigger::Tick,
-                system_id,
-                &self.schema,
-                &self.config,
+                self.schema,
+                self.config,
             );
-            sys.stations[idx].pending.push_back(t);
-            self.stats.rows += 1;
+            sys.stats.rows += 1;
             out.push(Emitted::Row(row));
         }
     }
 }
 
-fn station_index(sys: &mut SystemState, id: &StationId, lens: &[i64], retention: i64) -> usize {
-    if let Some(&i) = sys.index.get(id) {
+fn station_index(sys: &mut SystemState, id: &str, lens: &[i64], retention: i64) -> usize {
+    if let Some(i) = sys.index.find(&sys.ids, id) {
         return i as usize;
     }
     let i = sys.stations.len();
-    sys.stations.push(Station {
-        id: id.clone(),
-        coords: None,
-        capacity: None,
-        history: StationHistory::with_retention(lens, retention),
-        ebikes: None,
-        bikes_disabled: None,
-        docks_disabled: None,
-        empty_ended: None,
-        full_ended: None,
-        pending: VecDeque::new(),
-    });
-    sys.neighbours.push(Vec::new());
+    sys.stations.push(Station::new(lens, retention));
+    sys.glances.push(Glance::default());
+    sys.ids.push(id);
     sys.index
-        .insert(id.clone(), u32::try_from(i).unwrap_or(u32::MAX));
+        .insert(&sys.ids, u32::try_from(i).unwrap_or(u32::MAX));
     i
 }
 
 fn apply_info(sys: &mut SystemState, info: &StationInfo, lens: &[i64], retention: i64) {
-    let idx = station_index(sys, &info.station_id, lens, retention);
+    let idx = station_index(sys, info.station_id.as_str(), lens, retention);
     let st = &mut sys.stations[idx];
     let coords = Some((info.lat, info.lon));
     if st.coords != coords {
@@ -492,7 +841,17 @@ fn apply_info(sys: &mut SystemState, info: &StationInfo, lens: &[i64], retention
 
 fn rebuild_neighbours(sys: &mut SystemState, config: &ProcessorConfig) {
     let coords: Vec<Option<(f64, f64)>> = sys.stations.iter().map(|s| s.coords).collect();
-    sys.neighbours = neighbours::build(&coords, config.neighbours_k, config.neighbour_radius_m);
+    let lists = neighbours::build(&coords, config.neighbours_k, config.neighbour_radius_m);
+    sys.neighbours.clear();
+    sys.neighbour_offsets.clear();
+    sys.neighbour_offsets.push(0);
+    for l in lists {
+        sys.neighbours.extend_from_slice(&l);
+        sys.neighbour_offsets
+            .push(u32::try_from(sys.neighbours.len()).unwrap_or(u32::MAX));
+    }
+    sys.neighbours.shrink_to_fit();
+    sys.neighbour_offsets.shrink_to_fit();
     sys.neighbours_dirty = false;
 }
 
@@ -525,37 +884,169 @@ fn apply_status(st: &mut Station, s: &StationStatus, t: i64) -> Result<(), Rejec
     Ok(())
 }
 
-fn make_row(
+/// [`bikeshare_common::contracts::Prediction::id_for`] without the formatting machinery: the same length-prefixed parts
+/// hashed with XXH3-128 in one shot (equal to the streaming hash of their concatenation)
+/// and written as 32 lowercase hex digits. A unit test checks that both agree.
+fn prediction_id(system: &SystemId, station: &str, as_of: i64, horizon_minutes: u32) -> EventId {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let parts: [&[u8]; 5] = [
+        b"prediction",
+        system.as_str().as_bytes(),
+        station.as_bytes(),
+        &as_of.to_le_bytes(),
+        &horizon_minutes.to_le_bytes(),
+    ];
+    let mut buf = [0u8; 256];
+    let total: usize = parts.iter().map(|p| 8 + p.len()).sum();
+    let mut heap = Vec::new();
+    let bytes: &mut [u8] = if total <= buf.len() {
+        &mut buf[..total]
+    } else {
+        heap.resize(total, 0);
+        &mut heap
+    };
+    let mut at = 0;
+    for p in parts {
+        bytes[at..at + 8].copy_from_slice(&(p.len() as u64).to_le_bytes());
+        bytes[at + 8..at + 8 + p.len()].copy_from_slice(p);
+        at += 8 + p.len();
+    }
+    let v = xxhash_rust::xxh3::xxh3_128(bytes);
+    let mut hex = [0u8; 32];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = HEX[((v >> ((31 - i) * 4)) & 0xf) as usize];
+    }
+    EventId(String::from_utf8_lossy(&hex).into_owned())
+}
+
+/// The feature vector of station `idx` at `t` (its history already at `t`).
+fn make_vector(
     sys: &SystemState,
+    local_time: &[Option<f32>; 5],
     idx: usize,
     t: i64,
-    trigger: PredictionTrigger,
-    system_id: &SystemId,
     schema: &FeatureSchema,
-    config: &ProcessorConfig,
-) -> FeatureRow {
+) -> FeatureVector {
     let st = &sys.stations[idx];
     let ctx = FeatureContext {
-        timezone: &sys.timezone,
-        stations: &sys.stations,
-        neighbours: sys.neighbours.get(idx).map_or(&[][..], Vec::as_slice),
+        local_time,
+        glances: &sys.glances,
+        neighbours: sys.neighbours_of(idx),
         weather: sys
             .weather
             .iter()
             .rev()
             .find(|w| w.observed_at.millis() + 60 * MIN_MS <= t),
-        window_minutes: &config.window_minutes,
     };
-    let values = features::compute(st, &ctx, t, schema.len());
+    FeatureVector {
+        system_id: sys.id.clone(),
+        station_id: StationId::new(sys.ids.get(idx)),
+        as_of: Timestamp(t),
+        schema_id: schema.id().clone(),
+        values: features::compute(st, &ctx, t, schema.len()),
+    }
+}
+
+fn make_row(
+    sys: &SystemState,
+    local_time: &[Option<f32>; 5],
+    idx: usize,
+    t: i64,
+    trigger: PredictionTrigger,
+    schema: &FeatureSchema,
+    config: &ProcessorConfig,
+) -> FeatureRow {
+    let vector = make_vector(sys, local_time, idx, t, schema);
     FeatureRow {
-        prediction_id: Prediction::id_for(system_id, &st.id, Timestamp(t), config.horizon_minutes),
-        vector: FeatureVector {
-            system_id: system_id.clone(),
-            station_id: st.id.clone(),
-            as_of: Timestamp(t),
-            schema_id: schema.id().clone(),
-            values,
-        },
+        prediction_id: prediction_id(
+            &sys.id,
+            vector.station_id.as_str(),
+            t,
+            config.horizon_minutes,
+        ),
+        vector,
         trigger,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bikeshare_common::contracts::{Prediction, StationStatus};
+
+    use super::*;
+
+    fn status(system: &str, station: &str, t: i64, bikes: u32) -> Envelope {
+        let t = Timestamp(t);
+        Envelope::new(
+            SystemId::new(system),
+            "test",
+            t,
+            t,
+            Event::StationStatus(StationStatus {
+                station_id: StationId::new(station),
+                num_bikes_available: bikes,
+                num_ebikes_available: None,
+                num_bikes_disabled: None,
+                num_docks_available: Some(20 - bikes),
+                num_docks_disabled: None,
+                is_installed: true,
+                is_renting: true,
+                is_returning: true,
+                last_reported: t,
+                vehicle_types_available: vec![],
+            }),
+        )
+    }
+
+    #[test]
+    fn prediction_ids_equal_the_contract() {
+        let long = "x".repeat(300);
+        for (system, station, as_of, h) in [
+            ("a", "s1", 1_700_000_000_000i64, 30u32),
+            ("bluebikes", "A32011", -5, 0),
+            ("", "", 0, 1),
+            ("sys", long.as_str(), i64::MAX, u32::MAX),
+        ] {
+            let system = SystemId::new(system);
+            assert_eq!(
+                prediction_id(&system, station, as_of, h),
+                Prediction::id_for(&system, &StationId::new(station), Timestamp(as_of), h)
+            );
+        }
+    }
+
+    #[test]
+    fn split_snapshots_absorbed_give_the_same_state() {
+        let config = ProcessorConfig::default();
+        let mut p = Processor::new(config.clone());
+        let mut out = Vec::new();
+        let t0 = 1_700_000_000_000;
+        for m in 0..50 {
+            for (k, system) in ["a", "b", "c"].iter().enumerate() {
+                for s in 0..3 {
+                    let bikes = ((m * 7 + s * 3 + k) % 20) as u32;
+                    let t = t0 + m as i64 * MIN_MS + s as i64 * 1000;
+                    p.process(status(system, &format!("s{s}"), t, bikes), &mut out);
+                }
+            }
+        }
+        assert!(p.stats().labels > 0 && p.stats().rows > 0);
+        let left = p.snapshot_systems(|id| id.as_str() == "b").unwrap();
+        let right = p.snapshot_systems(|id| id.as_str() != "b").unwrap();
+        let mut merged = Processor::new(config);
+        merged.absorb(&left).unwrap();
+        merged.absorb(&right).unwrap();
+        assert_eq!(merged, p);
+        assert_eq!(merged.stats(), p.stats());
+        assert!(
+            merged.absorb(&left).is_err(),
+            "a system already held is refused"
+        );
+        assert_eq!(merged, p, "a refused absorb changes nothing");
+        let mut other = Processor::new(ProcessorConfig {
+            window_minutes: vec![5],
+            ..ProcessorConfig::default()
+        });
+        assert!(other.absorb(&left).is_err(), "another config is refused");
     }
 }

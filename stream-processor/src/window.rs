@@ -19,7 +19,13 @@
 //! brute-force one ([`brute_force`]), which the property tests check.
 //!
 //! Minimum and maximum bikes are read by scanning the reports of the window when features are
-//! computed (a few reports per hour for real feeds: cheaper than keeping deques).
+//! computed (a few reports per hour for real feeds: cheaper than keeping deques); all windows
+//! share one backward pass ([`StationHistory::min_max_all`]), ~60 reports for a 60-minute
+//! window at one report a minute.
+//!
+//! Reports have absolute indices (the n-th report ever applied), so a caller can keep a
+//! cursor into the history ([`StationHistory::report`], [`StationHistory::first_index`]):
+//! the processor's pending predictions are such a cursor.
 
 use std::collections::VecDeque;
 
@@ -267,6 +273,19 @@ impl StationHistory {
             .and_then(|i| self.reports.get(usize::try_from(i).ok()?))
     }
 
+    /// The retained report with absolute index `abs` (the n-th report ever applied, from 0).
+    pub fn report(&self, abs: u64) -> Option<&Report> {
+        self.get(abs)
+    }
+    /// Absolute index of the oldest retained report (of the next one when none is).
+    pub fn first_index(&self) -> u64 {
+        self.base
+    }
+    /// Absolute index the next applied report will get.
+    pub fn end_index(&self) -> u64 {
+        self.base + self.reports.len() as u64
+    }
+
     /// Moves the windows' time forward to `t` (no-op if `t` is not after the current time).
     pub fn advance_to(&mut self, t: i64) {
         let Some(a) = self.now else {
@@ -370,6 +389,64 @@ impl StationHistory {
         let mut it = self.reports.range(start..).map(|r| r.bikes);
         let first = it.next()?;
         Some(it.fold((first, first), |(lo, hi), b| (lo.min(b), hi.max(b))))
+    }
+}
+
+impl StationHistory {
+    /// [`Self::min_max_bikes`] of every feature window at once, into `out` (one entry per
+    /// window of [`Self::windows`]; `out` longer than that is left alone): one backward pass
+    /// over the longest window's reports instead of one pass per window.
+    pub fn min_max_all(&self, out: &mut [Option<(u16, u16)>]) {
+        const MAX_WINDOWS: usize = 16;
+        let n = self.visible.min(out.len());
+        if n > MAX_WINDOWS {
+            for (wi, o) in out.iter_mut().enumerate().take(n) {
+                *o = self.min_max_bikes(wi);
+            }
+            return;
+        }
+        // Each window's first report (relative index), visited from the latest start back.
+        let mut starts = [(0usize, 0usize); MAX_WINDOWS];
+        let mut k = 0;
+        for (wi, w) in self.windows[..n].iter().enumerate() {
+            let from = w.tail.unwrap_or(self.base);
+            match from
+                .checked_sub(self.base)
+                .and_then(|s| usize::try_from(s).ok())
+            {
+                Some(s) if s < self.reports.len() => {
+                    starts[k] = (s, wi);
+                    k += 1;
+                }
+                _ => out[wi] = None,
+            }
+        }
+        let starts = &mut starts[..k];
+        // Insertion sort, latest start first (a handful of windows).
+        for j in 1..starts.len() {
+            let mut m = j;
+            while m > 0 && starts[m - 1].0 < starts[m].0 {
+                starts.swap(m - 1, m);
+                m -= 1;
+            }
+        }
+        let (mut lo, mut hi) = (u16::MAX, u16::MIN);
+        let mut i = self.reports.len();
+        for &(s, wi) in starts.iter() {
+            if s < i {
+                let (front, back) = self.reports.as_slices();
+                let fl = front.len();
+                let a = &front[s.min(fl)..i.min(fl)];
+                let b = &back[s.saturating_sub(fl)..i.saturating_sub(fl)];
+                for r in a.iter().chain(b) {
+                    lo = lo.min(r.bikes);
+                    hi = hi.max(r.bikes);
+                }
+                i = s;
+            }
+            // `s < len`, so the window holds at least one report.
+            out[wi] = Some((lo, hi));
+        }
     }
 }
 
@@ -513,6 +590,11 @@ mod tests {
                         .map(|(_, x)| x.bikes)
                         .fold(None, |acc: Option<(u16, u16)>, b| Some(acc.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b)))));
                     prop_assert_eq!(h.min_max_bikes(wi), bf_minmax);
+                }
+                let mut all = vec![Some((u16::MAX, 0)); lens.len()];
+                h.min_max_all(&mut all);
+                for (wi, mm) in all.iter().enumerate() {
+                    prop_assert_eq!(*mm, h.min_max_bikes(wi));
                 }
             }
         }

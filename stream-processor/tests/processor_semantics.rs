@@ -277,3 +277,43 @@ fn a_processor_restored_from_a_snapshot_continues_identically() {
         assert_eq!(got, expected, "cut at {cut}");
     }
 }
+
+mod out_of_order {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Arrival order shuffled within the lateness bound (each event arrives before any
+        /// event whose time plus jitter is later, jitter < lateness) changes nothing: the
+        /// reorder buffer applies the same events in the same order.
+        #[test]
+        fn shuffles_within_the_lateness_bound_give_identical_outputs(
+            steps in prop::collection::vec((0u8..6, 1i64..90_000, 0u32..21, 0i64..120_000), 5..150),
+            lateness in 0i64..180_000,
+        ) {
+            let mut t = T0;
+            let mut events = Vec::new();
+            for (station, gap, bikes, jitter) in steps {
+                t += gap;
+                events.push((status(&format!("s{station}"), t, bikes, 20 - bikes), jitter % (lateness + 1)));
+            }
+            let in_order: Vec<Envelope> = events.iter().map(|(e, _)| e.clone()).collect();
+            let mut shuffled = events.clone();
+            shuffled.sort_by_key(|(e, j)| (e.event_time.millis() + j, e.event_time.millis()));
+            let shuffled: Vec<Envelope> = shuffled.into_iter().map(|(e, _)| e).collect();
+
+            let cfg = ProcessorConfig { lateness_ms: lateness + 1, ..ProcessorConfig::default() };
+            let mut a = Processor::new(cfg.clone());
+            let mut out_a = run(&mut a, in_order);
+            a.drain(&mut out_a);
+            let mut b = Processor::new(cfg);
+            let mut out_b = run(&mut b, shuffled);
+            b.drain(&mut out_b);
+            prop_assert_eq!(b.stats().late, 0);
+            prop_assert_eq!(out_a, out_b);
+        }
+    }
+}

@@ -42,10 +42,18 @@ fn status(station: &str, t: i64, bikes: u32) -> Envelope {
 #[tokio::test]
 async fn malformed_and_unknown_version_records_become_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "events", 1).await.unwrap();
+    let stream = EmbeddedStream::open(dir.path().join("s.db"), "events", 1)
+        .await
+        .unwrap();
     let t0 = 1_700_000_000_000;
-    let good = |i: i64| PutRecord::new("city", status("a", t0 + i * 60_000, (i % 10) as u32).encode());
-    let mut unknown_version: serde_json::Value = serde_json::from_slice(&status("b", t0, 1).encode()).unwrap();
+    let good = |i: i64| {
+        PutRecord::new(
+            "city",
+            status("a", t0 + i * 60_000, (i % 10) as u32).encode(),
+        )
+    };
+    let mut unknown_version: serde_json::Value =
+        serde_json::from_slice(&status("b", t0, 1).encode()).unwrap();
     unknown_version["schema_version"] = 7.into();
     let records = vec![
         good(0),
@@ -58,7 +66,10 @@ async fn malformed_and_unknown_version_records_become_dead_letters() {
     stream.put_records(&records).await.unwrap();
 
     let sinks = MemorySinks::new();
-    let processor = Processor::new(ProcessorConfig { lateness_ms: 0, ..ProcessorConfig::default() });
+    let processor = Processor::new(ProcessorConfig {
+        lateness_ms: 0,
+        ..ProcessorConfig::default()
+    });
     let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(processor.schema(), 30));
     let (_tx, rx) = watch::channel(scorer);
     let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(t0)));
@@ -69,18 +80,39 @@ async fn malformed_and_unknown_version_records_become_dead_letters() {
         rx,
         clock,
         processor,
-        RunnerConfig { stop_when_caught_up: true, ..RunnerConfig::default() },
+        RunnerConfig {
+            stop_when_caught_up: true,
+            ..RunnerConfig::default()
+        },
     );
     let processor = runner.run(std::future::pending()).await.unwrap();
 
     let dead = sinks.dead_letters.lock().unwrap().clone();
     let rules: Vec<&str> = dead.iter().map(|d| d.rule.as_str()).collect();
     assert_eq!(rules, ["processor.decode"; 3], "{dead:#?}");
-    assert!(dead[1].message.contains("schema_version 7"), "{}", dead[1].message);
-    assert!(dead.iter().all(|d| d.source.starts_with("stream:shardId-000000000000:")));
-    assert_eq!(processor.stats().applied, 3, "the good records around the bad ones were applied");
+    assert!(
+        dead[1].message.contains("schema_version 7"),
+        "{}",
+        dead[1].message
+    );
+    assert!(
+        dead.iter()
+            .all(|d| d.source.starts_with("stream:shardId-000000000000:"))
+    );
+    assert_eq!(
+        processor.stats().applied,
+        3,
+        "the good records around the bad ones were applied"
+    );
     let predictions = sinks.predictions.lock().unwrap().clone();
-    let updates = predictions.iter().filter(|p| p.trigger == PredictionTrigger::Update).count();
+    let updates = predictions
+        .iter()
+        .filter(|p| p.trigger == PredictionTrigger::Update)
+        .count();
     assert_eq!(updates, 3, "one prediction per good report");
-    assert_eq!(predictions.len() - updates, 1, "plus the tick at the next 5-minute mark");
+    assert_eq!(
+        predictions.len() - updates,
+        1,
+        "plus the tick at the next 5-minute mark"
+    );
 }
