@@ -19,6 +19,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod retry;
+pub mod security;
 pub mod sink;
 pub mod stream;
 pub mod testdata;

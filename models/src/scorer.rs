@@ -40,7 +40,12 @@ impl XgbScorer {
                 )));
             }
         }
-        Ok(Self { model, schema_id: schema.id().clone(), empty, full })
+        Ok(Self {
+            model,
+            schema_id: schema.id().clone(),
+            empty,
+            full,
+        })
     }
 }
 
@@ -63,6 +68,9 @@ impl Scorer for XgbScorer {
             dense = values.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
             &dense
         };
-        Scores { p_empty: self.empty.predict(row), p_full: self.full.predict(row) }
+        Scores {
+            p_empty: self.empty.predict(row),
+            p_full: self.full.predict(row),
+        }
     }
 }

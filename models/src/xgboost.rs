@@ -81,7 +81,13 @@ struct Tree {
 
 fn num_str(v: &Value) -> Option<f64> {
     match v {
-        Value::String(s) => s.trim().trim_start_matches('[').trim_end_matches(']').trim().parse().ok(),
+        Value::String(s) => s
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim()
+            .parse()
+            .ok(),
         Value::Number(n) => n.as_f64(),
         Value::Array(a) if a.len() == 1 => num_str(&a[0]),
         _ => None,
@@ -99,16 +105,28 @@ fn truthy(v: &Value) -> bool {
 impl XgbModel {
     /// Loads a model from XGBoost's JSON, refusing what this evaluator does not implement.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| ModelError::Format(e.to_string()))?;
-        let learner = doc.get("learner").ok_or_else(|| ModelError::Format("no `learner`".into()))?;
-        let objective = learner.pointer("/objective/name").and_then(Value::as_str).unwrap_or("");
+        let doc: Value =
+            serde_json::from_slice(bytes).map_err(|e| ModelError::Format(e.to_string()))?;
+        let learner = doc
+            .get("learner")
+            .ok_or_else(|| ModelError::Format("no `learner`".into()))?;
+        let objective = learner
+            .pointer("/objective/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if objective != "binary:logistic" {
-            return Err(ModelError::Unsupported(format!("objective {objective:?} (only binary:logistic)")));
+            return Err(ModelError::Unsupported(format!(
+                "objective {objective:?} (only binary:logistic)"
+            )));
         }
-        let params = learner.get("learner_model_param").ok_or_else(|| ModelError::Format("no learner_model_param".into()))?;
+        let params = learner
+            .get("learner_model_param")
+            .ok_or_else(|| ModelError::Format("no learner_model_param".into()))?;
         let num_class = params.get("num_class").and_then(num_str).unwrap_or(0.0);
         if num_class > 1.0 {
-            return Err(ModelError::Unsupported(format!("{num_class} classes (only binary)")));
+            return Err(ModelError::Unsupported(format!(
+                "{num_class} classes (only binary)"
+            )));
         }
         if params.get("num_target").and_then(num_str).unwrap_or(1.0) > 1.0 {
             return Err(ModelError::Unsupported("multiple targets".into()));
@@ -116,29 +134,45 @@ impl XgbModel {
         let base_score = params
             .get("base_score")
             .and_then(num_str)
-            .ok_or_else(|| ModelError::Format("no base_score".into()))? as f32;
+            .ok_or_else(|| ModelError::Format("no base_score".into()))?
+            as f32;
         if !(base_score > 0.0 && base_score < 1.0) {
-            return Err(ModelError::Unsupported(format!("base_score {base_score} is not a probability")));
+            return Err(ModelError::Unsupported(format!(
+                "base_score {base_score} is not a probability"
+            )));
         }
         let base_margin = -(1.0f32 / base_score - 1.0).ln();
         let num_feature = params.get("num_feature").and_then(num_str).unwrap_or(0.0) as usize;
-        let booster = learner.get("gradient_booster").ok_or_else(|| ModelError::Format("no gradient_booster".into()))?;
+        let booster = learner
+            .get("gradient_booster")
+            .ok_or_else(|| ModelError::Format("no gradient_booster".into()))?;
         let name = booster.get("name").and_then(Value::as_str).unwrap_or("");
         if name != "gbtree" {
-            return Err(ModelError::Unsupported(format!("booster {name:?} (only gbtree; not dart or gblinear)")));
+            return Err(ModelError::Unsupported(format!(
+                "booster {name:?} (only gbtree; not dart or gblinear)"
+            )));
         }
-        let model = booster.get("model").ok_or_else(|| ModelError::Format("no gradient_booster.model".into()))?;
+        let model = booster
+            .get("model")
+            .ok_or_else(|| ModelError::Format("no gradient_booster.model".into()))?;
         if let Some(info) = model.get("tree_info").and_then(Value::as_array)
             && info.iter().any(|g| g.as_i64() != Some(0))
         {
-            return Err(ModelError::Unsupported("trees for several output groups".into()));
+            return Err(ModelError::Unsupported(
+                "trees for several output groups".into(),
+            ));
         }
-        let trees: Vec<Tree> = serde_json::from_value(model.get("trees").cloned().unwrap_or(Value::Null))
-            .map_err(|e| ModelError::Format(format!("trees: {e}")))?;
+        let trees: Vec<Tree> =
+            serde_json::from_value(model.get("trees").cloned().unwrap_or(Value::Null))
+                .map_err(|e| ModelError::Format(format!("trees: {e}")))?;
         let feature_names = learner
             .get("feature_names")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
 
         let mut nodes = Vec::new();
@@ -147,37 +181,65 @@ impl XgbModel {
             let err = |message: String| ModelError::Tree { tree: ti, message };
             let n = t.left_children.len();
             if n == 0
-                || [t.right_children.len(), t.split_indices.len(), t.split_conditions.len(), t.default_left.len()]
-                    .iter()
-                    .any(|&l| l != n)
+                || [
+                    t.right_children.len(),
+                    t.split_indices.len(),
+                    t.split_conditions.len(),
+                    t.default_left.len(),
+                ]
+                .iter()
+                .any(|&l| l != n)
             {
                 return Err(err("arrays of different lengths".into()));
             }
             if t.split_type.iter().any(|&s| s != 0) || !t.categories.is_empty() {
-                return Err(ModelError::Unsupported(format!("categorical splits in tree {ti}")));
+                return Err(ModelError::Unsupported(format!(
+                    "categorical splits in tree {ti}"
+                )));
             }
-            if let Some(size) = t.tree_param.as_ref().and_then(|p| p.get("size_leaf_vector")).and_then(num_str)
+            if let Some(size) = t
+                .tree_param
+                .as_ref()
+                .and_then(|p| p.get("size_leaf_vector"))
+                .and_then(num_str)
                 && size > 1.0
             {
-                return Err(ModelError::Unsupported(format!("vector leaves in tree {ti}")));
+                return Err(ModelError::Unsupported(format!(
+                    "vector leaves in tree {ti}"
+                )));
             }
             let base = u32::try_from(nodes.len()).map_err(|_| err("too many nodes".into()))?;
             roots.push(base);
             for i in 0..n {
                 let (l, r) = (t.left_children[i], t.right_children[i]);
                 let node = if l == -1 {
-                    Node { feature: 0, value: t.split_conditions[i], left: LEAF, right: LEAF }
+                    Node {
+                        feature: 0,
+                        value: t.split_conditions[i],
+                        left: LEAF,
+                        right: LEAF,
+                    }
                 } else {
                     let in_range = |c: i64| usize::try_from(c).is_ok_and(|c| c < n && c != i);
                     if !in_range(l) || !in_range(r) {
-                        return Err(err(format!("node {i} has children {l}, {r} outside the tree")));
+                        return Err(err(format!(
+                            "node {i} has children {l}, {r} outside the tree"
+                        )));
                     }
                     let f = u32::try_from(t.split_indices[i])
                         .ok()
-                        .filter(|&f| f < DEFAULT_LEFT && (num_feature == 0 || (f as usize) < num_feature))
-                        .ok_or_else(|| err(format!("node {i} splits on feature {}", t.split_indices[i])))?;
+                        .filter(|&f| {
+                            f < DEFAULT_LEFT && (num_feature == 0 || (f as usize) < num_feature)
+                        })
+                        .ok_or_else(|| {
+                            err(format!("node {i} splits on feature {}", t.split_indices[i]))
+                        })?;
                     Node {
-                        feature: f | if truthy(&t.default_left[i]) { DEFAULT_LEFT } else { 0 },
+                        feature: f | if truthy(&t.default_left[i]) {
+                            DEFAULT_LEFT
+                        } else {
+                            0
+                        },
                         value: t.split_conditions[i],
                         left: base + l as u32,
                         right: base + r as u32,
@@ -193,7 +255,13 @@ impl XgbModel {
                 }
             }
         }
-        Ok(Self { nodes, roots, base_margin, num_feature, feature_names })
+        Ok(Self {
+            nodes,
+            roots,
+            base_margin,
+            num_feature,
+            feature_names,
+        })
     }
 
     pub fn num_trees(&self) -> usize {
@@ -219,8 +287,15 @@ impl XgbModel {
                     sum += n.value;
                     break;
                 }
-                let x = row.get((n.feature & !DEFAULT_LEFT) as usize).copied().unwrap_or(f32::NAN);
-                let left = if x.is_nan() { n.feature & DEFAULT_LEFT != 0 } else { x < n.value };
+                let x = row
+                    .get((n.feature & !DEFAULT_LEFT) as usize)
+                    .copied()
+                    .unwrap_or(f32::NAN);
+                let left = if x.is_nan() {
+                    n.feature & DEFAULT_LEFT != 0
+                } else {
+                    x < n.value
+                };
                 i = if left { n.left } else { n.right } as usize;
             }
         }
@@ -247,7 +322,13 @@ mod tests {
         let dl = |v: &[u8]| -> String {
             let items: Vec<String> = v
                 .iter()
-                .map(|&b| if default_left_as_bool { (b == 1).to_string() } else { b.to_string() })
+                .map(|&b| {
+                    if default_left_as_bool {
+                        (b == 1).to_string()
+                    } else {
+                        b.to_string()
+                    }
+                })
                 .collect();
             format!("[{}]", items.join(","))
         };
@@ -324,23 +405,72 @@ mod tests {
     fn unsupported_models_are_refused_with_a_reason() {
         let base = model_json("5E-1", false);
         let cases = [
-            (base.replace("binary:logistic", "multi:softprob"), "objective"),
-            (base.replace(r#""num_class":"0""#, r#""num_class":"3""#), "objective"),
-            (base.replace(r#""name":"gbtree""#, r#""name":"dart""#), "dart"),
-            (base.replacen(r#""split_type":[0,0,0]"#, r#""split_type":[1,0,0]"#, 1), "categorical"),
-            (base.replace(r#""tree_info":[0,0,0]"#, r#""tree_info":[0,1,0]"#), "groups"),
-            (base.replace(r#""base_score":"5E-1""#, r#""base_score":"1.5""#), "probability"),
+            (
+                base.replace("binary:logistic", "multi:softprob"),
+                "objective",
+            ),
+            (
+                base.replace(r#""num_class":"0""#, r#""num_class":"3""#),
+                "objective",
+            ),
+            (
+                base.replace(r#""name":"gbtree""#, r#""name":"dart""#),
+                "dart",
+            ),
+            (
+                base.replacen(r#""split_type":[0,0,0]"#, r#""split_type":[1,0,0]"#, 1),
+                "categorical",
+            ),
+            (
+                base.replace(r#""tree_info":[0,0,0]"#, r#""tree_info":[0,1,0]"#),
+                "groups",
+            ),
+            (
+                base.replace(r#""base_score":"5E-1""#, r#""base_score":"1.5""#),
+                "probability",
+            ),
         ];
         for (json, what) in cases {
-            let err = XgbModel::from_json(json.as_bytes()).unwrap_err().to_string();
-            assert!(err.contains(what) || err.contains("unsupported"), "{what}: {err}");
-            assert!(matches!(XgbModel::from_json(json.as_bytes()), Err(ModelError::Unsupported(_))), "{what}");
+            let err = XgbModel::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(what) || err.contains("unsupported"),
+                "{what}: {err}"
+            );
+            assert!(
+                matches!(
+                    XgbModel::from_json(json.as_bytes()),
+                    Err(ModelError::Unsupported(_))
+                ),
+                "{what}"
+            );
         }
-        let cyclic = base.replacen(r#""left_children":[1,-1,-1]"#, r#""left_children":[0,-1,-1]"#, 1);
-        assert!(matches!(XgbModel::from_json(cyclic.as_bytes()), Err(ModelError::Tree { .. })));
-        let bad_feature = base.replacen(r#""split_indices":[0,0,0]"#, r#""split_indices":[7,0,0]"#, 1);
-        assert!(matches!(XgbModel::from_json(bad_feature.as_bytes()), Err(ModelError::Tree { .. })));
-        assert!(matches!(XgbModel::from_json(b"{}"), Err(ModelError::Format(_))));
-        assert!(matches!(XgbModel::from_json(b"not json"), Err(ModelError::Format(_))));
+        let cyclic = base.replacen(
+            r#""left_children":[1,-1,-1]"#,
+            r#""left_children":[0,-1,-1]"#,
+            1,
+        );
+        assert!(matches!(
+            XgbModel::from_json(cyclic.as_bytes()),
+            Err(ModelError::Tree { .. })
+        ));
+        let bad_feature = base.replacen(
+            r#""split_indices":[0,0,0]"#,
+            r#""split_indices":[7,0,0]"#,
+            1,
+        );
+        assert!(matches!(
+            XgbModel::from_json(bad_feature.as_bytes()),
+            Err(ModelError::Tree { .. })
+        ));
+        assert!(matches!(
+            XgbModel::from_json(b"{}"),
+            Err(ModelError::Format(_))
+        ));
+        assert!(matches!(
+            XgbModel::from_json(b"not json"),
+            Err(ModelError::Format(_))
+        ));
     }
 }
