@@ -43,3 +43,8 @@ ensure_build_deps() {
   command -v cc >/dev/null || apt_install build-essential
   command -v pkg-config >/dev/null || apt_install pkg-config
 }
+
+# ensure_chromium: Debian's Chromium, for the dashboard's browser test.
+ensure_chromium() {
+  command -v chromium >/dev/null || apt_install chromium
+}

@@ -3,14 +3,20 @@
 #   scripts/test.sh            everything (what CI runs)
 #   scripts/test.sh -E 'test(gbfs)'   extra arguments go to cargo nextest
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/emulators.sh"
 cd "$ROOT"
 
 ensure_rust
 ensure_build_deps
+ensure_chromium
 
 log "format and lint gates"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash scripts/lint-infra.sh
+
+log "emulators (kinesis-mock, moto) for the integration tests"
+start_emulators
 
 log "tests (target dir: $CARGO_TARGET_DIR)"
 if cargo nextest --version >/dev/null 2>&1; then

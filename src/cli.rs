@@ -34,8 +34,16 @@ pub enum Command {
     /// Run the stream processor: events → windows and features → predictions and labels,
     /// resuming from its last checkpoint.
     Process(ProcessArgs),
+    /// Run a recorded or simulated history through the same processor, offline, and write
+    /// labelled, point-in-time-correct training rows.
+    Backfill(BackfillArgs),
     /// Print records from a stream (events, dead letters) as JSON lines.
     Tail(TailArgs),
+    /// Serve the web dashboard over the streams in the data directory (`up` serves it too).
+    Dashboard(DashboardArgs),
+    /// Subscribe to live predictions over HTTP (server-sent events), resuming after
+    /// disconnects without gaps or repeats.
+    Subscribe(SubscribeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -91,7 +99,7 @@ pub struct IngestArgs {
     /// System id for each --gbfs-url, in order (default: from system_information).
     #[arg(long = "system-id")]
     pub system_ids: Vec<String>,
-    /// Also start the built-in simulator and ingest it.
+    /// Also start the built-in simulator (settings from the `[simulator]` config) and ingest it.
     #[arg(long)]
     pub simulator: bool,
     /// Also poll weather for each system (Meteostat; the simulator's endpoint with --simulator).
@@ -110,25 +118,45 @@ pub enum ReplayFormat {
     Jsonl,
     /// Hourly snapshot CSV (.csv.gz) of Toronto or Ecobici recordings.
     Snapshots,
+    /// Raw GBFS station_status JSON snapshots (files or directories, any GBFS version),
+    /// validated like live feeds; pair with --stations (station_information files).
+    GbfsSnapshots,
 }
 
+/// A recorded history: files and their format.
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// Files to replay, in order.
+pub struct HistoryArgs {
+    /// Files to read, in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     #[arg(long, value_enum)]
     pub format: ReplayFormat,
-    /// System id to publish under.
+    /// System id to publish under (JSON lines keep their own).
     #[arg(long, default_value = "replay")]
     pub system_id: String,
     /// Station list with coordinates and capacity (Bluebikes stations.csv, or a GBFS
     /// station_information.json for snapshots).
     #[arg(long)]
     pub stations: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
     /// 0 = as fast as possible; otherwise simulated seconds per wall-clock second.
     #[arg(long, default_value_t = 0.0)]
     pub speed: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Where to write the training rows (CSV: keys, labels, then every feature; a missing
+    /// feature is an empty field).
+    #[arg(long, short)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +193,32 @@ pub struct TailArgs {
     #[arg(long, short)]
     pub follow: bool,
     /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Address to serve on (127.0.0.1 by default; anything else needs BIKESHARE_DASHBOARD_TOKEN).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// The subscription endpoint (`bikeshare up` serves it).
+    #[arg(long, default_value = "http://127.0.0.1:8090/v1/predictions")]
+    pub url: String,
+    /// Only this system.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Only this station.
+    #[arg(long)]
+    pub station: Option<String>,
+    /// Start from the oldest retained prediction instead of new ones.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Stop after this many predictions.
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
 }

@@ -10,9 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bikeshare_dashboard::server::DashboardConfig;
 use bikeshare_producers::gbfs::PollerConfig;
 use bikeshare_producers::simulator::SimulatorConfig;
 use bikeshare_producers::weather::WeatherConfig;
+use bikeshare_sinks::subscribe::SubscribeConfig;
 use bikeshare_stream_processor::ProcessorConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -37,6 +39,10 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// How the processor runs: checkpoints and reads.
     pub runner: RunnerSettings,
+    /// The subscription API (server-sent events of predictions) that `up` serves.
+    pub api: SubscribeConfig,
+    /// The web dashboard (`up` and `dashboard` serve it).
+    pub dashboard: DashboardConfig,
     pub log: LogConfig,
 }
 
@@ -89,12 +95,15 @@ impl Default for DataDir {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamConfig {
-    /// `embedded` (default). `kinesis` arrives with the Kinesis transport.
+    /// `embedded` (default) or `kinesis`.
     pub backend: StreamBackend,
     /// The SQLite file of the embedded stream; relative paths are under `data_dir`.
     pub path: PathBuf,
     /// Shards of each stream when it is created.
     pub shards: u32,
+    /// The Kinesis backend: stream name prefix, region, endpoint, reads
+    /// (`[stream.kinesis]`, e.g. `BIKESHARE_STREAM__KINESIS__REGION`).
+    pub kinesis: bikeshare_kinesis::KinesisConfig,
 }
 
 impl Default for StreamConfig {
@@ -103,6 +112,7 @@ impl Default for StreamConfig {
             backend: StreamBackend::Embedded,
             path: PathBuf::from("stream.db"),
             shards: 2,
+            kinesis: bikeshare_kinesis::KinesisConfig::default(),
         }
     }
 }
@@ -111,6 +121,7 @@ impl Default for StreamConfig {
 #[serde(rename_all = "snake_case")]
 pub enum StreamBackend {
     Embedded,
+    Kinesis,
 }
 
 /// Logging.
@@ -153,11 +164,12 @@ impl Config {
             }
             None => {}
         }
-        fig = fig.merge(
-            Env::prefixed("BIKESHARE_")
-                .split("__")
-                .ignore(&["SIM_TOKEN", "SHARED_DIR"]),
-        );
+        fig = fig.merge(Env::prefixed("BIKESHARE_").split("__").ignore(&[
+            "SIM_TOKEN",
+            "API_TOKEN",
+            "DASHBOARD_TOKEN",
+            "SHARED_DIR",
+        ]));
         fig.extract().context("invalid configuration")
     }
 
@@ -188,6 +200,29 @@ mod tests {
             assert_eq!(cfg.stream.shards, 5, "environment wins over the file");
             assert_eq!(cfg.log.format, LogFormat::Json, "file wins over defaults");
             assert_eq!(cfg.data_dir.0, PathBuf::from("var"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn kinesis_backend_with_region_endpoint_and_fan_out() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "kinesis.toml",
+                "[stream]\nbackend = \"kinesis\"\n[stream.kinesis]\nregion = \"eu-west-1\"\n\
+                 read_mode = \"fan_out\"\n",
+            )?;
+            jail.set_env(
+                "BIKESHARE_STREAM__KINESIS__ENDPOINT_URL",
+                "http://127.0.0.1:4568",
+            );
+            let cfg = Config::load(Some(Path::new("kinesis.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.stream.backend, StreamBackend::Kinesis);
+            let k = &cfg.stream.kinesis;
+            assert_eq!(k.region.as_deref(), Some("eu-west-1"));
+            assert_eq!(k.endpoint_url.as_deref(), Some("http://127.0.0.1:4568"));
+            assert_eq!(k.read_mode, bikeshare_kinesis::ReadMode::FanOut);
+            assert_eq!(k.stream_prefix, "bikeshare-", "defaults fill the rest");
             Ok(())
         });
     }

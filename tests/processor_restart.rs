@@ -4,39 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bikeshare");
-
-fn bikeshare(data_dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("BIKESHARE_DATA_DIR", data_dir)
-        .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "30")
-        .env("BIKESHARE_RUNNER__BATCH", "50")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null());
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().expect("run bikeshare");
-    assert!(
-        out.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use support::{bikeshare, ok, simulated_history, stream_records};
 
 /// Output records of `stream`, keyed by their id field; duplicates must be identical.
 fn outputs(data_dir: &Path, stream: &str, id_field: &str) -> BTreeMap<String, serde_json::Value> {
-    let text = ok(bikeshare(data_dir).args(["tail", "--stream", stream, "--from-start"]));
     let mut map = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for v in stream_records(data_dir, stream) {
         let id = v[id_field].as_str().unwrap().to_owned();
         if let Some(prev) = map.insert(id.clone(), v.clone()) {
             assert_eq!(
@@ -51,20 +31,13 @@ fn outputs(data_dir: &Path, stream: &str, id_field: &str) -> BTreeMap<String, se
 #[test]
 fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let history = dir.path().join("history.jsonl");
-    ok(bikeshare(dir.path()).args([
-        "simulate",
-        "--backfill",
-        history.to_str().unwrap(),
-        "--stations",
-        "80",
-        "--seed",
-        "11",
-        "--start",
+    let history = simulated_history(
+        dir.path(),
+        80,
+        11,
         "2026-03-02T06:00:00Z",
-        "--until",
         "2026-03-02T14:00:00Z",
-    ]));
+    );
     let straight = dir.path().join("straight");
     let killed = dir.path().join("killed");
     for d in [&straight, &killed] {

@@ -13,12 +13,26 @@ use super::{close_output, open_streams, shutdown_signal, stream_output, wall_clo
 use crate::cli::IngestArgs;
 use crate::config::{Config, SystemConfig};
 
-pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.simulator,
-        "--simulator: use `bikeshare up`, which starts it"
-    );
+pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     let mut systems = config.systems.clone();
+    let clock = wall_clock();
+    let simulator = if args.simulator {
+        let running = bikeshare_producers::simulator::serve(
+            config.simulator.clone(),
+            clock.clone(),
+            std::future::pending(),
+        )
+        .await
+        .context("starting the simulator")?;
+        systems.push(simulated_system(&mut config, &running));
+        eprintln!(
+            "simulator: {}",
+            running.gbfs_url(bikeshare_producers::simulator::GbfsVersion::V3_0)
+        );
+        Some(running)
+    } else {
+        None
+    };
     for (i, url) in args.gbfs_urls.iter().enumerate() {
         let id = args
             .system_ids
@@ -34,9 +48,8 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         !systems.is_empty(),
-        "nothing to ingest: give --gbfs-url, or [[systems]] in the config"
+        "nothing to ingest: give --gbfs-url or --simulator, or [[systems]] in the config"
     );
-    let clock = wall_clock();
     let streams = open_streams(&config).await?;
     let output = Arc::new(stream_output(&streams, clock.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -54,7 +67,31 @@ pub async fn run(args: IngestArgs, config: Config) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
-    close_output(output).await
+    close_output(output).await?;
+    if let Some(sim) = simulator {
+        sim.stop().await.context("stopping the simulator")?;
+    }
+    Ok(())
+}
+
+/// The simulated city as a system to ingest; points the weather producer at its Meteostat
+/// bulk endpoint and lets the GBFS poller follow the feed's (time-scaled) TTL.
+pub fn simulated_system(
+    config: &mut Config,
+    running: &bikeshare_producers::simulator::RunningSimulator,
+) -> SystemConfig {
+    config.gbfs.min_interval = std::time::Duration::from_millis(200);
+    config.gbfs.info_min_interval = std::time::Duration::from_millis(200);
+    config.weather.mode = bikeshare_producers::weather::WeatherMode::Bulk;
+    config.weather.bulk_base = running.meteostat_bulk_url();
+    config.weather.poll_interval_secs = 30;
+    let city = &config.simulator.city;
+    SystemConfig {
+        id: city.system_id.clone(),
+        gbfs_url: running.gbfs_url(bikeshare_producers::simulator::GbfsVersion::V3_0),
+        lat: Some(city.centre_lat),
+        lon: Some(city.centre_lon),
+    }
 }
 
 /// Resolves when `stop` becomes true.

@@ -1,10 +1,14 @@
 //! One module per command; this one holds what they share: opening the streams, the
 //! producers' output, and shutdown.
 
+mod backfill;
+mod dashboard;
 mod ingest;
 mod process;
 mod replay;
 mod simulate;
+mod streams;
+mod subscribe;
 mod tail;
 mod up;
 
@@ -26,7 +30,10 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args, config).await,
         Command::Replay(args) => replay::run(args, config).await,
         Command::Tail(args) => tail::run(args, config).await,
+        Command::Subscribe(args) => subscribe::run(args).await,
+        Command::Dashboard(args) => dashboard::run(args, config).await,
         Command::Process(args) => process::run(args, config).await,
+        Command::Backfill(args) => backfill::run(args, config).await,
         Command::Up(args) => up::run(args, config).await,
         Command::Simulate(args) => simulate::run(args, config).await,
     }

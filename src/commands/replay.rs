@@ -5,23 +5,33 @@ use bikeshare_common::SystemId;
 use bikeshare_producers::replay::{ReplayConfig, ReplaySource, Replayer, Speed};
 
 use super::{close_output, open_streams, stream_output, wall_clock};
-use crate::cli::{ReplayArgs, ReplayFormat};
+use crate::cli::{HistoryArgs, ReplayArgs, ReplayFormat};
 use crate::config::Config;
 
-pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
-    let files = args.files.clone();
-    let source = match args.format {
+/// The replay source a history's flags describe.
+pub fn source(h: &HistoryArgs, config: &Config) -> ReplaySource {
+    let files = h.files.clone();
+    match h.format {
         ReplayFormat::Bluebikes => ReplaySource::Bluebikes {
             status_files: files,
-            stations: args.stations.clone(),
+            stations: h.stations.clone(),
         },
         ReplayFormat::Jsonl => ReplaySource::Jsonl { files },
         ReplayFormat::Snapshots => ReplaySource::Snapshots {
             files,
-            station_information: args.stations.clone().into_iter().collect(),
+            station_information: h.stations.clone().into_iter().collect(),
         },
-    };
-    let mut rc = ReplayConfig::new(SystemId::new(&args.system_id));
+        ReplayFormat::GbfsSnapshots => ReplaySource::GbfsSnapshots {
+            files_or_dirs: files,
+            station_information: h.stations.clone().into_iter().collect(),
+            schema_dir: config.gbfs.schema_dir.clone(),
+        },
+    }
+}
+
+pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
+    let source = source(&args.history, &config);
+    let mut rc = ReplayConfig::new(SystemId::new(&args.history.system_id));
     rc.speed = Speed::from_factor(args.speed);
     let clock = wall_clock();
     let replayer = Replayer::new(rc, clock.clone()).context("replay settings")?;

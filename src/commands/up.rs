@@ -63,6 +63,30 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         &stop_rx,
     )?;
 
+    let predictions = bikeshare_common::stream::embedded::EmbeddedStream::open(
+        config.data_path(&config.stream.path),
+        bikeshare_common::stream::names::PREDICTIONS,
+        config.stream.shards,
+    )
+    .await?;
+    let api = bikeshare_sinks::subscribe::serve(
+        config.api.clone(),
+        Arc::new(predictions),
+        clock.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .context("starting the subscription API")?;
+    eprintln!("predictions: {}  (try: bikeshare subscribe)", api.url());
+    let dashboard = super::dashboard::start(
+        &config,
+        clock.clone(),
+        stopped(stop_rx.clone()),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    eprintln!("dashboard:   {}", dashboard.url());
+
     let runner = super::process::build(&config, false, false).await?;
     let stats = runner.stats();
     let latest = runner.latest_predictions();
@@ -86,6 +110,8 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     close_output(output).await?;
     let processor = processor.await.context("processor task")??;
     running.stop().await.context("stopping the simulator")?;
+    api.wait().await;
+    dashboard.wait().await;
     let s = processor.stats();
     eprintln!(
         "stopped: {} events processed, {} predictions, {} labels, {} stations; state is in {}",

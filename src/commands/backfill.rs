@@ -1,0 +1,106 @@
+//! `bikeshare backfill`: a history through the processor, offline, into training rows.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bikeshare_common::SystemId;
+use bikeshare_common::contracts::{DeadLetter, Envelope};
+use bikeshare_producers::output::{Output, OutputError};
+use bikeshare_producers::replay::{ReplayConfig, Replayer};
+use bikeshare_stream_processor::Processor;
+use bikeshare_stream_processor::backfill::{Backfill, write_csv_header, write_csv_row};
+
+use super::wall_clock;
+use crate::cli::BackfillArgs;
+use crate::config::Config;
+
+/// Replayed events go straight into the backfill; rows into the CSV.
+struct BackfillOutput {
+    inner: Mutex<(Backfill, BufWriter<File>, u64, Option<std::io::Error>)>,
+}
+
+impl std::fmt::Debug for BackfillOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackfillOutput")
+    }
+}
+
+#[async_trait]
+impl Output for BackfillOutput {
+    async fn events(&self, events: Vec<Envelope>) -> Result<(), OutputError> {
+        let mut guard = self.inner.lock().map_err(|_| OutputError::Closed)?;
+        let (backfill, writer, _, error) = &mut *guard;
+        for env in events {
+            backfill.push(env, &mut |row| {
+                if error.is_none()
+                    && let Err(e) = write_csv_row(writer, &row)
+                {
+                    *error = Some(e);
+                }
+            });
+        }
+        match error.take() {
+            Some(e) => Err(OutputError::Publish(format!("writing rows: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), OutputError> {
+        let mut guard = self.inner.lock().map_err(|_| OutputError::Closed)?;
+        guard.2 += dead_letters.len() as u64;
+        Ok(())
+    }
+}
+
+pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
+    let source = super::replay::source(&args.history, &config);
+    let replayer = Replayer::new(
+        ReplayConfig::new(SystemId::new(&args.history.system_id)),
+        wall_clock(),
+    )
+    .context("replay settings")?;
+    let file = File::create(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let mut writer = BufWriter::new(file);
+    let backfill = Backfill::new(Processor::new(config.processor.clone()));
+    write_csv_header(&mut writer, backfill.schema())?;
+    let output = BackfillOutput {
+        inner: Mutex::new((backfill, writer, 0, None)),
+    };
+    let replay = replayer
+        .run(&source, &output)
+        .await
+        .context("reading the history")?;
+    let (backfill, mut writer, dead_letters, _) = output
+        .inner
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("backfill state poisoned"))?;
+    let mut tail_err = None;
+    let stats = backfill.finish(&mut |row| {
+        if let Err(e) = write_csv_row(&mut writer, &row) {
+            tail_err.get_or_insert(e);
+        }
+    });
+    if let Some(e) = tail_err {
+        return Err(e).context("writing rows");
+    }
+    writer.flush().context("writing rows")?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    eprintln!(
+        "backfill: {} events ({} dead letters while reading) -> {} labelled rows in {} ({} rows without a label yet, {} late, {} duplicates)",
+        replay.events,
+        dead_letters,
+        stats.rows,
+        args.output.display(),
+        stats.unlabelled,
+        stats.late,
+        stats.duplicates
+    );
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `bikeshare dashboard`, and the dashboard part of `up`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use bikeshare_common::SharedClock;
+use bikeshare_common::stream::embedded::EmbeddedStream;
+use bikeshare_common::stream::{StreamReader, names};
+use bikeshare_dashboard::server::{self, RunningDashboard};
+use bikeshare_dashboard::state::{self as dash, DashboardState, Sources};
+
+use super::{shutdown_signal, wall_clock};
+use crate::cli::DashboardArgs;
+use crate::config::Config;
+
+pub async fn run(args: DashboardArgs, mut config: Config) -> anyhow::Result<()> {
+    if let Some(b) = args.bind {
+        config.dashboard.bind = b;
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let running = start(
+        &config,
+        wall_clock(),
+        super::ingest::stopped(rx.clone()),
+        super::ingest::stopped(rx),
+    )
+    .await?;
+    eprintln!("dashboard: {}", running.url());
+    shutdown_signal(None).await;
+    let _ = tx.send(true);
+    running.wait().await;
+    Ok(())
+}
+
+/// Starts following the streams and serving the dashboard.
+pub async fn start(
+    config: &Config,
+    clock: SharedClock,
+    stop_follow: impl std::future::Future<Output = ()> + Send + 'static,
+    stop_server: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningDashboard> {
+    let path = config.data_path(&config.stream.path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let shards = config.stream.shards;
+    let open = |name: &'static str| {
+        let path = path.clone();
+        async move {
+            EmbeddedStream::open(&path, name, shards)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn StreamReader>)
+                .with_context(|| format!("opening stream {name:?}"))
+        }
+    };
+    let sources = Sources {
+        events: open(names::EVENTS).await?,
+        predictions: open(names::PREDICTIONS).await?,
+        labels: open(bikeshare_sinks::stream::names::LABELS).await?,
+        dead_letters: open(names::DEAD_LETTERS).await?,
+    };
+    let state = DashboardState::new(clock);
+    tokio::spawn(dash::follow(state.clone(), sources, stop_follow));
+    server::serve(config.dashboard.clone(), state, stop_server)
+        .await
+        .context("starting the dashboard")
+}

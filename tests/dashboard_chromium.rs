@@ -1,0 +1,153 @@
+//! The dashboard in headless Chromium against a running main job: it loads, draws stations
+//! on the map, fills the top-N table, and updates as predictions arrive. The screenshot is
+//! written to `$CARGO_TARGET_TMPDIR/dashboard.png`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::bikeshare;
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned)
+}
+
+fn headless(chrome: &str, profile: &std::path::Path) -> Command {
+    let mut c = Command::new(chrome);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .stdin(Stdio::null());
+    c
+}
+
+fn attr<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("{name}=\""))? + name.len() + 2;
+    dom[start..].split('"').next()
+}
+
+#[test]
+fn the_dashboard_shows_stations_top_n_and_live_updates() {
+    let Some(chrome) = chromium() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have Chromium (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: no chromium on PATH (scripts/test.sh installs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = bikeshare(dir.path())
+        .args([
+            "up",
+            "--duration",
+            "90s",
+            "--summary-every",
+            "600",
+            "--stations",
+            "120",
+        ])
+        .env("BIKESHARE_API__BIND", "127.0.0.1:0")
+        .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(up.stderr.take().unwrap());
+    let mut url = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("dashboard:") {
+            url = Some(u.trim().to_owned());
+            break;
+        }
+    }
+    let url = url.expect("`up` prints the dashboard URL");
+
+    // Wait until the job has predictions (the simulator starts six hours back, 60x).
+    let started = Instant::now();
+    let profile = dir.path().join("chrome");
+    let dump = |wait_ms: u32| -> String {
+        let out = headless(&chrome, &profile)
+            .arg(format!("--virtual-time-budget={wait_ms}"))
+            .arg("--dump-dom")
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut dom = String::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        dom = dump(3000);
+        if dom.contains("class=\"station\"") && dom.matches("<tr>").count() > 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let stations = dom.matches("class=\"station\"").count();
+    assert!(stations >= 100, "stations on the map: {stations}");
+    let top_rows = dom
+        .split("id=\"top\"")
+        .nth(1)
+        .unwrap_or("")
+        .split("</tbody>")
+        .next()
+        .unwrap_or("")
+        .matches("<tr>")
+        .count();
+    assert!(top_rows >= 10, "rows in the top-N table: {top_rows}");
+    assert!(dom.contains("baseline-netflow"), "model name shown");
+
+    // Live: one page load sees newer predictions arrive (the page long-polls, and virtual
+    // time does not advance while a request is pending, so this waits in real time).
+    let live = dump(8000);
+    let updates: u32 = attr(&live, "data-updates")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (first, newest) = (
+        attr(&live, "data-first-newest").unwrap_or(""),
+        attr(&live, "data-newest").unwrap_or(""),
+    );
+    assert!(updates >= 3, "the page refreshed {updates} times");
+    assert!(
+        newest > first,
+        "newer predictions appeared while the page was open: {first} -> {newest}"
+    );
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let status = headless(&chrome, &profile)
+        .args(["--virtual-time-budget=3000"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success() && shot.metadata().unwrap().len() > 10_000,
+        "screenshot written"
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    let _ = up.kill();
+    let _ = up.wait();
+}
