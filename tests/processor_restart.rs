@@ -44,7 +44,11 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
         ok(bikeshare(d).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
     }
 
+    let timer = Instant::now();
     ok(bikeshare(&straight).args(["process", "--until-caught-up"]));
+    // Kill points are fractions of the uninterrupted run's duration, so they land mid-run
+    // however fast this machine is.
+    let full_run = timer.elapsed();
 
     // Kill at pseudo-random points until a run finishes by itself.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -60,7 +64,8 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let wait = Duration::from_millis(80 + seed % 400);
+        let fraction = 0.15 + 0.2 * (seed % 1000) as f64 / 1000.0;
+        let wait = full_run.mul_f64(fraction).max(Duration::from_millis(20));
         let deadline = Instant::now() + wait;
         let mut finished = None;
         while Instant::now() < deadline {
