@@ -153,14 +153,9 @@ pub async fn serve(
     state: Arc<DashboardState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningDashboard, DashboardError> {
-    let token = config
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_ENV).ok())
-        .filter(|t| !t.is_empty());
-    if !config.bind.ip().is_loopback() && token.is_none() {
-        return Err(DashboardError::TokenRequired(config.bind));
-    }
+    let token =
+        bikeshare_common::security::token_for_bind(config.bind, config.token.as_deref(), TOKEN_ENV)
+            .map_err(DashboardError::TokenRequired)?;
     let app = Arc::new(App {
         state,
         token,

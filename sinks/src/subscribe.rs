@@ -206,14 +206,9 @@ pub async fn serve(
     clock: bikeshare_common::SharedClock,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningApi, ApiError> {
-    let token = config
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_ENV).ok())
-        .filter(|t| !t.is_empty());
-    if !config.bind.ip().is_loopback() && token.is_none() {
-        return Err(ApiError::TokenRequired(config.bind));
-    }
+    let token =
+        bikeshare_common::security::token_for_bind(config.bind, config.token.as_deref(), TOKEN_ENV)
+            .map_err(ApiError::TokenRequired)?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         reader,
