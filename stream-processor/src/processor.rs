@@ -98,6 +98,8 @@ pub struct FeatureRow {
     pub vector: FeatureVector,
     pub trigger: PredictionTrigger,
     pub prediction_id: EventId,
+    /// The horizon the prediction id and its label use (the processor's configuration).
+    pub horizon_minutes: u32,
 }
 
 /// Why an input event was not applied.
@@ -966,6 +968,7 @@ fn make_row(
         ),
         vector,
         trigger,
+        horizon_minutes: config.horizon_minutes,
     }
 }
 

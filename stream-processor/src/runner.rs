@@ -297,7 +297,7 @@ pub fn score(scorer: &dyn Scorer, row: &FeatureRow) -> Prediction {
         system_id: row.vector.system_id.clone(),
         station_id: row.vector.station_id.clone(),
         as_of: row.vector.as_of,
-        horizon_minutes: bikeshare_common::contracts::DEFAULT_HORIZON_MINUTES,
+        horizon_minutes: row.horizon_minutes,
         p_empty: s.p_empty,
         p_full: s.p_full,
         model: scorer.model().clone(),

@@ -116,3 +116,33 @@ async fn malformed_and_unknown_version_records_become_dead_letters() {
         "plus the tick at the next 5-minute mark"
     );
 }
+
+#[test]
+fn predictions_carry_the_configured_horizon() {
+    let mut p = Processor::new(ProcessorConfig {
+        lateness_ms: 0,
+        horizon_minutes: 45,
+        ..ProcessorConfig::default()
+    });
+    let scorer = BaselineScorer::new(p.schema(), 45);
+    let mut out = Vec::new();
+    p.process(status("a", 1_700_000_000_000, 3), &mut out);
+    let row = out
+        .iter()
+        .find_map(|e| match e {
+            bikeshare_stream_processor::Emitted::Row(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let prediction = bikeshare_stream_processor::runner::score(&scorer, &row);
+    assert_eq!(prediction.horizon_minutes, 45);
+    assert_eq!(
+        prediction.prediction_id,
+        bikeshare_common::contracts::Prediction::id_for(
+            &prediction.system_id,
+            &prediction.station_id,
+            prediction.as_of,
+            45
+        )
+    );
+}
