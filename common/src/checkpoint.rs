@@ -1,16 +1,24 @@
-//! Checkpoints: the processor's whole state and the input positions, taken together.
+//! Checkpoints: per shard, the shard's input position and the processor state of the
+//! partitions (systems) whose records live in that shard, taken together.
 //!
-//! Protocol (one processor instance, at-least-once outputs with deterministic ids):
+//! Protocol (at-least-once outputs with deterministic ids; one instance or several sharing
+//! the shards through leases):
 //!
 //! 1. process records; remember, per shard, the last sequence number processed;
 //! 2. at a checkpoint, first wait until every output emitted so far is acknowledged by its
-//!    sink, then write `{epoch, positions, state}` atomically (temporary file, fsync, rename);
-//! 3. on start, load the newest checkpoint and resume each shard after its position.
+//!    sink, then write, for every shard held, `{epoch, {shard: position}, state of the
+//!    shard's systems}` under the shard's key, atomically (a local temporary file, fsync,
+//!    rename; or one S3 `PutObject`);
+//! 3. on start, and whenever an instance takes a shard's lease, load that shard's newest
+//!    checkpoint, absorb its state and resume the shard after its position.
 //!
-//! A crash between two checkpoints replays the records after the last one: the processor
-//! state is the one that produced exactly those outputs, so the replay re-emits the same
-//! outputs with the same ids, which consumers and the lake deduplicate. Straight-through and
-//! kill-and-restore runs therefore agree on the set of outputs.
+//! A crash between two checkpoints replays the records after the last one: the state of the
+//! shard's systems is the one that produced exactly those outputs, so the replay re-emits
+//! the same outputs with the same ids, which consumers and the lake deduplicate.
+//! Straight-through and kill-and-restore runs therefore agree on the set of outputs. Shards
+//! are checkpointed one by one, and that is safe because their states are disjoint: a
+//! system's state depends only on its own records, which all live in one shard (the
+//! partition key of `events` is the system id).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,9 +28,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint format version this build writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// (Version 1 was one checkpoint of every shard together; version 2 is one per shard.)
+pub const CHECKPOINT_VERSION: u32 = 2;
 
-/// One checkpoint.
+/// One checkpoint (of one shard: `positions` has that shard only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub version: u32,
@@ -83,16 +92,91 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
     #[error("checkpoint {path} has version {found}; this build reads {CHECKPOINT_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    #[error("checkpoint key {0:?} is not a shard id (letters, digits, '-', '_' and '.' only)")]
+    Key(String),
+    #[error("checkpoint store {store}: {message}")]
+    Remote { store: String, message: String },
 }
 
-/// Where checkpoints live: a local directory by default, S3 or DynamoDB in AWS.
+impl Checkpoint {
+    /// The bytes stored (MessagePack).
+    pub fn encode(&self) -> Result<Vec<u8>, CheckpointError> {
+        rmp_serde::to_vec_named(self).map_err(|e| CheckpointError::Corrupt {
+            path: PathBuf::from("<checkpoint>"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A checkpoint from stored bytes; `path` names where they came from in errors.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
+        let cp: Self = rmp_serde::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(CheckpointError::Version {
+                path: path.to_owned(),
+                found: cp.version,
+            });
+        }
+        Ok(cp)
+    }
+}
+
+/// Refuses a key that is not safe as a file name or object key part (shard ids are).
+pub fn check_key(key: &str) -> Result<(), CheckpointError> {
+    let ok = !key.is_empty()
+        && key != "."
+        && key != ".."
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CheckpointError::Key(key.to_owned()))
+    }
+}
+
+/// Where checkpoints live, one series per key (a shard id): a local directory by default,
+/// S3 in AWS (`bikeshare_kinesis::S3CheckpointStore`).
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
-    async fn latest(&self) -> Result<Option<Checkpoint>, CheckpointError>;
-    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
+    /// The newest checkpoint stored under `key`.
+    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError>;
+    /// Stores `checkpoint` under `key`, atomically: a reader sees the old one or the new one.
+    async fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
 }
 
-/// Checkpoints as files `checkpoint-<epoch>.bin` in a directory; keeps the newest `keep`.
+/// Checkpoints in memory (tests, and whatever must not touch a disk).
+#[derive(Debug, Default)]
+pub struct MemoryCheckpointStore {
+    latest: std::sync::Mutex<BTreeMap<String, Checkpoint>>,
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryCheckpointStore {
+    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        check_key(key)?;
+        let map = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(map.get(key).cloned())
+    }
+    async fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        check_key(key)?;
+        let mut map = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(key.to_owned(), checkpoint.clone());
+        Ok(())
+    }
+}
+
+/// Checkpoints as files `<key>/checkpoint-<epoch>.bin` under a directory; keeps the newest
+/// `keep` of each key.
 #[derive(Debug, Clone)]
 pub struct LocalCheckpointStore {
     dir: PathBuf,
@@ -143,39 +227,25 @@ impl LocalCheckpointStore {
 
     fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(Self::io(path))?;
-        let cp: Checkpoint =
-            rmp_serde::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-        if cp.version != CHECKPOINT_VERSION {
-            return Err(CheckpointError::Version {
-                path: path.to_owned(),
-                found: cp.version,
-            });
-        }
-        Ok(cp)
+        Checkpoint::decode(&bytes, path)
     }
 
-    fn write(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+    fn write(dir: &Path, keep: usize, cp: &Checkpoint) -> Result<(), CheckpointError> {
         use std::io::Write;
-        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
-        let bytes = rmp_serde::to_vec_named(cp).map_err(|e| CheckpointError::Corrupt {
-            path: self.dir.clone(),
-            reason: e.to_string(),
-        })?;
-        let final_path = self.dir.join(format!("checkpoint-{:012}.bin", cp.epoch));
-        let tmp = self.dir.join(format!(".checkpoint-{:012}.tmp", cp.epoch));
+        std::fs::create_dir_all(dir).map_err(Self::io(dir))?;
+        let bytes = cp.encode()?;
+        let final_path = dir.join(format!("checkpoint-{:012}.bin", cp.epoch));
+        let tmp = dir.join(format!(".checkpoint-{:012}.tmp", cp.epoch));
         let mut f = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
         f.write_all(&bytes).map_err(Self::io(&tmp))?;
         f.sync_all().map_err(Self::io(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &final_path).map_err(Self::io(&final_path))?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
+        if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-        let all = Self::list(&self.dir)?;
-        for (_, old) in all.iter().rev().skip(self.keep) {
+        let all = Self::list(dir)?;
+        for (_, old) in all.iter().rev().skip(keep) {
             let _ = std::fs::remove_file(old);
         }
         Ok(())
@@ -184,8 +254,9 @@ impl LocalCheckpointStore {
 
 #[async_trait]
 impl CheckpointStore for LocalCheckpointStore {
-    async fn latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let dir = self.dir.clone();
+    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        check_key(key)?;
+        let dir = self.dir.join(key);
         let r = tokio::task::spawn_blocking(move || {
             // The newest readable one: a torn write never has the final name (rename is atomic).
             match Self::list(&dir)?.pop() {
@@ -202,10 +273,11 @@ impl CheckpointStore for LocalCheckpointStore {
         })
     }
 
-    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let this = self.clone();
+    async fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        check_key(key)?;
+        let (dir, keep) = (self.dir.join(key), self.keep);
         let cp = checkpoint.clone();
-        tokio::task::spawn_blocking(move || this.write(&cp))
+        tokio::task::spawn_blocking(move || Self::write(&dir, keep, &cp))
             .await
             .unwrap_or_else(|e| {
                 Err(CheckpointError::Corrupt {
@@ -230,24 +302,49 @@ mod tests {
         }
     }
 
+    const KEY: &str = "shardId-000000000000";
+
     #[tokio::test]
-    async fn saves_loads_the_newest_and_keeps_three() {
+    async fn saves_loads_the_newest_and_keeps_three_per_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalCheckpointStore::new(dir.path());
-        assert_eq!(store.latest().await.unwrap(), None);
+        assert_eq!(store.latest(KEY).await.unwrap(), None);
         for e in 1..=5 {
-            store.save(&cp(e)).await.unwrap();
+            store.save(KEY, &cp(e)).await.unwrap();
         }
-        assert_eq!(store.latest().await.unwrap(), Some(cp(5)));
-        assert_eq!(LocalCheckpointStore::list(dir.path()).unwrap().len(), 3);
+        store.save("shardId-000000000001", &cp(9)).await.unwrap();
+        assert_eq!(store.latest(KEY).await.unwrap(), Some(cp(5)));
+        assert_eq!(
+            store.latest("shardId-000000000001").await.unwrap(),
+            Some(cp(9)),
+            "keys are independent"
+        );
+        let shard_dir = dir.path().join(KEY);
+        assert_eq!(LocalCheckpointStore::list(&shard_dir).unwrap().len(), 3);
         // A torn temporary file is ignored.
-        std::fs::write(dir.path().join(".checkpoint-000000000006.tmp"), b"garbage").unwrap();
-        assert_eq!(store.latest().await.unwrap(), Some(cp(5)));
+        std::fs::write(shard_dir.join(".checkpoint-000000000006.tmp"), b"garbage").unwrap();
+        assert_eq!(store.latest(KEY).await.unwrap(), Some(cp(5)));
         // A corrupt final file is a clear error, not a panic.
-        std::fs::write(dir.path().join("checkpoint-000000000007.bin"), b"garbage").unwrap();
+        std::fs::write(shard_dir.join("checkpoint-000000000007.bin"), b"garbage").unwrap();
         assert!(matches!(
-            store.latest().await,
+            store.latest(KEY).await,
             Err(CheckpointError::Corrupt { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn keys_that_are_not_shard_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalCheckpointStore::new(dir.path());
+        for bad in ["", "..", "a/b", "../x", "shard id"] {
+            assert!(
+                matches!(store.save(bad, &cp(1)).await, Err(CheckpointError::Key(_))),
+                "{bad:?}"
+            );
+        }
+        let memory = MemoryCheckpointStore::default();
+        memory.save(KEY, &cp(2)).await.unwrap();
+        assert_eq!(memory.latest(KEY).await.unwrap(), Some(cp(2)));
+        assert!(memory.latest("a/b").await.is_err());
     }
 }

@@ -537,6 +537,19 @@ impl Processor {
         Ok(())
     }
 
+    /// The systems (partitions) this processor holds state for.
+    pub fn system_ids(&self) -> impl Iterator<Item = &SystemId> {
+        self.systems.keys()
+    }
+
+    /// Drops the state of the systems `drop` accepts (their partitions moved to another
+    /// instance, which restores them from their checkpoint); returns how many.
+    pub fn release_systems(&mut self, drop: impl Fn(&SystemId) -> bool) -> usize {
+        let before = self.systems.len();
+        self.systems.retain(|id, _| !drop(id));
+        before - self.systems.len()
+    }
+
     pub fn config(&self) -> &ProcessorConfig {
         &self.config
     }
@@ -1051,5 +1064,16 @@ mod tests {
             ..ProcessorConfig::default()
         });
         assert!(other.absorb(&left).is_err(), "another config is refused");
+        // Giving a partition away and taking it back restores the same state.
+        assert_eq!(merged.release_systems(|id| id.as_str() == "b"), 1);
+        assert_eq!(
+            merged
+                .system_ids()
+                .map(SystemId::as_str)
+                .collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        merged.absorb(&left).unwrap();
+        assert_eq!(merged, p);
     }
 }

@@ -1,27 +1,55 @@
 //! The processor's I/O edge: read shards, feed the [`Processor`], score rows, publish
-//! outputs, checkpoint.
+//! outputs, checkpoint — on one instance, or on several sharing the shards like AWS's Kinesis
+//! Client Library.
 //!
 //! One loop, one task: records are read shard by shard through a
 //! [`ShardConsumer`] (parents before children after a reshard, closed shards ended
 //! cleanly, positions per shard), decoded (undecodable bytes become
 //! dead letters `processor.decode`), processed, and the emitted rows are scored by the
-//! current [`Scorer`] into [`Prediction`]s. Outputs go to [`Sinks`]. Every
-//! `checkpoint_interval`, and at shutdown, the runner waits for the sinks to acknowledge
-//! everything, then stores a [`Checkpoint`] (see [`bikeshare_common::checkpoint`] for why this makes
-//! restarts reproduce the same outputs).
+//! current [`Scorer`] into [`Prediction`]s. Outputs go to [`Sinks`].
+//!
+//! ## Shards, leases and checkpoints
+//!
+//! - The runner reads only the shards whose **leases** it holds ([`LeaseCoordinator`]:
+//!   owner, counter, expiry, conditional writes). The lease store is in memory by default
+//!   (one instance takes every lease; no DynamoDB needed) or shared (DynamoDB) so that
+//!   several instances split the shards, take over the leases of an instance that died and
+//!   release theirs at shutdown. Leases are renewed every third of their duration.
+//! - **Checkpoints are per shard**: every `checkpoint_interval`, and at shutdown, the runner
+//!   renews its leases, waits for the sinks to acknowledge everything, then stores for each
+//!   shard it still holds `{its position, the state of the systems whose records live in
+//!   it}` under the shard's id. The partition key of `events` is the system id, so a
+//!   system's records — and hence its state — belong to the one shard whose hash-key range
+//!   holds the MD5 of its id; a record whose partition key is not its system id is a dead
+//!   letter `processor.partition_key`.
+//! - Taking a shard's lease (at start, or from an instance that died) loads that shard's
+//!   checkpoint, absorbs its systems' state ([`Processor::absorb`]) and resumes after its
+//!   position. Losing a lease drops the shard's systems from memory.
+//! - A shard read to its end is checkpointed at once (`SHARD_END`, with its systems' state)
+//!   before any record of its children is processed. A child that was never checkpointed
+//!   inherits, from its parents' final checkpoints, the systems in its hash-key range — so a
+//!   child may be read by another instance than its parents.
+//! - With `stop_when_caught_up`, the runner stops once it holds every unfinished shard and
+//!   each one's last read was empty with `MillisBehindLatest` 0.
+//!
+//! See [`bikeshare_common::checkpoint`] for why this makes restarts and take-overs reproduce
+//! the same outputs.
 //!
 //! The latest prediction of every station is kept in a [`LatestPredictions`] map (a
 //! `DashMap`) that the live summary, the dashboard and subscribers read concurrently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bikeshare_common::contracts::{DeadLetter, Envelope, PREDICTION_SCHEMA_VERSION, Prediction};
 use bikeshare_common::sink::{SinkError, Sinks};
-use bikeshare_common::stream::consumer::{ConsumerConfig, ShardConsumer};
-use bikeshare_common::stream::{StartPosition, StreamReader};
+use bikeshare_common::stream::consumer::lease::{
+    LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore,
+};
+use bikeshare_common::stream::consumer::{ConsumerConfig, SHARD_END, ShardConsumer};
+use bikeshare_common::stream::{ShardDescription, ShardId, StartPosition, StreamReader, hash_key};
 use bikeshare_common::{SharedClock, StationId, SystemId};
 use dashmap::DashMap;
 use tokio::sync::watch;
@@ -61,6 +89,9 @@ pub struct RunnerConfig {
     /// How often shards are listed again (new shards after a reshard; a shard's end
     /// triggers a listing at once).
     pub discovery_interval: Duration,
+    /// This instance's name among those sharing the shards, and how long its leases last
+    /// unless renewed (they are renewed every third of that).
+    pub lease: LeaseConfig,
 }
 
 impl Default for RunnerConfig {
@@ -71,6 +102,10 @@ impl Default for RunnerConfig {
             idle_wait: Duration::from_millis(200),
             stop_when_caught_up: false,
             discovery_interval: Duration::from_secs(10),
+            lease: LeaseConfig {
+                owner: "local".into(),
+                duration: Duration::from_secs(10),
+            },
         }
     }
 }
@@ -85,6 +120,10 @@ pub struct RunnerStats {
     pub checkpoints: AtomicU64,
     pub stations: AtomicU64,
     pub millis_behind_latest: AtomicU64,
+    /// Shard leases held now.
+    pub shards_held: AtomicU64,
+    /// Leases gained plus leases lost since start.
+    pub lease_changes: AtomicU64,
 }
 
 /// Drives a [`Processor`] over a stream.
@@ -93,12 +132,45 @@ pub struct Runner {
     reader: Arc<dyn StreamReader>,
     sinks: Arc<dyn Sinks>,
     store: Arc<dyn CheckpointStore>,
+    leases: Arc<dyn LeaseStore>,
     scorer: watch::Receiver<Arc<dyn Scorer>>,
     clock: SharedClock,
     config: RunnerConfig,
     processor: Processor,
     latest: LatestPredictions,
     stats: Arc<RunnerStats>,
+}
+
+/// What the runner knows about the shards while it runs.
+#[derive(Debug, Default)]
+struct ShardBook {
+    /// Every shard listed, by id.
+    listed: BTreeMap<ShardId, ShardDescription>,
+    /// Shards whose lease was created (by anyone) as far as this instance knows.
+    leased: BTreeSet<ShardId>,
+    /// Leases held now.
+    held: BTreeSet<ShardId>,
+    /// Held shards never checkpointed that wait for their parents' final state.
+    waiting: BTreeSet<ShardId>,
+    /// Shards whose final (`SHARD_END`) checkpoint is stored.
+    finalized: BTreeSet<ShardId>,
+    /// Held shards read (or given state) since their last checkpoint.
+    dirty: BTreeSet<ShardId>,
+    /// The last checkpoint epoch of each shard.
+    epochs: BTreeMap<ShardId, u64>,
+    /// Whether a held shard's last read was empty and at the tip.
+    caught_up: BTreeMap<ShardId, bool>,
+    /// When the leases were last renewed.
+    renewed: Option<Instant>,
+}
+
+impl ShardBook {
+    fn contains(&self, shard: &ShardId, system: &SystemId) -> bool {
+        self.listed.get(shard).is_some_and(|d| {
+            let h = hash_key(system.as_str());
+            d.starting_hash_key <= h && h <= d.ending_hash_key
+        })
+    }
 }
 
 impl Runner {
@@ -115,6 +187,7 @@ impl Runner {
             reader,
             sinks,
             store,
+            leases: Arc::new(MemoryLeaseStore::default()),
             scorer,
             clock,
             config,
@@ -122,6 +195,13 @@ impl Runner {
             latest: Arc::new(DashMap::new()),
             stats: Arc::new(RunnerStats::default()),
         }
+    }
+
+    /// Shares the shards with other instances through `leases` (by default leases live in
+    /// memory and this instance holds them all).
+    pub fn with_lease_store(mut self, leases: Arc<dyn LeaseStore>) -> Self {
+        self.leases = leases;
+        self
     }
 
     pub fn latest_predictions(&self) -> LatestPredictions {
@@ -132,46 +212,72 @@ impl Runner {
     }
 
     /// Runs until `shutdown` resolves (or, with `stop_when_caught_up`, until the input is
-    /// read), then checkpoints and returns the processor.
+    /// read), then checkpoints, releases its leases and returns the processor.
     pub async fn run(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<Processor, RunnerError> {
         tokio::pin!(shutdown);
-        let (mut epoch, positions) = match self.store.latest().await? {
-            Some(cp) => {
-                self.processor = Processor::restore(&cp.state)?;
-                tracing::info!(
-                    epoch = cp.epoch,
-                    shards = cp.positions.len(),
-                    "restored from checkpoint"
-                );
-                (cp.epoch, cp.positions)
-            }
-            None => (0, BTreeMap::new()),
-        };
+        let mut leases = LeaseCoordinator::new(self.leases.clone(), self.config.lease.clone());
         let mut consumer = ShardConsumer::new(
             self.reader.clone(),
-            positions,
+            BTreeMap::new(),
             ConsumerConfig {
                 initial: StartPosition::TrimHorizon,
                 discovery_interval: self.config.discovery_interval,
             },
         );
+        consumer.set_owned(Some(BTreeSet::new()));
+        let mut book = ShardBook::default();
+        let renew_every = (self.config.lease.duration / 3).max(Duration::from_millis(10));
+        let mut next_lease_round = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut emitted = Vec::new();
         loop {
+            if Instant::now() >= next_lease_round {
+                self.lease_round(&mut leases, &mut consumer, &mut book)
+                    .await?;
+                next_lease_round = Instant::now() + renew_every;
+            }
             let poll = consumer.poll(self.config.batch).await?;
-            let changed = poll.changed;
+            let mut changed = poll.changed;
             let mut got = 0usize;
             let mut behind = 0i64;
+            let mut ended = Vec::new();
             for part in poll.shards {
                 behind = behind.max(part.millis_behind_latest.unwrap_or(0));
                 let shard = &part.shard;
+                book.caught_up.insert(
+                    shard.clone(),
+                    part.ended || (part.records.is_empty() && part.millis_behind_latest == Some(0)),
+                );
+                if !part.records.is_empty() {
+                    book.dirty.insert(shard.clone());
+                }
+                if part.ended {
+                    ended.push(shard.clone());
+                }
                 for rec in part.records {
                     got += 1;
                     match Envelope::decode(&rec.data) {
-                        Ok(env) => self.processor.process(env, &mut emitted),
+                        Ok(env) if env.system_id.as_str() == rec.partition_key => {
+                            self.processor.process(env, &mut emitted)
+                        }
+                        Ok(env) => {
+                            let dl = DeadLetter::new(
+                                SystemId::new(rec.partition_key.clone()),
+                                format!("stream:{shard}:{}", rec.sequence),
+                                "processor.partition_key",
+                                format!(
+                                    "event {} of system {} has partition key {:?}; events must be partitioned by system id",
+                                    env.event_id, env.system_id, rec.partition_key
+                                ),
+                                &String::from_utf8_lossy(&rec.data),
+                                self.clock.now(),
+                            );
+                            self.sinks.dead_letters(vec![dl]).await?;
+                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(e) => {
                             let dl = DeadLetter::new(
                                 SystemId::new(rec.partition_key.clone()),
@@ -188,6 +294,15 @@ impl Runner {
                 }
                 self.publish(&mut emitted).await?;
             }
+            if !ended.is_empty() {
+                // Before any record of a child: the parent's final state and position.
+                let positions = consumer.positions().clone();
+                self.finish_shards(&ended, &positions, &mut book).await?;
+                self.drop_uncovered(&consumer, &book);
+                changed = true;
+                // Their children need leases.
+                next_lease_round = Instant::now();
+            }
             self.stats.records.fetch_add(got as u64, Ordering::Relaxed);
             self.stats
                 .millis_behind_latest
@@ -196,12 +311,16 @@ impl Runner {
                 .stations
                 .store(self.processor.stations() as u64, Ordering::Relaxed);
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
-                epoch += 1;
-                self.checkpoint(epoch, consumer.positions()).await?;
+                // Renew first: only shards still held are checkpointed.
+                self.lease_round(&mut leases, &mut consumer, &mut book)
+                    .await?;
+                next_lease_round = Instant::now() + renew_every;
+                let positions = consumer.positions().clone();
+                self.checkpoint_held(&positions, &mut book).await?;
                 last_checkpoint = Instant::now();
             }
             if got == 0 && !changed {
-                if self.config.stop_when_caught_up {
+                if self.config.stop_when_caught_up && Self::caught_up(&consumer, &book) {
                     break;
                 }
                 tokio::select! {
@@ -212,27 +331,273 @@ impl Runner {
                 break;
             }
         }
-        epoch += 1;
-        self.checkpoint(epoch, consumer.positions()).await?;
+        let positions = consumer.positions().clone();
+        self.checkpoint_held(&positions, &mut book).await?;
+        if let Err(e) = leases.release().await {
+            tracing::warn!(error = %e, "releasing the shard leases failed; they expire instead");
+        }
         Ok(self.processor)
     }
 
-    async fn checkpoint(
-        &self,
-        epoch: u64,
+    /// Caught up: every shard of the latest listing is finished, or held and last read
+    /// empty at the tip (`MillisBehindLatest` 0).
+    fn caught_up(consumer: &ShardConsumer, book: &ShardBook) -> bool {
+        let progress = consumer.progress();
+        let mut listed = progress.listed().peekable();
+        listed.peek().is_some()
+            && listed.all(|d| {
+                progress.is_finished(&d.id)
+                    || (book.held.contains(&d.id)
+                        && book.caught_up.get(&d.id).copied().unwrap_or(false))
+            })
+    }
+
+    /// Lists the shards, creates missing leases, renews/takes/steals leases, adopts the
+    /// checkpoints of shards gained and drops the state of shards lost.
+    async fn lease_round(
+        &mut self,
+        leases: &mut LeaseCoordinator,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        consumer.discover().await?;
+        book.listed = consumer
+            .progress()
+            .listed()
+            .map(|d| (d.id.clone(), d.clone()))
+            .collect();
+        let new: Vec<ShardId> = book
+            .listed
+            .keys()
+            .filter(|s| !book.leased.contains(*s))
+            .cloned()
+            .collect();
+        let ticked = match leases.ensure_leases(&new).await {
+            Ok(()) => {
+                book.leased.extend(new);
+                leases.tick(self.clock.now()).await
+            }
+            Err(e) => Err(e),
+        };
+        let held = match ticked {
+            Ok(held) => {
+                book.renewed = Some(Instant::now());
+                held
+            }
+            Err(e)
+                if book
+                    .renewed
+                    .is_some_and(|at| at.elapsed() < self.config.lease.duration) =>
+            {
+                tracing::warn!(error = %e, "renewing shard leases failed; retrying");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shard leases could not be renewed in time: giving them up");
+                BTreeSet::new()
+            }
+        };
+        let gained: Vec<ShardId> = held.difference(&book.held).cloned().collect();
+        let lost: Vec<ShardId> = book.held.difference(&held).cloned().collect();
+        for shard in &lost {
+            book.caught_up.remove(shard);
+            book.waiting.remove(shard);
+            book.dirty.remove(shard);
+        }
+        book.held = held.clone();
+        consumer.set_owned(Some(held));
+        for shard in &gained {
+            self.adopt(shard, consumer, book).await?;
+        }
+        for shard in book.waiting.clone() {
+            self.inherit(&shard, consumer, book).await?;
+        }
+        self.drop_uncovered(consumer, book);
+        self.stats
+            .shards_held
+            .store(book.held.len() as u64, Ordering::Relaxed);
+        self.stats
+            .lease_changes
+            .store(leases.changes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A shard just gained: its checkpoint's state and position, or (never checkpointed)
+    /// a wait for its parents' final state.
+    async fn adopt(
+        &mut self,
+        shard: &ShardId,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        book.caught_up.remove(shard);
+        let Some(cp) = self.store.latest(shard.as_str()).await? else {
+            let has_parents = book
+                .listed
+                .get(shard)
+                .is_some_and(|d| d.parents().next().is_some());
+            if has_parents {
+                book.waiting.insert(shard.clone());
+            }
+            tracing::info!(%shard, "shard taken with no checkpoint: reading from its start");
+            return Ok(());
+        };
+        // Whatever of its systems this instance holds is older than the checkpoint.
+        self.processor
+            .release_systems(|id| book.contains(shard, id));
+        self.processor.absorb(&cp.state)?;
+        // A checkpointed shard had finished parents: let the consumer know.
+        let parents: Vec<ShardId> = book
+            .listed
+            .get(shard)
+            .map(|d| d.parents().cloned().collect())
+            .unwrap_or_default();
+        for parent in parents {
+            if !consumer.progress().is_finished(&parent) {
+                consumer.adopt_position(&parent, SHARD_END.to_owned());
+            }
+        }
+        if let Some(position) = cp.positions.get(shard.as_str()) {
+            if position == SHARD_END {
+                book.finalized.insert(shard.clone());
+            }
+            consumer.adopt_position(shard, position.clone());
+        }
+        book.epochs.insert(shard.clone(), cp.epoch);
+        tracing::info!(%shard, epoch = cp.epoch, position = ?cp.positions.get(shard.as_str()), "shard taken: resuming from its checkpoint");
+        Ok(())
+    }
+
+    /// A held child never checkpointed: once every parent is finished, takes from the
+    /// parents' final checkpoints the systems in the child's hash-key range.
+    async fn inherit(
+        &mut self,
+        shard: &ShardId,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let parents: Vec<ShardId> = book
+            .listed
+            .get(shard)
+            .map(|d| d.parents().cloned().collect())
+            .unwrap_or_default();
+        let mut finals = Vec::new();
+        for parent in &parents {
+            if consumer.progress().is_finished(parent) && book.held.contains(parent) {
+                continue; // read here: its systems are in memory
+            }
+            match self.store.latest(parent.as_str()).await? {
+                Some(cp)
+                    if cp.positions.get(parent.as_str()).map(String::as_str) == Some(SHARD_END) =>
+                {
+                    finals.push((parent.clone(), cp));
+                }
+                Some(_) => return Ok(()), // still being read by its owner
+                None if book.listed.contains_key(parent)
+                    && !consumer.progress().is_finished(parent) =>
+                {
+                    return Ok(());
+                }
+                None => {} // expired, or read here and released
+            }
+        }
+        for (parent, cp) in finals {
+            let part = Processor::restore(&cp.state)?;
+            let held: BTreeSet<SystemId> = self.processor.system_ids().cloned().collect();
+            let mine =
+                part.snapshot_systems(|id| book.contains(shard, id) && !held.contains(id))?;
+            self.processor.absorb(&mine)?;
+            if !consumer.progress().is_finished(&parent) {
+                consumer.adopt_position(&parent, SHARD_END.to_owned());
+            }
+        }
+        book.waiting.remove(shard);
+        book.dirty.insert(shard.clone());
+        Ok(())
+    }
+
+    /// Drops the systems no held, unfinished shard covers (their shards moved elsewhere).
+    fn drop_uncovered(&mut self, consumer: &ShardConsumer, book: &ShardBook) {
+        let progress = consumer.progress();
+        let open: Vec<&ShardId> = book
+            .held
+            .iter()
+            .filter(|s| !progress.is_finished(s))
+            .collect();
+        let dropped = self
+            .processor
+            .release_systems(|id| !open.iter().any(|s| book.contains(s, id)));
+        if dropped > 0 {
+            tracing::info!(
+                systems = dropped,
+                "state of systems in shards no longer held dropped"
+            );
+        }
+    }
+
+    /// Final checkpoints of shards just read to their end.
+    async fn finish_shards(
+        &mut self,
+        ended: &[ShardId],
         positions: &BTreeMap<String, String>,
+        book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
         self.sinks.flush().await?;
+        for shard in ended {
+            self.save_shard(shard, positions, book).await?;
+            book.finalized.insert(shard.clone());
+        }
+        Ok(())
+    }
+
+    /// Checkpoints every held shard changed since its last checkpoint.
+    async fn checkpoint_held(
+        &mut self,
+        positions: &BTreeMap<String, String>,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let due: Vec<ShardId> = book
+            .held
+            .iter()
+            .filter(|s| book.dirty.contains(*s) && !book.finalized.contains(*s))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.sinks.flush().await?;
+        for shard in &due {
+            self.save_shard(shard, positions, book).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores one shard's position and its systems' state (sinks already flushed).
+    async fn save_shard(
+        &self,
+        shard: &ShardId,
+        positions: &BTreeMap<String, String>,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let epoch = book.epochs.get(shard).map_or(1, |e| e + 1);
+        let positions: BTreeMap<String, String> = positions
+            .get(shard.as_str())
+            .map(|p| BTreeMap::from([(shard.0.clone(), p.clone())]))
+            .unwrap_or_default();
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,
             epoch,
             taken_at: self.clock.now(),
-            positions: positions.clone(),
-            state: self.processor.snapshot()?,
+            positions,
+            state: self
+                .processor
+                .snapshot_systems(|id| book.contains(shard, id))?,
         };
-        self.store.save(&cp).await?;
+        self.store.save(shard.as_str(), &cp).await?;
+        book.epochs.insert(shard.clone(), epoch);
+        book.dirty.remove(shard);
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(epoch, bytes = cp.state.len(), "checkpoint stored");
+        tracing::debug!(%shard, epoch, bytes = cp.state.len(), "checkpoint stored");
         Ok(())
     }
 
