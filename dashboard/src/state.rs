@@ -132,6 +132,11 @@ impl DashboardState {
         if let Ok(mut n) = self.newest_prediction_arrival.lock() {
             *n = Some(n.map_or(arrival, |x| x.max(arrival)));
         }
+        if !p.is_available() {
+            // No probabilities (the endpoint failed, fallback "unavailable"): nothing to draw
+            // or to score; the station keeps its last usable prediction.
+            return;
+        }
         if let Ok(mut m) = self.model.lock() {
             *m = Some(p.model.clone());
         }

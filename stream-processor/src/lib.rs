@@ -25,7 +25,7 @@ pub mod runner;
 pub mod schema;
 pub mod window;
 
-pub use predictor::{BaselineScorer, Scorer, Scores};
+pub use predictor::{BaselineScorer, Predictor, Scored, Scorer, Scores};
 pub use processor::{
     Emitted, FeatureRow, Processor, ProcessorConfig, ProcessorStats, RejectReason, SnapshotError,
 };

@@ -1,10 +1,13 @@
 //! Scoring feature vectors: the [`Scorer`] trait and the transparent [`BaselineScorer`].
 //!
 //! In-process scorers are synchronous and cheap (the baseline; the native XGBoost evaluator
-//! of the models crate). A remote endpoint (SageMaker) is an async, batched stage in front
-//! of a `Scorer` used as its fallback; it lives at the processor's I/O edge, not here.
+//! of the models crate). A remote endpoint (SageMaker) is a [`Predictor`]: an async, batched
+//! stage in front of the in-process `Scorer`, which it uses as its fallback; the runner calls
+//! it at the processor's I/O edge (the models crate implements it over SageMaker).
 
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef};
+use std::sync::Arc;
+
+use bikeshare_common::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
 
 use crate::schema::FeatureSchema;
 
@@ -20,6 +23,26 @@ pub trait Scorer: Send + Sync + std::fmt::Debug {
     fn model(&self) -> &ModelRef;
     fn schema_id(&self) -> &FeatureSchemaId;
     fn score(&self, values: &[Option<f32>]) -> Scores;
+}
+
+/// One row's scores and who computed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub scores: Scores,
+    pub model: ModelRef,
+    pub scored_by: ScoredBy,
+}
+
+/// Scores batches of rows away from the processor (a model endpoint), with the in-process
+/// scorer at hand as the fallback.
+///
+/// `predict` never fails and returns within its own time budget (timeouts, bounded retries,
+/// a circuit breaker): a failure becomes fallback results, so the pipeline never stalls on it.
+#[async_trait::async_trait]
+pub trait Predictor: Send + Sync + std::fmt::Debug {
+    /// One result per row, in order. `rows` hold feature values in the schema order of
+    /// `local`, the current in-process scorer.
+    async fn predict(&self, rows: &[&[Option<f32>]], local: &Arc<dyn Scorer>) -> Vec<Scored>;
 }
 
 /// A transparent baseline: project bikes 30 minutes ahead from the last hour's net flow and

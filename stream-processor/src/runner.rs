@@ -6,7 +6,9 @@
 //! [`ShardConsumer`] (parents before children after a reshard, closed shards ended
 //! cleanly, positions per shard), decoded (undecodable bytes become
 //! dead letters `processor.decode`), processed, and the emitted rows are scored by the
-//! current [`Scorer`] into [`Prediction`]s. Outputs go to [`Sinks`].
+//! current [`Scorer`] into [`Prediction`]s — or, with a [`Predictor`] set
+//! ([`Runner::with_predictor`]), by a model endpoint in batches, the current `Scorer` being
+//! its fallback. Outputs go to [`Sinks`].
 //!
 //! ## Shards, leases and checkpoints
 //!
@@ -43,7 +45,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bikeshare_common::contracts::{DeadLetter, Envelope, PREDICTION_SCHEMA_VERSION, Prediction};
+use bikeshare_common::contracts::{
+    DeadLetter, Envelope, ModelRef, PREDICTION_SCHEMA_VERSION, Prediction, ScoredBy,
+};
 use bikeshare_common::sink::{SinkError, Sinks};
 use bikeshare_common::stream::consumer::lease::{
     LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore,
@@ -54,7 +58,7 @@ use bikeshare_common::{SharedClock, StationId, SystemId};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::predictor::Scorer;
+use crate::predictor::{Predictor, Scorer, Scores};
 use crate::processor::{Emitted, FeatureRow, Processor, RejectReason};
 use bikeshare_common::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
@@ -134,6 +138,7 @@ pub struct Runner {
     store: Arc<dyn CheckpointStore>,
     leases: Arc<dyn LeaseStore>,
     scorer: watch::Receiver<Arc<dyn Scorer>>,
+    predictor: Option<Arc<dyn Predictor>>,
     clock: SharedClock,
     config: RunnerConfig,
     processor: Processor,
@@ -189,6 +194,7 @@ impl Runner {
             store,
             leases: Arc::new(MemoryLeaseStore::default()),
             scorer,
+            predictor: None,
             clock,
             config,
             processor,
@@ -201,6 +207,13 @@ impl Runner {
     /// memory and this instance holds them all).
     pub fn with_lease_store(mut self, leases: Arc<dyn LeaseStore>) -> Self {
         self.leases = leases;
+        self
+    }
+
+    /// Scores through `predictor` (a model endpoint) instead of in process; the current
+    /// in-process scorer becomes its fallback.
+    pub fn with_predictor(mut self, predictor: Arc<dyn Predictor>) -> Self {
+        self.predictor = Some(predictor);
         self
     }
 
@@ -608,19 +621,47 @@ impl Runner {
         let scorer = self.scorer.borrow().clone();
         let (mut features, mut predictions, mut labels, mut dead) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut rows = Vec::new();
         for e in emitted.drain(..) {
             match e {
-                Emitted::Row(row) => {
-                    let p = score(scorer.as_ref(), &row);
-                    self.latest
-                        .insert((p.system_id.clone(), p.station_id.clone()), p.clone());
-                    predictions.push(p);
-                    features.push(row.vector);
-                }
+                Emitted::Row(row) => match &self.predictor {
+                    None => {
+                        let p = score(scorer.as_ref(), &row);
+                        self.keep_latest(&p);
+                        predictions.push(p);
+                        features.push(row.vector);
+                    }
+                    Some(_) => rows.push(row),
+                },
                 Emitted::Label(l) => labels.push(l),
                 Emitted::Rejected { reason, envelope } => {
                     dead.push(rejected_letter(reason, &envelope, self.clock.now()))
                 }
+            }
+        }
+        if let Some(predictor) = &self.predictor
+            && !rows.is_empty()
+        {
+            let values: Vec<&[Option<f32>]> =
+                rows.iter().map(|r| r.vector.values.as_slice()).collect();
+            let scored = predictor.predict(&values, &scorer).await;
+            for (i, row) in rows.into_iter().enumerate() {
+                let p = match scored.get(i) {
+                    Some(s) => prediction(&row, s.scores, s.model.clone(), s.scored_by),
+                    // A predictor that broke its contract: say so rather than invent numbers.
+                    None => prediction(
+                        &row,
+                        Scores {
+                            p_empty: f32::NAN,
+                            p_full: f32::NAN,
+                        },
+                        scorer.model().clone(),
+                        ScoredBy::Unavailable,
+                    ),
+                };
+                self.keep_latest(&p);
+                predictions.push(p);
+                features.push(row.vector);
             }
         }
         self.stats
@@ -646,6 +687,16 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Unavailable predictions do not replace a station's latest usable one.
+    fn keep_latest(&self, p: &Prediction) {
+        if p.is_available() {
+            self.latest
+                .insert((p.system_id.clone(), p.station_id.clone()), p.clone());
+        }
+    }
+}
+
 /// Polls a future once without waiting.
 fn futures_poll_ready<F: std::future::Future<Output = ()> + Unpin>(f: &mut F) -> bool {
     let waker = std::task::Waker::noop();
@@ -656,6 +707,11 @@ fn futures_poll_ready<F: std::future::Future<Output = ()> + Unpin>(f: &mut F) ->
 /// Scores one row into its prediction.
 pub fn score(scorer: &dyn Scorer, row: &FeatureRow) -> Prediction {
     let s = scorer.score(&row.vector.values);
+    prediction(row, s, scorer.model().clone(), ScoredBy::InProcess)
+}
+
+/// A row's prediction from its scores and who computed them.
+pub fn prediction(row: &FeatureRow, s: Scores, model: ModelRef, scored_by: ScoredBy) -> Prediction {
     Prediction {
         schema_version: PREDICTION_SCHEMA_VERSION,
         prediction_id: row.prediction_id.clone(),
@@ -665,9 +721,10 @@ pub fn score(scorer: &dyn Scorer, row: &FeatureRow) -> Prediction {
         horizon_minutes: row.horizon_minutes,
         p_empty: s.p_empty,
         p_full: s.p_full,
-        model: scorer.model().clone(),
+        model,
         feature_schema_id: row.vector.schema_id.clone(),
         trigger: row.trigger,
+        scored_by,
     }
 }
 

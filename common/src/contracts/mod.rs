@@ -18,7 +18,7 @@ pub use envelope::{DecodeError, ENVELOPE_SCHEMA_VERSION, Envelope, Event, EventK
 pub use heartbeat::FeedHeartbeat;
 pub use output::{
     DEFAULT_HORIZON_MINUTES, FeatureSchemaId, FeatureVector, LABEL_SCHEMA_VERSION, Label, ModelRef,
-    PREDICTION_SCHEMA_VERSION, Prediction, PredictionTrigger,
+    PREDICTION_SCHEMA_VERSION, Prediction, PredictionTrigger, ScoredBy,
 };
 pub use station::{StationInfo, StationStatus, SystemInfo, VehicleTypeCount};
 pub use weather::WeatherObs;

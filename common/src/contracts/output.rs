@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{EventId, StationId, SystemId, deterministic_id};
 use crate::time::Timestamp;
 
-pub const PREDICTION_SCHEMA_VERSION: u16 = 1;
+/// Version 2 added [`Prediction::scored_by`] and unavailable predictions (`p_empty` and
+/// `p_full` `null` in JSON, NaN in Rust). A version-1 record reads as `scored_by: in_process`.
+pub const PREDICTION_SCHEMA_VERSION: u16 = 2;
 pub const LABEL_SCHEMA_VERSION: u16 = 1;
 /// The prediction horizon: will the station go empty/full within the next 30 minutes?
 pub const DEFAULT_HORIZON_MINUTES: u32 = 30;
@@ -42,6 +44,35 @@ pub enum PredictionTrigger {
     Tick,
 }
 
+/// Who computed a prediction's probabilities.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoredBy {
+    /// The processor's in-process model (the configured predictor).
+    #[default]
+    InProcess,
+    /// A model endpoint (SageMaker, or `bikeshare serve-model`).
+    Endpoint,
+    /// The in-process model, standing in for an endpoint that failed or whose circuit is open.
+    Fallback,
+    /// Nobody: the endpoint failed and the configured fallback is "unavailable". The
+    /// probabilities are NaN (`null` in JSON) and must not be read as numbers.
+    Unavailable,
+}
+
+impl ScoredBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in_process",
+            Self::Endpoint => "endpoint",
+            Self::Fallback => "fallback",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// The probability that a station goes empty / full within `horizon_minutes` after `as_of`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -51,14 +82,31 @@ pub struct Prediction {
     pub station_id: StationId,
     pub as_of: Timestamp,
     pub horizon_minutes: u32,
+    /// NaN (`null` in JSON) when [`Self::scored_by`] is `unavailable`.
+    #[serde(deserialize_with = "null_as_nan")]
     pub p_empty: f32,
+    #[serde(deserialize_with = "null_as_nan")]
     pub p_full: f32,
+    /// The model that computed the probabilities (for `unavailable`: the one that should have).
     pub model: ModelRef,
     pub feature_schema_id: FeatureSchemaId,
     pub trigger: PredictionTrigger,
+    /// Since version 2; absent in version 1, where it was always the in-process model.
+    #[serde(default)]
+    pub scored_by: ScoredBy,
+}
+
+/// `null` (how serde_json writes NaN) reads back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 impl Prediction {
+    /// Whether the probabilities are numbers (not an `unavailable` prediction).
+    pub fn is_available(&self) -> bool {
+        self.scored_by != ScoredBy::Unavailable && !self.p_empty.is_nan() && !self.p_full.is_nan()
+    }
+
     /// The id depends on the station, `as_of` and the horizon, not on the model: one
     /// prediction per station and time, whichever model (or fallback) scored it, so its label
     /// can name it before knowing the model, and a replay or restart gives the same id.
@@ -96,4 +144,51 @@ pub struct Label {
     pub full_at_as_of: bool,
     /// How many station reports fell in the horizon.
     pub observations: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(scored_by: ScoredBy, p: f32) -> Prediction {
+        let (system_id, station_id) = (SystemId::new("c"), StationId::new("s"));
+        Prediction {
+            schema_version: PREDICTION_SCHEMA_VERSION,
+            prediction_id: Prediction::id_for(&system_id, &station_id, Timestamp(0), 30),
+            system_id,
+            station_id,
+            as_of: Timestamp(0),
+            horizon_minutes: 30,
+            p_empty: p,
+            p_full: p,
+            model: ModelRef {
+                name: "m".into(),
+                version: "1".into(),
+            },
+            feature_schema_id: FeatureSchemaId("fs1-x".into()),
+            trigger: PredictionTrigger::Tick,
+            scored_by,
+        }
+    }
+
+    #[test]
+    fn unavailable_predictions_round_trip_as_null_and_version_1_reads_as_in_process() {
+        let p = prediction(ScoredBy::Unavailable, f32::NAN);
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["p_empty"], serde_json::Value::Null);
+        assert_eq!(json["scored_by"], "unavailable");
+        let back: Prediction = serde_json::from_value(json).unwrap();
+        assert!(back.p_empty.is_nan() && back.p_full.is_nan() && !back.is_available());
+
+        let ok = prediction(ScoredBy::Endpoint, 0.25);
+        let back: Prediction = serde_json::from_slice(&serde_json::to_vec(&ok).unwrap()).unwrap();
+        assert_eq!(back, ok);
+        assert!(back.is_available());
+
+        let mut v1 = serde_json::to_value(prediction(ScoredBy::InProcess, 0.5)).unwrap();
+        v1.as_object_mut().unwrap().remove("scored_by");
+        v1["schema_version"] = 1.into();
+        let back: Prediction = serde_json::from_value(v1).unwrap();
+        assert_eq!(back.scored_by, ScoredBy::InProcess);
+    }
 }
