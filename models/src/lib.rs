@@ -4,6 +4,16 @@
 //!   exact to the bit with XGBoost's own prediction, for the processor's hot path.
 //! - [`scorer`]: [`scorer::XgbScorer`], the processor's `Scorer` made of two such models
 //!   (went empty, went full), refusing features of another schema.
+//! - [`model_dir`]: loading a model directory (`card.json`, `empty.json`, `full.json`).
+//! - [`serve`]: `bikeshare serve-model`, the SageMaker inference-container contract
+//!   (`/ping`, `/invocations`) and the runtime API path (`/endpoints/{name}/invocations`).
+//! - [`endpoint`]: the processor's `Predictor` over a SageMaker endpoint
+//!   (`aws-sdk-sagemakerruntime`): batches, timeouts, retries, a circuit breaker, a fallback.
+//! - [`synthetic`]: deterministic untrained models for tests and benchmarks.
 
+pub mod endpoint;
+pub mod model_dir;
 pub mod scorer;
+pub mod serve;
+pub mod synthetic;
 pub mod xgboost;
