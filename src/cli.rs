@@ -44,6 +44,25 @@ pub enum Command {
     /// Subscribe to live predictions over HTTP (server-sent events), resuming after
     /// disconnects without gaps or repeats.
     Subscribe(SubscribeArgs),
+    /// Serve a model over HTTP like a SageMaker inference container (`GET /ping`,
+    /// `POST /invocations`, CSV or JSON lines, many stations per request); the SageMaker
+    /// runtime API path answers too, so the processor can use it as its endpoint.
+    ServeModel(ServeModelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeModelArgs {
+    /// The model directory (card.json, empty.json, full.json); default /opt/ml/model, as
+    /// SageMaker mounts it.
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Address to serve on (127.0.0.1:8080 by default; anything else needs
+    /// BIKESHARE_MODEL_TOKEN).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+    /// Answer `/endpoints/<name>/invocations` for this name only (default: any name).
+    #[arg(long)]
+    pub endpoint_name: Option<String>,
 }
 
 #[derive(Debug, Args)]

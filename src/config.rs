@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bikeshare_dashboard::server::DashboardConfig;
+use bikeshare_models::endpoint::EndpointConfig;
+use bikeshare_models::serve::ServeConfig;
 use bikeshare_producers::gbfs::PollerConfig;
 use bikeshare_producers::simulator::SimulatorConfig;
 use bikeshare_producers::weather::WeatherConfig;
@@ -43,6 +45,10 @@ pub struct Config {
     pub api: SubscribeConfig,
     /// The web dashboard (`up` and `dashboard` serve it).
     pub dashboard: DashboardConfig,
+    /// How the processor scores: in process (default) or through a SageMaker endpoint.
+    pub predictor: PredictorSettings,
+    /// `bikeshare serve-model`: bind address, model directory, payload limit.
+    pub serve_model: ServeConfig,
     pub log: LogConfig,
 }
 
@@ -65,6 +71,26 @@ impl Default for RunnerSettings {
             batch: 1000,
         }
     }
+}
+
+/// How the processor scores its feature rows (`[predictor]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PredictorSettings {
+    /// `in_process` (default: the model runs inside the processor) or `sagemaker` (a
+    /// SageMaker endpoint, or `bikeshare serve-model`, with the in-process model as fallback).
+    pub backend: PredictorBackend,
+    /// The endpoint client (`[predictor.sagemaker]`): endpoint name, `endpoint_url`,
+    /// timeouts, retries, circuit breaker, fallback (`in_process` or `unavailable`).
+    pub sagemaker: EndpointConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictorBackend {
+    #[default]
+    InProcess,
+    Sagemaker,
 }
 
 /// One GBFS system to ingest.
@@ -168,6 +194,7 @@ impl Config {
             "SIM_TOKEN",
             "API_TOKEN",
             "DASHBOARD_TOKEN",
+            "MODEL_TOKEN",
             "SHARED_DIR",
         ]));
         fig.extract().context("invalid configuration")
@@ -223,6 +250,37 @@ mod tests {
             assert_eq!(k.endpoint_url.as_deref(), Some("http://127.0.0.1:4568"));
             assert_eq!(k.read_mode, bikeshare_kinesis::ReadMode::FanOut);
             assert_eq!(k.stream_prefix, "bikeshare-", "defaults fill the rest");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn predictor_through_an_endpoint_with_its_fallback() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "p.toml",
+                "[predictor]\nbackend = \"sagemaker\"\n[predictor.sagemaker]\n\
+                 endpoint_name = \"stockout\"\nendpoint_url = \"http://127.0.0.1:8080\"\n\
+                 fallback = \"unavailable\"\n[predictor.sagemaker.retry]\nbase = 20\nmax = 200\n\
+                 max_retries = 1\n",
+            )?;
+            jail.set_env("BIKESHARE_PREDICTOR__SAGEMAKER__TIMEOUT_MS", "750");
+            let cfg = Config::load(Some(Path::new("p.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.predictor.backend, PredictorBackend::Sagemaker);
+            let e = &cfg.predictor.sagemaker;
+            assert_eq!(e.endpoint_name, "stockout");
+            assert_eq!(e.endpoint_url.as_deref(), Some("http://127.0.0.1:8080"));
+            assert_eq!(
+                e.fallback,
+                bikeshare_models::endpoint::Fallback::Unavailable
+            );
+            assert_eq!(e.timeout_ms, 750);
+            assert_eq!(e.retry.max_retries, Some(1));
+            assert_eq!(e.breaker_failures, 3, "defaults fill the rest");
+            let d = Config::default();
+            assert_eq!(d.predictor.backend, PredictorBackend::InProcess);
+            assert_eq!(d.serve_model.bind.port(), 8080);
+            assert!(d.serve_model.bind.ip().is_loopback());
             Ok(())
         });
     }

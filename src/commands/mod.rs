@@ -6,6 +6,7 @@ mod dashboard;
 mod ingest;
 mod process;
 mod replay;
+mod serve_model;
 mod simulate;
 mod streams;
 mod subscribe;
@@ -36,6 +37,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Backfill(args) => backfill::run(args, config).await,
         Command::Up(args) => up::run(args, config).await,
         Command::Simulate(args) => simulate::run(args, config).await,
+        Command::ServeModel(args) => serve_model::run(args, config).await,
     }
 }
 

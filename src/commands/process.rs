@@ -7,6 +7,7 @@ use std::time::Duration;
 use bikeshare_common::checkpoint::LocalCheckpointStore;
 use bikeshare_common::stream::names;
 use bikeshare_common::stream::publisher::PublisherConfig;
+use bikeshare_models::endpoint::SageMakerPredictor;
 use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
 use bikeshare_stream_processor::runner::{Runner, RunnerConfig};
 use bikeshare_stream_processor::{BaselineScorer, Processor, Scorer};
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 use super::streams::Backend;
 use super::{shutdown_signal, wall_clock};
 use crate::cli::ProcessArgs;
-use crate::config::Config;
+use crate::config::{Config, PredictorBackend};
 
 pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     let runner = build(&config, args.features, args.until_caught_up).await?;
@@ -75,7 +76,8 @@ pub async fn build(
         stop_when_caught_up: until_caught_up,
         ..RunnerConfig::default()
     };
-    Ok(Runner::new(
+    let schema_id = processor.schema().id().clone();
+    let runner = Runner::new(
         events,
         Arc::new(sinks),
         Arc::new(store),
@@ -83,5 +85,20 @@ pub async fn build(
         wall_clock(),
         processor,
         runner_config,
-    ))
+    );
+    Ok(match config.predictor.backend {
+        PredictorBackend::InProcess => runner,
+        PredictorBackend::Sagemaker => {
+            let endpoint = &config.predictor.sagemaker;
+            tracing::info!(
+                endpoint = %endpoint.endpoint_name,
+                url = ?endpoint.endpoint_url,
+                fallback = ?endpoint.fallback,
+                "scoring through a model endpoint"
+            );
+            runner.with_predictor(Arc::new(
+                SageMakerPredictor::connect(endpoint.clone(), schema_id).await,
+            ))
+        }
+    })
 }
