@@ -2,7 +2,7 @@
 //!
 //! | stream | record | partition key |
 //! | --- | --- | --- |
-//! | `predictions` | [`Prediction`] JSON (schema_version 1) | `system_id/station_id` |
+//! | `predictions` | [`Prediction`] JSON (schema_version 2) | `system_id/station_id` |
 //! | `labels` | [`Label`] JSON | `system_id/station_id` |
 //! | `features` | [`FeatureVector`] JSON | `system_id/station_id` |
 //! | `dead-letters` | [`DeadLetter`] JSON | `system_id` |

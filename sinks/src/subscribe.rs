@@ -6,10 +6,10 @@
 //! ```text
 //! id: <cursor>
 //! event: prediction
-//! data: {"schema_version":1,"prediction_id":...,"p_empty":0.12,"p_full":0.01,...}
+//! data: {"schema_version":2,"prediction_id":...,"p_empty":0.12,"p_full":0.01,...}
 //! ```
 //!
-//! `data` is a [`Prediction`](bikeshare_common::contracts::Prediction) as JSON, version 1 (a
+//! `data` is a [`Prediction`](bikeshare_common::contracts::Prediction) as JSON, version 2 (a
 //! new version is a new `schema_version`, never a silent change). `id` is a cursor: send it
 //! back as `Last-Event-ID` (browsers' `EventSource` does it on reconnect) or `?after=` to
 //! resume exactly after that event, with no gap and no repeat. Comments (`: keep-alive`) are
