@@ -10,9 +10,18 @@
 //! - [`endpoint`]: the processor's `Predictor` over a SageMaker endpoint
 //!   (`aws-sdk-sagemakerruntime`): batches, timeouts, retries, a circuit breaker, a fallback.
 //! - [`synthetic`]: deterministic untrained models for tests and benchmarks.
+//! - [`registry`]: versions, stages (`staging`, `production`) and the decision log, in a
+//!   local directory or on an MLflow server.
+//! - [`promote`]: the promotion gate (schema and sanity checks; beat production on held-out
+//!   rows by a margin) and its recorded decisions.
+//! - [`hotswap`]: follows the registry's production version and hands new scorers to the
+//!   running processor.
 
 pub mod endpoint;
+pub mod hotswap;
 pub mod model_dir;
+pub mod promote;
+pub mod registry;
 pub mod scorer;
 pub mod serve;
 pub mod synthetic;

@@ -15,6 +15,12 @@ pub struct XgbScorer {
 }
 
 impl XgbScorer {
+    /// The same models under another name: a registry version names what it serves.
+    pub fn with_model(mut self, model: ModelRef) -> Self {
+        self.model = model;
+        self
+    }
+
     /// Refuses models trained on another feature schema, or on another number of features.
     pub fn new(
         model: ModelRef,

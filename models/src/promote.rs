@@ -1,0 +1,580 @@
+//! The promotion gate: what a trained model must show before it scores live traffic.
+//!
+//! - **To staging** (after training): the card's feature schema is the processor's, the
+//!   model files load, and on held-out rows its probabilities are sane — finite, in [0, 1],
+//!   not constant.
+//! - **To production**: the same checks, and it *beats* the current production model (or,
+//!   with none, the transparent [`BaselineScorer`]) on the same recent held-out rows, by the
+//!   configured margins, on both log loss (lower) and PR-AUC (higher), for both targets
+//!   (went empty, went full).
+//!
+//! Every decision, taken or refused, is a [`PromotionDecision`] with its numbers, appended to
+//! the registry's decision log. The decision itself ([`decide`]) is a pure function of the
+//! checks and metrics; [`Gate`] does the I/O around it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bikeshare_common::contracts::ModelRef;
+use bikeshare_common::{SharedClock, Timestamp};
+use bikeshare_stream_processor::backfill::TrainingRow;
+use bikeshare_stream_processor::{BaselineScorer, FeatureSchema, Scorer};
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{self, ModelVersion, Registry, RegistryError, Stage};
+
+/// How much better a candidate must be than production to replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Margins {
+    /// Minimum decrease of log loss, per target (absolute, in nats).
+    pub log_loss: f64,
+    /// Minimum increase of PR-AUC (average precision), per target.
+    pub pr_auc: f64,
+}
+
+impl Default for Margins {
+    fn default() -> Self {
+        Self {
+            log_loss: 0.001,
+            pr_auc: 0.001,
+        }
+    }
+}
+
+/// Settings of the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GateConfig {
+    pub margins: Margins,
+    /// Fewer held-out rows than this is not evidence: the gate refuses.
+    pub min_rows: usize,
+    /// Each target needs at least this many positive and negative rows.
+    pub min_per_class: usize,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            margins: Margins::default(),
+            min_rows: 200,
+            min_per_class: 5,
+        }
+    }
+}
+
+/// Log loss and PR-AUC of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetMetrics {
+    pub log_loss: f64,
+    pub pr_auc: f64,
+}
+
+/// A scorer's numbers on the held-out rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GateMetrics {
+    pub empty: TargetMetrics,
+    pub full: TargetMetrics,
+}
+
+/// One named check and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(name: &str, passed: bool, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            passed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The held-out rows the decision was taken on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOutSummary {
+    pub rows: usize,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub went_empty: usize,
+    pub went_full: usize,
+}
+
+/// A decision of the gate, with everything it was based on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionDecision {
+    pub decided_at: Timestamp,
+    pub model: String,
+    pub candidate: u64,
+    pub target: Stage,
+    pub promoted: bool,
+    /// What the candidate was compared with (production, or the baseline); none for staging.
+    pub incumbent: Option<ModelRef>,
+    pub checks: Vec<Check>,
+    pub candidate_metrics: Option<GateMetrics>,
+    pub incumbent_metrics: Option<GateMetrics>,
+    pub margins: Margins,
+    pub heldout: Option<HeldOutSummary>,
+    /// One sentence for people.
+    pub summary: String,
+}
+
+/// Labelled feature rows the gate evaluates on.
+#[derive(Debug, Clone, Default)]
+pub struct HeldOut {
+    pub values: Vec<Vec<Option<f32>>>,
+    pub as_of: Vec<Timestamp>,
+    pub went_empty: Vec<bool>,
+    pub went_full: Vec<bool>,
+}
+
+impl HeldOut {
+    pub fn from_training_rows(rows: &[TrainingRow]) -> Self {
+        let mut h = HeldOut::default();
+        for r in rows {
+            h.values.push(r.row.vector.values.clone());
+            h.as_of.push(r.row.vector.as_of);
+            h.went_empty.push(r.label.went_empty);
+            h.went_full.push(r.label.went_full);
+        }
+        h
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The rows whose `as_of` is within `millis` of the newest one: "recent" held-out data.
+    pub fn recent(&self, millis: i64) -> HeldOut {
+        let Some(newest) = self.as_of.iter().max().copied() else {
+            return self.clone();
+        };
+        let from = newest.plus_millis(-millis);
+        let mut h = HeldOut::default();
+        for i in 0..self.len() {
+            if self.as_of[i] > from {
+                h.values.push(self.values[i].clone());
+                h.as_of.push(self.as_of[i]);
+                h.went_empty.push(self.went_empty[i]);
+                h.went_full.push(self.went_full[i]);
+            }
+        }
+        h
+    }
+
+    pub fn summary(&self) -> HeldOutSummary {
+        HeldOutSummary {
+            rows: self.len(),
+            from: self.as_of.iter().min().copied(),
+            to: self.as_of.iter().max().copied(),
+            went_empty: self.went_empty.iter().filter(|b| **b).count(),
+            went_full: self.went_full.iter().filter(|b| **b).count(),
+        }
+    }
+}
+
+/// Probabilities of a scorer on every held-out row.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub p_empty: Vec<f32>,
+    pub p_full: Vec<f32>,
+}
+
+pub fn score_all(scorer: &dyn Scorer, data: &HeldOut) -> Scored {
+    let mut s = Scored {
+        p_empty: Vec::with_capacity(data.len()),
+        p_full: Vec::with_capacity(data.len()),
+    };
+    for v in &data.values {
+        let x = scorer.score(v);
+        s.p_empty.push(x.p_empty);
+        s.p_full.push(x.p_full);
+    }
+    s
+}
+
+/// Mean binary cross-entropy, probabilities clipped to [1e-7, 1 − 1e-7] (a NaN counts as 0.5).
+pub fn log_loss(p: &[f32], y: &[bool]) -> f64 {
+    const EPS: f64 = 1e-7;
+    if p.is_empty() {
+        return f64::NAN;
+    }
+    let sum: f64 = p
+        .iter()
+        .zip(y)
+        .map(|(&p, &y)| {
+            let p = if p.is_nan() { 0.5 } else { f64::from(p) };
+            let p = p.clamp(EPS, 1.0 - EPS);
+            if y { -p.ln() } else { -(1.0 - p).ln() }
+        })
+        .sum();
+    sum / p.len() as f64
+}
+
+/// PR-AUC as average precision: the mean, over positives, of the precision at each
+/// positive's score threshold (ties share one threshold). NaN without positives.
+pub fn pr_auc(p: &[f32], y: &[bool]) -> f64 {
+    let positives = y.iter().filter(|b| **b).count();
+    if positives == 0 {
+        return f64::NAN;
+    }
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    let key = |i: usize| if p[i].is_nan() { 0.5 } else { p[i] };
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+    let (mut tp, mut seen, mut ap) = (0usize, 0usize, 0.0f64);
+    let mut i = 0;
+    while i < order.len() {
+        let threshold = key(order[i]);
+        let mut new_tp = 0;
+        while i < order.len() && key(order[i]) == threshold {
+            seen += 1;
+            if y[order[i]] {
+                new_tp += 1;
+            }
+            i += 1;
+        }
+        tp += new_tp;
+        ap += new_tp as f64 * (tp as f64 / seen as f64);
+    }
+    ap / positives as f64
+}
+
+pub fn metrics(scored: &Scored, data: &HeldOut) -> GateMetrics {
+    GateMetrics {
+        empty: TargetMetrics {
+            log_loss: log_loss(&scored.p_empty, &data.went_empty),
+            pr_auc: pr_auc(&scored.p_empty, &data.went_empty),
+        },
+        full: TargetMetrics {
+            log_loss: log_loss(&scored.p_full, &data.went_full),
+            pr_auc: pr_auc(&scored.p_full, &data.went_full),
+        },
+    }
+}
+
+/// Sanity of a scorer's probabilities: finite, in [0, 1], not constant — per target.
+pub fn sanity_checks(scored: &Scored) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (target, p) in [("empty", &scored.p_empty), ("full", &scored.p_full)] {
+        let bad = p
+            .iter()
+            .filter(|x| !x.is_finite() || **x < 0.0 || **x > 1.0)
+            .count();
+        out.push(Check::new(
+            &format!("probabilities.{target}.in_unit_interval"),
+            bad == 0 && !p.is_empty(),
+            format!("{bad} of {} outside [0, 1] or not finite", p.len()),
+        ));
+        let (lo, hi) = p
+            .iter()
+            .filter(|x| x.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+        out.push(Check::new(
+            &format!("probabilities.{target}.not_constant"),
+            hi > lo,
+            format!("range [{lo}, {hi}]"),
+        ));
+    }
+    out
+}
+
+/// Whether the held-out rows are enough evidence.
+pub fn data_checks(data: &HeldOut, cfg: &GateConfig) -> Vec<Check> {
+    let s = data.summary();
+    let mut out = vec![Check::new(
+        "heldout.rows",
+        s.rows >= cfg.min_rows,
+        format!("{} rows (at least {})", s.rows, cfg.min_rows),
+    )];
+    for (target, pos) in [("empty", s.went_empty), ("full", s.went_full)] {
+        let neg = s.rows - pos;
+        out.push(Check::new(
+            &format!("heldout.{target}.both_outcomes"),
+            pos >= cfg.min_per_class && neg >= cfg.min_per_class,
+            format!(
+                "{pos} positive, {neg} negative (at least {} each)",
+                cfg.min_per_class
+            ),
+        ));
+    }
+    out
+}
+
+/// Candidate versus incumbent: better by the margins on log loss and PR-AUC, per target.
+pub fn comparison_checks(cand: &GateMetrics, inc: &GateMetrics, m: &Margins) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (target, c, i) in [
+        ("empty", &cand.empty, &inc.empty),
+        ("full", &cand.full, &inc.full),
+    ] {
+        out.push(Check::new(
+            &format!("beats.{target}.log_loss"),
+            c.log_loss.is_finite() && c.log_loss <= i.log_loss - m.log_loss,
+            format!(
+                "{:.5} vs {:.5} (must be lower by {})",
+                c.log_loss, i.log_loss, m.log_loss
+            ),
+        ));
+        out.push(Check::new(
+            &format!("beats.{target}.pr_auc"),
+            c.pr_auc.is_finite() && (c.pr_auc >= i.pr_auc + m.pr_auc || !i.pr_auc.is_finite()),
+            format!(
+                "{:.5} vs {:.5} (must be higher by {})",
+                c.pr_auc, i.pr_auc, m.pr_auc
+            ),
+        ));
+    }
+    out
+}
+
+/// The decision from its checks: promoted only if every check passed.
+pub fn decide(checks: &[Check]) -> (bool, String) {
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        (true, format!("all {} checks passed", checks.len()))
+    } else {
+        (false, format!("failed: {}", failed.join(", ")))
+    }
+}
+
+/// Why the gate could not run at all (a refused candidate is a decision, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("nothing to promote: {0}")]
+    NoCandidate(String),
+}
+
+/// The gate over a registry: loads models, evaluates, decides, records, moves the stage.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub registry: Arc<dyn Registry>,
+    pub schema: FeatureSchema,
+    /// The processor's horizon (the baseline needs it).
+    pub horizon_minutes: u32,
+    pub config: GateConfig,
+    /// Where downloaded versions are kept.
+    pub cache: PathBuf,
+    pub clock: SharedClock,
+}
+
+impl Gate {
+    /// Decides whether `candidate` may enter `target`; records the decision and, if taken,
+    /// moves the stage. `data` is required for production and optional for staging.
+    pub async fn evaluate(
+        &self,
+        candidate: u64,
+        target: Stage,
+        data: Option<&HeldOut>,
+    ) -> Result<PromotionDecision, GateError> {
+        let version = self.registry.get(candidate).await?;
+        let mut checks = Vec::new();
+        let expected = &self.schema.id().0;
+        checks.push(Check::new(
+            "schema.feature_schema_id",
+            version.feature_schema_id.as_deref() == Some(expected.as_str()),
+            format!(
+                "card says {}, the processor computes {expected}",
+                version.feature_schema_id.as_deref().unwrap_or("nothing")
+            ),
+        ));
+        let scorer = match self.load(&version).await {
+            Ok(s) => {
+                checks.push(Check::new("model.loads", true, "both models load"));
+                Some(s)
+            }
+            Err(e) => {
+                checks.push(Check::new("model.loads", false, e));
+                None
+            }
+        };
+        let mut candidate_metrics = None;
+        let mut incumbent = None;
+        let mut incumbent_metrics = None;
+        match data {
+            None if target == Stage::Production => checks.push(Check::new(
+                "heldout.present",
+                false,
+                "promotion to production needs held-out rows",
+            )),
+            None => {}
+            Some(data) => {
+                checks.extend(data_checks(data, &self.config));
+                if let Some(scorer) = &scorer {
+                    let scored = score_all(scorer.as_ref(), data);
+                    let sanity = sanity_checks(&scored);
+                    let sane = sanity.iter().all(|c| c.passed);
+                    checks.extend(sanity);
+                    if sane && !data.is_empty() {
+                        candidate_metrics = Some(metrics(&scored, data));
+                    }
+                }
+                if target == Stage::Production {
+                    let (inc_ref, inc_scorer) = self.incumbent(candidate).await;
+                    let inc_metrics = metrics(&score_all(inc_scorer.as_ref(), data), data);
+                    if let Some(c) = &candidate_metrics {
+                        checks.extend(comparison_checks(c, &inc_metrics, &self.config.margins));
+                    }
+                    incumbent = Some(inc_ref);
+                    incumbent_metrics = Some(inc_metrics);
+                }
+            }
+        }
+        let (promoted, why) = decide(&checks);
+        let against = incumbent
+            .as_ref()
+            .map(|m| format!(" against {} v{}", m.name, m.version))
+            .unwrap_or_default();
+        let decision = PromotionDecision {
+            decided_at: self.clock.now(),
+            model: version.model.clone(),
+            candidate,
+            target,
+            promoted,
+            incumbent,
+            checks,
+            candidate_metrics,
+            incumbent_metrics,
+            margins: self.config.margins,
+            heldout: data.map(HeldOut::summary),
+            summary: format!(
+                "v{candidate} {} {target}{against}: {why}",
+                if promoted {
+                    "promoted to"
+                } else {
+                    "refused for"
+                }
+            ),
+        };
+        self.registry.record_decision(&decision).await?;
+        if promoted {
+            self.registry.set_stage(candidate, target).await?;
+        }
+        tracing::info!(summary = %decision.summary, "promotion decision");
+        Ok(decision)
+    }
+
+    /// The current production model, or the baseline when there is none or it cannot be
+    /// loaded (a broken production model must not block its replacement).
+    async fn incumbent(&self, candidate: u64) -> (ModelRef, Arc<dyn Scorer>) {
+        match self.registry.current(Stage::Production).await {
+            Ok(Some(v)) if v.version != candidate => match self.load(&v).await {
+                Ok(s) => return (v.model_ref(), s),
+                Err(e) => tracing::warn!(version = v.version, error = %e,
+                    "production model does not load: comparing with the baseline"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading production: comparing with the baseline"),
+        }
+        let b = BaselineScorer::new(&self.schema, self.horizon_minutes);
+        (b.model().clone(), Arc::new(b))
+    }
+
+    async fn load(&self, version: &ModelVersion) -> Result<Arc<dyn Scorer>, String> {
+        let dir = registry::fetch(self.registry.as_ref(), version.version, &self.cache)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::model_dir::load(&dir, &self.schema)
+            .map(|s| Arc::new(s.with_model(version.model_ref())) as Arc<dyn Scorer>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_matches_hand_computation() {
+        // Ranked: 0.9 (+), 0.8 (-), 0.7 (+), 0.1 (-): AP = (1/1 + 2/3) / 2.
+        let p = [0.7, 0.1, 0.9, 0.8];
+        let y = [true, false, true, false];
+        assert!((pr_auc(&p, &y) - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        // Perfect ranking: 1; no positives: undefined.
+        assert_eq!(pr_auc(&[0.9, 0.1], &[true, false]), 1.0);
+        assert!(pr_auc(&[0.9, 0.1], &[false, false]).is_nan());
+        // A tie between a positive and a negative counts them at one threshold.
+        assert_eq!(pr_auc(&[0.5, 0.5], &[true, false]), 0.5);
+    }
+
+    #[test]
+    fn log_loss_is_cross_entropy() {
+        let ll = log_loss(&[0.8, 0.3], &[true, false]);
+        assert!((ll - (-(0.8f64.ln()) - 0.7f64.ln()) / 2.0).abs() < 1e-6);
+        assert!(log_loss(&[1.0], &[false]) < 17.0, "clipped, not infinite");
+    }
+
+    #[test]
+    fn sanity_refuses_constant_nan_and_out_of_range() {
+        let ok = Scored {
+            p_empty: vec![0.1, 0.2],
+            p_full: vec![0.3, 0.0],
+        };
+        assert!(sanity_checks(&ok).iter().all(|c| c.passed));
+        for bad in [
+            vec![0.5, 0.5],
+            vec![0.1, f32::NAN],
+            vec![0.1, 1.5],
+            vec![-0.1, 0.2],
+        ] {
+            let s = Scored {
+                p_empty: bad.clone(),
+                p_full: vec![0.3, 0.0],
+            };
+            let (ok, why) = decide(&sanity_checks(&s));
+            assert!(!ok, "{bad:?} passed");
+            assert!(why.contains("probabilities.empty"), "{why}");
+        }
+    }
+
+    #[test]
+    fn comparison_needs_both_metrics_on_both_targets_by_the_margin() {
+        let m = |ll: f64, pr: f64| TargetMetrics {
+            log_loss: ll,
+            pr_auc: pr,
+        };
+        let inc = GateMetrics {
+            empty: m(0.30, 0.50),
+            full: m(0.20, 0.40),
+        };
+        let margins = Margins {
+            log_loss: 0.01,
+            pr_auc: 0.01,
+        };
+        let better = GateMetrics {
+            empty: m(0.25, 0.60),
+            full: m(0.15, 0.45),
+        };
+        assert!(decide(&comparison_checks(&better, &inc, &margins)).0);
+        // Better log loss, but PR-AUC within the margin for "full": refused, and says why.
+        let close = GateMetrics {
+            full: m(0.15, 0.405),
+            ..better
+        };
+        let (ok, why) = decide(&comparison_checks(&close, &inc, &margins));
+        assert!(!ok);
+        assert_eq!(why, "failed: beats.full.pr_auc");
+        let worse = GateMetrics {
+            empty: m(0.35, 0.45),
+            ..better
+        };
+        let (ok, why) = decide(&comparison_checks(&worse, &inc, &margins));
+        assert!(!ok);
+        assert!(why.contains("beats.empty.log_loss") && why.contains("beats.empty.pr_auc"));
+    }
+}

@@ -1,0 +1,83 @@
+//! Shared by the models crate's integration tests: XGBoost JSON models written by hand (one
+//! split per tree, in XGBoost 1.6's layout), model directories, and the MLflow endpoint.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+/// A binary-logistic model of stumps: each `(feature, threshold, left, right)` is one tree
+/// that adds `left` when `x[feature] < threshold` (or missing) and `right` otherwise.
+pub fn stumps_model(num_feature: usize, stumps: &[(usize, f32, f32, f32)]) -> String {
+    let trees: Vec<String> = stumps
+        .iter()
+        .enumerate()
+        .map(|(i, (f, t, l, r))| {
+            format!(
+                r#"{{"id":{i},"left_children":[1,-1,-1],"right_children":[2,-1,-1],"split_indices":[{f},0,0],
+                "split_conditions":[{t:?},{l:?},{r:?}],"default_left":[1,0,0],"split_type":[0,0,0],"categories":[],
+                "base_weights":[0,0,0],"loss_changes":[0,0,0],"parents":[2147483647,0,0],"sum_hessian":[0,0,0],
+                "tree_param":{{"num_deleted":"0","num_feature":"{num_feature}","num_nodes":"3","size_leaf_vector":"0"}}}}"#
+            )
+        })
+        .collect();
+    let info = vec!["0"; stumps.len()].join(",");
+    format!(
+        r#"{{"learner":{{"attributes":{{}},"feature_names":[],"feature_types":[],
+        "gradient_booster":{{"model":{{"gbtree_model_param":{{"num_parallel_tree":"1","num_trees":"{n}"}},
+          "tree_info":[{info}],"trees":[{trees}]}},"name":"gbtree"}},
+        "learner_model_param":{{"base_score":"5E-1","num_class":"0","num_feature":"{num_feature}","num_target":"1"}},
+        "objective":{{"name":"binary:logistic","reg_loss_param":{{"scale_pos_weight":"1"}}}}}},
+        "version":[1,6,2]}}"#,
+        n = stumps.len(),
+        trees = trees.join(","),
+    )
+}
+
+/// Writes a model directory: `card.json` (with `feature_schema_id` and `metrics`),
+/// `empty.json`, `full.json`.
+pub fn write_model_dir(dir: &Path, schema_id: &str, empty: &str, full: &str, note: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let card = serde_json::json!({
+        "name": "trained",
+        "version": note,
+        "feature_schema_id": schema_id,
+        "description": note,
+        "metrics": {"empty": {"test": {"log_loss": 0.2, "pr_auc": 0.6}}, "full": {"test": {"log_loss": 0.1, "pr_auc": 0.5}}},
+        "params": {"eta": 0.1, "max_depth": 1, "note": note},
+    });
+    std::fs::write(
+        dir.join("card.json"),
+        serde_json::to_vec_pretty(&card).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("empty.json"), empty).unwrap();
+    std::fs::write(dir.join("full.json"), full).unwrap();
+}
+
+/// The MLflow server of the test command (`BIKESHARE_TEST_MLFLOW_URI`): skip when unset,
+/// fail when unset under CI.
+pub fn mlflow_uri(test: &str) -> Option<String> {
+    const VAR: &str = "BIKESHARE_TEST_MLFLOW_URI";
+    match std::env::var(VAR) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("{test}: {VAR} is not set in CI; run the tests with scripts/test.sh")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED {test}: {VAR} is not set (run scripts/test.sh, or \
+                 scripts/emulators.sh cargo test -p bikeshare-models)"
+            );
+            None
+        }
+    }
+}
+
+/// A model name no other test run uses on a shared server.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
