@@ -6,6 +6,9 @@
 #                       their endpoints and stops them when the shell exits:
 #                         BIKESHARE_TEST_KINESIS_ENDPOINT   http://127.0.0.1:PORT (plain HTTP/1.1)
 #                         BIKESHARE_TEST_MOTO_ENDPOINT      http://127.0.0.1:PORT
+#                       and an MLflow tracking server (PyPI `mlflow`, SQLite backend store,
+#                       artifacts proxied by the server into a temporary directory):
+#                         BIKESHARE_TEST_MLFLOW_URI         http://127.0.0.1:PORT
 #
 # kinesis-mock (npm `kinesis-local`) binds 0.0.0.0 and has no host option: a `--require`
 # preload rewrites the host of every `net.Server#listen` to 127.0.0.1. Its *_DURATION delays
@@ -14,6 +17,7 @@
 
 KINESIS_LOCAL_VERSION="0.6.2"
 MOTO_VERSION="5.2.5"
+MLFLOW_VERSION="3.17.2"
 EMULATOR_LOG_DIR="${EMULATOR_LOG_DIR:-$TOOLS_DIR/logs}"
 EMULATOR_PIDS=()
 
@@ -61,10 +65,22 @@ ensure_moto() {
   [ -x "$MOTO_SERVER" ] || { log "moto install failed: $MOTO_SERVER missing"; exit 1; }
 }
 
-# wait_http NAME URL PID LOG: waits up to 60 s for URL to answer.
+ensure_mlflow() {
+  local venv="$TOOLS_DIR/mlflow-$MLFLOW_VERSION"
+  MLFLOW_BIN="$venv/bin/mlflow"
+  [ -x "$MLFLOW_BIN" ] && return 0
+  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  log "installing MLflow (PyPI mlflow==$MLFLOW_VERSION) into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "mlflow==$MLFLOW_VERSION" </dev/null
+  [ -x "$MLFLOW_BIN" ] || { log "MLflow install failed: $MLFLOW_BIN missing"; exit 1; }
+}
+
+# wait_http NAME URL PID LOG: waits up to 90 s (MLflow migrates its store first) for URL to answer.
 wait_http() {
   local name="$1" url="$2" pid="$3" logfile="$4"
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 900); do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "$name exited while starting; its log:"; tail -n 40 "$logfile" >&2; exit 1
     fi
@@ -73,7 +89,7 @@ wait_http() {
     fi
     sleep 0.1
   done
-  log "$name did not answer $url within 60 s; its log:"; tail -n 40 "$logfile" >&2; exit 1
+  log "$name did not answer $url within 90 s; its log:"; tail -n 40 "$logfile" >&2; exit 1
 }
 
 stop_emulators() {
@@ -85,17 +101,19 @@ stop_emulators() {
     wait "$pid" 2>/dev/null || true
   done
   EMULATOR_PIDS=()
+  if [ -n "${MLFLOW_STATE_DIR:-}" ]; then rm -rf "$MLFLOW_STATE_DIR"; MLFLOW_STATE_DIR=""; fi
 }
 
 start_emulators() {
   ensure_kinesis_mock
   ensure_moto
+  ensure_mlflow
   mkdir -p "$EMULATOR_LOG_DIR"
   trap stop_emulators EXIT
 
-  local kplain ktls moto
-  kplain="$(free_port)"; ktls="$(free_port)"; moto="$(free_port)"
-  log "starting kinesis-mock on 127.0.0.1:$kplain and moto on 127.0.0.1:$moto"
+  local kplain ktls moto mlflow
+  kplain="$(free_port)"; ktls="$(free_port)"; moto="$(free_port)"; mlflow="$(free_port)"
+  log "starting kinesis-mock on 127.0.0.1:$kplain, moto on 127.0.0.1:$moto, MLflow on 127.0.0.1:$mlflow"
   (
     cd "$(dirname "$KINESIS_MOCK_MAIN")"
     export KINESIS_MOCK_PLAIN_PORT="$kplain" KINESIS_MOCK_TLS_PORT="$ktls" AWS_REGION=us-east-1 \
@@ -112,12 +130,23 @@ start_emulators() {
   "$MOTO_SERVER" -H 127.0.0.1 -p "$moto" </dev/null >"$EMULATOR_LOG_DIR/moto.log" 2>&1 &
   EMULATOR_PIDS+=("$!")
   local mpid="$!"
+  # A fresh store per run: tests see only their own runs and versions. No telemetry, and no
+  # background job runner (its worker pool is not needed by the registry and costs cores).
+  MLFLOW_STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bikeshare-mlflow.XXXXXX")"
+  MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false "$MLFLOW_BIN" server --host 127.0.0.1 --port "$mlflow" \
+    --workers 1 --backend-store-uri "sqlite:///$MLFLOW_STATE_DIR/mlflow.db" \
+    --serve-artifacts --artifacts-destination "$MLFLOW_STATE_DIR/artifacts" \
+    </dev/null >"$EMULATOR_LOG_DIR/mlflow.log" 2>&1 &
+  EMULATOR_PIDS+=("$!")
+  local flpid="$!"
 
   wait_http kinesis-mock "http://127.0.0.1:$kplain/healthcheck" "$kpid" "$EMULATOR_LOG_DIR/kinesis-mock.log"
   wait_http moto "http://127.0.0.1:$moto/moto-api/" "$mpid" "$EMULATOR_LOG_DIR/moto.log"
+  wait_http mlflow "http://127.0.0.1:$mlflow/health" "$flpid" "$EMULATOR_LOG_DIR/mlflow.log"
   export BIKESHARE_TEST_KINESIS_ENDPOINT="http://127.0.0.1:$kplain"
   export BIKESHARE_TEST_MOTO_ENDPOINT="http://127.0.0.1:$moto"
-  log "emulators up: kinesis $BIKESHARE_TEST_KINESIS_ENDPOINT, moto $BIKESHARE_TEST_MOTO_ENDPOINT"
+  export BIKESHARE_TEST_MLFLOW_URI="http://127.0.0.1:$mlflow"
+  log "emulators up: kinesis $BIKESHARE_TEST_KINESIS_ENDPOINT, moto $BIKESHARE_TEST_MOTO_ENDPOINT, MLflow $BIKESHARE_TEST_MLFLOW_URI"
 }
 
 # Run directly, it starts the emulators around one command, e.g.
