@@ -49,7 +49,58 @@ pub struct Config {
     pub predictor: PredictorSettings,
     /// `bikeshare serve-model`: bind address, model directory, payload limit.
     pub serve_model: ServeConfig,
+    /// The model registry, the promotion gate and hot swapping (`[registry]`).
+    pub registry: RegistrySettings,
     pub log: LogConfig,
+}
+
+/// Where model versions live, what the gate demands, how the processor follows production.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistrySettings {
+    /// `local` (default: a directory) or `mlflow` (a tracking server).
+    pub backend: RegistryBackend,
+    /// The local registry's directory; relative paths are under `data_dir`.
+    pub path: PathBuf,
+    /// The MLflow tracking server (`mlflow` backend), e.g. `http://127.0.0.1:5000`. Its
+    /// credentials come from `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` and
+    /// `MLFLOW_TRACKING_PASSWORD`, never from this file.
+    pub tracking_uri: Option<String>,
+    /// The MLflow experiment of training and decision runs.
+    pub experiment: String,
+    /// The registered model's name (predictions carry it with the version).
+    pub model_name: String,
+    /// Where downloaded versions are kept; relative paths are under `data_dir`.
+    pub cache_dir: PathBuf,
+    /// How often a running processor checks for a newly promoted model (0: never).
+    pub poll_interval_ms: u64,
+    /// The gate evaluates on the held-out rows of the last `recent_hours` (0: all of them).
+    pub recent_hours: u64,
+    /// Margins and evidence the gate demands (`[registry.gate]`).
+    pub gate: bikeshare_models::promote::GateConfig,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            backend: RegistryBackend::Local,
+            path: PathBuf::from("registry"),
+            tracking_uri: None,
+            experiment: "bikeshare".into(),
+            model_name: "bikeshare-stockout".into(),
+            cache_dir: PathBuf::from("registry-cache"),
+            poll_interval_ms: 5_000,
+            recent_hours: 48,
+            gate: bikeshare_models::promote::GateConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryBackend {
+    Local,
+    Mlflow,
 }
 
 /// Checkpointing and reading of the processor.
@@ -281,6 +332,27 @@ mod tests {
             assert_eq!(d.predictor.backend, PredictorBackend::InProcess);
             assert_eq!(d.serve_model.bind.port(), 8080);
             assert!(d.serve_model.bind.ip().is_loopback());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn registry_section_with_mlflow_and_margins() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "r.toml",
+                "[registry]\nbackend = \"mlflow\"\ntracking_uri = \"http://127.0.0.1:5000\"\n\
+                 [registry.gate.margins]\nlog_loss = 0.01\n",
+            )?;
+            jail.set_env("BIKESHARE_REGISTRY__MODEL_NAME", "stockout-eu");
+            let cfg = Config::load(Some(Path::new("r.toml"))).map_err(|e| e.to_string())?;
+            let r = &cfg.registry;
+            assert_eq!(r.backend, RegistryBackend::Mlflow);
+            assert_eq!(r.tracking_uri.as_deref(), Some("http://127.0.0.1:5000"));
+            assert_eq!(r.model_name, "stockout-eu");
+            assert_eq!(r.gate.margins.log_loss, 0.01);
+            assert_eq!(r.gate.margins.pr_auc, 0.001, "defaults fill the rest");
+            assert_eq!(Config::default().registry.backend, RegistryBackend::Local);
             Ok(())
         });
     }

@@ -4,6 +4,7 @@
 mod backfill;
 mod dashboard;
 mod ingest;
+mod models;
 mod process;
 mod replay;
 mod serve_model;

@@ -9,19 +9,29 @@ use bikeshare_common::stream::names;
 use bikeshare_common::stream::publisher::PublisherConfig;
 use bikeshare_models::endpoint::SageMakerPredictor;
 use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
+use bikeshare_stream_processor::Processor;
 use bikeshare_stream_processor::runner::{Runner, RunnerConfig};
-use bikeshare_stream_processor::{BaselineScorer, Processor, Scorer};
 use tokio::sync::watch;
 
+use super::models::{ScorerFeed, scorer_feed};
 use super::streams::Backend;
 use super::{shutdown_signal, wall_clock};
 use crate::cli::ProcessArgs;
 use crate::config::{Config, PredictorBackend};
 
 pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
-    let runner = build(&config, args.features, args.until_caught_up).await?;
+    let (runner, feed) = build(&config, args.features, args.until_caught_up).await?;
     let stats = runner.stats();
-    let processor = runner.run(shutdown_signal(args.duration)).await?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let watcher = feed.spawn(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    });
+    let processor = runner.run(shutdown_signal(args.duration)).await;
+    let _ = stop_tx.send(true);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    let processor = processor?;
     let s = processor.stats();
     tracing::info!(?s, "processor stopped");
     eprintln!(
@@ -36,12 +46,14 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A runner over the configured streams, resuming from the configured checkpoint directory.
+/// A runner over the configured streams, resuming from the configured checkpoint directory,
+/// scoring with the registry's production model (or the baseline), and the feed that
+/// hot-swaps its scorer when production changes.
 pub async fn build(
     config: &Config,
     features: bool,
     until_caught_up: bool,
-) -> anyhow::Result<Runner> {
+) -> anyhow::Result<(Runner, ScorerFeed)> {
     let backend = Backend::from_config(config).await?;
     let events = backend.reader(names::EVENTS).await?;
     let sinks = StreamSinks::new(
@@ -64,11 +76,7 @@ pub async fn build(
         PublisherConfig::default(),
     );
     let processor = Processor::new(config.processor.clone());
-    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(
-        processor.schema(),
-        config.processor.horizon_minutes,
-    ));
-    let (_scorer_tx, scorer_rx) = watch::channel(scorer);
+    let feed = scorer_feed(config, processor.schema(), wall_clock()).await?;
     let store = LocalCheckpointStore::new(config.data_path(&config.runner.checkpoint_dir));
     let runner_config = RunnerConfig {
         batch: config.runner.batch,
@@ -81,12 +89,12 @@ pub async fn build(
         events,
         Arc::new(sinks),
         Arc::new(store),
-        scorer_rx,
+        feed.rx.clone(),
         wall_clock(),
         processor,
         runner_config,
     );
-    Ok(match config.predictor.backend {
+    let runner = match config.predictor.backend {
         PredictorBackend::InProcess => runner,
         PredictorBackend::Sagemaker => {
             let endpoint = &config.predictor.sagemaker;
@@ -100,5 +108,6 @@ pub async fn build(
                 SageMakerPredictor::connect(endpoint.clone(), schema_id).await,
             ))
         }
-    })
+    };
+    Ok((runner, feed))
 }

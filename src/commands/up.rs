@@ -87,7 +87,13 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     .await?;
     eprintln!("dashboard:   {}", dashboard.url());
 
-    let runner = super::process::build(&config, false, false).await?;
+    let (runner, feed) = super::process::build(&config, false, false).await?;
+    eprintln!(
+        "model:       {} v{}",
+        feed.current().model().name,
+        feed.current().model().version
+    );
+    let watcher = feed.spawn(stopped(stop_rx.clone()));
     let stats = runner.stats();
     let latest = runner.latest_predictions();
     let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
@@ -109,6 +115,9 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let _ = summary.await;
     close_output(output).await?;
     let processor = processor.await.context("processor task")??;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     running.stop().await.context("stopping the simulator")?;
     api.wait().await;
     dashboard.wait().await;
