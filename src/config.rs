@@ -51,6 +51,9 @@ pub struct Config {
     pub serve_model: ServeConfig,
     /// The model registry, the promotion gate and hot swapping (`[registry]`).
     pub registry: RegistrySettings,
+    /// The Prometheus `/metrics` endpoint of `up`, `process` and `ingest` (`[metrics]`;
+    /// the token comes from `BIKESHARE_METRICS_TOKEN` only).
+    pub metrics: bikeshare_monitor::exporter::MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -246,6 +249,7 @@ impl Config {
             "API_TOKEN",
             "DASHBOARD_TOKEN",
             "MODEL_TOKEN",
+            "METRICS_TOKEN",
             "SHARED_DIR",
         ]));
         fig.extract().context("invalid configuration")

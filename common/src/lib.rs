@@ -12,12 +12,14 @@
 //!   default backend; Kinesis implements the same traits in AWS.
 //! - [`sink`]: the trait the stream processor's outputs go through.
 //! - [`limits`]: AWS service limits as named constants.
+//! - [`metrics`]: every metric's name, unit and labels, and the typed functions that record them.
 
 pub mod checkpoint;
 pub mod contracts;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod metrics;
 pub mod retry;
 pub mod security;
 pub mod sink;

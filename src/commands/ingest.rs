@@ -53,6 +53,7 @@ pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     let streams = open_streams(&config).await?;
     let output = Arc::new(stream_output(&streams, clock.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = super::start_metrics(&config, stopped(stop_rx.clone())).await?;
     let tasks = spawn_producers(
         &systems,
         args.weather,
@@ -70,6 +71,9 @@ pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     close_output(output).await?;
     if let Some(sim) = simulator {
         sim.stop().await.context("stopping the simulator")?;
+    }
+    if let Some(m) = metrics {
+        m.wait().await;
     }
     Ok(())
 }

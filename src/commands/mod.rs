@@ -111,6 +111,29 @@ pub async fn shutdown_signal(duration: Option<Duration>) {
     }
 }
 
+/// Serves `/metrics` (unless disabled) until `stop` resolves, printing its URL.
+pub async fn start_metrics(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<bikeshare_monitor::exporter::RunningExporter>> {
+    if !config.metrics.enabled {
+        return Ok(None);
+    }
+    match bikeshare_monitor::exporter::serve(&config.metrics, stop).await {
+        Ok(running) => {
+            eprintln!("metrics:     {}", running.url());
+            Ok(Some(running))
+        }
+        // Two commands on one machine with the default port: the job matters more than
+        // its endpoint; say so loudly and run on.
+        Err(e @ bikeshare_monitor::exporter::ExporterError::Bind { .. }) => {
+            tracing::warn!(error = %e, "no /metrics endpoint: set BIKESHARE_METRICS__BIND to a free address");
+            Ok(None)
+        }
+        Err(e) => Err(e).context("starting the /metrics endpoint"),
+    }
+}
+
 /// Flushes and closes the output, bounded in time so a dead stream cannot hang shutdown.
 pub async fn close_output(output: StreamOutput) -> anyhow::Result<()> {
     match tokio::time::timeout(Duration::from_secs(30), output.close()).await {

@@ -22,12 +22,17 @@ use crate::config::{Config, PredictorBackend};
 pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     let (runner, feed) = build(&config, args.features, args.until_caught_up).await?;
     let stats = runner.stats();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut watcher_stop = stop_rx.clone();
     let watcher = feed.spawn(async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
+        let _ = watcher_stop.wait_for(|s| *s).await;
     });
+    let metrics = super::start_metrics(&config, super::ingest::stopped(stop_rx.clone())).await?;
     let processor = runner.run(shutdown_signal(args.duration)).await;
     let _ = stop_tx.send(true);
+    if let Some(m) = metrics {
+        m.wait().await;
+    }
     if let Some(w) = watcher {
         let _ = w.await;
     }

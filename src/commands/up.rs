@@ -86,6 +86,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("dashboard:   {}", dashboard.url());
+    let metrics = super::start_metrics(&config, stopped(stop_rx.clone())).await?;
 
     let (runner, feed) = super::process::build(&config, false, false).await?;
     eprintln!(
@@ -121,6 +122,9 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     running.stop().await.context("stopping the simulator")?;
     api.wait().await;
     dashboard.wait().await;
+    if let Some(m) = metrics {
+        m.wait().await;
+    }
     let s = processor.stats();
     eprintln!(
         "stopped: {} events processed, {} predictions, {} labels, {} stations; state is in {}",

@@ -13,7 +13,8 @@
 //!
 //! and its I/O edge:
 //!
-//! - [`runner`]: reading shards, scoring, publishing outputs, checkpointing.
+//! - [`runner`]: reading shards, scoring, publishing outputs, checkpointing; what it records
+//!   goes through `telemetry` into the metrics of [`bikeshare_common::metrics`].
 
 pub mod backfill;
 mod features;
@@ -23,6 +24,7 @@ pub mod predictor;
 pub mod processor;
 pub mod runner;
 pub mod schema;
+mod telemetry;
 pub mod window;
 
 pub use predictor::{BaselineScorer, Predictor, Scored, Scorer, Scores};

@@ -60,6 +60,7 @@ use tokio::sync::watch;
 
 use crate::predictor::{Predictor, Scorer, Scores};
 use crate::processor::{Emitted, FeatureRow, Processor, RejectReason};
+use crate::telemetry::RunTelemetry;
 use bikeshare_common::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
 };
@@ -144,6 +145,7 @@ pub struct Runner {
     processor: Processor,
     latest: LatestPredictions,
     stats: Arc<RunnerStats>,
+    telemetry: RunTelemetry,
 }
 
 /// What the runner knows about the shards while it runs.
@@ -200,6 +202,7 @@ impl Runner {
             processor,
             latest: Arc::new(DashMap::new()),
             stats: Arc::new(RunnerStats::default()),
+            telemetry: RunTelemetry::new(bikeshare_common::stream::names::EVENTS),
         }
     }
 
@@ -270,10 +273,13 @@ impl Runner {
                 if part.ended {
                     ended.push(shard.clone());
                 }
+                let ends = part.records.first().zip(part.records.last());
+                let ends = ends.map(|(a, b)| (a.clone(), b.clone()));
                 for rec in part.records {
                     got += 1;
                     match Envelope::decode(&rec.data) {
                         Ok(env) if env.system_id.as_str() == rec.partition_key => {
+                            self.telemetry.event(&env);
                             self.processor.process(env, &mut emitted)
                         }
                         Ok(env) => {
@@ -290,6 +296,11 @@ impl Runner {
                             );
                             self.sinks.dead_letters(vec![dl]).await?;
                             self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                            bikeshare_common::metrics::dead_letters(
+                                "processor",
+                                "processor.partition_key",
+                                1,
+                            );
                         }
                         Err(e) => {
                             let dl = DeadLetter::new(
@@ -302,10 +313,22 @@ impl Runner {
                             );
                             self.sinks.dead_letters(vec![dl]).await?;
                             self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                            bikeshare_common::metrics::dead_letters(
+                                "processor",
+                                "processor.decode",
+                                1,
+                            );
                         }
                     }
                 }
                 self.publish(&mut emitted).await?;
+                let ends = ends.as_ref().map(|(a, b)| (a, b));
+                self.telemetry.shard_done(
+                    shard.as_str(),
+                    part.millis_behind_latest,
+                    ends,
+                    self.clock.now(),
+                );
             }
             if !ended.is_empty() {
                 // Before any record of a child: the parent's final state and position.
@@ -323,6 +346,9 @@ impl Runner {
             self.stats
                 .stations
                 .store(self.processor.stations() as u64, Ordering::Relaxed);
+            let predictions = self.stats.predictions.load(Ordering::Relaxed);
+            self.telemetry
+                .poll_done(&self.processor, predictions, self.clock.now());
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 // Renew first: only shards still held are checkpointed.
                 self.lease_round(&mut leases, &mut consumer, &mut book)
@@ -555,11 +581,13 @@ impl Runner {
         positions: &BTreeMap<String, String>,
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
+        let started = Instant::now();
         self.sinks.flush().await?;
         for shard in ended {
             self.save_shard(shard, positions, book).await?;
             book.finalized.insert(shard.clone());
         }
+        self.telemetry.checkpointed(started.elapsed());
         Ok(())
     }
 
@@ -578,10 +606,12 @@ impl Runner {
         if due.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         self.sinks.flush().await?;
         for shard in &due {
             self.save_shard(shard, positions, book).await?;
         }
+        self.telemetry.checkpointed(started.elapsed());
         Ok(())
     }
 
@@ -622,11 +652,14 @@ impl Runner {
         let (mut features, mut predictions, mut labels, mut dead) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut rows = Vec::new();
+        let mut scoring = Duration::ZERO;
         for e in emitted.drain(..) {
             match e {
                 Emitted::Row(row) => match &self.predictor {
                     None => {
+                        let started = Instant::now();
                         let p = score(scorer.as_ref(), &row);
+                        scoring += started.elapsed();
                         self.keep_latest(&p);
                         predictions.push(p);
                         features.push(row.vector);
@@ -644,7 +677,9 @@ impl Runner {
         {
             let values: Vec<&[Option<f32>]> =
                 rows.iter().map(|r| r.vector.values.as_slice()).collect();
+            let started = Instant::now();
             let scored = predictor.predict(&values, &scorer).await;
+            scoring += started.elapsed();
             for (i, row) in rows.into_iter().enumerate() {
                 let p = match scored.get(i) {
                     Some(s) => prediction(&row, s.scores, s.model.clone(), s.scored_by),
@@ -664,6 +699,7 @@ impl Runner {
                 features.push(row.vector);
             }
         }
+        crate::telemetry::published(&predictions, &labels, &dead, scoring);
         self.stats
             .predictions
             .fetch_add(predictions.len() as u64, Ordering::Relaxed);

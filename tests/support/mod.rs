@@ -13,6 +13,7 @@ pub fn bikeshare(data_dir: &Path) -> Command {
     c.env("BIKESHARE_DATA_DIR", data_dir)
         .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "30")
         .env("BIKESHARE_RUNNER__BATCH", "50")
+        .env("BIKESHARE_METRICS__BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     c

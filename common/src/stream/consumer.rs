@@ -556,6 +556,9 @@ pub mod lease {
                 tracing::info!(owner = %self.config.owner, held = ?after, "leases changed");
             }
             self.changes += changed;
+            if changed > 0 {
+                crate::metrics::lease_changes(&self.config.owner, changed);
+            }
             self.held = held;
             Ok(self.held.keys().cloned().collect())
         }

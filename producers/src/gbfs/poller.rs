@@ -42,6 +42,7 @@ use bikeshare_common::contracts::{
     DeadLetter, Envelope, Event, FeedHeartbeat, StationInfo, StationStatus, SystemInfo,
 };
 use bikeshare_common::error::{Classify, ErrorClass, chain};
+use bikeshare_common::metrics;
 use bikeshare_common::{EventId, SharedClock, StationId, SystemId, Timestamp};
 use bytes::Bytes;
 use reqwest::Url;
@@ -356,6 +357,8 @@ pub struct GbfsPoller {
     last_dead_letters: HashMap<FeedKind, HashSet<EventId>>,
     /// `last_updated` of the last heartbeat published.
     last_heartbeat: Option<Timestamp>,
+    /// The newest `last_updated` read from each feed (data freshness).
+    newest_last_updated: BTreeMap<FeedKind, Timestamp>,
 }
 
 impl GbfsPoller {
@@ -393,6 +396,7 @@ impl GbfsPoller {
             refreshed_for_unknown: HashSet::new(),
             last_dead_letters: HashMap::new(),
             last_heartbeat: None,
+            newest_last_updated: BTreeMap::new(),
         })
     }
 
@@ -486,6 +490,14 @@ impl GbfsPoller {
                 self.config.min_interval
             }
         };
+        let now = self.clock.now();
+        for (kind, t) in &self.newest_last_updated {
+            metrics::feed_age(
+                self.system_id.as_str(),
+                kind.name(),
+                now.millis() - t.millis(),
+            );
+        }
         report
     }
 
@@ -518,6 +530,7 @@ impl GbfsPoller {
             "GBFS feed failed; it is read again at the next poll"
         );
         self.stats.error(error.reason());
+        metrics::feed_error(self.system_id.as_str(), error.feed().name(), error.reason());
         // Forget the validators so the next poll reads the body again instead of a 304.
         if matches!(error, PollError::Feed { .. } | PollError::Output { .. }) {
             self.feed_mut(error.feed()).validators = CacheValidators::default();
@@ -576,8 +589,14 @@ impl GbfsPoller {
         self.feed_mut(kind).next_due = Some(Instant::now() + interval);
     }
 
-    /// Warns once per version read with a borrowed layout (`3.1-RC` as 3.0).
+    /// Notes the feed's `last_updated` (its freshness), and warns once per version read with
+    /// a borrowed layout (`3.1-RC` as 3.0).
     fn warn_version(&mut self, kind: FeedKind, header: &FeedHeader) {
+        let newest = self
+            .newest_last_updated
+            .entry(kind)
+            .or_insert(header.last_updated);
+        *newest = (*newest).max(header.last_updated);
         let (declared, layout) = (header.declared_version.as_str(), header.version.as_str());
         if declared != layout && self.warned_versions.insert(declared.to_owned()) {
             tracing::warn!(
@@ -842,10 +861,21 @@ impl GbfsPoller {
             return Ok(());
         }
         let n = events.len();
+        let mut kinds: Vec<(&'static str, u64)> = Vec::new();
+        for e in &events {
+            let k = e.kind().as_str();
+            match kinds.iter_mut().find(|(x, _)| *x == k) {
+                Some(c) => c.1 += 1,
+                None => kinds.push((k, 1)),
+            }
+        }
         output
             .events(events)
             .await
             .map_err(|source| PollError::Output { feed: kind, source })?;
+        for (k, count) in kinds {
+            metrics::events_out("gbfs", self.system_id.as_str(), k, count);
+        }
         report.events += n;
         PollerStats::add(&self.stats.events, n);
         Ok(())
@@ -882,10 +912,14 @@ impl GbfsPoller {
             .collect();
         if !fresh.is_empty() {
             let n = fresh.len();
+            let rules: Vec<String> = fresh.iter().map(|d| d.rule.clone()).collect();
             output
                 .dead_letters(fresh)
                 .await
                 .map_err(|source| PollError::Output { feed: kind, source })?;
+            for rule in rules {
+                metrics::dead_letters("ingest", &rule, 1);
+            }
             report.dead_letters += n;
             PollerStats::add(&self.stats.dead_letters, n);
         }

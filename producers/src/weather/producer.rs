@@ -279,11 +279,24 @@ impl WeatherProducer {
         }
 
         let (n_events, n_dead) = (events.len(), dead.len());
+        let system = events.first().map(|e| e.system_id.clone());
+        let rules: Vec<String> = dead.iter().map(|d| d.rule.clone()).collect();
         if !events.is_empty() {
             output.events(events).await?;
         }
+        if let Some(system) = system {
+            bikeshare_common::metrics::events_out(
+                "weather",
+                system.as_str(),
+                "weather",
+                n_events as u64,
+            );
+        }
         if !dead.is_empty() {
             output.dead_letters(dead).await?;
+        }
+        for rule in rules {
+            bikeshare_common::metrics::dead_letters("ingest", &rule, 1);
         }
         state.seen.extend(new_hours);
         if state.seen_untimed.len() + new_untimed.len() > MAX_REMEMBERED_UNTIMED {

@@ -1,0 +1,197 @@
+//! The Prometheus recorder and the `/metrics` endpoint.
+//!
+//! [`install`] puts the Prometheus recorder of `metrics-exporter-prometheus` behind the
+//! `metrics` facade once per process (durations get histogram buckets, everything else is
+//! as recorded) and registers every help text of [`bikeshare_common::metrics::ALL`].
+//! [`serve`] answers `GET /metrics` in the text exposition format from our own axum server:
+//! 127.0.0.1 by default; any other address requires a bearer token
+//! ([`TOKEN_ENV`], the rule of [`bikeshare_common::security::token_for_bind`]).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+
+/// Environment variable holding the `/metrics` token (required beyond loopback).
+pub const TOKEN_ENV: &str = "BIKESHARE_METRICS_TOKEN";
+
+/// Bucket bounds (seconds) of every `_seconds` histogram: 100 µs to 60 s.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Settings of the `/metrics` endpoint (`[metrics]` in the configuration).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` at all.
+    pub enabled: bool,
+    /// Where to listen; port 0 picks a free port (printed at start).
+    pub bind: SocketAddr,
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: None,
+        }
+    }
+}
+
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    #[error("refusing to serve /metrics on {0} without a token: set {TOKEN_ENV} or bind 127.0.0.1")]
+    TokenRequired(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("installing the Prometheus recorder: {0}")]
+    Install(String),
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process; later calls return the same handle).
+pub fn install() -> Result<PrometheusHandle, ExporterError> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map_err(|e| ExporterError::Install(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    match metrics::set_global_recorder(recorder) {
+        Ok(()) => {
+            bikeshare_common::metrics::describe_all();
+            let _ = HANDLE.set(handle.clone());
+            Ok(handle)
+        }
+        // Another thread won the race: use its handle.
+        Err(_) => HANDLE
+            .get()
+            .cloned()
+            .ok_or_else(|| ExporterError::Install("another recorder is installed".into())),
+    }
+}
+
+/// The installed recorder's handle, if any.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned()
+}
+
+/// A running `/metrics` server.
+#[derive(Debug)]
+pub struct RunningExporter {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningExporter {
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
+    }
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+struct App {
+    handle: PrometheusHandle,
+    token: Option<String>,
+}
+
+/// Installs the recorder and serves `/metrics` until `shutdown` resolves. Histograms are
+/// compacted every 5 s.
+pub async fn serve(
+    config: &MetricsConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningExporter, ExporterError> {
+    let token =
+        bikeshare_common::security::token_for_bind(config.bind, config.token.as_deref(), TOKEN_ENV)
+            .map_err(ExporterError::TokenRequired)?;
+    let handle = install()?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ExporterError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ExporterError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let app = std::sync::Arc::new(App {
+        handle: handle.clone(),
+        token,
+    });
+    let router = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(4 * 1024))
+        .with_state(app);
+    let task = tokio::spawn(async move {
+        let upkeep = async {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        };
+        tokio::select! {
+            r = axum::serve(listener, router).with_graceful_shutdown(shutdown) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            }
+            () = upkeep => {}
+        }
+    });
+    Ok(RunningExporter { addr, task })
+}
+
+async fn render(State(app): State<std::sync::Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &app.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !bikeshare_common::security::bearer_matches(token, given) {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.handle.render(),
+    )
+        .into_response()
+}
