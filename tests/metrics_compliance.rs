@@ -33,17 +33,22 @@ fn spawn(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
         // Six hours back at 120x: it catches up in 3 minutes, long after this test.
         .env("BIKESHARE_SIMULATOR__START", six_hours_ago_ms().to_string())
         .env("BIKESHARE_SIMULATOR__TIME_SCALE", "120")
+        .env("BIKESHARE_SIMULATOR__BIND", "127.0.0.1:0")
         .env("BIKESHARE_SIMULATOR__CITY__STATIONS", "60")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
     let url = loop {
         let line = lines
             .next()
-            .unwrap_or_else(|| panic!("{args:?} exited before printing its /metrics URL"))
+            .unwrap_or_else(|| {
+                panic!("{args:?} exited before printing its /metrics URL: {seen:#?}")
+            })
             .unwrap();
+        seen.push(line.clone());
         if let Some(u) = line.strip_prefix("metrics:") {
             break u.trim().to_owned();
         }
