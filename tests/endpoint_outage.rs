@@ -145,13 +145,10 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
         false,
     );
     let url = format!("http://{addr}");
-    let sdk = bikeshare_kinesis::client::config_loader(&bikeshare_kinesis::ClientSettings {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(url.clone()),
-    })
-    .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-    .load()
-    .await;
+    let sdk = bikeshare_models::endpoint::config_loader(Some("us-east-1"), Some(&url))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
     let predictor = Arc::new(SageMakerPredictor::new(
         &sdk,
         EndpointConfig {
@@ -292,5 +289,64 @@ where
             "serve-model did not answer /ping"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `bikeshare process` with `[predictor] backend = "sagemaker"` from the environment scores
+/// through `bikeshare serve-model`, and the stream says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_scores_through_serve_model_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = support::simulated_history(
+        dir.path(),
+        10,
+        3,
+        "2026-04-07T06:00:00Z",
+        "2026-04-07T07:00:00Z",
+    );
+    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
+    let model_dir = dir.path().join("model");
+    bikeshare_models::synthetic::write_model_dir(
+        &model_dir,
+        "synthetic",
+        "5",
+        schema.id(),
+        schema.len(),
+        10,
+        4,
+    )
+    .unwrap();
+    let addr = free_port();
+    let mut server = serve_model(dir.path(), &model_dir, addr);
+    wait_until_async(|| ping(addr)).await;
+
+    let data = dir.path().join("data");
+    support::ok(support::bikeshare(&data).args([
+        "replay",
+        "--format",
+        "jsonl",
+        history.to_str().unwrap(),
+    ]));
+    support::ok(
+        support::bikeshare(&data)
+            .args(["process", "--until-caught-up"])
+            .env("BIKESHARE_PREDICTOR__BACKEND", "sagemaker")
+            .env(
+                "BIKESHARE_PREDICTOR__SAGEMAKER__ENDPOINT_URL",
+                format!("http://{addr}"),
+            )
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+    );
+    server.kill().unwrap();
+    let _ = server.wait();
+    let predictions = support::stream_records(&data, "predictions");
+    assert!(!predictions.is_empty());
+    for p in &predictions {
+        assert_eq!(p["scored_by"], "endpoint", "{p}");
+        assert_eq!(p["model"]["name"], "synthetic");
+        assert_eq!(p["model"]["version"], "5");
+        assert_eq!(p["schema_version"], 2);
     }
 }

@@ -16,9 +16,14 @@
 //! - **Fallback** ([`Fallback`]): the in-process model (predictions `scored_by: fallback`,
 //!   `model` = the in-process model), or predictions marked `unavailable` (NaN probabilities).
 //!
-//! So a call costs at most `(1 + max_retries) · timeout` plus the backoff delays while the
-//! circuit is closed, and nothing once it is open: the pipeline never waits on a dead
-//! endpoint for longer than that.
+//! - **Budget**: one `predict` (one runner step) spends at most
+//!   [`EndpointConfig::budget_ms`] on the endpoint, whatever the number of chunks, attempts
+//!   and delays; chunks left when it is spent go to the fallback (without counting against
+//!   the endpoint). Keep it under a third of the runner's lease duration, so leases are
+//!   renewed in time while an endpoint hangs.
+//!
+//! So the pipeline never waits on a dead endpoint for longer than the budget per step while
+//! the circuit is closed, and not at all once it is open.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +67,8 @@ pub struct EndpointConfig {
     pub max_batch_rows: usize,
     /// Per attempt, ms.
     pub timeout_ms: u64,
+    /// The most one runner step spends on the endpoint, ms (all chunks, attempts, delays).
+    pub budget_ms: u64,
     pub retry: Backoff,
     /// Failed calls in a row that open the circuit.
     pub breaker_failures: u32,
@@ -82,6 +89,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("endpoint_url", &self.endpoint_url)
             .field("max_batch_rows", &self.max_batch_rows)
             .field("timeout_ms", &self.timeout_ms)
+            .field("budget_ms", &self.budget_ms)
             .field("retry", &self.retry)
             .field("breaker_failures", &self.breaker_failures)
             .field("breaker_open_ms", &self.breaker_open_ms)
@@ -98,7 +106,8 @@ impl Default for EndpointConfig {
             region: None,
             endpoint_url: None,
             max_batch_rows: 1000,
-            timeout_ms: 2000,
+            timeout_ms: 1000,
+            budget_ms: 3000,
             retry: Backoff {
                 base: Duration::from_millis(50),
                 max: Duration::from_secs(1),
@@ -123,6 +132,8 @@ pub enum CallError {
     Answer(String),
     #[error("the circuit is open")]
     Open,
+    #[error("the step's time budget is spent")]
+    Budget,
 }
 
 impl CallError {
@@ -130,7 +141,7 @@ impl CallError {
         match self {
             Self::Timeout(_) => true,
             Self::Endpoint { retryable, .. } => *retryable,
-            Self::Answer(_) | Self::Open => false,
+            Self::Answer(_) | Self::Open | Self::Budget => false,
         }
     }
 }
@@ -205,11 +216,9 @@ impl SageMakerPredictor {
 
     /// Loads the standard AWS configuration (our HTTPS client) and builds the client.
     pub async fn connect(config: EndpointConfig, schema_id: FeatureSchemaId) -> Self {
-        let settings = bikeshare_kinesis::ClientSettings {
-            region: config.region.clone(),
-            endpoint_url: config.endpoint_url.clone(),
-        };
-        let sdk = bikeshare_kinesis::load_sdk_config(&settings).await;
+        let sdk = config_loader(config.region.as_deref(), config.endpoint_url.as_deref())
+            .load()
+            .await;
         Self::new(&sdk, config, schema_id)
     }
 
@@ -257,22 +266,34 @@ impl SageMakerPredictor {
         }
     }
 
-    /// One batch through the endpoint, guarded by the breaker, with retries.
-    async fn call(&self, rows: &[&[Option<f32>]]) -> Result<(Vec<Scores>, ModelRef), CallError> {
+    /// One batch through the endpoint, guarded by the breaker, with retries, until
+    /// `deadline`.
+    async fn call(
+        &self,
+        rows: &[&[Option<f32>]],
+        deadline: Instant,
+    ) -> Result<(Vec<Scores>, ModelRef), CallError> {
         let probe = match self.circuit() {
             Circuit::Open => return Err(CallError::Open),
             Circuit::HalfOpen => true,
             Circuit::Closed => false,
         };
+        if Instant::now() >= deadline {
+            return Err(CallError::Budget);
+        }
         let body = encode_csv(rows);
         let mut attempt = 0u32;
         let result = loop {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
-            let r = self.attempt(body.clone(), rows.len()).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self.attempt(body.clone(), rows.len(), left).await;
             match r {
                 Err(e) if e.retryable() && !probe => {
                     let delay = self.config.retry.delay(attempt, &mut rand::rng());
-                    let Some(delay) = delay else { break Err(e) };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Some(delay) = delay.filter(|d| *d < left) else {
+                        break Err(e);
+                    };
                     tracing::debug!(error = %e, attempt, "endpoint call failed; retrying");
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     attempt += 1;
@@ -289,13 +310,16 @@ impl SageMakerPredictor {
         &self,
         body: String,
         rows: usize,
+        left: Duration,
     ) -> Result<(Vec<Scores>, ModelRef), CallError> {
         let mut attrs = format!("feature_schema_id={}", self.schema_id.0);
         if let Some(t) = &self.token {
             attrs.push_str(";token=");
             attrs.push_str(t);
         }
-        let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
+        let timeout = Duration::from_millis(self.config.timeout_ms.max(1))
+            .min(left)
+            .max(Duration::from_millis(1));
         let send = self
             .client
             .invoke_endpoint()
@@ -389,8 +413,9 @@ impl SageMakerPredictor {
 impl Predictor for SageMakerPredictor {
     async fn predict(&self, rows: &[&[Option<f32>]], local: &Arc<dyn Scorer>) -> Vec<Scored> {
         let mut out = Vec::with_capacity(rows.len());
+        let deadline = Instant::now() + Duration::from_millis(self.config.budget_ms);
         for chunk in rows.chunks(self.config.max_batch_rows.max(1)) {
-            match self.call(chunk).await {
+            match self.call(chunk, deadline).await {
                 Ok((scores, model)) => {
                     self.stats
                         .rows_endpoint
@@ -402,7 +427,7 @@ impl Predictor for SageMakerPredictor {
                     }));
                 }
                 Err(e) => {
-                    if !matches!(e, CallError::Open) {
+                    if !matches!(e, CallError::Open | CallError::Budget) {
                         tracing::warn!(
                             endpoint = %self.config.endpoint_name,
                             error = %e,
@@ -417,6 +442,23 @@ impl Predictor for SageMakerPredictor {
         }
         out
     }
+}
+
+/// The standard AWS configuration loader with HTTPS through rustls on *ring* (no aws-lc),
+/// and the region and endpoint URL when given. Add credentials before `load()` if need be.
+pub fn config_loader(region: Option<&str>, endpoint_url: Option<&str>) -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader
 }
 
 /// What an SDK error means for retrying.

@@ -44,11 +44,7 @@ pub fn local_config() -> ServeConfig {
 /// The shared SDK configuration for a local server: our HTTPS client, a region, fixed
 /// credentials (the server does not check SigV4), the endpoint URL.
 pub async fn sdk(url: &str) -> SdkConfig {
-    let settings = bikeshare_kinesis::ClientSettings {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(url.into()),
-    };
-    bikeshare_kinesis::client::config_loader(&settings)
+    bikeshare_models::endpoint::config_loader(Some("us-east-1"), Some(url))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .load()
         .await
