@@ -4,7 +4,9 @@
 //!
 //! - [`exporter`]: the Prometheus recorder behind the `metrics` facade and the `/metrics`
 //!   endpoint (names, units and labels are in [`bikeshare_common::metrics`]).
+//! - [`drift`]: data-quality baselines and drift checks in SageMaker Model Monitor's formats.
 //! - [`samples`]: a reader of the exposition format, for in-process consumers of it.
 
+pub mod drift;
 pub mod exporter;
 pub mod samples;

@@ -1,0 +1,786 @@
+//! Data-quality monitoring in the file formats of SageMaker Model Monitor.
+//!
+//! - [`baseline_from_rows`] (training time): `statistics.json` (per feature: present and
+//!   missing counts, mean, sum, standard deviation, min, max, and a 20-bucket equal-width
+//!   histogram with a percentile sketch, as `distribution.kll`) and `constraints.json`
+//!   (inferred type, completeness, non-negativity, and the drift comparison settings).
+//! - [`DriftWindow`] (continuously, or `bikeshare monitor`): recent rows against a baseline;
+//!   [`DriftWindow::evaluate`] gives a `constraint_violations.json` with the checks
+//!   `completeness_check`, `data_type_check` and `baseline_drift_check`, and a distance per
+//!   feature: the largest absolute difference between the baseline's and the recent
+//!   cumulative distribution, taken at the baseline's bucket edges (Model Monitor's
+//!   L-infinity distance).
+//!
+//! A value is `None` when missing and `Some(NaN)` (or infinite) when present but not a number
+//! (a data-type failure).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Histogram buckets of a numeric feature in the baseline.
+pub const BUCKETS: usize = 20;
+/// Values kept per feature to compute percentiles and buckets of large baselines.
+pub const RESERVOIR: usize = 20_000;
+/// Default drift threshold (Model Monitor's default comparison threshold).
+pub const DEFAULT_DRIFT_THRESHOLD: f64 = 0.1;
+
+/// Why baseline files cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a Model Monitor file: {source}")]
+    Format {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("statistics and constraints name different features")]
+    Mismatch,
+}
+
+// --- statistics.json ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statistics {
+    pub version: f64,
+    pub dataset: Dataset,
+    pub features: Vec<FeatureStatistics>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub item_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStatistics {
+    pub name: String,
+    pub inferred_type: InferredType,
+    pub numerical_statistics: NumericalStatistics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InferredType {
+    Integral,
+    Fractional,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericalStatistics {
+    pub common: Common,
+    pub mean: f64,
+    pub sum: f64,
+    pub std_dev: f64,
+    pub min: f64,
+    pub max: f64,
+    pub distribution: Distribution,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Common {
+    pub num_present: u64,
+    pub num_missing: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub kll: Kll,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kll {
+    pub buckets: Vec<Bucket>,
+    pub sketch: Sketch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub lower_bound: f64,
+    pub upper_bound: f64,
+    pub count: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sketch {
+    pub parameters: SketchParameters,
+    /// Percentiles 0, 1, ..., 100 of the present values.
+    pub data: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SketchParameters {
+    pub c: f64,
+    pub k: f64,
+}
+
+// --- constraints.json ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Constraints {
+    pub version: f64,
+    pub features: Vec<FeatureConstraint>,
+    pub monitoring_config: MonitoringConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureConstraint {
+    pub name: String,
+    pub inferred_type: InferredType,
+    /// The fraction of rows where the feature is present, at least.
+    pub completeness: f64,
+    pub num_constraints: NumConstraints,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumConstraints {
+    pub is_non_negative: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitoringConfig {
+    pub evaluate_constraints: String,
+    pub emit_metrics: String,
+    /// The fraction of present values that must have the baseline's type.
+    pub datatype_check_threshold: f64,
+    pub domain_content_threshold: f64,
+    pub distribution_constraints: DistributionConstraints,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributionConstraints {
+    pub perform_comparison: String,
+    pub comparison_threshold: f64,
+    pub comparison_method: String,
+}
+
+// --- constraint_violations.json -----------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violations {
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub feature_name: String,
+    pub constraint_check_type: String,
+    pub description: String,
+}
+
+/// A baseline: the two files Model Monitor reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    pub statistics: Statistics,
+    pub constraints: Constraints,
+}
+
+impl Baseline {
+    /// Writes `statistics.json` and `constraints.json` into `dir` (created if missing).
+    pub fn write(&self, dir: &Path) -> Result<(), BaselineError> {
+        std::fs::create_dir_all(dir).map_err(|source| BaselineError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        write_json(&dir.join("statistics.json"), &self.statistics)?;
+        write_json(&dir.join("constraints.json"), &self.constraints)
+    }
+
+    /// Reads `statistics.json` and `constraints.json` from `dir`.
+    pub fn read(dir: &Path) -> Result<Self, BaselineError> {
+        let statistics: Statistics = read_json(&dir.join("statistics.json"))?;
+        let constraints: Constraints = read_json(&dir.join("constraints.json"))?;
+        if !statistics
+            .features
+            .iter()
+            .map(|f| &f.name)
+            .eq(constraints.features.iter().map(|f| &f.name))
+        {
+            return Err(BaselineError::Mismatch);
+        }
+        Ok(Self {
+            statistics,
+            constraints,
+        })
+    }
+
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.statistics.features.iter().map(|f| f.name.as_str())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), BaselineError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|source| BaselineError::Format {
+        path: path.display().to_string(),
+        source,
+    })?;
+    std::fs::write(path, text).map_err(|source| BaselineError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, BaselineError> {
+    let text = std::fs::read(path).map_err(|source| BaselineError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| BaselineError::Format {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Accumulates one feature's baseline statistics.
+#[derive(Debug, Clone, Default)]
+struct Acc {
+    present: u64,
+    missing: u64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+    integral: bool,
+    non_negative: bool,
+    reservoir: Vec<f64>,
+}
+
+/// Builds a baseline from rows of features, one pass, bounded memory.
+#[derive(Debug, Clone)]
+pub struct BaselineBuilder {
+    names: Vec<String>,
+    acc: Vec<Acc>,
+    rows: u64,
+    rng: u64,
+    drift_threshold: f64,
+}
+
+impl BaselineBuilder {
+    pub fn new(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        let acc = names
+            .iter()
+            .map(|_| Acc {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                integral: true,
+                non_negative: true,
+                ..Acc::default()
+            })
+            .collect();
+        Self {
+            names,
+            acc,
+            rows: 0,
+            rng: 0x9E37_79B9_7F4A_7C15,
+            drift_threshold: DEFAULT_DRIFT_THRESHOLD,
+        }
+    }
+
+    /// The drift threshold written into `constraints.json`.
+    pub fn drift_threshold(mut self, t: f64) -> Self {
+        self.drift_threshold = t;
+        self
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: deterministic, so the same rows give the same baseline.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// One row, in the order of the names (extra values are ignored, absent ones missing).
+    pub fn push(&mut self, row: &[Option<f64>]) {
+        self.rows += 1;
+        for i in 0..self.acc.len() {
+            match row.get(i).copied().flatten().filter(|v| v.is_finite()) {
+                None => self.acc[i].missing += 1,
+                Some(v) => {
+                    let r = self.next_random();
+                    let a = &mut self.acc[i];
+                    a.present += 1;
+                    a.sum += v;
+                    a.sum_sq += v * v;
+                    a.min = a.min.min(v);
+                    a.max = a.max.max(v);
+                    a.integral &= v.fract() == 0.0;
+                    a.non_negative &= v >= 0.0;
+                    if a.reservoir.len() < RESERVOIR {
+                        a.reservoir.push(v);
+                    } else {
+                        let j = (r % a.present) as usize;
+                        if j < RESERVOIR {
+                            a.reservoir[j] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn finish(self) -> Baseline {
+        let rows = self.rows.max(1) as f64;
+        let mut stats = Vec::new();
+        let mut cons = Vec::new();
+        for (name, mut a) in self.names.into_iter().zip(self.acc) {
+            a.reservoir.sort_by(f64::total_cmp);
+            let inferred_type = if a.present == 0 {
+                InferredType::Unknown
+            } else if a.integral {
+                InferredType::Integral
+            } else {
+                InferredType::Fractional
+            };
+            let n = a.present.max(1) as f64;
+            let mean = a.sum / n;
+            let std_dev = (a.sum_sq / n - mean * mean).max(0.0).sqrt();
+            let (min, max) = if a.present == 0 {
+                (0.0, 0.0)
+            } else {
+                (a.min, a.max)
+            };
+            stats.push(FeatureStatistics {
+                name: name.clone(),
+                inferred_type,
+                numerical_statistics: NumericalStatistics {
+                    common: Common {
+                        num_present: a.present,
+                        num_missing: a.missing,
+                    },
+                    mean,
+                    sum: a.sum,
+                    std_dev,
+                    min,
+                    max,
+                    distribution: Distribution {
+                        kll: Kll {
+                            buckets: buckets(&a.reservoir, min, max, a.present),
+                            sketch: Sketch {
+                                parameters: SketchParameters { c: 0.64, k: 2048.0 },
+                                data: vec![percentiles(&a.reservoir)],
+                            },
+                        },
+                    },
+                },
+            });
+            cons.push(FeatureConstraint {
+                name,
+                inferred_type,
+                completeness: a.present as f64 / rows,
+                num_constraints: NumConstraints {
+                    is_non_negative: a.present > 0 && a.non_negative,
+                },
+            });
+        }
+        Baseline {
+            statistics: Statistics {
+                version: 0.0,
+                dataset: Dataset {
+                    item_count: self.rows,
+                },
+                features: stats,
+            },
+            constraints: Constraints {
+                version: 0.0,
+                features: cons,
+                monitoring_config: MonitoringConfig {
+                    evaluate_constraints: "Enabled".into(),
+                    emit_metrics: "Enabled".into(),
+                    datatype_check_threshold: 1.0,
+                    domain_content_threshold: 1.0,
+                    distribution_constraints: DistributionConstraints {
+                        perform_comparison: "Enabled".into(),
+                        comparison_threshold: self.drift_threshold,
+                        comparison_method: "Simple".into(),
+                    },
+                },
+            },
+        }
+    }
+}
+
+/// The baseline of `rows` (values in the order of `names`), e.g. the training rows, to be
+/// written next to the model with [`Baseline::write`].
+pub fn baseline_from_rows<R: AsRef<[Option<f64>]>>(
+    names: impl IntoIterator<Item = impl Into<String>>,
+    rows: impl IntoIterator<Item = R>,
+) -> Baseline {
+    let mut b = BaselineBuilder::new(names);
+    for r in rows {
+        b.push(r.as_ref());
+    }
+    b.finish()
+}
+
+fn buckets(sorted: &[f64], min: f64, max: f64, present: u64) -> Vec<Bucket> {
+    if sorted.is_empty() {
+        return Vec::new();
+    }
+    let n = if max > min { BUCKETS } else { 1 };
+    let width = (max - min) / n as f64;
+    let scale = present as f64 / sorted.len() as f64;
+    let mut counts = vec![0usize; n];
+    for &v in sorted {
+        let i = if width > 0.0 {
+            (((v - min) / width) as usize).min(n - 1)
+        } else {
+            0
+        };
+        counts[i] += 1;
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Bucket {
+            lower_bound: min + width * i as f64,
+            upper_bound: if i + 1 == n {
+                max
+            } else {
+                min + width * (i + 1) as f64
+            },
+            count: c as f64 * scale,
+        })
+        .collect()
+}
+
+fn percentiles(sorted: &[f64]) -> Vec<f64> {
+    if sorted.is_empty() {
+        return Vec::new();
+    }
+    (0..=100)
+        .map(|p| sorted[((sorted.len() - 1) * p) / 100])
+        .collect()
+}
+
+/// Recent values of one feature, counted against the baseline's bucket edges.
+#[derive(Debug, Clone)]
+struct Recent {
+    /// Upper bounds of the baseline's buckets.
+    edges: Vec<f64>,
+    /// The baseline CDF at each edge.
+    baseline_cdf: Vec<f64>,
+    /// Recent values at or below each edge.
+    at_or_below: Vec<u64>,
+    present: u64,
+    missing: u64,
+    wrong_type: u64,
+}
+
+/// What one evaluation found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftReport {
+    pub rows: u64,
+    pub violations: Violations,
+    /// `(feature, distance)` for every feature with present values in both.
+    pub distances: Vec<(String, f64)>,
+}
+
+impl DriftReport {
+    /// Violations per check type.
+    pub fn count(&self, check: &str) -> usize {
+        self.violations
+            .violations
+            .iter()
+            .filter(|v| v.constraint_check_type == check)
+            .count()
+    }
+
+    /// Records the drift metrics: a distance per feature, violations per check.
+    pub fn record_metrics(&self) {
+        for (f, d) in &self.distances {
+            bikeshare_common::metrics::feature_drift(f, *d);
+        }
+        for check in CHECKS {
+            bikeshare_common::metrics::drift_violations(check, self.count(check));
+        }
+    }
+
+    /// Writes `constraint_violations.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), BaselineError> {
+        std::fs::create_dir_all(dir).map_err(|source| BaselineError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        write_json(&dir.join("constraint_violations.json"), &self.violations)
+    }
+}
+
+/// The checks this monitor evaluates.
+pub const CHECKS: [&str; 3] = [
+    "completeness_check",
+    "data_type_check",
+    "baseline_drift_check",
+];
+
+/// Recent rows compared with a baseline. Push rows, evaluate, reset (tumbling windows).
+#[derive(Debug, Clone)]
+pub struct DriftWindow {
+    baseline: Baseline,
+    features: Vec<Recent>,
+    rows: u64,
+}
+
+impl DriftWindow {
+    pub fn new(baseline: Baseline) -> Self {
+        let features = baseline
+            .statistics
+            .features
+            .iter()
+            .map(|f| {
+                let b = &f.numerical_statistics.distribution.kll.buckets;
+                let total: f64 = b
+                    .iter()
+                    .map(|x| x.count)
+                    .sum::<f64>()
+                    .max(f64::MIN_POSITIVE);
+                let mut cum = 0.0;
+                let baseline_cdf = b
+                    .iter()
+                    .map(|x| {
+                        cum += x.count;
+                        cum / total
+                    })
+                    .collect();
+                Recent {
+                    edges: b.iter().map(|x| x.upper_bound).collect(),
+                    baseline_cdf,
+                    at_or_below: vec![0; b.len()],
+                    present: 0,
+                    missing: 0,
+                    wrong_type: 0,
+                }
+            })
+            .collect();
+        Self {
+            baseline,
+            features,
+            rows: 0,
+        }
+    }
+
+    pub fn baseline(&self) -> &Baseline {
+        &self.baseline
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// One row in the baseline's feature order.
+    pub fn push(&mut self, row: &[Option<f64>]) {
+        self.rows += 1;
+        for (i, r) in self.features.iter_mut().enumerate() {
+            match row.get(i).copied().flatten() {
+                None => r.missing += 1,
+                Some(v) if !v.is_finite() => r.wrong_type += 1,
+                Some(v) => {
+                    r.present += 1;
+                    let first = r.edges.partition_point(|&e| e < v);
+                    for c in &mut r.at_or_below[first..] {
+                        *c += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A row of `f32` features (the processor's `FeatureVector::values`).
+    pub fn push_f32(&mut self, row: &[Option<f32>]) {
+        let row: Vec<Option<f64>> = row.iter().map(|v| v.map(f64::from)).collect();
+        self.push(&row);
+    }
+
+    /// The violations and distances of the rows pushed since the last reset.
+    pub fn evaluate(&self) -> DriftReport {
+        let mut violations = Vec::new();
+        let mut distances = Vec::new();
+        let cfg = &self.baseline.constraints.monitoring_config;
+        let threshold = cfg.distribution_constraints.comparison_threshold;
+        let compare = cfg.distribution_constraints.perform_comparison == "Enabled";
+        for ((r, c), s) in self
+            .features
+            .iter()
+            .zip(&self.baseline.constraints.features)
+            .zip(&self.baseline.statistics.features)
+        {
+            if self.rows == 0 {
+                break;
+            }
+            let completeness = r.present as f64 / self.rows as f64;
+            if completeness + 1e-9 < c.completeness {
+                violations.push(Violation {
+                    feature_name: c.name.clone(),
+                    constraint_check_type: "completeness_check".into(),
+                    description: format!(
+                        "Data completeness ({completeness:.4}) is less than the constraint ({:.4})",
+                        c.completeness
+                    ),
+                });
+            }
+            let typed = r.present + r.wrong_type;
+            if typed > 0 {
+                let ok = r.present as f64 / typed as f64;
+                if ok + 1e-9 < cfg.datatype_check_threshold {
+                    violations.push(Violation {
+                        feature_name: c.name.clone(),
+                        constraint_check_type: "data_type_check".into(),
+                        description: format!(
+                            "Data type match ({ok:.4}) is less than the threshold ({:.4}): {} values are not {:?} numbers",
+                            cfg.datatype_check_threshold, r.wrong_type, s.inferred_type
+                        ),
+                    });
+                }
+            }
+            if r.present == 0 || r.edges.is_empty() {
+                continue;
+            }
+            let n = r.present as f64;
+            let distance = r
+                .at_or_below
+                .iter()
+                .zip(&r.baseline_cdf)
+                .map(|(&c, &b)| (c as f64 / n - b).abs())
+                .fold(0.0, f64::max);
+            distances.push((c.name.clone(), distance));
+            if compare && distance > threshold {
+                violations.push(Violation {
+                    feature_name: c.name.clone(),
+                    constraint_check_type: "baseline_drift_check".into(),
+                    description: format!(
+                        "Baseline drift distance: {distance:.4} exceeds threshold: {threshold}"
+                    ),
+                });
+            }
+        }
+        DriftReport {
+            rows: self.rows,
+            violations: Violations { violations },
+            distances,
+        }
+    }
+
+    /// Forgets the recent rows (the next window starts).
+    pub fn reset(&mut self) {
+        self.rows = 0;
+        for r in &mut self.features {
+            r.at_or_below.iter_mut().for_each(|c| *c = 0);
+            r.present = 0;
+            r.missing = 0;
+            r.wrong_type = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-normal values (sum of uniforms).
+    fn values(seed: u64, n: usize, mean: f64, sd: f64) -> Vec<f64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                let mut s = 0.0;
+                for _ in 0..12 {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    s += (x >> 11) as f64 / (1u64 << 53) as f64;
+                }
+                mean + (s - 6.0) * sd
+            })
+            .collect()
+    }
+
+    fn rows(a: &[f64], b: &[f64]) -> Vec<Vec<Option<f64>>> {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| vec![Some(*x), Some(*y)])
+            .collect()
+    }
+
+    #[test]
+    fn flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_one() {
+        let base = baseline_from_rows(
+            ["bikes", "temp"],
+            rows(&values(1, 5000, 10.0, 3.0), &values(2, 5000, 20.0, 5.0)),
+        );
+        let mut w = DriftWindow::new(base.clone());
+        // Same distributions, other draws: quiet.
+        for r in rows(&values(3, 2000, 10.0, 3.0), &values(4, 2000, 20.0, 5.0)) {
+            w.push(&r);
+        }
+        let quiet = w.evaluate();
+        assert!(quiet.violations.violations.is_empty(), "{quiet:#?}");
+        assert!(quiet.distances.iter().all(|(_, d)| *d < 0.05), "{quiet:?}");
+        // `temp` shifted by one standard deviation: flagged, `bikes` not.
+        w.reset();
+        for r in rows(&values(5, 2000, 10.0, 3.0), &values(6, 2000, 25.0, 5.0)) {
+            w.push(&r);
+        }
+        let shifted = w.evaluate();
+        let flagged: Vec<_> = shifted
+            .violations
+            .violations
+            .iter()
+            .map(|v| (v.feature_name.as_str(), v.constraint_check_type.as_str()))
+            .collect();
+        assert_eq!(flagged, vec![("temp", "baseline_drift_check")]);
+        let temp = shifted
+            .distances
+            .iter()
+            .find(|(f, _)| f == "temp")
+            .unwrap()
+            .1;
+        assert!(temp > 0.3, "distance {temp}");
+    }
+
+    #[test]
+    fn completeness_and_type_violations_and_files_round_trip() {
+        let base = baseline_from_rows(["a"], (0..100).map(|i| vec![Some(f64::from(i))]));
+        assert_eq!(
+            base.constraints.features[0].inferred_type,
+            InferredType::Integral
+        );
+        assert_eq!(base.constraints.features[0].completeness, 1.0);
+        let dir = tempfile::tempdir().unwrap();
+        base.write(dir.path()).unwrap();
+        let read = Baseline::read(dir.path()).unwrap();
+        assert_eq!(read.constraints, base.constraints);
+        let (x, y) = (&read.statistics.features[0], &base.statistics.features[0]);
+        assert_eq!(x.numerical_statistics.common, y.numerical_statistics.common);
+        // serde_json's float parsing may differ in the last bit.
+        assert!((x.numerical_statistics.std_dev - y.numerical_statistics.std_dev).abs() < 1e-9);
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("statistics.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            json["features"][0]["numerical_statistics"]["distribution"]["kll"]["buckets"]
+                .is_array()
+        );
+
+        let mut w = DriftWindow::new(base);
+        for i in 0..50 {
+            w.push(&[if i % 2 == 0 { None } else { Some(f64::from(i)) }]);
+        }
+        w.push(&[Some(f64::NAN)]);
+        let r = w.evaluate();
+        assert_eq!(r.count("completeness_check"), 1);
+        assert_eq!(r.count("data_type_check"), 1);
+        r.write(dir.path()).unwrap();
+        let v: Violations = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("constraint_violations.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v, r.violations);
+    }
+}
