@@ -115,6 +115,10 @@ pub struct RunnerSettings {
     pub checkpoint_interval_ms: u64,
     /// Records per read from a shard.
     pub batch: usize,
+    /// Where the per-shard checkpoints live (`[runner.checkpoints]`).
+    pub checkpoints: CheckpointSettings,
+    /// Shard leases (`[runner.leases]`): memory for one instance, DynamoDB for several.
+    pub leases: bikeshare_kinesis::LeaseSettings,
 }
 
 impl Default for RunnerSettings {
@@ -123,6 +127,8 @@ impl Default for RunnerSettings {
             checkpoint_dir: PathBuf::from("checkpoints/processor"),
             checkpoint_interval_ms: 10_000,
             batch: 1000,
+            checkpoints: CheckpointSettings::default(),
+            leases: bikeshare_kinesis::LeaseSettings::default(),
         }
     }
 }
@@ -145,6 +151,24 @@ pub enum PredictorBackend {
     #[default]
     InProcess,
     Sagemaker,
+}
+
+/// `[runner.checkpoints]`: the checkpoint store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointSettings {
+    /// `local` (default: files under `runner.checkpoint_dir`) or `s3`.
+    pub store: CheckpointStoreKind,
+    /// `[runner.checkpoints.s3]`: bucket, prefix, region, endpoint_url, create_bucket.
+    pub s3: bikeshare_kinesis::S3CheckpointSettings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointStoreKind {
+    #[default]
+    Local,
+    S3,
 }
 
 /// One GBFS system to ingest.
@@ -357,6 +381,36 @@ mod tests {
             assert_eq!(r.gate.margins.log_loss, 0.01);
             assert_eq!(r.gate.margins.pr_auc, 0.001, "defaults fill the rest");
             assert_eq!(Config::default().registry.backend, RegistryBackend::Local);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn scale_out_settings_leases_in_dynamodb_checkpoints_in_s3() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "scale.toml",
+                "[runner.leases]\nstore = \"dynamodb\"\ntable = \"leases\"\nduration_ms = 3000\n\
+                 [runner.checkpoints]\nstore = \"s3\"\n[runner.checkpoints.s3]\nbucket = \"cp\"\n",
+            )?;
+            jail.set_env("BIKESHARE_RUNNER__LEASES__OWNER", "worker-1");
+            let cfg = Config::load(Some(Path::new("scale.toml"))).map_err(|e| e.to_string())?;
+            let (l, c) = (&cfg.runner.leases, &cfg.runner.checkpoints);
+            assert_eq!(l.store, bikeshare_kinesis::LeaseStoreKind::Dynamodb);
+            assert_eq!((l.table.as_str(), l.duration_ms), ("leases", 3000));
+            assert_eq!(l.owner.as_deref(), Some("worker-1"));
+            assert_eq!(c.store, CheckpointStoreKind::S3);
+            assert_eq!(c.s3.bucket, "cp");
+            assert_eq!(
+                c.s3.prefix, "checkpoints/processor/",
+                "defaults fill the rest"
+            );
+            let defaults = Config::default().runner;
+            assert_eq!(defaults.checkpoints.store, CheckpointStoreKind::Local);
+            assert_eq!(
+                defaults.leases.store,
+                bikeshare_kinesis::LeaseStoreKind::Memory
+            );
             Ok(())
         });
     }

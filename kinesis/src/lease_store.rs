@@ -25,6 +25,54 @@ use bikeshare_common::stream::consumer::lease::{Lease, LeaseError, LeaseStore};
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
+/// `[runner.leases]`: where the processor's shard leases live.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LeaseSettings {
+    /// `memory` (default: one instance takes every shard, no DynamoDB) or `dynamodb`
+    /// (several instances share the shards).
+    pub store: LeaseStoreKind,
+    /// The DynamoDB table: one per application and input stream.
+    pub table: String,
+    /// AWS region; from the standard AWS configuration when absent.
+    pub region: Option<String>,
+    /// Endpoint override for DynamoDB only (an emulator); `AWS_ENDPOINT_URL_DYNAMODB` works
+    /// as well.
+    pub endpoint_url: Option<String>,
+    /// Create the table if it is missing (development, emulators; in AWS the
+    /// infrastructure templates create it).
+    pub create_table: bool,
+    /// This instance's name among those sharing the shards; unique per running process.
+    /// Default: `<host>-<pid>`.
+    pub owner: Option<String>,
+    /// How long a lease lasts unless renewed; renewed every third of it. An instance that
+    /// dies loses its shards after at most this long.
+    pub duration_ms: u64,
+}
+
+/// Which lease store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseStoreKind {
+    #[default]
+    Memory,
+    Dynamodb,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        Self {
+            store: LeaseStoreKind::Memory,
+            table: "bikeshare-processor-leases".into(),
+            region: None,
+            endpoint_url: None,
+            create_table: false,
+            owner: None,
+            duration_ms: 10_000,
+        }
+    }
+}
+
 /// Leases of one application in one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {

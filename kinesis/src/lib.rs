@@ -15,6 +15,10 @@
 //!   `SubscribeToShard`), chosen by configuration instead of polling.
 //! - [`DynamoLeaseStore`] ([`lease_store`]): shard leases (the KCL model of
 //!   `bikeshare_common::stream::consumer::lease`) in DynamoDB with conditional writes.
+//! - [`S3CheckpointStore`] ([`checkpoint_store`]): the processor's per-shard checkpoints in
+//!   S3.
+//! - [`LeaseSettings`] ([`lease_store`]): `[runner.leases]`, which lease store the processor
+//!   uses (memory for one instance, DynamoDB for several).
 //! - [`metrics`]: per-shard figures (`MillisBehindLatest`, iterator age, records, bytes,
 //!   throttles) and producer counters.
 //!
@@ -22,6 +26,7 @@
 //! re-sending only failed records, per-key order, backpressure); consuming through any
 //! shard consumer, e.g. the stream processor's runner.
 
+pub mod checkpoint_store;
 pub mod client;
 pub mod config;
 pub mod cursor;
@@ -31,11 +36,13 @@ pub mod lease_store;
 pub mod metrics;
 pub mod stream;
 
+pub use aws_config::SdkConfig;
+pub use checkpoint_store::{S3CheckpointSettings, S3CheckpointStore};
 pub use client::{ClientSettings, kinesis_client, load_sdk_config};
 pub use config::{KinesisConfig, KinesisStreams, ReadMode};
 pub use cursor::{KinesisCursor, ReadPacer, ReadSettings};
 pub use error::{EXPIRED_ITERATOR_CODE, THROTTLED_CODE};
 pub use fanout::{FanOutCursor, FanOutReader, FanOutSettings};
-pub use lease_store::DynamoLeaseStore;
+pub use lease_store::{DynamoLeaseStore, LeaseSettings, LeaseStoreKind};
 pub use metrics::{KinesisMetrics, ShardMetrics, WriteMetrics};
 pub use stream::{INVALID_RECORD_CODE, KinesisStream};

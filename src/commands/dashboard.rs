@@ -1,11 +1,8 @@
 //! `bikeshare dashboard`, and the dashboard part of `up`.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use bikeshare_common::SharedClock;
-use bikeshare_common::stream::embedded::EmbeddedStream;
-use bikeshare_common::stream::{StreamReader, names};
+use bikeshare_common::stream::names;
 use bikeshare_dashboard::server::{self, RunningDashboard};
 use bikeshare_dashboard::state::{self as dash, DashboardState, Sources};
 
@@ -39,19 +36,10 @@ pub async fn start(
     stop_follow: impl std::future::Future<Output = ()> + Send + 'static,
     stop_server: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningDashboard> {
-    let path = config.data_path(&config.stream.path);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let shards = config.stream.shards;
+    let backend = super::streams::Backend::from_config(config).await?;
     let open = |name: &'static str| {
-        let path = path.clone();
-        async move {
-            EmbeddedStream::open(&path, name, shards)
-                .await
-                .map(|s| Arc::new(s) as Arc<dyn StreamReader>)
-                .with_context(|| format!("opening stream {name:?}"))
-        }
+        let backend = backend.clone();
+        async move { backend.reader(name).await }
     };
     let sources = Sources {
         events: open(names::EVENTS).await?,

@@ -17,10 +17,8 @@ mod up;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use bikeshare_common::stream::embedded::EmbeddedStream;
-use bikeshare_common::stream::names;
 use bikeshare_common::stream::publisher::PublisherConfig;
+use bikeshare_common::stream::{StreamWriter, names};
 use bikeshare_common::{SharedClock, SystemClock};
 use bikeshare_producers::output::StreamOutput;
 
@@ -47,36 +45,31 @@ pub fn wall_clock() -> SharedClock {
     Arc::new(SystemClock)
 }
 
-/// The input streams (`events`, `dead-letters`), created if missing.
+/// The producers' streams (`events`, `dead-letters`) on the configured backend (embedded or
+/// Kinesis, see [`streams::Backend`]), created if missing (on Kinesis when
+/// `[stream.kinesis] create_missing` says so).
 pub struct Streams {
-    pub events: EmbeddedStream,
-    pub dead_letters: EmbeddedStream,
+    pub backend: streams::Backend,
+    pub events: Arc<dyn StreamWriter>,
+    pub dead_letters: Arc<dyn StreamWriter>,
 }
 
 pub async fn open_streams(config: &Config) -> anyhow::Result<Streams> {
-    let path = config.data_path(&config.stream.path);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let open = |name: &'static str| {
-        let path = path.clone();
-        async move {
-            EmbeddedStream::open(&path, name, config.stream.shards)
-                .await
-                .with_context(|| format!("opening stream {name:?} in {}", path.display()))
-        }
-    };
+    let backend = streams::Backend::from_config(config).await?;
     Ok(Streams {
-        events: open(names::EVENTS).await?,
-        dead_letters: open(names::DEAD_LETTERS).await?,
+        events: backend.writer(names::EVENTS).await?,
+        dead_letters: backend.writer(names::DEAD_LETTERS).await?,
+        backend,
     })
 }
 
-/// The producers' output: events and dead letters published to their streams.
+/// The producers' output: events and dead letters published to their streams through the
+/// batching, retrying `Publisher` (on Kinesis: `PutRecords` within the limits, only failed
+/// records re-sent, per-key order kept).
 pub fn stream_output(streams: &Streams, clock: SharedClock) -> StreamOutput {
     StreamOutput::new(
-        Arc::new(streams.events.clone()),
-        Arc::new(streams.dead_letters.clone()),
+        streams.events.clone(),
+        streams.dead_letters.clone(),
         PublisherConfig::default(),
         clock,
     )

@@ -1,12 +1,19 @@
 //! `bikeshare process`: the stream processor over the `events` stream of the configured
-//! backend (embedded or Kinesis, see [`super::streams`]).
+//! backend (embedded or Kinesis, see [`super::streams`]), with its checkpoint store (local
+//! directory or S3) and its lease store (memory for one instance, DynamoDB for several
+//! instances sharing the shards).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bikeshare_common::checkpoint::LocalCheckpointStore;
+use anyhow::Context;
+use bikeshare_common::checkpoint::{CheckpointStore, LocalCheckpointStore};
+use bikeshare_common::stream::consumer::lease::{LeaseConfig, LeaseStore, MemoryLeaseStore};
 use bikeshare_common::stream::names;
 use bikeshare_common::stream::publisher::PublisherConfig;
+use bikeshare_kinesis::{
+    ClientSettings, DynamoLeaseStore, LeaseStoreKind, S3CheckpointStore, load_sdk_config,
+};
 use bikeshare_models::endpoint::SageMakerPredictor;
 use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
 use bikeshare_stream_processor::Processor;
@@ -17,7 +24,7 @@ use super::models::{ScorerFeed, scorer_feed};
 use super::streams::Backend;
 use super::{shutdown_signal, wall_clock};
 use crate::cli::ProcessArgs;
-use crate::config::{Config, PredictorBackend};
+use crate::config::{CheckpointStoreKind, Config, PredictorBackend};
 
 pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     let (runner, feed) = build(&config, args.features, args.until_caught_up).await?;
@@ -82,23 +89,29 @@ pub async fn build(
     );
     let processor = Processor::new(config.processor.clone());
     let feed = scorer_feed(config, processor.schema(), wall_clock()).await?;
-    let store = LocalCheckpointStore::new(config.data_path(&config.runner.checkpoint_dir));
+    let leases = &config.runner.leases;
     let runner_config = RunnerConfig {
         batch: config.runner.batch,
         checkpoint_interval: Duration::from_millis(config.runner.checkpoint_interval_ms),
         stop_when_caught_up: until_caught_up,
+        lease: LeaseConfig {
+            owner: leases.owner.clone().unwrap_or_else(default_owner),
+            duration: Duration::from_millis(leases.duration_ms.max(300)),
+        },
         ..RunnerConfig::default()
     };
+    tracing::info!(owner = %runner_config.lease.owner, leases = ?leases.store, checkpoints = ?config.runner.checkpoints.store, "processor instance");
     let schema_id = processor.schema().id().clone();
     let runner = Runner::new(
         events,
         Arc::new(sinks),
-        Arc::new(store),
+        checkpoint_store(config).await?,
         feed.rx.clone(),
         wall_clock(),
         processor,
         runner_config,
-    );
+    )
+    .with_lease_store(lease_store(config).await?);
     let runner = match config.predictor.backend {
         PredictorBackend::InProcess => runner,
         PredictorBackend::Sagemaker => {
@@ -115,4 +128,69 @@ pub async fn build(
         }
     };
     Ok((runner, feed))
+}
+
+/// The AWS configuration for a store: its own region, else the Kinesis backend's.
+async fn sdk_config(config: &Config, region: Option<&String>) -> bikeshare_kinesis::SdkConfig {
+    load_sdk_config(&ClientSettings {
+        region: region.or(config.stream.kinesis.region.as_ref()).cloned(),
+        endpoint_url: None,
+    })
+    .await
+}
+
+/// The configured checkpoint store (`[runner.checkpoints]`).
+pub async fn checkpoint_store(config: &Config) -> anyhow::Result<Arc<dyn CheckpointStore>> {
+    let settings = &config.runner.checkpoints;
+    Ok(match settings.store {
+        CheckpointStoreKind::Local => Arc::new(LocalCheckpointStore::new(
+            config.data_path(&config.runner.checkpoint_dir),
+        )),
+        CheckpointStoreKind::S3 => {
+            let sdk = sdk_config(config, settings.s3.region.as_ref()).await;
+            let store = S3CheckpointStore::new(&sdk, &settings.s3)?;
+            if settings.s3.create_bucket {
+                store
+                    .ensure_bucket()
+                    .await
+                    .context("creating the checkpoint bucket")?;
+            }
+            Arc::new(store)
+        }
+    })
+}
+
+/// The configured lease store (`[runner.leases]`).
+pub async fn lease_store(config: &Config) -> anyhow::Result<Arc<dyn LeaseStore>> {
+    let settings = &config.runner.leases;
+    Ok(match settings.store {
+        LeaseStoreKind::Memory => Arc::new(MemoryLeaseStore::default()),
+        LeaseStoreKind::Dynamodb => {
+            let sdk = sdk_config(config, settings.region.as_ref()).await;
+            let store =
+                DynamoLeaseStore::new(&sdk, &settings.table, settings.endpoint_url.as_deref());
+            if settings.create_table {
+                store
+                    .ensure_table()
+                    .await
+                    .context("creating the lease table")?;
+            }
+            Arc::new(store)
+        }
+    })
+}
+
+/// `<host>-<pid>`: unique among running processes.
+fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
 }

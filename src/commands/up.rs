@@ -1,6 +1,6 @@
 //! `bikeshare up`: the main job on one machine — the simulated city served over HTTP, the
-//! GBFS and weather producers polling it, the embedded stream, the processor, and a live
-//! summary on stdout.
+//! GBFS and weather producers polling it, the configured stream backend (embedded by
+//! default, or Kinesis), the processor, and a live summary on stdout.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -63,15 +63,13 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         &stop_rx,
     )?;
 
-    let predictions = bikeshare_common::stream::embedded::EmbeddedStream::open(
-        config.data_path(&config.stream.path),
-        bikeshare_common::stream::names::PREDICTIONS,
-        config.stream.shards,
-    )
-    .await?;
+    let predictions = streams
+        .backend
+        .reader(bikeshare_common::stream::names::PREDICTIONS)
+        .await?;
     let api = bikeshare_sinks::subscribe::serve(
         config.api.clone(),
-        Arc::new(predictions),
+        predictions,
         clock.clone(),
         stopped(stop_rx.clone()),
     )

@@ -62,3 +62,22 @@ pub fn stream_records(data_dir: &Path, stream: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// An emulator's endpoint from `var` (`BIKESHARE_TEST_KINESIS_ENDPOINT`,
+/// `BIKESHARE_TEST_MOTO_ENDPOINT`, set by `scripts/test.sh`). Without it the test is
+/// skipped, except in CI (`CI=true`), where a missing emulator is a failure.
+pub fn emulator(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("{test}: {var} is not set in CI; run the tests with scripts/test.sh")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED {test}: {var} is not set (run scripts/test.sh, or \
+                 scripts/emulators.sh cargo test --test {test})"
+            );
+            None
+        }
+    }
+}
