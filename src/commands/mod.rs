@@ -17,6 +17,7 @@ mod up;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use bikeshare_common::stream::publisher::PublisherConfig;
 use bikeshare_common::stream::{StreamWriter, names};
 use bikeshare_common::{SharedClock, SystemClock};
