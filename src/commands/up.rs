@@ -110,8 +110,9 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     for t in producers {
         let _ = t.await;
     }
-    let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
+    // The summary task holds the output too: it must end before the output can be closed.
     let _ = summary.await;
+    let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
     close_output(output).await?;
     let processor = processor.await.context("processor task")??;
     if let Some(w) = watcher {
