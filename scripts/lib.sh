@@ -38,10 +38,12 @@ ensure_rust() {
   (cd "$ROOT" && cargo --version >/dev/null)
 }
 
-# ensure_build_deps: what the workspace's -sys crates need (a C compiler for SQLite).
+# ensure_build_deps: what the workspace's -sys crates need (a C compiler for SQLite; cmake,
+# a C++ compiler and libclang for xgboost-sys, which builds XGBoost from source and runs bindgen).
 ensure_build_deps() {
   command -v cc >/dev/null || apt_install build-essential
   command -v pkg-config >/dev/null || apt_install pkg-config
+  apt_install cmake clang libclang-dev
 }
 
 # ensure_chromium: Debian's Chromium, for the dashboard's browser test.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// Predicts, for every bikeshare station, whether it runs out of bikes or docks within
 /// 30 minutes — from live GBFS feeds, a recorded history, or the built-in city simulator.
@@ -37,6 +37,10 @@ pub enum Command {
     /// Run a recorded or simulated history through the same processor, offline, and write
     /// labelled, point-in-time-correct training rows.
     Backfill(BackfillArgs),
+    /// Train the two models (went empty, went full) on labelled rows — a backfill CSV, a
+    /// recorded history, or a simulated one — evaluate them on held-out later days against
+    /// the baselines, and write a model directory (card.json, empty.json, full.json).
+    Train(TrainArgs),
     /// Print records from a stream (events, dead letters) as JSON lines.
     Tail(TailArgs),
     /// Serve the web dashboard over the streams in the data directory (`up` serves it too).
@@ -176,6 +180,44 @@ pub struct BackfillArgs {
     /// feature is an empty field).
     #[arg(long, short)]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["rows", "history", "simulate_days"])))]
+pub struct TrainArgs {
+    /// The model directory to write (it must not exist).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Training rows written by `bikeshare backfill` (CSV).
+    #[arg(long, value_name = "CSV")]
+    pub rows: Option<PathBuf>,
+    /// A recorded history to backfill and train on (files in order; give --format).
+    #[arg(long, num_args = 1.., value_name = "FILE", requires = "format")]
+    pub history: Vec<PathBuf>,
+    /// Format of the --history files.
+    #[arg(long, value_enum)]
+    pub format: Option<ReplayFormat>,
+    /// System id of the --history (JSON lines keep their own).
+    #[arg(long, default_value = "replay")]
+    pub system_id: String,
+    /// Station list of the --history (Bluebikes stations.csv, or station_information.json).
+    #[arg(long, value_name = "FILE")]
+    pub history_stations: Option<PathBuf>,
+    /// Simulate this many days of the configured city, ending now, and train on them.
+    #[arg(long, value_name = "DAYS")]
+    pub simulate_days: Option<u32>,
+    /// Stations of the simulated city (default: the configured city's).
+    #[arg(long, requires = "simulate_days")]
+    pub sim_stations: Option<u32>,
+    /// Model version written in the card (default: the UTC time, e.g. 20240601T120000Z).
+    #[arg(long)]
+    pub model_version: Option<String>,
+    /// Most boosting rounds (overrides `train.params.max_rounds`).
+    #[arg(long)]
+    pub max_rounds: Option<u32>,
+    /// XGBoost threads (overrides `train.params.nthread`).
+    #[arg(long)]
+    pub nthread: Option<u32>,
 }
 
 #[derive(Debug, Args)]

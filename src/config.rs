@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bikeshare_dashboard::server::DashboardConfig;
+use bikeshare_models::dataset::SplitConfig;
 use bikeshare_models::endpoint::EndpointConfig;
 use bikeshare_models::serve::ServeConfig;
+use bikeshare_models::training::TrainParams;
 use bikeshare_producers::gbfs::PollerConfig;
 use bikeshare_producers::simulator::SimulatorConfig;
 use bikeshare_producers::weather::WeatherConfig;
@@ -54,6 +56,8 @@ pub struct Config {
     /// The Prometheus `/metrics` endpoint of `up`, `process` and `ingest` (`[metrics]`;
     /// the token comes from `BIKESHARE_METRICS_TOKEN` only).
     pub metrics: bikeshare_monitor::exporter::MetricsConfig,
+    /// Training (`bikeshare train`): model name, XGBoost parameters, the time-based split.
+    pub train: TrainConfig,
     pub log: LogConfig,
 }
 
@@ -169,6 +173,28 @@ pub enum CheckpointStoreKind {
     #[default]
     Local,
     S3,
+}
+
+/// Training settings (`[train]`, `[train.params]`, `[train.split]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// The model name written in the model card.
+    pub model_name: String,
+    /// XGBoost parameters and the round budget, e.g. `BIKESHARE_TRAIN__PARAMS__NTHREAD=1`.
+    pub params: TrainParams,
+    /// Days held out for validation (early stopping, thresholds) and test (the report).
+    pub split: SplitConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model_name: "bikeshare-stockout".into(),
+            params: TrainParams::default(),
+            split: SplitConfig::default(),
+        }
+    }
 }
 
 /// One GBFS system to ingest.

@@ -1,5 +1,8 @@
 //! # bikeshare-models
 //!
+//! Training, evaluation and fast inference of the two station models (went empty, went
+//! full within the horizon).
+//!
 //! - [`xgboost`]: a pure-Rust evaluator of XGBoost JSON models (binary logistic gbtree),
 //!   exact to the bit with XGBoost's own prediction, for the processor's hot path.
 //! - [`scorer`]: [`scorer::XgbScorer`], the processor's `Scorer` made of two such models
@@ -16,8 +19,19 @@
 //!   rows by a margin) and its recorded decisions.
 //! - [`hotswap`]: follows the registry's production version and hands new scorers to the
 //!   running processor.
+//! - [`dataset`]: [`dataset::TrainingData`], labelled rows from any source (one loader per
+//!   source), and the time-based split.
+//! - [`training`]: both models with XGBoost (`xgboost-rs`), round by round with early
+//!   stopping, evaluated and described by a model card.
+//! - [`eval`]: metrics of any `Scorer` on labelled rows, the baselines, the verdict.
+//! - [`artifact`]: the model directory (`card.json`, `empty.json`, `full.json`).
+//! - [`bootstrap`]: a first model from a simulated history, when there is none.
 
+pub mod artifact;
+pub mod bootstrap;
+pub mod dataset;
 pub mod endpoint;
+pub mod eval;
 pub mod hotswap;
 pub mod model_dir;
 pub mod promote;
@@ -25,4 +39,5 @@ pub mod registry;
 pub mod scorer;
 pub mod serve;
 pub mod synthetic;
+pub mod training;
 pub mod xgboost;

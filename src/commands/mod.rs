@@ -12,6 +12,7 @@ mod simulate;
 mod streams;
 mod subscribe;
 mod tail;
+mod train;
 mod up;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Up(args) => up::run(args, config).await,
         Command::Simulate(args) => simulate::run(args, config).await,
         Command::ServeModel(args) => serve_model::run(args, config).await,
+        Command::Train(args) => train::run(args, config).await,
     }
 }
 

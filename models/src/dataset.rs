@@ -1,0 +1,716 @@
+//! Labelled feature rows for training and evaluation, and their time-based split.
+//!
+//! [`TrainingData`] is one table whatever the rows came from: one loader per source fills it
+//! through [`TrainingData::push`], so a new source (the Parquet lake) is one more loader.
+//! Loaders today:
+//!
+//! - [`TrainingData::from_events`]: any history of input events (a simulated city, a replayed
+//!   recording) through the processor's [`Backfill`], which joins every feature row with its
+//!   label by prediction id — the exact online features, labels from after `as_of` only;
+//! - [`TrainingData::from_rows`]: already joined [`TrainingRow`]s;
+//! - [`TrainingData::from_backfill_csv`]: the CSV that `bikeshare backfill` writes.
+//!
+//! Rows are kept in `as_of` order, so a [`Split`] is three contiguous ranges: train on the
+//! earlier days, validate and test on the later ones, never shuffled. Rows whose label window
+//! `(as_of, as_of + horizon]` crosses a boundary are purged from the earlier part, so no
+//! training label reads the validation period (nor a validation label the test period).
+
+use std::io::BufRead;
+use std::ops::Range;
+
+use bikeshare_common::Timestamp;
+use bikeshare_common::contracts::{Envelope, FeatureSchemaId};
+use bikeshare_stream_processor::backfill::{Backfill, BackfillStats, CSV_KEY_COLUMNS, TrainingRow};
+use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig};
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: i64 = 24 * Timestamp::HOUR_MS;
+
+/// Why rows could not be loaded or split.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("reading {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}, line {line}: {message}")]
+    Parse {
+        what: String,
+        line: u64,
+        message: String,
+    },
+    #[error("rows of feature schema {found} cannot join rows of {expected}")]
+    Schema { expected: String, found: String },
+    #[error("not enough data: {0}")]
+    TooLittle(String),
+}
+
+impl bikeshare_common::error::Classify for DataError {
+    fn class(&self) -> bikeshare_common::error::ErrorClass {
+        match self {
+            Self::Io { .. } => bikeshare_common::error::ErrorClass::External,
+            _ => bikeshare_common::error::ErrorClass::User,
+        }
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+/// What is known about a row besides its features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowMeta {
+    pub station_id: String,
+    pub as_of: Timestamp,
+    pub went_empty: bool,
+    pub went_full: bool,
+    pub empty_now: bool,
+    pub full_now: bool,
+    /// Local hour of day (0–23) from the `hour_sin`/`hour_cos` features, else the UTC hour.
+    pub hour: u8,
+}
+
+/// Which of the two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    WentEmpty,
+    WentFull,
+}
+
+impl Target {
+    pub const BOTH: [Target; 2] = [Target::WentEmpty, Target::WentFull];
+    /// The file stem of its model in a model directory.
+    pub fn stem(self) -> &'static str {
+        match self {
+            Self::WentEmpty => "empty",
+            Self::WentFull => "full",
+        }
+    }
+    pub fn label(self, m: &RowMeta) -> bool {
+        match self {
+            Self::WentEmpty => m.went_empty,
+            Self::WentFull => m.went_full,
+        }
+    }
+    /// The state now that persistence carries forward.
+    pub fn state_now(self, m: &RowMeta) -> bool {
+        match self {
+            Self::WentEmpty => m.empty_now,
+            Self::WentFull => m.full_now,
+        }
+    }
+}
+
+/// Labelled rows of one feature schema, in `as_of` order. Features are stored dense,
+/// row-major, with `NaN` for a missing value (never 0: "0 bikes" is a value).
+#[derive(Debug, Clone)]
+pub struct TrainingData {
+    schema_id: FeatureSchemaId,
+    feature_names: Vec<String>,
+    horizon_minutes: u32,
+    hour_idx: Option<(usize, usize)>,
+    values: Vec<f32>,
+    meta: Vec<RowMeta>,
+    sorted: bool,
+}
+
+impl TrainingData {
+    /// An empty table for `schema` and a label horizon.
+    pub fn new(schema: &FeatureSchema, horizon_minutes: u32) -> Self {
+        Self::with_names(
+            schema.id().clone(),
+            schema.names().map(str::to_owned).collect(),
+            horizon_minutes,
+        )
+    }
+
+    fn with_names(
+        schema_id: FeatureSchemaId,
+        feature_names: Vec<String>,
+        horizon_minutes: u32,
+    ) -> Self {
+        let find = |n: &str| feature_names.iter().position(|f| f == n);
+        let hour_idx = find("hour_sin").zip(find("hour_cos"));
+        Self {
+            schema_id,
+            feature_names,
+            horizon_minutes,
+            hour_idx,
+            values: Vec::new(),
+            meta: Vec::new(),
+            sorted: true,
+        }
+    }
+
+    /// Adds one row (`values` in schema order; `None` = missing). Every loader goes through here.
+    pub fn push(
+        &mut self,
+        station_id: &str,
+        as_of: Timestamp,
+        label: RowLabel,
+        values: impl IntoIterator<Item = Option<f32>>,
+    ) {
+        let start = self.values.len();
+        self.values
+            .extend(values.into_iter().map(|v| v.unwrap_or(f32::NAN)));
+        self.values
+            .resize(start + self.feature_names.len(), f32::NAN);
+        let row = &self.values[start..];
+        let hour = self
+            .hour_idx
+            .and_then(|(s, c)| local_hour(row[s], row[c]))
+            .unwrap_or_else(|| (as_of.millis().rem_euclid(DAY_MS) / Timestamp::HOUR_MS) as u8);
+        if self.meta.last().is_some_and(|m| m.as_of > as_of) {
+            self.sorted = false;
+        }
+        self.meta.push(RowMeta {
+            station_id: station_id.to_owned(),
+            as_of,
+            went_empty: label.went_empty,
+            went_full: label.went_full,
+            empty_now: label.empty_now,
+            full_now: label.full_now,
+            hour,
+        });
+    }
+
+    /// Joined rows of `schema`.
+    pub fn from_rows(
+        schema: &FeatureSchema,
+        horizon_minutes: u32,
+        rows: impl IntoIterator<Item = TrainingRow>,
+    ) -> Result<Self, DataError> {
+        let mut data = Self::new(schema, horizon_minutes);
+        for r in rows {
+            data.push_training_row(&r)?;
+        }
+        data.finish();
+        Ok(data)
+    }
+
+    fn push_training_row(&mut self, r: &TrainingRow) -> Result<(), DataError> {
+        if r.row.vector.schema_id != self.schema_id {
+            return Err(DataError::Schema {
+                expected: self.schema_id.0.clone(),
+                found: r.row.vector.schema_id.0.clone(),
+            });
+        }
+        self.push(
+            r.row.vector.station_id.as_str(),
+            r.row.vector.as_of,
+            RowLabel {
+                went_empty: r.label.went_empty,
+                went_full: r.label.went_full,
+                empty_now: r.label.empty_at_as_of,
+                full_now: r.label.full_at_as_of,
+            },
+            r.row.vector.values.iter().copied(),
+        );
+        Ok(())
+    }
+
+    /// A history of input events (event-time order, as a simulation or a replay yields them)
+    /// through the processor, offline: the backfill's labelled rows. See [`EventsLoader`]
+    /// for histories pushed one event at a time.
+    pub fn from_events(
+        config: ProcessorConfig,
+        events: impl IntoIterator<Item = Envelope>,
+    ) -> Result<(Self, BackfillStats), DataError> {
+        let mut loader = EventsLoader::new(config);
+        for env in events {
+            loader.push(env);
+        }
+        loader.finish()
+    }
+
+    /// The CSV of `bikeshare backfill`: a `# feature_schema_id=` comment, a header of the key
+    /// columns then the feature names, one row per line, empty field = missing.
+    pub fn from_backfill_csv(
+        reader: impl BufRead,
+        what: &str,
+        horizon_minutes: u32,
+    ) -> Result<Self, DataError> {
+        let parse = |line: u64, message: String| DataError::Parse {
+            what: what.to_owned(),
+            line,
+            message,
+        };
+        let mut lines = reader.lines();
+        let mut next = |n: u64| -> Result<Option<String>, DataError> {
+            lines.next().transpose().map_err(|source| DataError::Io {
+                what: format!("{what}, line {n}"),
+                source,
+            })
+        };
+        let first = next(1)?.ok_or_else(|| parse(1, "empty file".into()))?;
+        let schema_id = first
+            .strip_prefix("# feature_schema_id=")
+            .ok_or_else(|| parse(1, "expected `# feature_schema_id=...`".into()))?
+            .trim()
+            .to_owned();
+        let header = next(2)?.ok_or_else(|| parse(2, "no header".into()))?;
+        let columns: Vec<&str> = header.split(',').collect();
+        let keys = CSV_KEY_COLUMNS.len();
+        if columns.len() <= keys || columns[..keys] != *CSV_KEY_COLUMNS {
+            return Err(parse(
+                2,
+                format!("header must start with {}", CSV_KEY_COLUMNS.join(",")),
+            ));
+        }
+        let names: Vec<String> = columns[keys..].iter().map(|s| (*s).to_owned()).collect();
+        let n_features = names.len();
+        let mut data = Self::with_names(FeatureSchemaId(schema_id), names, horizon_minutes);
+        let mut line_no = 2u64;
+        let mut fields: Vec<String> = Vec::new();
+        while let Some(line) = next(line_no + 1)? {
+            line_no += 1;
+            if line.is_empty() {
+                continue;
+            }
+            split_csv(&line, &mut fields);
+            if fields.len() != keys + n_features {
+                return Err(parse(
+                    line_no,
+                    format!("{} fields, expected {}", fields.len(), keys + n_features),
+                ));
+            }
+            let flag = |i: usize| match fields[i].as_str() {
+                "1" => Ok(true),
+                "0" => Ok(false),
+                other => Err(parse(
+                    line_no,
+                    format!("{}: {other:?} is not 0 or 1", CSV_KEY_COLUMNS[i]),
+                )),
+            };
+            let as_of: i64 = fields[2]
+                .parse()
+                .map_err(|_| parse(line_no, format!("as_of_ms: {:?}", fields[2])))?;
+            let label = RowLabel {
+                went_empty: flag(5)?,
+                went_full: flag(6)?,
+                empty_now: flag(7)?,
+                full_now: flag(8)?,
+            };
+            let mut values = Vec::with_capacity(n_features);
+            for (i, f) in fields[keys..].iter().enumerate() {
+                values.push(if f.is_empty() {
+                    None
+                } else {
+                    Some(f.parse::<f32>().map_err(|_| {
+                        parse(
+                            line_no,
+                            format!("{}: {f:?} is not a number", data.feature_names[i]),
+                        )
+                    })?)
+                });
+            }
+            data.push(&fields[1], Timestamp(as_of), label, values);
+        }
+        data.finish();
+        Ok(data)
+    }
+
+    /// Restores `as_of` order (stable: rows of the same instant keep their order).
+    pub fn finish(&mut self) {
+        if self.sorted {
+            return;
+        }
+        let n = self.feature_names.len();
+        let mut order: Vec<usize> = (0..self.meta.len()).collect();
+        order.sort_by_key(|&i| self.meta[i].as_of);
+        let mut values = Vec::with_capacity(self.values.len());
+        let mut meta = Vec::with_capacity(self.meta.len());
+        for i in order {
+            values.extend_from_slice(&self.values[i * n..(i + 1) * n]);
+            meta.push(self.meta[i].clone());
+        }
+        self.values = values;
+        self.meta = meta;
+        self.sorted = true;
+    }
+
+    pub fn schema_id(&self) -> &FeatureSchemaId {
+        &self.schema_id
+    }
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+    pub fn num_features(&self) -> usize {
+        self.feature_names.len()
+    }
+    pub fn horizon_minutes(&self) -> u32 {
+        self.horizon_minutes
+    }
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+    /// Row `i`'s features, `NaN` = missing.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let n = self.feature_names.len();
+        &self.values[i * n..(i + 1) * n]
+    }
+    /// Rows `range`, row-major.
+    pub fn rows(&self, range: Range<usize>) -> &[f32] {
+        let n = self.feature_names.len();
+        &self.values[range.start * n..range.end * n]
+    }
+    pub fn meta(&self, i: usize) -> &RowMeta {
+        &self.meta[i]
+    }
+    /// The labels of `target` for `range`, as 0/1.
+    pub fn labels(&self, target: Target, range: Range<usize>) -> Vec<f32> {
+        self.meta[range]
+            .iter()
+            .map(|m| if target.label(m) { 1.0 } else { 0.0 })
+            .collect()
+    }
+    /// First and last `as_of`.
+    pub fn window(&self) -> Option<(Timestamp, Timestamp)> {
+        Some((self.meta.first()?.as_of, self.meta.last()?.as_of))
+    }
+
+    /// Splits by time; see [`SplitConfig`].
+    pub fn split(&self, config: &SplitConfig) -> Result<Split, DataError> {
+        let (first, last) = self
+            .window()
+            .ok_or_else(|| DataError::TooLittle("no labelled rows".into()))?;
+        let span = last.millis() - first.millis();
+        let (valid_start, test_start, method) =
+            if span >= i64::from(config.valid_days + config.test_days + 1) * DAY_MS {
+                let end = last
+                    .plus_millis(Timestamp::HOUR_MS - 1)
+                    .floor_to(Timestamp::HOUR_MS)
+                    .millis();
+                let test = end - i64::from(config.test_days) * DAY_MS;
+                (
+                    test - i64::from(config.valid_days) * DAY_MS,
+                    test,
+                    SplitMethod::Days,
+                )
+            } else {
+                let at = |f: f64| {
+                    Timestamp(first.millis() + (span as f64 * f) as i64)
+                        .floor_to(Timestamp::MINUTE_MS)
+                        .millis()
+                };
+                (at(0.6), at(0.8), SplitMethod::Fractions)
+            };
+        let horizon_ms = i64::from(self.horizon_minutes) * Timestamp::MINUTE_MS;
+        // First row at or after t.
+        let at_or_after = |t: i64| self.meta.partition_point(|m| m.as_of.millis() < t);
+        // First row whose label window reaches past t.
+        let label_crosses = |t: i64| {
+            self.meta
+                .partition_point(|m| m.as_of.millis() + horizon_ms <= t)
+        };
+        let train = 0..label_crosses(valid_start);
+        let valid = at_or_after(valid_start)..label_crosses(test_start);
+        let test = at_or_after(test_start)..self.meta.len();
+        let purged = (valid.start - train.end) + (test.start - valid.end.max(valid.start));
+        let split = Split {
+            boundaries: SplitBoundaries {
+                method,
+                first,
+                valid_start: Timestamp(valid_start),
+                test_start: Timestamp(test_start),
+                last,
+                purged_rows: purged,
+            },
+            train,
+            valid,
+            test,
+        };
+        for (part, r) in [
+            ("train", &split.train),
+            ("validation", &split.valid),
+            ("test", &split.test),
+        ] {
+            if r.len() < config.min_rows {
+                return Err(DataError::TooLittle(format!(
+                    "{} {part} rows (at least {} needed); data from {} to {}",
+                    r.len(),
+                    config.min_rows,
+                    first,
+                    last
+                )));
+            }
+        }
+        Ok(split)
+    }
+}
+
+/// Input events through the processor's [`Backfill`] into [`TrainingData`], one event at a
+/// time (for histories that are pushed, like a replay).
+#[derive(Debug)]
+pub struct EventsLoader {
+    backfill: Backfill,
+    data: TrainingData,
+    error: Option<DataError>,
+}
+
+impl EventsLoader {
+    pub fn new(config: ProcessorConfig) -> Self {
+        let horizon = config.horizon_minutes;
+        let backfill = Backfill::new(Processor::new(config));
+        let data = TrainingData::new(backfill.schema(), horizon);
+        Self {
+            backfill,
+            data,
+            error: None,
+        }
+    }
+
+    pub fn push(&mut self, env: Envelope) {
+        let (data, error) = (&mut self.data, &mut self.error);
+        self.backfill.push(env, &mut |r| {
+            if error.is_none()
+                && let Err(e) = data.push_training_row(&r)
+            {
+                *error = Some(e);
+            }
+        });
+    }
+
+    /// Rows labelled so far.
+    pub fn rows(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn finish(self) -> Result<(TrainingData, BackfillStats), DataError> {
+        let Self {
+            backfill,
+            mut data,
+            mut error,
+        } = self;
+        let stats = backfill.finish(&mut |r| {
+            if error.is_none()
+                && let Err(e) = data.push_training_row(&r)
+            {
+                error = Some(e);
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        data.finish();
+        Ok((data, stats))
+    }
+}
+
+/// A row's label and current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowLabel {
+    pub went_empty: bool,
+    pub went_full: bool,
+    pub empty_now: bool,
+    pub full_now: bool,
+}
+
+/// How to split by time.
+///
+/// With at least `valid_days + test_days + 1` days of rows, the last `test_days` × 24 h (ending
+/// at the hour at or after the last row) are the test set, the `valid_days` × 24 h before them the
+/// validation set, and everything earlier the training set. With less, the time span is cut at
+/// 60 % and 80 %. Each part must have `min_rows` rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SplitConfig {
+    pub valid_days: u32,
+    pub test_days: u32,
+    pub min_rows: usize,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self {
+            valid_days: 1,
+            test_days: 1,
+            min_rows: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitMethod {
+    /// Whole days at the end for validation and test.
+    Days,
+    /// 60 % / 20 % / 20 % of the time span (less than enough days).
+    Fractions,
+}
+
+/// Where the split cut time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitBoundaries {
+    pub method: SplitMethod,
+    pub first: Timestamp,
+    pub valid_start: Timestamp,
+    pub test_start: Timestamp,
+    pub last: Timestamp,
+    /// Rows left out because their label window crosses a boundary.
+    pub purged_rows: usize,
+}
+
+/// Three contiguous, time-ordered row ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub train: Range<usize>,
+    pub valid: Range<usize>,
+    pub test: Range<usize>,
+    pub boundaries: SplitBoundaries,
+}
+
+/// The local hour from `sin(2πh/24)` and `cos(2πh/24)`.
+fn local_hour(sin: f32, cos: f32) -> Option<u8> {
+    if sin.is_nan() || cos.is_nan() {
+        return None;
+    }
+    let h = f64::from(sin).atan2(f64::from(cos)) * 24.0 / std::f64::consts::TAU;
+    // A small nudge so 07:00 exactly does not become 6.99999.
+    Some(((h + 1e-3).rem_euclid(24.0).floor() as u8).min(23))
+}
+
+/// Splits one CSV line into fields (RFC 4180 quotes).
+fn split_csv(line: &str, out: &mut Vec<String>) {
+    out.clear();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => out.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    out.push(field);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> FeatureSchema {
+        FeatureSchema::v1(&[5, 15, 30, 60])
+    }
+
+    fn label(e: bool) -> RowLabel {
+        RowLabel {
+            went_empty: e,
+            ..RowLabel::default()
+        }
+    }
+
+    #[test]
+    fn hours_come_from_the_cyclic_features() {
+        for h in 0..24 {
+            let a = std::f64::consts::TAU * f64::from(h) / 24.0;
+            assert_eq!(local_hour(a.sin() as f32, a.cos() as f32), Some(h as u8));
+            let a = std::f64::consts::TAU * (f64::from(h) + 0.99) / 24.0;
+            assert_eq!(local_hour(a.sin() as f32, a.cos() as f32), Some(h as u8));
+        }
+        assert_eq!(local_hour(f32::NAN, 1.0), None);
+    }
+
+    #[test]
+    fn rows_are_sorted_and_missing_is_nan_not_zero() {
+        let s = schema();
+        let mut d = TrainingData::new(&s, 30);
+        d.push("b", Timestamp(2000), label(true), [Some(0.0), None]);
+        d.push("a", Timestamp(1000), label(false), [Some(1.0)]);
+        d.finish();
+        assert_eq!(d.meta(0).station_id, "a");
+        assert_eq!(d.row(1)[0], 0.0);
+        assert!(d.row(1)[1].is_nan() && d.row(1).len() == s.len());
+        assert_eq!(d.labels(Target::WentEmpty, 0..2), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn split_is_by_time_and_purges_labels_that_cross_a_boundary() {
+        let s = schema();
+        let mut d = TrainingData::new(&s, 30);
+        let t0 = 1_717_200_000_000i64; // 2024-06-01 00:00 UTC
+        // A row every 10 minutes for 4 days.
+        for k in 0..(4 * 24 * 6) {
+            d.push("s", Timestamp(t0 + k * 600_000), label(k % 2 == 0), []);
+        }
+        let split = d
+            .split(&SplitConfig {
+                min_rows: 10,
+                ..SplitConfig::default()
+            })
+            .unwrap();
+        assert_eq!(split.boundaries.method, SplitMethod::Days);
+        let b = &split.boundaries;
+        assert_eq!(b.test_start.millis() - b.valid_start.millis(), DAY_MS);
+        let last_train = d.meta(split.train.end - 1).as_of.millis();
+        assert!(last_train + 30 * 60_000 <= b.valid_start.millis());
+        assert!(d.meta(split.valid.start).as_of >= b.valid_start);
+        assert!(d.meta(split.valid.end - 1).as_of.millis() + 30 * 60_000 <= b.test_start.millis());
+        assert!(d.meta(split.test.start).as_of >= b.test_start);
+        assert_eq!(split.test.end, d.len());
+        // Rows at valid_start - 30 min < as_of < valid_start, and the same before test_start:
+        // two 10-minute rows each (at -20 and -10 minutes).
+        assert_eq!(b.purged_rows, 4);
+        assert!(split.train.end < split.valid.start && split.valid.end < split.test.start);
+
+        // Too short for whole days: fractions of the span.
+        let mut short = TrainingData::new(&s, 30);
+        for k in 0..(24 * 6) {
+            short.push("s", Timestamp(t0 + k * 600_000), label(false), []);
+        }
+        let split = short
+            .split(&SplitConfig {
+                min_rows: 10,
+                ..SplitConfig::default()
+            })
+            .unwrap();
+        assert_eq!(split.boundaries.method, SplitMethod::Fractions);
+        assert!(split.train.len() > split.test.len());
+        assert!(matches!(
+            short.split(&SplitConfig::default()),
+            Err(DataError::TooLittle(_))
+        ));
+    }
+
+    #[test]
+    fn reads_the_backfill_csv_and_refuses_a_bad_one() {
+        let s = schema();
+        let mut csv = Vec::new();
+        bikeshare_stream_processor::backfill::write_csv_header(&mut csv, &s).unwrap();
+        let mut line = String::from("sys,\"st,1\",1000,tick,pid,1,0,1,0,3");
+        for i in 0..s.len() {
+            line.push(',');
+            if i == 0 {
+                line.push('0');
+            } else if i == 1 {
+                line.push_str("2.5");
+            }
+        }
+        csv.extend_from_slice(line.as_bytes());
+        csv.push(b'\n');
+        let d = TrainingData::from_backfill_csv(&csv[..], "rows.csv", 30).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.schema_id(), s.id());
+        assert_eq!(d.meta(0).station_id, "st,1");
+        assert!(d.meta(0).went_empty && d.meta(0).empty_now && !d.meta(0).went_full);
+        assert_eq!(&d.row(0)[..2], &[0.0, 2.5]);
+        assert!(d.row(0)[2].is_nan());
+
+        let bad = String::from_utf8(csv).unwrap().replace(",2.5,", ",x,");
+        let err = TrainingData::from_backfill_csv(bad.as_bytes(), "rows.csv", 30).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert!(TrainingData::from_backfill_csv(&b"a,b\n"[..], "x", 30).is_err());
+    }
+}

@@ -1,0 +1,623 @@
+//! Evaluation of any [`Scorer`] on labelled rows, and the baselines every model must beat.
+//!
+//! For each target (went empty, went full): ROC-AUC, PR-AUC (average precision), log loss,
+//! Brier score, a reliability table (10 equal-width bins of predicted probability), precision
+//! and recall at the operating threshold, and the same by local hour of day.
+//!
+//! The operating threshold of a scorer is chosen on the *validation* rows (the one that
+//! maximises F1) and applied unchanged to the test rows.
+//!
+//! Two baselines: the processor's transparent [`BaselineScorer`] (net flow projection), and
+//! [`PersistenceScorer`] — "it goes empty iff it is empty now" — made a probability by the
+//! training rate of the outcome in each of the two states (so its log loss is finite; its
+//! ranking is the hard rule's). [`Verdict`] says plainly whether a model beats both.
+//!
+//! The promotion gate reuses [`evaluate`] to compare a candidate and the production model on
+//! the same rows.
+
+use std::ops::Range;
+
+use bikeshare_common::contracts::{FeatureSchemaId, ModelRef};
+use bikeshare_stream_processor::{FeatureSchema, Scorer, Scores};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Split, Target, TrainingData};
+
+/// Probabilities are clipped to `[EPS, 1 − EPS]` for the log loss.
+pub const EPS: f64 = 1e-7;
+/// Bins of the reliability table.
+pub const RELIABILITY_BINS: usize = 10;
+
+/// One bin of the reliability table: predictions in `[lower, upper)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub count: u64,
+    pub mean_predicted: f64,
+    pub observed_rate: f64,
+}
+
+/// Metrics of one hour of day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HourMetrics {
+    pub hour: u8,
+    pub n: u64,
+    pub positives: u64,
+    pub log_loss: f64,
+    pub brier: f64,
+    pub roc_auc: Option<f64>,
+    pub pr_auc: Option<f64>,
+}
+
+/// Metrics of one target on one set of rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub n: u64,
+    pub positives: u64,
+    /// `None` when the rows hold a single class.
+    pub roc_auc: Option<f64>,
+    /// Average precision; `None` without positives.
+    pub pr_auc: Option<f64>,
+    pub log_loss: f64,
+    pub brier: f64,
+    /// The operating threshold: predicted positive when `p >= threshold`.
+    pub threshold: f32,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub reliability: Vec<ReliabilityBin>,
+    pub by_hour: Vec<HourMetrics>,
+}
+
+/// Both targets' metrics of one scorer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScorerReport {
+    pub scorer: ModelRef,
+    pub empty: Metrics,
+    pub full: Metrics,
+}
+
+impl ScorerReport {
+    pub fn target(&self, t: Target) -> &Metrics {
+        match t {
+            Target::WentEmpty => &self.empty,
+            Target::WentFull => &self.full,
+        }
+    }
+}
+
+/// Operating thresholds of a scorer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub empty: f32,
+    pub full: f32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            empty: 0.5,
+            full: 0.5,
+        }
+    }
+}
+
+/// Scores rows `range` of `data`.
+pub fn score_rows(scorer: &dyn Scorer, data: &TrainingData, range: Range<usize>) -> Vec<Scores> {
+    let mut buf: Vec<Option<f32>> = Vec::with_capacity(data.num_features());
+    range
+        .map(|i| {
+            buf.clear();
+            buf.extend(
+                data.row(i)
+                    .iter()
+                    .map(|&x| if x.is_nan() { None } else { Some(x) }),
+            );
+            scorer.score(&buf)
+        })
+        .collect()
+}
+
+fn pick(s: &Scores, t: Target) -> f32 {
+    match t {
+        Target::WentEmpty => s.p_empty,
+        Target::WentFull => s.p_full,
+    }
+}
+
+/// The thresholds maximising F1 on rows `range` (normally the validation rows).
+pub fn choose_thresholds(
+    scorer: &dyn Scorer,
+    data: &TrainingData,
+    range: Range<usize>,
+) -> Thresholds {
+    let scores = score_rows(scorer, data, range.clone());
+    let best = |t: Target| {
+        let p: Vec<f32> = scores.iter().map(|s| pick(s, t)).collect();
+        let y: Vec<bool> = range.clone().map(|i| t.label(data.meta(i))).collect();
+        best_f1_threshold(&p, &y)
+    };
+    Thresholds {
+        empty: best(Target::WentEmpty),
+        full: best(Target::WentFull),
+    }
+}
+
+/// Evaluates `scorer` on rows `range` at the given thresholds.
+pub fn evaluate(
+    scorer: &dyn Scorer,
+    data: &TrainingData,
+    range: Range<usize>,
+    thresholds: Thresholds,
+) -> ScorerReport {
+    let scores = score_rows(scorer, data, range.clone());
+    let hours: Vec<u8> = range.clone().map(|i| data.meta(i).hour).collect();
+    let one = |t: Target, threshold: f32| {
+        let p: Vec<f32> = scores.iter().map(|s| pick(s, t)).collect();
+        let y: Vec<bool> = range.clone().map(|i| t.label(data.meta(i))).collect();
+        metrics(&p, &y, &hours, threshold)
+    };
+    ScorerReport {
+        scorer: scorer.model().clone(),
+        empty: one(Target::WentEmpty, thresholds.empty),
+        full: one(Target::WentFull, thresholds.full),
+    }
+}
+
+/// Thresholds chosen on the validation rows, metrics on the test rows.
+pub fn evaluate_on_split(scorer: &dyn Scorer, data: &TrainingData, split: &Split) -> ScorerReport {
+    let thresholds = choose_thresholds(scorer, data, split.valid.clone());
+    evaluate(scorer, data, split.test.clone(), thresholds)
+}
+
+/// Every metric of predictions `p` for outcomes `y`.
+pub fn metrics(p: &[f32], y: &[bool], hours: &[u8], threshold: f32) -> Metrics {
+    let n = p.len().min(y.len());
+    let (p, y) = (&p[..n], &y[..n]);
+    let positives = y.iter().filter(|&&b| b).count() as u64;
+    let (mut ll, mut brier) = (0.0f64, 0.0f64);
+    let (mut tp, mut fp, mut fneg) = (0u64, 0u64, 0u64);
+    for (&pi, &yi) in p.iter().zip(y) {
+        let q = f64::from(pi).clamp(EPS, 1.0 - EPS);
+        let t = if yi { 1.0 } else { 0.0 };
+        ll -= if yi { q.ln() } else { (1.0 - q).ln() };
+        brier += (f64::from(pi) - t).powi(2);
+        match (pi >= threshold, yi) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fneg += 1,
+            (false, false) => {}
+        }
+    }
+    let denom = n.max(1) as f64;
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    let mut by_hour = Vec::new();
+    if hours.len() >= n {
+        for h in 0..24u8 {
+            let idx: Vec<usize> = (0..n).filter(|&i| hours[i] == h).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let hp: Vec<f32> = idx.iter().map(|&i| p[i]).collect();
+            let hy: Vec<bool> = idx.iter().map(|&i| y[i]).collect();
+            let (l, b) = losses(&hp, &hy);
+            by_hour.push(HourMetrics {
+                hour: h,
+                n: idx.len() as u64,
+                positives: hy.iter().filter(|&&b| b).count() as u64,
+                log_loss: l,
+                brier: b,
+                roc_auc: roc_auc(&hp, &hy),
+                pr_auc: average_precision(&hp, &hy),
+            });
+        }
+    }
+    Metrics {
+        n: n as u64,
+        positives,
+        roc_auc: roc_auc(p, y),
+        pr_auc: average_precision(p, y),
+        log_loss: ll / denom,
+        brier: brier / denom,
+        threshold,
+        precision: ratio(tp, tp + fp),
+        recall: ratio(tp, tp + fneg),
+        reliability: reliability(p, y),
+        by_hour,
+    }
+}
+
+fn losses(p: &[f32], y: &[bool]) -> (f64, f64) {
+    let (mut ll, mut brier) = (0.0, 0.0);
+    for (&pi, &yi) in p.iter().zip(y) {
+        let q = f64::from(pi).clamp(EPS, 1.0 - EPS);
+        ll -= if yi { q.ln() } else { (1.0 - q).ln() };
+        brier += (f64::from(pi) - if yi { 1.0 } else { 0.0 }).powi(2);
+    }
+    let n = p.len().max(1) as f64;
+    (ll / n, brier / n)
+}
+
+/// Indices sorted by descending score.
+fn by_score_desc(p: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    idx
+}
+
+/// ROC-AUC: the probability that a random positive scores above a random negative, ties
+/// counting one half. `None` for a single class.
+pub fn roc_auc(p: &[f32], y: &[bool]) -> Option<f64> {
+    let pos = y.iter().filter(|&&b| b).count() as f64;
+    let neg = y.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    let idx = by_score_desc(p);
+    // Walk groups of equal scores from the top: each negative is beaten by every positive
+    // already seen, and ties with half of the positives of its own group.
+    let (mut seen_pos, mut wins) = (0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        let (mut gp, mut gn) = (0.0, 0.0);
+        while j < idx.len() && p[idx[j]] == p[idx[i]] {
+            if y[idx[j]] {
+                gp += 1.0;
+            } else {
+                gn += 1.0;
+            }
+            j += 1;
+        }
+        wins += gn * (seen_pos + gp / 2.0);
+        seen_pos += gp;
+        i = j;
+    }
+    Some(wins / (pos * neg))
+}
+
+/// Average precision (the area under the precision–recall step curve, thresholds at every
+/// distinct score). `None` without positives.
+pub fn average_precision(p: &[f32], y: &[bool]) -> Option<f64> {
+    let pos = y.iter().filter(|&&b| b).count() as f64;
+    if pos == 0.0 {
+        return None;
+    }
+    let idx = by_score_desc(p);
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j < idx.len() && p[idx[j]] == p[idx[i]] {
+            if y[idx[j]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        let recall = tp / pos;
+        ap += (recall - last_recall) * tp / (tp + fp);
+        last_recall = recall;
+        i = j;
+    }
+    Some(ap)
+}
+
+/// The threshold (one of the scores) that maximises F1; 0.5 when nothing is positive.
+pub fn best_f1_threshold(p: &[f32], y: &[bool]) -> f32 {
+    let pos = y.iter().filter(|&&b| b).count() as f64;
+    if pos == 0.0 {
+        return 0.5;
+    }
+    let idx = by_score_desc(p);
+    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let (mut best, mut best_t) = (-1.0f64, 0.5f32);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j < idx.len() && p[idx[j]] == p[idx[i]] {
+            if y[idx[j]] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        let f1 = 2.0 * tp / (2.0 * tp + fp + (pos - tp));
+        if f1 > best {
+            best = f1;
+            best_t = p[idx[i]];
+        }
+        i = j;
+    }
+    best_t
+}
+
+fn reliability(p: &[f32], y: &[bool]) -> Vec<ReliabilityBin> {
+    let mut bins = vec![(0u64, 0.0f64, 0u64); RELIABILITY_BINS];
+    for (&pi, &yi) in p.iter().zip(y) {
+        let b = ((f64::from(pi) * RELIABILITY_BINS as f64) as usize).min(RELIABILITY_BINS - 1);
+        bins[b].0 += 1;
+        bins[b].1 += f64::from(pi);
+        bins[b].2 += u64::from(yi);
+    }
+    bins.into_iter()
+        .enumerate()
+        .map(|(i, (count, sum, pos))| ReliabilityBin {
+            lower: i as f64 / RELIABILITY_BINS as f64,
+            upper: (i + 1) as f64 / RELIABILITY_BINS as f64,
+            count,
+            mean_predicted: if count > 0 { sum / count as f64 } else { 0.0 },
+            observed_rate: if count > 0 {
+                pos as f64 / count as f64
+            } else {
+                0.0
+            },
+        })
+        .collect()
+}
+
+/// Persistence: a station empty (full) now goes empty (full) in the horizon. As a
+/// probability: the training rate of the outcome given the state now.
+#[derive(Debug, Clone)]
+pub struct PersistenceScorer {
+    model: ModelRef,
+    schema_id: FeatureSchemaId,
+    is_empty: Option<usize>,
+    is_full: Option<usize>,
+    /// `[state off, state on]` rates per target.
+    empty_rate: [f32; 2],
+    full_rate: [f32; 2],
+}
+
+impl PersistenceScorer {
+    pub const NAME: &'static str = "persistence";
+
+    /// Fits the two rates of each target on rows `range` (the training rows).
+    pub fn fit(data: &TrainingData, range: Range<usize>) -> Self {
+        let find = |n: &str| data.feature_names().iter().position(|f| f == n);
+        let rate = |t: Target| {
+            let mut c = [[0u64; 2]; 2];
+            for i in range.clone() {
+                let m = data.meta(i);
+                c[usize::from(t.state_now(m))][usize::from(t.label(m))] += 1;
+            }
+            // Add-one smoothing keeps the rates inside (0, 1).
+            c.map(|[neg, pos]| (pos as f32 + 1.0) / ((pos + neg) as f32 + 2.0))
+        };
+        Self {
+            model: ModelRef {
+                name: Self::NAME.into(),
+                version: "1".into(),
+            },
+            schema_id: data.schema_id().clone(),
+            is_empty: find("is_empty"),
+            is_full: find("is_full"),
+            empty_rate: rate(Target::WentEmpty),
+            full_rate: rate(Target::WentFull),
+        }
+    }
+}
+
+impl Scorer for PersistenceScorer {
+    fn model(&self) -> &ModelRef {
+        &self.model
+    }
+    fn schema_id(&self) -> &FeatureSchemaId {
+        &self.schema_id
+    }
+    fn score(&self, values: &[Option<f32>]) -> Scores {
+        let on = |i: Option<usize>| {
+            usize::from(
+                i.and_then(|i| values.get(i).copied().flatten())
+                    .is_some_and(|x| x > 0.5),
+            )
+        };
+        Scores {
+            p_empty: self.empty_rate[on(self.is_empty)],
+            p_full: self.full_rate[on(self.is_full)],
+        }
+    }
+}
+
+/// Whether a model beats the baselines on one target, in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub beats_baselines: bool,
+    pub summary: String,
+}
+
+/// A model beats the baselines on a target when its log loss is lower *and* its PR-AUC
+/// higher than every baseline's.
+pub fn verdict(target: Target, model: &Metrics, baselines: &[(&str, &Metrics)]) -> Verdict {
+    let mut failures = Vec::new();
+    let mut wins = Vec::new();
+    let ap = |m: &Metrics| m.pr_auc.unwrap_or(0.0);
+    for (name, b) in baselines {
+        let ll_ok = model.log_loss < b.log_loss;
+        let ap_ok = ap(model) > ap(b);
+        let line = format!(
+            "log loss {:.4} vs {name} {:.4}, PR-AUC {:.4} vs {:.4}",
+            model.log_loss,
+            b.log_loss,
+            ap(model),
+            ap(b)
+        );
+        if ll_ok && ap_ok {
+            wins.push(line);
+        } else {
+            failures.push(line);
+        }
+    }
+    let what = match target {
+        Target::WentEmpty => "went-empty",
+        Target::WentFull => "went-full",
+    };
+    if failures.is_empty() {
+        Verdict {
+            beats_baselines: true,
+            summary: format!("the {what} model beats the baselines: {}", wins.join("; ")),
+        }
+    } else {
+        Verdict {
+            beats_baselines: false,
+            summary: format!(
+                "the {what} model does NOT beat the baselines: {}",
+                failures.join("; ")
+            ),
+        }
+    }
+}
+
+/// A model and both baselines on the test rows of a split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub model: ScorerReport,
+    pub baseline: ScorerReport,
+    pub persistence: ScorerReport,
+    pub empty: Verdict,
+    pub full: Verdict,
+}
+
+impl Evaluation {
+    pub fn beats_baselines(&self) -> bool {
+        self.empty.beats_baselines && self.full.beats_baselines
+    }
+}
+
+/// Evaluates `model` against the baseline predictor and persistence: thresholds on the
+/// validation rows, metrics on the test rows, persistence fitted on the training rows.
+pub fn evaluate_against_baselines(
+    model: &dyn Scorer,
+    schema: &FeatureSchema,
+    data: &TrainingData,
+    split: &Split,
+) -> Evaluation {
+    let baseline = bikeshare_stream_processor::BaselineScorer::new(schema, data.horizon_minutes());
+    let persistence = PersistenceScorer::fit(data, split.train.clone());
+    let model = evaluate_on_split(model, data, split);
+    let baseline = evaluate_on_split(&baseline, data, split);
+    let persistence = evaluate_on_split(&persistence, data, split);
+    let v = |t: Target| {
+        verdict(
+            t,
+            model.target(t),
+            &[
+                ("baseline", baseline.target(t)),
+                ("persistence", persistence.target(t)),
+            ],
+        )
+    };
+    Evaluation {
+        empty: v(Target::WentEmpty),
+        full: v(Target::WentFull),
+        model,
+        baseline,
+        persistence,
+    }
+}
+
+/// A short, human-readable table of an evaluation.
+pub fn render(e: &Evaluation) -> String {
+    let mut out = String::new();
+    let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+    for t in Target::BOTH {
+        out.push_str(&format!(
+            "{:<11} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}\n",
+            match t {
+                Target::WentEmpty => "went empty",
+                Target::WentFull => "went full",
+            },
+            "scorer",
+            "ROC-AUC",
+            "PR-AUC",
+            "logloss",
+            "Brier",
+            "precision",
+            "recall",
+            "thresh"
+        ));
+        for r in [&e.model, &e.baseline, &e.persistence] {
+            let m = r.target(t);
+            out.push_str(&format!(
+                "{:<11} {:<20} {:>8} {:>8} {:>8.4} {:>8.4} {:>9} {:>9} {:>8.3}\n",
+                "",
+                format!("{} {}", r.scorer.name, r.scorer.version),
+                f(m.roc_auc),
+                f(m.pr_auc),
+                m.log_loss,
+                m.brier,
+                f(m.precision),
+                f(m.recall),
+                m.threshold
+            ));
+        }
+        let v = match t {
+            Target::WentEmpty => &e.empty,
+            Target::WentFull => &e.full,
+        };
+        out.push_str(&format!("  {}\n", v.summary));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roc_auc_counts_ties_as_half() {
+        assert_eq!(roc_auc(&[0.9, 0.1], &[true, false]), Some(1.0));
+        assert_eq!(roc_auc(&[0.1, 0.9], &[true, false]), Some(0.0));
+        assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), Some(0.5));
+        // 2 pos, 2 neg: pairs (p1>n1, p1>n2, p2<n1, p2 tie n2) = 2.5/4
+        assert_eq!(
+            roc_auc(&[0.8, 0.3, 0.5, 0.3], &[true, true, false, false]),
+            Some(0.625)
+        );
+        assert_eq!(roc_auc(&[0.5], &[true]), None);
+    }
+
+    #[test]
+    fn average_precision_matches_hand_computation() {
+        // Sorted: 0.9 T, 0.8 F, 0.7 T, 0.1 F → AP = 0.5·1 + 0.5·(2/3)
+        let ap = average_precision(&[0.1, 0.7, 0.8, 0.9], &[false, true, false, true]).unwrap();
+        assert!((ap - (0.5 + 1.0 / 3.0)).abs() < 1e-12, "{ap}");
+        assert_eq!(average_precision(&[0.2], &[false]), None);
+        // Constant scores: AP = prevalence.
+        let ap = average_precision(&[0.3; 4], &[true, false, false, false]).unwrap();
+        assert!((ap - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn losses_thresholds_and_reliability() {
+        let p = [0.95f32, 0.2, 0.6, 0.4];
+        let y = [true, false, true, false];
+        let m = metrics(&p, &y, &[0, 0, 1, 1], 0.5);
+        let ll = -(0.95f64.ln() + 0.8f64.ln() + 0.6f64.ln() + 0.6f64.ln()) / 4.0;
+        assert!((m.log_loss - ll).abs() < 1e-6);
+        let brier = (0.0025 + 0.04 + 0.16 + 0.16) / 4.0;
+        assert!((m.brier - brier).abs() < 1e-6);
+        assert_eq!((m.precision, m.recall), (Some(1.0), Some(1.0)));
+        assert_eq!(m.by_hour.len(), 2);
+        assert_eq!(m.by_hour[1].n, 2);
+        assert_eq!(m.reliability.iter().map(|b| b.count).sum::<u64>(), 4);
+        assert_eq!(m.reliability[9].count, 1);
+        assert_eq!(m.reliability[9].observed_rate, 1.0);
+        assert_eq!(best_f1_threshold(&p, &y), 0.6);
+        // Hard 0/1 predictions keep a finite log loss.
+        assert!(metrics(&[0.0], &[true], &[0], 0.5).log_loss.is_finite());
+    }
+
+    #[test]
+    fn verdict_says_plainly_when_a_model_loses() {
+        let good = metrics(&[0.9, 0.1, 0.8, 0.2], &[true, false, true, false], &[], 0.5);
+        let bad = metrics(&[0.4, 0.6, 0.5, 0.5], &[true, false, true, false], &[], 0.5);
+        let v = verdict(Target::WentEmpty, &good, &[("baseline", &bad)]);
+        assert!(v.beats_baselines, "{v:?}");
+        let v = verdict(Target::WentEmpty, &bad, &[("baseline", &good)]);
+        assert!(!v.beats_baselines);
+        assert!(v.summary.contains("does NOT beat"), "{}", v.summary);
+    }
+}

@@ -1,0 +1,595 @@
+//! Training the two binary models with XGBoost (`xgboost-rs`, XGBoost 1.6.2 built from
+//! source), round by round with early stopping on the validation rows.
+//!
+//! The traps of `xgboost-rs` (../shared/TESTING.md) and what this module does about them:
+//!
+//! - `Booster::train` runs a fixed 16 rounds: the booster is created from its parameters and
+//!   [`Booster::update`] is called once per round; after each round the validation log loss
+//!   (XGBoost's own metric, from its prediction cache) decides early stopping.
+//! - `DMatrix::from_dense` treats 0.0 as missing: matrices are built with
+//!   `from_col_major_f32` given row-major strides and `NaN` as the missing value.
+//! - Parameters set from JSON are not checked: after the first round the configuration the
+//!   booster reports back is compared with every parameter set.
+//! - Models are saved as XGBoost JSON (never the legacy binary).
+//! - `nthread` is always explicit.
+//!
+//! After early stopping the model keeps the trees up to the best round: the JSON's tree list
+//! is cut there, loaded back into XGBoost, and its validation log loss checked against the
+//! best one before it is accepted.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use bikeshare_common::Timestamp;
+use bikeshare_common::contracts::ModelRef;
+use bikeshare_stream_processor::FeatureSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use xgboost_rs::{Booster, DMatrix};
+
+use crate::artifact::{DataSizes, ModelCard, TargetTraining, TrainingWindow};
+use crate::dataset::{DataError, Split, SplitConfig, Target, TrainingData};
+use crate::eval::{Evaluation, evaluate_against_baselines};
+use crate::scorer::XgbScorer;
+use crate::xgboost::{ModelError, XgbModel};
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("XGBoost: {0}")]
+    Xgboost(String),
+    #[error("XGBoost did not take parameter {key}={wanted} (its configuration says {got})")]
+    Parameter {
+        key: String,
+        wanted: String,
+        got: String,
+    },
+    #[error("the trained model cannot be evaluated natively: {0}")]
+    Model(#[from] ModelError),
+    #[error("invalid parameters: {0}")]
+    Params(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl bikeshare_common::error::Classify for TrainError {
+    fn class(&self) -> bikeshare_common::error::ErrorClass {
+        use bikeshare_common::error::ErrorClass;
+        match self {
+            Self::Data(e) => e.class(),
+            Self::Params(_) => ErrorClass::User,
+            _ => ErrorClass::Internal,
+        }
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+fn xgb(e: xgboost_rs::XGBError) -> TrainError {
+    TrainError::Xgboost(e.to_string())
+}
+
+/// Booster parameters and the round budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainParams {
+    /// Upper bound on boosting rounds (trees).
+    pub max_rounds: u32,
+    /// Stop when the validation log loss has not improved for this many rounds; 0 = never.
+    pub early_stopping_rounds: u32,
+    pub max_depth: u32,
+    pub eta: f64,
+    pub min_child_weight: f64,
+    pub lambda: f64,
+    pub subsample: f64,
+    pub colsample_bytree: f64,
+    /// Histogram bins per feature (`tree_method = hist`).
+    pub max_bin: u32,
+    /// XGBoost threads. Always explicit: OpenMP's default on busy cores is very slow.
+    pub nthread: u32,
+    pub seed: u64,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        Self {
+            max_rounds: 300,
+            early_stopping_rounds: 20,
+            max_depth: 6,
+            eta: 0.1,
+            min_child_weight: 1.0,
+            lambda: 1.0,
+            subsample: 1.0,
+            colsample_bytree: 1.0,
+            max_bin: 256,
+            nthread: 2,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainParams {
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Params(m.into()));
+        if self.max_rounds == 0 {
+            return bad("max_rounds must be at least 1");
+        }
+        if self.nthread == 0 {
+            return bad("nthread must be at least 1 (explicit, never OpenMP's default)");
+        }
+        if !(self.eta > 0.0 && self.eta <= 1.0) {
+            return bad("eta must be in (0, 1]");
+        }
+        let fraction = |x: f64| x > 0.0 && x <= 1.0;
+        if !fraction(self.subsample) || !fraction(self.colsample_bytree) {
+            return bad("subsample and colsample_bytree must be in (0, 1]");
+        }
+        if self.max_depth == 0 || self.max_depth > 16 {
+            return bad("max_depth must be 1 to 16");
+        }
+        Ok(())
+    }
+
+    /// XGBoost's parameters, as strings.
+    fn booster_config(&self, base_score: f64) -> Vec<(&'static str, String)> {
+        vec![
+            ("objective", "binary:logistic".into()),
+            ("eval_metric", "logloss".into()),
+            ("tree_method", "hist".into()),
+            ("booster", "gbtree".into()),
+            ("max_depth", self.max_depth.to_string()),
+            ("eta", self.eta.to_string()),
+            ("min_child_weight", self.min_child_weight.to_string()),
+            ("lambda", self.lambda.to_string()),
+            ("subsample", self.subsample.to_string()),
+            ("colsample_bytree", self.colsample_bytree.to_string()),
+            ("max_bin", self.max_bin.to_string()),
+            ("nthread", self.nthread.to_string()),
+            ("seed", self.seed.to_string()),
+            ("base_score", format!("{base_score:.3}")),
+            ("verbosity", "0".into()),
+        ]
+    }
+}
+
+/// Progress of one target's training, after each round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub target: Target,
+    pub round: u32,
+    pub max_rounds: u32,
+    pub valid_log_loss: f64,
+    pub best_round: u32,
+    pub best_log_loss: f64,
+    /// Set on the last call: training of this target stopped.
+    pub done: bool,
+}
+
+/// One trained booster, as XGBoost JSON.
+#[derive(Debug, Clone)]
+pub struct TrainedBooster {
+    pub json: Vec<u8>,
+    /// Rounds run (before cutting back to the best).
+    pub rounds: u32,
+    /// Index of the best round: the model holds `best_round + 1` trees.
+    pub best_round: u32,
+    pub best_valid_log_loss: f64,
+    pub base_score: f64,
+}
+
+/// A row-major matrix of `rows` (NaN = missing) with 0/1 labels.
+pub fn dmatrix(
+    values: &[f32],
+    num_features: usize,
+    labels: &[f32],
+    nthread: u32,
+) -> Result<DMatrix, TrainError> {
+    let rows = labels.len();
+    if rows == 0 || num_features == 0 || values.len() != rows * num_features {
+        return Err(TrainError::Internal(format!(
+            "matrix of {} values for {rows} rows of {num_features} features",
+            values.len()
+        )));
+    }
+    let f = std::mem::size_of::<f32>();
+    // Row-major strides; NaN (not 0.0) is the missing value.
+    let mut m = DMatrix::from_col_major_f32(
+        values,
+        f * num_features,
+        f,
+        rows,
+        num_features,
+        i32::try_from(nthread).unwrap_or(1),
+        f32::NAN,
+    )
+    .map_err(xgb)?;
+    m.set_labels(labels).map_err(xgb)?;
+    Ok(m)
+}
+
+/// Trains one target on rows `train`, early stopping on rows `valid`.
+pub fn train_booster(
+    data: &TrainingData,
+    target: Target,
+    train: Range<usize>,
+    valid: Range<usize>,
+    params: &TrainParams,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainedBooster, TrainError> {
+    params.validate()?;
+    let n = data.num_features();
+    let ytrain = data.labels(target, train.clone());
+    let yvalid = data.labels(target, valid.clone());
+    let dtrain = dmatrix(data.rows(train), n, &ytrain, params.nthread)?;
+    let dvalid = dmatrix(data.rows(valid), n, &yvalid, params.nthread)?;
+    let prevalence = ytrain.iter().map(|&y| f64::from(y)).sum::<f64>() / ytrain.len() as f64;
+    let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
+    let config = params.booster_config(base_score);
+    let map: HashMap<String, String> = config
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let mut booster = Booster::new_with_json_config(&[&dtrain, &dvalid], map).map_err(xgb)?;
+
+    let patience = params.early_stopping_rounds;
+    let (mut best, mut best_round, mut rounds) = (f64::INFINITY, 0u32, 0u32);
+    for round in 0..params.max_rounds {
+        booster
+            .update(&dtrain, i32::try_from(round).unwrap_or(i32::MAX))
+            .map_err(xgb)?;
+        if round == 0 {
+            check_config(&booster.save_config(), &config)?;
+        }
+        rounds = round + 1;
+        let ll = valid_log_loss(&booster, &dvalid)?;
+        if ll < best {
+            best = ll;
+            best_round = round;
+        }
+        let stop = patience > 0 && round - best_round >= patience;
+        progress(Progress {
+            target,
+            round,
+            max_rounds: params.max_rounds,
+            valid_log_loss: ll,
+            best_round,
+            best_log_loss: best,
+            done: stop || rounds == params.max_rounds,
+        });
+        if stop {
+            break;
+        }
+    }
+    let mut json = booster
+        .save_to_buffer("json".into())
+        .map_err(xgb)?
+        .into_bytes();
+    let keep = best_round + 1;
+    if patience > 0 && keep < rounds {
+        let cut = keep_trees(&json, keep as usize)?;
+        let reloaded = Booster::load_buffer(&cut).map_err(xgb)?;
+        let ll = valid_log_loss(&reloaded, &dvalid)?;
+        if (ll - best).abs() > 1e-4 * best.max(1e-3) {
+            return Err(TrainError::Internal(format!(
+                "the model cut to {keep} trees has validation log loss {ll}, the best round had {best}"
+            )));
+        }
+        json = reloaded
+            .save_to_buffer("json".into())
+            .map_err(xgb)?
+            .into_bytes();
+    } else {
+        best_round = rounds - 1;
+        best = valid_log_loss(&booster, &dvalid)?;
+    }
+    Ok(TrainedBooster {
+        json,
+        rounds,
+        best_round,
+        best_valid_log_loss: best,
+        base_score,
+    })
+}
+
+fn valid_log_loss(booster: &Booster, dvalid: &DMatrix) -> Result<f64, TrainError> {
+    let eval = booster.evaluate(dvalid, "valid").map_err(xgb)?;
+    eval.get("logloss")
+        .map(|&v| f64::from(v))
+        .ok_or_else(|| TrainError::Xgboost(format!("no logloss in evaluation {eval:?}")))
+}
+
+/// Keeps the first `keep` trees of an XGBoost JSON model.
+fn keep_trees(json: &[u8], keep: usize) -> Result<Vec<u8>, TrainError> {
+    let bad = |m: &str| TrainError::Internal(format!("XGBoost JSON: {m}"));
+    let mut doc: Value = serde_json::from_slice(json).map_err(|e| bad(&e.to_string()))?;
+    let model = doc
+        .pointer_mut("/learner/gradient_booster/model")
+        .ok_or_else(|| bad("no gradient_booster.model"))?;
+    for key in ["trees", "tree_info"] {
+        model
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| bad(key))?
+            .truncate(keep);
+    }
+    let param = model
+        .get_mut("gbtree_model_param")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| bad("no gbtree_model_param"))?;
+    param.insert("num_trees".into(), Value::String(keep.to_string()));
+    serde_json::to_vec(&doc).map_err(|e| bad(&e.to_string()))
+}
+
+/// Every parameter set must appear, with the same value, in the configuration XGBoost
+/// reports (it ignores unknown or malformed ones silently).
+fn check_config(reported: &str, wanted: &[(&'static str, String)]) -> Result<(), TrainError> {
+    let doc: Value = serde_json::from_str(reported)
+        .map_err(|e| TrainError::Xgboost(format!("unreadable configuration: {e}")))?;
+    for (key, value) in wanted {
+        if *key == "verbosity" || *key == "booster" {
+            continue;
+        }
+        let mut found = Vec::new();
+        // The configuration lists metrics as `"metrics": [{"name": "logloss"}]`.
+        let reported_as = if *key == "eval_metric" {
+            "metrics"
+        } else {
+            key
+        };
+        collect_key(&doc, reported_as, &mut found);
+        let same = |got: &str| {
+            let (a, b) = (got.trim_matches(['[', ']']), value.as_str());
+            a == b
+                || matches!((a.parse::<f64>(), b.parse::<f64>()),
+                    (Ok(x), Ok(y)) if (x - y).abs() <= 1e-6 * y.abs().max(1.0))
+        };
+        if !found.iter().any(|g| same(g)) {
+            return Err(TrainError::Parameter {
+                key: (*key).into(),
+                wanted: value.clone(),
+                got: if found.is_empty() {
+                    "nothing".into()
+                } else {
+                    found.join(", ")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+fn collect_key(v: &Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    match x {
+                        Value::String(s) => out.push(s.clone()),
+                        Value::Object(o) => {
+                            // `"objective": {"name": "binary:logistic", ...}`
+                            if let Some(Value::String(s)) = o.get("name") {
+                                out.push(s.clone());
+                            }
+                        }
+                        Value::Array(a) => out.extend(
+                            a.iter()
+                                .filter_map(|o| o.get("name").and_then(Value::as_str))
+                                .map(str::to_owned),
+                        ),
+                        other => out.push(other.to_string()),
+                    }
+                }
+                collect_key(x, key, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_key(x, key, out)),
+        _ => {}
+    }
+}
+
+/// Names, version and provenance of a training run.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub name: String,
+    pub version: String,
+    pub created_at: Timestamp,
+    /// Where the rows came from, in words (e.g. "simulated city sim-city, 40 stations, 4 days").
+    pub source: String,
+}
+
+/// Two trained models, their card and their evaluation.
+#[derive(Debug, Clone)]
+pub struct TrainedModels {
+    pub card: ModelCard,
+    pub empty_json: Vec<u8>,
+    pub full_json: Vec<u8>,
+    pub scorer: XgbScorer,
+}
+
+impl TrainedModels {
+    pub fn evaluation(&self) -> &Evaluation {
+        &self.card.evaluation
+    }
+}
+
+/// Splits `data` by time, trains both targets, evaluates them on the test days against the
+/// baseline and persistence, and writes the card.
+pub fn train_models(
+    data: &TrainingData,
+    schema: &FeatureSchema,
+    split_config: &SplitConfig,
+    params: &TrainParams,
+    run: &RunInfo,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainedModels, TrainError> {
+    if data.schema_id() != schema.id() || data.num_features() != schema.len() {
+        return Err(DataError::Schema {
+            expected: schema.id().0.clone(),
+            found: data.schema_id().0.clone(),
+        }
+        .into());
+    }
+    let split: Split = data.split(split_config)?;
+    let mut boosters = Vec::new();
+    for target in Target::BOTH {
+        let b = train_booster(
+            data,
+            target,
+            split.train.clone(),
+            split.valid.clone(),
+            params,
+            progress,
+        )?;
+        boosters.push(with_feature_names(b, data.feature_names())?);
+    }
+    let [empty, full]: [TrainedBooster; 2] = boosters
+        .try_into()
+        .map_err(|_| TrainError::Internal("two boosters expected".into()))?;
+    let model_ref = ModelRef {
+        name: run.name.clone(),
+        version: run.version.clone(),
+    };
+    let scorer = XgbScorer::new(
+        model_ref,
+        schema.id(),
+        schema,
+        XgbModel::from_json(&empty.json)?,
+        XgbModel::from_json(&full.json)?,
+    )?;
+    let evaluation = evaluate_against_baselines(&scorer, schema, data, &split);
+    let positives = |t: Target, r: Range<usize>| r.filter(|&i| t.label(data.meta(i))).count();
+    let (first, last) = data
+        .window()
+        .ok_or_else(|| TrainError::Internal("no rows".into()))?;
+    let per_target = |t: Target, b: &TrainedBooster| TargetTraining {
+        rounds: b.rounds,
+        trees: b.best_round + 1,
+        best_valid_log_loss: b.best_valid_log_loss,
+        base_score: b.base_score,
+        train_positives: positives(t, split.train.clone()),
+        valid_positives: positives(t, split.valid.clone()),
+        test_positives: positives(t, split.test.clone()),
+    };
+    let card = ModelCard {
+        format: ModelCard::FORMAT,
+        name: run.name.clone(),
+        version: run.version.clone(),
+        created_at: run.created_at,
+        source: run.source.clone(),
+        feature_schema_id: schema.id().clone(),
+        feature_names: data.feature_names().to_vec(),
+        horizon_minutes: data.horizon_minutes(),
+        training_window: TrainingWindow {
+            from: first,
+            to: last,
+        },
+        split: split.boundaries.clone(),
+        params: params.clone(),
+        data: DataSizes {
+            rows: data.len(),
+            train: split.train.len(),
+            valid: split.valid.len(),
+            test: split.test.len(),
+            purged: split.boundaries.purged_rows,
+        },
+        empty: per_target(Target::WentEmpty, &empty),
+        full: per_target(Target::WentFull, &full),
+        evaluation,
+    };
+    Ok(TrainedModels {
+        card,
+        empty_json: empty.json,
+        full_json: full.json,
+        scorer,
+    })
+}
+
+/// Stores the feature names (and types) in the model JSON, checked by loading it back.
+fn with_feature_names(
+    mut b: TrainedBooster,
+    names: &[String],
+) -> Result<TrainedBooster, TrainError> {
+    let bad = |m: String| TrainError::Internal(format!("XGBoost JSON: {m}"));
+    let mut doc: Value = serde_json::from_slice(&b.json).map_err(|e| bad(e.to_string()))?;
+    let learner = doc
+        .get_mut("learner")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| bad("no learner".into()))?;
+    learner.insert(
+        "feature_names".into(),
+        Value::Array(names.iter().cloned().map(Value::String).collect()),
+    );
+    learner.insert(
+        "feature_types".into(),
+        Value::Array(
+            names
+                .iter()
+                .map(|_| Value::String("float".into()))
+                .collect(),
+        ),
+    );
+    let json = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
+    let booster = Booster::load_buffer(&json).map_err(xgb)?;
+    b.json = booster
+        .save_to_buffer("json".into())
+        .map_err(xgb)?
+        .into_bytes();
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_first_trees() {
+        let json =
+            br#"{"learner":{"gradient_booster":{"model":{"gbtree_model_param":{"num_trees":"3"},
+            "tree_info":[0,0,0],"trees":[{"id":0},{"id":1},{"id":2}]}}}}"#;
+        let cut: Value = serde_json::from_slice(&keep_trees(json, 2).unwrap()).unwrap();
+        let m = cut.pointer("/learner/gradient_booster/model").unwrap();
+        assert_eq!(m["trees"].as_array().unwrap().len(), 2);
+        assert_eq!(m["tree_info"].as_array().unwrap().len(), 2);
+        assert_eq!(m["gbtree_model_param"]["num_trees"], "2");
+    }
+
+    #[test]
+    fn a_parameter_xgboost_did_not_take_is_an_error() {
+        let reported = r#"{"learner":{"generic_param":{"nthread":"2","seed":"0"},
+            "objective":{"name":"binary:logistic"},"metrics":[{"name":"logloss"}],
+            "gradient_booster":{"updater":{"grow_quantile_histmaker":{"train_param":{"eta":"0.100000001","max_depth":"6"}}}}}}"#;
+        let ok = [
+            ("nthread", "2".to_string()),
+            ("eta", "0.1".to_string()),
+            ("objective", "binary:logistic".to_string()),
+            ("eval_metric", "logloss".to_string()),
+        ];
+        check_config(reported, &ok).unwrap();
+        let err = check_config(reported, &[("nthread", "1".to_string())]).unwrap_err();
+        assert!(err.to_string().contains("nthread=1"), "{err}");
+        assert!(check_config(reported, &[("max_bin", "256".to_string())]).is_err());
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        for p in [
+            TrainParams {
+                nthread: 0,
+                ..TrainParams::default()
+            },
+            TrainParams {
+                eta: 0.0,
+                ..TrainParams::default()
+            },
+            TrainParams {
+                max_rounds: 0,
+                ..TrainParams::default()
+            },
+        ] {
+            assert!(matches!(p.validate(), Err(TrainError::Params(_))));
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `bikeshare train`: labelled rows → two XGBoost models, evaluated against the baselines,
+//! written as a model directory.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bikeshare_common::contracts::{DeadLetter, Envelope};
+use bikeshare_common::{SystemId, Timestamp};
+use bikeshare_models::artifact::save_dir;
+use bikeshare_models::dataset::{EventsLoader, TrainingData};
+use bikeshare_models::eval::render;
+use bikeshare_models::training::{Progress, RunInfo, train_models};
+use bikeshare_producers::output::{Output, OutputError};
+use bikeshare_producers::replay::{ReplayConfig, Replayer};
+use bikeshare_producers::simulator;
+use bikeshare_stream_processor::FeatureSchema;
+
+use super::wall_clock;
+use crate::cli::{HistoryArgs, TrainArgs};
+use crate::config::Config;
+
+/// Replayed events straight into the backfill loader.
+struct LoaderOutput {
+    inner: Mutex<(EventsLoader, u64)>,
+}
+
+impl std::fmt::Debug for LoaderOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoaderOutput")
+    }
+}
+
+#[async_trait]
+impl Output for LoaderOutput {
+    async fn events(&self, events: Vec<Envelope>) -> Result<(), OutputError> {
+        let mut guard = self.inner.lock().map_err(|_| OutputError::Closed)?;
+        for env in events {
+            guard.0.push(env);
+        }
+        Ok(())
+    }
+
+    async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), OutputError> {
+        let mut guard = self.inner.lock().map_err(|_| OutputError::Closed)?;
+        guard.1 += dead_letters.len() as u64;
+        Ok(())
+    }
+}
+
+/// Prints progress every 10 rounds and when a target stops.
+fn print_progress(p: Progress) {
+    if p.done || p.round.is_multiple_of(10) {
+        eprintln!(
+            "  {:?}: round {:>4}/{}  validation log loss {:.5}  (best {:.5} at round {}){}",
+            p.target,
+            p.round + 1,
+            p.max_rounds,
+            p.valid_log_loss,
+            p.best_log_loss,
+            p.best_round + 1,
+            if p.done { "  done" } else { "" }
+        );
+    }
+}
+
+async fn load(
+    args: &TrainArgs,
+    config: &Config,
+    now: Timestamp,
+) -> anyhow::Result<(TrainingData, String)> {
+    let horizon = config.processor.horizon_minutes;
+    if let Some(path) = &args.rows {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let data = TrainingData::from_backfill_csv(
+            BufReader::new(file),
+            &path.display().to_string(),
+            horizon,
+        )?;
+        return Ok((data, format!("backfill rows {}", path.display())));
+    }
+    if let Some(days) = args.simulate_days {
+        anyhow::ensure!(days >= 1, "--simulate-days must be at least 1");
+        let mut city = config.simulator.city.clone();
+        if let Some(n) = args.sim_stations {
+            city.stations = n;
+        }
+        let to = now.floor_to(Timestamp::MINUTE_MS);
+        let from = to.plus_millis(-i64::from(days) * 24 * Timestamp::HOUR_MS);
+        let processor = config.processor.clone();
+        let source = format!(
+            "simulated city {} (seed {}, {} stations), {days} days from {from} to {to}",
+            city.system_id, city.seed, city.stations
+        );
+        let (data, stats) = tokio::task::spawn_blocking(move || {
+            let events = simulator::history(&city, from, to)?;
+            anyhow::Ok(TrainingData::from_events(processor, events)?)
+        })
+        .await
+        .context("backfill task")??;
+        eprintln!(
+            "backfill: {} events -> {} labelled rows ({} without a label yet)",
+            stats.events, stats.rows, stats.unlabelled
+        );
+        return Ok((data, source));
+    }
+    let format = args
+        .format
+        .ok_or_else(|| anyhow::anyhow!("--history needs --format"))?;
+    let history = HistoryArgs {
+        files: args.history.clone(),
+        format,
+        system_id: args.system_id.clone(),
+        stations: args.history_stations.clone(),
+    };
+    let source = super::replay::source(&history, config);
+    let replayer = Replayer::new(
+        ReplayConfig::new(SystemId::new(&history.system_id)),
+        wall_clock(),
+    )
+    .context("replay settings")?;
+    let output = LoaderOutput {
+        inner: Mutex::new((EventsLoader::new(config.processor.clone()), 0)),
+    };
+    let replay = replayer
+        .run(&source, &output)
+        .await
+        .context("reading the history")?;
+    let (loader, dead_letters) = output
+        .inner
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("loader state poisoned"))?;
+    let (data, stats) = loader.finish()?;
+    eprintln!(
+        "backfill: {} events ({dead_letters} dead letters while reading) -> {} labelled rows ({} without a label yet)",
+        replay.events, stats.rows, stats.unlabelled
+    );
+    let files: Vec<String> = args
+        .history
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok((data, format!("history {} ({format:?})", files.join(", "))))
+}
+
+pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.output.exists(),
+        "{} already exists: give a new model directory",
+        args.output.display()
+    );
+    let now = wall_clock().now();
+    let (data, source) = load(&args, &config, now).await?;
+    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    anyhow::ensure!(
+        data.schema_id() == schema.id(),
+        "the rows were computed with feature schema {}, the configured processor computes {}",
+        data.schema_id().0,
+        schema.id().0
+    );
+    let mut params = config.train.params.clone();
+    if let Some(r) = args.max_rounds {
+        params.max_rounds = r;
+    }
+    if let Some(t) = args.nthread {
+        params.nthread = t;
+    }
+    let run = RunInfo {
+        name: config.train.model_name.clone(),
+        version: args
+            .model_version
+            .clone()
+            .unwrap_or_else(|| now.to_datetime().format("%Y%m%dT%H%M%SZ").to_string()),
+        created_at: now,
+        source,
+    };
+    eprintln!(
+        "training {} {} on {} rows ({} features), nthread {}",
+        run.name,
+        run.version,
+        data.len(),
+        data.num_features(),
+        params.nthread
+    );
+    let split_config = config.train.split.clone();
+    let trained = tokio::task::spawn_blocking(move || {
+        train_models(
+            &data,
+            &schema,
+            &split_config,
+            &params,
+            &run,
+            &mut print_progress,
+        )
+    })
+    .await
+    .context("training task")??;
+    let card = &trained.card;
+    eprintln!(
+        "split ({:?}): train {} rows up to {}, validation {} from {}, test {} from {} to {} ({} purged)",
+        card.split.method,
+        card.data.train,
+        card.split.valid_start,
+        card.data.valid,
+        card.split.valid_start,
+        card.data.test,
+        card.split.test_start,
+        card.split.last,
+        card.data.purged
+    );
+    eprint!("{}", render(&card.evaluation));
+    save_dir(&args.output, card, &trained.empty_json, &trained.full_json)?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
