@@ -52,6 +52,9 @@ pub enum Command {
     /// `POST /invocations`, CSV or JSON lines, many stations per request); the SageMaker
     /// runtime API path answers too, so the processor can use it as its endpoint.
     ServeModel(ServeModelArgs),
+    /// The Parquet lake: list datasets, partitions and row counts, or archive the input
+    /// streams into it (`up` does both writes itself).
+    Lake(LakeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +285,33 @@ pub struct SubscribeArgs {
     /// Stop after this many predictions.
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct LakeArgs {
+    #[command(subcommand)]
+    pub command: LakeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// List every dataset's partitions with their files, rows and bytes.
+    Ls {
+        /// Only this dataset (raw_events, station_status, features, predictions, labels,
+        /// dead_letters).
+        #[arg(long)]
+        dataset: Option<String>,
+    },
+    /// Archive the `events` and `dead-letters` streams into the lake (raw events, curated
+    /// station status, dead letters), resuming from its last checkpoint.
+    Write {
+        /// Stop once both streams are read to their end.
+        #[arg(long)]
+        until_caught_up: bool,
+        /// Stop after this long (wall clock); default: run until Ctrl-C.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
 }
 
 /// Parses `90s`, `15m`, `6h`, `2d`, or a plain number of seconds.

@@ -58,6 +58,9 @@ pub struct Config {
     pub metrics: bikeshare_monitor::exporter::MetricsConfig,
     /// Training (`bikeshare train`): model name, XGBoost parameters, the time-based split.
     pub train: TrainConfig,
+    /// The Parquet lake (`[lake]`: where, and the archiver's checkpoints); `up` and `process`
+    /// write it, `bikeshare lake` lists it.
+    pub lake: bikeshare_lake::LakeConfig,
     pub log: LogConfig,
 }
 

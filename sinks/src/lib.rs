@@ -6,8 +6,10 @@
 //!   streams (embedded or Kinesis); the `predictions` stream is what subscribers read.
 //! - [`subscribe`]: the subscription API — predictions as server-sent events, filtered by
 //!   system and station, resumable from a cursor.
+//! - [`fanout::FanOut`]: the same outputs to several sinks (streams and the lake).
 //! - [`memory::MemorySinks`]: everything kept in memory (tests, benchmarks).
 
+pub mod fanout;
 pub mod memory;
 pub mod stream;
 pub mod subscribe;

@@ -4,6 +4,7 @@
 mod backfill;
 mod dashboard;
 mod ingest;
+mod lake;
 mod models;
 mod process;
 mod replay;
@@ -37,6 +38,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Process(args) => process::run(args, config).await,
         Command::Backfill(args) => backfill::run(args, config).await,
         Command::Up(args) => up::run(args, config).await,
+        Command::Lake(args) => lake::run(args, config).await,
         Command::Simulate(args) => simulate::run(args, config).await,
         Command::ServeModel(args) => serve_model::run(args, config).await,
         Command::Train(args) => train::run(args, config).await,

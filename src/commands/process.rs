@@ -1,13 +1,15 @@
 //! `bikeshare process`: the stream processor over the `events` stream of the configured
 //! backend (embedded or Kinesis, see [`super::streams`]), with its checkpoint store (local
 //! directory or S3) and its lease store (memory for one instance, DynamoDB for several
-//! instances sharing the shards).
+//! instances sharing the shards); outputs go to streams and,
+//! unless `[lake] enabled = false`, to the Parquet lake.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bikeshare_common::checkpoint::{CheckpointStore, LocalCheckpointStore};
+use bikeshare_common::sink::Sinks;
 use bikeshare_common::stream::consumer::lease::{LeaseConfig, LeaseStore, MemoryLeaseStore};
 use bikeshare_common::stream::names;
 use bikeshare_common::stream::publisher::PublisherConfig;
@@ -15,6 +17,7 @@ use bikeshare_kinesis::{
     ClientSettings, DynamoLeaseStore, LeaseStoreKind, S3CheckpointStore, load_sdk_config,
 };
 use bikeshare_models::endpoint::SageMakerPredictor;
+use bikeshare_sinks::fanout::FanOut;
 use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
 use bikeshare_stream_processor::Processor;
 use bikeshare_stream_processor::runner::{Runner, RunnerConfig};
@@ -87,6 +90,10 @@ pub async fn build(
         },
         PublisherConfig::default(),
     );
+    let sinks: Arc<dyn Sinks> = match super::lake::processor_sinks(config)? {
+        Some(lake) => Arc::new(FanOut::new(vec![Arc::new(sinks), Arc::new(lake)])),
+        None => Arc::new(sinks),
+    };
     let processor = Processor::new(config.processor.clone());
     let feed = scorer_feed(config, processor.schema(), wall_clock()).await?;
     let leases = &config.runner.leases;
@@ -104,7 +111,7 @@ pub async fn build(
     let schema_id = processor.schema().id().clone();
     let runner = Runner::new(
         events,
-        Arc::new(sinks),
+        sinks,
         checkpoint_store(config).await?,
         feed.rx.clone(),
         wall_clock(),

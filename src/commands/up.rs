@@ -1,6 +1,7 @@
 //! `bikeshare up`: the main job on one machine — the simulated city served over HTTP, the
 //! GBFS and weather producers polling it, the configured stream backend (embedded by
-//! default, or Kinesis), the processor, and a live summary on stdout.
+//! default, or Kinesis), the processor, the Parquet lake (the
+//! processor's outputs and the archived input streams), and a live summary on stdout.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -96,6 +97,16 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let stats = runner.stats();
     let latest = runner.latest_predictions();
     let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
+    let archiver = if config.lake.enabled {
+        let a = super::lake::archiver(&config, false).await?;
+        eprintln!(
+            "lake:        {}  (try: bikeshare lake ls)",
+            config.lake.location(&config.data_dir.0)
+        );
+        Some(tokio::spawn(a.run(stopped(stop_rx.clone()))))
+    } else {
+        None
+    };
 
     let summary = tokio::spawn(print_summaries(
         stats,
@@ -117,6 +128,9 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let processor = processor.await.context("processor task")??;
     if let Some(w) = watcher {
         let _ = w.await;
+    }
+    if let Some(a) = archiver {
+        a.await.context("lake archiver task")??;
     }
     running.stop().await.context("stopping the simulator")?;
     api.wait().await;

@@ -263,6 +263,7 @@ impl Runner {
             for part in poll.shards {
                 behind = behind.max(part.millis_behind_latest.unwrap_or(0));
                 let shard = &part.shard;
+                self.sinks.scope(shard.as_str());
                 book.caught_up.insert(
                     shard.clone(),
                     part.ended || (part.records.is_empty() && part.millis_behind_latest == Some(0)),
@@ -479,6 +480,7 @@ impl Runner {
                 book.waiting.insert(shard.clone());
             }
             tracing::info!(%shard, "shard taken with no checkpoint: reading from its start");
+            self.sinks.open_shard(shard.as_str(), 0).await?;
             return Ok(());
         };
         // Whatever of its systems this instance holds is older than the checkpoint.
@@ -503,6 +505,7 @@ impl Runner {
             consumer.adopt_position(shard, position.clone());
         }
         book.epochs.insert(shard.clone(), cp.epoch);
+        self.sinks.open_shard(shard.as_str(), cp.epoch).await?;
         tracing::info!(%shard, epoch = cp.epoch, position = ?cp.positions.get(shard.as_str()), "shard taken: resuming from its checkpoint");
         Ok(())
     }
@@ -582,7 +585,7 @@ impl Runner {
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
         let started = Instant::now();
-        self.sinks.flush().await?;
+        self.sinks.commit(&Self::next_epochs(ended, book)).await?;
         for shard in ended {
             self.save_shard(shard, positions, book).await?;
             book.finalized.insert(shard.clone());
@@ -607,12 +610,20 @@ impl Runner {
             return Ok(());
         }
         let started = Instant::now();
-        self.sinks.flush().await?;
+        self.sinks.commit(&Self::next_epochs(&due, book)).await?;
         for shard in &due {
             self.save_shard(shard, positions, book).await?;
         }
         self.telemetry.checkpointed(started.elapsed());
         Ok(())
+    }
+
+    /// The epoch each of `shards` is checkpointed at next.
+    fn next_epochs(shards: &[ShardId], book: &ShardBook) -> Vec<(String, u64)> {
+        shards
+            .iter()
+            .map(|s| (s.0.clone(), book.epochs.get(s).map_or(1, |e| e + 1)))
+            .collect()
     }
 
     /// Stores one shard's position and its systems' state (sinks already flushed).

@@ -12,6 +12,7 @@ pub fn bikeshare(data_dir: &Path) -> Command {
     let mut c = Command::new(BIN);
     c.env("BIKESHARE_DATA_DIR", data_dir)
         .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "30")
+        .env("BIKESHARE_LAKE__CHECKPOINT_INTERVAL_MS", "10")
         .env("BIKESHARE_RUNNER__BATCH", "50")
         .env("BIKESHARE_METRICS__BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
@@ -79,5 +80,55 @@ pub fn emulator(var: &str, test: &str) -> Option<String> {
             );
             None
         }
+    }
+}
+
+/// Runs `bikeshare <args>` in `data_dir` again and again, SIGKILLing it at pseudo-random
+/// fractions (15–35 %) of `full_run`, until one run finishes by itself; returns the kills.
+#[allow(clippy::zombie_processes)] // every child is reaped: by try_wait, or wait after kill
+pub fn run_with_kills(
+    data_dir: &Path,
+    args: &[&str],
+    full_run: std::time::Duration,
+    mut seed: u64,
+) -> usize {
+    use std::time::{Duration, Instant};
+    let mut kills = 0;
+    let started = Instant::now();
+    loop {
+        let mut child = bikeshare(data_dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let fraction = 0.15 + 0.2 * (seed % 1000) as f64 / 1000.0;
+        let deadline = Instant::now() + full_run.mul_f64(fraction).max(Duration::from_millis(20));
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match finished {
+            Some(status) => {
+                assert!(status.success(), "restarted {args:?} failed");
+                return kills;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "{args:?}: no run finished after {kills} kills"
+        );
     }
 }
