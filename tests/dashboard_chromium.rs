@@ -74,9 +74,9 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(up.stderr.take().unwrap());
+    let mut stderr = BufReader::new(up.stderr.take().unwrap()).lines();
     let mut url = None;
-    for line in stderr.lines() {
+    for line in stderr.by_ref() {
         let line = line.unwrap();
         if let Some(u) = line.strip_prefix("dashboard:") {
             url = Some(u.trim().to_owned());
@@ -84,6 +84,17 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         }
     }
     let url = url.expect("`up` prints the dashboard URL");
+    // Keep draining `up`'s stderr: a full pipe would block its logging, and with it the job.
+    let drain = std::thread::spawn(move || {
+        let mut tail = std::collections::VecDeque::new();
+        for line in stderr.map_while(Result::ok) {
+            if tail.len() == 40 {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        tail
+    });
 
     // Wait until the job has predictions (the simulator starts six hours back, 60x).
     let started = Instant::now();
@@ -106,7 +117,15 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         std::thread::sleep(Duration::from_secs(2));
     }
     let stations = dom.matches("class=\"station\"").count();
-    assert!(stations >= 100, "stations on the map: {stations}");
+    if stations < 100 {
+        let _ = up.kill();
+        let _ = up.wait();
+        let tail = drain.join().unwrap_or_default();
+        panic!(
+            "stations on the map: {stations}; the end of `up`'s log:\n{}",
+            Vec::from(tail).join("\n")
+        );
+    }
     let top_rows = dom
         .split("id=\"top\"")
         .nth(1)
@@ -150,4 +169,5 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
 
     let _ = up.kill();
     let _ = up.wait();
+    let _ = drain.join();
 }
