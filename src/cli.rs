@@ -55,6 +55,33 @@ pub enum Command {
     /// The Parquet lake: list datasets, partitions and row counts, or archive the input
     /// streams into it (`up` does both writes itself).
     Lake(LakeArgs),
+    /// Move a registered model version to staging or production through the promotion gate
+    /// (schema and sanity checks; for production, beat the current model on held-out rows),
+    /// or show the registry's versions, stages and decisions with --status.
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Show versions, stages and recent decisions; decide nothing.
+    #[arg(long, conflicts_with_all = ["version", "to", "rows"])]
+    pub status: bool,
+    /// The version to promote (default: the one in staging).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// The stage to promote to.
+    #[arg(long, value_enum, default_value = "production")]
+    pub to: PromoteStage,
+    /// Held-out labelled rows (`bikeshare backfill` CSV) the candidate was not trained on;
+    /// the gate uses the last `[registry] recent_hours` of them. Required for production.
+    #[arg(long, value_name = "CSV")]
+    pub rows: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PromoteStage {
+    Staging,
+    Production,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +116,10 @@ pub struct UpArgs {
     /// Seconds between summary lines.
     #[arg(long, default_value_t = 5)]
     pub summary_every: u64,
+    /// Do not train a first model when the registry has no production model (score with
+    /// the baseline until one is promoted).
+    #[arg(long)]
+    pub no_bootstrap: bool,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +252,10 @@ pub struct TrainArgs {
     /// XGBoost threads (overrides `train.params.nthread`).
     #[arg(long)]
     pub nthread: Option<u32>,
+    /// Register the model directory in the `[registry]` as a new version and put it through
+    /// the gate to staging (schema and sanity checks on the test days).
+    #[arg(long)]
+    pub register: bool,
 }
 
 #[derive(Debug, Args)]

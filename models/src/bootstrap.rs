@@ -66,6 +66,10 @@ impl BootstrapConfig {
 pub struct Bootstrapped {
     pub card: ModelCard,
     pub backfill: BackfillStats,
+    /// The labelled rows, and which of them were held out as test days (the promotion
+    /// gate evaluates the first model on those).
+    pub data: TrainingData,
+    pub test: std::ops::Range<usize>,
 }
 
 /// Simulates `config.days` of the city, backfills it into labelled rows, trains both models
@@ -113,8 +117,11 @@ pub fn train_bootstrap(
         &trained.empty_json,
         &trained.full_json,
     )?;
+    let test = data.split(&config.split).map_err(TrainError::from)?.test;
     Ok(Bootstrapped {
         card: trained.card,
         backfill: stats,
+        data,
+        test,
     })
 }

@@ -12,6 +12,7 @@
 //! the registry's decision log. The decision itself ([`decide`]) is a pure function of the
 //! checks and metrics; [`Gate`] does the I/O around it.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use bikeshare_stream_processor::backfill::TrainingRow;
 use bikeshare_stream_processor::{BaselineScorer, FeatureSchema, Scorer};
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::TrainingData;
 use crate::registry::{self, ModelVersion, Registry, RegistryError, Stage};
 
 /// How much better a candidate must be than production to replace it.
@@ -141,6 +143,24 @@ impl HeldOut {
             h.as_of.push(r.row.vector.as_of);
             h.went_empty.push(r.label.went_empty);
             h.went_full.push(r.label.went_full);
+        }
+        h
+    }
+
+    /// Rows `range` of a training table (NaN is a missing value).
+    pub fn from_training_data(data: &TrainingData, range: Range<usize>) -> Self {
+        let mut h = HeldOut::default();
+        for i in range.start..range.end.min(data.len()) {
+            h.values.push(
+                data.row(i)
+                    .iter()
+                    .map(|x| if x.is_nan() { None } else { Some(*x) })
+                    .collect(),
+            );
+            let m = data.meta(i);
+            h.as_of.push(m.as_of);
+            h.went_empty.push(m.went_empty);
+            h.went_full.push(m.went_full);
         }
         h
     }

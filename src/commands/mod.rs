@@ -7,6 +7,7 @@ mod ingest;
 mod lake;
 mod models;
 mod process;
+mod promote;
 mod replay;
 mod serve_model;
 mod simulate;
@@ -42,6 +43,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args, config).await,
         Command::ServeModel(args) => serve_model::run(args, config).await,
         Command::Train(args) => train::run(args, config).await,
+        Command::Promote(args) => promote::run(args, config).await,
     }
 }
 

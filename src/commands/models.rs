@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use bikeshare_common::SharedClock;
 use bikeshare_models::hotswap::ProductionWatcher;
-use bikeshare_models::registry::Registry;
+use bikeshare_models::bootstrap::{BootstrapConfig, train_bootstrap};
+use bikeshare_models::promote::{Gate, HeldOut, PromotionDecision};
+use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_models::registry::local::LocalRegistry;
 use bikeshare_models::registry::mlflow::{MlflowRegistry, MlflowSettings};
 use bikeshare_stream_processor::{BaselineScorer, FeatureSchema, Scorer};
@@ -33,6 +35,23 @@ pub fn open_registry(config: &Config, clock: SharedClock) -> anyhow::Result<Arc<
             Arc::new(MlflowRegistry::new(settings, clock)?)
         }
     })
+}
+
+/// The promotion gate over the configured registry.
+pub fn gate(
+    config: &Config,
+    registry: Arc<dyn Registry>,
+    schema: &FeatureSchema,
+    clock: SharedClock,
+) -> Gate {
+    Gate {
+        registry,
+        schema: schema.clone(),
+        horizon_minutes: config.processor.horizon_minutes,
+        config: config.registry.gate,
+        cache: config.data_path(&config.registry.cache_dir),
+        clock,
+    }
 }
 
 /// The processor's scorer channel and, when polling is on, the watcher that feeds it.
@@ -102,4 +121,70 @@ pub async fn scorer_feed(
         tx,
         watcher: (config.registry.poll_interval_ms > 0).then_some(watcher),
     })
+}
+
+/// When production names no model: train a first one on a simulated backfill of `city`
+/// ending at `end` (before the live simulation starts, so it never sees the live window),
+/// register it, and put it through the gate — staging, then production against the
+/// baseline — on its held-out test days. `None` when production already has a model.
+pub async fn bootstrap_if_empty(
+    config: &Config,
+    city: &bikeshare_producers::simulator::CityConfig,
+    end: bikeshare_common::Timestamp,
+    clock: SharedClock,
+) -> anyhow::Result<Option<PromotionDecision>> {
+    let registry = open_registry(config, clock.clone())?;
+    if let Some(v) = registry.current(Stage::Production).await? {
+        tracing::info!(version = v.version, "the registry has a production model");
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let now = clock.now();
+    let mut bootstrap = BootstrapConfig::small(
+        city,
+        config.processor.clone(),
+        end.floor_to(bikeshare_common::Timestamp::MINUTE_MS),
+    );
+    // A whole week to train and validate on, and the day after it to test: the simulated
+    // city's weekdays and weekends differ, and fewer days let the gate refuse a first model
+    // that never saw the kind of day it is tested on.
+    bootstrap.days = 8;
+    eprintln!(
+        "model:       no production model in {}: training a first one on {} simulated days of {} stations",
+        registry.describe(),
+        bootstrap.days,
+        bootstrap.city.stations
+    );
+    let dir = config
+        .data_path(&config.registry.cache_dir)
+        .join(format!("bootstrap-{}", now.millis()));
+    let name = config.registry.model_name.clone();
+    let trained = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            train_bootstrap(&bootstrap, &dir, &name, "bootstrap", now, &mut |_| {})
+        })
+        .await
+        .context("bootstrap training task")??
+    };
+    let version = registry.register(&dir).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let held_out = HeldOut::from_training_data(&trained.data, trained.test.clone());
+    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let gate = gate(config, registry, &schema, clock);
+    let staged = gate
+        .evaluate(version.version, Stage::Staging, Some(&held_out))
+        .await?;
+    let decision = if staged.promoted {
+        gate.evaluate(version.version, Stage::Production, Some(&held_out))
+            .await?
+    } else {
+        staged
+    };
+    eprintln!(
+        "model:       bootstrap took {:.1} s; {}",
+        started.elapsed().as_secs_f64(),
+        decision.summary
+    );
+    Ok(Some(decision))
 }

@@ -12,6 +12,8 @@ use bikeshare_common::{SystemId, Timestamp};
 use bikeshare_models::artifact::save_dir;
 use bikeshare_models::dataset::{EventsLoader, TrainingData};
 use bikeshare_models::eval::render;
+use bikeshare_models::promote::HeldOut;
+use bikeshare_models::registry::Stage;
 use bikeshare_models::training::{Progress, RunInfo, train_models};
 use bikeshare_producers::output::{Output, OutputError};
 use bikeshare_producers::replay::{ReplayConfig, Replayer};
@@ -185,7 +187,7 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
         params.nthread
     );
     let split_config = config.train.split.clone();
-    let trained = tokio::task::spawn_blocking(move || {
+    let (trained, data) = tokio::task::spawn_blocking(move || {
         train_models(
             &data,
             &schema,
@@ -194,6 +196,7 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
             &run,
             &mut print_progress,
         )
+        .map(|t| (t, data))
     })
     .await
     .context("training task")??;
@@ -213,5 +216,31 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
     eprint!("{}", render(&card.evaluation));
     save_dir(&args.output, card, &trained.empty_json, &trained.full_json)?;
     eprintln!("wrote {}", args.output.display());
+    if args.register {
+        register(&args, &config, &data).await?;
+    }
+    Ok(())
+}
+
+/// The model directory as a new registry version, through the gate to staging on the test
+/// days.
+async fn register(args: &TrainArgs, config: &Config, data: &TrainingData) -> anyhow::Result<()> {
+    let clock = wall_clock();
+    let registry = super::models::open_registry(config, clock.clone())?;
+    let version = registry.register(&args.output).await?;
+    eprintln!(
+        "registered as {} v{} in {}",
+        version.model,
+        version.version,
+        registry.describe()
+    );
+    let test = data.split(&config.train.split)?.test;
+    let held_out = HeldOut::from_training_data(data, test);
+    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let gate = super::models::gate(config, registry, &schema, clock);
+    let decision = gate
+        .evaluate(version.version, Stage::Staging, Some(&held_out))
+        .await?;
+    super::promote::print_decision(&decision);
     Ok(())
 }

@@ -34,6 +34,17 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         sim.city.centre_lon,
         sim.city.system_id.clone(),
     );
+    // A first model when the registry has none, trained on simulated days before the live
+    // window; a failure leaves the baseline scoring, never a stopped job.
+    if !args.no_bootstrap {
+        let end = sim.start.unwrap_or_else(|| clock.now());
+        if let Err(e) =
+            super::models::bootstrap_if_empty(&config, &sim.city, end, clock.clone()).await
+        {
+            tracing::error!(error = %format!("{e:#}"), "bootstrap model");
+            eprintln!("model:       no bootstrap model ({e:#}); scoring with the baseline");
+        }
+    }
     let running = simulator::serve(sim, clock.clone(), std::future::pending())
         .await
         .context("starting the simulator")?;
