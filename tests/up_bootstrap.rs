@@ -59,7 +59,11 @@ fn up_bootstraps_a_production_model_and_scores_with_it() {
 
     let status = ok(bikeshare(dir.path()).args(["promote", "--status"]));
     assert!(status.contains("decisions (2)"), "{status}");
-    let stages = if promoted { "staging,production" } else { "staging" };
+    let stages = if promoted {
+        "staging,production"
+    } else {
+        "staging"
+    };
     assert!(status.contains(stages), "{status}");
 
     let predictions = stream_records(dir.path(), "predictions");
@@ -72,8 +76,15 @@ fn up_bootstraps_a_production_model_and_scores_with_it() {
     // A second start: a promoted model is found and no training happens; after a refusal
     // the job tries again.
     let second = up(dir.path(), "3s");
-    assert_eq!(!second.contains("training a first one"), promoted, "{second}");
+    assert_eq!(
+        !second.contains("training a first one"),
+        promoted,
+        "{second}"
+    );
     if promoted {
-        assert!(second.contains("model:       bikeshare-stockout v1"), "{second}");
+        assert!(
+            second.contains("model:       bikeshare-stockout v1"),
+            "{second}"
+        );
     }
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bikeshare_common::SharedClock;
-use bikeshare_models::hotswap::ProductionWatcher;
 use bikeshare_models::bootstrap::{BootstrapConfig, train_bootstrap};
+use bikeshare_models::hotswap::ProductionWatcher;
 use bikeshare_models::promote::{Gate, HeldOut, PromotionDecision};
-use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_models::registry::local::LocalRegistry;
 use bikeshare_models::registry::mlflow::{MlflowRegistry, MlflowSettings};
+use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_stream_processor::{BaselineScorer, FeatureSchema, Scorer};
 use tokio::sync::watch;
 
