@@ -64,11 +64,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     /// Show versions, stages and recent decisions; decide nothing.
-    #[arg(long, conflicts_with_all = ["version", "to", "rows"])]
+    #[arg(long, conflicts_with_all = ["model_version", "to", "rows"])]
     pub status: bool,
-    /// The version to promote (default: the one in staging).
+    /// The registered version to promote (default: the one in staging).
     #[arg(long)]
-    pub version: Option<u64>,
+    pub model_version: Option<u64>,
     /// The stage to promote to.
     #[arg(long, value_enum, default_value = "production")]
     pub to: PromoteStage,

@@ -24,7 +24,7 @@ pub async fn run(args: PromoteArgs, config: Config) -> anyhow::Result<()> {
         PromoteStage::Staging => Stage::Staging,
         PromoteStage::Production => Stage::Production,
     };
-    let version = match args.version {
+    let version = match args.model_version {
         Some(v) => v,
         None => registry
             .current(Stage::Staging)

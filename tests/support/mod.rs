@@ -15,6 +15,8 @@ pub fn bikeshare(data_dir: &Path) -> Command {
         .env("BIKESHARE_LAKE__CHECKPOINT_INTERVAL_MS", "10")
         .env("BIKESHARE_RUNNER__BATCH", "50")
         .env("BIKESHARE_METRICS__BIND", "127.0.0.1:0")
+        // No fixed ports: tests run in parallel.
+        .env("BIKESHARE_SIMULATOR__BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     c
