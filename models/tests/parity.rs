@@ -1,0 +1,140 @@
+//! The native evaluator is bit-identical to XGBoost's own prediction: a model trained by
+//! XGBoost (through `xgboost-rs`) on rows with missing values, then predicted by both on
+//! thousands of rows that include NaNs and values exactly equal to split conditions (ties).
+
+#![allow(clippy::unwrap_used)] // test helpers: a malformed model JSON should fail loudly
+
+use std::collections::HashMap;
+
+use bikeshare_models::training::dmatrix;
+use bikeshare_models::xgboost::XgbModel;
+use xgboost_rs::Booster;
+
+const FEATURES: usize = 12;
+
+/// A small deterministic generator (SplitMix64): no test randomness, no extra dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Features like ours: small counts (many exact ties, 0 is common), fractions, ~15 % missing.
+fn rows(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut values = Vec::with_capacity(n * FEATURES);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = values.len();
+        for f in 0..FEATURES {
+            let v = if rng.unit() < 0.15 {
+                f32::NAN
+            } else if f % 2 == 0 {
+                (rng.next() % 12) as f32
+            } else {
+                rng.unit() * 4.0 - 1.0
+            };
+            values.push(v);
+        }
+        let r = &values[start..];
+        let bikes = if r[0].is_nan() { 5.0 } else { r[0] };
+        let flow = if r[1].is_nan() { 0.0 } else { r[1] };
+        let risk = 2.5 - bikes + 1.5 * flow + if r[2].is_nan() { 1.0 } else { 0.0 };
+        labels.push(if risk + rng.unit() * 2.0 - 1.0 > 0.0 {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    (values, labels)
+}
+
+/// Every (feature, split condition) of the model, to build rows that hit splits exactly.
+fn split_points(json: &[u8]) -> Vec<(usize, f32)> {
+    let doc: serde_json::Value = serde_json::from_slice(json).unwrap();
+    let trees = doc["learner"]["gradient_booster"]["model"]["trees"]
+        .as_array()
+        .unwrap();
+    let mut points = Vec::new();
+    for t in trees {
+        let idx = t["split_indices"].as_array().unwrap();
+        let cond = t["split_conditions"].as_array().unwrap();
+        let left = t["left_children"].as_array().unwrap();
+        for ((i, c), l) in idx.iter().zip(cond).zip(left) {
+            if l.as_i64() != Some(-1) {
+                points.push((i.as_u64().unwrap() as usize, c.as_f64().unwrap() as f32));
+            }
+        }
+    }
+    points
+}
+
+#[test]
+fn native_predictions_are_bit_identical_to_xgboost() {
+    let mut rng = Rng(0x5EED);
+    let (train, labels) = rows(&mut rng, 4000);
+    let dtrain = dmatrix(&train, FEATURES, &labels, 1).unwrap();
+    let config: HashMap<String, String> = [
+        ("objective", "binary:logistic"),
+        ("tree_method", "hist"),
+        ("max_depth", "6"),
+        ("eta", "0.3"),
+        ("nthread", "1"),
+        ("base_score", "0.37"),
+        ("verbosity", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut booster = Booster::new_with_json_config(&[&dtrain], config).unwrap();
+    for round in 0..60 {
+        booster.update(&dtrain, round).unwrap();
+    }
+    let json = booster.save_to_buffer("json".into()).unwrap().into_bytes();
+    let native = XgbModel::from_json(&json).unwrap();
+    assert_eq!(native.num_trees(), 60);
+
+    // Test rows: fresh rows, and rows with features set exactly to split conditions.
+    let (mut test, _) = rows(&mut rng, 3000);
+    let points = split_points(&json);
+    assert!(points.len() > 500, "the model has {} splits", points.len());
+    for k in 0..3000 {
+        let (feature, cond) = points[k % points.len()];
+        let mut row = test[(k % 3000) * FEATURES..][..FEATURES].to_vec();
+        row[feature] = cond;
+        // A second feature at its own split point in the same row, now and then.
+        let (f2, c2) = points[(k * 7 + 3) % points.len()];
+        if f2 != feature && k % 3 == 0 {
+            row[f2] = c2;
+        }
+        test.extend(row);
+    }
+    let n = test.len() / FEATURES;
+    assert!(n >= 5000);
+    let dtest = dmatrix(&test, FEATURES, &vec![0.0; n], 1).unwrap();
+    let expected = booster.predict(&dtest).unwrap();
+    assert_eq!(expected.len(), n);
+
+    let mut mismatches = Vec::new();
+    for (i, want) in expected.iter().enumerate() {
+        let got = native.predict(&test[i * FEATURES..][..FEATURES]);
+        if got.to_bits() != want.to_bits() {
+            mismatches.push((i, got, *want));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {n} rows differ, first: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+    // The rows really exercise missing values and ties.
+    assert!(test.iter().filter(|v| v.is_nan()).count() > n);
+}
