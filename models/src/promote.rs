@@ -239,32 +239,14 @@ pub fn log_loss(p: &[f32], y: &[bool]) -> f64 {
     sum / p.len() as f64
 }
 
-/// PR-AUC as average precision: the mean, over positives, of the precision at each
-/// positive's score threshold (ties share one threshold). NaN without positives.
+/// PR-AUC as average precision ([`crate::eval::average_precision`]), a NaN probability
+/// counting as 0.5. NaN without positives.
 pub fn pr_auc(p: &[f32], y: &[bool]) -> f64 {
-    let positives = y.iter().filter(|b| **b).count();
-    if positives == 0 {
-        return f64::NAN;
-    }
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    let key = |i: usize| if p[i].is_nan() { 0.5 } else { p[i] };
-    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
-    let (mut tp, mut seen, mut ap) = (0usize, 0usize, 0.0f64);
-    let mut i = 0;
-    while i < order.len() {
-        let threshold = key(order[i]);
-        let mut new_tp = 0;
-        while i < order.len() && key(order[i]) == threshold {
-            seen += 1;
-            if y[order[i]] {
-                new_tp += 1;
-            }
-            i += 1;
-        }
-        tp += new_tp;
-        ap += new_tp as f64 * (tp as f64 / seen as f64);
-    }
-    ap / positives as f64
+    let p: Vec<f32> = p
+        .iter()
+        .map(|&v| if v.is_nan() { 0.5 } else { v })
+        .collect();
+    crate::eval::average_precision(&p, y).unwrap_or(f64::NAN)
 }
 
 pub fn metrics(scored: &Scored, data: &HeldOut) -> GateMetrics {
