@@ -9,6 +9,9 @@
 #                       and an MLflow tracking server (PyPI `mlflow`, SQLite backend store,
 #                       artifacts proxied by the server into a temporary directory):
 #                         BIKESHARE_TEST_MLFLOW_URI         http://127.0.0.1:PORT
+#                       and (no server: an embedded database) a Python with PyPI `duckdb`, for
+#                       the tests that run the Athena analyst queries on the local lake:
+#                         BIKESHARE_TEST_DUCKDB_PYTHON      $TOOLS_DIR/duckdb-VERSION/bin/python
 #
 # kinesis-mock (npm `kinesis-local`) binds 0.0.0.0 and has no host option: a `--require`
 # preload rewrites the host of every `net.Server#listen` to 127.0.0.1. Its *_DURATION delays
@@ -18,6 +21,7 @@
 KINESIS_LOCAL_VERSION="0.6.2"
 MOTO_VERSION="5.2.5"
 MLFLOW_VERSION="3.17.2"
+DUCKDB_VERSION="2.0.0"
 EMULATOR_LOG_DIR="${EMULATOR_LOG_DIR:-$TOOLS_DIR/logs}"
 EMULATOR_PIDS=()
 
@@ -77,6 +81,20 @@ ensure_mlflow() {
   [ -x "$MLFLOW_BIN" ] || { log "MLflow install failed: $MLFLOW_BIN missing"; exit 1; }
 }
 
+# ensure_duckdb: a venv with PyPI duckdb; exports BIKESHARE_TEST_DUCKDB_PYTHON (its python).
+ensure_duckdb() {
+  local venv="$TOOLS_DIR/duckdb-$DUCKDB_VERSION"
+  if ! "$venv/bin/python" -c "import duckdb" 2>/dev/null; then
+    if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+    log "installing DuckDB (PyPI duckdb==$DUCKDB_VERSION) into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION" </dev/null
+    "$venv/bin/python" -c "import duckdb" || { log "DuckDB install failed in $venv"; exit 1; }
+  fi
+  export BIKESHARE_TEST_DUCKDB_PYTHON="$venv/bin/python"
+}
+
 # wait_http NAME URL PID LOG: waits up to 90 s (MLflow migrates its store first) for URL to answer.
 wait_http() {
   local name="$1" url="$2" pid="$3" logfile="$4"
@@ -108,6 +126,7 @@ start_emulators() {
   ensure_kinesis_mock
   ensure_moto
   ensure_mlflow
+  ensure_duckdb
   mkdir -p "$EMULATOR_LOG_DIR"
   trap stop_emulators EXIT
 

@@ -21,6 +21,7 @@
 //! [`catalog`] lists datasets, partitions and row counts and reads datasets back.
 
 pub mod archive;
+pub mod athena;
 pub mod catalog;
 pub mod dataset;
 pub mod layout;
