@@ -135,6 +135,17 @@ fn native_predictions_are_bit_identical_to_xgboost() {
         mismatches.len(),
         &mismatches[..mismatches.len().min(5)]
     );
+    // The batch path gives the same bits as the row-by-row one.
+    let mut batch = Vec::new();
+    native.predict_rows(&test, FEATURES, &mut batch);
+    assert_eq!(batch.len(), n);
+    assert!(
+        batch
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "predict_rows differs from XGBoost"
+    );
     // The rows really exercise missing values and ties.
     assert!(test.iter().filter(|v| v.is_nan()).count() > n);
 }
