@@ -6,7 +6,12 @@
 //!   endpoint (names, units and labels are in [`bikeshare_common::metrics`]).
 //! - [`drift`]: data-quality baselines and drift checks in SageMaker Model Monitor's formats.
 //! - [`samples`]: a reader of the exposition format, for in-process consumers of it.
+//! - [`alerts`]: rules over the documented metrics, the pending/firing/resolved state
+//!   machine, and notifications to a Slack-compatible webhook and SNS.
+//! - [`cloudwatch`]: the same snapshot pushed to CloudWatch with `PutMetricData`.
 
+pub mod alerts;
+pub mod cloudwatch;
 pub mod drift;
 pub mod exporter;
 pub mod samples;

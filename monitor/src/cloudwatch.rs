@@ -1,0 +1,568 @@
+//! CloudWatch export: the process's metrics pushed with `PutMetricData` on an interval.
+//!
+//! [`Converter`] is the pure part: it turns one snapshot of the Prometheus recorder (read
+//! with [`crate::samples`]) into CloudWatch data, per series, with the series' labels as
+//! dimensions (plus the configured static ones, e.g. `environment`):
+//!
+//! - gauges: their value;
+//! - counters: the increase since the previous push (a counter that went down was reset
+//!   and counts from 0), so CloudWatch's `Sum` over a period is the count in that period;
+//! - histograms: the observations since the previous push as `Values`/`Counts` (each
+//!   bucket's upper bound, the `+Inf` bucket at the largest finite bound), which keeps
+//!   CloudWatch's percentiles available; a histogram with no new observation sends nothing.
+//!
+//! Non-finite values are skipped (CloudWatch rejects them). [`CloudWatchExporter`] sends the
+//! data in calls of at most [`MAX_DATA_PER_CALL`] metrics and under [`MAX_REQUEST_BYTES`],
+//! retrying a failed call with [`Backoff`]; a call that still fails is logged and dropped —
+//! metrics are best-effort and never hold the pipeline up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use bikeshare_common::metrics::{self as m, Kind};
+use bikeshare_common::retry::Backoff;
+use bikeshare_common::{SharedClock, Timestamp};
+use metrics::Unit;
+use serde::{Deserialize, Serialize};
+
+use crate::samples::Sample;
+
+/// `PutMetricData`: at most 1000 metrics per request (since 2023; it was 20).
+pub const MAX_DATA_PER_CALL: usize = 1000;
+/// `PutMetricData`: at most 1 MB per HTTP POST; we stay well under it (the query protocol
+/// spells every member name out).
+pub const MAX_REQUEST_BYTES: usize = 800 * 1024;
+/// At most 30 dimensions per metric.
+pub const MAX_DIMENSIONS: usize = 30;
+/// At most 150 distinct values per metric in `Values`/`Counts`.
+pub const MAX_VALUES: usize = 150;
+/// Dimension values: 1 to 1024 characters.
+pub const MAX_DIMENSION_VALUE: usize = 1024;
+
+/// `[cloudwatch]`: pushing the metrics to CloudWatch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CloudWatchConfig {
+    /// Off by default; on in the AWS environments.
+    pub enabled: bool,
+    /// The CloudWatch namespace (the IAM policy limits `PutMetricData` to `bikeshare/<env>`).
+    pub namespace: String,
+    /// How often to push.
+    pub interval_ms: u64,
+    /// Dimensions added to every metric, e.g. `{ environment = "prod" }`.
+    pub dimensions: BTreeMap<String, String>,
+    /// 60 (standard) or 1 (high resolution).
+    pub storage_resolution: i32,
+    /// Default: the standard AWS configuration's region.
+    pub region: Option<String>,
+    /// An emulator or VPC endpoint (or `AWS_ENDPOINT_URL_CLOUDWATCH`).
+    pub endpoint_url: Option<String>,
+    /// Per attempt.
+    pub timeout_ms: u64,
+    pub retry: Backoff,
+}
+
+impl Default for CloudWatchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            namespace: "bikeshare".into(),
+            interval_ms: 60_000,
+            dimensions: BTreeMap::new(),
+            storage_resolution: 60,
+            region: None,
+            endpoint_url: None,
+            timeout_ms: 10_000,
+            retry: Backoff {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+                max_retries: Some(3),
+            },
+        }
+    }
+}
+
+/// One CloudWatch metric datum, before it becomes the SDK's type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datum {
+    pub name: String,
+    pub dimensions: Vec<(String, String)>,
+    pub unit: StandardUnit,
+    pub value: DatumValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatumValue {
+    Single(f64),
+    /// Parallel `Values` and `Counts`.
+    Distribution {
+        values: Vec<f64>,
+        counts: Vec<f64>,
+    },
+}
+
+impl Datum {
+    /// A rough size in the query protocol, for batching under the request limit.
+    fn approx_bytes(&self) -> usize {
+        let dims: usize = self
+            .dimensions
+            .iter()
+            .map(|(k, v)| 80 + k.len() + v.len())
+            .sum();
+        let values = match &self.value {
+            DatumValue::Single(_) => 40,
+            DatumValue::Distribution { values, .. } => values.len() * 90,
+        };
+        120 + self.name.len() + dims + values
+    }
+
+    /// The SDK's `MetricDatum`.
+    pub fn to_sdk(&self, at: Timestamp, storage_resolution: i32) -> MetricDatum {
+        let dims = self
+            .dimensions
+            .iter()
+            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+            .collect();
+        let b = MetricDatum::builder()
+            .metric_name(&self.name)
+            .set_dimensions(Some(dims))
+            .unit(self.unit.clone())
+            .timestamp(DateTime::from_millis(at.millis()))
+            .storage_resolution(storage_resolution);
+        match &self.value {
+            DatumValue::Single(v) => b.value(*v),
+            DatumValue::Distribution { values, counts } => b
+                .set_values(Some(values.clone()))
+                .set_counts(Some(counts.clone())),
+        }
+        .build()
+    }
+}
+
+fn unit_of(unit: Unit) -> StandardUnit {
+    match unit {
+        Unit::Seconds => StandardUnit::Seconds,
+        Unit::Milliseconds => StandardUnit::Milliseconds,
+        Unit::Microseconds => StandardUnit::Microseconds,
+        Unit::Bytes => StandardUnit::Bytes,
+        Unit::CountPerSecond => StandardUnit::CountSecond,
+        Unit::Percent => StandardUnit::Percent,
+        Unit::Count => StandardUnit::Count,
+        _ => StandardUnit::None,
+    }
+}
+
+type SeriesKey = (String, BTreeMap<String, String>);
+
+/// Snapshots to CloudWatch data; remembers counters and histogram buckets between pushes.
+#[derive(Debug, Default)]
+pub struct Converter {
+    static_dimensions: BTreeMap<String, String>,
+    counters: HashMap<SeriesKey, f64>,
+    /// Per histogram series: cumulative count per bucket bound.
+    buckets: HashMap<SeriesKey, Vec<(f64, f64)>>,
+}
+
+impl Converter {
+    pub fn new(static_dimensions: BTreeMap<String, String>) -> Self {
+        Self {
+            static_dimensions,
+            ..Self::default()
+        }
+    }
+
+    fn dimensions(&self, labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let mut dims: BTreeMap<String, String> = self.static_dimensions.clone();
+        for (k, v) in labels {
+            if !v.is_empty() {
+                dims.insert(k.clone(), v.chars().take(MAX_DIMENSION_VALUE).collect());
+            }
+        }
+        dims.into_iter().take(MAX_DIMENSIONS).collect()
+    }
+
+    /// The data of one snapshot: the documented metrics only.
+    pub fn convert(&mut self, samples: &[Sample]) -> Vec<Datum> {
+        let mut out = Vec::new();
+        // Histogram buckets of this snapshot, per series (labels without `le`).
+        let mut hist: BTreeMap<SeriesKey, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in samples {
+            let Some(def) = m::lookup(&s.name) else {
+                continue;
+            };
+            match def.kind {
+                Kind::Gauge if s.value.is_finite() => out.push(Datum {
+                    name: def.name.into(),
+                    dimensions: self.dimensions(&s.labels),
+                    unit: unit_of(def.unit),
+                    value: DatumValue::Single(s.value),
+                }),
+                Kind::Counter if s.value.is_finite() => {
+                    let key = (s.name.clone(), s.labels.clone());
+                    let prev = self.counters.insert(key, s.value).unwrap_or(0.0);
+                    let delta = if s.value >= prev {
+                        s.value - prev
+                    } else {
+                        s.value
+                    };
+                    out.push(Datum {
+                        name: def.name.into(),
+                        dimensions: self.dimensions(&s.labels),
+                        unit: StandardUnit::Count,
+                        value: DatumValue::Single(delta),
+                    });
+                }
+                Kind::Histogram if s.name.ends_with("_bucket") => {
+                    let Some(le) = s.label("le").and_then(|l| match l {
+                        "+Inf" => Some(f64::INFINITY),
+                        l => l.parse::<f64>().ok(),
+                    }) else {
+                        continue;
+                    };
+                    let mut labels = s.labels.clone();
+                    labels.remove("le");
+                    hist.entry((def.name.to_owned(), labels))
+                        .or_default()
+                        .push((le, s.value));
+                }
+                _ => {}
+            }
+        }
+        for ((name, labels), mut cumulative) in hist {
+            cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let prev = self
+                .buckets
+                .insert((name.clone(), labels.clone()), cumulative.clone());
+            let per_bucket = |c: &[(f64, f64)]| -> Vec<(f64, f64)> {
+                let mut last = 0.0;
+                c.iter()
+                    .map(|(le, n)| {
+                        let d = (n - last).max(0.0);
+                        last = *n;
+                        (*le, d)
+                    })
+                    .collect()
+            };
+            let now = per_bucket(&cumulative);
+            let before: HashMap<u64, f64> = prev
+                .as_deref()
+                .map(per_bucket)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(le, n)| (le.to_bits(), n))
+                .collect();
+            // A total that went down means the recorder restarted: count from 0.
+            let total = |c: &[(f64, f64)]| c.last().map_or(0.0, |x| x.1);
+            let reset = prev
+                .as_deref()
+                .is_some_and(|p| total(p) > total(&cumulative));
+            let largest_finite = cumulative
+                .iter()
+                .rev()
+                .map(|x| x.0)
+                .find(|le| le.is_finite())
+                .unwrap_or(0.0);
+            let (mut values, mut counts) = (Vec::new(), Vec::new());
+            for (le, n) in now {
+                let d = if reset {
+                    n
+                } else {
+                    n - before.get(&le.to_bits()).copied().unwrap_or(0.0)
+                };
+                if d > 0.0 {
+                    values.push(if le.is_finite() { le } else { largest_finite });
+                    counts.push(d);
+                }
+            }
+            if values.is_empty() {
+                continue;
+            }
+            let unit = m::lookup(&name).map_or(StandardUnit::None, |d| unit_of(d.unit));
+            let dimensions = self.dimensions(&labels);
+            // More than 150 buckets: split into several data of the same metric.
+            for (v, c) in values.chunks(MAX_VALUES).zip(counts.chunks(MAX_VALUES)) {
+                out.push(Datum {
+                    name: name.clone(),
+                    dimensions: dimensions.clone(),
+                    unit: unit.clone(),
+                    value: DatumValue::Distribution {
+                        values: v.to_vec(),
+                        counts: c.to_vec(),
+                    },
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Splits data into `PutMetricData` calls within the count and size limits.
+pub fn batches(data: &[Datum]) -> Vec<&[Datum]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, d) in data.iter().enumerate() {
+        let b = d.approx_bytes();
+        if i > start && (i - start == MAX_DATA_PER_CALL || bytes + b > MAX_REQUEST_BYTES) {
+            out.push(&data[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < data.len() {
+        out.push(&data[start..]);
+    }
+    out
+}
+
+/// Why a push failed (after retries).
+#[derive(Debug, thiserror::Error)]
+#[error("PutMetricData to {namespace}: {message}")]
+pub struct PushError {
+    pub namespace: String,
+    pub message: String,
+}
+
+/// Pushes snapshots to CloudWatch.
+#[derive(Debug)]
+pub struct CloudWatchExporter {
+    client: aws_sdk_cloudwatch::Client,
+    config: CloudWatchConfig,
+    converter: Converter,
+}
+
+/// What one push did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushReport {
+    pub data: usize,
+    pub calls: usize,
+    pub failed_calls: usize,
+}
+
+impl CloudWatchExporter {
+    /// An exporter from the shared SDK configuration, with `config`'s region and endpoint.
+    pub fn new(sdk: &aws_config::SdkConfig, config: CloudWatchConfig) -> Self {
+        let mut b = aws_sdk_cloudwatch::config::Builder::from(sdk)
+            .retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_cloudwatch::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_millis(config.timeout_ms.max(1)))
+                    .build(),
+            );
+        if let Some(url) = &config.endpoint_url {
+            b = b.endpoint_url(url);
+        }
+        if let Some(region) = &config.region {
+            b = b.region(aws_sdk_cloudwatch::config::Region::new(region.clone()));
+        }
+        Self {
+            client: aws_sdk_cloudwatch::Client::from_conf(b.build()),
+            converter: Converter::new(config.dimensions.clone()),
+            config,
+        }
+    }
+
+    pub fn client(&self) -> &aws_sdk_cloudwatch::Client {
+        &self.client
+    }
+
+    /// Converts `samples` and sends them, stamped `at`. Failed calls are logged and counted
+    /// in the report, not returned: the next push goes on.
+    pub async fn push(&mut self, samples: &[Sample], at: Timestamp) -> PushReport {
+        let data = self.converter.convert(samples);
+        let mut report = PushReport {
+            data: data.len(),
+            ..PushReport::default()
+        };
+        for batch in batches(&data) {
+            report.calls += 1;
+            let sdk: Vec<MetricDatum> = batch
+                .iter()
+                .map(|d| d.to_sdk(at, self.config.storage_resolution))
+                .collect();
+            if let Err(e) = self.put(sdk).await {
+                report.failed_calls += 1;
+                tracing::warn!(error = %e, metrics = batch.len(), "CloudWatch push dropped");
+            }
+        }
+        report
+    }
+
+    async fn put(&self, data: Vec<MetricDatum>) -> Result<(), PushError> {
+        let mut attempt = 0;
+        loop {
+            let r = self
+                .client
+                .put_metric_data()
+                .namespace(&self.config.namespace)
+                .set_metric_data(Some(data.clone()))
+                .send()
+                .await;
+            let err = match r {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let (retryable, message) = match &err {
+                SdkError::ServiceError(s) => (
+                    s.raw().status().is_server_error()
+                        || s.err().code().is_some_and(|c| c.contains("Throttl")),
+                    format!(
+                        "{}: {}",
+                        s.err().code().unwrap_or("error"),
+                        s.err().message().unwrap_or_default()
+                    ),
+                ),
+                SdkError::TimeoutError(_)
+                | SdkError::DispatchFailure(_)
+                | SdkError::ResponseError(_) => (true, error_chain(&err)),
+                other => (false, error_chain(other)),
+            };
+            match retryable
+                .then(|| self.config.retry.delay(attempt, &mut rand::rng()))
+                .flatten()
+            {
+                Some(d) => {
+                    tokio::time::sleep(d).await;
+                    attempt += 1;
+                }
+                None => {
+                    return Err(PushError {
+                        namespace: self.config.namespace.clone(),
+                        message: format!("{message} (after {} attempts)", attempt + 1),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Pushes the installed recorder's snapshot every `interval_ms` until `stop` resolves,
+    /// and once more then (the last counts of a stopping job).
+    pub async fn run(
+        mut self,
+        source: crate::alerts::SampleSource,
+        clock: SharedClock,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        let mut every =
+            tokio::time::interval(Duration::from_millis(self.config.interval_ms.max(1000)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                () = &mut stop => true,
+                _ = every.tick() => false,
+            };
+            let r = self.push(&source(), clock.now()).await;
+            tracing::debug!(?r, "CloudWatch push");
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples::parse;
+
+    fn single(d: &Datum) -> f64 {
+        match d.value {
+            DatumValue::Single(v) => v,
+            DatumValue::Distribution { .. } => panic!("not single"),
+        }
+    }
+
+    #[test]
+    fn gauges_counter_deltas_and_histogram_deltas() {
+        let mut c = Converter::new([("environment".to_owned(), "test".to_owned())].into());
+        let first = parse(
+            "bikeshare_stations_tracked 12\n\
+             bikeshare_events_in_total{system=\"a\",kind=\"status\"} 100\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"0.1\"} 2\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"1\"} 3\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 4\n\
+             bikeshare_checkpoint_duration_seconds_sum 9.5\n\
+             bikeshare_checkpoint_duration_seconds_count 4\n\
+             not_ours 1\nbikeshare_watermark_lag_seconds{system=\"a\"} NaN\n",
+        );
+        let d = c.convert(&first);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert_eq!(d[0].name, "bikeshare_stations_tracked");
+        assert_eq!(single(&d[0]), 12.0);
+        assert_eq!(d[0].dimensions, [("environment".into(), "test".into())]);
+        assert_eq!(single(&d[1]), 100.0, "a new counter counts from 0");
+        assert_eq!(
+            d[1].dimensions,
+            [
+                ("environment".to_owned(), "test".to_owned()),
+                ("kind".into(), "status".into()),
+                ("system".into(), "a".into())
+            ]
+        );
+        assert_eq!(d[2].unit, StandardUnit::Seconds);
+        assert_eq!(
+            d[2].value,
+            DatumValue::Distribution {
+                values: vec![0.1, 1.0, 1.0],
+                counts: vec![2.0, 1.0, 1.0]
+            }
+        );
+        let second = parse(
+            "bikeshare_events_in_total{system=\"a\",kind=\"status\"} 130\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"0.1\"} 2\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"1\"} 5\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 6\n",
+        );
+        let d = c.convert(&second);
+        assert_eq!(single(&d[0]), 30.0);
+        assert_eq!(
+            d[1].value,
+            DatumValue::Distribution {
+                values: vec![1.0],
+                counts: vec![2.0]
+            }
+        );
+        // Nothing new in the histogram: no datum; a reset counter counts from 0.
+        let third = parse(
+            "bikeshare_events_in_total{system=\"a\",kind=\"status\"} 7\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"0.1\"} 2\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"1\"} 5\n\
+             bikeshare_checkpoint_duration_seconds_bucket{le=\"+Inf\"} 6\n",
+        );
+        let d = c.convert(&third);
+        assert_eq!(d.len(), 1);
+        assert_eq!(single(&d[0]), 7.0);
+    }
+
+    #[test]
+    fn batches_respect_the_count_limit() {
+        let d = Datum {
+            name: "bikeshare_stations_tracked".into(),
+            dimensions: vec![],
+            unit: StandardUnit::Count,
+            value: DatumValue::Single(1.0),
+        };
+        let data = vec![d; 2500];
+        let b = batches(&data);
+        assert_eq!(
+            b.iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        assert!(batches(&[]).is_empty());
+    }
+}
