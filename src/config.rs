@@ -56,6 +56,12 @@ pub struct Config {
     /// The Prometheus `/metrics` endpoint of `up`, `process` and `ingest` (`[metrics]`;
     /// the token comes from `BIKESHARE_METRICS_TOKEN` only).
     pub metrics: bikeshare_monitor::exporter::MetricsConfig,
+    /// Alert rules and notifiers of `up`, `process` and `ingest` (`[alerts]`; on by default,
+    /// log only until `[alerts.webhook]` or `[alerts.sns]` is set; the webhook URL is a
+    /// secret: `BIKESHARE_ALERTS__WEBHOOK__URL` or a config file outside the repository).
+    pub alerts: bikeshare_monitor::alerts::AlertsConfig,
+    /// Pushing the metrics to CloudWatch with `PutMetricData` (`[cloudwatch]`; off by default).
+    pub cloudwatch: bikeshare_monitor::cloudwatch::CloudWatchConfig,
     /// Training (`bikeshare train`): model name, XGBoost parameters, the time-based split.
     pub train: TrainConfig,
     /// The Parquet lake (`[lake]`: where, and the archiver's checkpoints); `up` and `process`
@@ -442,6 +448,62 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn alerts_and_cloudwatch_sections() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                "[alerts]\ninterval_ms = 5000\ndisabled = [\"feature_drift\"]\n\
+                 [alerts.overrides.feed_stale]\nthreshold = 120\n\
+                 [alerts.sns]\ntopic_arn = \"arn:aws:sns:ca-central-1:387706002632:alerts\"\n\
+                 [cloudwatch]\nenabled = true\nnamespace = \"bikeshare/prod\"\n\
+                 dimensions = { environment = \"prod\" }\n",
+            )?;
+            jail.set_env(
+                "BIKESHARE_ALERTS__WEBHOOK__URL",
+                "https://hooks.example/SECRET",
+            );
+            let cfg = Config::load(Some(Path::new("a.toml"))).map_err(|e| e.to_string())?;
+            let a = &cfg.alerts;
+            assert!(a.enabled);
+            assert_eq!(a.interval_ms, 5000);
+            assert_eq!(
+                a.webhook.url.as_deref(),
+                Some("https://hooks.example/SECRET")
+            );
+            assert!(
+                !format!("{cfg:?}").contains("SECRET"),
+                "the URL never shows"
+            );
+            assert!(a.wants_sns());
+            let rules = a.effective_rules().map_err(|e| e.to_string())?;
+            assert!(!rules.iter().any(|r| r.name == "feature_drift"));
+            let fs = rules.iter().find(|r| r.name == "feed_stale").unwrap();
+            assert_eq!(fs.threshold, 120.0);
+            assert!(cfg.cloudwatch.enabled);
+            assert_eq!(cfg.cloudwatch.namespace, "bikeshare/prod");
+            assert_eq!(cfg.cloudwatch.dimensions["environment"], "prod");
+            let d = Config::default();
+            assert!(d.alerts.enabled && !d.alerts.wants_sns() && d.alerts.webhook.url.is_none());
+            assert!(!d.cloudwatch.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn aws_environment_configs_push_to_cloudwatch_in_their_namespace() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/environments");
+        for env in ["dev", "staging", "prod"] {
+            let cfg = Config::load(Some(&dir.join(format!("{env}.toml")))).unwrap();
+            assert!(cfg.cloudwatch.enabled, "{env}");
+            assert_eq!(cfg.cloudwatch.namespace, format!("bikeshare/{env}"));
+            assert_eq!(cfg.cloudwatch.dimensions["environment"], env);
+            assert!(cfg.alerts.enabled);
+            cfg.alerts.effective_rules().unwrap();
+            assert_eq!(cfg.stream.backend, StreamBackend::Kinesis);
+        }
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     let output = Arc::new(stream_output(&streams, clock.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = super::start_metrics(&config, stopped(stop_rx.clone())).await?;
+    let monitors = super::monitoring::start(&config, clock.clone(), &stop_rx).await?;
     let tasks = spawn_producers(
         &systems,
         args.weather,
@@ -74,6 +75,9 @@ pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     }
     if let Some(m) = metrics {
         m.wait().await;
+    }
+    for t in monitors {
+        let _ = t.await;
     }
     Ok(())
 }

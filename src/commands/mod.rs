@@ -6,6 +6,7 @@ mod dashboard;
 mod ingest;
 mod lake;
 mod models;
+mod monitoring;
 mod process;
 mod promote;
 mod replay;

@@ -38,10 +38,14 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
         let _ = watcher_stop.wait_for(|s| *s).await;
     });
     let metrics = super::start_metrics(&config, super::ingest::stopped(stop_rx.clone())).await?;
+    let monitors = super::monitoring::start(&config, wall_clock(), &stop_rx).await?;
     let processor = runner.run(shutdown_signal(args.duration)).await;
     let _ = stop_tx.send(true);
     if let Some(m) = metrics {
         m.wait().await;
+    }
+    for t in monitors {
+        let _ = t.await;
     }
     if let Some(w) = watcher {
         let _ = w.await;

@@ -97,6 +97,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     .await?;
     eprintln!("dashboard:   {}", dashboard.url());
     let metrics = super::start_metrics(&config, stopped(stop_rx.clone())).await?;
+    let monitors = super::monitoring::start(&config, clock.clone(), &stop_rx).await?;
 
     let (runner, feed) = super::process::build(&config, false, false).await?;
     eprintln!(
@@ -148,6 +149,9 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     dashboard.wait().await;
     if let Some(m) = metrics {
         m.wait().await;
+    }
+    for t in monitors {
+        let _ = t.await;
     }
     let s = processor.stats();
     eprintln!(
