@@ -3,7 +3,9 @@
 //! under its documented name and labels, and nothing that is not documented.
 //!
 //! `ingest --simulator --weather` and `process` run side by side on one data directory, each
-//! scraped over HTTP; neither emits the other's metrics.
+//! scraped over HTTP; neither emits the other's metrics. Once its first labels are due (30
+//! simulated minutes), `process` must also emit the live model-quality gauges, per system and
+//! target.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +17,18 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bikeshare_common::metrics::{
-    ALL, Component, EVENTS_OUT, FEED_AGE, FEED_ERRORS, MetricDef, Presence, lookup,
+    ALL, Component, EVENTS_OUT, FEED_AGE, FEED_ERRORS, MODEL_BRIER, MODEL_CALIBRATION_ERROR,
+    MODEL_LABELLED, MODEL_PR_AUC, MODEL_ROC_AUC, MetricDef, Presence, lookup,
 };
+
+/// Live quality: emitted by `process` once labels join its predictions.
+static QUALITY: [MetricDef; 5] = [
+    MODEL_LABELLED,
+    MODEL_BRIER,
+    MODEL_CALIBRATION_ERROR,
+    MODEL_ROC_AUC,
+    MODEL_PR_AUC,
+];
 use support::bikeshare;
 
 fn six_hours_ago_ms() -> i64 {
@@ -100,7 +112,11 @@ fn required(component: Component) -> Vec<&'static MetricDef> {
 }
 
 fn missing(found: &BTreeMap<String, BTreeSet<String>>, component: Component) -> Vec<&'static str> {
-    required(component)
+    let mut required = required(component);
+    if component == Component::Process {
+        required.extend(QUALITY.iter());
+    }
+    required
         .into_iter()
         .filter(|d| !found.contains_key(d.name))
         .map(|d| d.name)

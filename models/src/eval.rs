@@ -25,18 +25,11 @@ use crate::dataset::{Split, Target, TrainingData};
 
 /// Probabilities are clipped to `[EPS, 1 − EPS]` for the log loss.
 pub const EPS: f64 = 1e-7;
-/// Bins of the reliability table.
-pub const RELIABILITY_BINS: usize = 10;
-
-/// One bin of the reliability table: predictions in `[lower, upper)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReliabilityBin {
-    pub lower: f64,
-    pub upper: f64,
-    pub count: u64,
-    pub mean_predicted: f64,
-    pub observed_rate: f64,
-}
+/// The measures themselves live in the processor crate (the processor's live quality and the
+/// dashboard use them too): one implementation.
+pub use bikeshare_stream_processor::quality::{
+    RELIABILITY_BINS, ReliabilityBin, average_precision, reliability, roc_auc,
+};
 
 /// Metrics of one hour of day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,65 +238,6 @@ fn by_score_desc(p: &[f32]) -> Vec<usize> {
     idx
 }
 
-/// ROC-AUC: the probability that a random positive scores above a random negative, ties
-/// counting one half. `None` for a single class.
-pub fn roc_auc(p: &[f32], y: &[bool]) -> Option<f64> {
-    let pos = y.iter().filter(|&&b| b).count() as f64;
-    let neg = y.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return None;
-    }
-    let idx = by_score_desc(p);
-    // Walk groups of equal scores from the top: each negative is beaten by every positive
-    // already seen, and ties with half of the positives of its own group.
-    let (mut seen_pos, mut wins) = (0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        let (mut gp, mut gn) = (0.0, 0.0);
-        while j < idx.len() && p[idx[j]] == p[idx[i]] {
-            if y[idx[j]] {
-                gp += 1.0;
-            } else {
-                gn += 1.0;
-            }
-            j += 1;
-        }
-        wins += gn * (seen_pos + gp / 2.0);
-        seen_pos += gp;
-        i = j;
-    }
-    Some(wins / (pos * neg))
-}
-
-/// Average precision (the area under the precision–recall step curve, thresholds at every
-/// distinct score). `None` without positives.
-pub fn average_precision(p: &[f32], y: &[bool]) -> Option<f64> {
-    let pos = y.iter().filter(|&&b| b).count() as f64;
-    if pos == 0.0 {
-        return None;
-    }
-    let idx = by_score_desc(p);
-    let (mut tp, mut fp, mut ap, mut last_recall) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j < idx.len() && p[idx[j]] == p[idx[i]] {
-            if y[idx[j]] {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            j += 1;
-        }
-        let recall = tp / pos;
-        ap += (recall - last_recall) * tp / (tp + fp);
-        last_recall = recall;
-        i = j;
-    }
-    Some(ap)
-}
-
 /// The threshold (one of the scores) that maximises F1; 0.5 when nothing is positive.
 pub fn best_f1_threshold(p: &[f32], y: &[bool]) -> f32 {
     let pos = y.iter().filter(|&&b| b).count() as f64;
@@ -332,30 +266,6 @@ pub fn best_f1_threshold(p: &[f32], y: &[bool]) -> f32 {
         i = j;
     }
     best_t
-}
-
-fn reliability(p: &[f32], y: &[bool]) -> Vec<ReliabilityBin> {
-    let mut bins = vec![(0u64, 0.0f64, 0u64); RELIABILITY_BINS];
-    for (&pi, &yi) in p.iter().zip(y) {
-        let b = ((f64::from(pi) * RELIABILITY_BINS as f64) as usize).min(RELIABILITY_BINS - 1);
-        bins[b].0 += 1;
-        bins[b].1 += f64::from(pi);
-        bins[b].2 += u64::from(yi);
-    }
-    bins.into_iter()
-        .enumerate()
-        .map(|(i, (count, sum, pos))| ReliabilityBin {
-            lower: i as f64 / RELIABILITY_BINS as f64,
-            upper: (i + 1) as f64 / RELIABILITY_BINS as f64,
-            count,
-            mean_predicted: if count > 0 { sum / count as f64 } else { 0.0 },
-            observed_rate: if count > 0 {
-                pos as f64 / count as f64
-            } else {
-                0.0
-            },
-        })
-        .collect()
 }
 
 /// Persistence: a station empty (full) now goes empty (full) in the horizon. As a

@@ -8,6 +8,8 @@
 //! - [`schema`]: the ordered, versioned feature definitions and their id.
 //! - [`predictor`]: the [`predictor::Scorer`] trait and the transparent baseline.
 //! - [`processor`]: watermarks, the reorder buffer, ticks, features and labels per system.
+//! - [`quality`]: forecast measures (ROC-AUC, PR-AUC, Brier, calibration) and the rolling
+//!   live quality of each system from its own labels.
 //!
 //! - [`backfill`]: histories through the same processor into labelled training rows.
 //!
@@ -22,6 +24,7 @@ pub mod labels;
 pub mod neighbours;
 pub mod predictor;
 pub mod processor;
+pub mod quality;
 pub mod runner;
 pub mod schema;
 mod telemetry;

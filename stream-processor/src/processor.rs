@@ -48,8 +48,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bikeshare_common::contracts::{
-    Envelope, Event, FeatureVector, LABEL_SCHEMA_VERSION, Label, PredictionTrigger, StationInfo,
-    StationStatus, WeatherObs,
+    Envelope, Event, FeatureVector, LABEL_SCHEMA_VERSION, Label, Prediction, PredictionTrigger,
+    StationInfo, StationStatus, WeatherObs,
 };
 use bikeshare_common::{EventId, StationId, SystemId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use crate::features::{self, FeatureContext, Glance};
 use crate::labels;
 use crate::neighbours;
+use crate::quality::{LiveQuality, MAX_PENDING_SCORES, QualityConfig, QualityReport};
 use crate::schema::FeatureSchema;
 use crate::window::{Rejected, Report, StationHistory};
 
@@ -76,6 +77,8 @@ pub struct ProcessorConfig {
     pub active_within_ms: i64,
     pub neighbours_k: usize,
     pub neighbour_radius_m: f64,
+    /// The rolling live model quality from the processor's own labels.
+    pub quality: QualityConfig,
 }
 
 impl Default for ProcessorConfig {
@@ -88,6 +91,7 @@ impl Default for ProcessorConfig {
             active_within_ms: 6 * 60 * MIN_MS,
             neighbours_k: 8,
             neighbour_radius_m: 1000.0,
+            quality: QualityConfig::default(),
         }
     }
 }
@@ -148,6 +152,10 @@ pub(crate) struct Station {
     pub ebikes: Option<u16>,
     pub bikes_disabled: Option<u16>,
     pub docks_disabled: Option<u16>,
+    /// `(as_of, p_empty, p_full)` of the station's scored predictions waiting for their
+    /// label, oldest first ([`Processor::record_prediction`]).
+    #[serde(default)]
+    pub scores: VecDeque<(i64, f32, f32)>,
 }
 
 impl Station {
@@ -163,6 +171,7 @@ impl Station {
             ebikes: None,
             bikes_disabled: None,
             docks_disabled: None,
+            scores: VecDeque::new(),
         }
     }
 
@@ -332,6 +341,9 @@ pub(crate) struct SystemState {
     /// ([`Processor::absorb`]) without counting anything twice.
     #[serde(default)]
     pub stats: ProcessorStats,
+    /// Labelled predictions of the quality window ([`crate::quality`]).
+    #[serde(default)]
+    pub quality: LiveQuality,
 }
 
 impl SystemState {
@@ -355,6 +367,7 @@ impl SystemState {
             arrivals: 0,
             next_tick: None,
             stats: ProcessorStats::default(),
+            quality: LiveQuality::default(),
         }
     }
 
@@ -590,6 +603,74 @@ impl Processor {
             .get(system)?
             .watermark(self.config.lateness_ms)
             .map(Timestamp)
+    }
+
+    /// Remembers the scores of a published prediction until its label arrives (live
+    /// quality). Unavailable predictions, unknown stations and predictions outside the
+    /// sample are ignored. Call it for a batch's predictions before its labels
+    /// ([`Self::record_label`]): a label may answer a prediction of the same batch.
+    pub fn record_prediction(&mut self, p: &Prediction) {
+        if !p.is_available() || !self.config.quality.sampled(p.prediction_id.as_str()) {
+            return;
+        }
+        let Some(sys) = self.systems.get_mut(&p.system_id) else {
+            return;
+        };
+        let Some(idx) = sys.index.find(&sys.ids, p.station_id.as_str()) else {
+            return;
+        };
+        let Some(st) = sys.stations.get_mut(idx as usize) else {
+            return;
+        };
+        let t = p.as_of.millis();
+        if st.scores.back().is_some_and(|b| b.0 >= t) {
+            return; // not after the last one: a replayed or out-of-order prediction
+        }
+        st.scores.push_back((t, p.p_empty, p.p_full));
+        while st.scores.len() > MAX_PENDING_SCORES {
+            st.scores.pop_front();
+        }
+    }
+
+    /// Joins a label with its prediction's scores (if recorded) into the system's live
+    /// quality. Scores older than the label are dropped: their labels never came (no state
+    /// at `as_of`).
+    pub fn record_label(&mut self, l: &Label) {
+        let quality = &self.config.quality;
+        let Some(sys) = self.systems.get_mut(&l.system_id) else {
+            return;
+        };
+        let Some(idx) = sys.index.find(&sys.ids, l.station_id.as_str()) else {
+            return;
+        };
+        let Some(st) = sys.stations.get_mut(idx as usize) else {
+            return;
+        };
+        let t = l.as_of.millis();
+        while st.scores.front().is_some_and(|f| f.0 < t) {
+            st.scores.pop_front();
+        }
+        if let Some(&(_, p_empty, p_full)) = st.scores.front().filter(|f| f.0 == t) {
+            st.scores.pop_front();
+            sys.quality
+                .push((t, p_empty, p_full, l.went_empty, l.went_full), quality);
+        }
+    }
+
+    /// The live quality of a system over the configured window.
+    pub fn quality(&self, system: &SystemId) -> Option<QualityReport> {
+        self.systems
+            .get(system)
+            .map(|s| s.quality.summary(&self.config.quality))
+    }
+
+    /// For each system with labelled predictions, the count of those ever joined (it
+    /// changes whenever the quality window does; cheap: no measure is computed).
+    pub fn quality_versions(&self) -> impl Iterator<Item = (&SystemId, u64)> {
+        self.systems
+            .iter()
+            .filter(|(_, s)| !s.quality.is_empty())
+            .map(|(id, s)| (id, s.quality.pushed()))
     }
 
     /// Takes one event, applies whatever the watermark now allows, and appends the outputs.

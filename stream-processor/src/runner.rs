@@ -60,6 +60,7 @@ use tokio::sync::watch;
 
 use crate::predictor::{Predictor, Scorer, Scores};
 use crate::processor::{Emitted, FeatureRow, Processor, RejectReason};
+use crate::quality::QualityReport;
 use crate::telemetry::RunTelemetry;
 use bikeshare_common::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
@@ -80,6 +81,10 @@ pub enum RunnerError {
 
 /// The latest prediction of each station, shared with readers.
 pub type LatestPredictions = Arc<DashMap<(SystemId, StationId), Prediction>>;
+
+/// The live model quality of each system held (refreshed with the quality gauges), shared
+/// with readers such as the dashboard.
+pub type LiveQualityView = Arc<DashMap<SystemId, QualityReport>>;
 
 /// Settings of the runner.
 #[derive(Debug, Clone)]
@@ -144,6 +149,7 @@ pub struct Runner {
     config: RunnerConfig,
     processor: Processor,
     latest: LatestPredictions,
+    quality: LiveQualityView,
     stats: Arc<RunnerStats>,
     telemetry: RunTelemetry,
 }
@@ -201,6 +207,7 @@ impl Runner {
             config,
             processor,
             latest: Arc::new(DashMap::new()),
+            quality: Arc::new(DashMap::new()),
             stats: Arc::new(RunnerStats::default()),
             telemetry: RunTelemetry::new(bikeshare_common::stream::names::EVENTS),
         }
@@ -225,6 +232,10 @@ impl Runner {
     }
     pub fn stats(&self) -> Arc<RunnerStats> {
         self.stats.clone()
+    }
+    /// Live model quality per system, refreshed every few seconds while running.
+    pub fn live_quality(&self) -> LiveQualityView {
+        self.quality.clone()
     }
 
     /// Runs until `shutdown` resolves (or, with `stop_when_caught_up`, until the input is
@@ -350,6 +361,8 @@ impl Runner {
             let predictions = self.stats.predictions.load(Ordering::Relaxed);
             self.telemetry
                 .poll_done(&self.processor, predictions, self.clock.now());
+            self.telemetry
+                .quality(&self.processor, &self.quality, false);
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 // Renew first: only shards still held are checkpointed.
                 self.lease_round(&mut leases, &mut consumer, &mut book)
@@ -371,6 +384,7 @@ impl Runner {
                 break;
             }
         }
+        self.telemetry.quality(&self.processor, &self.quality, true);
         let positions = consumer.positions().clone();
         self.checkpoint_held(&positions, &mut book).await?;
         if let Err(e) = leases.release().await {
@@ -655,7 +669,7 @@ impl Runner {
         Ok(())
     }
 
-    async fn publish(&self, emitted: &mut Vec<Emitted>) -> Result<(), RunnerError> {
+    async fn publish(&mut self, emitted: &mut Vec<Emitted>) -> Result<(), RunnerError> {
         if emitted.is_empty() {
             return Ok(());
         }
@@ -709,6 +723,13 @@ impl Runner {
                 predictions.push(p);
                 features.push(row.vector);
             }
+        }
+        // Live quality: the batch's scores first, a label may answer one of them.
+        for p in &predictions {
+            self.processor.record_prediction(p);
+        }
+        for l in &labels {
+            self.processor.record_label(l);
         }
         crate::telemetry::published(&predictions, &labels, &dead, scoring);
         self.stats

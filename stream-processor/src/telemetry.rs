@@ -16,6 +16,8 @@ use crate::processor::Processor;
 
 /// How often the predictions-per-second gauge is recomputed.
 const RATE_EVERY: Duration = Duration::from_secs(1);
+/// How often the live-quality gauges are recomputed (each costs a sort of the window).
+const QUALITY_EVERY: Duration = Duration::from_secs(2);
 
 /// The runner's metrics state between polls.
 #[derive(Debug)]
@@ -26,6 +28,9 @@ pub(crate) struct RunTelemetry {
     rate_since: Instant,
     predictions_since: u64,
     last_checkpoint: Instant,
+    quality_at: Instant,
+    /// The quality version of each system when its gauges were last set.
+    quality_versions: Vec<(SystemId, u64)>,
 }
 
 impl RunTelemetry {
@@ -37,6 +42,8 @@ impl RunTelemetry {
             rate_since: Instant::now(),
             predictions_since: 0,
             last_checkpoint: Instant::now(),
+            quality_at: Instant::now(),
+            quality_versions: Vec::new(),
         }
     }
 
@@ -93,6 +100,51 @@ impl RunTelemetry {
             self.rate_since = Instant::now();
             self.predictions_since = predictions_total;
         }
+    }
+
+    /// Every [`QUALITY_EVERY`] (or now, with `force`): the live-quality gauges of the
+    /// systems whose labelled outcomes changed, and the shared view of them.
+    pub(crate) fn quality(
+        &mut self,
+        processor: &Processor,
+        view: &crate::runner::LiveQualityView,
+        force: bool,
+    ) {
+        if !force && self.quality_at.elapsed() < QUALITY_EVERY {
+            return;
+        }
+        self.quality_at = Instant::now();
+        let versions: Vec<(SystemId, u64)> = processor
+            .quality_versions()
+            .map(|(id, n)| (id.clone(), n))
+            .collect();
+        for (system, n) in &versions {
+            let unchanged = self
+                .quality_versions
+                .iter()
+                .any(|(s, m)| s == system && m == n)
+                && view.contains_key(system);
+            if unchanged {
+                continue;
+            }
+            let Some(report) = processor.quality(system) else {
+                continue;
+            };
+            for (target, q) in [("empty", &report.empty), ("full", &report.full)] {
+                m::model_quality(
+                    system.as_str(),
+                    target,
+                    q.labelled,
+                    q.roc_auc,
+                    q.pr_auc,
+                    q.brier,
+                    q.ece,
+                );
+            }
+            view.insert(system.clone(), report);
+        }
+        view.retain(|s, _| versions.iter().any(|(c, _)| c == s));
+        self.quality_versions = versions;
     }
 
     /// A checkpoint was stored after `took`.
