@@ -1,6 +1,8 @@
 //! The dashboard in headless Chromium against a running main job: it loads, draws stations
-//! on the map, fills the top-N table, and updates as predictions arrive. The screenshot is
-//! written to `$CARGO_TARGET_TMPDIR/dashboard.png`.
+//! on the map, fills the top-N table, the model-health panel (serving model, live quality per
+//! system and target), the system-health panel (throughput, lag) and the freshness of each
+//! feed, and updates as predictions arrive. The screenshot is written to
+//! `$CARGO_TARGET_TMPDIR/dashboard.png`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,6 +47,41 @@ fn headless(chrome: &str, profile: &std::path::Path) -> Command {
 fn attr<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
     let start = dom.find(&format!("{name}=\""))? + name.len() + 2;
     dom[start..].split('"').next()
+}
+
+/// The text of the element with `id` (up to its first child tag).
+fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let marker = format!("id=\"{id}\"");
+    dom.split(&marker)
+        .nth(1)
+        .and_then(|rest| rest.split_once('>'))
+        .map(|(_, text)| text.split('<').next().unwrap_or(""))
+        .unwrap_or("")
+}
+
+/// The body rows of the table with `id`, each as its cells' texts.
+fn body_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
+    let table = dom
+        .split(&format!("id=\"{id}\""))
+        .nth(1)
+        .unwrap_or("")
+        .split("</table>")
+        .next()
+        .unwrap_or("");
+    let body = table.split("<tbody>").nth(1).unwrap_or("");
+    body.split("<tr>")
+        .skip(1)
+        .map(|tr| {
+            tr.split("<td")
+                .skip(1)
+                .map(|td| {
+                    td.split_once('>')
+                        .map(|(_, t)| t.split('<').next().unwrap_or("").to_owned())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
@@ -157,6 +194,54 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         newest > first,
         "newer predictions appeared while the page was open: {first} -> {newest}"
     );
+
+    // Model health: the serving model, and live quality per system and target once labels
+    // joined predictions (the history before "now" is labelled within seconds).
+    let mut dom = live;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while body_rows(&dom, "quality").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+        dom = dump(3000);
+    }
+    let model = text_of(&dom, "mh-model");
+    assert!(
+        model.contains("bikeshare-stockout") || model.contains("baseline-netflow"),
+        "model-health names the model: {model:?}"
+    );
+    assert!(
+        text_of(&dom, "mh-scored-by").contains("in_process"),
+        "scored_by: {:?}",
+        text_of(&dom, "mh-scored-by")
+    );
+    let quality = body_rows(&dom, "quality");
+    assert_eq!(
+        quality.len(),
+        2,
+        "one row per target of the one system: {quality:?}"
+    );
+    for row in &quality {
+        let labelled: u64 = row[2].parse().unwrap_or(0);
+        let brier: f64 = row[6].parse().unwrap_or(f64::NAN);
+        assert!(labelled > 0, "labelled predictions in {row:?}");
+        assert!((0.0..=1.0).contains(&brier), "a Brier score in {row:?}");
+    }
+    // System health: throughput and lag figures, not placeholders.
+    let events: f64 = text_of(&dom, "sh-events").parse().unwrap_or(0.0);
+    assert!(events > 0.0, "events/s: {:?}", text_of(&dom, "sh-events"));
+    assert!(
+        text_of(&dom, "sh-watermark").ends_with(" s"),
+        "watermark lag: {:?}",
+        text_of(&dom, "sh-watermark")
+    );
+    assert!(text_of(&dom, "sh-dead").parse::<u64>().is_ok());
+    // Freshness per feed: station status and information at least, each with an age.
+    let feeds = body_rows(&dom, "feeds");
+    let names: Vec<&str> = feeds.iter().map(|r| r[1].as_str()).collect();
+    assert!(
+        names.contains(&"station_status") && names.contains(&"station_information"),
+        "feeds: {feeds:?}"
+    );
+    assert!(feeds.iter().all(|r| r[3].ends_with(" s")), "{feeds:?}");
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let status = headless(&chrome, &profile)

@@ -14,7 +14,8 @@ use bikeshare_common::Timestamp;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 
-use crate::quality::QualitySummary;
+use bikeshare_stream_processor::quality::QualityReport;
+
 use crate::state::{DashboardState, Freshness};
 
 /// Environment variable holding the dashboard token (required beyond loopback).
@@ -92,22 +93,66 @@ pub struct SystemView {
     pub data_age_s: f64,
 }
 
+/// Live quality of one system.
 #[derive(Debug, Serialize)]
-pub struct Health {
-    pub events_per_min: usize,
-    pub predictions_per_min: usize,
+pub struct SystemQuality {
+    pub system_id: String,
+    pub report: QualityReport,
+}
+
+/// Median and 99th percentile.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// The model-health panel.
+#[derive(Debug, Serialize)]
+pub struct ModelHealth {
+    pub model: Option<bikeshare_common::contracts::ModelRef>,
+    pub scored_by: std::collections::BTreeMap<&'static str, u64>,
+    pub quality: Vec<SystemQuality>,
+    /// Where the quality comes from: the predictions and labels streams.
+    pub quality_source: &'static str,
+    /// The latest drift evaluation (none until a drift monitor reports one).
+    pub drift: Option<serde_json::Value>,
+}
+
+/// The system-health panel.
+#[derive(Debug, Serialize)]
+pub struct SystemHealth {
+    pub events_per_s: f64,
+    pub predictions_per_s: f64,
     pub last_prediction_age_s: Option<f64>,
+    pub millis_behind_latest: Option<f64>,
+    /// The largest data age (now minus newest event time) over systems.
+    pub watermark_lag_s: Option<f64>,
+    pub processing_latency_ms: Option<Percentiles>,
+    pub inference_latency_us: Option<Percentiles>,
     pub dead_letters: std::collections::BTreeMap<String, u64>,
+    pub dead_letters_total: u64,
+    pub fallbacks: u64,
+    pub unavailable: u64,
+}
+
+/// Freshness of one feed of one system.
+#[derive(Debug, Serialize)]
+pub struct FeedView {
+    pub system_id: String,
+    pub feed: String,
+    pub newest_event_time: Timestamp,
+    pub age_s: f64,
+    pub events: u64,
 }
 
 /// The snapshot `GET /api/state` returns.
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
     pub generated_at: Timestamp,
-    pub model: Option<bikeshare_common::contracts::ModelRef>,
-    pub quality_empty: QualitySummary,
-    pub quality_full: QualitySummary,
-    pub health: Health,
+    pub model_health: ModelHealth,
+    pub system_health: SystemHealth,
+    pub feeds: Vec<FeedView>,
     pub systems: Vec<SystemView>,
     pub stations: Vec<StationView>,
     pub top: Vec<StationView>,
@@ -274,37 +319,71 @@ pub fn build_snapshot(state: &DashboardState, top_n: usize) -> Snapshot {
         })
         .collect();
     systems.sort_by(|a, b| a.system_id.cmp(&b.system_id));
-    let lock_or = |m: &std::sync::Mutex<crate::quality::RollingQuality>| {
-        m.lock().map(|q| q.summary()).unwrap_or_default()
+    let quality = state
+        .quality
+        .lock()
+        .map(|q| {
+            q.iter()
+                .map(|(id, lq)| SystemQuality {
+                    system_id: id.to_string(),
+                    report: lq.summary(&state.quality_config),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let scored_by = state
+        .scored_by
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let dead_letters = state
+        .dead_letters
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let mut feeds: Vec<FeedView> = state
+        .feeds
+        .iter()
+        .map(|e| FeedView {
+            system_id: e.key().0.to_string(),
+            feed: e.key().1.clone(),
+            newest_event_time: e.value().0,
+            age_s: (now.millis() - e.value().0.millis()) as f64 / 1000.0,
+            events: e.value().1,
+        })
+        .collect();
+    feeds.sort_by(|a, b| (&a.system_id, &a.feed).cmp(&(&b.system_id, &b.feed)));
+    let per_s = |r: &std::sync::Mutex<crate::state::RateCounter>| {
+        r.lock().map(|r| r.per_minute(now.millis())).unwrap_or(0) as f64 / 60.0
     };
     Snapshot {
         generated_at: now,
-        model: state.model.lock().ok().and_then(|m| m.clone()),
-        quality_empty: lock_or(&state.quality_empty),
-        quality_full: lock_or(&state.quality_full),
-        health: Health {
-            events_per_min: state
-                .events_rate
-                .lock()
-                .map(|r| r.per_minute(now.millis()))
-                .unwrap_or(0),
-            predictions_per_min: state
-                .predictions_rate
-                .lock()
-                .map(|r| r.per_minute(now.millis()))
-                .unwrap_or(0),
+        model_health: ModelHealth {
+            model: state.model.lock().ok().and_then(|m| m.clone()),
+            scored_by: scored_by.clone(),
+            quality,
+            quality_source: "predictions joined with labels",
+            drift: None,
+        },
+        system_health: SystemHealth {
+            events_per_s: per_s(&state.events_rate),
+            predictions_per_s: per_s(&state.predictions_rate),
             last_prediction_age_s: state
                 .newest_prediction_arrival
                 .lock()
                 .ok()
                 .and_then(|t| *t)
                 .map(|t| (now.millis() - t.millis()) as f64 / 1000.0),
-            dead_letters: state
-                .dead_letters
-                .lock()
-                .map(|m| m.clone())
-                .unwrap_or_default(),
+            millis_behind_latest: None,
+            watermark_lag_s: systems.iter().map(|s| s.data_age_s).reduce(f64::max),
+            processing_latency_ms: None,
+            inference_latency_us: None,
+            dead_letters_total: dead_letters.values().sum(),
+            dead_letters,
+            fallbacks: scored_by.get("fallback").copied().unwrap_or(0),
+            unavailable: scored_by.get("unavailable").copied().unwrap_or(0),
         },
+        feeds,
         systems,
         stations,
         top,

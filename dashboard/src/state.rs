@@ -18,7 +18,7 @@ use bikeshare_common::{EventId, SharedClock, StationId, SystemId, Timestamp};
 use dashmap::DashMap;
 use serde::Serialize;
 
-use crate::quality::{Outcome, RollingQuality};
+use bikeshare_stream_processor::quality::{LiveQuality, QualityConfig};
 
 /// A station's static description.
 #[derive(Debug, Clone, Serialize)]
@@ -70,8 +70,13 @@ pub struct DashboardState {
     pub risk: DashMap<(SystemId, StationId), StationRisk>,
     pub freshness: DashMap<SystemId, Freshness>,
     pub dead_letters: Mutex<BTreeMap<String, u64>>,
-    pub quality_empty: Mutex<RollingQuality>,
-    pub quality_full: Mutex<RollingQuality>,
+    /// Live quality per system, joined exactly as the processor does.
+    pub quality: Mutex<BTreeMap<SystemId, LiveQuality>>,
+    pub quality_config: QualityConfig,
+    /// Predictions per `scored_by` (`in_process`, `endpoint`, `fallback`, `unavailable`).
+    pub scored_by: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per (system, feed): newest event time and events seen.
+    pub feeds: DashMap<(SystemId, String), (Timestamp, u64)>,
     pub model: Mutex<Option<ModelRef>>,
     pub events_rate: Mutex<RateCounter>,
     pub predictions_rate: Mutex<RateCounter>,
@@ -82,8 +87,6 @@ pub struct DashboardState {
     pending: Mutex<HashMap<EventId, (f32, f32, i64)>>,
 }
 
-const QUALITY_WINDOW_MS: i64 = 6 * 3_600_000;
-
 impl DashboardState {
     pub fn new(clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
@@ -91,8 +94,10 @@ impl DashboardState {
             risk: DashMap::new(),
             freshness: DashMap::new(),
             dead_letters: Mutex::new(BTreeMap::new()),
-            quality_empty: Mutex::new(RollingQuality::new(QUALITY_WINDOW_MS)),
-            quality_full: Mutex::new(RollingQuality::new(QUALITY_WINDOW_MS)),
+            quality: Mutex::new(BTreeMap::new()),
+            quality_config: QualityConfig::default(),
+            scored_by: Mutex::new(BTreeMap::new()),
+            feeds: DashMap::new(),
             model: Mutex::new(None),
             events_rate: Mutex::new(RateCounter::default()),
             predictions_rate: Mutex::new(RateCounter::default()),
@@ -112,6 +117,20 @@ impl DashboardState {
         f.newest_event_time = f.newest_event_time.max(env.event_time);
         f.newest_ingest_time = f.newest_ingest_time.max(env.ingest_time);
         drop(f);
+        let feed = match &env.event {
+            Event::FeedHeartbeat(h) => h.feed.clone(),
+            Event::StationStatus(_) => "station_status".to_owned(),
+            Event::StationInfo(_) => "station_information".to_owned(),
+            Event::SystemInfo(_) => "system_information".to_owned(),
+            Event::Weather(_) => "weather".to_owned(),
+        };
+        let mut e = self
+            .feeds
+            .entry((env.system_id.clone(), feed))
+            .or_insert((env.event_time, 0));
+        e.0 = e.0.max(env.event_time);
+        e.1 += 1;
+        drop(e);
         if let Event::StationInfo(info) = &env.event {
             self.stations.insert(
                 (env.system_id.clone(), info.station_id.clone()),
@@ -132,6 +151,9 @@ impl DashboardState {
         if let Ok(mut n) = self.newest_prediction_arrival.lock() {
             *n = Some(n.map_or(arrival, |x| x.max(arrival)));
         }
+        if let Ok(mut by) = self.scored_by.lock() {
+            *by.entry(p.scored_by.as_str()).or_default() += 1;
+        }
         if !p.is_available() {
             // No probabilities (the endpoint failed, fallback "unavailable"): nothing to draw
             // or to score; the station keeps its last usable prediction.
@@ -142,7 +164,9 @@ impl DashboardState {
         }
         self.newest_as_of
             .fetch_max(p.as_of.millis(), std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut pending) = self.pending.lock() {
+        if let Ok(mut pending) = self.pending.lock()
+            && self.quality_config.sampled(p.prediction_id.as_str())
+        {
             pending.insert(
                 p.prediction_id.clone(),
                 (p.p_empty, p.p_full, p.as_of.millis()),
@@ -176,20 +200,11 @@ impl DashboardState {
         else {
             return;
         };
-        let at = l.as_of.millis();
-        if let Ok(mut q) = self.quality_empty.lock() {
-            q.push(Outcome {
-                at_ms: at,
-                p: pe,
-                y: l.went_empty,
-            });
-        }
-        if let Ok(mut q) = self.quality_full.lock() {
-            q.push(Outcome {
-                at_ms: at,
-                p: pf,
-                y: l.went_full,
-            });
+        if let Ok(mut q) = self.quality.lock() {
+            q.entry(l.system_id.clone()).or_default().push(
+                (l.as_of.millis(), pe, pf, l.went_empty, l.went_full),
+                &self.quality_config,
+            );
         }
     }
 
