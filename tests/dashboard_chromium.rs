@@ -234,6 +234,14 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         text_of(&dom, "sh-watermark")
     );
     assert!(text_of(&dom, "sh-dead").parse::<u64>().is_ok());
+    // Latency percentiles from the runner of the same process.
+    for id in ["sh-proc-p50", "sh-proc-p99", "sh-inf-p50", "sh-inf-p99"] {
+        let t = text_of(&dom, id);
+        assert!(
+            t.ends_with(" ms") || t.ends_with(" s") || t.ends_with(" µs"),
+            "{id}: {t:?}"
+        );
+    }
     // Freshness per feed: station status and information at least, each with an age.
     let feeds = body_rows(&dom, "feeds");
     let names: Vec<&str> = feeds.iter().map(|r| r[1].as_str()).collect();

@@ -374,10 +374,27 @@ pub fn build_snapshot(state: &DashboardState, top_n: usize) -> Snapshot {
                 .ok()
                 .and_then(|t| *t)
                 .map(|t| (now.millis() - t.millis()) as f64 / 1000.0),
-            millis_behind_latest: None,
+            millis_behind_latest: state.runner.get().map(|r| {
+                r.millis_behind_latest
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64
+            }),
             watermark_lag_s: systems.iter().map(|s| s.data_age_s).reduce(f64::max),
-            processing_latency_ms: None,
-            inference_latency_us: None,
+            processing_latency_ms: state
+                .runner
+                .get()
+                .and_then(|r| r.processing_latency.quantiles([0.5, 0.99]))
+                .map(|[p50, p99]| Percentiles {
+                    p50: p50 * 1e3,
+                    p99: p99 * 1e3,
+                }),
+            inference_latency_us: state
+                .runner
+                .get()
+                .and_then(|r| r.inference_latency.quantiles([0.5, 0.99]))
+                .map(|[p50, p99]| Percentiles {
+                    p50: p50 * 1e6,
+                    p99: p99 * 1e6,
+                }),
             dead_letters_total: dead_letters.values().sum(),
             dead_letters,
             fallbacks: scored_by.get("fallback").copied().unwrap_or(0),

@@ -85,6 +85,8 @@ pub struct DashboardState {
     pub newest_as_of: std::sync::atomic::AtomicI64,
     pub clock: SharedClock,
     pending: Mutex<HashMap<EventId, (f32, f32, i64)>>,
+    /// The runner's live counters when the processor runs in this process (`up`).
+    pub runner: std::sync::OnceLock<Arc<bikeshare_stream_processor::runner::RunnerStats>>,
 }
 
 impl DashboardState {
@@ -105,6 +107,7 @@ impl DashboardState {
             newest_as_of: std::sync::atomic::AtomicI64::new(i64::MIN),
             clock,
             pending: Mutex::new(HashMap::new()),
+            runner: std::sync::OnceLock::new(),
         })
     }
 

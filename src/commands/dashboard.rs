@@ -15,7 +15,7 @@ pub async fn run(args: DashboardArgs, mut config: Config) -> anyhow::Result<()> 
         config.dashboard.bind = b;
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let running = start(
+    let (running, _state) = start(
         &config,
         wall_clock(),
         super::ingest::stopped(rx.clone()),
@@ -29,13 +29,14 @@ pub async fn run(args: DashboardArgs, mut config: Config) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Starts following the streams and serving the dashboard.
+/// Starts following the streams and serving the dashboard; the state is returned so that a
+/// processor running in the same process can attach its live counters.
 pub async fn start(
     config: &Config,
     clock: SharedClock,
     stop_follow: impl std::future::Future<Output = ()> + Send + 'static,
     stop_server: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<RunningDashboard> {
+) -> anyhow::Result<(RunningDashboard, std::sync::Arc<DashboardState>)> {
     let backend = super::streams::Backend::from_config(config).await?;
     let open = |name: &'static str| {
         let backend = backend.clone();
@@ -49,7 +50,8 @@ pub async fn start(
     };
     let state = DashboardState::new(clock);
     tokio::spawn(dash::follow(state.clone(), sources, stop_follow));
-    server::serve(config.dashboard.clone(), state, stop_server)
+    let running = server::serve(config.dashboard.clone(), state.clone(), stop_server)
         .await
-        .context("starting the dashboard")
+        .context("starting the dashboard")?;
+    Ok((running, state))
 }

@@ -88,7 +88,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     .await
     .context("starting the subscription API")?;
     eprintln!("predictions: {}  (try: bikeshare subscribe)", api.url());
-    let dashboard = super::dashboard::start(
+    let (dashboard, dashboard_state) = super::dashboard::start(
         &config,
         clock.clone(),
         stopped(stop_rx.clone()),
@@ -107,6 +107,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     );
     let watcher = feed.spawn(stopped(stop_rx.clone()));
     let stats = runner.stats();
+    let _ = dashboard_state.runner.set(stats.clone());
     let latest = runner.latest_predictions();
     let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
     let archiver = if config.lake.enabled {

@@ -134,6 +134,39 @@ pub struct RunnerStats {
     pub shards_held: AtomicU64,
     /// Leases gained plus leases lost since start.
     pub lease_changes: AtomicU64,
+    /// Recent processing latencies (arrival to outputs published, seconds), for in-process
+    /// readers such as the dashboard.
+    pub processing_latency: RecentSamples,
+    /// Recent inference latencies per row (seconds).
+    pub inference_latency: RecentSamples,
+}
+
+/// The last [`RecentSamples::CAPACITY`] values of a measurement, for percentiles.
+#[derive(Debug, Default)]
+pub struct RecentSamples(std::sync::Mutex<std::collections::VecDeque<f64>>);
+
+impl RecentSamples {
+    pub const CAPACITY: usize = 1024;
+
+    pub fn push(&self, v: f64) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() == Self::CAPACITY {
+                q.pop_front();
+            }
+            q.push_back(v);
+        }
+    }
+
+    /// The `q`-quantiles (nearest rank) of the samples held; `None` when there are none.
+    pub fn quantiles<const N: usize>(&self, q: [f64; N]) -> Option<[f64; N]> {
+        let mut v: Vec<f64> = self.0.lock().ok()?.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let last = v.len() - 1;
+        Some(q.map(|q| v[((q.clamp(0.0, 1.0) * last as f64).round() as usize).min(last)]))
+    }
 }
 
 /// Drives a [`Processor`] over a stream.
@@ -334,6 +367,12 @@ impl Runner {
                     }
                 }
                 self.publish(&mut emitted).await?;
+                if let Some((oldest, _)) = &ends {
+                    let ms = self.clock.now().millis() - oldest.arrival.millis();
+                    self.stats
+                        .processing_latency
+                        .push(ms.max(0) as f64 / 1000.0);
+                }
                 let ends = ends.as_ref().map(|(a, b)| (a, b));
                 self.telemetry.shard_done(
                     shard.as_str(),
@@ -730,6 +769,12 @@ impl Runner {
         }
         for l in &labels {
             self.processor.record_label(l);
+        }
+        if !predictions.is_empty() {
+            let rows = predictions.len() as f64;
+            self.stats
+                .inference_latency
+                .push(scoring.as_secs_f64() / rows);
         }
         crate::telemetry::published(&predictions, &labels, &dead, scoring);
         self.stats
