@@ -67,6 +67,9 @@ pub struct Config {
     /// The Parquet lake (`[lake]`: where, and the archiver's checkpoints); `up` and `process`
     /// write it, `bikeshare lake` lists it.
     pub lake: bikeshare_lake::LakeConfig,
+    /// The Firehose sink (`[firehose]`, off by default): the lake's datasets as JSON lines
+    /// into one delivery stream each, `<prefix><dataset>`.
+    pub firehose: bikeshare_firehose::FirehoseConfig,
     pub log: LogConfig,
 }
 
@@ -488,6 +491,32 @@ mod tests {
             let d = Config::default();
             assert!(d.alerts.enabled && !d.alerts.wants_sns() && d.alerts.webhook.url.is_none());
             assert!(!d.cloudwatch.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn firehose_is_off_by_default_and_configured_per_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert!(!Config::default().firehose.enabled);
+            jail.create_file(
+                "f.toml",
+                "[firehose]\nprefix = \"bikeshare-prod-\"\n\
+                 [firehose.delivery]\nmax_elapsed_ms = 5000\n\
+                 backoff = { base = 50, max = 2000, max_retries = 3 }\n",
+            )?;
+            jail.set_env("BIKESHARE_FIREHOSE__ENABLED", "true");
+            let cfg = Config::load(Some(Path::new("f.toml"))).map_err(|e| e.to_string())?;
+            let f = &cfg.firehose;
+            assert!(f.enabled);
+            assert_eq!(f.prefix, "bikeshare-prod-");
+            assert_eq!(f.delivery.max_elapsed_ms, 5000);
+            assert_eq!(f.delivery.backoff.max_retries, Some(3));
+            assert_eq!(
+                f.delivery.backoff.base,
+                std::time::Duration::from_millis(50)
+            );
+            assert!(f.features, "defaults fill the rest");
             Ok(())
         });
     }

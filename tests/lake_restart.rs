@@ -32,6 +32,35 @@ fn rows<T: LakeRecord + Debug>(data_dir: &Path) -> Vec<String> {
     v
 }
 
+/// Every line of Model Monitor's data capture and ground truth files, sorted (a multiset).
+fn monitor_lines(data_dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![data_dir.join("lake/model-monitor")];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(data_dir)
+                    .unwrap()
+                    .parent()
+                    .unwrap()
+                    .to_owned();
+                for l in std::fs::read_to_string(&p).unwrap().lines() {
+                    out.push(format!("{} {l}", rel.display()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn same<T: LakeRecord + Debug>(straight: &Path, killed: &Path, min: usize) {
     let (a, b) = (rows::<T>(straight), rows::<T>(killed));
     let name = T::DATASET;
@@ -108,6 +137,11 @@ fn sigkilled_writers_leave_every_row_exactly_once() {
     same::<FeatureVector>(&straight, &killed, 1000);
     same::<Envelope>(&straight, &killed, 1000);
     same::<CuratedStatus>(&straight, &killed, 1000);
+    // Model Monitor's capture and ground truth ride the same epochs: once each, too.
+    let (a, b) = (monitor_lines(&straight), monitor_lines(&killed));
+    assert!(a.len() >= 1500, "only {} Model Monitor lines", a.len());
+    assert_eq!(a.len(), b.len(), "Model Monitor lines after restarts");
+    assert!(a == b, "Model Monitor lines differ after restarts");
 
     // The lake holds what the streams hold: every prediction the processor published.
     let published = support::stream_records(&straight, "predictions").len();

@@ -122,6 +122,8 @@ defs! {
         "Distance between the recent and the baseline distribution of a feature (L-infinity between CDFs).";
     DRIFT_VIOLATIONS = "bikeshare_drift_violations", Gauge, Count, ["check"], Process, OnEvent,
         "Constraint violations in the last data-quality window, per check type.";
+    FIREHOSE_RECORDS = "bikeshare_firehose_records_total", Counter, Count, ["stream", "outcome"], Process, OnEvent,
+        "Records sent to a Firehose delivery stream, per outcome: `delivered`, `retried` (refused and sent again), `too_large` (over 1,000 KiB: dead-lettered), `undelivered` (retries spent: the checkpoint waits).";
     ENDPOINT_REQUESTS = "bikeshare_endpoint_requests_total", Counter, Count, ["endpoint"], Serving, OnEvent,
         "Requests to a model endpoint.";
     ENDPOINT_ERRORS = "bikeshare_endpoint_errors_total", Counter, Count, ["endpoint", "reason"], Serving, OnEvent,
@@ -276,6 +278,14 @@ pub fn model_quality(
 
 pub fn feature_drift(feature: &str, distance: f64) {
     gauge!(FEATURE_DRIFT.name, "feature" => feature.to_owned()).set(distance);
+}
+
+/// `outcome`: `delivered`, `retried`, `too_large` or `undelivered` (see [`FIREHOSE_RECORDS`]).
+pub fn firehose_records(stream: &str, outcome: &'static str, n: u64) {
+    if n > 0 {
+        counter!(FIREHOSE_RECORDS.name, "stream" => stream.to_owned(), "outcome" => outcome)
+            .increment(n);
+    }
 }
 
 /// `check`: a Model Monitor constraint check type (`baseline_drift_check`, ...).

@@ -8,6 +8,10 @@
 //! stored positions and discards files of later epochs, so a crash at any point neither
 //! duplicates nor loses a row.
 //!
+//! An [`ArchiveTap`] (the Firehose sink) can ride along: it gets each epoch's rows before
+//! they are written, and an error from it stops the archiver before that checkpoint, so the
+//! tap sees every row at least once.
+//!
 //! Bytes on `events` that are not an envelope are skipped here (counted and logged): the
 //! processor turns them into `processor.decode` dead letters, which arrive through
 //! `dead-letters`. Undecodable bytes on `dead-letters` are counted and logged.
@@ -22,6 +26,7 @@ use bikeshare_common::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
 };
 use bikeshare_common::contracts::{DeadLetter, Envelope};
+use bikeshare_common::sink::SinkError;
 use bikeshare_common::stream::consumer::{ConsumerConfig, ShardConsumer};
 use bikeshare_common::stream::{StartPosition, StreamError, StreamReader};
 
@@ -38,6 +43,15 @@ pub enum ArchiveError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Tap(#[from] SinkError),
+}
+
+/// Another destination of the archived rows, called with each epoch's rows before they are
+/// written and the checkpoint stored; it must return only once they are durable there.
+#[async_trait::async_trait]
+pub trait ArchiveTap: Send + Sync + std::fmt::Debug {
+    async fn epoch(&self, staging: &Staging) -> Result<(), SinkError>;
 }
 
 /// Settings of the archiver.
@@ -109,6 +123,7 @@ pub struct Archiver {
     clock: SharedClock,
     config: ArchiverConfig,
     stats: Arc<ArchiverStats>,
+    tap: Option<Arc<dyn ArchiveTap>>,
 }
 
 impl Archiver {
@@ -128,7 +143,14 @@ impl Archiver {
             clock,
             config,
             stats: Arc::new(ArchiverStats::default()),
+            tap: None,
         }
+    }
+
+    /// Also hands each epoch's rows to `tap` (see the module docs).
+    pub fn with_tap(mut self, tap: Arc<dyn ArchiveTap>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     pub fn stats(&self) -> Arc<ArchiverStats> {
@@ -230,6 +252,9 @@ impl Archiver {
         staging: Staging,
         positions: BTreeMap<String, String>,
     ) -> Result<(), ArchiveError> {
+        if let Some(tap) = &self.tap {
+            tap.epoch(&staging).await?;
+        }
         let report = self.writer.commit(epoch, staging).await?;
         let cp = Checkpoint {
             version: CHECKPOINT_VERSION,

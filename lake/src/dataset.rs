@@ -515,7 +515,7 @@ impl LakeRecord for FeatureVector {
     }
 }
 
-fn trigger_str(t: PredictionTrigger) -> &'static str {
+pub(crate) fn trigger_str(t: PredictionTrigger) -> &'static str {
     match t {
         PredictionTrigger::Update => "update",
         PredictionTrigger::Tick => "tick",

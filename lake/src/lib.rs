@@ -18,19 +18,26 @@
 //! - [`archive::Archiver`], a checkpointed consumer of the `events` and `dead-letters`
 //!   streams: raw events, curated station status, dead letters.
 //!
+//! The processor's writer also writes SageMaker Model Monitor's inputs — data capture and
+//! ground truth as JSON lines in SageMaker's hourly layout ([`model_monitor`]) — in the same
+//! epochs.
+//!
 //! [`catalog`] lists datasets, partitions and row counts and reads datasets back.
 
 pub mod archive;
 pub mod athena;
 pub mod catalog;
 pub mod dataset;
+pub mod json;
 pub mod layout;
+pub mod model_monitor;
 pub mod sinks;
 pub mod staging;
 pub mod store;
 pub mod writer;
 
 pub use dataset::{CuratedStatus, Dataset, LakeRecord};
+pub use json::JsonRow;
 pub use store::{LakeConfig, open_store};
 pub use writer::EpochWriter;
 

@@ -13,6 +13,7 @@ use bikeshare_common::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 use bikeshare_common::sink::{SinkError, Sinks};
 use object_store::ObjectStore;
 
+use crate::model_monitor::{ModelMonitorConfig, MonitorStaging};
 use crate::staging::Staging;
 use crate::writer::EpochWriter;
 
@@ -34,6 +35,7 @@ pub struct LakeSinks {
     store: Arc<dyn ObjectStore>,
     writer: String,
     outputs: LakeOutputs,
+    model_monitor: Option<Arc<ModelMonitorConfig>>,
     state: Mutex<State>,
 }
 
@@ -71,8 +73,16 @@ impl LakeSinks {
             store,
             writer: writer.into(),
             outputs,
+            model_monitor: None,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Also writes Model Monitor's data capture (predictions with their features) and ground
+    /// truth (labels), in the same epochs ([`crate::model_monitor`]).
+    pub fn with_model_monitor(mut self, config: ModelMonitorConfig) -> Self {
+        self.model_monitor = Some(Arc::new(config));
+        self
     }
 
     fn epoch_writer(&self, shard: &str) -> EpochWriter {
@@ -82,7 +92,11 @@ impl LakeSinks {
     fn stage(&self, f: impl FnOnce(&mut Staging)) -> Result<(), SinkError> {
         let mut st = self.state.lock().map_err(|_| poisoned())?;
         let scope = st.scope.clone();
-        f(st.staged.entry(scope).or_default());
+        let monitor = &self.model_monitor;
+        f(st.staged.entry(scope).or_insert_with(|| Staging {
+            model_monitor: monitor.clone().map(MonitorStaging::new).unwrap_or_default(),
+            ..Staging::default()
+        }));
         Ok(())
     }
 
@@ -98,16 +112,25 @@ impl LakeSinks {
 #[async_trait]
 impl Sinks for LakeSinks {
     async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
-        if self.outputs.features {
-            self.stage(|s| s.features.push(rows))?;
-        }
-        Ok(())
+        let keep = self.outputs.features;
+        self.stage(|s| {
+            s.model_monitor.features(&rows);
+            if keep {
+                s.features.push(rows);
+            }
+        })
     }
     async fn predictions(&self, predictions: Vec<Prediction>) -> Result<(), SinkError> {
-        self.stage(|s| s.predictions.push(predictions))
+        self.stage(|s| {
+            s.model_monitor.predictions(&predictions);
+            s.predictions.push(predictions);
+        })
     }
     async fn labels(&self, labels: Vec<Label>) -> Result<(), SinkError> {
-        self.stage(|s| s.labels.push(labels))
+        self.stage(|s| {
+            s.model_monitor.labels(&labels);
+            s.labels.push(labels);
+        })
     }
     async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
         if self.outputs.dead_letters {

@@ -12,11 +12,13 @@ use parquet::file::properties::WriterProperties;
 use crate::LakeError;
 use crate::dataset::{CuratedStatus, Dataset, LakeRecord};
 use crate::layout::{Hour, file_path};
+use crate::model_monitor::MonitorStaging;
 
-/// One encoded Parquet file, ready to be put at `path`.
+/// One encoded file (Parquet, or JSON lines for Model Monitor), ready to be put at `path`.
 #[derive(Debug, Clone)]
 pub struct EncodedFile {
     pub path: String,
+    /// The dataset its rows come from.
     pub dataset: Dataset,
     pub hour: Hour,
     pub rows: usize,
@@ -71,6 +73,11 @@ impl<T: LakeRecord> Staged<T> {
         self.rows
     }
 
+    /// Every staged row, hour by hour.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.parts.values().flatten()
+    }
+
     /// One file per hour, named after `writer` and `epoch`.
     pub fn encode(&self, writer: &str, epoch: u64) -> Result<Vec<EncodedFile>, LakeError> {
         self.parts
@@ -97,6 +104,8 @@ pub struct Staging {
     pub predictions: Staged<Prediction>,
     pub labels: Staged<Label>,
     pub dead_letters: Staged<DeadLetter>,
+    /// Model Monitor's data capture and ground truth (inert unless configured).
+    pub model_monitor: MonitorStaging,
 }
 
 impl Staging {
@@ -107,6 +116,7 @@ impl Staging {
             + self.predictions.rows()
             + self.labels.rows()
             + self.dead_letters.rows()
+            + self.model_monitor.rows()
     }
 
     /// An input event: into `raw_events`, and into `station_status` when it is a report.
@@ -125,6 +135,7 @@ impl Staging {
         files.extend(self.predictions.encode(writer, epoch)?);
         files.extend(self.labels.encode(writer, epoch)?);
         files.extend(self.dead_letters.encode(writer, epoch)?);
+        files.extend(self.model_monitor.encode(writer, epoch));
         Ok(files)
     }
 }

@@ -32,6 +32,8 @@ pub struct LakeConfig {
     pub checkpoint_dir: PathBuf,
     /// How often the archiver checkpoints (and so writes files).
     pub checkpoint_interval_ms: u64,
+    /// SageMaker Model Monitor's data capture and ground truth (`[lake.model_monitor]`).
+    pub model_monitor: crate::model_monitor::ModelMonitorConfig,
 }
 
 impl Default for LakeConfig {
@@ -43,6 +45,7 @@ impl Default for LakeConfig {
             instance: String::new(),
             checkpoint_dir: PathBuf::from("checkpoints/lake"),
             checkpoint_interval_ms: 10_000,
+            model_monitor: crate::model_monitor::ModelMonitorConfig::default(),
         }
     }
 }

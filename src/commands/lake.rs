@@ -84,7 +84,9 @@ async fn list(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
 pub async fn archiver(config: &Config, until_caught_up: bool) -> anyhow::Result<Archiver> {
     let backend = Backend::from_config(config).await?;
     let store = open_store(&config.lake, &config.data_dir.0)?;
-    Ok(Archiver::new(
+    let firehose =
+        super::process::firehose_sinks(config, super::process::FirehoseRole::Archiver).await;
+    let archiver = Archiver::new(
         backend.reader(names::EVENTS).await?,
         backend.reader(names::DEAD_LETTERS).await?,
         Arc::new(LocalCheckpointStore::new(
@@ -98,7 +100,11 @@ pub async fn archiver(config: &Config, until_caught_up: bool) -> anyhow::Result<
             stop_when_caught_up: until_caught_up,
             ..ArchiverConfig::default()
         },
-    ))
+    );
+    Ok(match firehose {
+        Some(tap) => archiver.with_tap(tap),
+        None => archiver,
+    })
 }
 
 /// The processor's lake sinks (features, predictions, labels; dead letters reach the lake
@@ -108,12 +114,18 @@ pub fn processor_sinks(config: &Config) -> anyhow::Result<Option<LakeSinks>> {
         return Ok(None);
     }
     let store = open_store(&config.lake, &config.data_dir.0)?;
-    Ok(Some(LakeSinks::new(
+    let sinks = LakeSinks::new(
         store,
         config.lake.writer_id("processor")?,
         LakeOutputs {
             features: true,
             dead_letters: false,
         },
-    )))
+    );
+    let monitor = &config.lake.model_monitor;
+    Ok(Some(if monitor.enabled {
+        sinks.with_model_monitor(monitor.clone())
+    } else {
+        sinks
+    }))
 }

@@ -94,9 +94,17 @@ pub async fn build(
         },
         PublisherConfig::default(),
     );
-    let sinks: Arc<dyn Sinks> = match super::lake::processor_sinks(config)? {
-        Some(lake) => Arc::new(FanOut::new(vec![Arc::new(sinks), Arc::new(lake)])),
-        None => Arc::new(sinks),
+    let mut outputs: Vec<Arc<dyn Sinks>> = vec![Arc::new(sinks)];
+    if let Some(lake) = super::lake::processor_sinks(config)? {
+        outputs.push(Arc::new(lake));
+    }
+    if let Some(firehose) = firehose_sinks(config, FirehoseRole::Processor).await {
+        outputs.push(firehose);
+    }
+    let sinks: Arc<dyn Sinks> = if outputs.len() == 1 {
+        outputs.remove(0)
+    } else {
+        Arc::new(FanOut::new(outputs))
     };
     let processor = Processor::new(config.processor.clone());
     let feed = scorer_feed(config, processor.schema(), wall_clock()).await?;
@@ -139,6 +147,37 @@ pub async fn build(
         }
     };
     Ok((runner, feed))
+}
+
+/// Which outputs a Firehose sink carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirehoseRole {
+    /// The processor's: features (unless `[firehose] features = false`), predictions, labels.
+    /// Its dead letters reach Firehose through the `dead-letters` stream and the archiver.
+    Processor,
+    /// The lake archiver's tap: raw events, station status, dead letters.
+    Archiver,
+}
+
+/// The Firehose sink of `role`, or `None` when `[firehose] enabled` is false.
+pub async fn firehose_sinks(
+    config: &Config,
+    role: FirehoseRole,
+) -> Option<Arc<bikeshare_firehose::FirehoseSinks>> {
+    let fh = &config.firehose;
+    if !fh.enabled {
+        return None;
+    }
+    let sdk = sdk_config(config, fh.region.as_ref()).await;
+    let client = bikeshare_firehose::client::firehose_client(&sdk, fh.endpoint_url.as_deref());
+    tracing::info!(prefix = %fh.prefix, ?role, "delivering to Firehose");
+    Some(Arc::new(bikeshare_firehose::FirehoseSinks::new(
+        bikeshare_firehose::DeliveryStreams::new(&client, &fh.prefix, &fh.delivery),
+        bikeshare_firehose::FirehoseOutputs {
+            features: fh.features && role == FirehoseRole::Processor,
+            dead_letters: false,
+        },
+    )))
 }
 
 /// The AWS configuration for a store: its own region, else the Kinesis backend's.
