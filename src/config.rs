@@ -532,6 +532,7 @@ mod tests {
             assert!(cfg.alerts.enabled);
             cfg.alerts.effective_rules().unwrap();
             assert_eq!(cfg.stream.backend, StreamBackend::Kinesis);
+            assert_eq!(cfg.firehose.prefix, format!("bikeshare-{env}-"));
         }
     }
 
