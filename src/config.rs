@@ -280,7 +280,8 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info".into(),
+            // xgboost-rs logs every DMatrix it builds at info: noise in the main job's log.
+            filter: "info,xgboost_rs=warn".into(),
         }
     }
 }
