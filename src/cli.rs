@@ -55,6 +55,9 @@ pub enum Command {
     /// The Parquet lake: list datasets, partitions and row counts, or archive the input
     /// streams into it (`up` does both writes itself).
     Lake(LakeArgs),
+    /// Data-quality monitoring of the features in the lake against a baseline, in SageMaker
+    /// Model Monitor's formats (statistics.json, constraints.json, constraint_violations.json).
+    Monitor(MonitorArgs),
     /// Move a registered model version to staging or production through the promotion gate
     /// (schema and sanity checks; for production, beat the current model on held-out rows),
     /// or show the registry's versions, stages and decisions with --status.
@@ -320,6 +323,54 @@ pub struct SubscribeArgs {
     /// Stop after this many predictions.
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    #[command(subcommand)]
+    pub command: MonitorCommand,
+}
+
+/// The feature rows a monitor command reads from the lake: `as_of` in `[since, until)`.
+#[derive(Debug, Args)]
+pub struct FeatureRange {
+    /// First `as_of` included (RFC 3339); default: the first row in the lake.
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub since: Option<bikeshare_common::Timestamp>,
+    /// First `as_of` excluded (RFC 3339); default: after the last row.
+    #[arg(long, value_parser = parse_rfc3339)]
+    pub until: Option<bikeshare_common::Timestamp>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Write a baseline (statistics.json + constraints.json) of the lake's feature rows.
+    Baseline {
+        #[command(flatten)]
+        range: FeatureRange,
+        /// Output directory; default `<data_dir>/monitoring/baseline`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Compare the lake's feature rows with a baseline and write constraint_violations.json.
+    Check {
+        #[command(flatten)]
+        range: FeatureRange,
+        /// The baseline directory; default `<data_dir>/monitoring/baseline`.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Output directory; default `<data_dir>/monitoring/latest`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit with status 3 when any constraint is violated.
+        #[arg(long)]
+        fail_on_violations: bool,
+    },
+}
+
+fn parse_rfc3339(s: &str) -> Result<bikeshare_common::Timestamp, String> {
+    bikeshare_common::Timestamp::parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time (e.g. 2026-04-07T06:00:00Z)"))
 }
 
 #[derive(Debug, Args)]

@@ -119,3 +119,35 @@ pub async fn read_dataset<T: LakeRecord>(
     }
     Ok(rows)
 }
+
+/// The rows of `T`'s dataset in partitions from the hour of `from` on (rows of that hour
+/// before `from` included: filter them if it matters), file by file in path order. Reads
+/// only those partitions' files, so a check of the last hours does not read the whole lake.
+pub async fn read_since<T: LakeRecord>(
+    store: &Arc<dyn ObjectStore>,
+    from: bikeshare_common::Timestamp,
+) -> Result<Vec<T>, LakeError> {
+    let first = Hour::of(from);
+    let mut rows = Vec::new();
+    for (path, _, _) in data_files(store, T::DATASET)
+        .await?
+        .into_iter()
+        .filter(|(_, hour, _)| *hour >= first)
+    {
+        let bytes = read_bytes(store, &path).await?;
+        rows.extend(decode_file::<T>(bytes).map_err(|e| decode_err(T::DATASET, &path, e))?);
+    }
+    Ok(rows)
+}
+
+/// The latest hour that holds a file of `dataset`, if any.
+pub async fn latest_hour(
+    store: &Arc<dyn ObjectStore>,
+    dataset: Dataset,
+) -> Result<Option<Hour>, LakeError> {
+    Ok(data_files(store, dataset)
+        .await?
+        .into_iter()
+        .map(|(_, hour, _)| hour)
+        .max())
+}

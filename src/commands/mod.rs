@@ -6,6 +6,7 @@ mod dashboard;
 mod ingest;
 mod lake;
 mod models;
+mod monitor;
 mod monitoring;
 mod process;
 mod promote;
@@ -41,6 +42,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Backfill(args) => backfill::run(args, config).await,
         Command::Up(args) => up::run(args, config).await,
         Command::Lake(args) => lake::run(args, config).await,
+        Command::Monitor(args) => monitor::run(args, config).await,
         Command::Simulate(args) => simulate::run(args, config).await,
         Command::ServeModel(args) => serve_model::run(args, config).await,
         Command::Train(args) => train::run(args, config).await,

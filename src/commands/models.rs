@@ -127,6 +127,33 @@ pub async fn scorer_feed(
 /// ending at `end` (before the live simulation starts, so it never sees the live window),
 /// register it, and put it through the gate — staging, then production against the
 /// baseline — on its held-out test days. `None` when production already has a model.
+/// The data-quality baseline (Model Monitor's statistics.json + constraints.json) of the
+/// rows a model was trained and validated on, in `<data_dir>/monitoring/baseline`, for the
+/// drift check of `up` and `bikeshare monitor check`. A failure is logged: drift monitoring
+/// then waits for `bikeshare monitor baseline`, the job goes on.
+fn write_drift_baseline(
+    config: &Config,
+    data: &bikeshare_models::dataset::TrainingData,
+    rows: std::ops::Range<usize>,
+) {
+    let dir = config.data_dir.0.join("monitoring").join("baseline");
+    let mut b = bikeshare_monitor::drift::BaselineBuilder::new(data.feature_names().iter());
+    let mut row = Vec::with_capacity(data.num_features());
+    for i in rows {
+        row.clear();
+        row.extend(
+            data.row(i)
+                .iter()
+                .map(|&v| (!v.is_nan()).then_some(f64::from(v))),
+        );
+        b.push(&row);
+    }
+    match b.finish().write(&dir) {
+        Ok(()) => tracing::info!(dir = %dir.display(), "drift baseline written"),
+        Err(e) => tracing::warn!(error = %e, "writing the drift baseline"),
+    }
+}
+
 pub async fn bootstrap_if_empty(
     config: &Config,
     city: &bikeshare_producers::simulator::CityConfig,
@@ -169,6 +196,7 @@ pub async fn bootstrap_if_empty(
     };
     let version = registry.register(&dir).await?;
     let _ = std::fs::remove_dir_all(&dir);
+    write_drift_baseline(config, &trained.data, 0..trained.test.start);
     let held_out = HeldOut::from_training_data(&trained.data, trained.test.clone());
     let schema = FeatureSchema::v1(&config.processor.window_minutes);
     let gate = gate(config, registry, &schema, clock);
