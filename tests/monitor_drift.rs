@@ -119,6 +119,22 @@ async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() 
         "{stdout}"
     );
 
+    // A range with no rows is an error, not a quiet "no violations".
+    let empty = support::bikeshare(dir.path())
+        .args([
+            "monitor",
+            "check",
+            "--baseline",
+            base.to_str().unwrap(),
+            "--since",
+            &at(10),
+            "--fail-on-violations",
+        ])
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no feature rows"));
+
     let (code, v, stdout) = check(3, 4, "moved");
     assert_eq!(code, Some(3), "{stdout}");
     let violations = v["violations"].as_array().unwrap();

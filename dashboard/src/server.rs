@@ -363,7 +363,7 @@ pub fn build_snapshot(state: &DashboardState, top_n: usize) -> Snapshot {
             scored_by: scored_by.clone(),
             quality,
             quality_source: "predictions joined with labels",
-            drift: None,
+            drift: state.drift.lock().ok().and_then(|d| d.clone()),
         },
         system_health: SystemHealth {
             events_per_s: per_s(&state.events_rate),

@@ -87,17 +87,25 @@ pub struct DashboardState {
     pending: Mutex<HashMap<EventId, (f32, f32, i64)>>,
     /// The runner's live counters when the processor runs in this process (`up`).
     pub runner: std::sync::OnceLock<Arc<bikeshare_stream_processor::runner::RunnerStats>>,
+    /// The latest drift check (`rows`, `window_end`, `violations`, `top` distances), set by
+    /// the drift task of the job this dashboard runs in.
+    pub drift: Mutex<Option<serde_json::Value>>,
 }
 
+/// Predictions waiting for their label in the dashboard's own quality join, at most.
+const MAX_PENDING: usize = 500_000;
+
 impl DashboardState {
-    pub fn new(clock: SharedClock) -> Arc<Self> {
+    /// A state whose live quality uses `quality_config` (the processor's `[processor.quality]`,
+    /// so both compute the same figures).
+    pub fn new(clock: SharedClock, quality_config: QualityConfig) -> Arc<Self> {
         Arc::new(Self {
             stations: DashMap::new(),
             risk: DashMap::new(),
             freshness: DashMap::new(),
             dead_letters: Mutex::new(BTreeMap::new()),
             quality: Mutex::new(BTreeMap::new()),
-            quality_config: QualityConfig::default(),
+            quality_config,
             scored_by: Mutex::new(BTreeMap::new()),
             feeds: DashMap::new(),
             model: Mutex::new(None),
@@ -108,6 +116,7 @@ impl DashboardState {
             clock,
             pending: Mutex::new(HashMap::new()),
             runner: std::sync::OnceLock::new(),
+            drift: Mutex::new(None),
         })
     }
 
@@ -174,10 +183,19 @@ impl DashboardState {
                 p.prediction_id.clone(),
                 (p.p_empty, p.p_full, p.as_of.millis()),
             );
-            // Labels come at most ~35 minutes after their prediction: keep 2 hours.
-            if pending.len() > 100_000 {
+            // Labels come at most ~35 minutes after their prediction: keep 2 hours, and never
+            // more than MAX_PENDING (the oldest go first; a clean-up leaves at most half, so
+            // its cost is spread over the inserts that follow).
+            if pending.len() > MAX_PENDING {
                 let newest = p.as_of.millis();
                 pending.retain(|_, v| v.2 >= newest - 2 * 3_600_000);
+                if pending.len() > MAX_PENDING / 2 {
+                    let mut times: Vec<i64> = pending.values().map(|v| v.2).collect();
+                    let k = times.len() - MAX_PENDING / 2;
+                    let (_, cut, _) = times.select_nth_unstable(k);
+                    let cut = *cut;
+                    pending.retain(|_, v| v.2 >= cut);
+                }
             }
         }
         let key = (p.system_id.clone(), p.station_id.clone());

@@ -208,10 +208,23 @@ impl FirehoseSinks {
             sink: "firehose",
             message: format!("no delivery stream for {d}"),
         })?;
-        stream.put(&lines).await.map_err(|e| SinkError {
-            sink: "firehose",
-            message: bikeshare_common::error::chain(&e),
-        })
+        match stream.put(&lines).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Back into the buffer, ahead of anything added meanwhile: a later commit
+                // sends them again (at least once), never skips them.
+                let mut buffers = self.buffers.lock().map_err(|_| poisoned())?;
+                if let Some(b) = buffers.get_mut(&d) {
+                    b.bytes += lines.iter().map(Bytes::len).sum::<usize>();
+                    let newer = std::mem::replace(&mut b.lines, lines);
+                    b.lines.extend(newer);
+                }
+                Err(SinkError {
+                    sink: "firehose",
+                    message: bikeshare_common::error::chain(&e),
+                })
+            }
+        }
     }
 
     /// Sends every buffer (dead letters last: sending may add none, but rows set aside

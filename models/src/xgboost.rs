@@ -43,6 +43,8 @@ impl bikeshare_common::error::Classify for ModelError {
 }
 
 const DEFAULT_LEFT: u32 = 1 << 31;
+/// The widest row a model may read (features, plus the padding slot).
+const MAX_FEATURES: u32 = 1 << 20;
 /// Trees walked together by one row: their walks are independent, so the CPU overlaps them.
 const LANES: usize = 8;
 
@@ -168,7 +170,14 @@ impl XgbModel {
             )));
         }
         let base_margin = -(1.0f32 / base_score - 1.0).ln();
-        let num_feature = params.get("num_feature").and_then(num_str).unwrap_or(0.0) as usize;
+        let num_feature = params.get("num_feature").and_then(num_str).unwrap_or(0.0);
+        // Every row is padded to this width: a model file must not make that absurd.
+        if !(0.0..=f64::from(MAX_FEATURES)).contains(&num_feature) {
+            return Err(ModelError::Format(format!(
+                "num_feature {num_feature} (at most {MAX_FEATURES})"
+            )));
+        }
+        let num_feature = num_feature as usize;
         let booster = learner
             .get("gradient_booster")
             .ok_or_else(|| ModelError::Format("no gradient_booster".into()))?;
@@ -246,9 +255,7 @@ impl XgbModel {
                 }
                 let f = usize::try_from(t.split_indices[i])
                     .ok()
-                    .filter(|&f| {
-                        f < (DEFAULT_LEFT as usize) - 1 && (num_feature == 0 || f < num_feature)
-                    })
+                    .filter(|&f| f < MAX_FEATURES as usize && (num_feature == 0 || f < num_feature))
                     .ok_or_else(|| {
                         err(format!("node {i} splits on feature {}", t.split_indices[i]))
                     })?;

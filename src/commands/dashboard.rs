@@ -48,7 +48,7 @@ pub async fn start(
         labels: open(bikeshare_sinks::stream::names::LABELS).await?,
         dead_letters: open(names::DEAD_LETTERS).await?,
     };
-    let state = DashboardState::new(clock);
+    let state = DashboardState::new(clock, config.processor.quality.clone());
     tokio::spawn(dash::follow(state.clone(), sources, stop_follow));
     let running = server::serve(config.dashboard.clone(), state.clone(), stop_server)
         .await

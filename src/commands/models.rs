@@ -123,10 +123,6 @@ pub async fn scorer_feed(
     })
 }
 
-/// When production names no model: train a first one on a simulated backfill of `city`
-/// ending at `end` (before the live simulation starts, so it never sees the live window),
-/// register it, and put it through the gate — staging, then production against the
-/// baseline — on its held-out test days. `None` when production already has a model.
 /// The data-quality baseline (Model Monitor's statistics.json + constraints.json) of the
 /// rows a model was trained and validated on, in `<data_dir>/monitoring/baseline`, for the
 /// drift check of `up` and `bikeshare monitor check`. A failure is logged: drift monitoring
@@ -154,6 +150,10 @@ fn write_drift_baseline(
     }
 }
 
+/// When production names no model: train a first one on a simulated backfill of `city`
+/// ending at `end` (before the live simulation starts, so it never sees the live window),
+/// register it, and put it through the gate — staging, then production against the
+/// baseline — on its held-out test days. `None` when production already has a model.
 pub async fn bootstrap_if_empty(
     config: &Config,
     city: &bikeshare_producers::simulator::CityConfig,

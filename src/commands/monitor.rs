@@ -118,8 +118,14 @@ async fn check(
         baseline_dir.display(),
         schema.id().0
     );
+    let rows = features(store, schema, range).await?;
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "no feature rows of schema {} in the lake for that range: nothing to check",
+        schema.id().0
+    );
     let mut window = DriftWindow::new(baseline);
-    for r in features(store, schema, range).await? {
+    for r in rows {
         window.push_f32(&r.values);
     }
     let report = window.evaluate();
@@ -164,9 +170,32 @@ pub struct DriftTask {
     pub dir: PathBuf,
     pub every: Duration,
     pub window_ms: i64,
+    /// The dashboard of the same job, shown each check.
+    pub dashboard: Option<Arc<bikeshare_dashboard::state::DashboardState>>,
 }
 
 impl DriftTask {
+    /// With the lake on: the drift check of the last hour of features every minute (an hour
+    /// of simulated time at `up`'s default time scale), until `stop`.
+    pub fn spawn_if_lake(
+        config: &Config,
+        dashboard: Option<Arc<bikeshare_dashboard::state::DashboardState>>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        if !config.lake.enabled {
+            return Ok(None);
+        }
+        let task = Self {
+            store: open_store(&config.lake, &config.data_dir.0)?,
+            schema: FeatureSchema::v1(&config.processor.window_minutes),
+            dir: config.data_dir.0.join("monitoring"),
+            every: Duration::from_secs(60),
+            window_ms: Timestamp::HOUR_MS,
+            dashboard,
+        };
+        Ok(Some(tokio::spawn(task.run(stop.clone()))))
+    }
+
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let baseline = self.dir.join("baseline");
         let out = self.dir.join("latest");
@@ -177,6 +206,10 @@ impl DriftTask {
             }
             if *stop.borrow() {
                 return;
+            }
+            if !baseline.join("statistics.json").is_file() {
+                tracing::debug!(dir = %baseline.display(), "drift check: no baseline yet");
+                continue;
             }
             // The newest partition of features sets the end of the window (event time).
             let newest = match latest_hour(&self.store, Dataset::Features).await {
@@ -196,11 +229,27 @@ impl DriftTask {
                 until: None,
             };
             match check(&self.store, &self.schema, &baseline, &range, &out).await {
-                Ok(r) => tracing::info!(
-                    rows = r.rows,
-                    violations = r.violations.violations.len(),
-                    "drift check"
-                ),
+                Ok(r) => {
+                    tracing::info!(
+                        rows = r.rows,
+                        violations = r.violations.violations.len(),
+                        "drift check"
+                    );
+                    if let (Some(d), Some(start)) = (&self.dashboard, start) {
+                        let mut top: Vec<_> = r.distances.clone();
+                        top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        top.truncate(8);
+                        let shown = serde_json::json!({
+                            "rows": r.rows,
+                            "window_end": start.plus_millis(Timestamp::HOUR_MS).to_rfc3339(),
+                            "violations": r.violations.violations,
+                            "top": top,
+                        });
+                        if let Ok(mut slot) = d.drift.lock() {
+                            *slot = Some(shown);
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "drift check"),
             }
         }

@@ -39,6 +39,7 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     });
     let metrics = super::start_metrics(&config, super::ingest::stopped(stop_rx.clone())).await?;
     let monitors = super::monitoring::start(&config, wall_clock(), &stop_rx).await?;
+    let drift = super::monitor::DriftTask::spawn_if_lake(&config, None, &stop_rx)?;
     let processor = runner.run(shutdown_signal(args.duration)).await;
     let _ = stop_tx.send(true);
     if let Some(m) = metrics {
@@ -46,6 +47,9 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     }
     for t in monitors {
         let _ = t.await;
+    }
+    if let Some(d) = drift {
+        let _ = d.await;
     }
     if let Some(w) = watcher {
         let _ = w.await;

@@ -121,20 +121,8 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         None
     };
 
-    // Data-quality drift of the last hour of features against the bootstrap's baseline, every
-    // minute (an hour of simulated time at the default time scale).
-    let drift = if config.lake.enabled {
-        let task = super::monitor::DriftTask {
-            store: bikeshare_lake::open_store(&config.lake, &config.data_dir.0)?,
-            schema: bikeshare_stream_processor::FeatureSchema::v1(&config.processor.window_minutes),
-            dir: config.data_dir.0.join("monitoring"),
-            every: Duration::from_secs(60),
-            window_ms: bikeshare_common::Timestamp::HOUR_MS,
-        };
-        Some(tokio::spawn(task.run(stop_rx.clone())))
-    } else {
-        None
-    };
+    let drift =
+        super::monitor::DriftTask::spawn_if_lake(&config, Some(dashboard_state.clone()), &stop_rx)?;
 
     let summary = tokio::spawn(print_summaries(
         stats,
