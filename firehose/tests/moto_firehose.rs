@@ -10,12 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_firehose::config::Credentials;
+use aws_config::SdkConfig;
 use aws_sdk_firehose::types::{
     CompressionFormat, DeliveryStreamType, ExtendedS3DestinationConfiguration,
 };
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bikeshare_common::contracts::{
     DeadLetter, FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger,
     ScoredBy,
@@ -48,16 +46,7 @@ fn moto_endpoint(test: &str) -> Option<String> {
 }
 
 async fn sdk_config(endpoint: &str) -> SdkConfig {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await
+    bikeshare_kinesis::client::emulator_sdk_config(endpoint).await
 }
 
 fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {

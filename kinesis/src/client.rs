@@ -49,6 +49,20 @@ pub async fn load_sdk_config(settings: &ClientSettings) -> SdkConfig {
     config_loader(settings).load().await
 }
 
+/// The shared configuration for an emulator at `endpoint` (kinesis-mock, moto): our HTTPS
+/// client, region `us-east-1` and fixed test credentials. For tests and local runs.
+pub async fn emulator_sdk_config(endpoint: &str) -> SdkConfig {
+    config_loader(&ClientSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.into()),
+    })
+    .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+        "test", "test", None, None, "emulator",
+    ))
+    .load()
+    .await
+}
+
 /// A Kinesis client from the shared configuration, with the SDK's retries disabled (see the
 /// module docs for who retries instead).
 pub fn kinesis_client(sdk: &SdkConfig) -> aws_sdk_kinesis::Client {

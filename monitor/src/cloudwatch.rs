@@ -344,21 +344,14 @@ pub struct PushReport {
 impl CloudWatchExporter {
     /// An exporter from the shared SDK configuration, with `config`'s region and endpoint.
     pub fn new(sdk: &aws_config::SdkConfig, config: CloudWatchConfig) -> Self {
-        let mut b = aws_sdk_cloudwatch::config::Builder::from(sdk)
-            .retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_sdk_cloudwatch::config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_millis(config.timeout_ms.max(1)))
-                    .build(),
-            );
-        if let Some(url) = &config.endpoint_url {
-            b = b.endpoint_url(url);
-        }
-        if let Some(region) = &config.region {
-            b = b.region(aws_sdk_cloudwatch::config::Region::new(region.clone()));
-        }
+        let sdk = crate::caller_retries_config(
+            sdk,
+            config.endpoint_url.as_deref(),
+            config.region.as_deref(),
+            Duration::from_millis(config.timeout_ms.max(1)),
+        );
         Self {
-            client: aws_sdk_cloudwatch::Client::from_conf(b.build()),
+            client: aws_sdk_cloudwatch::Client::new(&sdk),
             converter: Converter::new(config.dimensions.clone()),
             config,
         }
@@ -416,8 +409,8 @@ impl CloudWatchExporter {
                 ),
                 SdkError::TimeoutError(_)
                 | SdkError::DispatchFailure(_)
-                | SdkError::ResponseError(_) => (true, error_chain(&err)),
-                other => (false, error_chain(other)),
+                | SdkError::ResponseError(_) => (true, bikeshare_common::error::chain(&err)),
+                other => (false, bikeshare_common::error::chain(other)),
             };
             match retryable
                 .then(|| self.config.retry.delay(attempt, &mut rand::rng()))
@@ -462,17 +455,6 @@ impl CloudWatchExporter {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

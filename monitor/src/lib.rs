@@ -12,6 +12,32 @@
 
 pub mod alerts;
 pub mod cloudwatch;
+
+/// The shared SDK configuration for a client whose caller owns retries (SNS, CloudWatch):
+/// the SDK's retries off, each attempt bounded by `attempt_timeout`, the endpoint and the
+/// region overridden when given.
+pub(crate) fn caller_retries_config(
+    sdk: &aws_config::SdkConfig,
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+    attempt_timeout: std::time::Duration,
+) -> aws_config::SdkConfig {
+    let mut b = sdk
+        .to_builder()
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt_timeout)
+                .build(),
+        );
+    if let Some(url) = endpoint_url {
+        b = b.endpoint_url(url);
+    }
+    if let Some(region) = region {
+        b = b.region(aws_config::Region::new(region.to_owned()));
+    }
+    b.build()
+}
 pub mod drift;
 pub mod exporter;
 pub mod samples;

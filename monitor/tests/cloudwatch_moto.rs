@@ -30,15 +30,7 @@ fn moto_endpoint(test: &str) -> Option<String> {
 }
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    bikeshare_kinesis::client::config_loader(&bikeshare_kinesis::ClientSettings {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(endpoint.into()),
-    })
-    .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
-        "test", "test", None, None, "tests",
-    ))
-    .load()
-    .await
+    bikeshare_kinesis::client::emulator_sdk_config(endpoint).await
 }
 
 fn dim(k: &str, v: &str) -> Dimension {

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_kinesis::config::Credentials;
 use bikeshare_common::stream::{ShardCursor, ShardId, StartPosition, StreamReader, StreamRecord};
-use bikeshare_kinesis::{ClientSettings, KinesisStream, client};
+use bikeshare_kinesis::{KinesisStream, client};
 
 /// The emulator's endpoint from `BIKESHARE_TEST_KINESIS_ENDPOINT` (set by
 /// `scripts/test.sh`). Without it the test is skipped, except in CI (`CI=true`), where a
@@ -42,14 +41,7 @@ fn emulator(var: &str, test: &str) -> Option<String> {
 /// The shared SDK configuration for an emulator: our HTTPS client, a region, fixed
 /// credentials, the endpoint from configuration.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
-    let settings = ClientSettings {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(endpoint.into()),
-    };
-    client::config_loader(&settings)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await
+    client::emulator_sdk_config(endpoint).await
 }
 
 /// A stream with a unique name and `shards` shards, active.

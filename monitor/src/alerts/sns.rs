@@ -67,21 +67,14 @@ impl SnsNotifier {
     /// `None` when no topic is configured.
     pub fn from_config(sdk: &aws_config::SdkConfig, config: &SnsConfig) -> Option<Self> {
         let topic_arn = config.topic_arn.clone().filter(|t| !t.is_empty())?;
-        let mut b = aws_sdk_sns::config::Builder::from(sdk)
-            .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_sdk_sns::config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_millis(config.timeout_ms.max(1)))
-                    .build(),
-            );
-        if let Some(url) = &config.endpoint_url {
-            b = b.endpoint_url(url);
-        }
-        if let Some(region) = &config.region {
-            b = b.region(aws_sdk_sns::config::Region::new(region.clone()));
-        }
+        let sdk = crate::caller_retries_config(
+            sdk,
+            config.endpoint_url.as_deref(),
+            config.region.as_deref(),
+            Duration::from_millis(config.timeout_ms.max(1)),
+        );
         Some(Self {
-            client: aws_sdk_sns::Client::from_conf(b.build()),
+            client: aws_sdk_sns::Client::new(&sdk),
             topic_arn,
             retry: config.retry,
         })
@@ -149,7 +142,7 @@ impl Notifier for SnsNotifier {
                     s.err().code().unwrap_or("error"),
                     s.err().message().unwrap_or_default()
                 ),
-                other => format!("Publish: {}", error_chain(other)),
+                other => format!("Publish: {}", bikeshare_common::error::chain(other)),
             };
             match retryable
                 .then(|| self.retry.delay(attempt, &mut rand::rng()))
@@ -170,17 +163,6 @@ impl Notifier for SnsNotifier {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// SNS subjects: printable ASCII, no line breaks, at most [`MAX_SUBJECT`] characters.
