@@ -169,7 +169,7 @@ start_emulators() {
 }
 
 # Run directly, it starts the emulators around one command, e.g.
-#   scripts/emulators.sh cargo test -p bikeshare-kinesis
+#   scripts/emulators.sh cargo test -p bikeshare-aws
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   source "$(dirname "$0")/lib.sh"
   cd "$ROOT"

@@ -336,10 +336,10 @@ pub struct MonitorArgs {
 pub struct FeatureRange {
     /// First `as_of` included (RFC 3339); default: the first row in the lake.
     #[arg(long, value_parser = parse_rfc3339)]
-    pub since: Option<bikeshare_common::Timestamp>,
+    pub since: Option<bikeshare_types::Timestamp>,
     /// First `as_of` excluded (RFC 3339); default: after the last row.
     #[arg(long, value_parser = parse_rfc3339)]
-    pub until: Option<bikeshare_common::Timestamp>,
+    pub until: Option<bikeshare_types::Timestamp>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,8 +368,8 @@ pub enum MonitorCommand {
     },
 }
 
-fn parse_rfc3339(s: &str) -> Result<bikeshare_common::Timestamp, String> {
-    bikeshare_common::Timestamp::parse_rfc3339(s)
+fn parse_rfc3339(s: &str) -> Result<bikeshare_types::Timestamp, String> {
+    bikeshare_types::Timestamp::parse_rfc3339(s)
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 time (e.g. 2026-04-07T06:00:00Z)"))
 }
 

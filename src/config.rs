@@ -16,8 +16,8 @@ use bikeshare_models::endpoint::EndpointConfig;
 use bikeshare_models::serve::ServeConfig;
 use bikeshare_models::training::TrainParams;
 use bikeshare_producers::gbfs::PollerConfig;
-use bikeshare_producers::simulator::SimulatorConfig;
 use bikeshare_producers::weather::WeatherConfig;
+use bikeshare_simulator::SimulatorConfig;
 use bikeshare_sinks::subscribe::SubscribeConfig;
 use bikeshare_stream_processor::ProcessorConfig;
 use figment::Figment;
@@ -134,7 +134,7 @@ pub struct RunnerSettings {
     /// Where the per-shard checkpoints live (`[runner.checkpoints]`).
     pub checkpoints: CheckpointSettings,
     /// Shard leases (`[runner.leases]`): memory for one instance, DynamoDB for several.
-    pub leases: bikeshare_kinesis::LeaseSettings,
+    pub leases: bikeshare_aws::LeaseSettings,
 }
 
 impl Default for RunnerSettings {
@@ -144,7 +144,7 @@ impl Default for RunnerSettings {
             checkpoint_interval_ms: 10_000,
             batch: 1000,
             checkpoints: CheckpointSettings::default(),
-            leases: bikeshare_kinesis::LeaseSettings::default(),
+            leases: bikeshare_aws::LeaseSettings::default(),
         }
     }
 }
@@ -176,7 +176,7 @@ pub struct CheckpointSettings {
     /// `local` (default: files under `runner.checkpoint_dir`) or `s3`.
     pub store: CheckpointStoreKind,
     /// `[runner.checkpoints.s3]`: bucket, prefix, region, endpoint_url, create_bucket.
-    pub s3: bikeshare_kinesis::S3CheckpointSettings,
+    pub s3: bikeshare_aws::S3CheckpointSettings,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,7 +245,7 @@ pub struct StreamConfig {
     pub shards: u32,
     /// The Kinesis backend: stream name prefix, region, endpoint, reads
     /// (`[stream.kinesis]`, e.g. `BIKESHARE_STREAM__KINESIS__REGION`).
-    pub kinesis: bikeshare_kinesis::KinesisConfig,
+    pub kinesis: bikeshare_aws::KinesisConfig,
 }
 
 impl Default for StreamConfig {
@@ -254,7 +254,7 @@ impl Default for StreamConfig {
             backend: StreamBackend::Embedded,
             path: PathBuf::from("stream.db"),
             shards: 2,
-            kinesis: bikeshare_kinesis::KinesisConfig::default(),
+            kinesis: bikeshare_aws::KinesisConfig::default(),
         }
     }
 }
@@ -366,7 +366,7 @@ mod tests {
             let k = &cfg.stream.kinesis;
             assert_eq!(k.region.as_deref(), Some("eu-west-1"));
             assert_eq!(k.endpoint_url.as_deref(), Some("http://127.0.0.1:4568"));
-            assert_eq!(k.read_mode, bikeshare_kinesis::ReadMode::FanOut);
+            assert_eq!(k.read_mode, bikeshare_aws::ReadMode::FanOut);
             assert_eq!(k.stream_prefix, "bikeshare-", "defaults fill the rest");
             Ok(())
         });
@@ -435,7 +435,7 @@ mod tests {
             jail.set_env("BIKESHARE_RUNNER__LEASES__OWNER", "worker-1");
             let cfg = Config::load(Some(Path::new("scale.toml"))).map_err(|e| e.to_string())?;
             let (l, c) = (&cfg.runner.leases, &cfg.runner.checkpoints);
-            assert_eq!(l.store, bikeshare_kinesis::LeaseStoreKind::Dynamodb);
+            assert_eq!(l.store, bikeshare_aws::LeaseStoreKind::Dynamodb);
             assert_eq!((l.table.as_str(), l.duration_ms), ("leases", 3000));
             assert_eq!(l.owner.as_deref(), Some("worker-1"));
             assert_eq!(c.store, CheckpointStoreKind::S3);
@@ -446,10 +446,7 @@ mod tests {
             );
             let defaults = Config::default().runner;
             assert_eq!(defaults.checkpoints.store, CheckpointStoreKind::Local);
-            assert_eq!(
-                defaults.leases.store,
-                bikeshare_kinesis::LeaseStoreKind::Memory
-            );
+            assert_eq!(defaults.leases.store, bikeshare_aws::LeaseStoreKind::Memory);
             Ok(())
         });
     }

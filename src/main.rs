@@ -3,6 +3,7 @@
 //! A thin layer: it parses flags, loads the layered [`config`], and wires components from the
 //! library crates; no business logic lives here. `bikeshare --help` lists the commands.
 
+mod app;
 mod cli;
 mod commands;
 mod config;

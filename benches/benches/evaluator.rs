@@ -28,12 +28,12 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::hint::black_box;
 
-use bikeshare_common::Timestamp;
 use bikeshare_models::dataset::{Target, TrainingData};
 use bikeshare_models::training::dmatrix;
 use bikeshare_models::xgboost::XgbModel;
-use bikeshare_producers::simulator::{CityConfig, history};
+use bikeshare_simulator::{CityConfig, history};
 use bikeshare_stream_processor::ProcessorConfig;
+use bikeshare_types::Timestamp;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use xgboost_rs::Booster;
 use xgboost_rs_sys as sys;

@@ -11,11 +11,11 @@
 
 #![allow(clippy::expect_used)]
 
-use bikeshare_common::contracts::{
+use bikeshare_lake::staging::Staging;
+use bikeshare_types::contracts::{
     FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger, ScoredBy,
 };
-use bikeshare_common::{StationId, SystemId, Timestamp};
-use bikeshare_lake::staging::Staging;
+use bikeshare_types::{StationId, SystemId, Timestamp};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 

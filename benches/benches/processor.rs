@@ -11,11 +11,11 @@
 #![allow(clippy::expect_used)]
 
 use bikeshare_benches::{MinuteFeed, START_MS};
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::{Envelope, Event};
-use bikeshare_stream_processor::runner::score;
+use bikeshare_runner::score;
 use bikeshare_stream_processor::window::{Report, StationHistory};
 use bikeshare_stream_processor::{BaselineScorer, Emitted, Processor, ProcessorConfig};
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::{Envelope, Event};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
@@ -94,8 +94,8 @@ fn warm_processor(stations: u32, minutes: usize) -> (Processor, MinuteFeed) {
 
 fn features(c: &mut Criterion) {
     let (p, _) = warm_processor(300, 90);
-    let system = bikeshare_common::SystemId::new("bench");
-    let station = bikeshare_producers::simulator::City::station_id(17);
+    let system = bikeshare_types::SystemId::new("bench");
+    let station = bikeshare_simulator::City::station_id(17);
     let mut g = c.benchmark_group("features");
     g.throughput(Throughput::Elements(1));
     g.bench_function("station", |b| {

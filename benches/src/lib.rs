@@ -11,9 +11,9 @@
 //! which keeps the generator out of the way of what is measured; decoding is benchmarked on
 //! its own.
 
-use bikeshare_common::contracts::{ENVELOPE_SCHEMA_VERSION, Envelope, Event};
-use bikeshare_common::{EventId, SystemId, Timestamp};
-use bikeshare_producers::simulator::{City, CityConfig, SimulatorError};
+use bikeshare_simulator::{City, CityConfig, SimulatorError};
+use bikeshare_types::contracts::{ENVELOPE_SCHEMA_VERSION, Envelope, Event};
+use bikeshare_types::{EventId, SystemId, Timestamp};
 
 /// 2024-06-05 04:00 UTC: midnight in Toronto, the simulated city's time zone, a Wednesday.
 pub const START_MS: i64 = 1_717_560_000_000;

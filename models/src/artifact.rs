@@ -12,9 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef};
 use bikeshare_stream_processor::FeatureSchema;
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::SplitBoundaries;
@@ -48,9 +48,9 @@ pub enum ArtifactError {
     Exists(PathBuf),
 }
 
-impl bikeshare_common::error::Classify for ArtifactError {
-    fn class(&self) -> bikeshare_common::error::ErrorClass {
-        use bikeshare_common::error::ErrorClass;
+impl bikeshare_types::error::Classify for ArtifactError {
+    fn class(&self) -> bikeshare_types::error::ErrorClass {
+        use bikeshare_types::error::ErrorClass;
         match self {
             Self::Io { .. } => ErrorClass::External,
             _ => ErrorClass::User,

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use bikeshare_common::Timestamp;
-use bikeshare_producers::simulator::{CityConfig, SimulatorError, history};
+use bikeshare_simulator::{CityConfig, SimulatorError, history};
 use bikeshare_stream_processor::backfill::BackfillStats;
 use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig};
+use bikeshare_types::Timestamp;
 
 use crate::artifact::{ArtifactError, ModelCard, save_dir};
 use crate::dataset::{SplitConfig, TrainingData};

@@ -18,10 +18,10 @@
 use std::io::BufRead;
 use std::ops::Range;
 
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::{Envelope, FeatureSchemaId};
 use bikeshare_stream_processor::backfill::{Backfill, BackfillStats, CSV_KEY_COLUMNS, TrainingRow};
 use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig};
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::{Envelope, FeatureSchemaId};
 use serde::{Deserialize, Serialize};
 
 const DAY_MS: i64 = 24 * Timestamp::HOUR_MS;
@@ -47,11 +47,11 @@ pub enum DataError {
     TooLittle(String),
 }
 
-impl bikeshare_common::error::Classify for DataError {
-    fn class(&self) -> bikeshare_common::error::ErrorClass {
+impl bikeshare_types::error::Classify for DataError {
+    fn class(&self) -> bikeshare_types::error::ErrorClass {
         match self {
-            Self::Io { .. } => bikeshare_common::error::ErrorClass::External,
-            _ => bikeshare_common::error::ErrorClass::User,
+            Self::Io { .. } => bikeshare_types::error::ErrorClass::External,
+            _ => bikeshare_types::error::ErrorClass::User,
         }
     }
     fn retryable(&self) -> bool {

@@ -6,7 +6,7 @@
 //!   attributes (the server refuses another schema); the answer's custom attributes name the
 //!   model that scored (`model=..;version=..;feature_schema_id=..`).
 //! - **Timeout** per attempt, **bounded retries** with backoff and full jitter
-//!   ([`bikeshare_common::retry::Backoff`]) for what can pass (connection failures, timeouts,
+//!   ([`bikeshare_types::retry::Backoff`]) for what can pass (connection failures, timeouts,
 //!   5xx, throttling); a model error for bad input is not retried. The SDK's own retries are
 //!   off: one retry owner.
 //! - **Circuit breaker**: after [`EndpointConfig::breaker_failures`] failed calls in a row
@@ -30,14 +30,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::SdkConfig;
-use aws_sdk_sagemakerruntime::config::retry::RetryConfig;
 use aws_sdk_sagemakerruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
 use aws_sdk_sagemakerruntime::primitives::Blob;
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
-use bikeshare_common::retry::Backoff;
+use bikeshare_runtime::aws::{ClientSettings, SdkConfig, caller_retries, load_sdk_config};
 use bikeshare_stream_processor::{Predictor, Scored, Scorer, Scores};
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
+use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable with the token for a `serve-model` beyond loopback.
@@ -188,21 +187,19 @@ impl SageMakerPredictor {
     /// A client from the shared AWS configuration (region and endpoint from `config` win),
     /// for rows of `schema_id`.
     pub fn new(sdk: &SdkConfig, config: EndpointConfig, schema_id: FeatureSchemaId) -> Self {
-        let mut b = aws_sdk_sagemakerruntime::config::Builder::from(sdk)
-            .retry_config(RetryConfig::disabled());
-        if let Some(url) = &config.endpoint_url {
-            b = b.endpoint_url(url);
-        }
-        if let Some(region) = &config.region {
-            b = b.region(aws_config::Region::new(region.clone()));
-        }
+        let sdk = caller_retries(
+            sdk,
+            config.endpoint_url.as_deref(),
+            config.region.as_deref(),
+            None,
+        );
         let token = config
             .token
             .clone()
             .or_else(|| std::env::var(TOKEN_ENV).ok())
             .filter(|t| !t.is_empty());
         Self {
-            client: aws_sdk_sagemakerruntime::Client::from_conf(b.build()),
+            client: aws_sdk_sagemakerruntime::Client::new(&sdk),
             config,
             token,
             schema_id,
@@ -216,9 +213,11 @@ impl SageMakerPredictor {
 
     /// Loads the standard AWS configuration (our HTTPS client) and builds the client.
     pub async fn connect(config: EndpointConfig, schema_id: FeatureSchemaId) -> Self {
-        let sdk = config_loader(config.region.as_deref(), config.endpoint_url.as_deref())
-            .load()
-            .await;
+        let sdk = load_sdk_config(&ClientSettings {
+            region: config.region.clone(),
+            endpoint_url: config.endpoint_url.clone(),
+        })
+        .await;
         Self::new(&sdk, config, schema_id)
     }
 
@@ -442,23 +441,6 @@ impl Predictor for SageMakerPredictor {
         }
         out
     }
-}
-
-/// The standard AWS configuration loader with HTTPS through rustls on *ring* (no aws-lc),
-/// and the region and endpoint URL when given. Add credentials before `load()` if need be.
-pub fn config_loader(region: Option<&str>, endpoint_url: Option<&str>) -> aws_config::ConfigLoader {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_owned()));
-    }
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader
 }
 
 /// What an SDK error means for retrying.

@@ -17,8 +17,8 @@
 
 use std::ops::Range;
 
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef};
 use bikeshare_stream_processor::{FeatureSchema, Scorer, Scores};
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Split, Target, TrainingData};

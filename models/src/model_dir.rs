@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef};
 use bikeshare_stream_processor::FeatureSchema;
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde_json::Value;
 
 use crate::scorer::XgbScorer;

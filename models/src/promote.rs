@@ -16,10 +16,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bikeshare_common::contracts::ModelRef;
-use bikeshare_common::{SharedClock, Timestamp};
 use bikeshare_stream_processor::backfill::TrainingRow;
 use bikeshare_stream_processor::{BaselineScorer, FeatureSchema, Scorer};
+use bikeshare_types::contracts::ModelRef;
+use bikeshare_types::{SharedClock, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::TrainingData;

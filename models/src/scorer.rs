@@ -1,7 +1,7 @@
 //! The processor's [`Scorer`] backed by two XGBoost models.
 
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef};
 use bikeshare_stream_processor::{FeatureSchema, Scorer, Scores};
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 
 use crate::xgboost::{ModelError, XgbModel};
 

@@ -191,9 +191,12 @@ pub async fn serve(
     model: Option<Arc<ServedModel>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer, ServeError> {
-    let token =
-        bikeshare_common::security::token_for_bind(config.bind, config.token.as_deref(), TOKEN_ENV)
-            .map_err(ServeError::TokenRequired)?;
+    let token = bikeshare_runtime::security::token_for_bind(
+        config.bind,
+        config.token.as_deref(),
+        TOKEN_ENV,
+    )
+    .map_err(ServeError::TokenRequired)?;
     let slot: ModelSlot = Arc::new(RwLock::new(model));
     let app = Arc::new(App {
         model: slot.clone(),
@@ -405,8 +408,8 @@ async fn invoke(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let in_attrs = attribute(attrs, "token").map(|t| format!("Bearer {t}"));
-        if !bikeshare_common::security::bearer_matches(token, bearer)
-            && !bikeshare_common::security::bearer_matches(token, in_attrs.as_deref())
+        if !bikeshare_runtime::security::bearer_matches(token, bearer)
+            && !bikeshare_runtime::security::bearer_matches(token, in_attrs.as_deref())
         {
             return Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,

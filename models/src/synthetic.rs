@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use bikeshare_common::contracts::FeatureSchemaId;
+use bikeshare_types::contracts::FeatureSchemaId;
 
 /// A small xorshift generator, so the same seed gives the same model everywhere.
 struct Rng(u64);

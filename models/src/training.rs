@@ -20,9 +20,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::ModelRef;
 use bikeshare_stream_processor::FeatureSchema;
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::ModelRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xgboost_rs::{Booster, DMatrix};
@@ -54,9 +54,9 @@ pub enum TrainError {
     Internal(String),
 }
 
-impl bikeshare_common::error::Classify for TrainError {
-    fn class(&self) -> bikeshare_common::error::ErrorClass {
-        use bikeshare_common::error::ErrorClass;
+impl bikeshare_types::error::Classify for TrainError {
+    fn class(&self) -> bikeshare_types::error::ErrorClass {
+        use bikeshare_types::error::ErrorClass;
         match self {
             Self::Data(e) => e.class(),
             Self::Params(_) => ErrorClass::User,

@@ -33,9 +33,9 @@ pub enum ModelError {
     Tree { tree: usize, message: String },
 }
 
-impl bikeshare_common::error::Classify for ModelError {
-    fn class(&self) -> bikeshare_common::error::ErrorClass {
-        bikeshare_common::error::ErrorClass::User
+impl bikeshare_types::error::Classify for ModelError {
+    fn class(&self) -> bikeshare_types::error::ErrorClass {
+        bikeshare_types::error::ErrorClass::User
     }
     fn retryable(&self) -> bool {
         false

@@ -22,9 +22,9 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use bikeshare_common::metrics::{self as m, Kind};
-use bikeshare_common::retry::Backoff;
-use bikeshare_common::{SharedClock, Timestamp};
+use bikeshare_types::metrics::{self as m, Kind};
+use bikeshare_types::retry::Backoff;
+use bikeshare_types::{SharedClock, Timestamp};
 use metrics::Unit;
 use serde::{Deserialize, Serialize};
 
@@ -344,11 +344,11 @@ pub struct PushReport {
 impl CloudWatchExporter {
     /// An exporter from the shared SDK configuration, with `config`'s region and endpoint.
     pub fn new(sdk: &aws_config::SdkConfig, config: CloudWatchConfig) -> Self {
-        let sdk = crate::caller_retries_config(
+        let sdk = bikeshare_runtime::aws::caller_retries(
             sdk,
             config.endpoint_url.as_deref(),
             config.region.as_deref(),
-            Duration::from_millis(config.timeout_ms.max(1)),
+            Some(Duration::from_millis(config.timeout_ms.max(1))),
         );
         Self {
             client: aws_sdk_cloudwatch::Client::new(&sdk),
@@ -409,8 +409,8 @@ impl CloudWatchExporter {
                 ),
                 SdkError::TimeoutError(_)
                 | SdkError::DispatchFailure(_)
-                | SdkError::ResponseError(_) => (true, bikeshare_common::error::chain(&err)),
-                other => (false, bikeshare_common::error::chain(other)),
+                | SdkError::ResponseError(_) => (true, bikeshare_types::error::chain(&err)),
+                other => (false, bikeshare_types::error::chain(other)),
             };
             match retryable
                 .then(|| self.config.retry.delay(attempt, &mut rand::rng()))

@@ -495,10 +495,10 @@ impl DriftReport {
     /// Records the drift metrics: a distance per feature, violations per check.
     pub fn record_metrics(&self) {
         for (f, d) in &self.distances {
-            bikeshare_common::metrics::feature_drift(f, *d);
+            bikeshare_types::metrics::feature_drift(f, *d);
         }
         for check in CHECKS {
-            bikeshare_common::metrics::drift_violations(check, self.count(check));
+            bikeshare_types::metrics::drift_violations(check, self.count(check));
         }
     }
 

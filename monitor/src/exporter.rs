@@ -2,10 +2,10 @@
 //!
 //! [`install`] puts the Prometheus recorder of `metrics-exporter-prometheus` behind the
 //! `metrics` facade once per process (durations get histogram buckets, everything else is
-//! as recorded) and registers every help text of [`bikeshare_common::metrics::ALL`].
+//! as recorded) and registers every help text of [`bikeshare_types::metrics::ALL`].
 //! [`serve`] answers `GET /metrics` in the text exposition format from our own axum server:
 //! 127.0.0.1 by default; any other address requires a bearer token
-//! ([`TOKEN_ENV`], the rule of [`bikeshare_common::security::token_for_bind`]).
+//! ([`TOKEN_ENV`], the rule of [`bikeshare_runtime::security::token_for_bind`]).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -88,7 +88,7 @@ pub fn install() -> Result<PrometheusHandle, ExporterError> {
     let handle = recorder.handle();
     match metrics::set_global_recorder(recorder) {
         Ok(()) => {
-            bikeshare_common::metrics::describe_all();
+            bikeshare_types::metrics::describe_all();
             let _ = HANDLE.set(handle.clone());
             Ok(handle)
         }
@@ -135,9 +135,12 @@ pub async fn serve(
     config: &MetricsConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningExporter, ExporterError> {
-    let token =
-        bikeshare_common::security::token_for_bind(config.bind, config.token.as_deref(), TOKEN_ENV)
-            .map_err(ExporterError::TokenRequired)?;
+    let token = bikeshare_runtime::security::token_for_bind(
+        config.bind,
+        config.token.as_deref(),
+        TOKEN_ENV,
+    )
+    .map_err(ExporterError::TokenRequired)?;
     let handle = install()?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -185,7 +188,7 @@ async fn render(State(app): State<std::sync::Arc<App>>, headers: HeaderMap) -> R
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if !bikeshare_common::security::bearer_matches(token, given) {
+        if !bikeshare_runtime::security::bearer_matches(token, given) {
             return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
         }
     }

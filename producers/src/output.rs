@@ -6,12 +6,10 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bikeshare_common::SharedClock;
-use bikeshare_common::contracts::{DeadLetter, Envelope};
-use bikeshare_common::stream::publisher::{
-    PublishError, Publisher, PublisherConfig, PublisherStats,
-};
-use bikeshare_common::stream::{PutRecord, StreamWriter};
+use bikeshare_stream::publisher::{PublishError, Publisher, PublisherConfig, PublisherStats};
+use bikeshare_stream::{PutRecord, StreamWriter};
+use bikeshare_types::SharedClock;
+use bikeshare_types::contracts::{DeadLetter, Envelope};
 
 /// Why an output could not take records.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +133,7 @@ impl StreamOutput {
 }
 
 fn publish_error(e: PublishError) -> OutputError {
-    OutputError::Publish(bikeshare_common::error::chain(&e))
+    OutputError::Publish(bikeshare_types::error::chain(&e))
 }
 
 #[async_trait]

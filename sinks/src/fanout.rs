@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bikeshare_common::contracts::{DeadLetter, FeatureVector, Label, Prediction};
-use bikeshare_common::sink::{SinkError, Sinks};
+use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 
 /// Hands every output to each sink in order; barriers (`flush`, `open_shard`, `commit`) resolve
 /// when every sink's has.
@@ -86,7 +86,7 @@ mod tests {
             "r",
             "m",
             "{}",
-            bikeshare_common::Timestamp(1),
+            bikeshare_types::Timestamp(1),
         );
         fan.dead_letters(vec![l.clone()]).await.unwrap();
         fan.commit(&[("shardId-0".into(), 1)]).await.unwrap();

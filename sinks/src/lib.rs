@@ -1,6 +1,6 @@
 //! # bikeshare-sinks
 //!
-//! Implementations of [`bikeshare_common::sink::Sinks`], the processor's outputs:
+//! Implementations of [`bikeshare_stream::sink::Sinks`], the processor's outputs:
 //!
 //! - [`stream::StreamSinks`]: predictions, labels, features and dead letters published to
 //!   streams (embedded or Kinesis); the `predictions` stream is what subscribers read.

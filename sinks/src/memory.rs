@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bikeshare_common::contracts::{DeadLetter, FeatureVector, Label, Prediction};
-use bikeshare_common::sink::{SinkError, Sinks};
+use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 
 /// Everything received, in order of arrival.
 #[derive(Debug, Default, Clone)]

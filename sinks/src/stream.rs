@@ -13,14 +13,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bikeshare_common::contracts::{DeadLetter, FeatureVector, Label, Prediction};
-use bikeshare_common::sink::{SinkError, Sinks};
-use bikeshare_common::stream::publisher::{PublishError, Publisher, PublisherConfig};
-use bikeshare_common::stream::{PutRecord, StreamWriter};
+use bikeshare_stream::publisher::{PublishError, Publisher, PublisherConfig};
+use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream::{PutRecord, StreamWriter};
+use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 
 /// Stream names of the processor's outputs.
 pub mod names {
-    pub use bikeshare_common::stream::names::{DEAD_LETTERS, PREDICTIONS};
+    pub use bikeshare_stream::names::{DEAD_LETTERS, PREDICTIONS};
     pub const LABELS: &str = "labels";
     pub const FEATURES: &str = "features";
 }
@@ -67,7 +67,7 @@ impl StreamSinks {
 fn err(sink: &'static str, e: &PublishError) -> SinkError {
     SinkError {
         sink,
-        message: bikeshare_common::error::chain(e),
+        message: bikeshare_types::error::chain(e),
     }
 }
 

@@ -9,7 +9,7 @@
 //! data: {"schema_version":2,"prediction_id":...,"p_empty":0.12,"p_full":0.01,...}
 //! ```
 //!
-//! `data` is a [`Prediction`](bikeshare_common::contracts::Prediction) as JSON, version 2 (a
+//! `data` is a [`Prediction`](bikeshare_types::contracts::Prediction) as JSON, version 2 (a
 //! new version is a new `schema_version`, never a silent change). `id` is a cursor: send it
 //! back as `Last-Event-ID` (browsers' `EventSource` does it on reconnect) or `?after=` to
 //! resume exactly after that event, with no gap and no repeat. Comments (`: keep-alive`) are
@@ -36,8 +36,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bikeshare_common::Timestamp;
-use bikeshare_common::stream::{SequenceNumber, ShardCursor, StartPosition, StreamReader};
+use bikeshare_stream::{SequenceNumber, ShardCursor, StartPosition, StreamReader};
+use bikeshare_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -176,7 +176,7 @@ struct AppState {
     stopping: tokio::sync::watch::Receiver<bool>,
     token: Option<String>,
     poll: Duration,
-    clock: bikeshare_common::SharedClock,
+    clock: bikeshare_types::SharedClock,
 }
 
 /// A running server.
@@ -203,12 +203,15 @@ impl RunningApi {
 pub async fn serve(
     config: SubscribeConfig,
     reader: Arc<dyn StreamReader>,
-    clock: bikeshare_common::SharedClock,
+    clock: bikeshare_types::SharedClock,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningApi, ApiError> {
-    let token =
-        bikeshare_common::security::token_for_bind(config.bind, config.token.as_deref(), TOKEN_ENV)
-            .map_err(ApiError::TokenRequired)?;
+    let token = bikeshare_runtime::security::token_for_bind(
+        config.bind,
+        config.token.as_deref(),
+        TOKEN_ENV,
+    )
+    .map_err(ApiError::TokenRequired)?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         reader,
@@ -255,7 +258,7 @@ fn authorised(state: &AppState, headers: &HeaderMap) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    bikeshare_common::security::bearer_matches(token, given)
+    bikeshare_runtime::security::bearer_matches(token, given)
 }
 
 async fn predictions(
@@ -329,7 +332,7 @@ type Cursors = Vec<(String, Box<dyn ShardCursor>)>;
 async fn open_all(
     state: &AppState,
     cursor: &mut Cursor,
-) -> Result<Cursors, bikeshare_common::stream::StreamError> {
+) -> Result<Cursors, bikeshare_stream::StreamError> {
     let mut cursors: Cursors = Vec::new();
     for shard in state.reader.list_shards().await? {
         let known = cursor.positions.get(shard.id.as_str()).cloned();

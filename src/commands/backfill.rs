@@ -6,14 +6,14 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bikeshare_common::SystemId;
-use bikeshare_common::contracts::{DeadLetter, Envelope};
 use bikeshare_producers::output::{Output, OutputError};
 use bikeshare_producers::replay::{ReplayConfig, Replayer};
 use bikeshare_stream_processor::Processor;
 use bikeshare_stream_processor::backfill::{Backfill, write_csv_header, write_csv_row};
+use bikeshare_types::SystemId;
+use bikeshare_types::contracts::{DeadLetter, Envelope};
 
-use super::wall_clock;
+use crate::app::wall_clock;
 use crate::cli::BackfillArgs;
 use crate::config::Config;
 
@@ -56,7 +56,7 @@ impl Output for BackfillOutput {
 }
 
 pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
-    let source = super::replay::source(&args.history, &config);
+    let source = crate::app::producers::source(&args.history, &config);
     let replayer = Replayer::new(
         ReplayConfig::new(SystemId::new(&args.history.system_id)),
         wall_clock(),

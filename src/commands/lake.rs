@@ -1,18 +1,12 @@
 //! `bikeshare lake`: list the Parquet lake, or archive the input streams into it.
 
+use crate::app::sinks::archiver;
 use std::io::Write;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use bikeshare_common::checkpoint::LocalCheckpointStore;
-use bikeshare_common::stream::names;
-use bikeshare_lake::archive::{Archiver, ArchiverConfig};
-use bikeshare_lake::sinks::{LakeOutputs, LakeSinks};
-use bikeshare_lake::{Dataset, EpochWriter, open_store};
+use bikeshare_lake::{Dataset, open_store};
 
-use super::streams::Backend;
-use super::{shutdown_signal, wall_clock};
+use crate::app::shutdown_signal;
 use crate::cli::{LakeArgs, LakeCommand};
 use crate::config::Config;
 
@@ -78,54 +72,4 @@ async fn list(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The archiver of the configured streams into the configured lake.
-pub async fn archiver(config: &Config, until_caught_up: bool) -> anyhow::Result<Archiver> {
-    let backend = Backend::from_config(config).await?;
-    let store = open_store(&config.lake, &config.data_dir.0)?;
-    let firehose =
-        super::process::firehose_sinks(config, super::process::FirehoseRole::Archiver).await;
-    let archiver = Archiver::new(
-        backend.reader(names::EVENTS).await?,
-        backend.reader(names::DEAD_LETTERS).await?,
-        Arc::new(LocalCheckpointStore::new(
-            config.data_path(&config.lake.checkpoint_dir),
-        )),
-        EpochWriter::new(store, config.lake.writer_id("archive")?),
-        wall_clock(),
-        ArchiverConfig {
-            batch: config.runner.batch,
-            checkpoint_interval: Duration::from_millis(config.lake.checkpoint_interval_ms),
-            stop_when_caught_up: until_caught_up,
-            ..ArchiverConfig::default()
-        },
-    );
-    Ok(match firehose {
-        Some(tap) => archiver.with_tap(tap),
-        None => archiver,
-    })
-}
-
-/// The processor's lake sinks (features, predictions, labels; dead letters reach the lake
-/// through the `dead-letters` stream and the archiver), or `None` when the lake is off.
-pub fn processor_sinks(config: &Config) -> anyhow::Result<Option<LakeSinks>> {
-    if !config.lake.enabled {
-        return Ok(None);
-    }
-    let store = open_store(&config.lake, &config.data_dir.0)?;
-    let sinks = LakeSinks::new(
-        store,
-        config.lake.writer_id("processor")?,
-        LakeOutputs {
-            features: true,
-            dead_letters: false,
-        },
-    );
-    let monitor = &config.lake.model_monitor;
-    Ok(Some(if monitor.enabled {
-        sinks.with_model_monitor(monitor.clone())
-    } else {
-        sinks
-    }))
 }

@@ -1,16 +1,17 @@
 //! `bikeshare promote`: a registered version through the promotion gate, or `--status`.
 
+use crate::app::models::print_decision;
 use std::fs::File;
 use std::io::{BufReader, Write};
 
 use anyhow::Context;
 use bikeshare_models::dataset::TrainingData;
-use bikeshare_models::promote::{HeldOut, PromotionDecision};
+use bikeshare_models::promote::HeldOut;
 use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_stream_processor::FeatureSchema;
 
-use super::models::{gate, open_registry};
-use super::wall_clock;
+use crate::app::models::{gate, open_registry};
+use crate::app::wall_clock;
 use crate::cli::{PromoteArgs, PromoteStage};
 use crate::config::Config;
 
@@ -55,51 +56,6 @@ pub async fn run(args: PromoteArgs, config: Config) -> anyhow::Result<()> {
     print_decision(&decision);
     anyhow::ensure!(decision.promoted, "v{version} was not promoted");
     Ok(())
-}
-
-/// The decision, check by check, with the numbers.
-pub fn print_decision(d: &PromotionDecision) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", d.summary);
-    if let Some(h) = &d.heldout {
-        let _ = writeln!(
-            out,
-            "  held-out: {} rows from {} to {} ({} went empty, {} went full)",
-            h.rows,
-            h.from.map_or_else(|| "-".into(), |t| t.to_rfc3339()),
-            h.to.map_or_else(|| "-".into(), |t| t.to_rfc3339()),
-            h.went_empty,
-            h.went_full
-        );
-    }
-    if let (Some(c), Some(i), Some(inc)) =
-        (&d.candidate_metrics, &d.incumbent_metrics, &d.incumbent)
-    {
-        let _ = writeln!(
-            out,
-            "  {:<28} {:>10} {:>10} {:>10} {:>10}",
-            "", "LL empty", "PR empty", "LL full", "PR full"
-        );
-        for (who, m) in [
-            (format!("candidate v{}", d.candidate), c),
-            (format!("{} v{}", inc.name, inc.version), i),
-        ] {
-            let _ = writeln!(
-                out,
-                "  {who:<28} {:>10.5} {:>10.5} {:>10.5} {:>10.5}",
-                m.empty.log_loss, m.empty.pr_auc, m.full.log_loss, m.full.pr_auc
-            );
-        }
-    }
-    for c in &d.checks {
-        let _ = writeln!(
-            out,
-            "  [{}] {:<40} {}",
-            if c.passed { "pass" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
-    }
 }
 
 async fn status(registry: &dyn Registry) -> anyhow::Result<()> {

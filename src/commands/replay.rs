@@ -1,36 +1,16 @@
 //! `bikeshare replay`: publish a recorded history in event-time order.
 
 use anyhow::Context;
-use bikeshare_common::SystemId;
-use bikeshare_producers::replay::{ReplayConfig, ReplaySource, Replayer, Speed};
+use bikeshare_producers::replay::{ReplayConfig, Replayer, Speed};
+use bikeshare_types::SystemId;
 
-use super::{close_output, open_streams, stream_output, wall_clock};
-use crate::cli::{HistoryArgs, ReplayArgs, ReplayFormat};
+use crate::app::streams::{close_output, open_streams, stream_output};
+use crate::app::wall_clock;
+use crate::cli::ReplayArgs;
 use crate::config::Config;
 
-/// The replay source a history's flags describe.
-pub fn source(h: &HistoryArgs, config: &Config) -> ReplaySource {
-    let files = h.files.clone();
-    match h.format {
-        ReplayFormat::Bluebikes => ReplaySource::Bluebikes {
-            status_files: files,
-            stations: h.stations.clone(),
-        },
-        ReplayFormat::Jsonl => ReplaySource::Jsonl { files },
-        ReplayFormat::Snapshots => ReplaySource::Snapshots {
-            files,
-            station_information: h.stations.clone().into_iter().collect(),
-        },
-        ReplayFormat::GbfsSnapshots => ReplaySource::GbfsSnapshots {
-            files_or_dirs: files,
-            station_information: h.stations.clone().into_iter().collect(),
-            schema_dir: config.gbfs.schema_dir.clone(),
-        },
-    }
-}
-
 pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
-    let source = source(&args.history, &config);
+    let source = crate::app::producers::source(&args.history, &config);
     let mut rc = ReplayConfig::new(SystemId::new(&args.history.system_id));
     rc.speed = Speed::from_factor(args.speed);
     let clock = wall_clock();

@@ -8,7 +8,7 @@ use bikeshare_models::model_dir;
 use bikeshare_models::serve::{self, ServedModel};
 use bikeshare_stream_processor::Processor;
 
-use super::shutdown_signal;
+use crate::app::shutdown_signal;
 use crate::cli::ServeModelArgs;
 use crate::config::Config;
 

@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use anyhow::Context;
-use bikeshare_producers::simulator::{self, GbfsVersion};
+use bikeshare_simulator::GbfsVersion;
 
-use super::{parse_time_or_ago, shutdown_signal, wall_clock};
+use crate::app::{parse_time_or_ago, shutdown_signal, wall_clock};
 use crate::cli::SimulateArgs;
 use crate::config::Config;
 
@@ -36,7 +36,7 @@ pub async fn run(args: SimulateArgs, config: Config) -> anyhow::Result<()> {
         };
         let summary = tokio::task::spawn_blocking({
             let (city, path) = (sim.city.clone(), path.clone());
-            move || simulator::write_history(&city, from, to, &path)
+            move || bikeshare_simulator::write_history(&city, from, to, &path)
         })
         .await
         .context("backfill task")??;
@@ -50,7 +50,7 @@ pub async fn run(args: SimulateArgs, config: Config) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let running = simulator::serve(sim, clock, std::future::pending())
+    let running = bikeshare_simulator::serve(sim, clock, std::future::pending())
         .await
         .context("starting the simulator")?;
     let mut out = std::io::stdout().lock();

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use bikeshare_common::retry::Backoff;
 use bikeshare_sinks::subscribe::SseDecoder;
+use bikeshare_types::retry::Backoff;
 use futures::StreamExt;
 
 use crate::cli::SubscribeArgs;

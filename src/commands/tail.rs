@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bikeshare_common::stream::consumer::{ConsumerConfig, ShardConsumer};
-use bikeshare_common::stream::embedded::EmbeddedStream;
-use bikeshare_common::stream::{StartPosition, StreamReader, names};
+use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
+use bikeshare_stream::embedded::EmbeddedStream;
+use bikeshare_stream::{StartPosition, StreamReader, names};
 
-use super::streams::Backend;
+use crate::app::streams::Backend;
 use crate::cli::{TailArgs, TailStream};
 use crate::config::{Config, StreamBackend};
 

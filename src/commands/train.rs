@@ -7,8 +7,6 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bikeshare_common::contracts::{DeadLetter, Envelope};
-use bikeshare_common::{SystemId, Timestamp};
 use bikeshare_models::artifact::save_dir;
 use bikeshare_models::dataset::{EventsLoader, TrainingData};
 use bikeshare_models::eval::render;
@@ -17,10 +15,11 @@ use bikeshare_models::registry::Stage;
 use bikeshare_models::training::{Progress, RunInfo, train_models};
 use bikeshare_producers::output::{Output, OutputError};
 use bikeshare_producers::replay::{ReplayConfig, Replayer};
-use bikeshare_producers::simulator;
 use bikeshare_stream_processor::FeatureSchema;
+use bikeshare_types::contracts::{DeadLetter, Envelope};
+use bikeshare_types::{SystemId, Timestamp};
 
-use super::wall_clock;
+use crate::app::wall_clock;
 use crate::cli::{HistoryArgs, TrainArgs};
 use crate::config::Config;
 
@@ -97,7 +96,7 @@ async fn load(
             city.system_id, city.seed, city.stations
         );
         let (data, stats) = tokio::task::spawn_blocking(move || {
-            let events = simulator::history(&city, from, to)?;
+            let events = bikeshare_simulator::history(&city, from, to)?;
             anyhow::Ok(TrainingData::from_events(processor, events)?)
         })
         .await
@@ -117,7 +116,7 @@ async fn load(
         system_id: args.system_id.clone(),
         stations: args.history_stations.clone(),
     };
-    let source = super::replay::source(&history, config);
+    let source = crate::app::producers::source(&history, config);
     let replayer = Replayer::new(
         ReplayConfig::new(SystemId::new(&history.system_id)),
         wall_clock(),
@@ -226,7 +225,7 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
 /// days.
 async fn register(args: &TrainArgs, config: &Config, data: &TrainingData) -> anyhow::Result<()> {
     let clock = wall_clock();
-    let registry = super::models::open_registry(config, clock.clone())?;
+    let registry = crate::app::models::open_registry(config, clock.clone())?;
     let version = registry.register(&args.output).await?;
     eprintln!(
         "registered as {} v{} in {}",
@@ -237,10 +236,10 @@ async fn register(args: &TrainArgs, config: &Config, data: &TrainingData) -> any
     let test = data.split(&config.train.split)?.test;
     let held_out = HeldOut::from_training_data(data, test);
     let schema = FeatureSchema::v1(&config.processor.window_minutes);
-    let gate = super::models::gate(config, registry, &schema, clock);
+    let gate = crate::app::models::gate(config, registry, &schema, clock);
     let decision = gate
         .evaluate(version.version, Stage::Staging, Some(&held_out))
         .await?;
-    super::promote::print_decision(&decision);
+    crate::app::models::print_decision(&decision);
     Ok(())
 }

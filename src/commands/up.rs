@@ -9,14 +9,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bikeshare_producers::simulator::{self, GbfsVersion};
 use bikeshare_producers::weather::WeatherMode;
-use bikeshare_stream_processor::runner::{LatestPredictions, RunnerStats};
+use bikeshare_runner::{LatestPredictions, RunnerStats};
+use bikeshare_simulator::GbfsVersion;
 use ordered_float::OrderedFloat;
 use tokio::sync::watch;
 
-use super::ingest::{spawn_producers, stopped};
-use super::{close_output, open_streams, shutdown_signal, stream_output, wall_clock};
+use crate::app::streams::{close_output, open_streams, stream_output};
+use crate::app::{producers::spawn_producers, stopped};
+use crate::app::{shutdown_signal, wall_clock};
 use crate::cli::UpArgs;
 use crate::config::{Config, SystemConfig};
 
@@ -39,13 +40,13 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     if !args.no_bootstrap {
         let end = sim.start.unwrap_or_else(|| clock.now());
         if let Err(e) =
-            super::models::bootstrap_if_empty(&config, &sim.city, end, clock.clone()).await
+            crate::app::models::bootstrap_if_empty(&config, &sim.city, end, clock.clone()).await
         {
             tracing::error!(error = %format!("{e:#}"), "bootstrap model");
             eprintln!("model:       no bootstrap model ({e:#}); scoring with the baseline");
         }
     }
-    let running = simulator::serve(sim, clock.clone(), std::future::pending())
+    let running = bikeshare_simulator::serve(sim, clock.clone(), std::future::pending())
         .await
         .context("starting the simulator")?;
     tracing::info!(url = %running.gbfs_url(GbfsVersion::V3_0), "simulator serving");
@@ -77,7 +78,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
 
     let predictions = streams
         .backend
-        .reader(bikeshare_common::stream::names::PREDICTIONS)
+        .reader(bikeshare_stream::names::PREDICTIONS)
         .await?;
     let api = bikeshare_sinks::subscribe::serve(
         config.api.clone(),
@@ -88,7 +89,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     .await
     .context("starting the subscription API")?;
     eprintln!("predictions: {}  (try: bikeshare subscribe)", api.url());
-    let (dashboard, dashboard_state) = super::dashboard::start(
+    let (dashboard, dashboard_state) = crate::app::dashboard::start(
         &config,
         clock.clone(),
         stopped(stop_rx.clone()),
@@ -96,10 +97,10 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("dashboard:   {}", dashboard.url());
-    let metrics = super::start_metrics(&config, stopped(stop_rx.clone())).await?;
-    let monitors = super::monitoring::start(&config, clock.clone(), &stop_rx).await?;
+    let metrics = crate::app::monitoring::start_metrics(&config, stopped(stop_rx.clone())).await?;
+    let monitors = crate::app::monitoring::start(&config, clock.clone(), &stop_rx).await?;
 
-    let (runner, feed) = super::process::build(&config, false, false).await?;
+    let (runner, feed) = crate::app::runner::build(&config, false, false).await?;
     eprintln!(
         "model:       {} v{}",
         feed.current().model().name,
@@ -111,7 +112,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let latest = runner.latest_predictions();
     let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
     let archiver = if config.lake.enabled {
-        let a = super::lake::archiver(&config, false).await?;
+        let a = crate::app::sinks::archiver(&config, false).await?;
         eprintln!(
             "lake:        {}  (try: bikeshare lake ls)",
             config.lake.location(&config.data_dir.0)
@@ -121,8 +122,11 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         None
     };
 
-    let drift =
-        super::monitor::DriftTask::spawn_if_lake(&config, Some(dashboard_state.clone()), &stop_rx)?;
+    let drift = crate::app::drift::DriftTask::spawn_if_lake(
+        &config,
+        Some(dashboard_state.clone()),
+        &stop_rx,
+    )?;
 
     let summary = tokio::spawn(print_summaries(
         stats,

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use bikeshare_common::EventId;
-use bikeshare_common::contracts::{Envelope, Label};
+use bikeshare_types::EventId;
+use bikeshare_types::contracts::{Envelope, Label};
 
 use crate::processor::{Emitted, FeatureRow, Processor, RejectReason};
 use crate::schema::FeatureSchema;
@@ -132,8 +132,8 @@ pub fn write_csv_header(w: &mut impl Write, schema: &FeatureSchema) -> std::io::
 pub fn write_csv_row(w: &mut impl Write, r: &TrainingRow) -> std::io::Result<()> {
     let v = &r.row.vector;
     let trigger = match r.row.trigger {
-        bikeshare_common::contracts::PredictionTrigger::Update => "update",
-        bikeshare_common::contracts::PredictionTrigger::Tick => "tick",
+        bikeshare_types::contracts::PredictionTrigger::Update => "update",
+        bikeshare_types::contracts::PredictionTrigger::Tick => "tick",
     };
     let b = |x: bool| if x { "1" } else { "0" };
     write!(

@@ -16,7 +16,7 @@
 
 use std::f32::consts::TAU;
 
-use bikeshare_common::contracts::WeatherObs;
+use bikeshare_types::contracts::WeatherObs;
 use chrono::{Datelike, TimeZone, Timelike};
 
 use crate::processor::Station;
@@ -88,7 +88,7 @@ pub(crate) fn trend_window(window_minutes: &[u32]) -> Option<usize> {
 /// The local-time features of `t` (ms) in `tz` (UTC when the system's time zone is not a
 /// known IANA name): hour and day-of-week on the circle, and the weekend flag.
 pub(crate) fn local_time(tz: Option<chrono_tz::Tz>, t: i64) -> [Option<f32>; 5] {
-    let utc = bikeshare_common::Timestamp(t).to_datetime();
+    let utc = bikeshare_types::Timestamp(t).to_datetime();
     let (hour, dow) = match tz {
         Some(tz) => {
             let local = tz.from_utc_datetime(&utc.naive_utc());

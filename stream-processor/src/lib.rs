@@ -13,10 +13,8 @@
 //!
 //! - [`backfill`]: histories through the same processor into labelled training rows.
 //!
-//! and its I/O edge:
-//!
-//! - [`runner`]: reading shards, scoring, publishing outputs, checkpointing; what it records
-//!   goes through `telemetry` into the metrics of [`bikeshare_common::metrics`].
+//! Its I/O edge (reading shards, scoring, publishing, checkpoints) is the `bikeshare-runner`
+//! crate in `runner/`, so that this crate compiles without tokio, SQLite or the AWS SDK.
 
 pub mod backfill;
 mod features;
@@ -25,9 +23,7 @@ pub mod neighbours;
 pub mod predictor;
 pub mod processor;
 pub mod quality;
-pub mod runner;
 pub mod schema;
-mod telemetry;
 pub mod window;
 
 pub use predictor::{BaselineScorer, Predictor, Scored, Scorer, Scores};

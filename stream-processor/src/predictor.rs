@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use bikeshare_common::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
 
 use crate::schema::FeatureSchema;
 

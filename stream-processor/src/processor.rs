@@ -47,11 +47,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bikeshare_common::contracts::{
+use bikeshare_types::contracts::{
     Envelope, Event, FeatureVector, LABEL_SCHEMA_VERSION, Label, Prediction, PredictionTrigger,
     StationInfo, StationStatus, WeatherObs,
 };
-use bikeshare_common::{EventId, StationId, SystemId, Timestamp};
+use bikeshare_types::{EventId, StationId, SystemId, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::features::{self, FeatureContext, Glance};
@@ -980,7 +980,7 @@ fn apply_status(st: &mut Station, s: &StationStatus, t: i64) -> Result<(), Rejec
     Ok(())
 }
 
-/// [`bikeshare_common::contracts::Prediction::id_for`] without the formatting machinery: the same length-prefixed parts
+/// [`bikeshare_types::contracts::Prediction::id_for`] without the formatting machinery: the same length-prefixed parts
 /// hashed with XXH3-128 in one shot (equal to the streaming hash of their concatenation)
 /// and written as 32 lowercase hex digits. A unit test checks that both agree.
 fn prediction_id(system: &SystemId, station: &str, as_of: i64, horizon_minutes: u32) -> EventId {
@@ -1068,7 +1068,7 @@ fn make_row(
 
 #[cfg(test)]
 mod tests {
-    use bikeshare_common::contracts::{Prediction, StationStatus};
+    use bikeshare_types::contracts::{Prediction, StationStatus};
 
     use super::*;
 

@@ -3,8 +3,8 @@
 //! The schema id is a hash of every feature's name and definition, in order, so a model
 //! trained on one schema refuses features computed by another.
 
-use bikeshare_common::contracts::FeatureSchemaId;
-use bikeshare_common::ids::deterministic_id;
+use bikeshare_types::contracts::FeatureSchemaId;
+use bikeshare_types::ids::deterministic_id;
 
 /// One feature: a name and a definition precise enough to recompute it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bikeshare_benches::{MinuteFeed, START_MS};
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::Envelope;
-use bikeshare_common::sink::Sinks;
+use bikeshare_runner::score;
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream_processor::runner::score;
+use bikeshare_stream::sink::Sinks;
 use bikeshare_stream_processor::{BaselineScorer, Emitted, Processor, ProcessorConfig};
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::Envelope;
 use clap::Parser;
 use hdrhistogram::Histogram;
 

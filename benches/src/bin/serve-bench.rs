@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bikeshare_benches::{MinuteFeed, START_MS};
-use bikeshare_common::Timestamp;
 use bikeshare_models::serve::{self, ServeConfig, ServedModel};
 use bikeshare_models::{model_dir, synthetic};
 use bikeshare_stream_processor::{Emitted, Processor, ProcessorConfig, Scorer};
+use bikeshare_types::Timestamp;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 

@@ -16,8 +16,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use bikeshare_common::SharedClock;
-use bikeshare_common::Timestamp;
+use bikeshare_types::SharedClock;
+use bikeshare_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bikeshare_common::retry::Backoff;
-use bikeshare_common::{SharedClock, Timestamp};
+use bikeshare_types::retry::Backoff;
+use bikeshare_types::{SharedClock, Timestamp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -182,7 +182,7 @@ impl MlflowRegistry {
                         Err(e) => Err(e.to_string()),
                     }
                 }
-                Err(e) => Err(bikeshare_common::error::chain(&e)),
+                Err(e) => Err(bikeshare_types::error::chain(&e)),
             };
             let retry_why = match &outcome {
                 Ok(a)
@@ -377,7 +377,7 @@ impl MlflowRegistry {
                     let text = r.text().await.unwrap_or_default();
                     return Err(self.err("upload artifact", Some(status), text));
                 }
-                Err(e) => bikeshare_common::error::chain(&e),
+                Err(e) => bikeshare_types::error::chain(&e),
             };
             match self.retry_delay(attempt) {
                 Some(d) => {
@@ -410,7 +410,7 @@ impl MlflowRegistry {
                     let text = r.text().await.unwrap_or_default();
                     return Err(self.err(&format!("download {path}"), Some(status), text));
                 }
-                Err(e) => bikeshare_common::error::chain(&e),
+                Err(e) => bikeshare_types::error::chain(&e),
             };
             match self.retry_delay(attempt) {
                 Some(d) => {

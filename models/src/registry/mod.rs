@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::ModelRef;
-use bikeshare_common::error::{Classify, ErrorClass};
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::ModelRef;
+use bikeshare_types::error::{Classify, ErrorClass};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use bikeshare_common::Timestamp;
+use bikeshare_types::Timestamp;
 
 use super::rules::{Rule, Severity};
 use crate::samples::Sample;

@@ -14,7 +14,7 @@
 //! only logged (a `WARN` line when one fires, an `INFO` line when it resolves).
 //!
 //! ```
-//! use bikeshare_common::Timestamp;
+//! use bikeshare_types::Timestamp;
 //! use bikeshare_monitor::alerts::{Engine, NotificationKind, default_rules};
 //! use bikeshare_monitor::samples::parse;
 //!
@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bikeshare_common::SharedClock;
+use bikeshare_types::SharedClock;
 use serde::{Deserialize, Serialize};
 
 pub use engine::{Engine, Notification, NotificationKind};
@@ -253,7 +253,7 @@ impl AlertLoop {
         let samples = (self.source)();
         let notes = self.engine.evaluate(self.clock.now(), &samples);
         for (rule, n) in self.engine.firing_per_rule() {
-            bikeshare_common::metrics::alert_firing(rule, n > 0);
+            bikeshare_types::metrics::alert_firing(rule, n > 0);
         }
         for n in &notes {
             self.dispatcher.dispatch(n).await;

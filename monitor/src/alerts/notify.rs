@@ -65,10 +65,10 @@ impl Dispatcher {
         let mut failed = 0;
         for (channel, r) in futures::future::join_all(sends).await {
             match r {
-                Ok(()) => bikeshare_common::metrics::alert_notification(channel, "sent"),
+                Ok(()) => bikeshare_types::metrics::alert_notification(channel, "sent"),
                 Err(e) => {
                     failed += 1;
-                    bikeshare_common::metrics::alert_notification(channel, "failed");
+                    bikeshare_types::metrics::alert_notification(channel, "failed");
                     tracing::error!(channel, rule = %n.rule, error = %e, "alert notification failed");
                 }
             }

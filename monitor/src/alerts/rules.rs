@@ -1,6 +1,6 @@
 //! Alert rules: a documented metric, a label matcher, a comparison held for a while.
 //!
-//! A [`Rule`] reads one metric of [`bikeshare_common::metrics::ALL`] — its value (gauges) or
+//! A [`Rule`] reads one metric of [`bikeshare_types::metrics::ALL`] — its value (gauges) or
 //! its per-second rate over a window (counters) — per label set, compares it with a
 //! threshold, and may demand a guard on a second metric with the same labels (live quality
 //! is judged only with enough labels). [`default_rules`] are the rules the project ships;
@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bikeshare_common::metrics::{self as m, Kind, MetricDef};
+use bikeshare_types::metrics::{self as m, Kind, MetricDef};
 use serde::{Deserialize, Serialize};
 
 /// How bad it is when a rule fires.
@@ -280,7 +280,7 @@ pub fn prometheus_rules_yaml(rules: &[Rule]) -> String {
     let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut out = String::from(
         "# Generated from bikeshare_monitor::alerts::default_rules(): do not edit by hand.\n\
-         # Regenerate: BIKESHARE_UPDATE_INFRA=1 cargo test -p bikeshare-monitor --test infra_monitoring\n\
+         # Regenerate: BIKESHARE_UPDATE_INFRA=1 cargo test -p bikeshare-monitor --test it infra_monitoring\n\
          # The same rules run inside `bikeshare up` / `bikeshare process` ([alerts] in the config).\n\
          groups:\n  - name: bikeshare\n    rules:\n",
     );

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::types::MessageAttributeValue;
-use bikeshare_common::retry::Backoff;
+use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
 
 use super::engine::Notification;
@@ -67,11 +67,11 @@ impl SnsNotifier {
     /// `None` when no topic is configured.
     pub fn from_config(sdk: &aws_config::SdkConfig, config: &SnsConfig) -> Option<Self> {
         let topic_arn = config.topic_arn.clone().filter(|t| !t.is_empty())?;
-        let sdk = crate::caller_retries_config(
+        let sdk = bikeshare_runtime::aws::caller_retries(
             sdk,
             config.endpoint_url.as_deref(),
             config.region.as_deref(),
-            Duration::from_millis(config.timeout_ms.max(1)),
+            Some(Duration::from_millis(config.timeout_ms.max(1))),
         );
         Some(Self {
             client: aws_sdk_sns::Client::new(&sdk),
@@ -142,7 +142,7 @@ impl Notifier for SnsNotifier {
                     s.err().code().unwrap_or("error"),
                     s.err().message().unwrap_or_default()
                 ),
-                other => format!("Publish: {}", bikeshare_common::error::chain(other)),
+                other => format!("Publish: {}", bikeshare_types::error::chain(other)),
             };
             match retryable
                 .then(|| self.retry.delay(attempt, &mut rand::rng()))

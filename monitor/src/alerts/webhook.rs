@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bikeshare_common::retry::Backoff;
+use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -200,7 +200,7 @@ pub fn slack_payload(n: &Notification) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bikeshare_common::Timestamp;
+    use bikeshare_types::Timestamp;
 
     #[test]
     fn debug_never_shows_the_url() {

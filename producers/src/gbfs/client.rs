@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
-use bikeshare_common::error::{Classify, ErrorClass};
-use bikeshare_common::retry::Backoff;
+use bikeshare_types::error::{Classify, ErrorClass};
+use bikeshare_types::retry::Backoff;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
@@ -261,7 +261,7 @@ impl GbfsClient {
                         %url,
                         attempt,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %bikeshare_common::error::chain(&e),
+                        error = %bikeshare_types::error::chain(&e),
                         "GBFS fetch failed; retrying"
                     );
                     tokio::time::sleep(delay).await;

@@ -120,7 +120,7 @@ fn feed_entry(i: usize, entry: &Value) -> Result<(&str, &str), RuleViolation> {
 
 #[cfg(test)]
 mod tests {
-    use bikeshare_common::Timestamp;
+    use bikeshare_types::Timestamp;
     use serde_json::json;
 
     use super::*;

@@ -7,7 +7,7 @@
 //! them as integers too), timestamps as POSIX seconds or RFC 3339, names as a plain string or
 //! a GBFS 3.0 list of `{text, language}`.
 
-use bikeshare_common::Timestamp;
+use bikeshare_types::Timestamp;
 use serde_json::{Map, Value};
 
 use super::rules::{RuleViolation, rule};

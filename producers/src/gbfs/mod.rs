@@ -20,7 +20,7 @@
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use bikeshare_common::{SystemClock, SystemId};
+//! use bikeshare_types::{SystemClock, SystemId};
 //! use bikeshare_producers::gbfs::{GbfsPoller, PollerConfig};
 //! use bikeshare_producers::output::MemoryOutput;
 //!

@@ -10,7 +10,7 @@
 //!   rule it broke (see [`rules::rule`]) and its raw JSON, while the rest of the feed flows.
 //!
 //! Differences between versions are absorbed here and normalised into the contracts of
-//! [`bikeshare_common::contracts`]: `is_renting` as `1`/`0` (1.x) or booleans (2.x+),
+//! [`bikeshare_types::contracts`]: `is_renting` as `1`/`0` (1.x) or booleans (2.x+),
 //! `last_reported`/`last_updated` as POSIX seconds (1.x/2.x) or RFC 3339 (3.0),
 //! `num_vehicles_available` (3.0) or `num_bikes_available`, localised names (3.0), e-bikes from
 //! Lyft's `num_ebikes_available` or PBSC's `num_bikes_available_types.ebike`, and
@@ -29,9 +29,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use bikeshare_common::contracts::{StationInfo, StationStatus, SystemInfo, VehicleTypeCount};
-use bikeshare_common::error::{Classify, ErrorClass};
-use bikeshare_common::{StationId, SystemId, Timestamp};
+use bikeshare_types::contracts::{StationInfo, StationStatus, SystemInfo, VehicleTypeCount};
+use bikeshare_types::error::{Classify, ErrorClass};
+use bikeshare_types::{StationId, SystemId, Timestamp};
 use serde_json::{Map, Value};
 
 use super::fields::{self, get, required};

@@ -29,7 +29,7 @@
 //! information), `ingest_time` and the future-time rule from the injected [`Clock`]; the poll
 //! schedule uses tokio's timer, so tests can pause it.
 //!
-//! [`Clock`]: bikeshare_common::Clock
+//! [`Clock`]: bikeshare_types::Clock
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -38,12 +38,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bikeshare_common::contracts::{
+use bikeshare_types::contracts::{
     DeadLetter, Envelope, Event, FeedHeartbeat, StationInfo, StationStatus, SystemInfo,
 };
-use bikeshare_common::error::{Classify, ErrorClass, chain};
-use bikeshare_common::metrics;
-use bikeshare_common::{EventId, SharedClock, StationId, SystemId, Timestamp};
+use bikeshare_types::error::{Classify, ErrorClass, chain};
+use bikeshare_types::metrics;
+use bikeshare_types::{EventId, SharedClock, StationId, SystemId, Timestamp};
 use bytes::Bytes;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};

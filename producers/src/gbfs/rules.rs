@@ -5,7 +5,7 @@
 //! rule violation rather than a type error), and they are shared by every producer: live
 //! GBFS polling, replays and the simulator's own tests.
 
-use bikeshare_common::{StationId, Timestamp};
+use bikeshare_types::{StationId, Timestamp};
 
 /// Rule names, as they appear in dead letters and in the `dead_letters_total{reason}` metric.
 pub mod rule {

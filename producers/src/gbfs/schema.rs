@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bikeshare_common::error::{Classify, ErrorClass};
+use bikeshare_types::error::{Classify, ErrorClass};
 use serde_json::Value;
 
 use super::model::FeedKind;

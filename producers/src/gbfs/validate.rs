@@ -15,8 +15,8 @@
 
 use std::sync::Arc;
 
-use bikeshare_common::contracts::{StationInfo, StationStatus, SystemInfo};
-use bikeshare_common::{SystemId, Timestamp};
+use bikeshare_types::contracts::{StationInfo, StationStatus, SystemInfo};
+use bikeshare_types::{SystemId, Timestamp};
 use serde_json::Value;
 
 use super::discovery::{Discovery, parse_discovery};

@@ -158,9 +158,9 @@ impl VersionError {
     }
 }
 
-impl bikeshare_common::error::Classify for VersionError {
-    fn class(&self) -> bikeshare_common::error::ErrorClass {
-        bikeshare_common::error::ErrorClass::User
+impl bikeshare_types::error::Classify for VersionError {
+    fn class(&self) -> bikeshare_types::error::ErrorClass {
+        bikeshare_types::error::ErrorClass::User
     }
     fn retryable(&self) -> bool {
         false

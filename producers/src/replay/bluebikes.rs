@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use bikeshare_common::contracts::{DeadLetter, Event, StationInfo, StationStatus};
-use bikeshare_common::{StationId, Timestamp};
+use bikeshare_types::contracts::{DeadLetter, Event, StationInfo, StationStatus};
+use bikeshare_types::{StationId, Timestamp};
 use chrono::NaiveDate;
 
 use super::input::{RecordedLines, field, format_error, parse_int, split_csv};

@@ -41,9 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bikeshare_common::contracts::{DeadLetter, Event, FeedHeartbeat, StationInfo, StationStatus};
-use bikeshare_common::error::chain;
-use bikeshare_common::{StationId, Timestamp};
+use bikeshare_types::contracts::{DeadLetter, Event, FeedHeartbeat, StationInfo, StationStatus};
+use bikeshare_types::error::chain;
+use bikeshare_types::{StationId, Timestamp};
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 

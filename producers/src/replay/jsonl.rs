@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use bikeshare_common::contracts::Envelope;
+use bikeshare_types::contracts::Envelope;
 
 use super::input::RecordedLines;
 use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, rule, source_name};
@@ -43,8 +43,8 @@ impl RecordedFormat for JsonlFormat {
 mod tests {
     use std::io::Write;
 
-    use bikeshare_common::contracts::{Event, WeatherObs};
-    use bikeshare_common::{SystemId, Timestamp};
+    use bikeshare_types::contracts::{Event, WeatherObs};
+    use bikeshare_types::{SystemId, Timestamp};
 
     use super::*;
     use crate::replay::tests::ctx;

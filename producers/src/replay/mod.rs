@@ -33,7 +33,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), bikeshare_producers::replay::ReplayError> {
 //! use std::sync::Arc;
-//! use bikeshare_common::SystemClock;
+//! use bikeshare_types::SystemClock;
 //! use bikeshare_producers::output::MemoryOutput;
 //! use bikeshare_producers::replay::{ReplayConfig, ReplaySource, Replayer};
 //!
@@ -59,10 +59,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bikeshare_common::contracts::{DeadLetter, Envelope, Event, StationInfo};
-use bikeshare_common::error::{Classify, ErrorClass};
-use bikeshare_common::limits::KINESIS_MAX_RECORDS_PER_PUT;
-use bikeshare_common::{SharedClock, StationId, SystemId, Timestamp};
+use bikeshare_types::contracts::{DeadLetter, Envelope, Event, StationInfo};
+use bikeshare_types::error::{Classify, ErrorClass};
+use bikeshare_types::limits::KINESIS_MAX_RECORDS_PER_PUT;
+use bikeshare_types::{SharedClock, StationId, SystemId, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -74,7 +74,7 @@ use crate::output::{Output, OutputError};
 pub mod rule {
     /// A row whose fields cannot be read (not a number, a missing required field).
     pub const PARSE: &str = "replay.parse";
-    /// A JSON line that is not an [`Envelope`](bikeshare_common::contracts::Envelope).
+    /// A JSON line that is not an [`Envelope`](bikeshare_types::contracts::Envelope).
     pub const DECODE: &str = "replay.decode";
 }
 
@@ -216,7 +216,7 @@ impl ReplaySource {
                 let mut validator = FeedValidator::new(ctx.rules);
                 if let Some(dir) = schema_dir {
                     let registry = SchemaRegistry::new(dir)
-                        .map_err(|e| ReplayError::Config(bikeshare_common::error::chain(&e)))?;
+                        .map_err(|e| ReplayError::Config(bikeshare_types::error::chain(&e)))?;
                     validator = validator.with_schemas(Arc::new(registry));
                 }
                 let (reader, dead) =
@@ -746,8 +746,8 @@ pub(crate) mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use bikeshare_common::contracts::StationStatus;
-    use bikeshare_common::time::ManualClock;
+    use bikeshare_types::contracts::StationStatus;
+    use bikeshare_types::time::ManualClock;
 
     use super::*;
     use crate::output::MemoryOutput;

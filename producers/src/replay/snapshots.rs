@@ -29,8 +29,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bikeshare_common::contracts::{DeadLetter, Event, StationInfo, StationStatus};
-use bikeshare_common::{StationId, Timestamp};
+use bikeshare_types::contracts::{DeadLetter, Event, StationInfo, StationStatus};
+use bikeshare_types::{StationId, Timestamp};
 use chrono::NaiveDateTime;
 use serde_json::Value;
 

@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
-use bikeshare_common::contracts::StationStatus;
-use bikeshare_common::{StationId, Timestamp};
+use bikeshare_types::contracts::StationStatus;
+use bikeshare_types::{StationId, Timestamp};
 
 use super::input::{Header, field, parse_bool, parse_int};
 use crate::gbfs::rules::{self, RawCounts, RuleConfig, RuleViolation};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bikeshare_common::retry::Backoff;
+use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
 
 /// The Meteostat JSON API on RapidAPI.

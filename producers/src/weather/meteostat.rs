@@ -20,10 +20,10 @@
 use std::fmt;
 use std::io::BufReader;
 
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::WeatherObs;
-use bikeshare_common::error::{Classify, ErrorClass, chain};
-use bikeshare_common::retry::Backoff;
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::WeatherObs;
+use bikeshare_types::error::{Classify, ErrorClass, chain};
+use bikeshare_types::retry::Backoff;
 use bytes::Bytes;
 use chrono::{NaiveDate, NaiveDateTime};
 use reqwest::header::{HeaderMap, HeaderValue};

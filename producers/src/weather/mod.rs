@@ -16,7 +16,7 @@ pub mod meteostat;
 pub mod nycflights13;
 pub mod producer;
 
-use bikeshare_common::contracts::WeatherObs;
+use bikeshare_types::contracts::WeatherObs;
 
 pub use config::{WeatherConfig, WeatherMode};
 pub use meteostat::{
@@ -87,7 +87,7 @@ pub fn check_ranges(obs: &WeatherObs) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use bikeshare_common::Timestamp;
+    use bikeshare_types::Timestamp;
 
     use super::*;
 

@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use bikeshare_common::Timestamp;
-use bikeshare_common::contracts::{Event, WeatherObs};
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::{Event, WeatherObs};
 
 use super::{check_ranges, rule};
 use crate::replay::input::{self, Header, Lines, field, split_csv};
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn reads_the_real_file_when_present() {
-        let Some(data) = bikeshare_common::testdata::shared_data_or_skip("nycflights13 weather")
+        let Some(data) = bikeshare_runtime::testdata::shared_data_or_skip("nycflights13 weather")
         else {
             return;
         };

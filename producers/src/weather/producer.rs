@@ -16,9 +16,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use bikeshare_common::contracts::{DeadLetter, Envelope, Event};
-use bikeshare_common::error::{Classify, chain};
-use bikeshare_common::{EventId, SharedClock, SystemId, Timestamp};
+use bikeshare_types::contracts::{DeadLetter, Envelope, Event};
+use bikeshare_types::error::{Classify, chain};
+use bikeshare_types::{EventId, SharedClock, SystemId, Timestamp};
 use tokio::time::MissedTickBehavior;
 
 use super::config::{WeatherConfig, WeatherMode};
@@ -58,7 +58,7 @@ struct SystemState {
     seen_untimed: HashSet<EventId>,
 }
 
-/// Polls Meteostat for a set of systems and emits [`WeatherObs`](bikeshare_common::contracts::WeatherObs) events.
+/// Polls Meteostat for a set of systems and emits [`WeatherObs`](bikeshare_types::contracts::WeatherObs) events.
 #[derive(Debug)]
 pub struct WeatherProducer {
     config: WeatherConfig,
@@ -285,7 +285,7 @@ impl WeatherProducer {
             output.events(events).await?;
         }
         if let Some(system) = system {
-            bikeshare_common::metrics::events_out(
+            bikeshare_types::metrics::events_out(
                 "weather",
                 system.as_str(),
                 "weather",
@@ -296,7 +296,7 @@ impl WeatherProducer {
             output.dead_letters(dead).await?;
         }
         for rule in rules {
-            bikeshare_common::metrics::dead_letters("ingest", &rule, 1);
+            bikeshare_types::metrics::dead_letters("ingest", &rule, 1);
         }
         state.seen.extend(new_hours);
         if state.seen_untimed.len() + new_untimed.len() > MAX_REMEMBERED_UNTIMED {

@@ -1,0 +1,212 @@
+//! Producer → kinesis-mock → consumer, through the real SDK: volume, partial failures and
+//! throttling (through a fault-injecting proxy), and oversize records.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bikeshare_aws::{INVALID_RECORD_CODE, KinesisStream, client};
+use bikeshare_producers::output::{Output, RULE_RECORD_TOO_LARGE, StreamOutput};
+use bikeshare_stream::publisher::{PublishError, Publisher, PublisherConfig};
+use bikeshare_stream::{PutOutcome, PutRecord, StreamWriter};
+use bikeshare_types::contracts::{DeadLetter, Envelope, Event, StationInfo};
+use bikeshare_types::{StationId, SystemClock, SystemId, Timestamp};
+
+use crate::fault_proxy;
+
+/// Sends `per_key` records for each of `keys` keys, interleaved, payload `key:index`.
+async fn send_interleaved(
+    publisher: &Publisher,
+    keys: usize,
+    per_key: usize,
+) -> BTreeMap<String, usize> {
+    for i in 0..per_key {
+        for k in 0..keys {
+            let key = format!("station-{k:03}");
+            publisher
+                .send(PutRecord::new(key.clone(), format!("{key}:{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    (0..keys)
+        .map(|k| (format!("station-{k:03}"), per_key))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_records_arrive_once_each_in_order_per_station() {
+    let Some(endpoint) = support::kinesis_endpoint("hundred_thousand_records") else {
+        return;
+    };
+    let sdk = support::sdk_config(&endpoint).await;
+    // kinesis-mock appends to a shard in time that grows with the shard's size: many
+    // shards keep 100,000 records to about two minutes.
+    let stream = support::new_stream(&sdk, "volume", 128).await;
+    let publisher = Publisher::spawn(Arc::new(stream.clone()), PublisherConfig::default());
+    let started = std::time::Instant::now();
+    let sent = send_interleaved(&publisher, 400, 250).await;
+    let stats = publisher.close().await.unwrap();
+    assert_eq!(stats.records_sent, 100_000);
+    eprintln!("wrote 100,000 records in {:?}", started.elapsed());
+
+    let started = std::time::Instant::now();
+    let records = support::read_all(&stream, 10_000, 100_000, Duration::from_secs(240)).await;
+    eprintln!("read {} records in {:?}", records.len(), started.elapsed());
+    support::assert_complete_and_ordered(&records, &sent);
+    let shards = stream.metrics().shards();
+    assert_eq!(shards.len(), 128, "every shard was read");
+    let read: u64 = shards.values().map(|m| m.records_read).sum();
+    assert_eq!(read, 100_000, "per-shard metrics add up");
+    assert!(
+        shards.values().all(|m| m.millis_behind_latest.is_some()),
+        "MillisBehindLatest of every shard: {shards:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_failures_and_throttling_lose_nothing_and_keep_order() {
+    let Some(endpoint) = support::kinesis_endpoint("partial_failures_and_throttling") else {
+        return;
+    };
+    let proxy = fault_proxy::FaultProxy::start(&endpoint, 42).await;
+    let direct = support::sdk_config(&endpoint).await;
+    let created = support::new_stream(&direct, "faults", 8).await;
+    let through_proxy = support::sdk_config(&proxy.endpoint()).await;
+    let stream = KinesisStream::new(client::kinesis_client(&through_proxy), created.name());
+
+    let config = PublisherConfig {
+        max_batch_records: 100,
+        linger: Duration::from_millis(5),
+        ..PublisherConfig::default()
+    };
+    let publisher = Publisher::spawn(Arc::new(stream.clone()), config);
+    let started = std::time::Instant::now();
+    let sent = send_interleaved(&publisher, 20, 100).await;
+    let stats = publisher.close().await.unwrap();
+    assert_eq!(stats.records_sent, 2_000);
+    eprintln!("wrote 2,000 records in {:?}: {stats:?}", started.elapsed());
+
+    let started = std::time::Instant::now();
+    let records = support::read_all(&stream, 500, 2_000, Duration::from_secs(120)).await;
+    eprintln!("read {} records in {:?}", records.len(), started.elapsed());
+    support::assert_complete_and_ordered(&records, &sent);
+
+    let faults = proxy.faults();
+    assert!(
+        faults.records_failed > 0,
+        "the proxy failed records: {faults:?}"
+    );
+    assert!(
+        faults.puts_throttled > 0,
+        "the proxy throttled puts: {faults:?}"
+    );
+    assert!(
+        faults.gets_throttled > 0,
+        "the proxy throttled reads: {faults:?}"
+    );
+    assert!(
+        stats.records_retried > 0,
+        "the publisher re-sent records: {stats:?}"
+    );
+    let writes = stream.metrics().writes();
+    assert!(writes.records_throttled > 0, "{writes:?}");
+    let throttles: u64 = stream
+        .metrics()
+        .shards()
+        .values()
+        .map(|m| m.throttles)
+        .sum();
+    assert!(throttles > 0, "the cursors saw throttling");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_record_is_refused_alone_and_dead_lettered() {
+    let Some(endpoint) = support::kinesis_endpoint("oversize_record") else {
+        return;
+    };
+    let sdk = support::sdk_config(&endpoint).await;
+    let events = support::new_stream(&sdk, "oversize-events", 1).await;
+    let dead = support::new_stream(&sdk, "oversize-dead", 1).await;
+
+    // The writer alone: the large record fails by itself, its neighbours are written.
+    let huge = PutRecord::new(
+        "k",
+        vec![b'x'; bikeshare_types::limits::KINESIS_MAX_RECORD_BYTES],
+    );
+    let outcomes = events
+        .put_records(&[
+            PutRecord::new("k", "k:0"),
+            huge.clone(),
+            PutRecord::new("k", "k:1"),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], PutOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[1], PutOutcome::Failed { code, .. } if code == INVALID_RECORD_CODE),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[2], PutOutcome::Written { .. }),
+        "{outcomes:?}"
+    );
+    // The publisher refuses it at `send`, so the caller can dead-letter it.
+    let publisher = Publisher::spawn(Arc::new(events.clone()), PublisherConfig::default());
+    assert!(matches!(
+        publisher.send(huge).await,
+        Err(PublishError::RecordTooLarge { .. })
+    ));
+    publisher.close().await.unwrap();
+
+    // The producers' output does: an oversize event becomes a dead letter with its reason.
+    let output = StreamOutput::new(
+        Arc::new(events.clone()),
+        Arc::new(dead.clone()),
+        PublisherConfig::default(),
+        Arc::new(SystemClock),
+    );
+    let station = StationInfo {
+        station_id: StationId::new("s1".to_owned()),
+        name: "n".repeat(bikeshare_types::limits::KINESIS_MAX_RECORD_BYTES),
+        short_name: None,
+        lat: 42.0,
+        lon: -71.0,
+        capacity: Some(10),
+        region_id: None,
+        is_virtual_station: false,
+    };
+    let system = SystemId::new("bluebikes".to_owned());
+    let env = Envelope::new(
+        system,
+        "test",
+        Timestamp::from_secs(1_700_000_000),
+        Timestamp::from_secs(1_700_000_000),
+        Event::StationInfo(station),
+    );
+    output.events(vec![env]).await.unwrap();
+    output.close().await.unwrap();
+
+    let read = support::read_all(&events, 100, 2, Duration::from_secs(30)).await;
+    let texts: Vec<&[u8]> = read.iter().map(|r| r.data.as_ref()).collect();
+    assert_eq!(
+        texts,
+        [b"k:0".as_slice(), b"k:1"],
+        "only the valid records were written"
+    );
+    let letters = support::read_all(&dead, 100, 1, Duration::from_secs(30)).await;
+    assert_eq!(letters.len(), 1);
+    let letter: DeadLetter = serde_json::from_slice(&letters[0].data).unwrap();
+    assert_eq!(letter.rule, RULE_RECORD_TOO_LARGE);
+    assert!(
+        letter.message.contains("over the limit"),
+        "{}",
+        letter.message
+    );
+}

@@ -1,0 +1,340 @@
+//! Resharding-aware consumption of any [`StreamReader`], as AWS's Kinesis Client Library
+//! does it.
+//!
+//! ## Rules
+//!
+//! - Shards are listed on start and again every [`ConsumerConfig::discovery_interval`], and
+//!   at once whenever a shard ends (its children become readable).
+//! - A shard is read only once every parent is *finished* (read to its end) or gone from the
+//!   listing (its records expired): after a split, the parent; after a merge, **both**
+//!   parents. Records of one partition key therefore come out in order across a reshard:
+//!   all of the key's records in the parent before any in the child.
+//! - A closed shard ends cleanly: its cursor reports the children, the shard is marked
+//!   finished and never opened again.
+//! - Positions ([`ShardConsumer::positions`]) map each shard to the last sequence number
+//!   returned, or to [`SHARD_END`] once finished; they are what a checkpoint stores, and
+//!   what [`ShardConsumer::new`] resumes from.
+//! - Optionally only some shards are read ([`ShardConsumer::set_owned`]): the shards whose
+//!   leases this instance holds.
+//!
+//! [`ShardProgress`] holds the decisions as pure functions over the listing; the
+//! [`ShardConsumer`] adds the I/O (listing, cursors).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{
+    SequenceNumber, ShardCursor, ShardDescription, ShardId, StartPosition, StreamError,
+    StreamReader, StreamRecord,
+};
+
+/// The position of a shard that was read to its end.
+pub const SHARD_END: &str = "SHARD_END";
+
+/// Which shards exist and which are finished: the pure part of the consumer.
+#[derive(Debug, Clone, Default)]
+pub struct ShardProgress {
+    listed: BTreeMap<ShardId, ShardDescription>,
+    finished: BTreeSet<ShardId>,
+}
+
+impl ShardProgress {
+    /// Replaces the listing (a shard missing from it has expired).
+    pub fn update(&mut self, listing: Vec<ShardDescription>) {
+        self.listed = listing.into_iter().map(|s| (s.id.clone(), s)).collect();
+    }
+
+    /// Marks `shard` read to its end.
+    pub fn finish(&mut self, shard: &ShardId) {
+        self.finished.insert(shard.clone());
+    }
+
+    pub fn is_finished(&self, shard: &ShardId) -> bool {
+        self.finished.contains(shard)
+    }
+
+    /// Finished, or no longer listed (expired): nothing more to read from it.
+    fn done(&self, shard: &ShardId) -> bool {
+        self.is_finished(shard) || !self.listed.contains_key(shard)
+    }
+
+    /// Whether `shard` may be read now: listed, not finished, and every parent done.
+    pub fn readable(&self, shard: &ShardId) -> bool {
+        match self.listed.get(shard) {
+            Some(s) => !self.is_finished(shard) && s.parents().all(|p| self.done(p)),
+            None => false,
+        }
+    }
+
+    /// Every shard that may be read now, in id order.
+    pub fn readable_shards(&self) -> Vec<ShardId> {
+        self.listed
+            .keys()
+            .filter(|id| self.readable(id))
+            .cloned()
+            .collect()
+    }
+
+    /// The listed shards.
+    pub fn listed(&self) -> impl Iterator<Item = &ShardDescription> {
+        self.listed.values()
+    }
+}
+
+/// A checkpointed position: the start of a shard's cursor, or `None` when it is finished.
+pub fn resume_from(position: Option<&str>, initial: &StartPosition) -> Option<StartPosition> {
+    match position {
+        Some(SHARD_END) => None,
+        Some(seq) => Some(StartPosition::AfterSequence(SequenceNumber(seq.to_owned()))),
+        None => Some(initial.clone()),
+    }
+}
+
+/// Settings of a [`ShardConsumer`].
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Where a shard with no stored position starts.
+    pub initial: StartPosition,
+    /// How often the shards are listed again.
+    pub discovery_interval: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            initial: StartPosition::TrimHorizon,
+            discovery_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The records of one shard from one [`ShardConsumer::poll`].
+#[derive(Debug)]
+pub struct ShardRecords {
+    pub shard: ShardId,
+    pub records: Vec<StreamRecord>,
+    pub millis_behind_latest: Option<i64>,
+    /// The shard ended with this pull (its children, if any, are opened next).
+    pub ended: bool,
+}
+
+/// What one [`ShardConsumer::poll`] returned.
+#[derive(Debug, Default)]
+pub struct Poll {
+    pub shards: Vec<ShardRecords>,
+    /// A shard ended or a new one was opened: more may come even if no record did.
+    pub changed: bool,
+}
+
+impl Poll {
+    pub fn records(&self) -> usize {
+        self.shards.iter().map(|s| s.records.len()).sum()
+    }
+}
+
+/// Reads the shards of one stream in the order the rules above demand.
+#[derive(Debug)]
+pub struct ShardConsumer {
+    reader: Arc<dyn StreamReader>,
+    config: ConsumerConfig,
+    progress: ShardProgress,
+    cursors: BTreeMap<ShardId, Box<dyn ShardCursor>>,
+    positions: BTreeMap<String, String>,
+    owned: Option<BTreeSet<ShardId>>,
+    next_discovery: Option<Instant>,
+}
+
+impl ShardConsumer {
+    /// A consumer resuming from `positions` (shard id → last sequence number or
+    /// [`SHARD_END`]); shards missing from it start at [`ConsumerConfig::initial`].
+    pub fn new(
+        reader: Arc<dyn StreamReader>,
+        positions: BTreeMap<String, String>,
+        config: ConsumerConfig,
+    ) -> Self {
+        let mut progress = ShardProgress::default();
+        for (shard, pos) in &positions {
+            if pos == SHARD_END {
+                progress.finish(&ShardId(shard.clone()));
+            }
+        }
+        Self {
+            reader,
+            config,
+            progress,
+            cursors: BTreeMap::new(),
+            positions,
+            owned: None,
+            next_discovery: None,
+        }
+    }
+
+    /// Reads only these shards from now on (`None`: all). Cursors of shards no longer owned
+    /// are closed; their positions stay.
+    pub fn set_owned(&mut self, owned: Option<BTreeSet<ShardId>>) {
+        if let Some(set) = &owned {
+            self.cursors.retain(|id, _| set.contains(id));
+        }
+        self.owned = owned;
+        self.next_discovery = None;
+    }
+
+    /// Positions to checkpoint: shard id → last sequence number returned, or [`SHARD_END`].
+    pub fn positions(&self) -> &BTreeMap<String, String> {
+        &self.positions
+    }
+
+    /// Takes positions from elsewhere (another instance's checkpoint of a shard this one
+    /// just took over); reopens the shard's cursor from it.
+    pub fn adopt_position(&mut self, shard: &ShardId, position: String) {
+        if position == SHARD_END {
+            self.progress.finish(shard);
+        }
+        self.cursors.remove(shard);
+        self.positions.insert(shard.0.clone(), position);
+        self.next_discovery = None;
+    }
+
+    /// The current listing and progress.
+    pub fn progress(&self) -> &ShardProgress {
+        &self.progress
+    }
+
+    /// Shards with an open cursor.
+    pub fn reading(&self) -> impl Iterator<Item = &ShardId> {
+        self.cursors.keys()
+    }
+
+    /// Lists the shards and opens a cursor on each readable (and owned) one not open yet.
+    /// Returns whether a cursor was opened.
+    pub async fn discover(&mut self) -> Result<bool, StreamError> {
+        self.progress.update(self.reader.list_shards().await?);
+        self.next_discovery = Some(Instant::now() + self.config.discovery_interval);
+        let mut opened = false;
+        for shard in self.progress.readable_shards() {
+            if self.cursors.contains_key(&shard)
+                || self.owned.as_ref().is_some_and(|o| !o.contains(&shard))
+            {
+                continue;
+            }
+            let Some(from) = resume_from(
+                self.positions.get(shard.as_str()).map(String::as_str),
+                &self.config.initial,
+            ) else {
+                continue;
+            };
+            let cursor = self.reader.open(&shard, from).await?;
+            tracing::debug!(stream = self.reader.stream_name(), %shard, "reading shard");
+            self.cursors.insert(shard, cursor);
+            opened = true;
+        }
+        Ok(opened)
+    }
+
+    /// Pulls up to `limit` records from each open shard (listing the shards first when
+    /// due). Positions move past every record returned.
+    pub async fn poll(&mut self, limit: usize) -> Result<Poll, StreamError> {
+        let mut poll = Poll::default();
+        if self.next_discovery.is_none_or(|at| Instant::now() >= at) {
+            poll.changed |= self.discover().await?;
+        }
+        let mut ended = Vec::new();
+        for (shard, cursor) in &mut self.cursors {
+            let batch = cursor.next_batch(limit).await?;
+            if let Some(last) = batch.records.last() {
+                self.positions
+                    .insert(shard.0.clone(), last.sequence.0.clone());
+            }
+            let end = batch.shard_end.is_some();
+            if end {
+                ended.push(shard.clone());
+            }
+            poll.shards.push(ShardRecords {
+                shard: shard.clone(),
+                records: batch.records,
+                millis_behind_latest: batch.millis_behind_latest,
+                ended: end,
+            });
+        }
+        for shard in &ended {
+            tracing::debug!(stream = self.reader.stream_name(), %shard, "shard finished");
+            self.cursors.remove(shard);
+            self.progress.finish(shard);
+            self.positions.insert(shard.0.clone(), SHARD_END.to_owned());
+        }
+        if !ended.is_empty() {
+            poll.changed = true;
+            self.discover().await?;
+        }
+        Ok(poll)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(n: u32, parents: &[u32], closed: bool) -> ShardDescription {
+        ShardDescription {
+            id: ShardId::from_index(n),
+            parent: parents.first().map(|&p| ShardId::from_index(p)),
+            adjacent_parent: parents.get(1).map(|&p| ShardId::from_index(p)),
+            starting_hash_key: 0,
+            ending_hash_key: u128::MAX,
+            closed,
+        }
+    }
+
+    fn ids(v: &[u32]) -> Vec<ShardId> {
+        v.iter().map(|&n| ShardId::from_index(n)).collect()
+    }
+
+    #[test]
+    fn children_wait_for_their_parents_and_merges_for_both() {
+        // 0 and 1 at creation; 0 split into 2 and 3; then 3 and 1 merged into 4.
+        let mut p = ShardProgress::default();
+        p.update(vec![
+            shard(0, &[], true),
+            shard(1, &[], true),
+            shard(2, &[0], false),
+            shard(3, &[0], true),
+            shard(4, &[3, 1], false),
+        ]);
+        assert_eq!(p.readable_shards(), ids(&[0, 1]));
+        p.finish(&ShardId::from_index(0));
+        assert_eq!(p.readable_shards(), ids(&[1, 2, 3]));
+        p.finish(&ShardId::from_index(3));
+        assert_eq!(
+            p.readable_shards(),
+            ids(&[1, 2]),
+            "4 waits for its other parent"
+        );
+        p.finish(&ShardId::from_index(1));
+        assert_eq!(p.readable_shards(), ids(&[2, 4]));
+    }
+
+    #[test]
+    fn expired_parents_do_not_block_their_children() {
+        let mut p = ShardProgress::default();
+        p.update(vec![shard(2, &[0], false), shard(3, &[0], false)]);
+        assert_eq!(p.readable_shards(), ids(&[2, 3]));
+        assert!(!p.readable(&ShardId::from_index(0)), "not listed");
+    }
+
+    #[test]
+    fn positions_resume_after_the_last_record_and_skip_finished_shards() {
+        let initial = StartPosition::TrimHorizon;
+        assert_eq!(
+            resume_from(None, &initial),
+            Some(StartPosition::TrimHorizon)
+        );
+        assert_eq!(resume_from(Some(SHARD_END), &initial), None);
+        assert_eq!(
+            resume_from(Some("42"), &initial),
+            Some(StartPosition::AfterSequence(SequenceNumber("42".into())))
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Where the stream processor's outputs go: the [`Sinks`] trait.
+//!
+//! Implementations live in the `sinks` crate (streams, the Parquet lake, Firehose); the
+//! processor's runner only knows this trait. `flush` is the checkpoint barrier: it resolves
+//! once everything handed over before it is durable.
+//!
+//! Checkpoints are per input shard, so sinks that write per checkpoint epoch (the lake) also
+//! hear which shard outputs come from and which epochs are about to be stored, through three
+//! defaulted methods (other sinks ignore them):
+//! - [`Sinks::open_shard`] when the runner takes a shard, with the epoch of the checkpoint it
+//!   resumes from: outputs after it are about to be emitted again;
+//! - [`Sinks::scope`] before handing over the outputs of one shard's records;
+//! - [`Sinks::commit`] at the barrier, with the `(shard, epoch)` checkpoints stored right after
+//!   it returns (the default is `flush`).
+
+use async_trait::async_trait;
+
+use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
+
+/// A sink refused or lost records.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: {message}")]
+pub struct SinkError {
+    pub sink: &'static str,
+    pub message: String,
+}
+
+/// The processor's outputs.
+#[async_trait]
+pub trait Sinks: Send + Sync + std::fmt::Debug {
+    async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError>;
+    async fn predictions(&self, predictions: Vec<Prediction>) -> Result<(), SinkError>;
+    async fn labels(&self, labels: Vec<Label>) -> Result<(), SinkError>;
+    async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError>;
+    /// Resolves when everything given so far is durably acknowledged.
+    async fn flush(&self) -> Result<(), SinkError>;
+    /// The runner took `shard`, resuming from its checkpoint `restored_epoch` (0: none).
+    async fn open_shard(&self, _shard: &str, _restored_epoch: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// Outputs handed over from now on come from records of `shard`.
+    fn scope(&self, _shard: &str) {}
+    /// The checkpoint barrier: like `flush`, for everything handed over so far; then the
+    /// runner stores checkpoint `epoch` of each `(shard, epoch)` in `checkpoints`.
+    async fn commit(&self, _checkpoints: &[(String, u64)]) -> Result<(), SinkError> {
+        self.flush().await
+    }
+}

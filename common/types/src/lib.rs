@@ -1,0 +1,22 @@
+//! # bikeshare-types
+//!
+//! What every bikeshare component shares, with no I/O at all (no tokio, SQLite or AWS):
+//!
+//! - [`contracts`]: the versioned records on the streams and in the lake.
+//! - [`ids`] and [`time`]: identifier newtypes, deterministic ids, [`time::Timestamp`] and
+//!   the injected [`time::Clock`].
+//! - [`error`]: how errors say whose fault they are and whether a retry can help.
+//! - [`retry`]: exponential backoff with full jitter.
+//! - [`limits`]: AWS service limits as named constants.
+//! - [`metrics`]: every metric's name, unit and labels, and the typed functions that record them.
+
+pub mod contracts;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod metrics;
+pub mod retry;
+pub mod time;
+
+pub use ids::{EventId, StationId, SystemId};
+pub use time::{Clock, SharedClock, SystemClock, Timestamp};

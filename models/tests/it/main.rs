@@ -1,0 +1,13 @@
+//! The `bikeshare-models`'s integration tests, in one test binary: one link of the dependency graph instead of one per
+//! file. Each module is one former `tests/*.rs` file; shared helpers are modules too.
+
+mod registry_support;
+mod support;
+
+mod endpoint_client;
+mod hotswap;
+mod parity;
+mod promote_gate;
+mod registry_roundtrip;
+mod serving_contract;
+mod training;

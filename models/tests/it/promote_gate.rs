@@ -1,0 +1,284 @@
+//! The promotion gate over a real (local) registry: a better model is promoted, a worse one
+//! refused, and every decision is in the log with its numbers.
+//!
+//! The models are XGBoost JSON written by hand (stumps): the held-out outcomes depend on one
+//! feature the baseline does not read, with 10% of labels flipped, so which model is better
+//! is known by construction.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::registry_support;
+use registry_support as support;
+
+use std::sync::Arc;
+
+use bikeshare_models::promote::{Gate, GateConfig, HeldOut};
+use bikeshare_models::registry::local::LocalRegistry;
+use bikeshare_models::registry::{Registry, Stage};
+use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig};
+use bikeshare_types::Timestamp;
+use bikeshare_types::time::ManualClock;
+
+/// 2,000 rows: `x` uniform in [0, 1) drives both outcomes; everything the baseline reads is
+/// a steady station with 5 bikes and 5 docks.
+fn heldout(schema: &FeatureSchema, signal: usize) -> HeldOut {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut h = HeldOut::default();
+    for i in 0..2000 {
+        let x = next() as f32;
+        let mut v = vec![None; schema.len()];
+        for (name, value) in [
+            ("bikes", 5.0),
+            ("docks", 5.0),
+            ("is_renting", 1.0),
+            ("is_returning", 1.0),
+        ] {
+            v[schema.index(name).unwrap()] = Some(value);
+        }
+        v[signal] = Some(x);
+        let flip = |b: bool, r: f64| if r < 0.1 { !b } else { b };
+        h.values.push(v);
+        h.as_of.push(Timestamp(1_790_000_000_000 + i * 60_000));
+        h.went_empty.push(flip(x > 0.8, next()));
+        h.went_full.push(flip(x < 0.15, next()));
+    }
+    h
+}
+
+#[tokio::test]
+async fn gate_promotes_better_models_and_refuses_worse_ones() {
+    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
+    let signal = schema.len() - 1;
+    let name = schema.names().nth(signal).unwrap().to_owned();
+    for used in ["bikes", "docks", "arrivals_60m", "departures_60m"] {
+        assert_ne!(
+            name, used,
+            "the signal must be a feature the baseline ignores"
+        );
+    }
+    let data = heldout(&schema, signal);
+    let n = schema.len();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(1_790_100_000_000)));
+    let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(
+        dir.path().join("registry"),
+        "stockout",
+        clock.clone(),
+    ));
+    let gate = Gate {
+        registry: registry.clone(),
+        schema: schema.clone(),
+        horizon_minutes: 30,
+        config: GateConfig::default(),
+        cache: dir.path().join("cache"),
+        clock: clock.clone(),
+    };
+    let id = schema.id().0.clone();
+    let register = |label: &str, schema_id: &str, empty: String, full: String| {
+        let d = dir.path().join(label);
+        support::write_model_dir(&d, schema_id, &empty, &full, label);
+        let registry = registry.clone();
+        async move { registry.register(&d).await.unwrap().version }
+    };
+
+    // v1: right direction, threshold a little off. No production yet: against the baseline.
+    let v1 = register(
+        "weak",
+        &id,
+        support::stumps_model(n, &[(signal, 0.7, -1.0, 1.0)]),
+        support::stumps_model(n, &[(signal, 0.2, 1.0, -1.0)]),
+    )
+    .await;
+    let staged = gate
+        .evaluate(v1, Stage::Staging, Some(&data))
+        .await
+        .unwrap();
+    assert!(staged.promoted, "{staged:#?}");
+    let d1 = gate
+        .evaluate(v1, Stage::Production, Some(&data))
+        .await
+        .unwrap();
+    assert!(d1.promoted, "{}", d1.summary);
+    assert_eq!(d1.incumbent.as_ref().unwrap().name, "baseline-netflow");
+    let (c, i) = (d1.candidate_metrics.unwrap(), d1.incumbent_metrics.unwrap());
+    assert!(c.empty.log_loss < i.empty.log_loss && c.empty.pr_auc > i.empty.pr_auc);
+
+    // v2: "went empty" reversed — worse than v1: refused, production stays v1.
+    let v2 = register(
+        "reversed",
+        &id,
+        support::stumps_model(n, &[(signal, 0.8, 1.0, -1.0)]),
+        support::stumps_model(n, &[(signal, 0.15, 1.0, -1.0)]),
+    )
+    .await;
+    let d2 = gate
+        .evaluate(v2, Stage::Production, Some(&data))
+        .await
+        .unwrap();
+    assert!(!d2.promoted);
+    assert!(
+        d2.summary.contains("beats.empty.log_loss"),
+        "{}",
+        d2.summary
+    );
+    assert!(d2.summary.contains("beats.empty.pr_auc"), "{}", d2.summary);
+    assert_eq!(d2.incumbent.as_ref().unwrap().version, "1");
+    assert_eq!(
+        registry
+            .current(Stage::Production)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        v1
+    );
+
+    // v3: the right thresholds, more confident: better on both metrics, both targets.
+    let v3 = register(
+        "strong",
+        &id,
+        support::stumps_model(n, &[(signal, 0.8, -2.0, 2.0)]),
+        support::stumps_model(n, &[(signal, 0.15, 2.0, -2.0)]),
+    )
+    .await;
+    let d3 = gate
+        .evaluate(v3, Stage::Production, Some(&data))
+        .await
+        .unwrap();
+    assert!(d3.promoted, "{d3:#?}");
+    assert_eq!(
+        registry
+            .current(Stage::Production)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        v3
+    );
+
+    // Trained on another feature schema: refused before any comparison counts.
+    let v4 = register(
+        "other-schema",
+        "fs1-someone-else",
+        support::stumps_model(n, &[(signal, 0.8, -3.0, 3.0)]),
+        support::stumps_model(n, &[(signal, 0.15, 3.0, -3.0)]),
+    )
+    .await;
+    let d4 = gate
+        .evaluate(v4, Stage::Staging, Some(&data))
+        .await
+        .unwrap();
+    assert!(!d4.promoted);
+    assert!(
+        d4.summary.contains("schema.feature_schema_id"),
+        "{}",
+        d4.summary
+    );
+    assert!(d4.summary.contains("model.loads"), "{}", d4.summary);
+
+    // A constant model is not sane.
+    let v5 = register(
+        "constant",
+        &id,
+        support::stumps_model(n, &[(signal, 0.5, 1.0, 1.0)]),
+        support::stumps_model(n, &[(signal, 0.5, -1.0, 1.0)]),
+    )
+    .await;
+    let d5 = gate
+        .evaluate(v5, Stage::Production, Some(&data))
+        .await
+        .unwrap();
+    assert!(!d5.promoted);
+    assert!(
+        d5.summary.contains("probabilities.empty.not_constant"),
+        "{}",
+        d5.summary
+    );
+
+    // Too little evidence: refused whatever the model.
+    let few = HeldOut {
+        values: data.values[..50].to_vec(),
+        as_of: data.as_of[..50].to_vec(),
+        went_empty: data.went_empty[..50].to_vec(),
+        went_full: data.went_full[..50].to_vec(),
+    };
+    let d6 = gate
+        .evaluate(v3, Stage::Production, Some(&few))
+        .await
+        .unwrap();
+    assert!(
+        !d6.promoted && d6.summary.contains("heldout.rows"),
+        "{}",
+        d6.summary
+    );
+
+    // The log holds every decision, in order, with its numbers.
+    let log = registry.decisions().await.unwrap();
+    let outcomes: Vec<(u64, Stage, bool)> = log
+        .iter()
+        .map(|d| (d.candidate, d.target, d.promoted))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (v1, Stage::Staging, true),
+            (v1, Stage::Production, true),
+            (v2, Stage::Production, false),
+            (v3, Stage::Production, true),
+            (v4, Stage::Staging, false),
+            (v5, Stage::Production, false),
+            (v3, Stage::Production, false),
+        ]
+    );
+    assert_eq!((&log[2].summary, &log[2].checks), (&d2.summary, &d2.checks));
+    let (logged, decided) = (
+        log[2].candidate_metrics.unwrap(),
+        d2.candidate_metrics.unwrap(),
+    );
+    assert!((logged.empty.log_loss - decided.empty.log_loss).abs() < 1e-12);
+    assert!(log[2].incumbent_metrics.is_some());
+    assert_eq!(log[3].heldout.as_ref().unwrap().rows, 2000);
+}
+
+#[tokio::test]
+async fn production_needs_heldout_data() {
+    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp(1_790_100_000_000)));
+    let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(dir.path(), "m", clock.clone()));
+    let m = support::stumps_model(schema.len(), &[(0, 1.0, -1.0, 1.0)]);
+    support::write_model_dir(&dir.path().join("m1"), &schema.id().0, &m, &m, "x");
+    let v = registry
+        .register(&dir.path().join("m1"))
+        .await
+        .unwrap()
+        .version;
+    let gate = Gate {
+        registry: registry.clone(),
+        schema,
+        horizon_minutes: 30,
+        config: GateConfig::default(),
+        cache: dir.path().join("cache"),
+        clock,
+    };
+    let d = gate.evaluate(v, Stage::Production, None).await.unwrap();
+    assert!(
+        !d.promoted && d.summary.contains("heldout.present"),
+        "{}",
+        d.summary
+    );
+    // Staging without data checks what it can: schema and loading.
+    assert!(
+        gate.evaluate(v, Stage::Staging, None)
+            .await
+            .unwrap()
+            .promoted
+    );
+    assert!(registry.current(Stage::Production).await.unwrap().is_none());
+}

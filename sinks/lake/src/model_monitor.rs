@@ -1,0 +1,470 @@
+//! SageMaker Model Monitor's inputs, written with the lake's epochs: data capture from
+//! predictions and their feature vectors, ground truth from labels.
+//!
+//! **Data capture** — one JSON object per line, as a SageMaker endpoint with data capture
+//! writes it:
+//!
+//! ```json
+//! {"captureData":{"endpointInput":{"observedContentType":"text/csv","mode":"INPUT","data":"3,,0.5,...","encoding":"CSV"},
+//!                 "endpointOutput":{"observedContentType":"text/csv","mode":"OUTPUT","data":"0.12,0.01","encoding":"CSV"}},
+//!  "eventMetadata":{"eventId":"<id>","inferenceId":"<prediction_id>","inferenceTime":"2026-03-02T07:05:00Z"},
+//!  "eventVersion":"0"}
+//! ```
+//!
+//! The input is the feature row as `bikeshare serve-model` takes it (`text/csv`, the model's
+//! schema order, an empty field for a missing value); the output is its answer,
+//! `p_empty,p_full` (so a model-quality job reads `probability_attribute` 0 for *empty*, 1 for
+//! *full*). `inferenceId` is the prediction id; `inferenceTime` is the prediction's `as_of`
+//! (event time, so a replay writes the same files). Predictions nobody scored
+//! (`scored_by = unavailable`) have no output and are not captured.
+//! Files: `<data_capture_prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<writer>-<epoch>.jsonl`.
+//!
+//! **Ground truth** — Model Monitor's merge format, one file tree per target:
+//!
+//! ```json
+//! {"groundTruthData":{"data":"1","encoding":"CSV"},"eventMetadata":{"eventId":"<prediction_id>"},"eventVersion":"0"}
+//! ```
+//!
+//! `eventId` is the `inferenceId` of the captured prediction, which is how Model Monitor
+//! joins them. Files: `<ground_truth_prefix>/<empty|full>/yyyy/mm/dd/hh/<writer>-<epoch>.jsonl`,
+//! the hour being when the label became known (`as_of` + horizon, event time).
+//!
+//! Both are staged with the lake's rows ([`crate::staging::Staging`]) and written in the same
+//! epoch, listed in the same manifest ([`crate::writer`]): a restart neither duplicates nor
+//! loses a line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::{FeatureVector, Label, Prediction};
+use bikeshare_types::ids::deterministic_id;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Dataset;
+use crate::layout::Hour;
+use crate::staging::EncodedFile;
+
+/// The `[lake.model_monitor]` configuration section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelMonitorConfig {
+    /// Write data capture and ground truth (with the processor's lake rows).
+    pub enabled: bool,
+    /// Under the lake's root (`s3://bucket/lake/<this>` on S3).
+    pub data_capture_prefix: String,
+    pub ground_truth_prefix: String,
+    /// The endpoint and variant names of the capture's path, as SageMaker would write them.
+    pub endpoint_name: String,
+    pub variant: String,
+}
+
+impl Default for ModelMonitorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            data_capture_prefix: "model-monitor/data-capture".into(),
+            ground_truth_prefix: "model-monitor/ground-truth".into(),
+            endpoint_name: "bikeshare-stockout".into(),
+            variant: "AllTraffic".into(),
+        }
+    }
+}
+
+/// The two targets, each its own ground truth (a model-quality job monitors one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Empty,
+    Full,
+}
+
+impl Target {
+    pub const ALL: [Target; 2] = [Target::Empty, Target::Full];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Full => "full",
+        }
+    }
+}
+
+/// `yyyy/mm/dd/hh`, SageMaker's hourly folders (UTC).
+pub fn hour_path(h: Hour) -> String {
+    format!("{:04}/{:02}/{:02}/{:02}", h.year, h.month, h.day, h.hour)
+}
+
+/// `2026-03-02T07:05:00Z`: SageMaker's `inferenceTime` (seconds, UTC).
+fn inference_time(t: Timestamp) -> String {
+    t.to_datetime().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointData<'a> {
+    observed_content_type: &'static str,
+    mode: &'static str,
+    data: &'a str,
+    encoding: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaptureData<'a> {
+    endpoint_input: EndpointData<'a>,
+    endpoint_output: EndpointData<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaptureMetadata<'a> {
+    event_id: &'a str,
+    inference_id: &'a str,
+    inference_time: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaptureRecord<'a> {
+    capture_data: CaptureData<'a>,
+    event_metadata: CaptureMetadata<'a>,
+    event_version: &'static str,
+}
+
+#[derive(Serialize)]
+struct GroundTruthData<'a> {
+    data: &'a str,
+    encoding: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroundTruthMetadata<'a> {
+    event_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroundTruthRecord<'a> {
+    ground_truth_data: GroundTruthData<'a>,
+    event_metadata: GroundTruthMetadata<'a>,
+    event_version: &'static str,
+}
+
+/// A feature row as `text/csv`: shortest round-trip decimals, an empty field when missing.
+pub fn features_csv(values: &[Option<f32>]) -> String {
+    let mut out = String::with_capacity(values.len() * 6);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if let Some(v) = v {
+            let _ = write!(out, "{v}");
+        }
+    }
+    out
+}
+
+fn line(record: &impl Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec(record).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// One data-capture line for a scored prediction and its features; `None` when nobody
+/// scored it.
+pub fn capture_line(
+    config: &ModelMonitorConfig,
+    features: &[Option<f32>],
+    p: &Prediction,
+) -> Option<Vec<u8>> {
+    if !p.is_available() {
+        return None;
+    }
+    let input = features_csv(features);
+    let output = format!("{},{}", p.p_empty, p.p_full);
+    let event_id = deterministic_id(&[
+        b"data-capture",
+        config.endpoint_name.as_bytes(),
+        config.variant.as_bytes(),
+        p.prediction_id.as_str().as_bytes(),
+    ]);
+    Some(line(&CaptureRecord {
+        capture_data: CaptureData {
+            endpoint_input: EndpointData {
+                observed_content_type: "text/csv",
+                mode: "INPUT",
+                data: &input,
+                encoding: "CSV",
+            },
+            endpoint_output: EndpointData {
+                observed_content_type: "text/csv",
+                mode: "OUTPUT",
+                data: &output,
+                encoding: "CSV",
+            },
+        },
+        event_metadata: CaptureMetadata {
+            event_id: event_id.as_str(),
+            inference_id: p.prediction_id.as_str(),
+            inference_time: inference_time(p.as_of),
+        },
+        event_version: "0",
+    }))
+}
+
+/// One ground-truth line of `target` for a label.
+pub fn ground_truth_line(label: &Label, target: Target) -> Vec<u8> {
+    let happened = match target {
+        Target::Empty => label.went_empty,
+        Target::Full => label.went_full,
+    };
+    line(&GroundTruthRecord {
+        ground_truth_data: GroundTruthData {
+            data: if happened { "1" } else { "0" },
+            encoding: "CSV",
+        },
+        event_metadata: GroundTruthMetadata {
+            event_id: label.prediction_id.as_str(),
+        },
+        event_version: "0",
+    })
+}
+
+/// The hour a label became known: its prediction's `as_of` plus the horizon.
+pub fn label_hour(label: &Label) -> Hour {
+    Hour::of(Timestamp(
+        label.as_of.0 + i64::from(label.horizon_minutes) * 60_000,
+    ))
+}
+
+type StationKey = (String, String, i64);
+
+/// Capture and ground-truth lines waiting for the next checkpoint (inside a
+/// [`crate::staging::Staging`]; inert without a configuration).
+#[derive(Debug, Default)]
+pub struct MonitorStaging {
+    config: Option<Arc<ModelMonitorConfig>>,
+    /// The latest feature rows, until their predictions arrive (the processor hands both
+    /// over together).
+    inputs: HashMap<StationKey, Vec<Option<f32>>>,
+    capture: BTreeMap<Hour, (usize, Vec<u8>)>,
+    ground_truth: BTreeMap<(Target, Hour), (usize, Vec<u8>)>,
+    /// Scored predictions that came without their feature row (not captured).
+    pub missing_inputs: usize,
+}
+
+fn key(system: &str, station: &str, as_of: Timestamp) -> StationKey {
+    (system.to_owned(), station.to_owned(), as_of.0)
+}
+
+impl MonitorStaging {
+    pub fn new(config: Arc<ModelMonitorConfig>) -> Self {
+        Self {
+            config: Some(config),
+            ..Self::default()
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// Capture and ground-truth lines staged.
+    pub fn rows(&self) -> usize {
+        self.capture.values().map(|(n, _)| n).sum::<usize>()
+            + self.ground_truth.values().map(|(n, _)| n).sum::<usize>()
+    }
+
+    /// Keeps feature rows for the predictions that follow.
+    pub fn features(&mut self, rows: &[FeatureVector]) {
+        if self.config.is_none() {
+            return;
+        }
+        for r in rows {
+            self.inputs.insert(
+                key(r.system_id.as_str(), r.station_id.as_str(), r.as_of),
+                r.values.clone(),
+            );
+        }
+    }
+
+    /// Captures scored predictions with their feature rows.
+    pub fn predictions(&mut self, predictions: &[Prediction]) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let mut missing = 0usize;
+        for p in predictions {
+            let k = key(p.system_id.as_str(), p.station_id.as_str(), p.as_of);
+            let Some(features) = self.inputs.remove(&k) else {
+                if p.is_available() {
+                    missing += 1;
+                }
+                continue;
+            };
+            if let Some(l) = capture_line(&config, &features, p) {
+                let e = self.capture.entry(Hour::of(p.as_of)).or_default();
+                e.0 += 1;
+                e.1.extend_from_slice(&l);
+            }
+        }
+        self.inputs.clear();
+        if missing > 0 {
+            self.missing_inputs += missing;
+            tracing::warn!(
+                missing,
+                "model monitor: scored predictions without their feature rows were not captured"
+            );
+        }
+    }
+
+    /// Ground truth of both targets.
+    pub fn labels(&mut self, labels: &[Label]) {
+        if self.config.is_none() {
+            return;
+        }
+        for l in labels {
+            for t in Target::ALL {
+                let e = self.ground_truth.entry((t, label_hour(l))).or_default();
+                e.0 += 1;
+                e.1.extend_from_slice(&ground_truth_line(l, t));
+            }
+        }
+    }
+
+    /// One file per hour (and target), named after `writer` and `epoch`.
+    pub fn encode(&self, writer: &str, epoch: u64) -> Vec<EncodedFile> {
+        let Some(c) = &self.config else {
+            return Vec::new();
+        };
+        let name = format!("{writer}-{epoch:012}.jsonl");
+        let capture = self
+            .capture
+            .iter()
+            .map(|(hour, (rows, bytes))| EncodedFile {
+                path: format!(
+                    "{}/{}/{}/{}/{name}",
+                    c.data_capture_prefix.trim_matches('/'),
+                    c.endpoint_name,
+                    c.variant,
+                    hour_path(*hour)
+                ),
+                dataset: Dataset::Predictions,
+                hour: *hour,
+                rows: *rows,
+                bytes: Bytes::from(bytes.clone()),
+            });
+        let truth = self
+            .ground_truth
+            .iter()
+            .map(|((target, hour), (rows, bytes))| EncodedFile {
+                path: format!(
+                    "{}/{}/{}/{name}",
+                    c.ground_truth_prefix.trim_matches('/'),
+                    target.name(),
+                    hour_path(*hour)
+                ),
+                dataset: Dataset::Labels,
+                hour: *hour,
+                rows: *rows,
+                bytes: Bytes::from(bytes.clone()),
+            });
+        capture.chain(truth).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bikeshare_types::contracts::{FeatureSchemaId, ModelRef, PredictionTrigger, ScoredBy};
+    use bikeshare_types::{EventId, StationId, SystemId};
+
+    fn prediction(p_empty: f32) -> Prediction {
+        Prediction {
+            schema_version: 2,
+            prediction_id: EventId::new("pred-1"),
+            system_id: SystemId::new("s"),
+            station_id: StationId::new("st"),
+            as_of: Timestamp::parse_rfc3339("2026-03-02T07:59:30.250Z").unwrap(),
+            horizon_minutes: 30,
+            p_empty,
+            p_full: 0.01,
+            model: ModelRef {
+                name: "m".into(),
+                version: "1".into(),
+            },
+            feature_schema_id: FeatureSchemaId("fs".into()),
+            trigger: PredictionTrigger::Tick,
+            scored_by: ScoredBy::InProcess,
+        }
+    }
+
+    #[test]
+    fn capture_record_has_sagemakers_fields_exactly() {
+        let c = ModelMonitorConfig::default();
+        let l = capture_line(&c, &[Some(3.0), None, Some(0.5)], &prediction(0.12)).unwrap();
+        assert_eq!(l.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&l).unwrap();
+        let input = &v["captureData"]["endpointInput"];
+        assert_eq!(input["observedContentType"], "text/csv");
+        assert_eq!(input["mode"], "INPUT");
+        assert_eq!(input["data"], "3,,0.5");
+        assert_eq!(input["encoding"], "CSV");
+        let output = &v["captureData"]["endpointOutput"];
+        assert_eq!(output["mode"], "OUTPUT");
+        assert_eq!(output["data"], "0.12,0.01");
+        assert_eq!(output["encoding"], "CSV");
+        assert_eq!(v["eventMetadata"]["inferenceId"], "pred-1");
+        assert_eq!(v["eventMetadata"]["inferenceTime"], "2026-03-02T07:59:30Z");
+        assert!(v["eventMetadata"]["eventId"].as_str().unwrap().len() >= 16);
+        assert_eq!(v["eventVersion"], "0");
+        assert!(capture_line(&c, &[], &prediction(f32::NAN)).is_none());
+    }
+
+    #[test]
+    fn paths_are_sagemakers_hourly_layout() {
+        let mut s = MonitorStaging::new(Arc::new(ModelMonitorConfig::default()));
+        let p = prediction(0.5);
+        s.features(&[FeatureVector {
+            system_id: p.system_id.clone(),
+            station_id: p.station_id.clone(),
+            as_of: p.as_of,
+            schema_id: FeatureSchemaId("fs".into()),
+            values: vec![Some(1.0)],
+        }]);
+        s.predictions(std::slice::from_ref(&p));
+        s.labels(&[Label {
+            schema_version: 1,
+            prediction_id: p.prediction_id.clone(),
+            system_id: p.system_id.clone(),
+            station_id: p.station_id.clone(),
+            as_of: p.as_of,
+            horizon_minutes: 30,
+            went_empty: true,
+            went_full: false,
+            empty_at_as_of: false,
+            full_at_as_of: false,
+            observations: 2,
+        }]);
+        let paths: Vec<String> = s
+            .encode("processor-shardId-0", 7)
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "model-monitor/data-capture/bikeshare-stockout/AllTraffic/2026/03/02/07/processor-shardId-0-000000000007.jsonl",
+                "model-monitor/ground-truth/empty/2026/03/02/08/processor-shardId-0-000000000007.jsonl",
+                "model-monitor/ground-truth/full/2026/03/02/08/processor-shardId-0-000000000007.jsonl",
+            ]
+        );
+        assert_eq!(s.rows(), 3);
+        assert_eq!(s.missing_inputs, 0);
+        assert_eq!(MonitorStaging::default().encode("w", 1).len(), 0);
+    }
+}

@@ -1,0 +1,79 @@
+//! The wiring shared by the commands: every command module in `commands/` builds what it
+//! needs from here, and no command imports another.
+//!
+//! - [`aws`]: the one AWS SDK configuration of the process.
+//! - [`streams`]: the configured stream backend, the producers' streams and output.
+//! - [`producers`]: GBFS pollers and the weather producer as tasks; replay sources.
+//! - [`runner`]: the stream processor's runner with its checkpoint and lease stores.
+//! - [`sinks`]: the lake and Firehose sinks of the processor and the archiver.
+//! - [`models`]: the registry, the promotion gate, the scorer that follows production.
+//! - [`monitoring`]: `/metrics`, alerts and the CloudWatch exporter; [`drift`]: the drift
+//!   check over the lake.
+//! - [`dashboard`]: the web dashboard fed from the streams.
+
+pub mod aws;
+pub mod dashboard;
+pub mod drift;
+pub mod models;
+pub mod monitoring;
+pub mod producers;
+pub mod runner;
+pub mod sinks;
+pub mod streams;
+
+use bikeshare_types::{SharedClock, SystemClock};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The wall clock every command runs on.
+pub fn wall_clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// Resolves on Ctrl-C (or SIGTERM), or after `duration` when given.
+pub async fn shutdown_signal(duration: Option<Duration>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+        () = timer => tracing::info!("duration reached: shutting down"),
+    }
+}
+
+/// Parses a time given as RFC 3339 or as "how long ago" (`6h`, `2d`).
+pub fn parse_time_or_ago(
+    s: &str,
+    now: bikeshare_types::Timestamp,
+) -> anyhow::Result<bikeshare_types::Timestamp> {
+    if let Some(t) = bikeshare_types::Timestamp::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    let ago = crate::cli::parse_duration(s)
+        .map_err(|e| anyhow::anyhow!("{e}; or give an RFC 3339 time"))?;
+    Ok(now.plus_millis(-i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// Resolves when `stop` becomes true.
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,162 @@
+//! The stream processor's runner as configured: streams, sinks, checkpoint and lease stores,
+//! the scorer or model endpoint.
+
+use crate::app::models::{ScorerFeed, scorer_feed};
+use crate::app::sinks::{FirehoseRole, firehose_sinks};
+use crate::app::streams::Backend;
+use crate::app::wall_clock;
+use crate::config::{CheckpointStoreKind, Config, PredictorBackend};
+use anyhow::Context;
+use bikeshare_aws::{DynamoLeaseStore, LeaseStoreKind, S3CheckpointStore};
+use bikeshare_models::endpoint::SageMakerPredictor;
+use bikeshare_runner::{Runner, RunnerConfig};
+use bikeshare_sinks::fanout::FanOut;
+use bikeshare_sinks::stream::{StreamSinks, StreamWriters};
+use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore};
+use bikeshare_stream::lease::{LeaseConfig, LeaseStore, MemoryLeaseStore};
+use bikeshare_stream::names;
+use bikeshare_stream::publisher::PublisherConfig;
+use bikeshare_stream::sink::Sinks;
+use bikeshare_stream_processor::Processor;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A runner over the configured streams, resuming from the configured checkpoint directory,
+/// scoring with the registry's production model (or the baseline), and the feed that
+/// hot-swaps its scorer when production changes.
+pub async fn build(
+    config: &Config,
+    features: bool,
+    until_caught_up: bool,
+) -> anyhow::Result<(Runner, ScorerFeed)> {
+    let backend = Backend::from_config(config).await?;
+    let events = backend.reader(names::EVENTS).await?;
+    let sinks = StreamSinks::new(
+        StreamWriters {
+            predictions: backend.writer(names::PREDICTIONS).await?,
+            labels: backend
+                .writer(bikeshare_sinks::stream::names::LABELS)
+                .await?,
+            features: if features {
+                Some(
+                    backend
+                        .writer(bikeshare_sinks::stream::names::FEATURES)
+                        .await?,
+                )
+            } else {
+                None
+            },
+            dead_letters: backend.writer(names::DEAD_LETTERS).await?,
+        },
+        PublisherConfig::default(),
+    );
+    let mut outputs: Vec<Arc<dyn Sinks>> = vec![Arc::new(sinks)];
+    if let Some(lake) = crate::app::sinks::processor_sinks(config)? {
+        outputs.push(Arc::new(lake));
+    }
+    if let Some(firehose) = firehose_sinks(config, FirehoseRole::Processor).await {
+        outputs.push(firehose);
+    }
+    let sinks: Arc<dyn Sinks> = if outputs.len() == 1 {
+        outputs.remove(0)
+    } else {
+        Arc::new(FanOut::new(outputs))
+    };
+    let processor = Processor::new(config.processor.clone());
+    let feed = scorer_feed(config, processor.schema(), wall_clock()).await?;
+    let leases = &config.runner.leases;
+    let runner_config = RunnerConfig {
+        batch: config.runner.batch,
+        checkpoint_interval: Duration::from_millis(config.runner.checkpoint_interval_ms),
+        stop_when_caught_up: until_caught_up,
+        lease: LeaseConfig {
+            owner: leases.owner.clone().unwrap_or_else(default_owner),
+            duration: Duration::from_millis(leases.duration_ms.max(300)),
+        },
+        ..RunnerConfig::default()
+    };
+    tracing::info!(owner = %runner_config.lease.owner, leases = ?leases.store, checkpoints = ?config.runner.checkpoints.store, "processor instance");
+    let schema_id = processor.schema().id().clone();
+    let runner = Runner::new(
+        events,
+        sinks,
+        checkpoint_store(config).await?,
+        feed.rx.clone(),
+        wall_clock(),
+        processor,
+        runner_config,
+    )
+    .with_lease_store(lease_store(config).await?);
+    let runner = match config.predictor.backend {
+        PredictorBackend::InProcess => runner,
+        PredictorBackend::Sagemaker => {
+            let endpoint = &config.predictor.sagemaker;
+            tracing::info!(
+                endpoint = %endpoint.endpoint_name,
+                url = ?endpoint.endpoint_url,
+                fallback = ?endpoint.fallback,
+                "scoring through a model endpoint"
+            );
+            runner.with_predictor(Arc::new(
+                SageMakerPredictor::connect(endpoint.clone(), schema_id).await,
+            ))
+        }
+    };
+    Ok((runner, feed))
+}
+
+/// The configured checkpoint store (`[runner.checkpoints]`).
+pub async fn checkpoint_store(config: &Config) -> anyhow::Result<Arc<dyn CheckpointStore>> {
+    let settings = &config.runner.checkpoints;
+    Ok(match settings.store {
+        CheckpointStoreKind::Local => Arc::new(LocalCheckpointStore::new(
+            config.data_path(&config.runner.checkpoint_dir),
+        )),
+        CheckpointStoreKind::S3 => {
+            let sdk = crate::app::aws::sdk_config(config, settings.s3.region.as_ref()).await;
+            let store = S3CheckpointStore::new(&sdk, &settings.s3)?;
+            if settings.s3.create_bucket {
+                store
+                    .ensure_bucket()
+                    .await
+                    .context("creating the checkpoint bucket")?;
+            }
+            Arc::new(store)
+        }
+    })
+}
+
+/// The configured lease store (`[runner.leases]`).
+pub async fn lease_store(config: &Config) -> anyhow::Result<Arc<dyn LeaseStore>> {
+    let settings = &config.runner.leases;
+    Ok(match settings.store {
+        LeaseStoreKind::Memory => Arc::new(MemoryLeaseStore::default()),
+        LeaseStoreKind::Dynamodb => {
+            let sdk = crate::app::aws::sdk_config(config, settings.region.as_ref()).await;
+            let store =
+                DynamoLeaseStore::new(&sdk, &settings.table, settings.endpoint_url.as_deref());
+            if settings.create_table {
+                store
+                    .ensure_table()
+                    .await
+                    .context("creating the lease table")?;
+            }
+            Arc::new(store)
+        }
+    })
+}
+
+/// `<host>-<pid>`: unique among running processes.
+fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}

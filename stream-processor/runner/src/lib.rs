@@ -1,0 +1,865 @@
+//! # bikeshare-runner
+//!
+//! The processor's I/O edge: read shards, feed the [`Processor`], score rows, publish
+//! outputs, checkpoint — on one instance, or on several sharing the shards like AWS's Kinesis
+//! Client Library.
+//!
+//! One loop, one task: records are read shard by shard through a
+//! [`ShardConsumer`] (parents before children after a reshard, closed shards ended
+//! cleanly, positions per shard), decoded (undecodable bytes become
+//! dead letters `processor.decode`), processed, and the emitted rows are scored by the
+//! current [`Scorer`] into [`Prediction`]s — or, with a [`Predictor`] set
+//! ([`Runner::with_predictor`]), by a model endpoint in batches, the current `Scorer` being
+//! its fallback. Outputs go to [`Sinks`].
+//!
+//! ## Shards, leases and checkpoints
+//!
+//! - The runner reads only the shards whose **leases** it holds ([`LeaseCoordinator`]:
+//!   owner, counter, expiry, conditional writes). The lease store is in memory by default
+//!   (one instance takes every lease; no DynamoDB needed) or shared (DynamoDB) so that
+//!   several instances split the shards, take over the leases of an instance that died and
+//!   release theirs at shutdown. Leases are renewed every third of their duration.
+//! - **Checkpoints are per shard**: every `checkpoint_interval`, and at shutdown, the runner
+//!   renews its leases, waits for the sinks to acknowledge everything, then stores for each
+//!   shard it still holds `{its position, the state of the systems whose records live in
+//!   it}` under the shard's id. The partition key of `events` is the system id, so a
+//!   system's records — and hence its state — belong to the one shard whose hash-key range
+//!   holds the MD5 of its id; a record whose partition key is not its system id is a dead
+//!   letter `processor.partition_key`.
+//! - Taking a shard's lease (at start, or from an instance that died) loads that shard's
+//!   checkpoint, absorbs its systems' state ([`Processor::absorb`]) and resumes after its
+//!   position. Losing a lease drops the shard's systems from memory.
+//! - A shard read to its end is checkpointed at once (`SHARD_END`, with its systems' state)
+//!   before any record of its children is processed. A child that was never checkpointed
+//!   inherits, from its parents' final checkpoints, the systems in its hash-key range — so a
+//!   child may be read by another instance than its parents.
+//! - With `stop_when_caught_up`, the runner stops once it holds every unfinished shard and
+//!   each one's last read was empty with `MillisBehindLatest` 0.
+//!
+//! See [`bikeshare_stream::checkpoint`] for why this makes restarts and take-overs reproduce
+//! the same outputs.
+//!
+//! The latest prediction of every station is kept in a [`LatestPredictions`] map (a
+//! `DashMap`) that the live summary, the dashboard and subscribers read concurrently.
+
+mod telemetry;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bikeshare_stream::consumer::{ConsumerConfig, SHARD_END, ShardConsumer};
+use bikeshare_stream::lease::{LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore};
+use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream::{ShardDescription, ShardId, StartPosition, StreamReader, hash_key};
+use bikeshare_types::contracts::{
+    DeadLetter, Envelope, ModelRef, PREDICTION_SCHEMA_VERSION, Prediction, ScoredBy,
+};
+use bikeshare_types::{SharedClock, StationId, SystemId};
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::telemetry::RunTelemetry;
+use bikeshare_stream::checkpoint::{
+    CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
+};
+use bikeshare_stream_processor::predictor::{Predictor, Scorer, Scores};
+use bikeshare_stream_processor::processor::{Emitted, FeatureRow, Processor, RejectReason};
+use bikeshare_stream_processor::quality::QualityReport;
+
+/// Why the runner stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Stream(#[from] bikeshare_stream::StreamError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("restoring the processor: {0}")]
+    Restore(#[from] bikeshare_stream_processor::processor::SnapshotError),
+}
+
+/// The latest prediction of each station, shared with readers.
+pub type LatestPredictions = Arc<DashMap<(SystemId, StationId), Prediction>>;
+
+/// The live model quality of each system held (refreshed with the quality gauges), shared
+/// with readers such as the dashboard.
+pub type LiveQualityView = Arc<DashMap<SystemId, QualityReport>>;
+
+/// Settings of the runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Records per read from a shard.
+    pub batch: usize,
+    pub checkpoint_interval: Duration,
+    /// How long to wait for new records when every shard is caught up.
+    pub idle_wait: Duration,
+    /// Stop once every shard is caught up (bounded inputs: backfills, tests).
+    pub stop_when_caught_up: bool,
+    /// How often shards are listed again (new shards after a reshard; a shard's end
+    /// triggers a listing at once).
+    pub discovery_interval: Duration,
+    /// This instance's name among those sharing the shards, and how long its leases last
+    /// unless renewed (they are renewed every third of that).
+    pub lease: LeaseConfig,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            idle_wait: Duration::from_millis(200),
+            stop_when_caught_up: false,
+            discovery_interval: Duration::from_secs(10),
+            lease: LeaseConfig {
+                owner: "local".into(),
+                duration: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// Live counters of a runner.
+#[derive(Debug, Default)]
+pub struct RunnerStats {
+    pub records: AtomicU64,
+    pub predictions: AtomicU64,
+    pub labels: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub stations: AtomicU64,
+    pub millis_behind_latest: AtomicU64,
+    /// Shard leases held now.
+    pub shards_held: AtomicU64,
+    /// Leases gained plus leases lost since start.
+    pub lease_changes: AtomicU64,
+    /// Recent processing latencies (arrival to outputs published, seconds), for in-process
+    /// readers such as the dashboard.
+    pub processing_latency: RecentSamples,
+    /// Recent inference latencies per row (seconds).
+    pub inference_latency: RecentSamples,
+}
+
+/// The last [`RecentSamples::CAPACITY`] values of a measurement, for percentiles.
+#[derive(Debug, Default)]
+pub struct RecentSamples(std::sync::Mutex<std::collections::VecDeque<f64>>);
+
+impl RecentSamples {
+    pub const CAPACITY: usize = 1024;
+
+    pub fn push(&self, v: f64) {
+        if let Ok(mut q) = self.0.lock() {
+            if q.len() == Self::CAPACITY {
+                q.pop_front();
+            }
+            q.push_back(v);
+        }
+    }
+
+    /// The `q`-quantiles (nearest rank) of the samples held; `None` when there are none.
+    pub fn quantiles<const N: usize>(&self, q: [f64; N]) -> Option<[f64; N]> {
+        let mut v: Vec<f64> = self.0.lock().ok()?.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let last = v.len() - 1;
+        Some(q.map(|q| v[((q.clamp(0.0, 1.0) * last as f64).round() as usize).min(last)]))
+    }
+}
+
+/// Drives a [`Processor`] over a stream.
+#[derive(Debug)]
+pub struct Runner {
+    reader: Arc<dyn StreamReader>,
+    sinks: Arc<dyn Sinks>,
+    store: Arc<dyn CheckpointStore>,
+    leases: Arc<dyn LeaseStore>,
+    scorer: watch::Receiver<Arc<dyn Scorer>>,
+    predictor: Option<Arc<dyn Predictor>>,
+    clock: SharedClock,
+    config: RunnerConfig,
+    processor: Processor,
+    latest: LatestPredictions,
+    quality: LiveQualityView,
+    stats: Arc<RunnerStats>,
+    telemetry: RunTelemetry,
+}
+
+/// What the runner knows about the shards while it runs.
+#[derive(Debug, Default)]
+struct ShardBook {
+    /// Every shard listed, by id.
+    listed: BTreeMap<ShardId, ShardDescription>,
+    /// Shards whose lease was created (by anyone) as far as this instance knows.
+    leased: BTreeSet<ShardId>,
+    /// Leases held now.
+    held: BTreeSet<ShardId>,
+    /// Held shards never checkpointed that wait for their parents' final state.
+    waiting: BTreeSet<ShardId>,
+    /// Shards whose final (`SHARD_END`) checkpoint is stored.
+    finalized: BTreeSet<ShardId>,
+    /// Held shards read (or given state) since their last checkpoint.
+    dirty: BTreeSet<ShardId>,
+    /// The last checkpoint epoch of each shard.
+    epochs: BTreeMap<ShardId, u64>,
+    /// Whether a held shard's last read was empty and at the tip.
+    caught_up: BTreeMap<ShardId, bool>,
+    /// When the leases were last renewed.
+    renewed: Option<Instant>,
+}
+
+impl ShardBook {
+    fn contains(&self, shard: &ShardId, system: &SystemId) -> bool {
+        self.listed.get(shard).is_some_and(|d| {
+            let h = hash_key(system.as_str());
+            d.starting_hash_key <= h && h <= d.ending_hash_key
+        })
+    }
+}
+
+impl Runner {
+    pub fn new(
+        reader: Arc<dyn StreamReader>,
+        sinks: Arc<dyn Sinks>,
+        store: Arc<dyn CheckpointStore>,
+        scorer: watch::Receiver<Arc<dyn Scorer>>,
+        clock: SharedClock,
+        processor: Processor,
+        config: RunnerConfig,
+    ) -> Self {
+        Self {
+            reader,
+            sinks,
+            store,
+            leases: Arc::new(MemoryLeaseStore::default()),
+            scorer,
+            predictor: None,
+            clock,
+            config,
+            processor,
+            latest: Arc::new(DashMap::new()),
+            quality: Arc::new(DashMap::new()),
+            stats: Arc::new(RunnerStats::default()),
+            telemetry: RunTelemetry::new(bikeshare_stream::names::EVENTS),
+        }
+    }
+
+    /// Shares the shards with other instances through `leases` (by default leases live in
+    /// memory and this instance holds them all).
+    pub fn with_lease_store(mut self, leases: Arc<dyn LeaseStore>) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// Scores through `predictor` (a model endpoint) instead of in process; the current
+    /// in-process scorer becomes its fallback.
+    pub fn with_predictor(mut self, predictor: Arc<dyn Predictor>) -> Self {
+        self.predictor = Some(predictor);
+        self
+    }
+
+    pub fn latest_predictions(&self) -> LatestPredictions {
+        self.latest.clone()
+    }
+    pub fn stats(&self) -> Arc<RunnerStats> {
+        self.stats.clone()
+    }
+    /// Live model quality per system, refreshed every few seconds while running.
+    pub fn live_quality(&self) -> LiveQualityView {
+        self.quality.clone()
+    }
+
+    /// Runs until `shutdown` resolves (or, with `stop_when_caught_up`, until the input is
+    /// read), then checkpoints, releases its leases and returns the processor.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<Processor, RunnerError> {
+        tokio::pin!(shutdown);
+        let mut leases = LeaseCoordinator::new(self.leases.clone(), self.config.lease.clone());
+        let mut consumer = ShardConsumer::new(
+            self.reader.clone(),
+            BTreeMap::new(),
+            ConsumerConfig {
+                initial: StartPosition::TrimHorizon,
+                discovery_interval: self.config.discovery_interval,
+            },
+        );
+        consumer.set_owned(Some(BTreeSet::new()));
+        let mut book = ShardBook::default();
+        let renew_every = (self.config.lease.duration / 3).max(Duration::from_millis(10));
+        let mut next_lease_round = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut emitted = Vec::new();
+        loop {
+            if Instant::now() >= next_lease_round {
+                self.lease_round(&mut leases, &mut consumer, &mut book)
+                    .await?;
+                next_lease_round = Instant::now() + renew_every;
+            }
+            let poll = consumer.poll(self.config.batch).await?;
+            let mut changed = poll.changed;
+            let mut got = 0usize;
+            let mut behind = 0i64;
+            let mut ended = Vec::new();
+            for part in poll.shards {
+                behind = behind.max(part.millis_behind_latest.unwrap_or(0));
+                let shard = &part.shard;
+                self.sinks.scope(shard.as_str());
+                book.caught_up.insert(
+                    shard.clone(),
+                    part.ended || (part.records.is_empty() && part.millis_behind_latest == Some(0)),
+                );
+                if !part.records.is_empty() {
+                    book.dirty.insert(shard.clone());
+                }
+                if part.ended {
+                    ended.push(shard.clone());
+                }
+                let ends = part.records.first().zip(part.records.last());
+                let ends = ends.map(|(a, b)| (a.clone(), b.clone()));
+                for rec in part.records {
+                    got += 1;
+                    match Envelope::decode(&rec.data) {
+                        Ok(env) if env.system_id.as_str() == rec.partition_key => {
+                            self.telemetry.event(&env);
+                            self.processor.process(env, &mut emitted)
+                        }
+                        Ok(env) => {
+                            let dl = DeadLetter::new(
+                                SystemId::new(rec.partition_key.clone()),
+                                format!("stream:{shard}:{}", rec.sequence),
+                                "processor.partition_key",
+                                format!(
+                                    "event {} of system {} has partition key {:?}; events must be partitioned by system id",
+                                    env.event_id, env.system_id, rec.partition_key
+                                ),
+                                &String::from_utf8_lossy(&rec.data),
+                                self.clock.now(),
+                            );
+                            self.sinks.dead_letters(vec![dl]).await?;
+                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                            bikeshare_types::metrics::dead_letters(
+                                "processor",
+                                "processor.partition_key",
+                                1,
+                            );
+                        }
+                        Err(e) => {
+                            let dl = DeadLetter::new(
+                                SystemId::new(rec.partition_key.clone()),
+                                format!("stream:{shard}:{}", rec.sequence),
+                                "processor.decode",
+                                e.to_string(),
+                                &String::from_utf8_lossy(&rec.data),
+                                self.clock.now(),
+                            );
+                            self.sinks.dead_letters(vec![dl]).await?;
+                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                            bikeshare_types::metrics::dead_letters(
+                                "processor",
+                                "processor.decode",
+                                1,
+                            );
+                        }
+                    }
+                }
+                self.publish(&mut emitted).await?;
+                if let Some((oldest, _)) = &ends {
+                    let ms = self.clock.now().millis() - oldest.arrival.millis();
+                    self.stats
+                        .processing_latency
+                        .push(ms.max(0) as f64 / 1000.0);
+                }
+                let ends = ends.as_ref().map(|(a, b)| (a, b));
+                self.telemetry.shard_done(
+                    shard.as_str(),
+                    part.millis_behind_latest,
+                    ends,
+                    self.clock.now(),
+                );
+            }
+            if !ended.is_empty() {
+                // Before any record of a child: the parent's final state and position.
+                let positions = consumer.positions().clone();
+                self.finish_shards(&ended, &positions, &mut book).await?;
+                self.drop_uncovered(&consumer, &book);
+                changed = true;
+                // Their children need leases.
+                next_lease_round = Instant::now();
+            }
+            self.stats.records.fetch_add(got as u64, Ordering::Relaxed);
+            self.stats
+                .millis_behind_latest
+                .store(u64::try_from(behind).unwrap_or(0), Ordering::Relaxed);
+            self.stats
+                .stations
+                .store(self.processor.stations() as u64, Ordering::Relaxed);
+            let predictions = self.stats.predictions.load(Ordering::Relaxed);
+            self.telemetry
+                .poll_done(&self.processor, predictions, self.clock.now());
+            self.telemetry
+                .quality(&self.processor, &self.quality, false);
+            if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
+                // Renew first: only shards still held are checkpointed.
+                self.lease_round(&mut leases, &mut consumer, &mut book)
+                    .await?;
+                next_lease_round = Instant::now() + renew_every;
+                let positions = consumer.positions().clone();
+                self.checkpoint_held(&positions, &mut book).await?;
+                last_checkpoint = Instant::now();
+            }
+            if got == 0 && !changed {
+                if self.config.stop_when_caught_up && Self::caught_up(&consumer, &book) {
+                    break;
+                }
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(self.config.idle_wait) => {}
+                }
+            } else if futures_poll_ready(&mut shutdown) {
+                break;
+            }
+        }
+        self.telemetry.quality(&self.processor, &self.quality, true);
+        let positions = consumer.positions().clone();
+        self.checkpoint_held(&positions, &mut book).await?;
+        if let Err(e) = leases.release().await {
+            tracing::warn!(error = %e, "releasing the shard leases failed; they expire instead");
+        }
+        Ok(self.processor)
+    }
+
+    /// Caught up: every shard of the latest listing is finished, or held and last read
+    /// empty at the tip (`MillisBehindLatest` 0).
+    fn caught_up(consumer: &ShardConsumer, book: &ShardBook) -> bool {
+        let progress = consumer.progress();
+        let mut listed = progress.listed().peekable();
+        listed.peek().is_some()
+            && listed.all(|d| {
+                progress.is_finished(&d.id)
+                    || (book.held.contains(&d.id)
+                        && book.caught_up.get(&d.id).copied().unwrap_or(false))
+            })
+    }
+
+    /// Lists the shards, creates missing leases, renews/takes/steals leases, adopts the
+    /// checkpoints of shards gained and drops the state of shards lost.
+    async fn lease_round(
+        &mut self,
+        leases: &mut LeaseCoordinator,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        consumer.discover().await?;
+        book.listed = consumer
+            .progress()
+            .listed()
+            .map(|d| (d.id.clone(), d.clone()))
+            .collect();
+        let new: Vec<ShardId> = book
+            .listed
+            .keys()
+            .filter(|s| !book.leased.contains(*s))
+            .cloned()
+            .collect();
+        let ticked = match leases.ensure_leases(&new).await {
+            Ok(()) => {
+                book.leased.extend(new);
+                leases.tick(self.clock.now()).await
+            }
+            Err(e) => Err(e),
+        };
+        let held = match ticked {
+            Ok(held) => {
+                book.renewed = Some(Instant::now());
+                held
+            }
+            Err(e)
+                if book
+                    .renewed
+                    .is_some_and(|at| at.elapsed() < self.config.lease.duration) =>
+            {
+                tracing::warn!(error = %e, "renewing shard leases failed; retrying");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shard leases could not be renewed in time: giving them up");
+                BTreeSet::new()
+            }
+        };
+        let gained: Vec<ShardId> = held.difference(&book.held).cloned().collect();
+        let lost: Vec<ShardId> = book.held.difference(&held).cloned().collect();
+        for shard in &lost {
+            book.caught_up.remove(shard);
+            book.waiting.remove(shard);
+            book.dirty.remove(shard);
+        }
+        book.held = held.clone();
+        consumer.set_owned(Some(held));
+        for shard in &gained {
+            self.adopt(shard, consumer, book).await?;
+        }
+        for shard in book.waiting.clone() {
+            self.inherit(&shard, consumer, book).await?;
+        }
+        self.drop_uncovered(consumer, book);
+        self.stats
+            .shards_held
+            .store(book.held.len() as u64, Ordering::Relaxed);
+        self.stats
+            .lease_changes
+            .store(leases.changes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A shard just gained: its checkpoint's state and position, or (never checkpointed)
+    /// a wait for its parents' final state.
+    async fn adopt(
+        &mut self,
+        shard: &ShardId,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        book.caught_up.remove(shard);
+        let Some(cp) = self.store.latest(shard.as_str()).await? else {
+            let has_parents = book
+                .listed
+                .get(shard)
+                .is_some_and(|d| d.parents().next().is_some());
+            if has_parents {
+                book.waiting.insert(shard.clone());
+            }
+            tracing::info!(%shard, "shard taken with no checkpoint: reading from its start");
+            self.sinks.open_shard(shard.as_str(), 0).await?;
+            return Ok(());
+        };
+        // Whatever of its systems this instance holds is older than the checkpoint.
+        self.processor
+            .release_systems(|id| book.contains(shard, id));
+        self.processor.absorb(&cp.state)?;
+        // A checkpointed shard had finished parents: let the consumer know.
+        let parents: Vec<ShardId> = book
+            .listed
+            .get(shard)
+            .map(|d| d.parents().cloned().collect())
+            .unwrap_or_default();
+        for parent in parents {
+            if !consumer.progress().is_finished(&parent) {
+                consumer.adopt_position(&parent, SHARD_END.to_owned());
+            }
+        }
+        if let Some(position) = cp.positions.get(shard.as_str()) {
+            if position == SHARD_END {
+                book.finalized.insert(shard.clone());
+            }
+            consumer.adopt_position(shard, position.clone());
+        }
+        book.epochs.insert(shard.clone(), cp.epoch);
+        self.sinks.open_shard(shard.as_str(), cp.epoch).await?;
+        tracing::info!(%shard, epoch = cp.epoch, position = ?cp.positions.get(shard.as_str()), "shard taken: resuming from its checkpoint");
+        Ok(())
+    }
+
+    /// A held child never checkpointed: once every parent is finished, takes from the
+    /// parents' final checkpoints the systems in the child's hash-key range.
+    async fn inherit(
+        &mut self,
+        shard: &ShardId,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let parents: Vec<ShardId> = book
+            .listed
+            .get(shard)
+            .map(|d| d.parents().cloned().collect())
+            .unwrap_or_default();
+        let mut finals = Vec::new();
+        for parent in &parents {
+            if consumer.progress().is_finished(parent) && book.held.contains(parent) {
+                continue; // read here: its systems are in memory
+            }
+            match self.store.latest(parent.as_str()).await? {
+                Some(cp)
+                    if cp.positions.get(parent.as_str()).map(String::as_str) == Some(SHARD_END) =>
+                {
+                    finals.push((parent.clone(), cp));
+                }
+                Some(_) => return Ok(()), // still being read by its owner
+                None if book.listed.contains_key(parent)
+                    && !consumer.progress().is_finished(parent) =>
+                {
+                    return Ok(());
+                }
+                None => {} // expired, or read here and released
+            }
+        }
+        for (parent, cp) in finals {
+            let part = Processor::restore(&cp.state)?;
+            let held: BTreeSet<SystemId> = self.processor.system_ids().cloned().collect();
+            let mine =
+                part.snapshot_systems(|id| book.contains(shard, id) && !held.contains(id))?;
+            self.processor.absorb(&mine)?;
+            if !consumer.progress().is_finished(&parent) {
+                consumer.adopt_position(&parent, SHARD_END.to_owned());
+            }
+        }
+        book.waiting.remove(shard);
+        book.dirty.insert(shard.clone());
+        Ok(())
+    }
+
+    /// Drops the systems no held, unfinished shard covers (their shards moved elsewhere).
+    fn drop_uncovered(&mut self, consumer: &ShardConsumer, book: &ShardBook) {
+        let progress = consumer.progress();
+        let open: Vec<&ShardId> = book
+            .held
+            .iter()
+            .filter(|s| !progress.is_finished(s))
+            .collect();
+        let dropped = self
+            .processor
+            .release_systems(|id| !open.iter().any(|s| book.contains(s, id)));
+        if dropped > 0 {
+            tracing::info!(
+                systems = dropped,
+                "state of systems in shards no longer held dropped"
+            );
+        }
+    }
+
+    /// Final checkpoints of shards just read to their end.
+    async fn finish_shards(
+        &mut self,
+        ended: &[ShardId],
+        positions: &BTreeMap<String, String>,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let started = Instant::now();
+        self.sinks.commit(&Self::next_epochs(ended, book)).await?;
+        for shard in ended {
+            self.save_shard(shard, positions, book).await?;
+            book.finalized.insert(shard.clone());
+        }
+        self.telemetry.checkpointed(started.elapsed());
+        Ok(())
+    }
+
+    /// Checkpoints every held shard changed since its last checkpoint.
+    async fn checkpoint_held(
+        &mut self,
+        positions: &BTreeMap<String, String>,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let due: Vec<ShardId> = book
+            .held
+            .iter()
+            .filter(|s| book.dirty.contains(*s) && !book.finalized.contains(*s))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.sinks.commit(&Self::next_epochs(&due, book)).await?;
+        for shard in &due {
+            self.save_shard(shard, positions, book).await?;
+        }
+        self.telemetry.checkpointed(started.elapsed());
+        Ok(())
+    }
+
+    /// The epoch each of `shards` is checkpointed at next.
+    fn next_epochs(shards: &[ShardId], book: &ShardBook) -> Vec<(String, u64)> {
+        shards
+            .iter()
+            .map(|s| (s.0.clone(), book.epochs.get(s).map_or(1, |e| e + 1)))
+            .collect()
+    }
+
+    /// Stores one shard's position and its systems' state (sinks already flushed).
+    async fn save_shard(
+        &self,
+        shard: &ShardId,
+        positions: &BTreeMap<String, String>,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        let epoch = book.epochs.get(shard).map_or(1, |e| e + 1);
+        let positions: BTreeMap<String, String> = positions
+            .get(shard.as_str())
+            .map(|p| BTreeMap::from([(shard.0.clone(), p.clone())]))
+            .unwrap_or_default();
+        let cp = Checkpoint {
+            version: CHECKPOINT_VERSION,
+            epoch,
+            taken_at: self.clock.now(),
+            positions,
+            state: self
+                .processor
+                .snapshot_systems(|id| book.contains(shard, id))?,
+        };
+        self.store.save(shard.as_str(), &cp).await?;
+        book.epochs.insert(shard.clone(), epoch);
+        book.dirty.remove(shard);
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%shard, epoch, bytes = cp.state.len(), "checkpoint stored");
+        Ok(())
+    }
+
+    async fn publish(&mut self, emitted: &mut Vec<Emitted>) -> Result<(), RunnerError> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let scorer = self.scorer.borrow().clone();
+        let (mut features, mut predictions, mut labels, mut dead) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut rows = Vec::new();
+        let mut scoring = Duration::ZERO;
+        for e in emitted.drain(..) {
+            match e {
+                Emitted::Row(row) => match &self.predictor {
+                    None => {
+                        let started = Instant::now();
+                        let p = score(scorer.as_ref(), &row);
+                        scoring += started.elapsed();
+                        self.keep_latest(&p);
+                        predictions.push(p);
+                        features.push(row.vector);
+                    }
+                    Some(_) => rows.push(row),
+                },
+                Emitted::Label(l) => labels.push(l),
+                Emitted::Rejected { reason, envelope } => {
+                    dead.push(rejected_letter(reason, &envelope, self.clock.now()))
+                }
+            }
+        }
+        if let Some(predictor) = &self.predictor
+            && !rows.is_empty()
+        {
+            let values: Vec<&[Option<f32>]> =
+                rows.iter().map(|r| r.vector.values.as_slice()).collect();
+            let started = Instant::now();
+            let scored = predictor.predict(&values, &scorer).await;
+            scoring += started.elapsed();
+            for (i, row) in rows.into_iter().enumerate() {
+                let p = match scored.get(i) {
+                    Some(s) => prediction(&row, s.scores, s.model.clone(), s.scored_by),
+                    // A predictor that broke its contract: say so rather than invent numbers.
+                    None => prediction(
+                        &row,
+                        Scores {
+                            p_empty: f32::NAN,
+                            p_full: f32::NAN,
+                        },
+                        scorer.model().clone(),
+                        ScoredBy::Unavailable,
+                    ),
+                };
+                self.keep_latest(&p);
+                predictions.push(p);
+                features.push(row.vector);
+            }
+        }
+        // Live quality: the batch's scores first, a label may answer one of them.
+        for p in &predictions {
+            self.processor.record_prediction(p);
+        }
+        for l in &labels {
+            self.processor.record_label(l);
+        }
+        if !predictions.is_empty() {
+            let rows = predictions.len() as f64;
+            self.stats
+                .inference_latency
+                .push(scoring.as_secs_f64() / rows);
+        }
+        crate::telemetry::published(&predictions, &labels, &dead, scoring);
+        self.stats
+            .predictions
+            .fetch_add(predictions.len() as u64, Ordering::Relaxed);
+        self.stats
+            .labels
+            .fetch_add(labels.len() as u64, Ordering::Relaxed);
+        self.stats
+            .dead_letters
+            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+        if !features.is_empty() {
+            self.sinks.features(features).await?;
+            self.sinks.predictions(predictions).await?;
+        }
+        if !labels.is_empty() {
+            self.sinks.labels(labels).await?;
+        }
+        if !dead.is_empty() {
+            self.sinks.dead_letters(dead).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Runner {
+    /// Unavailable predictions do not replace a station's latest usable one.
+    fn keep_latest(&self, p: &Prediction) {
+        if p.is_available() {
+            self.latest
+                .insert((p.system_id.clone(), p.station_id.clone()), p.clone());
+        }
+    }
+}
+
+/// Polls a future once without waiting.
+fn futures_poll_ready<F: std::future::Future<Output = ()> + Unpin>(f: &mut F) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    std::pin::Pin::new(f).poll(&mut cx).is_ready()
+}
+
+/// Scores one row into its prediction.
+pub fn score(scorer: &dyn Scorer, row: &FeatureRow) -> Prediction {
+    let s = scorer.score(&row.vector.values);
+    prediction(row, s, scorer.model().clone(), ScoredBy::InProcess)
+}
+
+/// A row's prediction from its scores and who computed them.
+pub fn prediction(row: &FeatureRow, s: Scores, model: ModelRef, scored_by: ScoredBy) -> Prediction {
+    Prediction {
+        schema_version: PREDICTION_SCHEMA_VERSION,
+        prediction_id: row.prediction_id.clone(),
+        system_id: row.vector.system_id.clone(),
+        station_id: row.vector.station_id.clone(),
+        as_of: row.vector.as_of,
+        horizon_minutes: row.horizon_minutes,
+        p_empty: s.p_empty,
+        p_full: s.p_full,
+        model,
+        feature_schema_id: row.vector.schema_id.clone(),
+        trigger: row.trigger,
+        scored_by,
+    }
+}
+
+/// A rejected input event as a dead letter (`processor.late`, `processor.duplicate`).
+pub fn rejected_letter(
+    reason: RejectReason,
+    env: &Envelope,
+    at: bikeshare_types::Timestamp,
+) -> DeadLetter {
+    DeadLetter::new(
+        env.system_id.clone(),
+        env.source.clone(),
+        format!("processor.{}", reason.as_str()),
+        format!(
+            "event {} at {} was {}",
+            env.event_id,
+            env.event_time,
+            reason.as_str()
+        ),
+        &String::from_utf8_lossy(&env.encode()),
+        at,
+    )
+}

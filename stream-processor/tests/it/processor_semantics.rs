@@ -1,0 +1,319 @@
+//! Event-time semantics of the processor on hand-built event sequences.
+
+use bikeshare_stream_processor::{Emitted, Processor, ProcessorConfig, RejectReason};
+use bikeshare_types::contracts::{
+    Envelope, Event, FeedHeartbeat, PredictionTrigger, StationInfo, StationStatus, SystemInfo,
+};
+use bikeshare_types::{StationId, SystemId, Timestamp};
+
+const MIN: i64 = 60_000;
+const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % (5 * MIN); // on the tick grid
+
+fn sys() -> SystemId {
+    SystemId::new("test")
+}
+
+fn env(t: i64, event: Event) -> Envelope {
+    Envelope::new(sys(), "test", Timestamp(t), Timestamp(t), event)
+}
+
+fn status(id: &str, t: i64, bikes: u32, docks: u32) -> Envelope {
+    env(
+        t,
+        Event::StationStatus(StationStatus {
+            station_id: StationId::new(id),
+            num_bikes_available: bikes,
+            num_ebikes_available: None,
+            num_bikes_disabled: Some(0),
+            num_docks_available: Some(docks),
+            num_docks_disabled: Some(0),
+            is_installed: true,
+            is_renting: true,
+            is_returning: true,
+            last_reported: Timestamp(t),
+            vehicle_types_available: vec![],
+        }),
+    )
+}
+
+fn info(id: &str, lat: f64, lon: f64) -> Envelope {
+    env(
+        T0 - MIN,
+        Event::StationInfo(StationInfo {
+            station_id: StationId::new(id),
+            name: id.into(),
+            short_name: None,
+            lat,
+            lon,
+            capacity: Some(20),
+            region_id: None,
+            is_virtual_station: false,
+        }),
+    )
+}
+
+fn heartbeat(t: i64) -> Envelope {
+    env(
+        t,
+        Event::FeedHeartbeat(FeedHeartbeat {
+            feed: "station_status".into(),
+            last_updated: Timestamp(t),
+        }),
+    )
+}
+
+fn run(p: &mut Processor, events: Vec<Envelope>) -> Vec<Emitted> {
+    let mut out = Vec::new();
+    for e in events {
+        p.process(e, &mut out);
+    }
+    out
+}
+
+fn rows(out: &[Emitted]) -> Vec<(String, i64, PredictionTrigger)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Emitted::Row(r) => Some((
+                r.vector.station_id.to_string(),
+                r.vector.as_of.millis() - T0,
+                r.trigger,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn in_order() -> ProcessorConfig {
+    ProcessorConfig {
+        lateness_ms: 0,
+        ..ProcessorConfig::default()
+    }
+}
+
+#[test]
+fn updates_then_ticks_on_the_grid_for_quiet_stations() {
+    let mut p = Processor::new(in_order());
+    let out = run(
+        &mut p,
+        vec![
+            env(
+                T0 - MIN,
+                Event::SystemInfo(SystemInfo {
+                    system_id: sys(),
+                    name: "t".into(),
+                    timezone: "America/Toronto".into(),
+                    language: None,
+                    gbfs_version: "3.0".into(),
+                }),
+            ),
+            info("a", 43.0, -79.0),
+            info("b", 43.001, -79.0),
+            status("a", T0 + MIN, 5, 15),
+            status("b", T0 + 2 * MIN, 0, 20),
+            heartbeat(T0 + 11 * MIN),
+        ],
+    );
+    let r = rows(&out);
+    assert_eq!(
+        r,
+        vec![
+            ("a".into(), MIN, PredictionTrigger::Update),
+            ("b".into(), 2 * MIN, PredictionTrigger::Update),
+            ("a".into(), 5 * MIN, PredictionTrigger::Tick),
+            ("b".into(), 5 * MIN, PredictionTrigger::Tick),
+            ("a".into(), 10 * MIN, PredictionTrigger::Tick),
+            ("b".into(), 10 * MIN, PredictionTrigger::Tick),
+        ]
+    );
+    // Neighbour features: b sees a as its neighbour, and b is empty.
+    let schema = p.schema().clone();
+    let row_b = out.iter().find_map(|e| match e {
+        Emitted::Row(r) if r.vector.station_id.as_str() == "b" => Some(r.clone()),
+        _ => None,
+    });
+    let vb = row_b.unwrap().vector.values;
+    assert_eq!(vb[schema.index("nb_count").unwrap()], Some(1.0));
+    assert_eq!(vb[schema.index("nb_bikes").unwrap()], Some(5.0));
+    assert_eq!(vb[schema.index("is_empty").unwrap()], Some(1.0));
+}
+
+#[test]
+fn late_events_are_rejected_with_a_reason_and_duplicates_counted() {
+    let mut p = Processor::new(ProcessorConfig {
+        lateness_ms: 2 * MIN,
+        ..ProcessorConfig::default()
+    });
+    let out = run(
+        &mut p,
+        vec![
+            status("a", T0 + 10 * MIN, 5, 15),
+            status("b", T0 + 9 * MIN, 5, 15), // out of order, within the bound
+            status("c", T0 + 7 * MIN, 5, 15), // older than the watermark (T0+8m)
+            status("a", T0 + 10 * MIN, 5, 15), // duplicate of a's report
+            heartbeat(T0 + 30 * MIN),
+        ],
+    );
+    let rejected: Vec<_> = out
+        .iter()
+        .filter_map(|e| match e {
+            Emitted::Rejected { reason, envelope } => {
+                Some((*reason, envelope.event_time.millis() - T0))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (RejectReason::Late, 7 * MIN),
+            (RejectReason::Duplicate, 10 * MIN)
+        ]
+    );
+    let updates: Vec<_> = rows(&out)
+        .into_iter()
+        .filter(|r| r.2 == PredictionTrigger::Update)
+        .collect();
+    assert_eq!(
+        updates,
+        vec![
+            ("b".into(), 9 * MIN, PredictionTrigger::Update),
+            ("a".into(), 10 * MIN, PredictionTrigger::Update)
+        ],
+        "applied in event-time order, not arrival order"
+    );
+    let s = p.stats();
+    assert_eq!((s.late, s.duplicates), (1, 1));
+}
+
+#[test]
+fn every_prediction_is_labelled_once_its_horizon_has_passed() {
+    let mut p = Processor::new(in_order());
+    let mut events = vec![status("a", T0 + MIN, 2, 18)];
+    events.push(status("a", T0 + 20 * MIN, 0, 20)); // empty 19 min after the first prediction
+    events.push(status("a", T0 + 40 * MIN, 6, 14));
+    events.push(heartbeat(T0 + 120 * MIN));
+    let out = run(&mut p, events);
+    let mut predicted: Vec<_> = out
+        .iter()
+        .filter_map(|e| match e {
+            Emitted::Row(r) => Some(r.prediction_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let labels: Vec<_> = out
+        .iter()
+        .filter_map(|e| match e {
+            Emitted::Label(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
+    // Every prediction whose horizon ended by the last tick (T0+120m) has its label.
+    let due: Vec<_> = out
+        .iter()
+        .filter_map(|e| match e {
+            Emitted::Row(r) if r.vector.as_of.millis() + 30 * MIN <= T0 + 120 * MIN => {
+                Some(r.prediction_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut labelled: Vec<_> = labels.iter().map(|l| l.prediction_id.clone()).collect();
+    labelled.sort();
+    let mut due_sorted = due.clone();
+    due_sorted.sort();
+    assert_eq!(labelled, due_sorted);
+    predicted.sort();
+    predicted.dedup();
+    assert_eq!(
+        predicted.len(),
+        rows(&out).len(),
+        "prediction ids are unique"
+    );
+    let first = labels
+        .iter()
+        .find(|l| l.as_of.millis() == T0 + MIN)
+        .unwrap();
+    assert!(first.went_empty && !first.empty_at_as_of && first.observations == 1);
+    let at_40 = labels
+        .iter()
+        .find(|l| l.as_of.millis() == T0 + 40 * MIN)
+        .unwrap();
+    assert!(!at_40.went_empty && at_40.observations == 0);
+    let at_20 = labels
+        .iter()
+        .find(|l| l.as_of.millis() == T0 + 20 * MIN)
+        .unwrap();
+    assert!(
+        at_20.went_empty && at_20.empty_at_as_of,
+        "empty at as_of and still empty just after"
+    );
+}
+
+#[test]
+fn a_processor_restored_from_a_snapshot_continues_identically() {
+    let events: Vec<Envelope> = (0..200)
+        .map(|i| {
+            status(
+                &format!("s{}", i % 7),
+                T0 + i * 37_000,
+                ((i * 13) % 21) as u32,
+                20 - ((i * 13) % 21) as u32,
+            )
+        })
+        .collect();
+    let cfg = ProcessorConfig {
+        lateness_ms: MIN,
+        ..ProcessorConfig::default()
+    };
+    let mut straight = Processor::new(cfg.clone());
+    let expected = run(&mut straight, events.clone());
+    for cut in [1, 57, 133, 199] {
+        let mut first = Processor::new(cfg.clone());
+        let mut got = run(&mut first, events[..cut].to_vec());
+        let bytes = first.snapshot().unwrap();
+        let mut restored = Processor::restore(&bytes).unwrap();
+        assert_eq!(restored, first, "snapshot round trip");
+        got.extend(run(&mut restored, events[cut..].to_vec()));
+        assert_eq!(got, expected, "cut at {cut}");
+    }
+}
+
+mod out_of_order {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Arrival order shuffled within the lateness bound (each event arrives before any
+        /// event whose time plus jitter is later, jitter < lateness) changes nothing: the
+        /// reorder buffer applies the same events in the same order.
+        #[test]
+        fn shuffles_within_the_lateness_bound_give_identical_outputs(
+            steps in prop::collection::vec((0u8..6, 1i64..90_000, 0u32..21, 0i64..120_000), 5..150),
+            lateness in 0i64..180_000,
+        ) {
+            let mut t = T0;
+            let mut events = Vec::new();
+            for (station, gap, bikes, jitter) in steps {
+                t += gap;
+                events.push((status(&format!("s{station}"), t, bikes, 20 - bikes), jitter % (lateness + 1)));
+            }
+            let in_order: Vec<Envelope> = events.iter().map(|(e, _)| e.clone()).collect();
+            let mut shuffled = events.clone();
+            shuffled.sort_by_key(|(e, j)| (e.event_time.millis() + j, e.event_time.millis()));
+            let shuffled: Vec<Envelope> = shuffled.into_iter().map(|(e, _)| e).collect();
+
+            let cfg = ProcessorConfig { lateness_ms: lateness + 1, ..ProcessorConfig::default() };
+            let mut a = Processor::new(cfg.clone());
+            let mut out_a = run(&mut a, in_order);
+            a.drain(&mut out_a);
+            let mut b = Processor::new(cfg);
+            let mut out_b = run(&mut b, shuffled);
+            b.drain(&mut out_b);
+            prop_assert_eq!(b.stats().late, 0);
+            prop_assert_eq!(out_a, out_b);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The end-to-end tests of the `bikeshare` binary, in one test binary: one link of the dependency graph instead of one per
+//! file. Each module is one former `tests/*.rs` file; shared helpers are modules too.
+
+mod support;
+
+mod alerts_wiring;
+mod backfill_online;
+mod dashboard_chromium;
+mod endpoint_outage;
+mod lake_restart;
+mod lake_s3;
+mod metrics_compliance;
+mod model_monitor_capture;
+mod monitor_drift;
+mod processor_restart;
+mod processor_scale_out;
+mod up_bootstrap;
