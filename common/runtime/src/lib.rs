@@ -6,8 +6,6 @@
 //!   the caller owns retries).
 //! - [`security`]: the bearer-token rule every server follows (optional on loopback, required
 //!   beyond it) and the constant-time token check.
-//! - [`testdata`]: finding `../shared/data` from tests, and skipping clearly when it is absent.
 
 pub mod aws;
 pub mod security;
-pub mod testdata;

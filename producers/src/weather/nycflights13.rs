@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn reads_the_real_file_when_present() {
-        let Some(data) = bikeshare_runtime::testdata::shared_data_or_skip("nycflights13 weather")
+        let Some(data) =
+            bikeshare_testkit::shared_data::shared_data_or_skip("nycflights13 weather")
         else {
             return;
         };

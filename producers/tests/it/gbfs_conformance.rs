@@ -31,7 +31,7 @@ use bikeshare_producers::gbfs::rules::rule;
 use bikeshare_producers::gbfs::{
     DeclaredVersion, FeedError, FeedKind, FeedValidator, KnownStations, RuleConfig, SchemaRegistry,
 };
-use bikeshare_runtime::testdata::shared_data_or_skip;
+use bikeshare_testkit::shared_data::shared_data_or_skip;
 use bikeshare_types::{Clock, SystemClock, SystemId, Timestamp};
 use serde_json::Value;
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bikeshare_producers::output::MemoryOutput;
 use bikeshare_producers::replay::{ReplayConfig, ReplaySource, ReplayStats, Replayer};
-use bikeshare_runtime::testdata::shared_data_or_skip;
+use bikeshare_testkit::shared_data::shared_data_or_skip;
 use bikeshare_types::contracts::{Envelope, Event};
 use bikeshare_types::time::ManualClock;
 use bikeshare_types::{EventId, SharedClock, Timestamp};

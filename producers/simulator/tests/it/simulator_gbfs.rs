@@ -24,11 +24,11 @@ use bikeshare_producers::gbfs::{
     SchemaRegistry,
 };
 use bikeshare_producers::output::MemoryOutput;
-use bikeshare_runtime::testdata::shared_data_dir;
 use bikeshare_simulator::feeds::{self, Header};
 use bikeshare_simulator::{
     City, CityConfig, GbfsVersion, RunningSimulator, SimulatorConfig, serve,
 };
+use bikeshare_testkit::shared_data::shared_data_dir;
 use bikeshare_types::contracts::{Envelope, Event, StationStatus};
 use bikeshare_types::time::ManualClock;
 use bikeshare_types::{StationId, SystemId, Timestamp};

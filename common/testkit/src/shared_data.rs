@@ -26,7 +26,7 @@ pub fn shared_data_dir() -> Option<PathBuf> {
 /// Returns the shared data dir, or prints why a test is skipped and returns `None`.
 ///
 /// ```
-/// let Some(data) = bikeshare_runtime::testdata::shared_data_or_skip("doc example") else {
+/// let Some(data) = bikeshare_testkit::shared_data::shared_data_or_skip("doc example") else {
 ///     return;
 /// };
 /// assert!(data.is_dir());
