@@ -44,6 +44,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bikeshare_runtime::http::{self, Secret, Server};
 use bikeshare_stream_processor::Scorer;
 use serde::{Deserialize, Serialize};
 
@@ -56,32 +57,22 @@ pub const DEFAULT_MODEL_DIR: &str = "/opt/ml/model";
 /// The custom-attributes header, request and response.
 pub const CUSTOM_ATTRIBUTES: &str = "x-amzn-sagemaker-custom-attributes";
 
+const SERVER: Server = Server::new("the model server", TOKEN_ENV);
+
 /// Settings of the model server (`[serve_model]`).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServeConfig {
     pub bind: SocketAddr,
     /// Bearer token; else `BIKESHARE_MODEL_TOKEN`. Required beyond loopback.
     #[serde(skip_serializing)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// The model directory (`card.json`, `empty.json`, `full.json`).
     pub model_dir: std::path::PathBuf,
     /// Largest request body, bytes.
     pub max_payload_bytes: usize,
     /// When set, `/endpoints/{name}/invocations` answers only this name.
     pub endpoint_name: Option<String>,
-}
-
-impl std::fmt::Debug for ServeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeConfig")
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("model_dir", &self.model_dir)
-            .field("max_payload_bytes", &self.max_payload_bytes)
-            .field("endpoint_name", &self.endpoint_name)
-            .finish()
-    }
 }
 
 impl Default for ServeConfig {
@@ -97,16 +88,7 @@ impl Default for ServeConfig {
 }
 
 /// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("refusing to listen on {0} without a token: set {TOKEN_ENV} or bind 127.0.0.1")]
-    TokenRequired(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
+pub type ServeError = http::ListenError;
 
 /// The model being served, and what it answers in the custom-attributes header.
 #[derive(Debug)]
@@ -148,25 +130,24 @@ pub type ModelSlot = Arc<RwLock<Option<Arc<ServedModel>>>>;
 
 struct App {
     model: ModelSlot,
-    token: Option<String>,
+    token: Option<Secret>,
     endpoint_name: Option<String>,
 }
 
 /// A running model server.
 #[derive(Debug)]
 pub struct RunningServer {
-    addr: SocketAddr,
+    server: http::Running,
     model: ModelSlot,
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.server.local_addr()
     }
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
     /// Replaces the served model (in-flight requests finish with the old one).
     pub fn set_model(&self, model: Option<Arc<ServedModel>>) {
@@ -175,13 +156,13 @@ impl RunningServer {
         }
     }
     pub async fn wait(self) {
-        let _ = self.task.await;
+        self.server.wait().await;
     }
     /// Stops listening and closes idle connections (requests in flight finish), then
     /// returns: from then on clients find nobody at the address.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.server.wait().await;
     }
 }
 
@@ -191,12 +172,7 @@ pub async fn serve(
     model: Option<Arc<ServedModel>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer, ServeError> {
-    let token = bikeshare_runtime::security::token_for_bind(
-        config.bind,
-        config.token.as_deref(),
-        TOKEN_ENV,
-    )
-    .map_err(ServeError::TokenRequired)?;
+    let token = SERVER.token_for_bind(config.bind, config.token.as_ref())?;
     let slot: ModelSlot = Arc::new(RwLock::new(model));
     let app = Arc::new(App {
         model: slot.clone(),
@@ -209,16 +185,6 @@ pub async fn serve(
         .route("/endpoints/{name}/invocations", post(endpoint_invocations))
         .layer(DefaultBodyLimit::max(config.max_payload_bytes))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.bind,
-        source,
-    })?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         tokio::select! {
@@ -226,19 +192,10 @@ pub async fn serve(
             _ = stopped.wait_for(|s| *s) => {}
         }
     };
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "model server stopped");
-        }
-    });
     Ok(RunningServer {
-        addr,
+        server: SERVER.start(config.bind, "", router, shutdown).await?,
         model: slot,
         stop,
-        task,
     })
 }
 
@@ -404,13 +361,8 @@ async fn invoke(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Some(token) = &app.token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let in_attrs = attribute(attrs, "token").map(|t| format!("Bearer {t}"));
-        if !bikeshare_runtime::security::bearer_matches(token, bearer)
-            && !bikeshare_runtime::security::bearer_matches(token, in_attrs.as_deref())
-        {
+        let in_attrs = attribute(attrs, "token").is_some_and(|t| token.matches(t.as_bytes()));
+        if !http::bearer_matches(token, headers) && !in_attrs {
             return Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "a token is required: Authorization: Bearer <token>, or token=<token> in \

@@ -5,7 +5,7 @@
 //! as recorded) and registers every help text of [`bikeshare_types::metrics::ALL`].
 //! [`serve`] answers `GET /metrics` in the text exposition format from our own axum server:
 //! 127.0.0.1 by default; any other address requires a bearer token
-//! ([`TOKEN_ENV`], the rule of [`bikeshare_runtime::security::token_for_bind`]).
+//! ([`TOKEN_ENV`], the rule of [`bikeshare_runtime::http::Server::token_for_bind`]).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -13,14 +13,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bikeshare_runtime::http::{self, ListenError, Secret, Server};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable holding the `/metrics` token (required beyond loopback).
 pub const TOKEN_ENV: &str = "BIKESHARE_METRICS_TOKEN";
+
+const SERVER: Server = Server::new("/metrics", TOKEN_ENV);
 
 /// Bucket bounds (seconds) of every `_seconds` histogram: 100 µs to 60 s.
 pub const SECONDS_BUCKETS: &[f64] = &[
@@ -29,7 +32,7 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// Settings of the `/metrics` endpoint (`[metrics]` in the configuration).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MetricsConfig {
     /// Serve `/metrics` at all.
@@ -37,17 +40,7 @@ pub struct MetricsConfig {
     /// Where to listen; port 0 picks a free port (printed at start).
     pub bind: SocketAddr,
     #[serde(skip_serializing)]
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for MetricsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsConfig")
-            .field("enabled", &self.enabled)
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    pub token: Option<Secret>,
 }
 
 impl Default for MetricsConfig {
@@ -63,13 +56,9 @@ impl Default for MetricsConfig {
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ExporterError {
-    #[error("refusing to serve /metrics on {0} without a token: set {TOKEN_ENV} or bind 127.0.0.1")]
-    TokenRequired(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    /// No token beyond loopback, or the address cannot be bound.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("installing the Prometheus recorder: {0}")]
     Install(String),
 }
@@ -105,28 +94,12 @@ pub fn handle() -> Option<PrometheusHandle> {
     HANDLE.get().cloned()
 }
 
-/// A running `/metrics` server.
-#[derive(Debug)]
-pub struct RunningExporter {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningExporter {
-    pub fn url(&self) -> String {
-        format!("http://{}/metrics", self.addr)
-    }
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
+/// A running `/metrics` server; its `url` is `/metrics`.
+pub type RunningExporter = http::Running;
 
 struct App {
     handle: PrometheusHandle,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 /// Installs the recorder and serves `/metrics` until `shutdown` resolves. Histograms are
@@ -135,25 +108,9 @@ pub async fn serve(
     config: &MetricsConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningExporter, ExporterError> {
-    let token = bikeshare_runtime::security::token_for_bind(
-        config.bind,
-        config.token.as_deref(),
-        TOKEN_ENV,
-    )
-    .map_err(ExporterError::TokenRequired)?;
+    let token = SERVER.token_for_bind(config.bind, config.token.as_ref())?;
     let handle = install()?;
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ExporterError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ExporterError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+    let (listener, addr) = SERVER.bind(config.bind).await?;
     let app = std::sync::Arc::new(App {
         handle: handle.clone(),
         token,
@@ -172,25 +129,16 @@ pub async fn serve(
             }
         };
         tokio::select! {
-            r = axum::serve(listener, router).with_graceful_shutdown(shutdown) => {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "metrics server stopped");
-                }
-            }
+            () = SERVER.serve(listener, router, shutdown) => {}
             () = upkeep => {}
         }
     });
-    Ok(RunningExporter { addr, task })
+    Ok(http::Running::new(addr, "/metrics", task))
 }
 
 async fn render(State(app): State<std::sync::Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(token) = &app.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !bikeshare_runtime::security::bearer_matches(token, given) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-        }
+    if !http::authorised(app.token.as_ref(), &headers) {
+        return http::unauthorised();
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -32,10 +32,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bikeshare_runtime::http::{self, Secret, Server};
 use bikeshare_stream::{SequenceNumber, ShardCursor, StartPosition, StreamReader};
 use bikeshare_types::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -45,26 +46,18 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Environment variable holding the API token.
 pub const TOKEN_ENV: &str = "BIKESHARE_API_TOKEN";
 
+const SERVER: Server = Server::new("the subscription API", TOKEN_ENV);
+
 /// Settings of the subscription server.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SubscribeConfig {
     pub bind: SocketAddr,
     /// Bearer token; else `BIKESHARE_API_TOKEN`. Required beyond loopback.
     #[serde(skip_serializing)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// How often idle subscriptions look for new records, ms.
     pub poll_interval_ms: u64,
-}
-
-impl std::fmt::Debug for SubscribeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscribeConfig")
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("poll_interval_ms", &self.poll_interval_ms)
-            .finish()
-    }
 }
 
 impl Default for SubscribeConfig {
@@ -78,16 +71,7 @@ impl Default for SubscribeConfig {
 }
 
 /// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("refusing to listen on {0} without a token: set {TOKEN_ENV} or bind 127.0.0.1")]
-    TokenRequired(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
+pub type ApiError = http::ListenError;
 
 /// A resumable position: per-shard last sequence numbers and the subscription's start.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -174,30 +158,13 @@ struct AppState {
     reader: Arc<dyn StreamReader>,
     /// Becomes true at shutdown: open streams end so graceful shutdown can finish.
     stopping: tokio::sync::watch::Receiver<bool>,
-    token: Option<String>,
+    token: Option<Secret>,
     poll: Duration,
     clock: bikeshare_types::SharedClock,
 }
 
-/// A running server.
-#[derive(Debug)]
-pub struct RunningApi {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningApi {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-    pub fn url(&self) -> String {
-        format!("http://{}/v1/predictions", self.addr)
-    }
-    /// Waits for the server to stop (after its shutdown future resolved).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
+/// A running server; its `url` is `/v1/predictions`.
+pub type RunningApi = http::Running;
 
 /// Serves predictions read through `reader` until `shutdown` resolves.
 pub async fn serve(
@@ -206,12 +173,7 @@ pub async fn serve(
     clock: bikeshare_types::SharedClock,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningApi, ApiError> {
-    let token = bikeshare_runtime::security::token_for_bind(
-        config.bind,
-        config.token.as_deref(),
-        TOKEN_ENV,
-    )
-    .map_err(ApiError::TokenRequired)?;
+    let token = SERVER.token_for_bind(config.bind, config.token.as_ref())?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         reader,
@@ -229,36 +191,11 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ApiError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ApiError::Bind {
-        addr: config.bind,
-        source,
-    })?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "subscription server stopped");
-        }
-    });
-    tracing::info!(%addr, "subscription API listening");
-    Ok(RunningApi { addr, task })
-}
-
-fn authorised(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.token else {
-        return true;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    bikeshare_runtime::security::bearer_matches(token, given)
+    let running = SERVER
+        .start(config.bind, "/v1/predictions", app, shutdown)
+        .await?;
+    tracing::info!(addr = %running.local_addr(), "subscription API listening");
+    Ok(running)
 }
 
 async fn predictions(
@@ -266,8 +203,8 @@ async fn predictions(
     headers: HeaderMap,
     Query(p): Query<Params>,
 ) -> Response {
-    if !authorised(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    if !http::authorised(state.token.as_ref(), &headers) {
+        return http::unauthorised();
     }
     let resume = p.after.clone().or_else(|| {
         headers

@@ -75,7 +75,11 @@ pub async fn start_metrics(
         }
         // Two commands on one machine with the default port: the job matters more than
         // its endpoint; say so loudly and run on.
-        Err(e @ bikeshare_monitor::exporter::ExporterError::Bind { .. }) => {
+        Err(
+            e @ bikeshare_monitor::exporter::ExporterError::Listen(
+                bikeshare_runtime::http::ListenError::Bind { .. },
+            ),
+        ) => {
             tracing::warn!(error = %e, "no /metrics endpoint: set BIKESHARE_METRICS__BIND to a free address");
             Ok(None)
         }

@@ -4,8 +4,10 @@
 //!
 //! - [`aws`]: the one `SdkConfig` loader and the one client configuration (SDK retries off;
 //!   the caller owns retries).
-//! - [`security`]: the bearer-token rule every server follows (optional on loopback, required
-//!   beyond it) and the constant-time token check.
+//! - [`http`]: the one HTTP server scaffold: the bearer-token rule every server follows
+//!   (optional on loopback, required beyond it), binding and serving until shutdown, the
+//!   constant-time bearer check, [`http::Secret`] for tokens in configurations and
+//!   [`http::ListenError`], why a server could not start.
 
 pub mod aws;
-pub mod security;
+pub mod http;

@@ -182,40 +182,18 @@ async fn bad_rows_a_foreign_schema_and_oversized_payloads_are_refused_with_clear
     assert!(e.is_validation_error(), "{e:?}");
 
     // The container contract answers plain statuses and messages.
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{}/invocations", server.url()))
-        .header("content-type", "text/csv")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let url = server.url();
+    let csv = [("content-type", "text/csv")];
+    let r = support::post_invocations(&url, &csv, big).await;
     assert_eq!(r.status(), 413);
-    let r = http
-        .post(format!("{}/invocations", server.url()))
-        .header("content-type", "application/json")
-        .body(good.clone())
-        .send()
-        .await
-        .unwrap();
+    let json = [("content-type", "application/json")];
+    let r = support::post_invocations(&url, &json, good.clone()).await;
     assert_eq!(r.status(), 415);
     assert!(r.text().await.unwrap().contains("text/csv"));
-    let r = http
-        .post(format!("{}/invocations", server.url()))
-        .header("content-type", "text/csv")
-        .header("accept", "application/xml")
-        .body(good.clone())
-        .send()
-        .await
-        .unwrap();
+    let xml = [("content-type", "text/csv"), ("accept", "application/xml")];
+    let r = support::post_invocations(&url, &xml, good.clone()).await;
     assert_eq!(r.status(), 406);
-    let r = http
-        .post(format!("{}/invocations", server.url()))
-        .header("content-type", "text/csv")
-        .body(good)
-        .send()
-        .await
-        .unwrap();
+    let r = support::post_invocations(&url, &csv, good).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap().lines().count(), 1);
 }
@@ -247,20 +225,14 @@ async fn tokens_endpoint_names_and_readiness() {
     .await;
     let width = support::schema().len();
     let body = encode_csv(&[&support::rows(1, width, 4)[0]]);
-    let http = reqwest::Client::new();
     let post = |auth: Option<&str>| {
-        let mut r = http
-            .post(format!("{}/invocations", server.url()))
-            .header("content-type", "text/csv")
-            .body(body.clone());
-        if let Some(a) = auth {
-            r = r.header("authorization", a);
-        }
-        r.send()
+        let mut headers = vec![("content-type", "text/csv")];
+        headers.extend(auth.map(|a| ("authorization", a)));
+        support::post_invocations(&server.url(), &headers, body.clone())
     };
-    assert_eq!(post(None).await.unwrap().status(), 401);
-    assert_eq!(post(Some("Bearer wrong")).await.unwrap().status(), 401);
-    assert_eq!(post(Some("Bearer s3cret")).await.unwrap().status(), 200);
+    assert_eq!(post(None).await.status(), 401);
+    assert_eq!(post(Some("Bearer wrong")).await.status(), 401);
+    assert_eq!(post(Some("Bearer s3cret")).await.status(), 200);
 
     // Through the SDK (Authorization is SigV4): the token rides in the custom attributes.
     let client = aws_sdk_sagemakerruntime::Client::new(&support::sdk(&server.url()).await);

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use bikeshare_runtime::http::{self, Secret, Server};
 use bikeshare_types::Timestamp;
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
@@ -23,27 +24,19 @@ pub const TOKEN_ENV: &str = "BIKESHARE_DASHBOARD_TOKEN";
 /// The most stations drawn on the map (the riskiest first).
 pub const MAX_MAP_STATIONS: usize = 5000;
 
+const SERVER: Server = Server::new("the dashboard", TOKEN_ENV);
+
 const PAGE: &str = include_str!("../assets/index.html");
 
 /// Settings of the dashboard server.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DashboardConfig {
     pub bind: SocketAddr,
     #[serde(skip_serializing)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Rows of the top-N table.
     pub top_n: usize,
-}
-
-impl std::fmt::Debug for DashboardConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DashboardConfig")
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("top_n", &self.top_n)
-            .finish()
-    }
 }
 
 impl Default for DashboardConfig {
@@ -57,16 +50,7 @@ impl Default for DashboardConfig {
 }
 
 /// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum DashboardError {
-    #[error("refusing to listen on {0} without a token: set {TOKEN_ENV} or bind 127.0.0.1")]
-    TokenRequired(SocketAddr),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
+pub type DashboardError = http::ListenError;
 
 /// A station on the map or in the table.
 #[derive(Debug, Clone, Serialize)]
@@ -169,28 +153,12 @@ struct Params {
 
 struct App {
     state: Arc<DashboardState>,
-    token: Option<String>,
+    token: Option<Secret>,
     top_n: usize,
 }
 
-/// A running dashboard server.
-#[derive(Debug)]
-pub struct RunningDashboard {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningDashboard {
-    pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
+/// A running dashboard server; its `url` is the page.
+pub type RunningDashboard = http::Running;
 
 /// Serves the dashboard until `shutdown` resolves.
 pub async fn serve(
@@ -198,12 +166,7 @@ pub async fn serve(
     state: Arc<DashboardState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunningDashboard, DashboardError> {
-    let token = bikeshare_runtime::security::token_for_bind(
-        config.bind,
-        config.token.as_deref(),
-        TOKEN_ENV,
-    )
-    .map_err(DashboardError::TokenRequired)?;
+    let token = SERVER.token_for_bind(config.bind, config.token.as_ref())?;
     let app = Arc::new(App {
         state,
         token,
@@ -215,35 +178,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| DashboardError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DashboardError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "dashboard server stopped");
-        }
-    });
-    Ok(RunningDashboard { addr, task })
-}
-
-fn authorised(app: &App, headers: &HeaderMap) -> bool {
-    let Some(token) = &app.token else { return true };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    bikeshare_runtime::security::bearer_matches(token, given)
+    SERVER.start(config.bind, "/", router, shutdown).await
 }
 
 /// The page holds no data; with a token, open it as `/#token=<token>` and its requests carry
@@ -257,8 +192,8 @@ async fn snapshot(
     headers: HeaderMap,
     Query(p): Query<Params>,
 ) -> Response {
-    if !authorised(&app, &headers) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    if !http::authorised(app.token.as_ref(), &headers) {
+        return http::unauthorised();
     }
     if let Some(since) = p.newer_than.as_deref().and_then(Timestamp::parse_rfc3339) {
         let deadline = tokio::time::Instant::now()

@@ -1,8 +1,8 @@
 //! The simulator's errors: whose fault, and whether trying again can help.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use bikeshare_runtime::http::ListenError;
 use bikeshare_types::error::{Classify, ErrorClass};
 
 /// The environment variable that holds the bearer token when `token` is not configured.
@@ -17,19 +17,9 @@ pub enum SimulatorError {
         field: &'static str,
         message: String,
     },
-    /// The server would be reachable beyond this machine without a token.
-    #[error(
-        "refusing to serve on {bind} (beyond loopback) without a bearer token: set `token` or {TOKEN_ENV}"
-    )]
-    TokenRequired { bind: SocketAddr },
-    #[error("cannot bind {bind}")]
-    Bind {
-        bind: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("http server failed")]
-    Serve(#[source] std::io::Error),
+    /// The server would be reachable beyond this machine without a token, or cannot bind.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("cannot write {path}")]
     Io {
         path: PathBuf,
@@ -50,13 +40,14 @@ pub enum SimulatorError {
 impl Classify for SimulatorError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Config { .. } | Self::TokenRequired { .. } => ErrorClass::User,
-            Self::Bind { .. } | Self::Io { .. } | Self::Serve(_) => ErrorClass::External,
+            Self::Listen(e) => e.class(),
+            Self::Config { .. } => ErrorClass::User,
+            Self::Io { .. } => ErrorClass::External,
             Self::Render { .. } | Self::Internal(_) => ErrorClass::Internal,
         }
     }
 
     fn retryable(&self) -> bool {
-        matches!(self, Self::Bind { .. } | Self::Serve(_))
+        matches!(self, Self::Listen(e) if e.retryable())
     }
 }

@@ -37,20 +37,19 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::{
-    AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-    WWW_AUTHENTICATE,
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, WWW_AUTHENTICATE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bikeshare_runtime::http::{self, Secret, Server};
 use bikeshare_types::contracts::{StationInfo, SystemInfo};
 use bikeshare_types::ids::deterministic_id;
 use bikeshare_types::{SharedClock, Timestamp};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::compression::CompressionLayer;
@@ -73,8 +72,10 @@ pub const MAX_WEATHER_HISTORY_DAYS: u32 = 3660;
 const JSON: &str = "application/json";
 const GZIP: &str = "application/gzip";
 
+const SERVER: Server = Server::new("the simulator", TOKEN_ENV);
+
 /// How the simulator runs and serves. Every field has a default.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulatorConfig {
     pub city: CityConfig,
@@ -84,7 +85,7 @@ pub struct SimulatorConfig {
     pub start: Option<Timestamp>,
     pub bind: SocketAddr,
     /// Bearer token (else `BIKESHARE_SIM_TOKEN`); required when `bind` is not loopback.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Base of the absolute URLs in `gbfs.json` (default `http://<bound address>`, loopback
     /// for a wildcard bind).
     pub public_base_url: Option<String>,
@@ -106,21 +107,6 @@ impl Default for SimulatorConfig {
             weather_history_days: 30,
             tick_ms: 200,
         }
-    }
-}
-
-impl std::fmt::Debug for SimulatorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimulatorConfig")
-            .field("city", &self.city)
-            .field("time_scale", &self.time_scale)
-            .field("start", &self.start)
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("public_base_url", &self.public_base_url)
-            .field("weather_history_days", &self.weather_history_days)
-            .field("tick_ms", &self.tick_ms)
-            .finish()
     }
 }
 
@@ -269,7 +255,7 @@ pub struct RunningSimulator {
     stop: Arc<watch::Sender<bool>>,
     sync: mpsc::Sender<oneshot::Sender<Timestamp>>,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
-    server: Option<JoinHandle<Result<(), SimulatorError>>>,
+    server: Option<JoinHandle<()>>,
     ticker: Option<JoinHandle<()>>,
     forwarder: Option<JoinHandle<()>>,
 }
@@ -333,12 +319,10 @@ impl RunningSimulator {
     }
 
     async fn join(&mut self) -> Result<(), SimulatorError> {
-        let server = match self.server.take() {
-            Some(h) => h
-                .await
-                .map_err(|e| SimulatorError::Internal(e.to_string()))?,
-            None => Ok(()),
-        };
+        if let Some(h) = self.server.take() {
+            h.await
+                .map_err(|e| SimulatorError::Internal(e.to_string()))?;
+        }
         self.stop.send_replace(true);
         if let Some(h) = self.ticker.take() {
             h.await
@@ -347,7 +331,7 @@ impl RunningSimulator {
         if let Some(h) = self.forwarder.take() {
             h.abort();
         }
-        server
+        Ok(())
     }
 }
 
@@ -360,14 +344,6 @@ impl Drop for RunningSimulator {
     }
 }
 
-fn resolve_token(config: &SimulatorConfig) -> Option<String> {
-    config
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_ENV).ok())
-        .filter(|t| !t.trim().is_empty())
-}
-
 /// Builds the city, binds `config.bind` and serves until `shutdown` completes or
 /// [`RunningSimulator::stop`] is called. `wall` is the wall clock the sim clock follows.
 pub async fn serve(
@@ -375,10 +351,7 @@ pub async fn serve(
     wall: SharedClock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningSimulator, SimulatorError> {
-    let token = resolve_token(&config);
-    if !config.bind.ip().is_loopback() && token.is_none() {
-        return Err(SimulatorError::TokenRequired { bind: config.bind });
-    }
+    let token = SERVER.token_for_bind(config.bind, config.token.as_ref())?;
     if let Some(url) = &config.public_base_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
@@ -402,18 +375,7 @@ pub async fn serve(
     config.city.validate()?;
     let clock = SimClock::new(wall, config.start, config.time_scale)?;
 
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| SimulatorError::Bind {
-            bind: config.bind,
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SimulatorError::Bind {
-            bind: config.bind,
-            source,
-        })?;
+    let (listener, addr) = SERVER.bind(config.bind).await?;
     let base_url = config.public_base_url.as_deref().map_or_else(
         || format!("http://{}", url_addr(addr)),
         |u| u.trim_end_matches('/').to_owned(),
@@ -483,15 +445,10 @@ pub async fn serve(
         })
     };
 
-    let app = router(state, token.map(Arc::<str>::from));
+    let app = router(state, token.map(Arc::new));
     let mut stop_serving = stop_rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_serving.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(SimulatorError::Serve)
+    let server = SERVER.spawn(listener, app, async move {
+        let _ = stop_serving.wait_for(|stop| *stop).await;
     });
     tracing::info!(%addr, %base_url, sim_start = %start, time_scale = config.time_scale, "simulator serving");
 
@@ -575,7 +532,7 @@ async fn run_city(
     }
 }
 
-fn router(state: AppState, token: Option<Arc<str>>) -> Router {
+fn router(state: AppState, token: Option<Arc<Secret>>) -> Router {
     let gbfs = Router::new().route("/gbfs/{version}/{file}", get(gbfs_file));
     let api = Router::new()
         .route("/meteostat/api/stations/nearby", get(meteostat_nearby))
@@ -593,21 +550,15 @@ fn router(state: AppState, token: Option<Arc<str>>) -> Router {
         .with_state(state)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+/// Every route but `/healthz`: the bearer token (surrounding spaces ignored), or on the
+/// Meteostat routes the token as `x-rapidapi-key`.
+async fn require_token(State(token): State<Arc<Secret>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+    let bearer = http::bearer_token(headers).is_some_and(|t| token.matches(t.trim().as_bytes()));
     let meteostat_key = req.uri().path().starts_with("/meteostat/")
         && headers
             .get("x-rapidapi-key")
-            .is_some_and(|k| constant_time_eq(k.as_bytes(), token.as_bytes()));
+            .is_some_and(|k| token.matches(k.as_bytes()));
     if bearer || meteostat_key {
         next.run(req).await
     } else {

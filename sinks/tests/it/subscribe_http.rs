@@ -171,7 +171,7 @@ async fn beyond_loopback_a_token_is_required_and_checked() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ApiError::TokenRequired(_)), "{err}");
+    assert!(matches!(err, ApiError::TokenRequired { .. }), "{err}");
 
     let with_token = SubscribeConfig {
         bind: "127.0.0.1:0".parse().unwrap(),

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::sync::Arc;
 
+use bikeshare_runtime::http::ListenError;
 use bikeshare_simulator::{
     CityConfig, GbfsVersion, RunningSimulator, SimulatorConfig, SimulatorError, TOKEN_ENV, serve,
 };
@@ -15,8 +16,7 @@ use bikeshare_types::time::ManualClock;
 use flate2::read::GzDecoder;
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED,
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, ETAG, IF_MODIFIED_SINCE, LAST_MODIFIED,
 };
 use serde_json::Value;
 
@@ -55,8 +55,22 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// GET `url` with `headers` (name, value).
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = client().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// `If-None-Match: tag`, as headers of [`get`].
+fn if_none_match(tag: &str) -> [(&'static str, &str); 1] {
+    [("if-none-match", tag)]
+}
+
 async fn get_json(url: &str) -> Value {
-    let resp = client().get(url).send().await.unwrap();
+    let resp = get(url, &[]).await;
     assert_eq!(resp.status(), StatusCode::OK, "{url}");
     assert_eq!(resp.headers()["content-type"], "application/json", "{url}");
     resp.json().await.unwrap()
@@ -143,18 +157,10 @@ async fn discovery_leads_to_every_feed_in_both_versions() {
             }
         }
     }
-    let missing = client()
-        .get(format!("{}/gbfs/2.3/free_bike_status.json", sim.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let missing = client()
-        .get(format!("{}/gbfs/1.1/gbfs.json", sim.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    for missing in ["2.3/free_bike_status.json", "1.1/gbfs.json"] {
+        let missing = get(&format!("{}/gbfs/{missing}", sim.base_url()), &[]).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    }
     sim.stop().await.unwrap();
 }
 
@@ -162,58 +168,33 @@ async fn discovery_leads_to_every_feed_in_both_versions() {
 async fn conditional_requests_get_304_until_the_feed_changes() {
     let (sim, wall) = start().await;
     let url = format!("{}/gbfs/3.0/station_status.json", sim.base_url());
-    let first = client().get(&url).send().await.unwrap();
-    let etag = first.headers()[ETAG].clone();
-    let modified = first.headers()[LAST_MODIFIED].clone();
-    assert!(etag.to_str().unwrap().starts_with("W/\""));
+    let first = get(&url, &[]).await;
+    let header = |name| first.headers()[name].to_str().unwrap().to_owned();
+    let (etag, modified) = (header(ETAG), header(LAST_MODIFIED));
+    assert!(etag.starts_with("W/\""));
 
-    let again = client()
-        .get(&url)
-        .header(IF_NONE_MATCH, etag.clone())
-        .send()
-        .await
-        .unwrap();
+    let again = get(&url, &if_none_match(&etag)).await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()[ETAG], etag);
     assert!(again.bytes().await.unwrap().is_empty());
-    let again = client()
-        .get(&url)
-        .header(IF_MODIFIED_SINCE, modified.clone())
-        .send()
-        .await
-        .unwrap();
+    let again = get(&url, &[(IF_MODIFIED_SINCE.as_str(), &modified)]).await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-    let other = client()
-        .get(&url)
-        .header(IF_NONE_MATCH, "\"something-else\"")
-        .send()
-        .await
-        .unwrap();
+    let other = get(&url, &if_none_match("\"something-else\"")).await;
     assert_eq!(other.status(), StatusCode::OK);
 
     // Ten sim minutes later the feed is new.
     wall.advance_millis(10_000);
     sim.sync().await.unwrap();
-    let changed = client()
-        .get(&url)
-        .header(IF_NONE_MATCH, etag.clone())
-        .send()
-        .await
-        .unwrap();
+    let changed = get(&url, &if_none_match(&etag)).await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(changed.headers()[ETAG], etag);
 
     // Static feeds keep their validators.
     let info = format!("{}/gbfs/2.3/station_information.json", sim.base_url());
-    let tag = client().get(&info).send().await.unwrap().headers()[ETAG].clone();
+    let tag = get(&info, &[]).await.headers()[ETAG].clone();
     wall.advance_millis(10_000);
     sim.sync().await.unwrap();
-    let same = client()
-        .get(&info)
-        .header(IF_NONE_MATCH, tag)
-        .send()
-        .await
-        .unwrap();
+    let same = get(&info, &if_none_match(tag.to_str().unwrap())).await;
     assert_eq!(same.status(), StatusCode::NOT_MODIFIED);
     sim.stop().await.unwrap();
 }
@@ -299,17 +280,9 @@ async fn meteostat_endpoints_answer_the_exact_shapes() {
     let key = ("x-rapidapi-key", "anything");
 
     let nearby_url = format!("{api}/stations/nearby?lat=43.7&lon=-79.4&limit=3");
-    let unauthorized = client().get(&nearby_url).send().await.unwrap();
+    let unauthorized = get(&nearby_url, &[]).await;
     assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
-    let nearby: Value = client()
-        .get(&nearby_url)
-        .header(key.0, key.1)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nearby: Value = get(&nearby_url, &[key]).await.json().await.unwrap();
     assert_eq!(keys(&nearby), BTreeSet::from(["data", "meta"]));
     assert_eq!(nearby["meta"], serde_json::json!({}));
     let station = &nearby["data"][0];
@@ -320,17 +293,9 @@ async fn meteostat_endpoints_answer_the_exact_shapes() {
 
     // Sim now is 2024-06-03 12:00 UTC: the 4th has no hours yet.
     let hourly_url = format!("{api}/stations/hourly?station=SIM01&start=2024-06-02&end=2024-06-04");
-    let unauthorized = client().get(&hourly_url).send().await.unwrap();
+    let unauthorized = get(&hourly_url, &[]).await;
     assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
-    let hourly: Value = client()
-        .get(&hourly_url)
-        .header(key.0, key.1)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hourly: Value = get(&hourly_url, &[key]).await.json().await.unwrap();
     assert_eq!(keys(&hourly), BTreeSet::from(["data", "meta"]));
     assert_eq!(hourly["meta"]["generated"], "2024-06-03 12:00:00");
     let rows = hourly["data"].as_array().unwrap();
@@ -345,22 +310,12 @@ async fn meteostat_endpoints_answer_the_exact_shapes() {
         assert_eq!(keys(row), fields);
         assert!(row["temp"].is_f64() && row["coco"].is_u64() && row["snow"].is_null());
     }
-    let bad = client()
-        .get(format!(
-            "{api}/stations/hourly?station=SIM01&start=2024-06-05&end=2024-06-01"
-        ))
-        .header(key.0, key.1)
-        .send()
-        .await
-        .unwrap();
+    let backwards = format!("{api}/stations/hourly?station=SIM01&start=2024-06-05&end=2024-06-01");
+    let bad = get(&backwards, &[key]).await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
     let bulk = sim.meteostat_bulk_url();
-    let gz = client()
-        .get(format!("{bulk}/hourly/SIM01.csv.gz"))
-        .send()
-        .await
-        .unwrap();
+    let gz = get(&format!("{bulk}/hourly/SIM01.csv.gz"), &[]).await;
     assert_eq!(gz.status(), StatusCode::OK);
     assert!(
         gz.headers().get(CONTENT_ENCODING).is_none(),
@@ -387,11 +342,7 @@ async fn meteostat_endpoints_answer_the_exact_shapes() {
     assert!(last[2].parse::<f64>().is_ok() && last[12].parse::<u8>().is_ok());
     assert!(!lines[0].starts_with("date"), "no header");
 
-    let lite = client()
-        .get(format!("{bulk}/stations/lite.json.gz"))
-        .send()
-        .await
-        .unwrap();
+    let lite = get(&format!("{bulk}/stations/lite.json.gz"), &[]).await;
     let mut text = String::new();
     GzDecoder::new(&lite.bytes().await.unwrap()[..])
         .read_to_string(&mut text)
@@ -412,11 +363,7 @@ async fn meteostat_endpoints_answer_the_exact_shapes() {
     );
     assert_eq!(s["timezone"], "America/Toronto");
 
-    let unknown = client()
-        .get(format!("{bulk}/hourly/72509.csv.gz"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = get(&format!("{bulk}/hourly/72509.csv.gz"), &[]).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     sim.stop().await.unwrap();
 }
@@ -433,7 +380,13 @@ async fn beyond_loopback_a_token_is_required() {
         let err = serve(open.clone(), wall.clone(), std::future::pending())
             .await
             .unwrap_err();
-        assert!(matches!(err, SimulatorError::TokenRequired { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                SimulatorError::Listen(ListenError::TokenRequired { .. })
+            ),
+            "{err}"
+        );
     } else {
         eprintln!("{TOKEN_ENV} is set: skipping the refusal check");
     }
@@ -449,38 +402,17 @@ async fn beyond_loopback_a_token_is_required() {
         format!("http://127.0.0.1:{}", sim.local_addr().port())
     );
     let url = format!("{base}/gbfs/3.0/gbfs.json");
-    assert_eq!(
-        client().get(&url).send().await.unwrap().status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let wrong = client()
-        .get(&url)
-        .header(AUTHORIZATION, "Bearer nope")
-        .send()
-        .await
-        .unwrap();
+    let bearer = |token| [(AUTHORIZATION.as_str(), token)];
+    assert_eq!(get(&url, &[]).await.status(), StatusCode::UNAUTHORIZED);
+    let wrong = get(&url, &bearer("Bearer nope")).await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let ok = client()
-        .get(&url)
-        .header(AUTHORIZATION, "Bearer s3cret")
-        .send()
-        .await
-        .unwrap();
+    let ok = get(&url, &bearer("Bearer s3cret")).await;
     assert_eq!(ok.status(), StatusCode::OK);
     // A Meteostat client sends the token as its API key.
     let nearby = format!("{base}/meteostat/api/stations/nearby?lat=43.7&lon=-79.4");
-    let ok = client()
-        .get(&nearby)
-        .header("x-rapidapi-key", "s3cret")
-        .send()
-        .await
-        .unwrap();
+    let ok = get(&nearby, &[("x-rapidapi-key", "s3cret")]).await;
     assert_eq!(ok.status(), StatusCode::OK);
-    let health = client()
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = get(&format!("{base}/healthz"), &[]).await;
     assert_eq!(health.status(), StatusCode::OK);
     sim.stop().await.unwrap();
 }
