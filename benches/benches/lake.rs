@@ -12,9 +12,8 @@
 #![allow(clippy::expect_used)]
 
 use bikeshare_lake::staging::Staging;
-use bikeshare_types::contracts::{
-    FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger, ScoredBy,
-};
+use bikeshare_testkit::envelopes;
+use bikeshare_types::contracts::{FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction};
 use bikeshare_types::{StationId, SystemId, Timestamp};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -36,22 +35,15 @@ fn predictions() -> Vec<Prediction> {
     (0..N)
         .map(|i| {
             let (sys, st, as_of) = key(i);
+            let (p_empty, p_full) = ((i % 997) as f32 / 997.0, (i % 991) as f32 / 991.0);
             Prediction {
                 schema_version: 2,
-                prediction_id: Prediction::id_for(&sys, &st, as_of, 30),
-                system_id: sys,
-                station_id: st,
-                as_of,
-                horizon_minutes: 30,
-                p_empty: (i % 997) as f32 / 997.0,
-                p_full: (i % 991) as f32 / 991.0,
                 model: ModelRef {
                     name: "bikeshare-stockout".into(),
                     version: "7".into(),
                 },
                 feature_schema_id: FeatureSchemaId("fs1-0123456789abcdef".into()),
-                trigger: PredictionTrigger::Update,
-                scored_by: ScoredBy::InProcess,
+                ..envelopes::prediction(sys.as_str(), st.as_str(), as_of, p_empty, p_full)
             }
         })
         .collect()
@@ -89,17 +81,10 @@ fn labels(preds: &[Prediction]) -> Vec<Label> {
         .iter()
         .enumerate()
         .map(|(i, p)| Label {
-            schema_version: 1,
-            prediction_id: p.prediction_id.clone(),
-            system_id: p.system_id.clone(),
-            station_id: p.station_id.clone(),
-            as_of: p.as_of,
-            horizon_minutes: 30,
             went_empty: i % 17 == 0,
             went_full: i % 23 == 0,
             empty_at_as_of: i % 31 == 0,
-            full_at_as_of: false,
-            observations: 1 + i as u32 % 30,
+            ..envelopes::label(p, 1 + i as u32 % 30)
         })
         .collect()
 }

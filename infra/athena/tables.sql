@@ -13,9 +13,12 @@
 -- month, day, hour, month/day/hour zero-padded to two digits. Filter on year/month/day(/hour)
 -- to read only those folders.
 --
--- The column lists must equal the lake's Arrow schemas (lake/src/dataset.rs): the test
--- `athena_tables_match_the_lake_schemas` (lake/tests/athena.rs) parses this file and fails on
--- any difference in names, order or types.
+-- Generated from the lake's column tables (sinks/lake/src/dataset.rs) by
+-- `bikeshare_lake::athena::tables_sql`: do not edit. The test
+-- `tables_sql_is_generated_from_the_lake_schemas` fails when this file differs
+-- (`BIKESHARE_BLESS=1 cargo test -p bikeshare-lake tables_sql` rewrites it), and
+-- `athena_tables_match_the_lake_schemas` (sinks/lake/tests/it/athena.rs) parses it and checks
+-- names, order and types against the Arrow schemas.
 
 -- raw_events: one row per input event of every kind (partition: event_time)
 CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.raw_events (

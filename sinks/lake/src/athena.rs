@@ -2,17 +2,25 @@
 //! (`infra/athena/tables.sql`) and the named analyst queries (`infra/athena/queries.sql`),
 //! embedded here so that tests can hold them against the lake's Arrow schemas and run them.
 //!
+//! - [`tables_sql`] writes the table definitions from the datasets' columns
+//!   ([`crate::column`]); `infra/athena/tables.sql` is its output, committed for analysts to
+//!   paste, and a test fails when the file differs (`BIKESHARE_BLESS=1 cargo test -p
+//!   bikeshare-lake tables_sql` rewrites it);
 //! - [`athena_type`] is the Athena (Hive DDL) type of an Arrow column type of the lake;
 //! - [`parse_tables`] reads the `CREATE EXTERNAL TABLE` statements (columns, partition keys,
-//!   location, table properties) — `lake/tests/athena.rs` fails if any column differs from
+//!   location, table properties) — `lake/tests/it/athena.rs` fails if any column differs from
 //!   [`Dataset::schema`](crate::Dataset::schema);
 //! - [`parse_queries`] reads the named queries: a `-- name:` header, a `-- description:`,
 //!   one `-- param:` line per `?` placeholder (in order), then one SQL statement.
 //!
-//! The files are the single source of truth (docs/decisions/055); `infra/athena/duckdb_lake.py`
-//! runs the same text on a local lake with DuckDB.
+//! `infra/athena/duckdb_lake.py` runs the same SQL text on a local lake with DuckDB
+//! (docs/decisions/055).
+
+use std::fmt::Write as _;
 
 use arrow_schema::DataType;
+
+use crate::Dataset;
 
 /// `infra/athena/tables.sql`: one `CREATE EXTERNAL TABLE` per dataset.
 pub const TABLES_SQL: &str = include_str!("../../../infra/athena/tables.sql");
@@ -41,6 +49,133 @@ pub fn athena_type(t: &DataType) -> Option<String> {
         DataType::List(item) => format!("array<{}>", athena_type(item.data_type())?),
         _ => return None,
     })
+}
+
+/// The head of `infra/athena/tables.sql`.
+const TABLES_HEADER: &str = "\
+-- Glue / Athena tables over the Parquet lake, one per dataset (docs/decisions/055).
+--
+-- Substitute before running (each statement separately, in the Athena console or
+-- `aws athena start-query-execution`):
+--   ${database}  the Glue database, e.g. bikeshare_dev (CREATE DATABASE IF NOT EXISTS first)
+--   ${lake}      the lake's location, e.g. s3://bikeshare-dev-387706002632-ca-central-1/lake
+--                (no trailing slash; the `[lake] url` the jobs write to)
+-- `${year}`, `${month}`, `${day}` and `${hour}` in storage.location.template are Athena's own
+-- projection placeholders: leave them as they are.
+--
+-- Layout: <dataset>/year=YYYY/month=MM/day=DD/hour=HH/<writer>-<epoch>.parquet, the UTC hour of
+-- each row's event time. Partitions are projected (no crawler, no MSCK REPAIR): integer year,
+-- month, day, hour, month/day/hour zero-padded to two digits. Filter on year/month/day(/hour)
+-- to read only those folders.
+--
+-- Generated from the lake's column tables (sinks/lake/src/dataset.rs) by
+-- `bikeshare_lake::athena::tables_sql`: do not edit. The test
+-- `tables_sql_is_generated_from_the_lake_schemas` fails when this file differs
+-- (`BIKESHARE_BLESS=1 cargo test -p bikeshare-lake tables_sql` rewrites it), and
+-- `athena_tables_match_the_lake_schemas` (sinks/lake/tests/it/athena.rs) parses it and checks
+-- names, order and types against the Arrow schemas.
+";
+
+/// What a dataset's table holds, its comment in `tables.sql`.
+fn table_comment(d: Dataset) -> &'static str {
+    match d {
+        Dataset::RawEvents => "one row per input event of every kind (partition: event_time)",
+        Dataset::StationStatus => "one row per station report, curated (partition: last_reported)",
+        Dataset::Features => {
+            "one row per feature vector; names of feature_values in the schema schema_id \
+             (partition: as_of)"
+        }
+        Dataset::Predictions => {
+            "one row per prediction; p_empty/p_full null when nobody scored (partition: as_of)"
+        }
+        Dataset::Labels => {
+            "one row per labelled prediction, same prediction_id (partition: as_of of the \
+             prediction)"
+        }
+        Dataset::DeadLetters => {
+            "one row per rejected input, with the rule it broke (partition: at)"
+        }
+    }
+}
+
+/// Athena's reserved DDL keywords: column names among them are quoted in backticks.
+const RESERVED: &str = "\
+     all alter and array as authorization between bigint binary boolean both by case cast char \
+     column conf constraint commit create cross cube current cursor database date decimal \
+     delete describe distinct double drop else end exchange exists extended external extract \
+     false fetch float following for foreign from full function grant group grouping having if \
+     import in inner insert int integer intersect interval into is join lateral left less like \
+     local macro map more none not null numeric of on only or order out outer over partition \
+     percent preceding precision preserve primary procedure range reads reduce references \
+     regexp revoke right rlike rollback rollup row rows select set smallint start table \
+     tablesample then time timestamp to transform trigger true truncate unbounded union \
+     uniquejoin update user using values varchar views when where window with";
+
+/// Partition projection of every table: integer `year, month, day, hour` over these ranges,
+/// month/day/hour zero-padded like the lake's folder names ([`crate::layout::Hour::path`]).
+const PROJECTION: [(&str, &str, Option<&str>); 4] = [
+    ("year", "2010,2040", None),
+    ("month", "1,12", Some("2")),
+    ("day", "1,31", Some("2")),
+    ("hour", "0,23", Some("2")),
+];
+
+/// The Athena table of every dataset, from its columns: the text of
+/// `infra/athena/tables.sql`.
+pub fn tables_sql() -> String {
+    let mut out = String::from(TABLES_HEADER);
+    for d in Dataset::ALL {
+        let schema = d.schema();
+        let columns: Vec<(String, String)> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = if RESERVED.split_whitespace().any(|w| w == f.name()) {
+                    format!("`{}`", f.name())
+                } else {
+                    f.name().clone()
+                };
+                // Every type of `Column` has an Athena type; an Arrow name would fail the tests.
+                let ty = athena_type(f.data_type()).unwrap_or_else(|| f.data_type().to_string());
+                (name, ty)
+            })
+            .collect();
+        let width = columns.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|(n, t)| format!("  {n:<width$} {t}"))
+            .collect();
+        let mut properties = vec![("projection.enabled".to_owned(), "true".to_owned())];
+        for (key, range, digits) in PROJECTION {
+            properties.push((format!("projection.{key}.type"), "integer".into()));
+            properties.push((format!("projection.{key}.range"), range.into()));
+            if let Some(digits) = digits {
+                properties.push((format!("projection.{key}.digits"), digits.into()));
+            }
+        }
+        properties.push((
+            "storage.location.template".into(),
+            format!("${{lake}}/{d}/year=${{year}}/month=${{month}}/day=${{day}}/hour=${{hour}}/"),
+        ));
+        properties.push(("parquet.compression".into(), "SNAPPY".into()));
+        let properties: Vec<String> = properties
+            .iter()
+            .map(|(k, v)| format!("  '{k}' = '{v}'"))
+            .collect();
+        let _ = write!(
+            out,
+            "\n-- {d}: {comment}\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS ${{database}}.{d} (\n{columns}\n)\n\
+             PARTITIONED BY (year int, month int, day int, hour int)\n\
+             STORED AS PARQUET\n\
+             LOCATION '${{lake}}/{d}/'\n\
+             TBLPROPERTIES (\n{properties}\n);\n",
+            comment = table_comment(d),
+            columns = columns.join(",\n"),
+            properties = properties.join(",\n"),
+        );
+    }
+    out
 }
 
 /// One `CREATE EXTERNAL TABLE` statement.
@@ -379,6 +514,22 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_schema::{Field, TimeUnit};
+
+    /// `infra/athena/tables.sql` is [`tables_sql`]'s output; `BIKESHARE_BLESS=1` rewrites it.
+    #[test]
+    fn tables_sql_is_generated_from_the_lake_schemas() {
+        let generated = tables_sql();
+        if std::env::var_os("BIKESHARE_BLESS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/athena/tables.sql");
+            std::fs::write(path, &generated).unwrap();
+            return;
+        }
+        assert!(
+            TABLES_SQL == generated,
+            "infra/athena/tables.sql differs from the lake's schemas: run \
+             BIKESHARE_BLESS=1 cargo test -p bikeshare-lake tables_sql, and commit the file"
+        );
+    }
 
     #[test]
     fn arrow_types_map_to_athena_types() {

@@ -1,5 +1,5 @@
-//! The datasets of the lake, their Arrow/Parquet schemas, and the conversion of contract
-//! records to and from Arrow record batches.
+//! The datasets of the lake, their columns, and the conversion of contract records to and
+//! from Arrow record batches.
 //!
 //! | dataset | one row per | event time (partition) | record type |
 //! | --- | --- | --- | --- |
@@ -10,21 +10,23 @@
 //! | `labels` | label | `as_of` (of its prediction) | [`Label`] |
 //! | `dead_letters` | dead letter | `at` | [`DeadLetter`] |
 //!
+//! Each record type declares its dataset's columns once, as a table of [`Column`]s
+//! ([`LakeRecord::COLUMNS`]): the Arrow schema ([`Dataset::schema`]), the encoding, the JSON
+//! row ([`crate::json`]) and the Athena table ([`crate::athena::tables_sql`]) are derived
+//! from it, and `decode` reads the same columns back by name.
+//!
 //! Column types are the ones Athena and DuckDB both read: strings, `int`/`bigint`, `float`,
 //! `boolean`, and timestamps in milliseconds, UTC, stored without a time-zone annotation
 //! (Parquet `isAdjustedToUTC = false`, so DuckDB and Athena read a plain `timestamp`).
 //! Unsigned contract fields are stored signed (Athena has no unsigned types). Each
-//! dataset's columns are listed in the crate README and in `infra/athena/*.sql`.
+//! dataset's columns are also listed in the crate README.
 
 use std::sync::{Arc, LazyLock};
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int32Type, TimestampMillisecondType};
-use arrow_array::{
-    ArrayRef, BooleanArray, Float32Array, Int32Array, ListArray, RecordBatch, StringArray,
-    TimestampMillisecondArray,
-};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_array::types::Float32Type;
+use arrow_schema::{Field, Schema, SchemaRef};
 use bikeshare_types::contracts::{
     DeadLetter, Envelope, Event, FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction,
     PredictionTrigger, StationStatus,
@@ -32,6 +34,7 @@ use bikeshare_types::contracts::{
 use bikeshare_types::{EventId, StationId, SystemId, Timestamp};
 
 use crate::LakeError;
+use crate::column::{self, Column, Columns, opt_prob, opt_str, opt_uint, uint, version};
 
 /// One dataset of the lake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,102 +87,6 @@ impl std::fmt::Display for Dataset {
     }
 }
 
-fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, None)
-}
-
-fn utf8(name: &str) -> Field {
-    Field::new(name, DataType::Utf8, false)
-}
-
-fn fields(d: Dataset) -> Vec<Field> {
-    let int = |n: &str| Field::new(n, DataType::Int32, false);
-    let opt_int = |n: &str| Field::new(n, DataType::Int32, true);
-    let boolean = |n: &str| Field::new(n, DataType::Boolean, false);
-    let time = |n: &str| Field::new(n, ts(), false);
-    match d {
-        Dataset::RawEvents => vec![
-            utf8("event_id"),
-            utf8("system_id"),
-            utf8("source"),
-            utf8("kind"),
-            time("event_time"),
-            time("ingest_time"),
-            int("schema_version"),
-            utf8("payload"),
-        ],
-        Dataset::StationStatus => vec![
-            utf8("event_id"),
-            utf8("system_id"),
-            utf8("station_id"),
-            time("last_reported"),
-            time("ingest_time"),
-            int("num_bikes_available"),
-            opt_int("num_ebikes_available"),
-            opt_int("num_bikes_disabled"),
-            opt_int("num_docks_available"),
-            opt_int("num_docks_disabled"),
-            boolean("is_installed"),
-            boolean("is_renting"),
-            boolean("is_returning"),
-            boolean("is_empty"),
-            boolean("is_full"),
-            Field::new("vehicle_types_json", DataType::Utf8, true),
-        ],
-        Dataset::Features => vec![
-            utf8("system_id"),
-            utf8("station_id"),
-            time("as_of"),
-            utf8("schema_id"),
-            Field::new(
-                "feature_values",
-                DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
-                false,
-            ),
-        ],
-        Dataset::Predictions => vec![
-            utf8("prediction_id"),
-            utf8("system_id"),
-            utf8("station_id"),
-            time("as_of"),
-            int("horizon_minutes"),
-            // Null when nobody scored (`scored_by = unavailable`; NaN in the contract).
-            Field::new("p_empty", DataType::Float32, true),
-            Field::new("p_full", DataType::Float32, true),
-            utf8("model_name"),
-            utf8("model_version"),
-            utf8("feature_schema_id"),
-            utf8("trigger"),
-            utf8("scored_by"),
-            int("schema_version"),
-        ],
-        Dataset::Labels => vec![
-            utf8("prediction_id"),
-            utf8("system_id"),
-            utf8("station_id"),
-            time("as_of"),
-            int("horizon_minutes"),
-            boolean("went_empty"),
-            boolean("went_full"),
-            boolean("empty_at_as_of"),
-            boolean("full_at_as_of"),
-            int("observations"),
-            int("schema_version"),
-        ],
-        Dataset::DeadLetters => vec![
-            utf8("dead_letter_id"),
-            utf8("system_id"),
-            utf8("source"),
-            utf8("rule"),
-            utf8("message"),
-            utf8("raw"),
-            boolean("raw_truncated"),
-            time("at"),
-            int("schema_version"),
-        ],
-    }
-}
-
 /// A station report as the curated `station_status` dataset holds it: the report, its
 /// system and event id, when it was ingested, and the derived empty/full flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,144 +115,55 @@ impl CuratedStatus {
 /// A record type that is the row of one dataset.
 pub trait LakeRecord: Sized + Clone + Send + Sync + 'static {
     const DATASET: Dataset;
+    /// The dataset's columns, in file order: the one declaration of its schema.
+    const COLUMNS: &'static [Column<Self>];
     /// The event time that decides the record's hourly partition.
     fn event_time(&self) -> Timestamp;
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError>;
+    /// `rows` as one record batch of [`Self::DATASET`]'s schema.
+    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
+        column::encode(rows)
+    }
     fn decode(batch: &RecordBatch) -> Result<Vec<Self>, LakeError>;
 }
 
-fn batch(d: Dataset, columns: Vec<ArrayRef>) -> Result<RecordBatch, LakeError> {
-    RecordBatch::try_new(d.schema(), columns).map_err(|e| LakeError::Encode {
-        dataset: d.name(),
-        message: e.to_string(),
-    })
-}
-
-fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(it))
-}
-fn times(it: impl Iterator<Item = Timestamp>) -> ArrayRef {
-    Arc::new(TimestampMillisecondArray::from_iter_values(it.map(|t| t.0)))
-}
-fn ints(it: impl Iterator<Item = i64>) -> ArrayRef {
-    Arc::new(Int32Array::from_iter_values(
-        it.map(|v| i32::try_from(v).unwrap_or(i32::MAX)),
-    ))
-}
-fn opt_ints(it: impl Iterator<Item = Option<u32>>) -> ArrayRef {
-    Arc::new(Int32Array::from_iter(
-        it.map(|v| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX))),
-    ))
-}
-fn bools(it: impl Iterator<Item = bool>) -> ArrayRef {
-    Arc::new(BooleanArray::from_iter(it.map(Some)))
-}
-/// NaN (a probability nobody computed) is stored as null.
-fn opt_floats(it: impl Iterator<Item = f32>) -> ArrayRef {
-    Arc::new(Float32Array::from_iter(
-        it.map(|v| (!v.is_nan()).then_some(v)),
-    ))
-}
-
-/// Typed column access for decoding, with a clear error when a file does not match.
-struct Columns<'a> {
-    dataset: Dataset,
-    batch: &'a RecordBatch,
-}
-
-impl<'a> Columns<'a> {
-    fn err(&self, column: &str, what: &str) -> LakeError {
-        LakeError::Decode {
-            dataset: self.dataset.name(),
-            message: format!("column {column}: {what}"),
-        }
-    }
-    fn col(&self, name: &str) -> Result<&'a ArrayRef, LakeError> {
-        self.batch
-            .column_by_name(name)
-            .ok_or_else(|| self.err(name, "missing"))
-    }
-    fn str(&self, name: &str) -> Result<&'a StringArray, LakeError> {
-        self.col(name)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| self.err(name, "not a string column"))
-    }
-    fn int(&self, name: &str) -> Result<&'a Int32Array, LakeError> {
-        self.col(name)?
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| self.err(name, "not an int32 column"))
-    }
-    fn float(&self, name: &str) -> Result<&'a Float32Array, LakeError> {
-        self.col(name)?
-            .as_primitive_opt::<Float32Type>()
-            .ok_or_else(|| self.err(name, "not a float32 column"))
-    }
-    fn time(&self, name: &str) -> Result<&'a TimestampMillisecondArray, LakeError> {
-        self.col(name)?
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| self.err(name, "not a millisecond timestamp column"))
-    }
-    fn bool(&self, name: &str) -> Result<&'a BooleanArray, LakeError> {
-        self.col(name)?
-            .as_boolean_opt()
-            .ok_or_else(|| self.err(name, "not a boolean column"))
-    }
-    fn list(&self, name: &str) -> Result<&'a ListArray, LakeError> {
-        self.col(name)?
-            .as_list_opt::<i32>()
-            .ok_or_else(|| self.err(name, "not a list column"))
+fn fields(d: Dataset) -> Vec<Field> {
+    match d {
+        Dataset::RawEvents => column::fields(Envelope::COLUMNS),
+        Dataset::StationStatus => column::fields(CuratedStatus::COLUMNS),
+        Dataset::Features => column::fields(FeatureVector::COLUMNS),
+        Dataset::Predictions => column::fields(Prediction::COLUMNS),
+        Dataset::Labels => column::fields(Label::COLUMNS),
+        Dataset::DeadLetters => column::fields(DeadLetter::COLUMNS),
     }
 }
 
-fn cols(dataset: Dataset, batch: &RecordBatch) -> Columns<'_> {
-    Columns { dataset, batch }
+/// The event's payload as JSON text: `Event` is tagged `{kind, payload}`, the kind has its
+/// own column.
+fn payload(e: &Envelope) -> String {
+    serde_json::to_value(&e.event)
+        .ok()
+        .and_then(|mut v| v.get_mut("payload").map(serde_json::Value::take))
+        .map(|p| p.to_string())
+        .unwrap_or_default()
 }
-
-fn uint(v: i32) -> u32 {
-    u32::try_from(v).unwrap_or(0)
-}
-fn opt_uint(a: &Int32Array, i: usize) -> Option<u32> {
-    a.is_valid(i).then(|| uint(a.value(i)))
-}
-fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
-    a.is_valid(i).then(|| a.value(i))
-}
-
-use arrow_array::Array;
 
 impl LakeRecord for Envelope {
     const DATASET: Dataset = Dataset::RawEvents;
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::str("event_id", |e| e.event_id.as_str()),
+        Column::str("system_id", |e| e.system_id.as_str()),
+        Column::str("source", |e| &e.source),
+        Column::str("kind", |e| e.kind().as_str()),
+        Column::time("event_time", |e| e.event_time),
+        Column::time("ingest_time", |e| e.ingest_time),
+        Column::int("schema_version", |e| e.schema_version.into()),
+        Column::text("payload", payload),
+    ];
     fn event_time(&self) -> Timestamp {
         self.event_time
     }
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        let payloads: Vec<String> = rows
-            .iter()
-            .map(|e| {
-                // `Event` is tagged {kind, payload}: keep only the payload.
-                serde_json::to_value(&e.event)
-                    .ok()
-                    .and_then(|mut v| v.get_mut("payload").map(serde_json::Value::take))
-                    .map(|p| p.to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
-        batch(
-            Self::DATASET,
-            vec![
-                strings(rows.iter().map(|e| e.event_id.as_str())),
-                strings(rows.iter().map(|e| e.system_id.as_str())),
-                strings(rows.iter().map(|e| e.source.as_str())),
-                strings(rows.iter().map(|e| e.kind().as_str())),
-                times(rows.iter().map(|e| e.event_time)),
-                times(rows.iter().map(|e| e.ingest_time)),
-                ints(rows.iter().map(|e| i64::from(e.schema_version))),
-                strings(payloads.iter().map(String::as_str)),
-            ],
-        )
-    }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = cols(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET, b);
         let (id, sys, src, kind) = (
             c.str("event_id")?,
             c.str("system_id")?,
@@ -358,7 +176,7 @@ impl LakeRecord for Envelope {
             c.int("schema_version")?,
             c.str("payload")?,
         );
-        (0..b.num_rows())
+        c.rows()
             .map(|i| {
                 let tagged = format!(
                     r#"{{"kind":{},"payload":{}}}"#,
@@ -368,7 +186,7 @@ impl LakeRecord for Envelope {
                 let event: Event =
                     serde_json::from_str(&tagged).map_err(|e| c.err("payload", &e.to_string()))?;
                 Ok(Envelope {
-                    schema_version: u16::try_from(ver.value(i)).unwrap_or(0),
+                    schema_version: version(ver.value(i)),
                     event_id: EventId::new(id.value(i)),
                     system_id: SystemId::new(sys.value(i)),
                     source: src.value(i).to_owned(),
@@ -381,43 +199,39 @@ impl LakeRecord for Envelope {
     }
 }
 
+/// The station's vehicle counts as JSON text; null when there are none.
+fn vehicle_types_json(r: &CuratedStatus) -> Option<String> {
+    let v = &r.status.vehicle_types_available;
+    (!v.is_empty()).then(|| serde_json::to_string(v).unwrap_or_default())
+}
+
 impl LakeRecord for CuratedStatus {
     const DATASET: Dataset = Dataset::StationStatus;
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::str("event_id", |r| r.event_id.as_str()),
+        Column::str("system_id", |r| r.system_id.as_str()),
+        Column::str("station_id", |r| r.status.station_id.as_str()),
+        Column::time("last_reported", |r| r.status.last_reported),
+        Column::time("ingest_time", |r| r.ingest_time),
+        Column::int("num_bikes_available", |r| {
+            r.status.num_bikes_available.into()
+        }),
+        Column::opt_int("num_ebikes_available", |r| r.status.num_ebikes_available),
+        Column::opt_int("num_bikes_disabled", |r| r.status.num_bikes_disabled),
+        Column::opt_int("num_docks_available", |r| r.status.num_docks_available),
+        Column::opt_int("num_docks_disabled", |r| r.status.num_docks_disabled),
+        Column::bool("is_installed", |r| r.status.is_installed),
+        Column::bool("is_renting", |r| r.status.is_renting),
+        Column::bool("is_returning", |r| r.status.is_returning),
+        Column::bool("is_empty", |r| r.status.is_empty()),
+        Column::bool("is_full", |r| r.status.is_full()),
+        Column::opt_text("vehicle_types_json", vehicle_types_json),
+    ];
     fn event_time(&self) -> Timestamp {
         self.status.last_reported
     }
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        let s = || rows.iter().map(|r| &r.status);
-        let vehicle: Vec<Option<String>> = s()
-            .map(|s| {
-                (!s.vehicle_types_available.is_empty())
-                    .then(|| serde_json::to_string(&s.vehicle_types_available).unwrap_or_default())
-            })
-            .collect();
-        batch(
-            Self::DATASET,
-            vec![
-                strings(rows.iter().map(|r| r.event_id.as_str())),
-                strings(rows.iter().map(|r| r.system_id.as_str())),
-                strings(s().map(|s| s.station_id.as_str())),
-                times(s().map(|s| s.last_reported)),
-                times(rows.iter().map(|r| r.ingest_time)),
-                ints(s().map(|s| i64::from(s.num_bikes_available))),
-                opt_ints(s().map(|s| s.num_ebikes_available)),
-                opt_ints(s().map(|s| s.num_bikes_disabled)),
-                opt_ints(s().map(|s| s.num_docks_available)),
-                opt_ints(s().map(|s| s.num_docks_disabled)),
-                bools(s().map(|s| s.is_installed)),
-                bools(s().map(|s| s.is_renting)),
-                bools(s().map(|s| s.is_returning)),
-                bools(s().map(StationStatus::is_empty)),
-                bools(s().map(StationStatus::is_full)),
-                Arc::new(StringArray::from(vehicle)),
-            ],
-        )
-    }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = cols(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET, b);
         let (id, sys, st, lr, it) = (
             c.str("event_id")?,
             c.str("system_id")?,
@@ -438,7 +252,7 @@ impl LakeRecord for CuratedStatus {
             c.bool("is_returning")?,
             c.str("vehicle_types_json")?,
         );
-        (0..b.num_rows())
+        c.rows()
             .map(|i| {
                 let vehicle_types_available = match opt_str(veh, i) {
                     Some(j) => serde_json::from_str(j)
@@ -470,26 +284,18 @@ impl LakeRecord for CuratedStatus {
 
 impl LakeRecord for FeatureVector {
     const DATASET: Dataset = Dataset::Features;
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::str("system_id", |f| f.system_id.as_str()),
+        Column::str("station_id", |f| f.station_id.as_str()),
+        Column::time("as_of", |f| f.as_of),
+        Column::str("schema_id", |f| &f.schema_id.0),
+        Column::floats("feature_values", |f| &f.values),
+    ];
     fn event_time(&self) -> Timestamp {
         self.as_of
     }
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        let values = ListArray::from_iter_primitive::<Float32Type, _, _>(
-            rows.iter().map(|r| Some(r.values.iter().copied())),
-        );
-        batch(
-            Self::DATASET,
-            vec![
-                strings(rows.iter().map(|r| r.system_id.as_str())),
-                strings(rows.iter().map(|r| r.station_id.as_str())),
-                times(rows.iter().map(|r| r.as_of)),
-                strings(rows.iter().map(|r| r.schema_id.0.as_str())),
-                Arc::new(values),
-            ],
-        )
-    }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = cols(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET, b);
         let (sys, st, as_of, schema, values) = (
             c.str("system_id")?,
             c.str("station_id")?,
@@ -497,7 +303,7 @@ impl LakeRecord for FeatureVector {
             c.str("schema_id")?,
             c.list("feature_values")?,
         );
-        (0..b.num_rows())
+        c.rows()
             .map(|i| {
                 let v = values.value(i);
                 let v = v
@@ -515,81 +321,95 @@ impl LakeRecord for FeatureVector {
     }
 }
 
-pub(crate) fn trigger_str(t: PredictionTrigger) -> &'static str {
+fn trigger_str(t: PredictionTrigger) -> &'static str {
     match t {
         PredictionTrigger::Update => "update",
         PredictionTrigger::Tick => "tick",
     }
 }
 
+/// The columns that identify a prediction, first in both `predictions` and `labels` (a
+/// label has its prediction's id, station, time and horizon).
+struct PredictionKey<'a> {
+    id: &'a arrow_array::StringArray,
+    system: &'a arrow_array::StringArray,
+    station: &'a arrow_array::StringArray,
+    as_of: &'a arrow_array::TimestampMillisecondArray,
+    horizon: &'a arrow_array::Int32Array,
+}
+
+impl<'a> PredictionKey<'a> {
+    fn read(c: &Columns<'a>) -> Result<Self, LakeError> {
+        Ok(Self {
+            id: c.str("prediction_id")?,
+            system: c.str("system_id")?,
+            station: c.str("station_id")?,
+            as_of: c.time("as_of")?,
+            horizon: c.int("horizon_minutes")?,
+        })
+    }
+    fn at(&self, i: usize) -> (EventId, SystemId, StationId, Timestamp, u32) {
+        (
+            EventId::new(self.id.value(i)),
+            SystemId::new(self.system.value(i)),
+            StationId::new(self.station.value(i)),
+            Timestamp(self.as_of.value(i)),
+            uint(self.horizon.value(i)),
+        )
+    }
+}
+
 impl LakeRecord for Prediction {
     const DATASET: Dataset = Dataset::Predictions;
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::str("prediction_id", |p| p.prediction_id.as_str()),
+        Column::str("system_id", |p| p.system_id.as_str()),
+        Column::str("station_id", |p| p.station_id.as_str()),
+        Column::time("as_of", |p| p.as_of),
+        Column::int("horizon_minutes", |p| p.horizon_minutes.into()),
+        // Null when nobody scored (`scored_by = unavailable`; NaN in the contract).
+        Column::prob("p_empty", |p| p.p_empty),
+        Column::prob("p_full", |p| p.p_full),
+        Column::str("model_name", |p| &p.model.name),
+        Column::str("model_version", |p| &p.model.version),
+        Column::str("feature_schema_id", |p| &p.feature_schema_id.0),
+        Column::str("trigger", |p| trigger_str(p.trigger)),
+        Column::str("scored_by", |p| p.scored_by.as_str()),
+        Column::int("schema_version", |p| p.schema_version.into()),
+    ];
     fn event_time(&self) -> Timestamp {
         self.as_of
     }
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        batch(
-            Self::DATASET,
-            vec![
-                strings(rows.iter().map(|p| p.prediction_id.as_str())),
-                strings(rows.iter().map(|p| p.system_id.as_str())),
-                strings(rows.iter().map(|p| p.station_id.as_str())),
-                times(rows.iter().map(|p| p.as_of)),
-                ints(rows.iter().map(|p| i64::from(p.horizon_minutes))),
-                opt_floats(rows.iter().map(|p| p.p_empty)),
-                opt_floats(rows.iter().map(|p| p.p_full)),
-                strings(rows.iter().map(|p| p.model.name.as_str())),
-                strings(rows.iter().map(|p| p.model.version.as_str())),
-                strings(rows.iter().map(|p| p.feature_schema_id.0.as_str())),
-                strings(rows.iter().map(|p| trigger_str(p.trigger))),
-                strings(rows.iter().map(|p| p.scored_by.as_str())),
-                ints(rows.iter().map(|p| i64::from(p.schema_version))),
-            ],
-        )
-    }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = cols(Self::DATASET, b);
-        let (id, sys, st, as_of, h) = (
-            c.str("prediction_id")?,
-            c.str("system_id")?,
-            c.str("station_id")?,
-            c.time("as_of")?,
-            c.int("horizon_minutes")?,
-        );
-        let (pe, pf, mn, mv, fs, tr, ver) = (
+        let c = Columns::new(Self::DATASET, b);
+        let key = PredictionKey::read(&c)?;
+        let (pe, pf, mn, mv, fs, tr, sb, ver) = (
             c.float("p_empty")?,
             c.float("p_full")?,
             c.str("model_name")?,
             c.str("model_version")?,
             c.str("feature_schema_id")?,
             c.str("trigger")?,
+            c.str("scored_by")?,
             c.int("schema_version")?,
         );
-        let sb = c.str("scored_by")?;
-        (0..b.num_rows())
+        c.rows()
             .map(|i| {
                 let trigger = match tr.value(i) {
                     "update" => PredictionTrigger::Update,
                     "tick" => PredictionTrigger::Tick,
                     other => return Err(c.err("trigger", &format!("unknown value {other:?}"))),
                 };
+                let (prediction_id, system_id, station_id, as_of, horizon_minutes) = key.at(i);
                 Ok(Prediction {
-                    schema_version: u16::try_from(ver.value(i)).unwrap_or(0),
-                    prediction_id: EventId::new(id.value(i)),
-                    system_id: SystemId::new(sys.value(i)),
-                    station_id: StationId::new(st.value(i)),
-                    as_of: Timestamp(as_of.value(i)),
-                    horizon_minutes: uint(h.value(i)),
-                    p_empty: if pe.is_valid(i) {
-                        pe.value(i)
-                    } else {
-                        f32::NAN
-                    },
-                    p_full: if pf.is_valid(i) {
-                        pf.value(i)
-                    } else {
-                        f32::NAN
-                    },
+                    schema_version: version(ver.value(i)),
+                    prediction_id,
+                    system_id,
+                    station_id,
+                    as_of,
+                    horizon_minutes,
+                    p_empty: opt_prob(pe, i),
+                    p_full: opt_prob(pf, i),
                     model: ModelRef {
                         name: mn.value(i).to_owned(),
                         version: mv.value(i).to_owned(),
@@ -606,36 +426,25 @@ impl LakeRecord for Prediction {
 
 impl LakeRecord for Label {
     const DATASET: Dataset = Dataset::Labels;
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::str("prediction_id", |l| l.prediction_id.as_str()),
+        Column::str("system_id", |l| l.system_id.as_str()),
+        Column::str("station_id", |l| l.station_id.as_str()),
+        Column::time("as_of", |l| l.as_of),
+        Column::int("horizon_minutes", |l| l.horizon_minutes.into()),
+        Column::bool("went_empty", |l| l.went_empty),
+        Column::bool("went_full", |l| l.went_full),
+        Column::bool("empty_at_as_of", |l| l.empty_at_as_of),
+        Column::bool("full_at_as_of", |l| l.full_at_as_of),
+        Column::int("observations", |l| l.observations.into()),
+        Column::int("schema_version", |l| l.schema_version.into()),
+    ];
     fn event_time(&self) -> Timestamp {
         self.as_of
     }
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        batch(
-            Self::DATASET,
-            vec![
-                strings(rows.iter().map(|l| l.prediction_id.as_str())),
-                strings(rows.iter().map(|l| l.system_id.as_str())),
-                strings(rows.iter().map(|l| l.station_id.as_str())),
-                times(rows.iter().map(|l| l.as_of)),
-                ints(rows.iter().map(|l| i64::from(l.horizon_minutes))),
-                bools(rows.iter().map(|l| l.went_empty)),
-                bools(rows.iter().map(|l| l.went_full)),
-                bools(rows.iter().map(|l| l.empty_at_as_of)),
-                bools(rows.iter().map(|l| l.full_at_as_of)),
-                ints(rows.iter().map(|l| i64::from(l.observations))),
-                ints(rows.iter().map(|l| i64::from(l.schema_version))),
-            ],
-        )
-    }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = cols(Self::DATASET, b);
-        let (id, sys, st, as_of, h) = (
-            c.str("prediction_id")?,
-            c.str("system_id")?,
-            c.str("station_id")?,
-            c.time("as_of")?,
-            c.int("horizon_minutes")?,
-        );
+        let c = Columns::new(Self::DATASET, b);
+        let key = PredictionKey::read(&c)?;
         let (we, wf, ea, fa, obs, ver) = (
             c.bool("went_empty")?,
             c.bool("went_full")?,
@@ -644,19 +453,22 @@ impl LakeRecord for Label {
             c.int("observations")?,
             c.int("schema_version")?,
         );
-        Ok((0..b.num_rows())
-            .map(|i| Label {
-                schema_version: u16::try_from(ver.value(i)).unwrap_or(0),
-                prediction_id: EventId::new(id.value(i)),
-                system_id: SystemId::new(sys.value(i)),
-                station_id: StationId::new(st.value(i)),
-                as_of: Timestamp(as_of.value(i)),
-                horizon_minutes: uint(h.value(i)),
-                went_empty: we.value(i),
-                went_full: wf.value(i),
-                empty_at_as_of: ea.value(i),
-                full_at_as_of: fa.value(i),
-                observations: uint(obs.value(i)),
+        Ok(c.rows()
+            .map(|i| {
+                let (prediction_id, system_id, station_id, as_of, horizon_minutes) = key.at(i);
+                Label {
+                    schema_version: version(ver.value(i)),
+                    prediction_id,
+                    system_id,
+                    station_id,
+                    as_of,
+                    horizon_minutes,
+                    went_empty: we.value(i),
+                    went_full: wf.value(i),
+                    empty_at_as_of: ea.value(i),
+                    full_at_as_of: fa.value(i),
+                    observations: uint(obs.value(i)),
+                }
             })
             .collect())
     }
@@ -664,27 +476,22 @@ impl LakeRecord for Label {
 
 impl LakeRecord for DeadLetter {
     const DATASET: Dataset = Dataset::DeadLetters;
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::str("dead_letter_id", |d| d.dead_letter_id.as_str()),
+        Column::str("system_id", |d| d.system_id.as_str()),
+        Column::str("source", |d| &d.source),
+        Column::str("rule", |d| &d.rule),
+        Column::str("message", |d| &d.message),
+        Column::str("raw", |d| &d.raw),
+        Column::bool("raw_truncated", |d| d.raw_truncated),
+        Column::time("at", |d| d.at),
+        Column::int("schema_version", |d| d.schema_version.into()),
+    ];
     fn event_time(&self) -> Timestamp {
         self.at
     }
-    fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        batch(
-            Self::DATASET,
-            vec![
-                strings(rows.iter().map(|d| d.dead_letter_id.as_str())),
-                strings(rows.iter().map(|d| d.system_id.as_str())),
-                strings(rows.iter().map(|d| d.source.as_str())),
-                strings(rows.iter().map(|d| d.rule.as_str())),
-                strings(rows.iter().map(|d| d.message.as_str())),
-                strings(rows.iter().map(|d| d.raw.as_str())),
-                bools(rows.iter().map(|d| d.raw_truncated)),
-                times(rows.iter().map(|d| d.at)),
-                ints(rows.iter().map(|d| i64::from(d.schema_version))),
-            ],
-        )
-    }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = cols(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET, b);
         let (id, sys, src, rule, msg, raw, tr, at, ver) = (
             c.str("dead_letter_id")?,
             c.str("system_id")?,
@@ -696,9 +503,9 @@ impl LakeRecord for DeadLetter {
             c.time("at")?,
             c.int("schema_version")?,
         );
-        Ok((0..b.num_rows())
+        Ok(c.rows()
             .map(|i| DeadLetter {
-                schema_version: u16::try_from(ver.value(i)).unwrap_or(0),
+                schema_version: version(ver.value(i)),
                 dead_letter_id: EventId::new(id.value(i)),
                 system_id: SystemId::new(sys.value(i)),
                 source: src.value(i).to_owned(),

@@ -12,14 +12,14 @@
 //! Partition columns (`year, month, day, hour`) are not in the rows: Firehose puts them in
 //! the S3 key (`!{timestamp:...}` prefixes, or dynamic partitioning on the event time).
 
-use bikeshare_types::contracts::{DeadLetter, Envelope, FeatureVector, Label, Prediction};
-use serde::Serialize;
+use crate::dataset::LakeRecord;
 
-use crate::dataset::{CuratedStatus, LakeRecord};
-
-/// A lake row as one JSON object (no newline).
+/// A lake row as one JSON object (no newline): every dataset's record is one, its columns
+/// written from its column table ([`LakeRecord::COLUMNS`]).
 pub trait JsonRow: LakeRecord {
-    fn write_json(&self, out: &mut Vec<u8>);
+    fn write_json(&self, out: &mut Vec<u8>) {
+        crate::column::write_json(self, out);
+    }
 
     /// The row as one line of newline-delimited JSON: the object and `'\n'`.
     fn json_line(&self) -> Vec<u8> {
@@ -30,240 +30,16 @@ pub trait JsonRow: LakeRecord {
     }
 }
 
-fn write(out: &mut Vec<u8>, row: &impl Serialize) {
-    // Serialising these plain structs into a Vec cannot fail (no maps with non-string keys,
-    // no I/O); an empty object would be caught by the schema tests.
-    if serde_json::to_writer(&mut *out, row).is_err() {
-        out.extend_from_slice(b"{}");
-    }
-}
-
-fn prob(p: f32) -> Option<f32> {
-    (!p.is_nan()).then_some(p)
-}
-
-#[derive(Serialize)]
-struct RawEventRow<'a> {
-    event_id: &'a str,
-    system_id: &'a str,
-    source: &'a str,
-    kind: &'a str,
-    event_time: i64,
-    ingest_time: i64,
-    schema_version: u16,
-    /// The event's payload as JSON text (a string column, as in Parquet).
-    payload: String,
-}
-
-impl JsonRow for Envelope {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let payload = serde_json::to_value(&self.event)
-            .ok()
-            .and_then(|mut v| v.get_mut("payload").map(serde_json::Value::take))
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        write(
-            out,
-            &RawEventRow {
-                event_id: self.event_id.as_str(),
-                system_id: self.system_id.as_str(),
-                source: &self.source,
-                kind: self.kind().as_str(),
-                event_time: self.event_time.0,
-                ingest_time: self.ingest_time.0,
-                schema_version: self.schema_version,
-                payload,
-            },
-        );
-    }
-}
-
-#[derive(Serialize)]
-struct StationStatusRow<'a> {
-    event_id: &'a str,
-    system_id: &'a str,
-    station_id: &'a str,
-    last_reported: i64,
-    ingest_time: i64,
-    num_bikes_available: u32,
-    num_ebikes_available: Option<u32>,
-    num_bikes_disabled: Option<u32>,
-    num_docks_available: Option<u32>,
-    num_docks_disabled: Option<u32>,
-    is_installed: bool,
-    is_renting: bool,
-    is_returning: bool,
-    is_empty: bool,
-    is_full: bool,
-    vehicle_types_json: Option<String>,
-}
-
-impl JsonRow for CuratedStatus {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let s = &self.status;
-        write(
-            out,
-            &StationStatusRow {
-                event_id: self.event_id.as_str(),
-                system_id: self.system_id.as_str(),
-                station_id: s.station_id.as_str(),
-                last_reported: s.last_reported.0,
-                ingest_time: self.ingest_time.0,
-                num_bikes_available: s.num_bikes_available,
-                num_ebikes_available: s.num_ebikes_available,
-                num_bikes_disabled: s.num_bikes_disabled,
-                num_docks_available: s.num_docks_available,
-                num_docks_disabled: s.num_docks_disabled,
-                is_installed: s.is_installed,
-                is_renting: s.is_renting,
-                is_returning: s.is_returning,
-                is_empty: s.is_empty(),
-                is_full: s.is_full(),
-                vehicle_types_json: (!s.vehicle_types_available.is_empty())
-                    .then(|| serde_json::to_string(&s.vehicle_types_available).unwrap_or_default()),
-            },
-        );
-    }
-}
-
-#[derive(Serialize)]
-struct FeatureRow<'a> {
-    system_id: &'a str,
-    station_id: &'a str,
-    as_of: i64,
-    schema_id: &'a str,
-    feature_values: &'a [Option<f32>],
-}
-
-impl JsonRow for FeatureVector {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write(
-            out,
-            &FeatureRow {
-                system_id: self.system_id.as_str(),
-                station_id: self.station_id.as_str(),
-                as_of: self.as_of.0,
-                schema_id: &self.schema_id.0,
-                feature_values: &self.values,
-            },
-        );
-    }
-}
-
-#[derive(Serialize)]
-struct PredictionRow<'a> {
-    prediction_id: &'a str,
-    system_id: &'a str,
-    station_id: &'a str,
-    as_of: i64,
-    horizon_minutes: u32,
-    p_empty: Option<f32>,
-    p_full: Option<f32>,
-    model_name: &'a str,
-    model_version: &'a str,
-    feature_schema_id: &'a str,
-    trigger: &'static str,
-    scored_by: &'static str,
-    schema_version: u16,
-}
-
-impl JsonRow for Prediction {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write(
-            out,
-            &PredictionRow {
-                prediction_id: self.prediction_id.as_str(),
-                system_id: self.system_id.as_str(),
-                station_id: self.station_id.as_str(),
-                as_of: self.as_of.0,
-                horizon_minutes: self.horizon_minutes,
-                p_empty: prob(self.p_empty),
-                p_full: prob(self.p_full),
-                model_name: &self.model.name,
-                model_version: &self.model.version,
-                feature_schema_id: &self.feature_schema_id.0,
-                trigger: crate::dataset::trigger_str(self.trigger),
-                scored_by: self.scored_by.as_str(),
-                schema_version: self.schema_version,
-            },
-        );
-    }
-}
-
-#[derive(Serialize)]
-struct LabelRow<'a> {
-    prediction_id: &'a str,
-    system_id: &'a str,
-    station_id: &'a str,
-    as_of: i64,
-    horizon_minutes: u32,
-    went_empty: bool,
-    went_full: bool,
-    empty_at_as_of: bool,
-    full_at_as_of: bool,
-    observations: u32,
-    schema_version: u16,
-}
-
-impl JsonRow for Label {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write(
-            out,
-            &LabelRow {
-                prediction_id: self.prediction_id.as_str(),
-                system_id: self.system_id.as_str(),
-                station_id: self.station_id.as_str(),
-                as_of: self.as_of.0,
-                horizon_minutes: self.horizon_minutes,
-                went_empty: self.went_empty,
-                went_full: self.went_full,
-                empty_at_as_of: self.empty_at_as_of,
-                full_at_as_of: self.full_at_as_of,
-                observations: self.observations,
-                schema_version: self.schema_version,
-            },
-        );
-    }
-}
-
-#[derive(Serialize)]
-struct DeadLetterRow<'a> {
-    dead_letter_id: &'a str,
-    system_id: &'a str,
-    source: &'a str,
-    rule: &'a str,
-    message: &'a str,
-    raw: &'a str,
-    raw_truncated: bool,
-    at: i64,
-    schema_version: u16,
-}
-
-impl JsonRow for DeadLetter {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        write(
-            out,
-            &DeadLetterRow {
-                dead_letter_id: self.dead_letter_id.as_str(),
-                system_id: self.system_id.as_str(),
-                source: &self.source,
-                rule: &self.rule,
-                message: &self.message,
-                raw: &self.raw,
-                raw_truncated: self.raw_truncated,
-                at: self.at.0,
-                schema_version: self.schema_version,
-            },
-        );
-    }
-}
+impl<T: LakeRecord> JsonRow for T {}
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::Dataset;
-    use bikeshare_types::contracts::{ModelRef, PredictionTrigger, ScoredBy};
+    use bikeshare_types::contracts::{
+        DeadLetter, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger, ScoredBy,
+    };
     use bikeshare_types::{EventId, StationId, SystemId, Timestamp};
 
     /// The keys of a JSON line, in order.

@@ -1,4 +1,5 @@
-//! Where things are in the lake: pure functions over names and times.
+//! Where things are in the lake: pure functions over names and times, and the
+//! [`EncodedFile`] that is put at such a place.
 //!
 //! ```text
 //! <dataset>/year=YYYY/month=MM/day=DD/hour=HH/<writer>-<epoch, 12 digits>.parquet
@@ -9,6 +10,7 @@
 //! projection and DuckDB's `hive_partitioning` read them). A file's name depends only on the
 //! writer and the checkpoint epoch, so rewriting an epoch replaces its files.
 
+use bytes::Bytes;
 use chrono::{Datelike, Timelike};
 
 use crate::dataset::Dataset;
@@ -53,6 +55,17 @@ impl Hour {
             hour: u32::try_from(v(h, "hour")?).ok()?,
         })
     }
+}
+
+/// One encoded file (Parquet, or JSON lines for Model Monitor), ready to be put at `path`.
+#[derive(Debug, Clone)]
+pub struct EncodedFile {
+    pub path: String,
+    /// The dataset its rows come from.
+    pub dataset: Dataset,
+    pub hour: Hour,
+    pub rows: usize,
+    pub bytes: Bytes,
 }
 
 /// A writer id is one path segment: letters, digits, `-` and `_`.

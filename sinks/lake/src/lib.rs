@@ -22,11 +22,15 @@
 //! ground truth as JSON lines in SageMaker's hourly layout ([`model_monitor`]) — in the same
 //! epochs.
 //!
+//! Each dataset's columns are declared once ([`column`]); its Arrow schema, Parquet encoding,
+//! JSON row ([`json`]) and Athena table ([`athena`]) follow from that declaration.
+//!
 //! [`catalog`] lists datasets, partitions and row counts and reads datasets back.
 
 pub mod archive;
 pub mod athena;
 pub mod catalog;
+pub mod column;
 pub mod dataset;
 pub mod json;
 pub mod layout;
@@ -36,6 +40,7 @@ pub mod staging;
 pub mod store;
 pub mod writer;
 
+pub use column::Column;
 pub use dataset::{CuratedStatus, Dataset, LakeRecord};
 pub use json::JsonRow;
 pub use store::{LakeConfig, open_store};

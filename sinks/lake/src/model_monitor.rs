@@ -44,8 +44,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Dataset;
-use crate::layout::Hour;
-use crate::staging::EncodedFile;
+use crate::layout::{EncodedFile, Hour};
 
 /// The `[lake.model_monitor]` configuration section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -438,17 +437,8 @@ mod tests {
         }]);
         s.predictions(std::slice::from_ref(&p));
         s.labels(&[Label {
-            schema_version: 1,
-            prediction_id: p.prediction_id.clone(),
-            system_id: p.system_id.clone(),
-            station_id: p.station_id.clone(),
-            as_of: p.as_of,
-            horizon_minutes: 30,
             went_empty: true,
-            went_full: false,
-            empty_at_as_of: false,
-            full_at_as_of: false,
-            observations: 2,
+            ..bikeshare_testkit::envelopes::label(&p, 2)
         }]);
         let paths: Vec<String> = s
             .encode("processor-shardId-0", 7)

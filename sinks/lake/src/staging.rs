@@ -1,5 +1,6 @@
 //! Rows waiting for the next checkpoint, grouped by dataset and hour, and their encoding
-//! into Parquet files (pure: no I/O).
+//! into Parquet files (pure: no I/O). Model Monitor's lines wait here too
+//! ([`MonitorStaging`]); this module depends on [`crate::model_monitor`], not the reverse.
 
 use std::collections::BTreeMap;
 
@@ -10,20 +11,11 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::LakeError;
-use crate::dataset::{CuratedStatus, Dataset, LakeRecord};
+pub use crate::layout::EncodedFile;
+
+use crate::dataset::{CuratedStatus, LakeRecord};
 use crate::layout::{Hour, file_path};
 use crate::model_monitor::MonitorStaging;
-
-/// One encoded file (Parquet, or JSON lines for Model Monitor), ready to be put at `path`.
-#[derive(Debug, Clone)]
-pub struct EncodedFile {
-    pub path: String,
-    /// The dataset its rows come from.
-    pub dataset: Dataset,
-    pub hour: Hour,
-    pub rows: usize,
-    pub bytes: Bytes,
-}
 
 /// Encodes `rows` as one Parquet file (Snappy, one row group per 1 Mi rows).
 pub fn encode_parquet<T: LakeRecord>(rows: &[T]) -> Result<Vec<u8>, LakeError> {

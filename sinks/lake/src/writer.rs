@@ -24,8 +24,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{epochs_dir, manifest_epoch, manifest_path};
-use crate::staging::{EncodedFile, Staging};
+use crate::layout::{EncodedFile, epochs_dir, manifest_epoch, manifest_path};
+use crate::staging::Staging;
 use crate::{LakeError, store_err};
 
 /// Files written in parallel per commit.

@@ -14,9 +14,10 @@ use bikeshare_lake::athena::{QUERIES_SQL, TABLES_SQL, athena_type, parse_queries
 use bikeshare_lake::layout::{Hour, file_path};
 use bikeshare_lake::staging::Staging;
 use bikeshare_lake::{Dataset, EpochWriter, LakeConfig, open_store};
+use bikeshare_testkit::envelopes;
 use bikeshare_types::contracts::{
-    DeadLetter, Envelope, Event, FeatureSchemaId, Label, ModelRef, Prediction, PredictionTrigger,
-    ScoredBy, StationStatus,
+    DeadLetter, Envelope, Event, Label, ModelRef, Prediction, PredictionTrigger, ScoredBy,
+    StationStatus,
 };
 use bikeshare_types::{StationId, SystemId, Timestamp};
 use serde_json::{Value, json};
@@ -147,17 +148,8 @@ fn t(minutes: i64) -> Timestamp {
 
 fn report(station: &str, minute: i64, bikes: u32, docks: u32, installed: bool) -> StationStatus {
     StationStatus {
-        station_id: StationId::new(station),
-        num_bikes_available: bikes,
-        num_ebikes_available: None,
-        num_bikes_disabled: None,
-        num_docks_available: Some(docks),
-        num_docks_disabled: None,
         is_installed: installed,
-        is_renting: true,
-        is_returning: true,
-        last_reported: t(minute),
-        vehicle_types_available: vec![],
+        ..envelopes::station_status(station, t(minute), bikes, docks)
     }
 }
 
@@ -225,21 +217,13 @@ fn predictions() -> Vec<Prediction> {
             ("baseline", "1")
         };
         out.push(Prediction {
-            schema_version: 1,
-            prediction_id: Prediction::id_for(&sys, &st, as_of, 30),
-            system_id: sys,
-            station_id: st,
-            as_of,
-            horizon_minutes: 30,
-            p_empty,
-            p_full,
             model: ModelRef {
                 name: model.0.into(),
                 version: model.1.into(),
             },
-            feature_schema_id: FeatureSchemaId("fs1".into()),
             trigger: PredictionTrigger::Tick,
             scored_by,
+            ..envelopes::prediction(sys.as_str(), st.as_str(), as_of, p_empty, p_full)
         });
     }
     // other/A: one prediction, riskier than most.
@@ -263,17 +247,9 @@ fn labels(preds: &[Prediction]) -> Vec<Label> {
         .enumerate()
         .filter(|(i, _)| i % 5 != 4)
         .map(|(i, p)| Label {
-            schema_version: 1,
-            prediction_id: p.prediction_id.clone(),
-            system_id: p.system_id.clone(),
-            station_id: p.station_id.clone(),
-            as_of: p.as_of,
-            horizon_minutes: 30,
             went_empty: (i * 5 + 1) % 7 < 3,
             went_full: (i * 3) % 5 == 1 || i % 11 == 0,
-            empty_at_as_of: false,
-            full_at_as_of: false,
-            observations: 3,
+            ..envelopes::label(p, 3)
         })
         .collect();
     out.reverse();

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use bikeshare_lake::catalog::{decode_file, partitions, read_dataset};
 use bikeshare_lake::staging::{Staging, encode_parquet};
 use bikeshare_lake::{CuratedStatus, Dataset, EpochWriter, LakeConfig, LakeRecord, open_store};
+use bikeshare_testkit::envelopes;
 use bikeshare_types::contracts::{
-    DeadLetter, Envelope, Event, FeatureSchemaId, FeatureVector, FeedHeartbeat, Label, ModelRef,
-    Prediction, PredictionTrigger, ScoredBy, StationInfo, StationStatus, VehicleTypeCount,
-    WeatherObs,
+    DeadLetter, Envelope, Event, FeatureSchemaId, FeatureVector, FeedHeartbeat, Label, Prediction,
+    PredictionTrigger, ScoredBy, StationInfo, StationStatus, VehicleTypeCount, WeatherObs,
 };
 use bikeshare_types::{StationId, SystemId, Timestamp};
 
@@ -97,22 +97,10 @@ fn features(n: u32) -> Vec<FeatureVector> {
 fn predictions(n: u32) -> Vec<Prediction> {
     (0..n)
         .map(|i| {
-            let sys = SystemId::new("demo");
-            let st = StationId::new(format!("st-{}", i % 9));
+            let station = format!("st-{}", i % 9);
             let as_of = t(i64::from(i) * 5);
+            let p_empty = i as f32 / n as f32;
             Prediction {
-                schema_version: 1,
-                prediction_id: Prediction::id_for(&sys, &st, as_of, 30),
-                system_id: sys,
-                station_id: st,
-                as_of,
-                horizon_minutes: 30,
-                p_empty: i as f32 / n as f32,
-                p_full: 1.0 - i as f32 / n as f32,
-                model: ModelRef {
-                    name: "baseline".into(),
-                    version: "1".into(),
-                },
                 feature_schema_id: FeatureSchemaId("fs1-abc".into()),
                 trigger: if i % 2 == 0 {
                     PredictionTrigger::Tick
@@ -121,6 +109,7 @@ fn predictions(n: u32) -> Vec<Prediction> {
                 },
                 scored_by: [ScoredBy::InProcess, ScoredBy::Endpoint, ScoredBy::Fallback]
                     [i as usize % 3],
+                ..envelopes::prediction("demo", &station, as_of, p_empty, 1.0 - p_empty)
             }
         })
         .collect()
@@ -131,17 +120,10 @@ fn labels(n: u32) -> Vec<Label> {
         .into_iter()
         .enumerate()
         .map(|(i, p)| Label {
-            schema_version: 1,
-            prediction_id: p.prediction_id,
-            system_id: p.system_id,
-            station_id: p.station_id,
-            as_of: p.as_of,
-            horizon_minutes: 30,
             went_empty: i % 3 == 0,
             went_full: i % 4 == 0,
             empty_at_as_of: i % 6 == 0,
-            full_at_as_of: false,
-            observations: i as u32 % 5,
+            ..envelopes::label(&p, i as u32 % 5)
         })
         .collect()
 }
