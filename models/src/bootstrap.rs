@@ -8,9 +8,9 @@ use bikeshare_stream_processor::backfill::BackfillStats;
 use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig};
 use bikeshare_types::Timestamp;
 
-use crate::artifact::{ArtifactError, ModelCard, save_dir};
 use crate::dataset::{SplitConfig, TrainingData};
-use crate::training::{Progress, RunInfo, TrainError, TrainParams, train_models};
+use crate::model_dir::{ArtifactError, save_dir};
+use crate::training::{ModelCard, Progress, RunInfo, TrainError, TrainParams, train_models};
 
 /// Why the bootstrap failed.
 #[derive(Debug, thiserror::Error)]

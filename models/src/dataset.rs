@@ -355,6 +355,13 @@ impl TrainingData {
         let n = self.feature_names.len();
         &self.values[i * n..(i + 1) * n]
     }
+    /// Row `i`'s features as a [`Scorer`](bikeshare_stream_processor::Scorer) takes them:
+    /// `None` = missing.
+    pub fn values(&self, i: usize) -> impl Iterator<Item = Option<f32>> + '_ {
+        self.row(i)
+            .iter()
+            .map(|&x| if x.is_nan() { None } else { Some(x) })
+    }
     /// Rows `range`, row-major.
     pub fn rows(&self, range: Range<usize>) -> &[f32] {
         let n = self.feature_names.len();

@@ -368,11 +368,16 @@ impl SageMakerPredictor {
                 name,
                 version: get("version").unwrap_or_else(|| "unknown".into()),
             },
-            None => ModelRef {
-                name: format!("sagemaker:{}", self.config.endpoint_name),
-                version: variant.unwrap_or("unknown").to_owned(),
-            },
+            None => self.endpoint_model(variant.unwrap_or("unknown")),
         })
+    }
+
+    /// The endpoint itself as the model, when no model is named.
+    fn endpoint_model(&self, version: &str) -> ModelRef {
+        ModelRef {
+            name: format!("sagemaker:{}", self.config.endpoint_name),
+            version: version.to_owned(),
+        }
     }
 
     fn fallback(&self, rows: &[&[Option<f32>]], local: &Arc<dyn Scorer>, out: &mut Vec<Scored>) {
@@ -391,10 +396,7 @@ impl SageMakerPredictor {
                 self.stats
                     .rows_unavailable
                     .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                let model = ModelRef {
-                    name: format!("sagemaker:{}", self.config.endpoint_name),
-                    version: "unavailable".into(),
-                };
+                let model = self.endpoint_model("unavailable");
                 out.extend(rows.iter().map(|_| Scored {
                     scores: Scores {
                         p_empty: f32::NAN,

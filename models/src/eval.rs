@@ -12,8 +12,9 @@
 //! training rate of the outcome in each of the two states (so its log loss is finite; its
 //! ranking is the hard rule's). [`Verdict`] says plainly whether a model beats both.
 //!
-//! The promotion gate reuses [`evaluate`] to compare a candidate and the production model on
-//! the same rows.
+//! The measures are [`bikeshare_stream_processor::quality`]'s (re-exported here): one
+//! implementation for training, the promotion gate (log loss and PR-AUC of candidate and
+//! production on the same held-out rows), the processor's live quality and the dashboard.
 
 use std::ops::Range;
 
@@ -23,12 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Split, Target, TrainingData};
 
-/// Probabilities are clipped to `[EPS, 1 − EPS]` for the log loss.
-pub const EPS: f64 = 1e-7;
 /// The measures themselves live in the processor crate (the processor's live quality and the
 /// dashboard use them too): one implementation.
 pub use bikeshare_stream_processor::quality::{
-    RELIABILITY_BINS, ReliabilityBin, average_precision, reliability, roc_auc,
+    LOG_LOSS_EPS as EPS, RELIABILITY_BINS, ReliabilityBin, average_precision, brier, log_loss,
+    reliability, roc_auc, score_groups,
 };
 
 /// Metrics of one hour of day.
@@ -101,11 +101,7 @@ pub fn score_rows(scorer: &dyn Scorer, data: &TrainingData, range: Range<usize>)
     range
         .map(|i| {
             buf.clear();
-            buf.extend(
-                data.row(i)
-                    .iter()
-                    .map(|&x| if x.is_nan() { None } else { Some(x) }),
-            );
+            buf.extend(data.values(i));
             scorer.score(&buf)
         })
         .collect()
@@ -168,13 +164,9 @@ pub fn metrics(p: &[f32], y: &[bool], hours: &[u8], threshold: f32) -> Metrics {
     let n = p.len().min(y.len());
     let (p, y) = (&p[..n], &y[..n]);
     let positives = y.iter().filter(|&&b| b).count() as u64;
-    let (mut ll, mut brier) = (0.0f64, 0.0f64);
+    let (log_loss, brier) = losses(p, y);
     let (mut tp, mut fp, mut fneg) = (0u64, 0u64, 0u64);
     for (&pi, &yi) in p.iter().zip(y) {
-        let q = f64::from(pi).clamp(EPS, 1.0 - EPS);
-        let t = if yi { 1.0 } else { 0.0 };
-        ll -= if yi { q.ln() } else { (1.0 - q).ln() };
-        brier += (f64::from(pi) - t).powi(2);
         match (pi >= threshold, yi) {
             (true, true) => tp += 1,
             (true, false) => fp += 1,
@@ -182,7 +174,6 @@ pub fn metrics(p: &[f32], y: &[bool], hours: &[u8], threshold: f32) -> Metrics {
             (false, false) => {}
         }
     }
-    let denom = n.max(1) as f64;
     let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
     let mut by_hour = Vec::new();
     if hours.len() >= n {
@@ -210,8 +201,8 @@ pub fn metrics(p: &[f32], y: &[bool], hours: &[u8], threshold: f32) -> Metrics {
         positives,
         roc_auc: roc_auc(p, y),
         pr_auc: average_precision(p, y),
-        log_loss: ll / denom,
-        brier: brier / denom,
+        log_loss,
+        brier,
         threshold,
         precision: ratio(tp, tp + fp),
         recall: ratio(tp, tp + fneg),
@@ -220,22 +211,9 @@ pub fn metrics(p: &[f32], y: &[bool], hours: &[u8], threshold: f32) -> Metrics {
     }
 }
 
+/// Log loss and Brier score, 0 for no rows.
 fn losses(p: &[f32], y: &[bool]) -> (f64, f64) {
-    let (mut ll, mut brier) = (0.0, 0.0);
-    for (&pi, &yi) in p.iter().zip(y) {
-        let q = f64::from(pi).clamp(EPS, 1.0 - EPS);
-        ll -= if yi { q.ln() } else { (1.0 - q).ln() };
-        brier += (f64::from(pi) - if yi { 1.0 } else { 0.0 }).powi(2);
-    }
-    let n = p.len().max(1) as f64;
-    (ll / n, brier / n)
-}
-
-/// Indices sorted by descending score.
-fn by_score_desc(p: &[f32]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..p.len()).collect();
-    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-    idx
+    (log_loss(p, y).unwrap_or(0.0), brier(p, y).unwrap_or(0.0))
 }
 
 /// The threshold (one of the scores) that maximises F1; 0.5 when nothing is positive.
@@ -244,26 +222,16 @@ pub fn best_f1_threshold(p: &[f32], y: &[bool]) -> f32 {
     if pos == 0.0 {
         return 0.5;
     }
-    let idx = by_score_desc(p);
     let (mut tp, mut fp) = (0.0f64, 0.0f64);
     let (mut best, mut best_t) = (-1.0f64, 0.5f32);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j < idx.len() && p[idx[j]] == p[idx[i]] {
-            if y[idx[j]] {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            j += 1;
-        }
+    for g in score_groups(p, y) {
+        tp += g.positives;
+        fp += g.negatives;
         let f1 = 2.0 * tp / (2.0 * tp + fp + (pos - tp));
         if f1 > best {
             best = f1;
-            best_t = p[idx[i]];
+            best_t = g.score;
         }
-        i = j;
     }
     best_t
 }

@@ -14,9 +14,11 @@ use std::time::Duration;
 use bikeshare_stream_processor::{FeatureSchema, Scorer};
 use tokio::sync::watch;
 
-use crate::model_dir::LoadError;
-use crate::registry::{self, ModelVersion, Registry, RegistryError, Stage};
+use crate::registry::{self, ModelVersion, Registry, Stage, VersionLoadError};
 use crate::scorer::XgbScorer;
+
+/// Why a production version could not be served.
+pub type SwapError = VersionLoadError;
 
 /// Loads production versions from a registry.
 #[derive(Debug, Clone)]
@@ -40,13 +42,7 @@ impl ProductionWatcher {
 
     /// Downloads (once) and loads a version.
     pub async fn load(&self, v: &ModelVersion) -> Result<XgbScorer, SwapError> {
-        let dir = registry::fetch(self.registry.as_ref(), v.version, &self.cache).await?;
-        crate::model_dir::load(&dir, &self.schema)
-            .map(|s| s.with_model(v.model_ref()))
-            .map_err(|source| SwapError::Load {
-                version: v.version,
-                source,
-            })
+        registry::load_version(self.registry.as_ref(), v, &self.cache, &self.schema).await
     }
 
     /// Polls until `stop` resolves, sending each newly promoted version's scorer.
@@ -104,17 +100,4 @@ impl ProductionWatcher {
             }
         }
     }
-}
-
-/// Why a production version could not be served.
-#[derive(Debug, thiserror::Error)]
-pub enum SwapError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error("version {version} does not load: {source}")]
-    Load {
-        version: u64,
-        #[source]
-        source: LoadError,
-    },
 }

@@ -7,14 +7,15 @@
 //!   exact to the bit with XGBoost's own prediction, for the processor's hot path.
 //! - [`scorer`]: [`scorer::XgbScorer`], the processor's `Scorer` made of two such models
 //!   (went empty, went full), refusing features of another schema.
-//! - [`model_dir`]: loading a model directory (`card.json`, `empty.json`, `full.json`).
+//! - [`model_dir`]: the model directory (`card.json`, `empty.json`, `full.json`): written
+//!   atomically, its card read back, and loaded by the one loader.
 //! - [`serve`]: `bikeshare serve-model`, the SageMaker inference-container contract
 //!   (`/ping`, `/invocations`) and the runtime API path (`/endpoints/{name}/invocations`).
 //! - [`endpoint`]: the processor's `Predictor` over a SageMaker endpoint
 //!   (`aws-sdk-sagemakerruntime`): batches, timeouts, retries, a circuit breaker, a fallback.
 //! - [`synthetic`]: deterministic untrained models for tests and benchmarks.
 //! - [`registry`]: versions, stages (`staging`, `production`) and the decision log, in a
-//!   local directory or on an MLflow server.
+//!   local directory or on an MLflow server; loading a registered version.
 //! - [`promote`]: the promotion gate (schema and sanity checks; beat production on held-out
 //!   rows by a margin) and its recorded decisions.
 //! - [`hotswap`]: follows the registry's production version and hands new scorers to the
@@ -22,12 +23,11 @@
 //! - [`dataset`]: [`dataset::TrainingData`], labelled rows from any source (one loader per
 //!   source), and the time-based split.
 //! - [`training`]: both models with XGBoost (`xgboost-rs`), round by round with early
-//!   stopping, evaluated and described by a model card.
-//! - [`eval`]: metrics of any `Scorer` on labelled rows, the baselines, the verdict.
-//! - [`artifact`]: the model directory (`card.json`, `empty.json`, `full.json`).
+//!   stopping, evaluated and described by a model card ([`training::ModelCard`]).
+//! - [`eval`]: metrics of any `Scorer` on labelled rows (the measures are
+//!   `bikeshare_stream_processor::quality`'s), the baselines, the verdict.
 //! - [`bootstrap`]: a first model from a simulated history, when there is none.
 
-pub mod artifact;
 pub mod bootstrap;
 pub mod dataset;
 pub mod endpoint;

@@ -1,19 +1,62 @@
-//! Loading a model directory: `card.json` + `empty.json` + `full.json`.
+//! The model directory: what training writes and everything else (registry, processor,
+//! serving, the promotion gate, the hot swap) loads. Exactly three files — the layout
+//! SageMaker mounts at `/opt/ml/model` and the registry stores:
 //!
-//! The layout SageMaker mounts at `/opt/ml/model` and the registry stores. The card gives the
-//! model's `name`, `version` and `feature_schema_id`; a model trained on another feature
-//! schema than the one the caller computes is refused here, at load time.
+//! - `empty.json`: the went-empty model, XGBoost JSON;
+//! - `full.json`: the went-full model, XGBoost JSON;
+//! - `card.json`: the [`ModelCard`] — name, version, feature schema id, horizon, training
+//!   window, split boundaries, parameters, data sizes, metrics and baselines.
+//!
+//! [`save_dir`] writes into a temporary sibling directory and renames it into place, so a
+//! directory that exists is complete; [`read_card`] reads the whole card back. [`load`] is
+//! the one loader: it reads only the card's `name`, `version` and `feature_schema_id` (so a
+//! directory with a smaller card, such as [`crate::synthetic`]'s, loads too), refuses a model
+//! trained on another feature schema than the caller computes, and anything the native
+//! evaluator does not implement.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde_json::Value;
 
 use crate::scorer::XgbScorer;
+use crate::training::ModelCard;
 use crate::xgboost::{ModelError, XgbModel};
 
-/// Why a model directory cannot be served.
+pub const CARD_FILE: &str = "card.json";
+pub const EMPTY_FILE: &str = "empty.json";
+pub const FULL_FILE: &str = "full.json";
+
+/// Why a model directory cannot be written, or its card read ([`save_dir`], [`read_card`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a model card: {message}")]
+    Card { path: PathBuf, message: String },
+    #[error("{0} already exists")]
+    Exists(PathBuf),
+}
+
+impl bikeshare_types::error::Classify for ArtifactError {
+    fn class(&self) -> bikeshare_types::error::ErrorClass {
+        use bikeshare_types::error::ErrorClass;
+        match self {
+            Self::Io { .. } => ErrorClass::External,
+            _ => ErrorClass::User,
+        }
+    }
+    fn retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Why a model directory cannot be loaded ([`load`]).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("reading {path}: {source}")]
@@ -27,7 +70,68 @@ pub enum LoadError {
     Model { file: String, source: ModelError },
 }
 
-/// Loads the two models of `dir` for features of `schema`.
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes a model directory at `dir` (which must not exist yet), atomically.
+pub fn save_dir(
+    dir: &Path,
+    card: &ModelCard,
+    empty_json: &[u8],
+    full_json: &[u8],
+) -> Result<(), ArtifactError> {
+    if dir.exists() {
+        return Err(ArtifactError::Exists(dir.to_owned()));
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent {
+        std::fs::create_dir_all(p).map_err(io(p))?;
+    }
+    let mut tmp_name = dir.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".partial-{}", std::process::id()));
+    let tmp = dir.with_file_name(tmp_name);
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| {
+        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        let card_json = serde_json::to_vec_pretty(card).map_err(|e| ArtifactError::Card {
+            path: tmp.join(CARD_FILE),
+            message: e.to_string(),
+        })?;
+        for (name, bytes) in [
+            (EMPTY_FILE, empty_json),
+            (FULL_FILE, full_json),
+            (CARD_FILE, &card_json[..]),
+        ] {
+            let path = tmp.join(name);
+            std::fs::write(&path, bytes).map_err(io(&path))?;
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&path))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io(dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Reads the card of a model directory.
+pub fn read_card(dir: &Path) -> Result<ModelCard, ArtifactError> {
+    let path = dir.join(CARD_FILE);
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Card {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Loads the two models of `dir` for features of `schema`: the processor's scorer, named by
+/// the card.
 pub fn load(dir: &Path, schema: &FeatureSchema) -> Result<XgbScorer, LoadError> {
     let read = |name: &str| {
         let path = dir.join(name);
@@ -36,8 +140,8 @@ pub fn load(dir: &Path, schema: &FeatureSchema) -> Result<XgbScorer, LoadError> 
             source,
         })
     };
-    let card_path = dir.join("card.json").display().to_string();
-    let card: Value = serde_json::from_slice(&read("card.json")?).map_err(|e| LoadError::Card {
+    let card_path = dir.join(CARD_FILE).display().to_string();
+    let card: Value = serde_json::from_slice(&read(CARD_FILE)?).map_err(|e| LoadError::Card {
         path: card_path.clone(),
         message: format!("not JSON: {e}"),
     })?;
@@ -64,7 +168,7 @@ pub fn load(dir: &Path, schema: &FeatureSchema) -> Result<XgbScorer, LoadError> 
             source,
         })
     };
-    let (empty, full) = (load_model("empty.json")?, load_model("full.json")?);
+    let (empty, full) = (load_model(EMPTY_FILE)?, load_model(FULL_FILE)?);
     XgbScorer::new(model, &trained_on, schema, empty, full).map_err(|source| LoadError::Model {
         file: dir.display().to_string(),
         source,

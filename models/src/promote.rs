@@ -23,26 +23,12 @@ use bikeshare_types::{SharedClock, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::TrainingData;
-use crate::registry::{self, ModelVersion, Registry, RegistryError, Stage};
-
-/// How much better a candidate must be than production to replace it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Margins {
-    /// Minimum decrease of log loss, per target (absolute, in nats).
-    pub log_loss: f64,
-    /// Minimum increase of PR-AUC (average precision), per target.
-    pub pr_auc: f64,
-}
-
-impl Default for Margins {
-    fn default() -> Self {
-        Self {
-            log_loss: 0.001,
-            pr_auc: 0.001,
-        }
-    }
-}
+/// The decision record lives with the registry that stores it; re-exported here, where the
+/// gate makes it.
+pub use crate::registry::decision::{
+    Check, GateMetrics, HeldOutSummary, Margins, PromotionDecision, TargetMetrics,
+};
+use crate::registry::{self, ModelVersion, Registry, RegistryError, Stage, VersionLoadError};
 
 /// Settings of the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -65,67 +51,6 @@ impl Default for GateConfig {
     }
 }
 
-/// Log loss and PR-AUC of one target.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TargetMetrics {
-    pub log_loss: f64,
-    pub pr_auc: f64,
-}
-
-/// A scorer's numbers on the held-out rows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct GateMetrics {
-    pub empty: TargetMetrics,
-    pub full: TargetMetrics,
-}
-
-/// One named check and its outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
-impl Check {
-    fn new(name: &str, passed: bool, detail: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            passed,
-            detail: detail.into(),
-        }
-    }
-}
-
-/// The held-out rows the decision was taken on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HeldOutSummary {
-    pub rows: usize,
-    pub from: Option<Timestamp>,
-    pub to: Option<Timestamp>,
-    pub went_empty: usize,
-    pub went_full: usize,
-}
-
-/// A decision of the gate, with everything it was based on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromotionDecision {
-    pub decided_at: Timestamp,
-    pub model: String,
-    pub candidate: u64,
-    pub target: Stage,
-    pub promoted: bool,
-    /// What the candidate was compared with (production, or the baseline); none for staging.
-    pub incumbent: Option<ModelRef>,
-    pub checks: Vec<Check>,
-    pub candidate_metrics: Option<GateMetrics>,
-    pub incumbent_metrics: Option<GateMetrics>,
-    pub margins: Margins,
-    pub heldout: Option<HeldOutSummary>,
-    /// One sentence for people.
-    pub summary: String,
-}
-
 /// Labelled feature rows the gate evaluates on.
 #[derive(Debug, Clone, Default)]
 pub struct HeldOut {
@@ -139,10 +64,13 @@ impl HeldOut {
     pub fn from_training_rows(rows: &[TrainingRow]) -> Self {
         let mut h = HeldOut::default();
         for r in rows {
-            h.values.push(r.row.vector.values.clone());
-            h.as_of.push(r.row.vector.as_of);
-            h.went_empty.push(r.label.went_empty);
-            h.went_full.push(r.label.went_full);
+            let v = &r.row.vector;
+            h.push(
+                v.values.clone(),
+                v.as_of,
+                r.label.went_empty,
+                r.label.went_full,
+            );
         }
         h
     }
@@ -151,18 +79,17 @@ impl HeldOut {
     pub fn from_training_data(data: &TrainingData, range: Range<usize>) -> Self {
         let mut h = HeldOut::default();
         for i in range.start..range.end.min(data.len()) {
-            h.values.push(
-                data.row(i)
-                    .iter()
-                    .map(|x| if x.is_nan() { None } else { Some(*x) })
-                    .collect(),
-            );
             let m = data.meta(i);
-            h.as_of.push(m.as_of);
-            h.went_empty.push(m.went_empty);
-            h.went_full.push(m.went_full);
+            h.push(data.values(i).collect(), m.as_of, m.went_empty, m.went_full);
         }
         h
+    }
+
+    fn push(&mut self, values: Vec<Option<f32>>, as_of: Timestamp, empty: bool, full: bool) {
+        self.values.push(values);
+        self.as_of.push(as_of);
+        self.went_empty.push(empty);
+        self.went_full.push(full);
     }
 
     pub fn len(&self) -> usize {
@@ -181,10 +108,12 @@ impl HeldOut {
         let mut h = HeldOut::default();
         for i in 0..self.len() {
             if self.as_of[i] > from {
-                h.values.push(self.values[i].clone());
-                h.as_of.push(self.as_of[i]);
-                h.went_empty.push(self.went_empty[i]);
-                h.went_full.push(self.went_full[i]);
+                h.push(
+                    self.values[i].clone(),
+                    self.as_of[i],
+                    self.went_empty[i],
+                    self.went_full[i],
+                );
             }
         }
         h
@@ -221,32 +150,21 @@ pub fn score_all(scorer: &dyn Scorer, data: &HeldOut) -> Scored {
     s
 }
 
-/// Mean binary cross-entropy, probabilities clipped to [1e-7, 1 − 1e-7] (a NaN counts as 0.5).
+/// Log loss ([`crate::eval::log_loss`]), a NaN probability counting as 0.5. NaN without rows.
 pub fn log_loss(p: &[f32], y: &[bool]) -> f64 {
-    const EPS: f64 = 1e-7;
-    if p.is_empty() {
-        return f64::NAN;
-    }
-    let sum: f64 = p
-        .iter()
-        .zip(y)
-        .map(|(&p, &y)| {
-            let p = if p.is_nan() { 0.5 } else { f64::from(p) };
-            let p = p.clamp(EPS, 1.0 - EPS);
-            if y { -p.ln() } else { -(1.0 - p).ln() }
-        })
-        .sum();
-    sum / p.len() as f64
+    crate::eval::log_loss(&nan_as_half(p), y).unwrap_or(f64::NAN)
 }
 
 /// PR-AUC as average precision ([`crate::eval::average_precision`]), a NaN probability
 /// counting as 0.5. NaN without positives.
 pub fn pr_auc(p: &[f32], y: &[bool]) -> f64 {
-    let p: Vec<f32> = p
-        .iter()
+    crate::eval::average_precision(&nan_as_half(p), y).unwrap_or(f64::NAN)
+}
+
+fn nan_as_half(p: &[f32]) -> Vec<f32> {
+    p.iter()
         .map(|&v| if v.is_nan() { 0.5 } else { v })
-        .collect();
-    crate::eval::average_precision(&p, y).unwrap_or(f64::NAN)
+        .collect()
 }
 
 pub fn metrics(scored: &Scored, data: &HeldOut) -> GateMetrics {
@@ -488,12 +406,14 @@ impl Gate {
     }
 
     async fn load(&self, version: &ModelVersion) -> Result<Arc<dyn Scorer>, String> {
-        let dir = registry::fetch(self.registry.as_ref(), version.version, &self.cache)
+        match registry::load_version(self.registry.as_ref(), version, &self.cache, &self.schema)
             .await
-            .map_err(|e| e.to_string())?;
-        crate::model_dir::load(&dir, &self.schema)
-            .map(|s| Arc::new(s.with_model(version.model_ref())) as Arc<dyn Scorer>)
-            .map_err(|e| e.to_string())
+        {
+            Ok(s) => Ok(Arc::new(s)),
+            // The check's detail is the cause alone: the decision names the version.
+            Err(VersionLoadError::Registry(e)) => Err(e.to_string()),
+            Err(VersionLoadError::Load { source, .. }) => Err(source.to_string()),
+        }
     }
 }
 

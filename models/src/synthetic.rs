@@ -10,6 +10,8 @@ use std::path::Path;
 
 use bikeshare_types::contracts::FeatureSchemaId;
 
+use crate::model_dir::{CARD_FILE, EMPTY_FILE, FULL_FILE};
+
 /// A small xorshift generator, so the same seed gives the same model everywhere.
 struct Rng(u64);
 
@@ -113,13 +115,13 @@ pub fn write_model_dir(
         "feature_schema_id": schema_id.0,
         "synthetic": true,
     });
-    std::fs::write(dir.join("card.json"), card.to_string())?;
+    std::fs::write(dir.join(CARD_FILE), card.to_string())?;
     std::fs::write(
-        dir.join("empty.json"),
+        dir.join(EMPTY_FILE),
         model_json(num_feature, trees, depth, 1),
     )?;
     std::fs::write(
-        dir.join("full.json"),
+        dir.join(FULL_FILE),
         model_json(num_feature, trees, depth, 2),
     )?;
     Ok(())

@@ -16,19 +16,21 @@
 //! After early stopping the model keeps the trees up to the best round: the JSON's tree list
 //! is cut there, loaded back into XGBoost, and its validation log loss checked against the
 //! best one before it is accepted.
+//!
+//! [`train_models`] describes what it trained in a [`ModelCard`] (the `card.json` of the
+//! model directory, which [`crate::model_dir`] writes and reads).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_types::Timestamp;
-use bikeshare_types::contracts::ModelRef;
+use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xgboost_rs::{Booster, DMatrix};
 
-use crate::artifact::{DataSizes, ModelCard, TargetTraining, TrainingWindow};
-use crate::dataset::{DataError, Split, SplitConfig, Target, TrainingData};
+use crate::dataset::{DataError, Split, SplitBoundaries, SplitConfig, Target, TrainingData};
 use crate::eval::{Evaluation, evaluate_against_baselines};
 use crate::scorer::XgbScorer;
 use crate::xgboost::{ModelError, XgbModel};
@@ -387,6 +389,75 @@ fn collect_key(v: &Value, key: &str, out: &mut Vec<String>) {
         }
         Value::Array(a) => a.iter().for_each(|x| collect_key(x, key, out)),
         _ => {}
+    }
+}
+
+// --- the model card ---------------------------------------------------------------------
+
+/// The first and last `as_of` of the labelled rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingWindow {
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// Row counts of the split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSizes {
+    pub rows: usize,
+    pub train: usize,
+    pub valid: usize,
+    pub test: usize,
+    /// Rows left out because their label window crosses a split boundary.
+    pub purged: usize,
+}
+
+/// How one target's model was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetTraining {
+    /// Rounds run before early stopping.
+    pub rounds: u32,
+    /// Trees kept (up to the best validation round).
+    pub trees: u32,
+    pub best_valid_log_loss: f64,
+    pub base_score: f64,
+    pub train_positives: usize,
+    pub valid_positives: usize,
+    pub test_positives: usize,
+}
+
+/// Everything known about a trained pair of models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Version of this card's layout.
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    pub created_at: Timestamp,
+    /// Where the training rows came from, in words.
+    pub source: String,
+    pub feature_schema_id: FeatureSchemaId,
+    pub feature_names: Vec<String>,
+    pub horizon_minutes: u32,
+    pub training_window: TrainingWindow,
+    pub split: SplitBoundaries,
+    pub params: TrainParams,
+    pub data: DataSizes,
+    pub empty: TargetTraining,
+    pub full: TargetTraining,
+    /// Metrics of the model, the baseline predictor and persistence on the test rows, with
+    /// the verdict of each target.
+    pub evaluation: Evaluation,
+}
+
+impl ModelCard {
+    pub const FORMAT: u32 = 1;
+
+    pub fn model_ref(&self) -> ModelRef {
+        ModelRef {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bikeshare_models::artifact::save_dir;
 use bikeshare_models::dataset::{EventsLoader, TrainingData};
 use bikeshare_models::eval::render;
+use bikeshare_models::model_dir::save_dir;
 use bikeshare_models::promote::HeldOut;
 use bikeshare_models::registry::Stage;
 use bikeshare_models::training::{Progress, RunInfo, train_models};

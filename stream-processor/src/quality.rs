@@ -1,8 +1,9 @@
 //! Model quality: the measures of a probability forecast against what happened, and the
 //! processor's rolling **live quality** from its own labels.
 //!
-//! The measures ([`roc_auc`], [`average_precision`], [`brier`], [`reliability`],
-//! [`expected_calibration_error`]) are the only implementation in the workspace: training's
+//! The measures ([`roc_auc`], [`average_precision`], [`log_loss`], [`brier`],
+//! [`reliability`], [`expected_calibration_error`], and [`score_groups`], the walk over
+//! distinct scores they share) are the only implementation in the workspace: training's
 //! evaluation (`bikeshare_models::eval`), the promotion gate, the processor and the dashboard
 //! all call these.
 //!
@@ -36,42 +37,69 @@ const HOUR_MS: i64 = 3_600_000;
 
 // --- the measures -------------------------------------------------------------------------
 
-/// Indices sorted by descending score.
-fn by_score_desc(p: &[f32]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..p.len()).collect();
+/// Probabilities are clipped to `[LOG_LOSS_EPS, 1 − LOG_LOSS_EPS]` for the log loss.
+pub const LOG_LOSS_EPS: f64 = 1e-7;
+
+/// One group of equal scores, in [`score_groups`] order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreGroup {
+    /// The score every row of the group has.
+    pub score: f32,
+    /// Positives in the group.
+    pub positives: f64,
+    /// Negatives in the group.
+    pub negatives: f64,
+}
+
+/// The rows grouped by equal score, highest score first (`total_cmp` order): every
+/// threshold-walking measure (ROC-AUC, average precision, the best-F1 threshold) steps
+/// through these groups, so ties are treated alike everywhere. A NaN score is a group of its
+/// own.
+pub fn score_groups(p: &[f32], y: &[bool]) -> Vec<ScoreGroup> {
+    let n = p.len().min(y.len());
+    let (p, y) = (&p[..n], &y[..n]);
+    let mut idx: Vec<usize> = (0..n).collect();
     idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-    idx
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        let mut g = ScoreGroup {
+            score: p[idx[i]],
+            positives: 0.0,
+            negatives: 0.0,
+        };
+        // The first row always joins its group: a NaN score (equal to nothing, itself
+        // included) makes a group of its own instead of stalling the walk.
+        while j < idx.len() && (j == i || p[idx[j]] == g.score) {
+            if y[idx[j]] {
+                g.positives += 1.0;
+            } else {
+                g.negatives += 1.0;
+            }
+            j += 1;
+        }
+        groups.push(g);
+        i = j;
+    }
+    groups
 }
 
 /// ROC-AUC: the probability that a random positive scores above a random negative, ties
 /// counting one half. `None` for a single class.
 pub fn roc_auc(p: &[f32], y: &[bool]) -> Option<f64> {
     let n = p.len().min(y.len());
-    let (p, y) = (&p[..n], &y[..n]);
-    let pos = y.iter().filter(|&&b| b).count() as f64;
+    let pos = y[..n].iter().filter(|&&b| b).count() as f64;
     let neg = n as f64 - pos;
     if pos == 0.0 || neg == 0.0 {
         return None;
     }
-    let idx = by_score_desc(p);
     // Walk groups of equal scores from the top: each negative is beaten by every positive
     // already seen, and ties with half of the positives of its own group.
     let (mut seen_pos, mut wins) = (0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        let (mut gp, mut gn) = (0.0, 0.0);
-        while j < idx.len() && p[idx[j]] == p[idx[i]] {
-            if y[idx[j]] {
-                gp += 1.0;
-            } else {
-                gn += 1.0;
-            }
-            j += 1;
-        }
-        wins += gn * (seen_pos + gp / 2.0);
-        seen_pos += gp;
-        i = j;
+    for g in score_groups(p, y) {
+        wins += g.negatives * (seen_pos + g.positives / 2.0);
+        seen_pos += g.positives;
     }
     Some(wins / (pos * neg))
 }
@@ -80,30 +108,34 @@ pub fn roc_auc(p: &[f32], y: &[bool]) -> Option<f64> {
 /// distinct score). `None` without positives.
 pub fn average_precision(p: &[f32], y: &[bool]) -> Option<f64> {
     let n = p.len().min(y.len());
-    let (p, y) = (&p[..n], &y[..n]);
-    let pos = y.iter().filter(|&&b| b).count() as f64;
+    let pos = y[..n].iter().filter(|&&b| b).count() as f64;
     if pos == 0.0 {
         return None;
     }
-    let idx = by_score_desc(p);
     let (mut tp, mut fp, mut ap, mut last_recall) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j < idx.len() && p[idx[j]] == p[idx[i]] {
-            if y[idx[j]] {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            j += 1;
-        }
+    for g in score_groups(p, y) {
+        tp += g.positives;
+        fp += g.negatives;
         let recall = tp / pos;
         ap += (recall - last_recall) * tp / (tp + fp);
         last_recall = recall;
-        i = j;
     }
     Some(ap)
+}
+
+/// Mean binary cross-entropy, probabilities clipped to `[LOG_LOSS_EPS, 1 − LOG_LOSS_EPS]`
+/// (a NaN probability gives NaN); `None` for no rows.
+pub fn log_loss(p: &[f32], y: &[bool]) -> Option<f64> {
+    let n = p.len().min(y.len());
+    if n == 0 {
+        return None;
+    }
+    let mut sum = 0.0f64;
+    for (&pi, &yi) in p.iter().zip(y) {
+        let q = f64::from(pi).clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
+        sum -= if yi { q.ln() } else { (1.0 - q).ln() };
+    }
+    Some(sum / n as f64)
 }
 
 /// Mean squared difference between the probability and the outcome; `None` for no rows.
@@ -338,6 +370,23 @@ mod tests {
         assert_eq!(roc_auc(&[0.3], &[true]), None);
         assert_eq!(average_precision(&[0.3], &[false]), None);
         assert_eq!(brier(&[], &[]), None);
+    }
+
+    #[test]
+    fn scores_are_walked_in_groups_of_equal_scores() {
+        let g = score_groups(
+            &[0.2, 0.7, 0.2, 0.7, 0.1],
+            &[true, false, false, true, false],
+        );
+        let summary: Vec<(f32, f64, f64)> = g
+            .iter()
+            .map(|g| (g.score, g.positives, g.negatives))
+            .collect();
+        assert_eq!(summary, [(0.7, 1.0, 1.0), (0.2, 1.0, 1.0), (0.1, 0.0, 1.0)]);
+        // A NaN equals nothing: each is a group of its own, and the walk ends.
+        let g = score_groups(&[f32::NAN, 0.5, f32::NAN], &[true, false, false]);
+        assert_eq!(g.len(), 3);
+        assert!(score_groups(&[], &[]).is_empty());
     }
 
     #[test]

@@ -20,11 +20,11 @@ use bikeshare_types::SharedClock;
 use bikeshare_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::decision::PromotionDecision;
 use super::{
-    CARD_FILE, ModelVersion, Registry, RegistryError, Stage, card, parse_card, read_model_dir,
-    sanitize,
+    CARD_FILE, ModelVersion, Registry, RegistryError, Stage, card, parse_stored_card,
+    read_model_dir, sanitize, stages_naming,
 };
-use crate::promote::PromotionDecision;
 
 const VERSION_FILE: &str = "version.json";
 const DECISIONS_FILE: &str = "decisions.jsonl";
@@ -104,7 +104,7 @@ impl LocalRegistry {
     async fn read_version(
         &self,
         version: u64,
-        stages: &[(Stage, Option<u64>)],
+        stages: &[(Stage, u64)],
     ) -> Result<ModelVersion, RegistryError> {
         let dir = self.version_dir(version);
         let meta_path = dir.join(VERSION_FILE);
@@ -124,17 +124,12 @@ impl LocalRegistry {
         let bytes = tokio::fs::read(&card_path)
             .await
             .map_err(|e| RegistryError::io(&card_path, e))?;
-        let card = parse_card(&bytes)
-            .map_err(|m| RegistryError::Corrupt(format!("{}: {m}", card_path.display())))?;
+        let card = parse_stored_card(&bytes, &card_path.display().to_string())?;
         Ok(ModelVersion {
             model: self.model.clone(),
             version,
             registered_at: meta.registered_at,
-            stages: stages
-                .iter()
-                .filter(|(_, v)| *v == Some(version))
-                .map(|(s, _)| *s)
-                .collect(),
+            stages: stages_naming(version, stages),
             feature_schema_id: card::feature_schema_id(&card),
             card,
             files: meta.files,
@@ -143,10 +138,13 @@ impl LocalRegistry {
         })
     }
 
-    async fn all_stages(&self) -> Result<Vec<(Stage, Option<u64>)>, RegistryError> {
+    /// Each stage that names a version, and the version, in [`Stage`] order.
+    async fn all_stages(&self) -> Result<Vec<(Stage, u64)>, RegistryError> {
         let mut out = Vec::new();
         for s in Stage::ALL {
-            out.push((s, self.stage_version(s).await?));
+            if let Some(v) = self.stage_version(s).await? {
+                out.push((s, v));
+            }
         }
         Ok(out)
     }

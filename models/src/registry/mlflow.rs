@@ -22,11 +22,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use super::decision::PromotionDecision;
 use super::{
-    CARD_FILE, ModelVersion, Registry, RegistryError, Stage, card, parse_card, read_model_dir,
-    valid_file_name,
+    CARD_FILE, ModelVersion, Registry, RegistryError, Stage, card, parse_stored_card,
+    read_model_dir, stages_naming, valid_file_name,
 };
-use crate::promote::PromotionDecision;
 
 /// Tag that marks decision runs.
 pub const KIND_TAG: &str = "bikeshare.kind";
@@ -243,16 +243,8 @@ impl MlflowRegistry {
         self.err(operation, Some(a.status.as_u16()), message)
     }
 
-    /// A call that must succeed.
-    async fn ok(
-        &self,
-        operation: &str,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Value, RegistryError> {
-        let a = self.call(operation, method, path, query, body).await?;
+    /// The body of a successful answer; any other answer is the operation's error.
+    fn success(&self, operation: &str, a: Answer) -> Result<Value, RegistryError> {
         if a.status.is_success() {
             Ok(a.body)
         } else {
@@ -260,13 +252,25 @@ impl MlflowRegistry {
         }
     }
 
+    /// A POST to the tracking API that must succeed.
     async fn post(&self, operation: &str, api: &str, body: Value) -> Result<Value, RegistryError> {
-        self.ok(
+        let a = self.post_json(operation, api, &body).await?;
+        self.success(operation, a)
+    }
+
+    /// A POST to the tracking API, whatever it answers.
+    async fn post_json(
+        &self,
+        operation: &str,
+        api: &str,
+        body: &Value,
+    ) -> Result<Answer, RegistryError> {
+        self.call(
             operation,
             Method::POST,
             &format!("/api/2.0/mlflow/{api}"),
             &[],
-            Some(&body),
+            Some(body),
         )
         .await
     }
@@ -306,12 +310,10 @@ impl MlflowRegistry {
                         return Err(self.answer_err("get experiment", &a));
                     }
                     let c = self
-                        .call(
+                        .post_json(
                             "create experiment",
-                            Method::POST,
-                            "/api/2.0/mlflow/experiments/create",
-                            &[],
-                            Some(&json!({ "name": name })),
+                            "experiments/create",
+                            &json!({ "name": name }),
                         )
                         .await?;
                     if c.status.is_success() {
@@ -357,44 +359,33 @@ impl MlflowRegistry {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<(), RegistryError> {
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{folder}/{name}",
-            self.base
-        );
-        let mut attempt = 0;
-        loop {
-            let req = self.authorize(self.http.put(&url).body(bytes.clone()));
-            let why = match req.send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r)
-                    if r.status().is_server_error()
-                        || r.status() == StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    format!("status {}", r.status())
-                }
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    let text = r.text().await.unwrap_or_default();
-                    return Err(self.err("upload artifact", Some(status), text));
-                }
-                Err(e) => bikeshare_types::error::chain(&e),
-            };
-            match self.retry_delay(attempt) {
-                Some(d) => {
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                None => return Err(self.err("upload artifact", None, why)),
-            }
-        }
+        self.transfer("upload artifact", &format!("{folder}/{name}"), Some(bytes))
+            .await
+            .map(drop)
     }
 
     async fn get_artifact(&self, path: &str) -> Result<Vec<u8>, RegistryError> {
+        self.transfer(&format!("download {path}"), path, None).await
+    }
+
+    /// One file through the artifact proxy: `upload` PUTs it (and answers nothing), `None`
+    /// GETs it. Network errors, 429 and 5xx are retried; spent retries are an error without a
+    /// status.
+    async fn transfer(
+        &self,
+        operation: &str,
+        path: &str,
+        upload: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, RegistryError> {
         let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", self.base);
         let mut attempt = 0;
         loop {
-            let req = self.authorize(self.http.get(&url));
+            let req = self.authorize(match &upload {
+                Some(bytes) => self.http.put(&url).body(bytes.clone()),
+                None => self.http.get(&url),
+            });
             let why = match req.send().await {
+                Ok(r) if r.status().is_success() && upload.is_some() => return Ok(Vec::new()),
                 Ok(r) if r.status().is_success() => match r.bytes().await {
                     Ok(b) => return Ok(b.to_vec()),
                     Err(e) => e.to_string(),
@@ -408,7 +399,7 @@ impl MlflowRegistry {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let text = r.text().await.unwrap_or_default();
-                    return Err(self.err(&format!("download {path}"), Some(status), text));
+                    return Err(self.err(operation, Some(status), text));
                 }
                 Err(e) => bikeshare_types::error::chain(&e),
             };
@@ -417,15 +408,15 @@ impl MlflowRegistry {
                     tokio::time::sleep(d).await;
                     attempt += 1;
                 }
-                None => return Err(self.err(&format!("download {path}"), None, why)),
+                None => return Err(self.err(operation, None, why)),
             }
         }
     }
 
     /// File names in an artifact folder.
     async fn list_artifacts(&self, folder: &str) -> Result<Vec<String>, RegistryError> {
-        let body = self
-            .ok(
+        let a = self
+            .call(
                 "list artifacts",
                 Method::GET,
                 "/api/2.0/mlflow-artifacts/artifacts",
@@ -433,6 +424,7 @@ impl MlflowRegistry {
                 None,
             )
             .await?;
+        let body = self.success("list artifacts", a)?;
         let mut names: Vec<String> = body
             .get("files")
             .and_then(Value::as_array)
@@ -525,12 +517,10 @@ impl MlflowRegistry {
 
     async fn ensure_registered_model(&self) -> Result<(), RegistryError> {
         let a = self
-            .call(
+            .post_json(
                 "create registered model",
-                Method::POST,
-                "/api/2.0/mlflow/registered-models/create",
-                &[],
-                Some(&json!({"name": self.settings.model})),
+                "registered-models/create",
+                &json!({"name": self.settings.model}),
             )
             .await?;
         if a.status.is_success() || a.error_code() == "RESOURCE_ALREADY_EXISTS" {
@@ -552,12 +542,9 @@ impl MlflowRegistry {
         if a.error_code() == "RESOURCE_DOES_NOT_EXIST" {
             return Ok(Vec::new());
         }
-        if !a.status.is_success() {
-            return Err(self.answer_err("get registered model", &a));
-        }
+        let body = self.success("get registered model", a)?;
         let mut out = Vec::new();
-        for al in a
-            .body
+        for al in body
             .pointer("/registered_model/aliases")
             .and_then(Value::as_array)
             .into_iter()
@@ -595,10 +582,7 @@ impl MlflowRegistry {
                 version,
             });
         }
-        if !a.status.is_success() {
-            return Err(self.answer_err("get model version", &a));
-        }
-        a.body
+        self.success("get model version", a)?
             .get("model_version")
             .cloned()
             .ok_or_else(|| self.err("get model version", None, "no model_version".into()))
@@ -616,8 +600,7 @@ impl MlflowRegistry {
         let folder = self.artifact_path(&source)?;
         let files = self.list_artifacts(&folder).await?;
         let bytes = self.get_artifact(&format!("{folder}/{CARD_FILE}")).await?;
-        let card =
-            parse_card(&bytes).map_err(|m| RegistryError::Corrupt(format!("{source}: {m}")))?;
+        let card = parse_stored_card(&bytes, &source)?;
         Ok(ModelVersion {
             model: self.settings.model.clone(),
             version,
@@ -626,11 +609,7 @@ impl MlflowRegistry {
                     .and_then(Value::as_i64)
                     .unwrap_or(0),
             ),
-            stages: aliases
-                .iter()
-                .filter(|(_, v)| *v == version)
-                .map(|(s, _)| *s)
-                .collect(),
+            stages: stages_naming(version, aliases),
             feature_schema_id: card::feature_schema_id(&card),
             card,
             files,
@@ -717,6 +696,22 @@ fn str_at(v: &Value, pointer: &str, operation: &str) -> Result<String, RegistryE
     }
 }
 
+/// One page of a search answer: its `items` appended to `out`, and the token of the next
+/// page (`None` on the last).
+fn next_page(page: &Value, items: &str, out: &mut Vec<Value>) -> Option<String> {
+    out.extend(
+        page.get(items)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
+    page.get("next_page_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
 #[async_trait]
 impl Registry for MlflowRegistry {
     fn model_name(&self) -> &str {
@@ -782,24 +777,8 @@ impl Registry for MlflowRegistry {
             let a = self
                 .get_json("search model versions", "model-versions/search", &query)
                 .await?;
-            if !a.status.is_success() {
-                return Err(self.answer_err("search model versions", &a));
-            }
-            for mv in a
-                .body
-                .get("model_versions")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                found.push(mv.clone());
-            }
-            token = a
-                .body
-                .get("next_page_token")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
+            let page = self.success("search model versions", a)?;
+            token = next_page(&page, "model_versions", &mut found);
             if token.is_none() {
                 break;
             }
@@ -957,19 +936,7 @@ impl Registry for MlflowRegistry {
             let page = self
                 .post("search decision runs", "runs/search", body)
                 .await?;
-            for r in page
-                .get("runs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                runs.push(r.clone());
-            }
-            token = page
-                .get("next_page_token")
-                .and_then(Value::as_str)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
+            token = next_page(&page, "runs", &mut runs);
             if token.is_none() {
                 break;
             }

@@ -10,10 +10,16 @@
 //!   registered-model alias; a decision is a run tagged `bikeshare.kind=promotion-decision`
 //!   with its numbers as metrics and the whole decision as an artifact.
 //!
-//! A *model directory* is what training writes: `card.json` (the model card) beside the
-//! model files (`empty.json`, `full.json`). The registry stores the files as they are and
-//! reads from the card only what it indexes: `feature_schema_id`, `metrics` and `params`.
+//! A *model directory* ([`crate::model_dir`]) is what training writes: `card.json` (the model
+//! card) beside the model files (`empty.json`, `full.json`). The registry stores the files as
+//! they are and reads from the card only what it indexes: `feature_schema_id`, `metrics` and
+//! `params`. [`fetch`] brings a version's directory into a local cache, [`load_version`]
+//! loads it as the processor's scorer (the promotion gate and the hot swap both do).
+//!
+//! What both backends share lives here: the trait, the version record, the errors, reading a
+//! model directory and its card. The decision log's record is [`decision`].
 
+pub mod decision;
 pub mod local;
 pub mod mlflow;
 
@@ -21,16 +27,18 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use async_trait::async_trait;
+use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::ModelRef;
 use bikeshare_types::error::{Classify, ErrorClass};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::promote::PromotionDecision;
-
 /// The card's file name inside a model directory.
-pub const CARD_FILE: &str = "card.json";
+pub use crate::model_dir::CARD_FILE;
+use crate::model_dir::LoadError;
+use crate::scorer::XgbScorer;
+use decision::PromotionDecision;
 
 /// A stage a version can be in. Each stage names at most one version at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,6 +114,16 @@ impl ModelVersion {
     pub fn is(&self, stage: Stage) -> bool {
         self.stages.contains(&stage)
     }
+}
+
+/// The stages that name `version`, in [`Stage`] order, from `(stage, version it names)`
+/// pairs in that order.
+pub(crate) fn stages_naming(version: u64, named: &[(Stage, u64)]) -> Vec<Stage> {
+    named
+        .iter()
+        .filter(|(_, v)| *v == version)
+        .map(|(s, _)| *s)
+        .collect()
 }
 
 /// Why a registry operation failed.
@@ -232,6 +250,36 @@ pub async fn fetch(
     }
 }
 
+/// Why a registered version cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionLoadError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("version {version} does not load: {source}")]
+    Load {
+        version: u64,
+        #[source]
+        source: LoadError,
+    },
+}
+
+/// Downloads a version (once, into `cache`, see [`fetch`]) and loads it for features of
+/// `schema`, named as the registry names it (model name, version number).
+pub async fn load_version(
+    registry: &dyn Registry,
+    version: &ModelVersion,
+    cache: &Path,
+    schema: &FeatureSchema,
+) -> Result<XgbScorer, VersionLoadError> {
+    let dir = fetch(registry, version.version, cache).await?;
+    crate::model_dir::load(&dir, schema)
+        .map(|s| s.with_model(version.model_ref()))
+        .map_err(|source| VersionLoadError::Load {
+            version: version.version,
+            source,
+        })
+}
+
 /// A model name as a single path component.
 pub(crate) fn sanitize(name: &str) -> String {
     name.chars()
@@ -285,6 +333,12 @@ pub(crate) async fn read_model_dir(
         .map_err(|e| RegistryError::invalid(dir, format!("no readable {CARD_FILE}: {e}")))?;
     let card = parse_card(&bytes).map_err(|m| RegistryError::invalid(dir, m))?;
     Ok((files, card))
+}
+
+/// A stored version's card (`at` names it in the error: a registry that holds a card it
+/// cannot read is corrupt).
+pub(crate) fn parse_stored_card(bytes: &[u8], at: &str) -> Result<Value, RegistryError> {
+    parse_card(bytes).map_err(|m| RegistryError::Corrupt(format!("{at}: {m}")))
 }
 
 pub(crate) fn parse_card(bytes: &[u8]) -> Result<Value, String> {

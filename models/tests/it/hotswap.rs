@@ -12,53 +12,38 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bikeshare_models::hotswap::ProductionWatcher;
+use bikeshare_models::registry::Registry;
 use bikeshare_models::registry::local::LocalRegistry;
-use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::LocalCheckpointStore;
 use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
-use bikeshare_types::contracts::{Envelope, Event, StationStatus};
+use bikeshare_testkit::envelopes::status_envelope;
 use bikeshare_types::time::ManualClock;
-use bikeshare_types::{SharedClock, StationId, SystemId, Timestamp};
+use bikeshare_types::{SharedClock, Timestamp};
 use tokio::sync::watch;
 
 const T0: i64 = 1_790_000_000_000;
-
-fn status(station: &str, t: i64, bikes: u32) -> Envelope {
-    let t = Timestamp(t);
-    Envelope::new(
-        SystemId::new("city"),
-        "test",
-        t,
-        t,
-        Event::StationStatus(StationStatus {
-            station_id: StationId::new(station),
-            num_bikes_available: bikes,
-            num_ebikes_available: None,
-            num_bikes_disabled: None,
-            num_docks_available: Some(12 - bikes),
-            num_docks_disabled: None,
-            is_installed: true,
-            is_renting: true,
-            is_returning: true,
-            last_reported: t,
-            vehicle_types_available: vec![],
-        }),
-    )
-}
 
 /// Reports of 4 stations, one a minute each, for `minutes` minutes starting at `from`.
 fn records(from: i64, minutes: i64) -> Vec<PutRecord> {
     let mut out = Vec::new();
     for m in from..from + minutes {
         for (k, s) in ["a", "b", "c", "d"].iter().enumerate() {
-            let bikes = ((m * 7 + k as i64 * 3) % 13) as u32;
+            let bikes = (((m * 7 + k as i64 * 3) % 13) as u32).min(12);
             out.push(PutRecord::new(
                 "city",
-                status(s, T0 + m * 60_000 + k as i64 * 1000, bikes.min(12)).encode(),
+                status_envelope(
+                    "city",
+                    "test",
+                    s,
+                    T0 + m * 60_000 + k as i64 * 1000,
+                    bikes,
+                    12 - bikes,
+                )
+                .encode(),
             ));
         }
     }
@@ -145,11 +130,7 @@ async fn swap_mid_stream_drops_nothing_and_names_the_new_version() {
         let m = support::stumps_model(n, &[(bikes, 3.0, leaf, -leaf)]);
         support::write_model_dir(&dir.path().join(label), &schema.id().0, &m, &m, label);
     }
-    let v1 = registry.register(&dir.path().join("v1")).await.unwrap();
-    registry
-        .set_stage(v1.version, Stage::Production)
-        .await
-        .unwrap();
+    support::register_in_production(registry.as_ref(), &dir.path().join("v1")).await;
     let watcher = ProductionWatcher {
         registry: registry.clone(),
         schema: schema.clone(),
@@ -181,11 +162,7 @@ async fn swap_mid_stream_drops_nothing_and_names_the_new_version() {
     let before_swap = sinks.predictions.lock().unwrap().len();
 
     // Promote v2 while the processor runs; the watcher swaps it in.
-    let v2 = registry.register(&dir.path().join("v2")).await.unwrap();
-    registry
-        .set_stage(v2.version, Stage::Production)
-        .await
-        .unwrap();
+    support::register_in_production(registry.as_ref(), &dir.path().join("v2")).await;
     tokio::time::timeout(
         Duration::from_secs(10),
         observer.wait_for(|s| s.model().version == "2"),
@@ -244,11 +221,7 @@ async fn a_version_that_does_not_load_leaves_the_current_scorer() {
         Arc::new(LocalRegistry::new(dir.path().join("registry"), "m", clock));
     let m = support::stumps_model(schema.len(), &[(0, 1.0, 1.0, -1.0)]);
     support::write_model_dir(&dir.path().join("bad"), "fs1-another-schema", &m, &m, "bad");
-    let v = registry.register(&dir.path().join("bad")).await.unwrap();
-    registry
-        .set_stage(v.version, Stage::Production)
-        .await
-        .unwrap();
+    let v = support::register_in_production(registry.as_ref(), &dir.path().join("bad")).await;
     let watcher = ProductionWatcher {
         registry,
         schema: schema.clone(),

@@ -12,7 +12,7 @@ use registry_support as support;
 
 use std::sync::Arc;
 
-use bikeshare_models::promote::{Gate, GateConfig, HeldOut};
+use bikeshare_models::promote::{Gate, GateConfig, HeldOut, PromotionDecision};
 use bikeshare_models::registry::local::LocalRegistry;
 use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig};
@@ -51,6 +51,14 @@ fn heldout(schema: &FeatureSchema, signal: usize) -> HeldOut {
     h
 }
 
+/// One tree on the signal feature: `(threshold, left, right)`.
+type Stump = (f32, f32, f32);
+
+/// The gate's decision on `version` for `stage`, on `data`.
+async fn decide(gate: &Gate, version: u64, stage: Stage, data: &HeldOut) -> PromotionDecision {
+    gate.evaluate(version, stage, Some(data)).await.unwrap()
+}
+
 #[tokio::test]
 async fn gate_promotes_better_models_and_refuses_worse_ones() {
     let schema = Processor::new(ProcessorConfig::default()).schema().clone();
@@ -80,47 +88,28 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
         clock: clock.clone(),
     };
     let id = schema.id().0.clone();
-    let register = |label: &str, schema_id: &str, empty: String, full: String| {
+    // A version is one stump per target on the signal.
+    let register = |label: &str, schema_id: &str, empty: Stump, full: Stump| {
         let d = dir.path().join(label);
-        support::write_model_dir(&d, schema_id, &empty, &full, label);
+        let model = |(t, l, r): Stump| support::stumps_model(n, &[(signal, t, l, r)]);
+        support::write_model_dir(&d, schema_id, &model(empty), &model(full), label);
         let registry = registry.clone();
         async move { registry.register(&d).await.unwrap().version }
     };
 
     // v1: right direction, threshold a little off. No production yet: against the baseline.
-    let v1 = register(
-        "weak",
-        &id,
-        support::stumps_model(n, &[(signal, 0.7, -1.0, 1.0)]),
-        support::stumps_model(n, &[(signal, 0.2, 1.0, -1.0)]),
-    )
-    .await;
-    let staged = gate
-        .evaluate(v1, Stage::Staging, Some(&data))
-        .await
-        .unwrap();
+    let v1 = register("weak", &id, (0.7, -1.0, 1.0), (0.2, 1.0, -1.0)).await;
+    let staged = decide(&gate, v1, Stage::Staging, &data).await;
     assert!(staged.promoted, "{staged:#?}");
-    let d1 = gate
-        .evaluate(v1, Stage::Production, Some(&data))
-        .await
-        .unwrap();
+    let d1 = decide(&gate, v1, Stage::Production, &data).await;
     assert!(d1.promoted, "{}", d1.summary);
     assert_eq!(d1.incumbent.as_ref().unwrap().name, "baseline-netflow");
     let (c, i) = (d1.candidate_metrics.unwrap(), d1.incumbent_metrics.unwrap());
     assert!(c.empty.log_loss < i.empty.log_loss && c.empty.pr_auc > i.empty.pr_auc);
 
     // v2: "went empty" reversed — worse than v1: refused, production stays v1.
-    let v2 = register(
-        "reversed",
-        &id,
-        support::stumps_model(n, &[(signal, 0.8, 1.0, -1.0)]),
-        support::stumps_model(n, &[(signal, 0.15, 1.0, -1.0)]),
-    )
-    .await;
-    let d2 = gate
-        .evaluate(v2, Stage::Production, Some(&data))
-        .await
-        .unwrap();
+    let v2 = register("reversed", &id, (0.8, 1.0, -1.0), (0.15, 1.0, -1.0)).await;
+    let d2 = decide(&gate, v2, Stage::Production, &data).await;
     assert!(!d2.promoted);
     assert!(
         d2.summary.contains("beats.empty.log_loss"),
@@ -129,51 +118,23 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
     );
     assert!(d2.summary.contains("beats.empty.pr_auc"), "{}", d2.summary);
     assert_eq!(d2.incumbent.as_ref().unwrap().version, "1");
-    assert_eq!(
-        registry
-            .current(Stage::Production)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        v1
-    );
+    assert_eq!(support::production_version(registry.as_ref()).await, v1);
 
     // v3: the right thresholds, more confident: better on both metrics, both targets.
-    let v3 = register(
-        "strong",
-        &id,
-        support::stumps_model(n, &[(signal, 0.8, -2.0, 2.0)]),
-        support::stumps_model(n, &[(signal, 0.15, 2.0, -2.0)]),
-    )
-    .await;
-    let d3 = gate
-        .evaluate(v3, Stage::Production, Some(&data))
-        .await
-        .unwrap();
+    let v3 = register("strong", &id, (0.8, -2.0, 2.0), (0.15, 2.0, -2.0)).await;
+    let d3 = decide(&gate, v3, Stage::Production, &data).await;
     assert!(d3.promoted, "{d3:#?}");
-    assert_eq!(
-        registry
-            .current(Stage::Production)
-            .await
-            .unwrap()
-            .unwrap()
-            .version,
-        v3
-    );
+    assert_eq!(support::production_version(registry.as_ref()).await, v3);
 
     // Trained on another feature schema: refused before any comparison counts.
     let v4 = register(
         "other-schema",
         "fs1-someone-else",
-        support::stumps_model(n, &[(signal, 0.8, -3.0, 3.0)]),
-        support::stumps_model(n, &[(signal, 0.15, 3.0, -3.0)]),
+        (0.8, -3.0, 3.0),
+        (0.15, 3.0, -3.0),
     )
     .await;
-    let d4 = gate
-        .evaluate(v4, Stage::Staging, Some(&data))
-        .await
-        .unwrap();
+    let d4 = decide(&gate, v4, Stage::Staging, &data).await;
     assert!(!d4.promoted);
     assert!(
         d4.summary.contains("schema.feature_schema_id"),
@@ -183,17 +144,8 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
     assert!(d4.summary.contains("model.loads"), "{}", d4.summary);
 
     // A constant model is not sane.
-    let v5 = register(
-        "constant",
-        &id,
-        support::stumps_model(n, &[(signal, 0.5, 1.0, 1.0)]),
-        support::stumps_model(n, &[(signal, 0.5, -1.0, 1.0)]),
-    )
-    .await;
-    let d5 = gate
-        .evaluate(v5, Stage::Production, Some(&data))
-        .await
-        .unwrap();
+    let v5 = register("constant", &id, (0.5, 1.0, 1.0), (0.5, -1.0, 1.0)).await;
+    let d5 = decide(&gate, v5, Stage::Production, &data).await;
     assert!(!d5.promoted);
     assert!(
         d5.summary.contains("probabilities.empty.not_constant"),
@@ -208,10 +160,7 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
         went_empty: data.went_empty[..50].to_vec(),
         went_full: data.went_full[..50].to_vec(),
     };
-    let d6 = gate
-        .evaluate(v3, Stage::Production, Some(&few))
-        .await
-        .unwrap();
+    let d6 = decide(&gate, v3, Stage::Production, &few).await;
     assert!(
         !d6.promoted && d6.summary.contains("heldout.rows"),
         "{}",

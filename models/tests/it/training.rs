@@ -1,9 +1,9 @@
 //! Training on a simulated history: the models beat the baselines on held-out days, and the
 //! model directory round-trips into the processor's scorer.
 
-use bikeshare_models::artifact::{load_dir, read_card};
 use bikeshare_models::bootstrap::{BootstrapConfig, train_bootstrap};
 use bikeshare_models::eval::render;
+use bikeshare_models::model_dir::{self, read_card};
 use bikeshare_simulator::CityConfig;
 use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig, Scorer};
 use bikeshare_types::Timestamp;
@@ -51,11 +51,11 @@ fn models_trained_on_simulated_days_beat_the_baselines_on_later_days() {
     assert_eq!(files, ["card.json", "empty.json", "full.json"]);
     assert_eq!(&read_card(&out).unwrap(), card);
     let schema = FeatureSchema::v1(&ProcessorConfig::default().window_minutes);
-    let scorer = load_dir(&out, &schema).unwrap();
+    let scorer = model_dir::load(&out, &schema).unwrap();
     assert_eq!(scorer.model().name, "test-model");
     let other = FeatureSchema::v1(&[5, 15]);
     assert!(
-        load_dir(&out, &other).is_err(),
+        model_dir::load(&out, &other).is_err(),
         "another feature schema is refused"
     );
 }

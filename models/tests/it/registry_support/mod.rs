@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use bikeshare_models::registry::{ModelVersion, Registry, Stage};
+
 /// A binary-logistic model of stumps: each `(feature, threshold, left, right)` is one tree
 /// that adds `left` when `x[feature] < threshold` (or missing) and `right` otherwise.
 pub fn stumps_model(num_feature: usize, stumps: &[(usize, f32, f32, f32)]) -> String {
@@ -52,6 +54,26 @@ pub fn write_model_dir(dir: &Path, schema_id: &str, empty: &str, full: &str, not
     .unwrap();
     std::fs::write(dir.join("empty.json"), empty).unwrap();
     std::fs::write(dir.join("full.json"), full).unwrap();
+}
+
+/// Registers the model directory `dir` and puts the new version in production.
+pub async fn register_in_production(registry: &dyn Registry, dir: &Path) -> ModelVersion {
+    let v = registry.register(dir).await.unwrap();
+    registry
+        .set_stage(v.version, Stage::Production)
+        .await
+        .unwrap();
+    v
+}
+
+/// The version production names (there must be one).
+pub async fn production_version(registry: &dyn Registry) -> u64 {
+    registry
+        .current(Stage::Production)
+        .await
+        .unwrap()
+        .expect("production names a version")
+        .version
 }
 
 /// The MLflow server of the test command (`BIKESHARE_TEST_MLFLOW_URI`): skip when unset,

@@ -40,6 +40,22 @@ pub fn local_config() -> ServeConfig {
     }
 }
 
+/// `POST <url>/invocations` straight to the container contract, with `headers`.
+pub fn post_invocations(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> impl Future<Output = reqwest::Response> + use<> {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/invocations"))
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let sent = req.send();
+    async move { sent.await.unwrap() }
+}
+
 /// The shared SDK configuration for a local server: our HTTPS client, a region, fixed
 /// credentials (the server does not check SigV4), the endpoint URL.
 pub async fn sdk(url: &str) -> SdkConfig {
