@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use bikeshare_types::error::{Classify, ErrorClass};
-use bikeshare_types::retry::Backoff;
+use bikeshare_types::retry::{Backoff, Failure};
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
@@ -249,27 +249,28 @@ impl GbfsClient {
         url: &Url,
         validators: &CacheValidators,
     ) -> Result<Fetched, FetchError> {
-        let mut attempt = 0;
-        loop {
-            match self.fetch_once(url, validators).await {
-                Ok(fetched) => return Ok(fetched),
-                Err(e) if e.retryable() => {
-                    let Some(delay) = self.config.retry.delay(attempt, &mut rand::rng()) else {
-                        return Err(e);
-                    };
-                    tracing::debug!(
-                        %url,
-                        attempt,
-                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %bikeshare_types::error::chain(&e),
-                        "GBFS fetch failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let attempt = move || async move {
+            self.fetch_once(url, validators)
+                .await
+                .map_err(|error| Failure {
+                    retryable: error.retryable(),
+                    error,
+                })
+        };
+        let on_retry = |attempt, delay: std::time::Duration, e: &FetchError| {
+            tracing::debug!(
+                %url,
+                attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %bikeshare_types::error::chain(e),
+                "GBFS fetch failed; retrying"
+            );
+        };
+        self.config
+            .retry
+            .retry(attempt, tokio::time::sleep, on_retry)
+            .await
+            .map_err(|gave_up| gave_up.error)
     }
 
     /// One GET, no retries.

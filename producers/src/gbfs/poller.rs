@@ -337,6 +337,27 @@ struct Feeds {
     station_status: FeedState,
 }
 
+/// One feed as read: where from, its body and validators, and when it was read.
+struct FeedRead {
+    url: Url,
+    body: Bytes,
+    validators: CacheValidators,
+    now: Timestamp,
+}
+
+impl FeedRead {
+    /// An event of `system` from this read, at `event_time`.
+    fn envelope(&self, system: &SystemId, event_time: Timestamp, event: Event) -> Envelope {
+        Envelope::new(
+            system.clone(),
+            self.url.as_str(),
+            event_time,
+            self.now,
+            event,
+        )
+    }
+}
+
 /// Polls one GBFS system. See the module docs.
 #[derive(Debug)]
 pub struct GbfsPoller {
@@ -539,12 +560,12 @@ impl GbfsPoller {
         report.errors.push(error);
     }
 
-    /// GET one feed: `None` when not modified, else its URL, body and validators.
+    /// GET one feed: `None` when not modified (a successful read, recorded), else what was read.
     async fn fetch(
         &mut self,
         kind: FeedKind,
         report: &mut PollReport,
-    ) -> Result<Option<(Url, Bytes, CacheValidators)>, PollError> {
+    ) -> Result<Option<FeedRead>, PollError> {
         let url = match kind {
             FeedKind::Discovery => Some(self.discovery_url.clone()),
             _ => self.feed(kind).url.clone(),
@@ -561,13 +582,36 @@ impl GbfsPoller {
             Fetched::NotModified => {
                 self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
                 report.not_modified.push(kind);
+                self.read_ok(kind, None, None);
                 Ok(None)
             }
             Fetched::Body { body, validators } => {
                 report.fetched.push(kind);
-                Ok(Some((url, body, validators)))
+                Ok(Some(FeedRead {
+                    url,
+                    body,
+                    validators,
+                    now: self.clock.now(),
+                }))
             }
         }
+    }
+
+    /// Dead-letters what a read rejected, then records the read as successful (see
+    /// [`Self::read_ok`]).
+    async fn finish_read(
+        &mut self,
+        kind: FeedKind,
+        read: FeedRead,
+        rejected: &[Rejected],
+        ttl: u32,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        self.dead_letter(kind, &read.url, rejected, read.now, output, report)
+            .await?;
+        self.read_ok(kind, Some(read.validators), Some(ttl));
+        Ok(())
     }
 
     /// Records a successful read: validators, TTL and when the feed is due again.
@@ -615,15 +659,14 @@ impl GbfsPoller {
         report: &mut PollReport,
     ) -> Result<(), PollError> {
         let kind = FeedKind::Discovery;
-        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
-            self.read_ok(kind, None, None);
+        let Some(read) = self.fetch(kind, report).await? else {
             return Ok(());
         };
-        let now = self.clock.now();
+        let (url, now) = (&read.url, read.now);
         let discovery = self
             .validator
-            .discovery(&body, now)
-            .map_err(PollError::feed_failed(kind, &url))?;
+            .discovery(&read.body, now)
+            .map_err(PollError::feed_failed(kind, url))?;
         let Discovery {
             header,
             feeds: _,
@@ -631,7 +674,7 @@ impl GbfsPoller {
             ..
         } = &discovery;
         self.warn_version(kind, header);
-        self.dead_letter(kind, &url, rejected, now, output, report)
+        self.dead_letter(kind, url, rejected, now, output, report)
             .await?;
 
         let mut bad_url = None;
@@ -662,7 +705,7 @@ impl GbfsPoller {
                 };
             }
         }
-        self.read_ok(kind, Some(validators), Some(discovery.header.ttl));
+        self.read_ok(kind, Some(read.validators), Some(discovery.header.ttl));
         if let Some(e) = bad_url {
             return Err(e);
         }
@@ -680,33 +723,28 @@ impl GbfsPoller {
         report: &mut PollReport,
     ) -> Result<(), PollError> {
         let kind = FeedKind::SystemInformation;
-        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
-            self.read_ok(kind, None, None);
+        let Some(read) = self.fetch(kind, report).await? else {
             return Ok(());
         };
-        let now = self.clock.now();
         let parsed = self
             .validator
-            .system_information(&body, &self.system_id, now)
-            .map_err(PollError::feed_failed(kind, &url))?;
+            .system_information(&read.body, &self.system_id, read.now)
+            .map_err(PollError::feed_failed(kind, &read.url))?;
         self.warn_version(kind, &parsed.header);
         if let Some(info) = parsed.records.into_iter().next()
             && self.last_system_info.as_ref() != Some(&info)
         {
-            let event = Envelope::new(
-                self.system_id.clone(),
-                url.as_str(),
+            let event = read.envelope(
+                &self.system_id,
                 parsed.header.last_updated,
-                now,
                 Event::SystemInfo(info.clone()),
             );
             self.emit(kind, vec![event], output, report).await?;
             self.last_system_info = Some(info);
         }
-        self.dead_letter(kind, &url, &parsed.rejected, now, output, report)
-            .await?;
-        self.read_ok(kind, Some(validators), Some(parsed.header.ttl));
-        Ok(())
+        let ttl = parsed.header.ttl;
+        self.finish_read(kind, read, &parsed.rejected, ttl, output, report)
+            .await
     }
 
     async fn poll_station_information(
@@ -715,26 +753,22 @@ impl GbfsPoller {
         report: &mut PollReport,
     ) -> Result<(), PollError> {
         let kind = FeedKind::StationInformation;
-        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
-            self.read_ok(kind, None, None);
+        let Some(read) = self.fetch(kind, report).await? else {
             return Ok(());
         };
-        let now = self.clock.now();
         let parsed = self
             .validator
-            .station_information(&body, now)
-            .map_err(PollError::feed_failed(kind, &url))?;
+            .station_information(&read.body, read.now)
+            .map_err(PollError::feed_failed(kind, &read.url))?;
         self.warn_version(kind, &parsed.header);
         let changed: Vec<Envelope> = parsed
             .records
             .iter()
             .filter(|info| self.stations.get(&info.station_id) != Some(*info))
             .map(|info| {
-                Envelope::new(
-                    self.system_id.clone(),
-                    url.as_str(),
+                read.envelope(
+                    &self.system_id,
                     parsed.header.last_updated,
-                    now,
                     Event::StationInfo(info.clone()),
                 )
             })
@@ -750,10 +784,9 @@ impl GbfsPoller {
             .collect();
         // New information: a station still unknown may trigger another refresh.
         self.refreshed_for_unknown.clear();
-        self.dead_letter(kind, &url, &parsed.rejected, now, output, report)
-            .await?;
-        self.read_ok(kind, Some(validators), Some(parsed.header.ttl));
-        Ok(())
+        let ttl = parsed.header.ttl;
+        self.finish_read(kind, read, &parsed.rejected, ttl, output, report)
+            .await
     }
 
     /// Returns the status feed's TTL.
@@ -763,15 +796,13 @@ impl GbfsPoller {
         report: &mut PollReport,
     ) -> Result<u32, PollError> {
         let kind = FeedKind::StationStatus;
-        let Some((url, body, validators)) = self.fetch(kind, report).await? else {
-            self.read_ok(kind, None, None);
+        let Some(read) = self.fetch(kind, report).await? else {
             return Ok(self.feed(kind).ttl);
         };
-        let now = self.clock.now();
         let parse = |this: &Self| {
             this.validator
-                .station_status(&body, now, this.known.as_ref())
-                .map_err(PollError::feed_failed(kind, &url))
+                .station_status(&read.body, read.now, this.known.as_ref())
+                .map_err(PollError::feed_failed(kind, &read.url))
         };
         let mut parsed = parse(self)?;
         let unknown: Vec<StationId> = parsed
@@ -812,11 +843,9 @@ impl GbfsPoller {
         let mut events: Vec<Envelope> = changed
             .iter()
             .map(|s| {
-                Envelope::new(
-                    self.system_id.clone(),
-                    url.as_str(),
+                read.envelope(
+                    &self.system_id,
                     s.last_reported,
-                    now,
                     Event::StationStatus((*s).clone()),
                 )
             })
@@ -824,11 +853,9 @@ impl GbfsPoller {
         let last_updated = parsed.header.last_updated;
         let heartbeat = self.last_heartbeat.is_none_or(|t| last_updated > t);
         if heartbeat {
-            events.push(Envelope::new(
-                self.system_id.clone(),
-                url.as_str(),
+            events.push(read.envelope(
+                &self.system_id,
                 last_updated,
-                now,
                 Event::FeedHeartbeat(FeedHeartbeat {
                     feed: "station_status".into(),
                     last_updated,
@@ -842,12 +869,12 @@ impl GbfsPoller {
         for s in changed {
             self.last_status.insert(s.station_id.clone(), s.clone());
         }
-        self.dead_letter(kind, &url, &parsed.rejected, now, output, report)
+        let ttl = parsed.header.ttl;
+        self.finish_read(kind, read, &parsed.rejected, ttl, output, report)
             .await?;
         report.skipped += parsed.skipped.len();
         PollerStats::add(&self.stats.skipped, parsed.skipped.len());
-        self.read_ok(kind, Some(validators), Some(parsed.header.ttl));
-        Ok(parsed.header.ttl)
+        Ok(ttl)
     }
 
     async fn emit(

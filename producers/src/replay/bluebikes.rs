@@ -33,13 +33,14 @@ use bikeshare_types::contracts::{DeadLetter, Event, StationInfo, StationStatus};
 use bikeshare_types::{StationId, Timestamp};
 use chrono::NaiveDate;
 
-use super::input::{RecordedLines, field, format_error, parse_int, split_csv};
+use super::files::{RecordedCsv, format_error};
 use super::status::StatusColumns;
 use super::{
     RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, StationTable, rule,
     source_name,
 };
 use crate::gbfs::rules::{self as gbfs_rules, rule as gbfs_rule};
+use crate::input::{field, parse_int};
 
 /// Reads `stations.csv`. Rows without usable coordinates or with an unparseable capacity are
 /// dead letters (`gbfs.coordinates`, `replay.parse`); a repeated id is `gbfs.station.duplicate`.
@@ -48,10 +49,10 @@ pub fn read_stations(
     ctx: &RowContext,
 ) -> Result<(StationTable, Vec<DeadLetter>), ReplayError> {
     let source = source_name(path);
-    let mut lines = RecordedLines::open(path)?;
+    let mut rows = RecordedCsv::open(path)?;
     let mut stations = StationTable::default();
     let mut dead = Vec::new();
-    let Some(header) = lines.header()? else {
+    let Some(header) = rows.header()? else {
         return Ok((stations, dead));
     };
     let id_col = header.require("station_id").map_err(format_error(path))?;
@@ -61,12 +62,13 @@ pub fn read_stations(
     let short_col = header.find(&["short_name"]);
     let cap_col = header.find(&["capacity"]);
     let mut seen = std::collections::HashSet::new();
-    while let Some((line_no, raw)) = lines.next_row()? {
-        let f = split_csv(&raw);
+    while let Some(row) = rows.next_row()? {
+        let f = &row.fields;
         let mut reject = |rule: &str, message: String| {
-            dead.push(ctx.dead_letter(&source, rule, format!("line {line_no}: {message}"), &raw));
+            let message = format!("line {}: {message}", row.line_no);
+            dead.push(ctx.dead_letter(&source, rule, message, &row.raw));
         };
-        let Some(id) = field(&f, Some(id_col)) else {
+        let Some(id) = field(f, Some(id_col)) else {
             reject(rule::PARSE, "station_id is missing".into());
             continue;
         };
@@ -78,7 +80,7 @@ pub fn read_stations(
             );
             continue;
         }
-        let capacity = match field(&f, cap_col).map(parse_int) {
+        let capacity = match field(f, cap_col).map(parse_int) {
             None => None,
             Some(Some(c)) => u32::try_from(c).ok().filter(|c| *c > 0),
             Some(None) => {
@@ -90,7 +92,7 @@ pub fn read_stations(
             }
         };
         stations.set_capacity(&station_id, capacity);
-        let coord = |col| field(&f, col).and_then(|v| v.parse::<f64>().ok());
+        let coord = |col| field(f, col).and_then(|v| v.parse::<f64>().ok());
         let (Some(lat), Some(lon)) = (coord(lat_col), coord(lon_col)) else {
             reject(
                 gbfs_rule::COORDINATES,
@@ -102,8 +104,8 @@ pub fn read_stations(
             reject(v.rule, v.message);
             continue;
         }
-        let short_name = field(&f, short_col).map(str::to_owned);
-        let name = field(&f, name_col).map(str::to_owned);
+        let short_name = field(f, short_col).map(str::to_owned);
+        let name = field(f, name_col).map(str::to_owned);
         stations.push_info(
             source.clone(),
             StationInfo {
@@ -132,29 +134,30 @@ pub fn read_status_file(
 ) -> Result<ReplayChunk, ReplayError> {
     let source = source_name(path);
     let now = month_horizon(path).unwrap_or_else(|| ctx.clock.now());
-    let mut lines = RecordedLines::open(path)?;
+    let mut rows = RecordedCsv::open(path)?;
     let mut chunk = ReplayChunk::default();
-    let Some(header) = lines.header()? else {
+    let Some(header) = rows.header()? else {
         return Ok(chunk);
     };
     let columns = StatusColumns::from_header(&header, true).map_err(format_error(path))?;
-    while let Some((line_no, raw)) = lines.next_row()? {
+    while let Some(row) = rows.next_row()? {
         chunk.rows += 1;
         let validated = columns
-            .parse(&split_csv(&raw))
+            .parse(&row.fields)
             .map_err(|m| (rule::PARSE, m))
-            .and_then(|row| {
-                let t = row
+            .and_then(|parsed| {
+                let t = parsed
                     .last_reported
                     .ok_or((rule::PARSE, "last_reported is missing".into()))?;
                 let capacity = stations
-                    .capacity(&row.station_id)
+                    .capacity(&parsed.station_id)
                     .filter(|_| ctx.side_file_capacity_rule);
-                row.validate(t, capacity, now, &ctx.rules)
+                parsed
+                    .validate(t, capacity, now, &ctx.rules)
                     .map_err(|v| (v.rule, v.message))
             })
             .map(|status| (status.last_reported, Event::StationStatus(status)));
-        chunk.row(ctx, &source, line_no, &raw, validated);
+        chunk.row(ctx, &source, row.line_no, &row.raw, validated);
     }
     chunk.items.sort_by_key(ReplayItem::event_time);
     Ok(chunk)
@@ -317,6 +320,27 @@ mod tests {
             ]
         );
         assert!(dead[0].raw.starts_with("6,,Zero"));
+    }
+
+    #[test]
+    fn a_quoted_line_break_stays_in_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "stations.csv",
+            "station_id,name,lat,lon,capacity\n\
+             3,\"Fenway\nAvenue\",42.34,-71.10,14\n\
+             4,Nowhere,,,15\n",
+        );
+        let (stations, dead) = read_stations(&p, &ctx()).unwrap();
+        assert_eq!(stations.infos().next().unwrap().name, "Fenway\nAvenue");
+        assert_eq!(dead.len(), 1);
+        assert!(
+            dead[0].message.starts_with("line 4:"),
+            "{}",
+            dead[0].message
+        );
+        assert_eq!(dead[0].raw, "4,Nowhere,,,15");
     }
 
     #[test]

@@ -47,7 +47,7 @@ use bikeshare_types::{StationId, Timestamp};
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
-use super::input;
+use super::files::{io_error, read_whole};
 use super::snapshots::SNAPSHOT_FETCH_SLACK_MS;
 use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, source_name};
 use crate::gbfs::model::{FeedError, KnownStations, ParseContext, parse_header, parse_json};
@@ -113,7 +113,7 @@ fn plan_files(paths: &[PathBuf], kind: Kind) -> Result<Vec<Planned>, ReplayError
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let io_err = input::io_error(path);
+            let io_err = io_error(path);
             let mut found = Vec::new();
             for entry in std::fs::read_dir(path).map_err(io_err)? {
                 let entry = entry.map_err(io_err)?;
@@ -143,7 +143,7 @@ fn plan_files(paths: &[PathBuf], kind: Kind) -> Result<Vec<Planned>, ReplayError
 
 /// Reads a file whole (decompressed), refusing more than [`MAX_DOCUMENT_BYTES`].
 fn read_document(path: &Path) -> Result<Vec<u8>, ReplayError> {
-    input::read_whole(path, MAX_DOCUMENT_BYTES)
+    read_whole(path, MAX_DOCUMENT_BYTES)
 }
 
 /// The `last_updated` of a document, when it is a JSON object with a readable one.

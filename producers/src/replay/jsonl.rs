@@ -10,7 +10,7 @@ use std::path::Path;
 
 use bikeshare_types::contracts::Envelope;
 
-use super::input::RecordedLines;
+use super::files::RecordedLines;
 use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, rule, source_name};
 
 /// Reads one JSON-lines file into event-time order.

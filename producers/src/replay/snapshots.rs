@@ -34,13 +34,14 @@ use bikeshare_types::{StationId, Timestamp};
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use super::input::{RecordedLines, field, format_error, read_whole, split_csv};
+use super::files::{RecordedCsv, format_error, read_whole};
 use super::status::{StatusColumns, parse_epoch};
 use super::{
     RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, StationTable, rule,
     source_name,
 };
 use crate::gbfs::rules::{self as gbfs_rules, rule as gbfs_rule};
+use crate::input::field;
 
 /// How long after its scheduled (file-name) time a snapshot may have been fetched.
 pub const SNAPSHOT_FETCH_SLACK_MS: i64 = Timestamp::HOUR_MS;
@@ -179,9 +180,9 @@ impl SnapshotReader {
     pub fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
         let source = source_name(path);
         let format = format_error(path);
-        let mut lines = RecordedLines::open(path)?;
+        let mut rows = RecordedCsv::open(path)?;
         let mut chunk = ReplayChunk::default();
-        let Some(header) = lines.header()? else {
+        let Some(header) = rows.header()? else {
             return Ok(chunk);
         };
         let columns = StatusColumns::from_header(&header, false).map_err(&format)?;
@@ -196,10 +197,10 @@ impl SnapshotReader {
         let feed_time_col = header.find(&["last_updated"]);
 
         let mut candidates = Vec::new();
-        while let Some((line_no, raw)) = lines.next_row()? {
+        while let Some(row) = rows.next_row()? {
             chunk.rows += 1;
-            let fields = split_csv(&raw);
-            let row = field(&fields, Some(snapshot_col))
+            let fields = &row.fields;
+            let candidate = field(fields, Some(snapshot_col))
                 .and_then(parse_snapshot_time)
                 .ok_or_else(|| {
                     (
@@ -208,8 +209,8 @@ impl SnapshotReader {
                     )
                 })
                 .and_then(|snapshot| {
-                    let feed_time = field(&fields, feed_time_col).and_then(parse_epoch);
-                    let parsed = columns.parse(&fields).map_err(|m| (rule::PARSE, m))?;
+                    let feed_time = field(fields, feed_time_col).and_then(parse_epoch);
+                    let parsed = columns.parse(fields).map_err(|m| (rule::PARSE, m))?;
                     let reported = parsed.last_reported.is_some();
                     let event_time = parsed.last_reported.or(feed_time).unwrap_or(snapshot);
                     let now = feed_time.unwrap_or(snapshot.plus_millis(SNAPSHOT_FETCH_SLACK_MS));
@@ -226,9 +227,9 @@ impl SnapshotReader {
                         reported,
                     })
                 });
-            match row {
+            match candidate {
                 Ok(c) => candidates.push(c),
-                Err(e) => chunk.reject_line(ctx, &source, line_no, e, &raw),
+                Err(e) => chunk.reject_line(ctx, &source, row.line_no, e, &row.raw),
             }
         }
         // Snapshots in time order (stable: rows of one snapshot keep file order), then changes.

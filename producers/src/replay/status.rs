@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use bikeshare_types::contracts::StationStatus;
 use bikeshare_types::{StationId, Timestamp};
 
-use super::input::{Header, field, parse_bool, parse_int};
 use crate::gbfs::rules::{self, RawCounts, RuleConfig, RuleViolation};
+use crate::input::{Header, field, parse_bool, parse_int};
 
 /// Epoch values at or above this are milliseconds, below it seconds (1e11 s is year 5138).
 const EPOCH_MILLIS_THRESHOLD: i64 = 100_000_000_000;
@@ -151,27 +151,27 @@ impl ParsedStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::super::input::split_csv;
     use super::*;
+    use crate::input::csv_fields;
 
     const HEADER: &str = "station_id,num_bikes_available,num_docks_available,is_installed,\
                           is_renting,is_returning,last_reported,ebike";
 
     fn columns() -> StatusColumns {
-        StatusColumns::from_header(&Header::parse(HEADER), true).unwrap()
+        StatusColumns::from_header(&Header::new(&csv_fields(HEADER)), true).unwrap()
     }
 
     #[test]
     fn parses_aliases_and_epoch_units() {
         let row = columns()
-            .parse(&split_csv("7,3,4,1,true,0,1609477327,1"))
+            .parse(&csv_fields("7,3,4,1,true,0,1609477327,1"))
             .unwrap();
         assert_eq!(row.station_id, StationId::new("7"));
         assert_eq!(row.counts.ebikes_available, Some(1));
         assert!(!row.is_returning);
         assert_eq!(row.last_reported, Some(Timestamp::from_secs(1_609_477_327)));
         let ms = columns()
-            .parse(&split_csv("7,3,4,1,1,1,1609477327000,"))
+            .parse(&csv_fields("7,3,4,1,1,1,1609477327000,"))
             .unwrap();
         assert_eq!(ms.last_reported, Some(Timestamp::from_secs(1_609_477_327)));
         assert_eq!(ms.counts.ebikes_available, None);
@@ -180,17 +180,19 @@ mod tests {
     #[test]
     fn names_the_unusable_field() {
         let err = columns()
-            .parse(&split_csv("7,three,4,1,1,1,1609477327,"))
+            .parse(&csv_fields("7,three,4,1,1,1,1609477327,"))
             .unwrap_err();
         assert!(err.contains("num_bikes_available"), "{err}");
         let err = columns()
-            .parse(&split_csv("7,3,4,1,yes,1,1609477327,"))
+            .parse(&csv_fields("7,3,4,1,yes,1,1609477327,"))
             .unwrap_err();
         assert!(err.contains("is_renting"), "{err}");
         // A short row: docks may be missing (virtual stations), the flags may not.
-        let err = columns().parse(&split_csv("7,3")).unwrap_err();
+        let err = columns().parse(&csv_fields("7,3")).unwrap_err();
         assert!(err.contains("is_installed"), "{err}");
-        assert!(StatusColumns::from_header(&Header::parse("station_id,x"), false).is_err());
+        assert!(
+            StatusColumns::from_header(&Header::new(&csv_fields("station_id,x")), false).is_err()
+        );
     }
 
     #[test]
@@ -198,12 +200,12 @@ mod tests {
         let t = Timestamp::from_secs(1_609_477_327);
         let cfg = RuleConfig::default();
         let row = columns()
-            .parse(&split_csv("7,-1,4,1,1,1,1609477327,"))
+            .parse(&csv_fields("7,-1,4,1,1,1,1609477327,"))
             .unwrap();
         let e = row.validate(t, None, t, &cfg).unwrap_err();
         assert_eq!(e.rule, rules::rule::COUNTS_NEGATIVE);
         let row = columns()
-            .parse(&split_csv("7,3,4,1,1,1,1609477327,"))
+            .parse(&csv_fields("7,3,4,1,1,1,1609477327,"))
             .unwrap();
         assert_eq!(
             row.clone().validate(t, Some(4), t, &cfg).unwrap_err().rule,

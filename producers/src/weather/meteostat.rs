@@ -18,12 +18,12 @@
 //! [`RejectedRow`] for the caller to dead-letter; it never fails the request.
 
 use std::fmt;
-use std::io::BufReader;
+use std::io::Read;
 
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::WeatherObs;
 use bikeshare_types::error::{Classify, ErrorClass, chain};
-use bikeshare_types::retry::Backoff;
+use bikeshare_types::retry::{Backoff, Failure};
 use bytes::Bytes;
 use chrono::{NaiveDate, NaiveDateTime};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -32,8 +32,8 @@ use serde_json::Value;
 
 use super::config::{WeatherConfig, WeatherMode};
 use super::{check_ranges, rule};
+use crate::input::{CsvRow, CsvRows, read_capped};
 use crate::output::OutputError;
-use crate::replay::input::{Lines, read_capped, split_csv};
 
 /// The environment variable holding the RapidAPI key.
 pub const API_KEY_ENV: &str = "METEOSTAT_API_KEY";
@@ -318,17 +318,13 @@ impl MeteostatClient {
         request: reqwest::RequestBuilder,
         parse: impl Fn(&[u8]) -> Result<T, Result<String, WeatherError>>,
     ) -> Result<T, WeatherError> {
-        let mut attempt = 0;
-        loop {
-            let result = match request.try_clone() {
-                Some(r) => self.fetch_once(url, r).await,
-                None => {
-                    return Err(WeatherError::Config(format!(
-                        "request to {url} cannot be repeated"
-                    )));
-                }
-            }
-            .and_then(|body| {
+        let (request, parse) = (&request, &parse);
+        let attempt = move || async move {
+            let once = async {
+                let request = request.try_clone().ok_or_else(|| {
+                    WeatherError::Config(format!("request to {url} cannot be repeated"))
+                })?;
+                let body = self.fetch_once(url, request).await?;
                 parse(&body).map_err(|e| match e {
                     Ok(message) => WeatherError::Malformed {
                         url: url.to_owned(),
@@ -336,20 +332,19 @@ impl MeteostatClient {
                     },
                     Err(e) => e,
                 })
-            });
-            let err = match result {
-                Ok(v) => return Ok(v),
-                Err(e) if e.retryable() => e,
-                Err(e) => return Err(e),
             };
-            let delay = self.retry.delay(attempt, &mut rand::rng());
-            let Some(delay) = delay else {
-                return Err(err);
-            };
-            tracing::warn!(error = %chain(&err), attempt, ?delay, "meteostat request failed; retrying");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+            once.await.map_err(|error| Failure {
+                retryable: error.retryable(),
+                error,
+            })
+        };
+        let on_retry = |attempt, delay: std::time::Duration, err: &WeatherError| {
+            tracing::warn!(error = %chain(err), attempt, ?delay, "meteostat request failed; retrying");
+        };
+        self.retry
+            .retry(attempt, tokio::time::sleep, on_retry)
+            .await
+            .map_err(|gave_up| gave_up.error)
     }
 
     async fn fetch_once(
@@ -497,18 +492,8 @@ fn map_json_row(station: &str, row: &Value) -> Result<WeatherObs, RejectedRow> {
             None,
         )
     })?;
-    let condition = parsed
-        .coco
-        .map(|c| {
-            condition_code(c).ok_or_else(|| {
-                reject(
-                    rule::RANGE,
-                    format!("{station} at {observed_at}: condition code {c} is not 1..=27"),
-                    Some(observed_at),
-                )
-            })
-        })
-        .transpose()?;
+    let condition = condition(station, observed_at, parsed.coco)
+        .map_err(|m| reject(rule::RANGE, m, Some(observed_at)))?;
     let obs = WeatherObs {
         weather_station: station.to_owned(),
         observed_at,
@@ -529,9 +514,19 @@ fn parse_hour(s: &str) -> Option<Timestamp> {
         .map(|t| Timestamp::from_datetime(t.and_utc()))
 }
 
-/// A whole number in 1..=27.
-fn condition_code(c: f64) -> Option<u8> {
-    (c.fract() == 0.0 && (1.0..=27.0).contains(&c)).then_some(c as u8)
+/// The condition code `coco` of `station` at `observed_at`, when given: a whole number in
+/// 1..=27, or a message for a [`rule::RANGE`] rejection.
+fn condition(
+    station: &str,
+    observed_at: Timestamp,
+    coco: Option<f64>,
+) -> Result<Option<u8>, String> {
+    let Some(c) = coco else {
+        return Ok(None);
+    };
+    (c.fract() == 0.0 && (1.0..=27.0).contains(&c))
+        .then_some(Some(c as u8))
+        .ok_or_else(|| format!("{station} at {observed_at}: condition code {c} is not 1..=27"))
 }
 
 /// Columns of a bulk hourly CSV row.
@@ -546,40 +541,40 @@ pub fn parse_bulk_csv(
     limit: u64,
 ) -> Result<HourlyBatch, String> {
     let since_day = since.to_datetime().format("%Y-%m-%d").to_string();
-    let reader: Box<dyn std::io::BufRead> = if body.starts_with(&[0x1f, 0x8b]) {
-        Box::new(BufReader::new(std::io::Read::take(
-            flate2::read::MultiGzDecoder::new(body),
-            limit.saturating_add(1),
-        )))
+    let reader: Box<dyn Read> = if body.starts_with(&[0x1f, 0x8b]) {
+        let decoder = flate2::read::MultiGzDecoder::new(body);
+        Box::new(decoder.take(limit.saturating_add(1)))
     } else {
         Box::new(body)
     };
-    let mut lines = Lines::new(reader);
+    let mut rows = CsvRows::new(reader);
     let mut batch = HourlyBatch::default();
-    let mut read: u64 = 0;
-    while let Some((_, line)) = lines.next_line().map_err(|e| format!("gzip: {e}"))? {
-        read += line.len() as u64 + 1;
-        if read > limit {
-            return Err(format!("more than {limit} bytes after decompression"));
-        }
-        if line.trim().is_empty() || line.get(..10).is_some_and(|day| day < since_day.as_str()) {
+    while let Some(row) = rows.next_row().map_err(|e| format!("gzip: {e}"))? {
+        if row
+            .raw
+            .get(..10)
+            .is_some_and(|day| day < since_day.as_str())
+        {
             continue;
         }
-        match map_csv_row(station, &line) {
+        match map_csv_row(station, &row) {
             Ok(obs) if obs.observed_at < since => {}
             Err(r) if r.observed_at.is_some_and(|t| t < since) => {}
             row => batch.push(row),
         }
     }
+    if rows.bytes_read() > limit {
+        return Err(format!("more than {limit} bytes after decompression"));
+    }
     Ok(batch)
 }
 
-fn map_csv_row(station: &str, line: &str) -> Result<WeatherObs, RejectedRow> {
-    let f = split_csv(line);
+fn map_csv_row(station: &str, row: &CsvRow<'_>) -> Result<WeatherObs, RejectedRow> {
+    let f = &row.fields;
     let reject = |rule, message: String, observed_at| RejectedRow {
         rule,
         message,
-        raw: line.to_owned(),
+        raw: row.raw.clone().into_owned(),
         observed_at,
     };
     if f.len() < BULK_COLUMNS {
@@ -615,18 +610,8 @@ fn map_csv_row(station: &str, line: &str) -> Result<WeatherObs, RejectedRow> {
             )
         })
     };
-    let coco = number(12, "coco")?;
-    let condition = coco
-        .map(|c| {
-            condition_code(c).ok_or_else(|| {
-                reject(
-                    rule::RANGE,
-                    format!("{station} at {observed_at}: condition code {c} is not 1..=27"),
-                    Some(observed_at),
-                )
-            })
-        })
-        .transpose()?;
+    let condition = condition(station, observed_at, number(12, "coco")?)
+        .map_err(|m| reject(rule::RANGE, m, Some(observed_at)))?;
     let obs = WeatherObs {
         weather_station: station.to_owned(),
         observed_at,

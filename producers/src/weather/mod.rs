@@ -6,14 +6,14 @@
 //!   timeouts, a body cap and retries; and the pure mapping of both formats.
 //! - [`producer`]: [`WeatherProducer`], which finds each system's nearest weather station, polls
 //!   its recent hours and emits every new hour once per system.
-//! - [`nycflights13`]: real 2013 New York airport weather (US units), for replays.
+//!
+//! Recorded weather (nycflights13, 2013) is replayed by [`crate::replay::nycflights13`].
 //!
 //! Every observation passes [`check_ranges`]; a physically impossible one becomes a dead
 //! letter with rule [`rule::RANGE`] and the raw row.
 
 pub mod config;
 pub mod meteostat;
-pub mod nycflights13;
 pub mod producer;
 
 use bikeshare_types::contracts::WeatherObs;

@@ -29,9 +29,11 @@ use std::sync::Arc;
 
 use bikeshare_producers::gbfs::rules::rule;
 use bikeshare_producers::gbfs::{
-    DeclaredVersion, FeedError, FeedKind, FeedValidator, KnownStations, RuleConfig, SchemaRegistry,
+    DeclaredVersion, FeedError, FeedKind, FeedValidator, KnownStations, ParsedFeed, RuleConfig,
+    SchemaRegistry,
 };
 use bikeshare_testkit::shared_data::shared_data_or_skip;
+use bikeshare_types::contracts::StationInfo;
 use bikeshare_types::{Clock, SystemClock, SystemId, Timestamp};
 use serde_json::Value;
 
@@ -44,6 +46,38 @@ const FEEDS: [FeedKind; 4] = [
 
 fn schema_dir(data: &Path) -> PathBuf {
     data.join("gbfs-json-schema")
+}
+
+/// Typed parsing, the default rules and the official schemas of `data`.
+fn full_validator(data: &Path) -> FeedValidator {
+    let registry = SchemaRegistry::new(schema_dir(data)).expect("schema dir");
+    FeedValidator::new(RuleConfig::default()).with_schemas(Arc::new(registry))
+}
+
+/// The stations a feed skipped.
+fn skipped_ids<T>(feed: &ParsedFeed<T>) -> BTreeSet<String> {
+    feed.skipped
+        .iter()
+        .map(|s| s.station_id.to_string())
+        .collect()
+}
+
+/// The `station_information` at `path` (read as `bytes`), which must reject no record.
+fn information_rejecting_none(
+    validator: &FeedValidator,
+    path: &Path,
+    bytes: &[u8],
+) -> ParsedFeed<StationInfo> {
+    let info = validator
+        .station_information(bytes, now())
+        .expect("station_information");
+    assert!(
+        info.rejected.is_empty(),
+        "{}: {:?}",
+        path.display(),
+        info.rejected
+    );
+    info
 }
 
 fn now() -> Timestamp {
@@ -256,9 +290,7 @@ fn status_fixtures_against_their_station_information() {
     else {
         return;
     };
-    let validator = FeedValidator::new(RuleConfig::default()).with_schemas(Arc::new(
-        SchemaRegistry::new(schema_dir(&data)).expect("schema dir"),
-    ));
+    let validator = full_validator(&data);
     let mut dirs: Vec<PathBuf> = subdirs(&data.join("gbfs-json-schema/testFixtures"));
     dirs.extend(subdirs(&data.join(
         "gbfs-fixtures-entur/gbfs-validator-java/src/test/resources/fixtures",
@@ -275,15 +307,7 @@ fn status_fixtures_against_their_station_information() {
         pairs += 1;
         let (info_bytes, _) = read_json(&info_path);
         let (status_bytes, status_doc) = read_json(&status_path);
-        let info = validator
-            .station_information(&info_bytes, now())
-            .expect("information");
-        assert!(
-            info.rejected.is_empty(),
-            "{}: {:?}",
-            info_path.display(),
-            info.rejected
-        );
+        let info = information_rejecting_none(&validator, &info_path, &info_bytes);
         let known = KnownStations::from_feed(&info);
         let status = validator
             .station_status(&status_bytes, now(), Some(&known))
@@ -335,9 +359,7 @@ fn real_gbfs_1_samples_are_accepted() {
     let Some(data) = shared_data_or_skip("real_gbfs_1_samples_are_accepted") else {
         return;
     };
-    let validator = FeedValidator::new(RuleConfig::default()).with_schemas(Arc::new(
-        SchemaRegistry::new(schema_dir(&data)).expect("schema dir"),
-    ));
+    let validator = full_validator(&data);
     let real = data.join("real");
 
     // Ecobici (Lyft): station_information snapshots and raw station_status files.
@@ -348,15 +370,7 @@ fn real_gbfs_1_samples_are_accepted() {
         .filter(|p| feed_of(p) == Some(FeedKind::StationInformation))
     {
         let (bytes, doc) = read_json(&path);
-        let feed = validator
-            .station_information(&bytes, now())
-            .expect("station_information");
-        assert!(
-            feed.rejected.is_empty(),
-            "{}: {:?}",
-            path.display(),
-            feed.rejected
-        );
+        let feed = information_rejecting_none(&validator, &path, &bytes);
         assert!(
             feed.records.iter().all(|r| r.capacity.is_some()),
             "Lyft feeds give capacity"
@@ -373,11 +387,7 @@ fn real_gbfs_1_samples_are_accepted() {
             })
             .filter_map(|s| s["station_id"].as_str().map(str::to_owned))
             .collect();
-        let skipped: BTreeSet<String> = feed
-            .skipped
-            .iter()
-            .map(|s| s.station_id.to_string())
-            .collect();
+        let skipped = skipped_ids(&feed);
         assert_eq!(skipped, placeholders, "{}", path.display());
         assert_eq!(feed.records.len() + skipped.len(), raw_ids(&doc).len());
         // The status samples start at the first snapshot's time: check them against it.
@@ -437,11 +447,7 @@ fn real_gbfs_1_samples_are_accepted() {
             })
             .filter_map(|s| s["station_id"].as_str().map(str::to_owned))
             .collect();
-        let skipped: BTreeSet<String> = feed
-            .skipped
-            .iter()
-            .map(|s| s.station_id.to_string())
-            .collect();
+        let skipped = skipped_ids(&feed);
         assert_eq!(skipped, placeholder, "{}", path.display());
         assert_eq!(
             feed.records.len() + skipped.len(),

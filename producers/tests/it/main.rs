@@ -6,4 +6,5 @@ mod gbfs_http;
 mod replay_bluebikes;
 mod replay_gbfs_snapshots;
 mod replay_snapshots;
+mod replay_support;
 mod weather_meteostat;

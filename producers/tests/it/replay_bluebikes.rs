@@ -19,6 +19,8 @@ use bikeshare_types::contracts::{Envelope, Event};
 use bikeshare_types::time::ManualClock;
 use bikeshare_types::{EventId, SharedClock, Timestamp};
 
+use crate::replay_support::assert_event_time_order;
+
 const MONTH: &str = "station_status_2021-01.csv.bz2";
 
 /// Data rows of a bz2 CSV, counted independently of the replay code.
@@ -85,13 +87,7 @@ async fn replays_a_real_month_in_order_with_every_row_accounted_for() {
     );
 
     // Event-time order, no out-of-order events.
-    assert!(
-        events
-            .windows(2)
-            .all(|w| w[0].event_time <= w[1].event_time),
-        "not in event-time order"
-    );
-    assert_eq!(stats.out_of_order, 0);
+    assert_event_time_order(&stats, &events);
     assert_eq!(stats.events, events.len() as u64);
     assert_eq!(stats.first_event_time, events.first().map(|e| e.event_time));
     assert_eq!(stats.last_event_time, events.last().map(|e| e.event_time));

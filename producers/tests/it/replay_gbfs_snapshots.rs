@@ -6,39 +6,29 @@
 // Test helpers outside `#[test]` functions unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use bikeshare_producers::output::MemoryOutput;
-use bikeshare_producers::replay::{ReplayConfig, ReplaySource, ReplayStats, Replayer};
+use bikeshare_producers::replay::{ReplaySource, ReplayStats};
 use bikeshare_testkit::shared_data::shared_data_or_skip;
-use bikeshare_types::contracts::{DeadLetter, Envelope, Event, StationStatus};
-use bikeshare_types::time::ManualClock;
-use bikeshare_types::{StationId, Timestamp};
+use bikeshare_types::Timestamp;
+use bikeshare_types::contracts::{DeadLetter, Envelope, Event};
 use serde_json::Value;
+
+use crate::replay_support::{
+    self as support, assert_event_time_order, assert_no_report_repeated, statuses,
+};
 
 async fn replay(
     data: &Path,
     files_or_dirs: Vec<PathBuf>,
     station_information: Vec<PathBuf>,
 ) -> (ReplayStats, Vec<Envelope>, Vec<DeadLetter>) {
-    let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap());
-    let replayer = Replayer::new(ReplayConfig::new("city".into()), Arc::new(clock)).unwrap();
-    let source = ReplaySource::GbfsSnapshots {
+    support::replay(ReplaySource::GbfsSnapshots {
         files_or_dirs,
         station_information,
         schema_dir: Some(data.join("gbfs-json-schema")),
-    };
-    let out = MemoryOutput::default();
-    let stats = replayer.run(&source, &out).await.unwrap();
-    let dead = out.take_dead_letters();
-    let mut by_rule = BTreeMap::new();
-    for d in &dead {
-        *by_rule.entry(d.rule.clone()).or_insert(0) += 1;
-    }
-    eprintln!("{stats:?}; dead letters by rule: {by_rule:?}");
-    (stats, out.take_events(), dead)
+    })
+    .await
 }
 
 /// Every station record of the raw files, counted independently: `(files, records)`.
@@ -55,16 +45,6 @@ fn station_records(files: &[PathBuf]) -> (Vec<Vec<Value>>, usize) {
     (docs, n)
 }
 
-fn statuses(events: &[Envelope]) -> Vec<&StationStatus> {
-    events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::StationStatus(s) => Some(s),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The `last_updated` of each feed heartbeat.
 fn heartbeats(events: &[Envelope]) -> Vec<Timestamp> {
     events
@@ -79,24 +59,12 @@ fn heartbeats(events: &[Envelope]) -> Vec<Timestamp> {
 /// What every replay of raw snapshots must hold: event-time order, each record an event, a
 /// dead letter or unchanged, and no station repeated unchanged.
 fn check_common(stats: &ReplayStats, events: &[Envelope], dead: &[DeadLetter], records: usize) {
-    assert!(
-        events
-            .windows(2)
-            .all(|w| w[0].event_time <= w[1].event_time),
-        "event-time order"
-    );
-    assert_eq!(stats.out_of_order, 0);
+    assert_event_time_order(stats, events);
     assert_eq!(stats.rows, records as u64);
     let statuses = statuses(events);
     assert!(statuses.len() + dead.len() <= records);
-    let mut last: HashMap<&StationId, &StationStatus> = HashMap::new();
+    assert_no_report_repeated(&statuses);
     for s in &statuses {
-        assert_ne!(
-            last.insert(&s.station_id, s),
-            Some(*s),
-            "repeated report of {}",
-            s.station_id
-        );
         assert_eq!(
             events
                 .iter()

@@ -5,32 +5,15 @@
 // Test helpers outside `#[test]` functions unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use bikeshare_producers::output::MemoryOutput;
-use bikeshare_producers::replay::{ReplayConfig, ReplaySource, ReplayStats, Replayer};
+use bikeshare_producers::replay::{ReplaySource, ReplayStats};
 use bikeshare_testkit::shared_data::shared_data_or_skip;
+use bikeshare_types::StationId;
 use bikeshare_types::contracts::{DeadLetter, Envelope, Event};
-use bikeshare_types::time::ManualClock;
-use bikeshare_types::{StationId, Timestamp};
 
-async fn replay(source: ReplaySource) -> (ReplayStats, Vec<Envelope>, Vec<DeadLetter>) {
-    let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap());
-    let replayer = Replayer::new(ReplayConfig::new("city".into()), Arc::new(clock)).unwrap();
-    let out = MemoryOutput::default();
-    let started = std::time::Instant::now();
-    let stats = replayer.run(&source, &out).await.unwrap();
-    let elapsed = started.elapsed();
-    let dead = out.take_dead_letters();
-    let mut by_rule = BTreeMap::new();
-    for d in &dead {
-        *by_rule.entry(d.rule.clone()).or_insert(0) += 1;
-    }
-    eprintln!("{stats:?} in {elapsed:.2?}; dead letters by rule: {by_rule:?}");
-    (stats, out.take_events(), dead)
-}
+use crate::replay_support::{assert_event_time_order, assert_no_report_repeated, replay, statuses};
 
 /// Checks what every snapshot replay must hold; returns the status events' stations.
 fn check_common(
@@ -38,20 +21,8 @@ fn check_common(
     events: &[Envelope],
     dead: &[DeadLetter],
 ) -> HashSet<StationId> {
-    assert!(
-        events
-            .windows(2)
-            .all(|w| w[0].event_time <= w[1].event_time),
-        "event-time order"
-    );
-    assert_eq!(stats.out_of_order, 0);
-    let statuses: Vec<_> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::StationStatus(s) => Some(s),
-            _ => None,
-        })
-        .collect();
+    assert_event_time_order(stats, events);
+    let statuses = statuses(events);
     let file_dead = dead
         .iter()
         .filter(|d| d.source == "replay:station_status_hourly.csv.gz")
@@ -64,16 +35,7 @@ fn check_common(
     assert!(statuses.len() > 10_000);
     assert!(unchanged > 0, "unchanged reports are not repeated");
     assert!(file_dead * 20 < stats.rows as usize, "under 5% dead");
-    // No station's report is emitted twice in a row unchanged.
-    let mut last = std::collections::HashMap::new();
-    for s in &statuses {
-        assert_ne!(
-            last.insert(s.station_id.clone(), *s),
-            Some(*s),
-            "repeated report of {}",
-            s.station_id
-        );
-    }
+    assert_no_report_repeated(&statuses);
     statuses.iter().map(|s| s.station_id.clone()).collect()
 }
 

@@ -55,20 +55,28 @@ fn log(fake: &Shared, what: String) {
     fake.lock().unwrap().requests.push(what);
 }
 
+/// Logs a JSON API request as `what key=value ...` (the `keys` of its query): the answer when
+/// it comes without the API key.
+fn refused_api_request(
+    fake: &Shared,
+    headers: &HeaderMap,
+    what: &str,
+    query: &HashMap<String, String>,
+    keys: &[&str],
+) -> Option<Response> {
+    let pairs: Vec<String> = keys.iter().map(|k| format!("{k}={}", query[*k])).collect();
+    log(fake, format!("{what} {}", pairs.join(" ")));
+    (!key_ok(headers)).then(|| StatusCode::UNAUTHORIZED.into_response())
+}
+
 async fn nearby(
     State(fake): State<Shared>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    log(
-        &fake,
-        format!(
-            "nearby lat={} lon={} limit={}",
-            q["lat"], q["lon"], q["limit"]
-        ),
-    );
-    if !key_ok(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    let keys = ["lat", "lon", "limit"];
+    if let Some(refused) = refused_api_request(&fake, &headers, "nearby", &q, &keys) {
+        return refused;
     }
     let body = json!({"meta": {}, "data": [{"id": "72509", "name": {"en": "Boston"}, "distance": 1234.5}]});
     axum::Json(body).into_response()
@@ -93,15 +101,9 @@ async fn hourly(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    log(
-        &fake,
-        format!(
-            "hourly station={} start={} end={}",
-            q["station"], q["start"], q["end"]
-        ),
-    );
-    if !key_ok(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    let keys = ["station", "start", "end"];
+    if let Some(refused) = refused_api_request(&fake, &headers, "hourly", &q, &keys) {
+        return refused;
     }
     if let Some(failure) = injected_failure(&fake) {
         return failure;
@@ -167,6 +169,15 @@ fn config(mode: WeatherMode, base: &str) -> WeatherConfig {
             max_retries: Some(3),
         },
         ..WeatherConfig::default()
+    }
+}
+
+/// What a poll should count: events, dead letters, systems failed.
+fn poll_stats(events: usize, dead_letters: usize, systems_failed: usize) -> PollStats {
+    PollStats {
+        events,
+        dead_letters,
+        systems_failed,
     }
 }
 
@@ -237,14 +248,7 @@ async fn api_mode_finds_the_station_maps_rows_and_emits_each_hour_once() {
     let out = MemoryOutput::default();
 
     let stats = p.poll_once(&out).await.unwrap();
-    assert_eq!(
-        stats,
-        PollStats {
-            events: 6,
-            dead_letters: 0,
-            systems_failed: 0
-        }
-    );
+    assert_eq!(stats, poll_stats(6, 0, 0));
     let events = out.take_events();
     let got = weather(&events);
     let hours: Vec<_> = got.iter().map(|(s, w)| (*s, w.observed_at)).collect();
@@ -398,14 +402,7 @@ async fn bulk_mode_uses_the_station_list_and_the_gzip_csv() {
     let out = MemoryOutput::default();
 
     let stats = p.poll_once(&out).await.unwrap();
-    assert_eq!(
-        stats,
-        PollStats {
-            events: 3,
-            dead_letters: 1,
-            systems_failed: 0
-        }
-    );
+    assert_eq!(stats, poll_stats(3, 1, 0));
     let events = out.take_events();
     let got = weather(&events);
     let first = got[0].1;
@@ -509,14 +506,7 @@ async fn failures_are_retried_and_a_later_poll_recovers() {
     clock.advance_millis(3_600_000);
     fake.lock().unwrap().fail_next = 4;
     let stats = p.poll_once(&out).await.unwrap();
-    assert_eq!(
-        stats,
-        PollStats {
-            events: 0,
-            dead_letters: 0,
-            systems_failed: 1
-        }
-    );
+    assert_eq!(stats, poll_stats(0, 0, 1));
     assert_eq!(
         requests(&fake, "hourly").len(),
         3 + 4,
