@@ -59,7 +59,8 @@ use crate::labels;
 use crate::neighbours;
 use crate::quality::{LiveQuality, MAX_PENDING_SCORES, QualityConfig, QualityReport};
 use crate::schema::FeatureSchema;
-use crate::window::{Rejected, Report, StationHistory};
+use crate::station::Station;
+use crate::window::{Rejected, Report};
 
 const MIN_MS: i64 = 60_000;
 
@@ -134,83 +135,6 @@ pub enum Emitted {
         reason: RejectReason,
         envelope: Box<Envelope>,
     },
-}
-
-/// One station's state (its id is in the system's [`StationIds`] at the same index).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Station {
-    pub coords: Option<(f64, f64)>,
-    pub history: StationHistory,
-    /// When the station last stopped being empty / full.
-    pub empty_ended: Option<i64>,
-    pub full_ended: Option<i64>,
-    /// Absolute index of the first report whose update row is not labelled yet.
-    pub labelled: u64,
-    /// `as_of` of tick rows not yet labelled, oldest first.
-    pub pending_ticks: VecDeque<i64>,
-    pub capacity: Option<u16>,
-    pub ebikes: Option<u16>,
-    pub bikes_disabled: Option<u16>,
-    pub docks_disabled: Option<u16>,
-    /// `(as_of, p_empty, p_full)` of the station's scored predictions waiting for their
-    /// label, oldest first ([`Processor::record_prediction`]).
-    #[serde(default)]
-    pub scores: VecDeque<(i64, f32, f32)>,
-}
-
-impl Station {
-    fn new(lens: &[i64], retention: i64) -> Self {
-        Self {
-            coords: None,
-            history: StationHistory::with_retention(lens, retention),
-            empty_ended: None,
-            full_ended: None,
-            labelled: 0,
-            pending_ticks: VecDeque::new(),
-            capacity: None,
-            ebikes: None,
-            bikes_disabled: None,
-            docks_disabled: None,
-            scores: VecDeque::new(),
-        }
-    }
-
-    /// The latest `as_of` of an unlabelled prediction.
-    fn last_pending(&self) -> Option<i64> {
-        let report = (self.labelled < self.history.end_index())
-            .then(|| self.history.latest().map(|r| r.t))
-            .flatten();
-        match (report, self.pending_ticks.back().copied()) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Takes the oldest unlabelled prediction if it is due (`as_of + horizon <= t`).
-    fn pop_due(&mut self, horizon_ms: i64, t: i64) -> Option<i64> {
-        if self.labelled < self.history.first_index() {
-            // Reports trimmed before their label was due (only after `drain` jumped past
-            // ticks): their state is gone, so is their label.
-            self.labelled = self.history.first_index();
-        }
-        let report = self.history.report(self.labelled).map(|r| r.t);
-        let tick = self.pending_ticks.front().copied();
-        let (as_of, from_report) = match (report, tick) {
-            (Some(r), Some(k)) if k < r => (k, false),
-            (Some(r), _) => (r, true),
-            (None, Some(k)) => (k, false),
-            (None, None) => return None,
-        };
-        if as_of + horizon_ms > t {
-            return None;
-        }
-        if from_report {
-            self.labelled += 1;
-        } else {
-            self.pending_ticks.pop_front();
-        }
-        Some(as_of)
-    }
 }
 
 /// The station ids of a system, by index, in one string (instead of one `String` per
@@ -1068,31 +992,13 @@ fn make_row(
 
 #[cfg(test)]
 mod tests {
-    use bikeshare_types::contracts::{Prediction, StationStatus};
+    use bikeshare_testkit::envelopes::status_envelope;
+    use bikeshare_types::contracts::Prediction;
 
     use super::*;
 
     fn status(system: &str, station: &str, t: i64, bikes: u32) -> Envelope {
-        let t = Timestamp(t);
-        Envelope::new(
-            SystemId::new(system),
-            "test",
-            t,
-            t,
-            Event::StationStatus(StationStatus {
-                station_id: StationId::new(station),
-                num_bikes_available: bikes,
-                num_ebikes_available: None,
-                num_bikes_disabled: None,
-                num_docks_available: Some(20 - bikes),
-                num_docks_disabled: None,
-                is_installed: true,
-                is_renting: true,
-                is_returning: true,
-                last_reported: t,
-                vehicle_types_available: vec![],
-            }),
-        )
+        status_envelope(system, "test", station, t, bikes, 20 - bikes)
     }
 
     #[test]

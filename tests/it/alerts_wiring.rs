@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use bikeshare_testkit::lines::line_channel;
 use support::bikeshare;
 
 /// A one-route HTTP/1.1 receiver on 127.0.0.1: every POST body goes to the channel.
@@ -77,13 +78,7 @@ fn a_stale_feed_fires_in_the_running_job_to_the_log_and_the_webhook() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (log_tx, log_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = log_tx.send(line);
-        }
-    });
+    let log_rx = line_channel(child.stderr.take().unwrap());
 
     let body = bodies.recv_timeout(Duration::from_secs(60));
     // Ten more evaluations while it keeps firing: no second message for the episode.

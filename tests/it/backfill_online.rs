@@ -8,7 +8,7 @@ use crate::support;
 
 use std::collections::BTreeMap;
 
-use support::{bikeshare, ok, simulated_history, stream_records};
+use support::{bikeshare, ok, replay, simulated_history, stream_records};
 
 type Key = (String, i64);
 type Row = (Vec<Option<f32>>, (bool, bool));
@@ -28,7 +28,7 @@ fn backfill_rows_are_the_online_features_with_the_online_labels() {
         "2026-04-07T11:00:00Z",
     );
     let online = dir.path().join("online");
-    ok(bikeshare(&online).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
+    replay(&online, &history);
     ok(bikeshare(&online).args(["process", "--until-caught-up", "--features"]));
 
     let key = |v: &serde_json::Value| -> Key {

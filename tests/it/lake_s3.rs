@@ -15,10 +15,8 @@ use bikeshare_lake::catalog::{partitions, read_dataset};
 use bikeshare_lake::layout::{Hour, file_path};
 use bikeshare_lake::staging::Staging;
 use bikeshare_lake::{CuratedStatus, Dataset, EpochWriter};
-use bikeshare_types::contracts::{
-    Envelope, Event, FeatureSchemaId, Label, ModelRef, Prediction, PredictionTrigger, ScoredBy,
-    StationStatus,
-};
+use bikeshare_testkit::envelopes;
+use bikeshare_types::contracts::{Envelope, Event, Label, Prediction, StationStatus};
 use bikeshare_types::{StationId, SystemId, Timestamp};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -65,28 +63,9 @@ fn envelopes(n: u32) -> Vec<Envelope> {
 fn predictions(n: u32) -> Vec<Prediction> {
     (0..n)
         .map(|i| {
-            let (sys, st) = (
-                SystemId::new("demo"),
-                StationId::new(format!("st-{}", i % 5)),
-            );
+            let station = format!("st-{}", i % 5);
             let as_of = t(i64::from(i) * 4);
-            Prediction {
-                schema_version: 1,
-                prediction_id: Prediction::id_for(&sys, &st, as_of, 30),
-                system_id: sys,
-                station_id: st,
-                as_of,
-                horizon_minutes: 30,
-                p_empty: i as f32 / n as f32,
-                p_full: 0.25,
-                model: ModelRef {
-                    name: "baseline".into(),
-                    version: "1".into(),
-                },
-                feature_schema_id: FeatureSchemaId("fs1".into()),
-                trigger: PredictionTrigger::Update,
-                scored_by: ScoredBy::InProcess,
-            }
+            envelopes::prediction("demo", &station, as_of, i as f32 / n as f32, 0.25)
         })
         .collect()
 }
@@ -95,17 +74,8 @@ fn labels(preds: &[Prediction]) -> Vec<Label> {
     preds
         .iter()
         .map(|p| Label {
-            schema_version: 1,
-            prediction_id: p.prediction_id.clone(),
-            system_id: p.system_id.clone(),
-            station_id: p.station_id.clone(),
-            as_of: p.as_of,
-            horizon_minutes: 30,
             went_empty: (p.as_of.0 / 60_000) % 3 == 0,
-            went_full: false,
-            empty_at_as_of: false,
-            full_at_as_of: false,
-            observations: 2,
+            ..envelopes::label(p, 2)
         })
         .collect()
 }

@@ -84,22 +84,17 @@ async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() 
     assert!(base.join("statistics.json").is_file());
     assert!(base.join("constraints.json").is_file());
 
+    // `monitor check` against the baseline from `since`, failing on violations.
+    let monitor_check = |since: i64| {
+        let mut c = support::bikeshare(dir.path());
+        c.args(["monitor", "check", "--baseline", base.to_str().unwrap()])
+            .args(["--since", &at(since), "--fail-on-violations"]);
+        c
+    };
     let check = |from: i64, to: i64, name: &str| {
         let out_dir = dir.path().join(name);
-        let o = support::bikeshare(dir.path())
-            .args([
-                "monitor",
-                "check",
-                "--baseline",
-                base.to_str().unwrap(),
-                "--since",
-                &at(from),
-                "--until",
-                &at(to),
-                "--out",
-                out_dir.to_str().unwrap(),
-                "--fail-on-violations",
-            ])
+        let o = monitor_check(from)
+            .args(["--until", &at(to), "--out", out_dir.to_str().unwrap()])
             .output()
             .unwrap();
         let file = std::fs::read(out_dir.join("constraint_violations.json")).unwrap();
@@ -120,18 +115,7 @@ async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() 
     );
 
     // A range with no rows is an error, not a quiet "no violations".
-    let empty = support::bikeshare(dir.path())
-        .args([
-            "monitor",
-            "check",
-            "--baseline",
-            base.to_str().unwrap(),
-            "--since",
-            &at(10),
-            "--fail-on-violations",
-        ])
-        .output()
-        .unwrap();
+    let empty = monitor_check(10).output().unwrap();
     assert!(!empty.status.success());
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no feature rows"));
 

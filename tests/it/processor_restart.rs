@@ -8,10 +8,9 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::{bikeshare, ok, simulated_history, stream_records};
+use support::{bikeshare, ok, replay, run_with_kills, simulated_history, stream_records};
 
 /// Output records of `stream`, keyed by their id field; duplicates must be identical.
 fn outputs(data_dir: &Path, stream: &str, id_field: &str) -> BTreeMap<String, serde_json::Value> {
@@ -41,7 +40,7 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
     let straight = dir.path().join("straight");
     let killed = dir.path().join("killed");
     for d in [&straight, &killed] {
-        ok(bikeshare(d).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
+        replay(d, &history);
     }
 
     let timer = Instant::now();
@@ -51,46 +50,12 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
     let full_run = timer.elapsed();
 
     // Kill at pseudo-random points until a run finishes by itself.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut kills = 0;
-    let started = Instant::now();
-    loop {
-        let mut child = bikeshare(&killed)
-            .args(["process", "--until-caught-up"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let fraction = 0.15 + 0.2 * (seed % 1000) as f64 / 1000.0;
-        let wait = full_run.mul_f64(fraction).max(Duration::from_millis(20));
-        let deadline = Instant::now() + wait;
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        match finished {
-            Some(status) => {
-                assert!(status.success(), "restarted processor failed");
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "no run finished after {kills} kills"
-        );
-    }
+    let kills = run_with_kills(
+        &killed,
+        &["process", "--until-caught-up"],
+        full_run,
+        0x9e37_79b9_7f4a_7c15,
+    );
     assert!(
         kills >= 2,
         "the processor was killed only {kills} times: the input is too small to test restarts"

@@ -9,14 +9,14 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bikeshare_stream::{shard_for_key, uniform_ranges};
-use support::{bikeshare, emulator, ok, stream_records};
+use bikeshare_testkit::lines::line_channel;
+use support::{bikeshare, emulator, ok, replay, stream_records};
 
 const SHARDS: u32 = 4;
 
@@ -110,22 +110,14 @@ impl Instance {
             .env("BIKESHARE_RUNNER__LEASES__OWNER", owner)
             .env(
                 "RUST_LOG",
-                "warn,bikeshare_runner=info,bikeshare_stream::consumer=info",
+                "warn,bikeshare_runner=info,bikeshare_stream::consumer=info,bikeshare_stream::lease=info",
             )
             .args(["process", "--until-caught-up"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stderr.take().unwrap());
         Self {
             child,
             lines,
@@ -228,7 +220,7 @@ fn two_processors_share_kinesis_shards_and_one_takes_over_after_a_sigkill() {
     // The uninterrupted reference: one instance, embedded stream.
     let reference = dir.path().join("reference");
     for h in &histories {
-        ok(bikeshare(&reference).args(["replay", "--format", "jsonl", h.to_str().unwrap()]));
+        replay(&reference, h);
     }
     ok(bikeshare(&reference).args(["process", "--until-caught-up"]));
     let ref_predictions = by_id(

@@ -18,6 +18,8 @@ use bikeshare_monitor::alerts::{
     Severity, SnsConfig, SnsNotifier, WebhookConfig, WebhookNotifier, recorder_source,
 };
 use bikeshare_monitor::samples;
+use bikeshare_runtime::aws::emulator_sdk_config;
+use bikeshare_testkit::emulators::moto_endpoint;
 use bikeshare_types::time::ManualClock;
 use bikeshare_types::{SharedClock, Timestamp};
 use serde_json::Value;
@@ -73,6 +75,21 @@ fn fast_retry() -> bikeshare_types::retry::Backoff {
         base: Duration::from_millis(10),
         max: Duration::from_millis(50),
         max_retries: Some(3),
+    }
+}
+
+/// A notification of `severity` (its other fields do not matter to the channel tests).
+fn notification(severity: Severity) -> bikeshare_monitor::alerts::Notification {
+    bikeshare_monitor::alerts::Notification {
+        kind: NotificationKind::Firing,
+        rule: "x".into(),
+        severity,
+        labels: BTreeMap::new(),
+        value: 1.0,
+        threshold: 0.0,
+        summary: "s".into(),
+        firing_since: Timestamp::from_secs(0),
+        at: Timestamp::from_secs(0),
     }
 }
 
@@ -192,17 +209,7 @@ async fn an_unreachable_webhook_is_counted_not_fatal_and_its_url_not_logged() {
     })
     .unwrap()
     .unwrap();
-    let n = bikeshare_monitor::alerts::Notification {
-        kind: NotificationKind::Firing,
-        rule: "x".into(),
-        severity: Severity::Warning,
-        labels: BTreeMap::new(),
-        value: 1.0,
-        threshold: 0.0,
-        summary: "s".into(),
-        firing_since: Timestamp::from_secs(0),
-        at: Timestamp::from_secs(0),
-    };
+    let n = notification(Severity::Warning);
     let err = webhook.send(&n).await.unwrap_err().to_string();
     assert!(!err.contains("SECRET"), "{err}");
     assert!(err.contains("after 4 attempts"), "{err}");
@@ -220,27 +227,6 @@ async fn an_unreachable_webhook_is_counted_not_fatal_and_its_url_not_logged() {
         ),
         Some(before + 1.0)
     );
-}
-
-/// moto server's endpoint (`BIKESHARE_TEST_MOTO_ENDPOINT`); skipped without it, failed in CI.
-fn moto_endpoint(test: &str) -> Option<String> {
-    match std::env::var("BIKESHARE_TEST_MOTO_ENDPOINT") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("{test}: BIKESHARE_TEST_MOTO_ENDPOINT is not set in CI; run scripts/test.sh")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED {test}: BIKESHARE_TEST_MOTO_ENDPOINT is not set (run scripts/test.sh, \
-                 or scripts/emulators.sh cargo test -p bikeshare-monitor)"
-            );
-            None
-        }
-    }
-}
-
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    bikeshare_runtime::aws::emulator_sdk_config(endpoint).await
 }
 
 /// What moto recorded as published to `topic_arn`: (subject, message, attributes).
@@ -275,7 +261,7 @@ async fn sns_on_moto_gets_one_firing_and_one_recovery_message() {
     let Some(moto) = moto_endpoint("sns_on_moto_gets_one_firing_and_one_recovery_message") else {
         return;
     };
-    let sdk = sdk_config(&moto).await;
+    let sdk = emulator_sdk_config(&moto).await;
     let sns = aws_sdk_sns::Client::new(&sdk);
     let topic_arn = sns
         .create_topic()
@@ -355,17 +341,7 @@ async fn sns_on_moto_gets_one_firing_and_one_recovery_message() {
         },
     )
     .unwrap();
-    let n = bikeshare_monitor::alerts::Notification {
-        kind: NotificationKind::Firing,
-        rule: "x".into(),
-        severity: Severity::Info,
-        labels: BTreeMap::new(),
-        value: 1.0,
-        threshold: 0.0,
-        summary: "s".into(),
-        firing_since: Timestamp::from_secs(0),
-        at: Timestamp::from_secs(0),
-    };
+    let n = notification(Severity::Info);
     let err = missing.send(&n).await.unwrap_err().to_string();
     assert!(
         err.contains("NotFound") || err.contains("not exist"),

@@ -11,27 +11,9 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat};
 use bikeshare_monitor::cloudwatch::{CloudWatchConfig, CloudWatchExporter};
+use bikeshare_runtime::aws::emulator_sdk_config;
+use bikeshare_testkit::emulators::moto_endpoint;
 use bikeshare_types::Timestamp;
-
-fn moto_endpoint(test: &str) -> Option<String> {
-    match std::env::var("BIKESHARE_TEST_MOTO_ENDPOINT") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("{test}: BIKESHARE_TEST_MOTO_ENDPOINT is not set in CI; run scripts/test.sh")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED {test}: BIKESHARE_TEST_MOTO_ENDPOINT is not set (run scripts/test.sh, \
-                 or scripts/emulators.sh cargo test -p bikeshare-monitor)"
-            );
-            None
-        }
-    }
-}
-
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    bikeshare_runtime::aws::emulator_sdk_config(endpoint).await
-}
 
 fn dim(k: &str, v: &str) -> Dimension {
     Dimension::builder().name(k).value(v).build()
@@ -85,7 +67,7 @@ async fn pushes_gauges_counter_deltas_and_histograms_that_read_back_from_moto() 
     else {
         return;
     };
-    let sdk = sdk_config(&moto).await;
+    let sdk = emulator_sdk_config(&moto).await;
     let namespace = format!("bikeshare-test/{}", std::process::id());
     let source = bikeshare_monitor::alerts::recorder_source().unwrap();
     let mut exporter = CloudWatchExporter::new(

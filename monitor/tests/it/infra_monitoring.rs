@@ -1,6 +1,6 @@
 //! Lints `infra/monitoring/`: the Prometheus rule file is exactly what the default alert
 //! rules generate, is well-formed (groups, alert, expr, for, severity, summary), and every
-//! metric a rule or a Grafana panel names is in the metrics table of `common/src/metrics.rs`
+//! metric a rule or a Grafana panel names is in the metrics table of `common/types/src/metrics.rs`
 //! (histograms through `_bucket`, `_sum` or `_count`). The dashboard covers every area ops
 //! watch. Regenerate the rule file with
 //! `BIKESHARE_UPDATE_INFRA=1 cargo test -p bikeshare-monitor --test it infra_monitoring`.
@@ -44,7 +44,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 /// A referenced name must be a documented metric; a histogram only through its series.
 fn check_name(name: &str, context: &str) {
     let def = m::lookup(name)
-        .unwrap_or_else(|| panic!("{context}: {name} is not in common/src/metrics.rs"));
+        .unwrap_or_else(|| panic!("{context}: {name} is not in common/types/src/metrics.rs"));
     if def.kind == Kind::Histogram {
         assert_ne!(
             name, def.name,

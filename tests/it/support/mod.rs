@@ -58,6 +58,12 @@ pub fn simulated_history(
     history
 }
 
+/// Replays `history` (envelope JSON lines, e.g. [`simulated_history`]) into the event stream
+/// of `data_dir`.
+pub fn replay(data_dir: &Path, history: &Path) {
+    ok(bikeshare(data_dir).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
+}
+
 /// Every record of `stream` as JSON.
 pub fn stream_records(data_dir: &Path, stream: &str) -> Vec<serde_json::Value> {
     ok(bikeshare(data_dir).args(["tail", "--stream", stream, "--from-start"]))
@@ -69,21 +75,7 @@ pub fn stream_records(data_dir: &Path, stream: &str) -> Vec<serde_json::Value> {
 /// An emulator's endpoint from `var` (`BIKESHARE_TEST_KINESIS_ENDPOINT`,
 /// `BIKESHARE_TEST_MOTO_ENDPOINT`, set by `scripts/test.sh`). Without it the test is
 /// skipped, except in CI (`CI=true`), where a missing emulator is a failure.
-pub fn emulator(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("{test}: {var} is not set in CI; run the tests with scripts/test.sh")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED {test}: {var} is not set (run scripts/test.sh, or \
-                 scripts/emulators.sh cargo test --test {test})"
-            );
-            None
-        }
-    }
-}
+pub use bikeshare_testkit::emulators::env_or_skip as emulator;
 
 /// Runs `bikeshare <args>` in `data_dir` again and again, SIGKILLing it at pseudo-random
 /// fractions (15–35 %) of `full_run`, until one run finishes by itself; returns the kills.

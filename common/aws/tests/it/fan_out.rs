@@ -4,21 +4,17 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bikeshare_aws::{FanOutReader, FanOutSettings};
-use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
 use bikeshare_stream::publisher::{Publisher, PublisherConfig};
-use bikeshare_stream::{PutRecord, StartPosition};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_read_through_enhanced_fan_out() {
-    let Some(endpoint) = support::kinesis_endpoint("enhanced_fan_out") else {
+    let Some(sdk) = support::kinesis_sdk("enhanced_fan_out").await else {
         return;
     };
-    let sdk = support::sdk_config(&endpoint).await;
     let stream = support::new_stream(&sdk, "fanout", 2).await;
     let reader = FanOutReader::register(
         stream.clone(),
@@ -34,25 +30,10 @@ async fn records_are_read_through_enhanced_fan_out() {
 
     let publisher = Publisher::spawn(Arc::new(stream.clone()), PublisherConfig::default());
     let (keys, per_key) = (10, 50);
-    for i in 0..per_key {
-        for k in 0..keys {
-            let key = format!("station-{k:03}");
-            publisher
-                .send(PutRecord::new(key.clone(), format!("{key}:{i}")))
-                .await
-                .unwrap();
-        }
-    }
+    let sent = support::send_interleaved(&publisher, keys, per_key, None).await;
     publisher.close().await.unwrap();
 
-    let mut consumer = ShardConsumer::new(
-        Arc::new(reader),
-        BTreeMap::new(),
-        ConsumerConfig {
-            initial: StartPosition::TrimHorizon,
-            discovery_interval: Duration::from_secs(5),
-        },
-    );
+    let mut consumer = support::consumer_from_start(Arc::new(reader), Duration::from_secs(5));
     let mut records = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while records.len() < keys * per_key && tokio::time::Instant::now() < deadline {
@@ -60,9 +41,6 @@ async fn records_are_read_through_enhanced_fan_out() {
             records.extend(part.records);
         }
     }
-    let sent: BTreeMap<String, usize> = (0..keys)
-        .map(|k| (format!("station-{k:03}"), per_key))
-        .collect();
     support::assert_complete_and_ordered(&records, &sent);
     let shards = stream.metrics().shards();
     assert_eq!(shards.len(), 2, "both shards were subscribed: {shards:?}");

@@ -4,7 +4,6 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,43 +11,21 @@ use bikeshare_aws::{INVALID_RECORD_CODE, KinesisStream, client};
 use bikeshare_producers::output::{Output, RULE_RECORD_TOO_LARGE, StreamOutput};
 use bikeshare_stream::publisher::{PublishError, Publisher, PublisherConfig};
 use bikeshare_stream::{PutOutcome, PutRecord, StreamWriter};
+use bikeshare_testkit::fault_proxy::{FaultProxy, kinesis};
 use bikeshare_types::contracts::{DeadLetter, Envelope, Event, StationInfo};
 use bikeshare_types::{StationId, SystemClock, SystemId, Timestamp};
 
-use crate::fault_proxy;
-
-/// Sends `per_key` records for each of `keys` keys, interleaved, payload `key:index`.
-async fn send_interleaved(
-    publisher: &Publisher,
-    keys: usize,
-    per_key: usize,
-) -> BTreeMap<String, usize> {
-    for i in 0..per_key {
-        for k in 0..keys {
-            let key = format!("station-{k:03}");
-            publisher
-                .send(PutRecord::new(key.clone(), format!("{key}:{i}")))
-                .await
-                .unwrap();
-        }
-    }
-    (0..keys)
-        .map(|k| (format!("station-{k:03}"), per_key))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_records_arrive_once_each_in_order_per_station() {
-    let Some(endpoint) = support::kinesis_endpoint("hundred_thousand_records") else {
+    let Some(sdk) = support::kinesis_sdk("hundred_thousand_records").await else {
         return;
     };
-    let sdk = support::sdk_config(&endpoint).await;
     // kinesis-mock appends to a shard in time that grows with the shard's size: many
     // shards keep 100,000 records to about two minutes.
     let stream = support::new_stream(&sdk, "volume", 128).await;
     let publisher = Publisher::spawn(Arc::new(stream.clone()), PublisherConfig::default());
     let started = std::time::Instant::now();
-    let sent = send_interleaved(&publisher, 400, 250).await;
+    let sent = support::send_interleaved(&publisher, 400, 250, None).await;
     let stats = publisher.close().await.unwrap();
     assert_eq!(stats.records_sent, 100_000);
     eprintln!("wrote 100,000 records in {:?}", started.elapsed());
@@ -72,7 +49,7 @@ async fn partial_failures_and_throttling_lose_nothing_and_keep_order() {
     let Some(endpoint) = support::kinesis_endpoint("partial_failures_and_throttling") else {
         return;
     };
-    let proxy = fault_proxy::FaultProxy::start(&endpoint, 42).await;
+    let proxy = FaultProxy::start(&endpoint, kinesis::Policy::new(42)).await;
     let direct = support::sdk_config(&endpoint).await;
     let created = support::new_stream(&direct, "faults", 8).await;
     let through_proxy = support::sdk_config(&proxy.endpoint()).await;
@@ -85,7 +62,7 @@ async fn partial_failures_and_throttling_lose_nothing_and_keep_order() {
     };
     let publisher = Publisher::spawn(Arc::new(stream.clone()), config);
     let started = std::time::Instant::now();
-    let sent = send_interleaved(&publisher, 20, 100).await;
+    let sent = support::send_interleaved(&publisher, 20, 100, None).await;
     let stats = publisher.close().await.unwrap();
     assert_eq!(stats.records_sent, 2_000);
     eprintln!("wrote 2,000 records in {:?}: {stats:?}", started.elapsed());
@@ -125,10 +102,9 @@ async fn partial_failures_and_throttling_lose_nothing_and_keep_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_record_is_refused_alone_and_dead_lettered() {
-    let Some(endpoint) = support::kinesis_endpoint("oversize_record") else {
+    let Some(sdk) = support::kinesis_sdk("oversize_record").await else {
         return;
     };
-    let sdk = support::sdk_config(&endpoint).await;
     let events = support::new_stream(&sdk, "oversize-events", 1).await;
     let dead = support::new_stream(&sdk, "oversize-dead", 1).await;
 

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bikeshare_aws::DynamoLeaseStore;
-use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
+use bikeshare_stream::consumer::ShardConsumer;
 use bikeshare_stream::lease::{LeaseConfig, LeaseCoordinator, LeaseStore};
 use bikeshare_stream::publisher::{Publisher, PublisherConfig};
-use bikeshare_stream::{PutRecord, ShardId, StartPosition, StreamReader, StreamRecord};
+use bikeshare_stream::{ShardId, StreamReader, StreamRecord};
 use bikeshare_types::Timestamp;
 
 const KEYS: usize = 40;
@@ -34,14 +34,7 @@ impl Instance {
                 duration: Duration::from_secs(10),
             },
         );
-        let consumer = ShardConsumer::new(
-            reader,
-            BTreeMap::new(),
-            ConsumerConfig {
-                initial: StartPosition::TrimHorizon,
-                discovery_interval: Duration::from_millis(100),
-            },
-        );
+        let consumer = support::consumer_from_start(reader, Duration::from_millis(100));
         Self { leases, consumer }
     }
 
@@ -91,15 +84,7 @@ async fn a_killed_instance_leases_are_taken_over_and_resumed_from_checkpoints() 
     let store: Arc<dyn LeaseStore> = Arc::new(store);
 
     let publisher = Publisher::spawn(Arc::new(stream.clone()), PublisherConfig::default());
-    for i in 0..PER_KEY {
-        for k in 0..KEYS {
-            let key = format!("station-{k:03}");
-            publisher
-                .send(PutRecord::new(key.clone(), format!("{key}:{i}")))
-                .await
-                .unwrap();
-        }
-    }
+    let sent = support::send_interleaved(&publisher, KEYS, PER_KEY, None).await;
     publisher.close().await.unwrap();
 
     let reader: Arc<dyn StreamReader> = Arc::new(stream.clone());
@@ -155,9 +140,6 @@ async fn a_killed_instance_leases_are_taken_over_and_resumed_from_checkpoints() 
     for r in &all {
         per_shard.entry(&r.shard).or_default().push(r);
     }
-    let sent: BTreeMap<String, usize> = (0..KEYS)
-        .map(|k| (format!("station-{k:03}"), PER_KEY))
-        .collect();
     // Order per key: a's records of a shard come before b's of the same shard.
     let ordered: Vec<StreamRecord> = per_shard.values().flatten().map(|r| (*r).clone()).collect();
     support::assert_complete_and_ordered(&ordered, &sent);

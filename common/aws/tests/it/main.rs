@@ -1,7 +1,6 @@
 //! The `bikeshare-aws`'s integration tests, in one test binary: one link of the dependency graph instead of one per
 //! file. Each module is one former `tests/*.rs` file; shared helpers are modules too.
 
-mod fault_proxy;
 mod support;
 
 mod fan_out;

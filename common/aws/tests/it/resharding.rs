@@ -6,13 +6,12 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bikeshare_stream::consumer::{ConsumerConfig, SHARD_END, ShardConsumer};
+use bikeshare_stream::StreamReader;
+use bikeshare_stream::consumer::SHARD_END;
 use bikeshare_stream::publisher::{Publisher, PublisherConfig};
-use bikeshare_stream::{PutRecord, StartPosition, StreamReader};
 
 const KEYS: usize = 20;
 const PER_KEY: usize = 60;
@@ -25,10 +24,9 @@ async fn wait_written(publisher: &Publisher, n: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_while_records_flow_lose_nothing_and_keep_order() {
-    let Some(endpoint) = support::kinesis_endpoint("split_and_merge") else {
+    let Some(sdk) = support::kinesis_sdk("split_and_merge").await else {
         return;
     };
-    let sdk = support::sdk_config(&endpoint).await;
     let stream = support::new_stream(&sdk, "reshard", 2).await;
 
     let config = PublisherConfig {
@@ -40,30 +38,16 @@ async fn split_and_merge_while_records_flow_lose_nothing_and_keep_order() {
     let producer = {
         let publisher = publisher.clone();
         tokio::spawn(async move {
-            for i in 0..PER_KEY {
-                for k in 0..KEYS {
-                    let key = format!("station-{k:03}");
-                    publisher
-                        .send(PutRecord::new(key.clone(), format!("{key}:{i}")))
-                        .await
-                        .unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let pause = Some(Duration::from_millis(20));
+            let sent = support::send_interleaved(&publisher, KEYS, PER_KEY, pause).await;
             publisher.flush().await.unwrap();
+            sent
         })
     };
     let consumer = {
         let reader: Arc<dyn StreamReader> = Arc::new(stream.clone());
         tokio::spawn(async move {
-            let mut consumer = ShardConsumer::new(
-                reader,
-                BTreeMap::new(),
-                ConsumerConfig {
-                    initial: StartPosition::TrimHorizon,
-                    discovery_interval: Duration::from_millis(200),
-                },
-            );
+            let mut consumer = support::consumer_from_start(reader, Duration::from_millis(200));
             let mut records = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
             while records.len() < KEYS * PER_KEY && tokio::time::Instant::now() < deadline {
@@ -115,11 +99,8 @@ async fn split_and_merge_while_records_flow_lose_nothing_and_keep_order() {
         .unwrap();
     stream.wait_active(Duration::from_secs(30)).await.unwrap();
 
-    producer.await.unwrap();
+    let sent = producer.await.unwrap();
     let (records, positions) = consumer.await.unwrap();
-    let sent: BTreeMap<String, usize> = (0..KEYS)
-        .map(|k| (format!("station-{k:03}"), PER_KEY))
-        .collect();
     support::assert_complete_and_ordered(&records, &sent);
 
     let shards = stream.list_shards().await.unwrap();

@@ -46,10 +46,9 @@ fn report(what: &str, records: usize, bytes: usize, wall: Duration, cpu: Duratio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run it by name with --ignored"]
 async fn producer_and_consumer_throughput_against_kinesis_mock() {
-    let Some(endpoint) = support::kinesis_endpoint("throughput") else {
+    let Some(sdk) = support::kinesis_sdk("throughput").await else {
         return;
     };
-    let sdk = support::sdk_config(&endpoint).await;
     let stream = support::new_stream(&sdk, "bench", 16).await;
     let payload = "x".repeat(PAYLOAD);
 

@@ -11,15 +11,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rand::Rng;
 
 use bikeshare_stream::embedded::{Durability, EmbeddedConfig, EmbeddedStream};
 use bikeshare_stream::{PutOutcome, PutRecord, StartPosition, StreamReader, StreamWriter, names};
+use bikeshare_testkit::lines::line_channel;
 
 const CHILD_DB_ENV: &str = "BIKESHARE_TEST_DURABILITY_DB";
 const CHILD_RUN_ENV: &str = "BIKESHARE_TEST_DURABILITY_RUN";
@@ -97,7 +97,7 @@ fn run_child_and_kill(db: &std::path::Path, run: usize, kill_after: usize) -> Ve
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_writer",
+            "stream_durability::child_writer",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -108,21 +108,13 @@ fn run_child_and_kill(db: &std::path::Path, run: usize, kill_after: usize) -> Ve
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
     // Lines arrive through a thread, so a stuck child fails the test instead of hanging it.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_channel(child.stdout.take().unwrap());
     let mut acked = Vec::new();
     let mut batches = 0;
     while batches < kill_after {
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(line)) => {
+            Ok(line) => {
                 if let Some(ids) = acked_ids(&line) {
                     acked.extend(ids);
                     batches += 1;
@@ -147,7 +139,7 @@ fn run_child_and_kill(db: &std::path::Path, run: usize, kill_after: usize) -> Ve
         "the child should have been killed: {status:?}"
     );
     // Acknowledgements printed after the last one read but before the kill count too.
-    while let Ok(Ok(line)) = rx.recv_timeout(Duration::from_secs(5)) {
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
         if let Some(ids) = acked_ids(&line) {
             acked.extend(ids);
         }

@@ -1,6 +1,4 @@
 //! The `bikeshare-firehose`'s integration tests, in one test binary: one link of the dependency graph instead of one per
 //! file. Each module is one former `tests/*.rs` file; shared helpers are modules too.
 
-mod fault_proxy;
-
 mod moto_firehose;

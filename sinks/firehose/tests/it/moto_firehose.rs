@@ -4,8 +4,6 @@
 //! a loss.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::fault_proxy;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -22,28 +20,15 @@ use bikeshare_firehose::{
 };
 use bikeshare_lake::{Dataset, JsonRow};
 use bikeshare_stream::sink::Sinks;
+use bikeshare_testkit::emulators::moto_endpoint;
+use bikeshare_testkit::fault_proxy::FaultProxy;
+use bikeshare_testkit::fault_proxy::firehose::{Mode, Policy};
 use bikeshare_types::contracts::{
     DeadLetter, FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger,
     ScoredBy,
 };
 use bikeshare_types::retry::Backoff;
 use bikeshare_types::{EventId, StationId, SystemId, Timestamp};
-use fault_proxy::{FaultProxy, Mode};
-
-/// moto server's endpoint (`BIKESHARE_TEST_MOTO_ENDPOINT`); skipped when unset, except in CI.
-fn moto_endpoint(test: &str) -> Option<String> {
-    let var = "BIKESHARE_TEST_MOTO_ENDPOINT";
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("{test}: {var} is not set in CI; run the tests with scripts/test.sh")
-        }
-        _ => {
-            eprintln!("SKIPPED {test}: {var} is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
 
 async fn sdk_config(endpoint: &str) -> SdkConfig {
     bikeshare_runtime::aws::emulator_sdk_config(endpoint).await
@@ -330,15 +315,11 @@ async fn partial_failures_and_refused_calls_resend_only_what_failed() {
     };
     let sdk = sdk_config(&moto).await;
     let (bucket, prefix) = setup(&sdk, "faults").await;
-    let proxy = FaultProxy::start(
-        &moto,
-        7,
-        Mode::Faults {
-            refuse_call: 0.2,
-            fail_record: 0.1,
-        },
-    )
-    .await;
+    let mode = Mode::Faults {
+        refuse_call: 0.2,
+        fail_record: 0.1,
+    };
+    let proxy = FaultProxy::start(&moto, Policy::new(7, mode)).await;
     let sink = sinks(&sdk, &proxy.endpoint(), &prefix, fast_retries());
 
     let predictions: Vec<Prediction> = (0..3000).map(prediction).collect();
@@ -379,7 +360,7 @@ async fn records_that_cannot_be_delivered_are_an_error_not_a_loss() {
     };
     let sdk = sdk_config(&moto).await;
     let (_bucket, prefix) = setup(&sdk, "down").await;
-    let proxy = FaultProxy::start(&moto, 1, Mode::RefuseAll).await;
+    let proxy = FaultProxy::start(&moto, Policy::new(1, Mode::RefuseAll)).await;
     let mut delivery = fast_retries();
     delivery.backoff.max_retries = Some(3);
     let sink = sinks(&sdk, &proxy.endpoint(), &prefix, delivery);

@@ -15,9 +15,10 @@ use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::quality::{QualityConfig, QualityReport, TargetQuality};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
-use bikeshare_types::contracts::{Envelope, Event, StationStatus};
+use bikeshare_testkit::envelopes::status_envelope;
+use bikeshare_types::contracts::Envelope;
 use bikeshare_types::time::ManualClock;
-use bikeshare_types::{SharedClock, StationId, SystemId, Timestamp};
+use bikeshare_types::{SharedClock, SystemId, Timestamp};
 use tokio::sync::watch;
 
 const T0: i64 = 1_700_000_000_000;
@@ -25,26 +26,7 @@ const MIN: i64 = 60_000;
 const CAPACITY: u32 = 12;
 
 fn status(station: &str, t: i64, bikes: u32) -> Envelope {
-    let t = Timestamp(t);
-    Envelope::new(
-        SystemId::new("city"),
-        "test",
-        t,
-        t,
-        Event::StationStatus(StationStatus {
-            station_id: StationId::new(station),
-            num_bikes_available: bikes,
-            num_ebikes_available: None,
-            num_bikes_disabled: None,
-            num_docks_available: Some(CAPACITY - bikes),
-            num_docks_disabled: None,
-            is_installed: true,
-            is_renting: true,
-            is_returning: true,
-            last_reported: t,
-            vehicle_types_available: vec![],
-        }),
-    )
+    status_envelope("city", "test", station, t, bikes, CAPACITY - bikes)
 }
 
 /// Six stations reporting every 2 minutes for `minutes`: some drain to empty, some fill up,

@@ -11,32 +11,14 @@ use bikeshare_stream::checkpoint::LocalCheckpointStore;
 use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
-use bikeshare_types::contracts::{Envelope, Event, PredictionTrigger, StationStatus};
+use bikeshare_testkit::envelopes::status_envelope;
+use bikeshare_types::contracts::{Envelope, PredictionTrigger};
 use bikeshare_types::time::ManualClock;
-use bikeshare_types::{SharedClock, StationId, SystemId, Timestamp};
+use bikeshare_types::{SharedClock, Timestamp};
 use tokio::sync::watch;
 
 fn status(station: &str, t: i64, bikes: u32) -> Envelope {
-    let t = Timestamp(t);
-    Envelope::new(
-        SystemId::new("city"),
-        "test",
-        t,
-        t,
-        Event::StationStatus(StationStatus {
-            station_id: StationId::new(station),
-            num_bikes_available: bikes,
-            num_ebikes_available: None,
-            num_bikes_disabled: None,
-            num_docks_available: Some(10 - bikes),
-            num_docks_disabled: None,
-            is_installed: true,
-            is_renting: true,
-            is_returning: true,
-            last_reported: t,
-            vehicle_types_available: vec![],
-        }),
-    )
+    status_envelope("city", "test", station, t, bikes, 10 - bikes)
 }
 
 #[tokio::test]

@@ -1,41 +1,27 @@
-//! What the kinesis-mock tests share: finding the emulator, clients, fresh streams, reading
-//! everything back, and checking "none lost, order per key kept".
+//! What the kinesis-mock tests share: finding the emulator (through `bikeshare_testkit`),
+//! clients, fresh streams, writing keys interleaved, reading everything back, and checking
+//! "none lost, order per key kept".
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bikeshare_aws::{KinesisStream, client};
 use bikeshare_runtime::aws::SdkConfig;
-use bikeshare_stream::{ShardCursor, ShardId, StartPosition, StreamReader, StreamRecord};
+use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
+use bikeshare_stream::publisher::Publisher;
+use bikeshare_stream::{
+    PutRecord, ShardCursor, ShardId, StartPosition, StreamReader, StreamRecord,
+};
 
-/// The emulator's endpoint from `BIKESHARE_TEST_KINESIS_ENDPOINT` (set by
-/// `scripts/test.sh`). Without it the test is skipped, except in CI (`CI=true`), where a
-/// missing emulator is a failure.
-pub fn kinesis_endpoint(test: &str) -> Option<String> {
-    emulator("BIKESHARE_TEST_KINESIS_ENDPOINT", test)
-}
+/// The emulators' endpoints; `None` when the test is skipped without its emulator.
+pub use bikeshare_testkit::emulators::{kinesis_endpoint, moto_endpoint};
 
-/// moto server's endpoint (`BIKESHARE_TEST_MOTO_ENDPOINT`), with the same rule.
-pub fn moto_endpoint(test: &str) -> Option<String> {
-    emulator("BIKESHARE_TEST_MOTO_ENDPOINT", test)
-}
-
-fn emulator(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
-            panic!("{test}: {var} is not set in CI; run the tests with scripts/test.sh")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED {test}: {var} is not set (run scripts/test.sh, or \
-                 scripts/emulators.sh cargo test -p bikeshare-aws)"
-            );
-            None
-        }
-    }
+/// The SDK configuration for kinesis-mock, or `None` when `test` is skipped without it.
+pub async fn kinesis_sdk(test: &str) -> Option<SdkConfig> {
+    Some(sdk_config(&kinesis_endpoint(test)?).await)
 }
 
 /// The shared SDK configuration for an emulator: our HTTPS client, a region, fixed
@@ -58,6 +44,56 @@ pub async fn new_stream(sdk: &SdkConfig, prefix: &str, shards: u32) -> KinesisSt
         .await
         .unwrap();
     stream
+}
+
+/// The partition key of key number `k`: `station-000`, `station-001`, ...
+pub fn key(k: usize) -> String {
+    format!("station-{k:03}")
+}
+
+/// What [`send_interleaved`] sends: `per_key` records for each of `keys` keys.
+pub fn sent(keys: usize, per_key: usize) -> BTreeMap<String, usize> {
+    (0..keys).map(|k| (key(k), per_key)).collect()
+}
+
+/// Sends `per_key` records for each of `keys` keys, interleaved (one round is one record of
+/// every key), payload `key:index`; sleeps `pause` after every round when given. Returns
+/// [`sent`].
+pub async fn send_interleaved(
+    publisher: &Publisher,
+    keys: usize,
+    per_key: usize,
+    pause: Option<Duration>,
+) -> BTreeMap<String, usize> {
+    for i in 0..per_key {
+        for k in 0..keys {
+            let key = key(k);
+            publisher
+                .send(PutRecord::new(key.clone(), format!("{key}:{i}")))
+                .await
+                .unwrap();
+        }
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    sent(keys, per_key)
+}
+
+/// A consumer of every shard of `reader` from the trim horizon, no checkpoints, looking for
+/// new shards every `discovery_interval`.
+pub fn consumer_from_start(
+    reader: Arc<dyn StreamReader>,
+    discovery_interval: Duration,
+) -> ShardConsumer {
+    ShardConsumer::new(
+        reader,
+        BTreeMap::new(),
+        ConsumerConfig {
+            initial: StartPosition::TrimHorizon,
+            discovery_interval,
+        },
+    )
 }
 
 /// Reads every shard from the trim horizon until `expected` records arrived (or `timeout`
