@@ -23,7 +23,7 @@ use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use bikeshare_types::metrics::{self as m, Kind};
-use bikeshare_types::retry::Backoff;
+use bikeshare_types::retry::{Backoff, Failure};
 use bikeshare_types::{SharedClock, Timestamp};
 use metrics::Unit;
 use serde::{Deserialize, Serialize};
@@ -384,20 +384,19 @@ impl CloudWatchExporter {
     }
 
     async fn put(&self, data: Vec<MetricDatum>) -> Result<(), PushError> {
-        let mut attempt = 0;
-        loop {
-            let r = self
+        let call = || async {
+            let err = match self
                 .client
                 .put_metric_data()
                 .namespace(&self.config.namespace)
                 .set_metric_data(Some(data.clone()))
                 .send()
-                .await;
-            let err = match r {
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            let (retryable, message) = match &err {
+            let (retryable, error) = match &err {
                 SdkError::ServiceError(s) => (
                     s.raw().status().is_server_error()
                         || s.err().code().is_some_and(|c| c.contains("Throttl")),
@@ -412,22 +411,16 @@ impl CloudWatchExporter {
                 | SdkError::ResponseError(_) => (true, bikeshare_types::error::chain(&err)),
                 other => (false, bikeshare_types::error::chain(other)),
             };
-            match retryable
-                .then(|| self.config.retry.delay(attempt, &mut rand::rng()))
-                .flatten()
-            {
-                Some(d) => {
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                None => {
-                    return Err(PushError {
-                        namespace: self.config.namespace.clone(),
-                        message: format!("{message} (after {} attempts)", attempt + 1),
-                    });
-                }
-            }
-        }
+            Err(Failure { error, retryable })
+        };
+        self.config
+            .retry
+            .retry(call, tokio::time::sleep, |_, _, _| {})
+            .await
+            .map_err(|g| PushError {
+                namespace: self.config.namespace.clone(),
+                message: format!("{} (after {} attempts)", g.error, g.attempts),
+            })
     }
 
     /// Pushes the installed recorder's snapshot every `interval_ms` until `stop` resolves,

@@ -19,7 +19,7 @@ use std::f32::consts::TAU;
 use bikeshare_types::contracts::WeatherObs;
 use chrono::{Datelike, TimeZone, Timelike};
 
-use crate::processor::Station;
+use crate::station::Station;
 use crate::window::{Report, StationHistory};
 
 const MIN_MS: f32 = 60_000.0;

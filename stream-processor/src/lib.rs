@@ -24,6 +24,7 @@ pub mod predictor;
 pub mod processor;
 pub mod quality;
 pub mod schema;
+mod station;
 pub mod window;
 
 pub use predictor::{BaselineScorer, Predictor, Scored, Scorer, Scores};

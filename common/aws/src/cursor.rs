@@ -30,7 +30,7 @@ use bikeshare_types::limits::{
     KINESIS_GET_RECORDS_PER_SHARD_PER_SEC, KINESIS_MAX_GET_RECORDS,
     KINESIS_SHARD_READ_BYTES_PER_SEC,
 };
-use bikeshare_types::retry::Backoff;
+use bikeshare_types::retry::{Backoff, Failure};
 use bikeshare_types::{SharedClock, Timestamp};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -175,46 +175,44 @@ impl KinesisCursor {
             StartPosition::AtSequence(s) => (ShardIteratorType::AtSequenceNumber, Some(s.0)),
             StartPosition::AfterSequence(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.0)),
         };
-        let mut attempt = 0;
-        loop {
-            let answer = self
-                .client
+        let (client, stream, shard) = (&self.client, &self.stream, &self.shard);
+        let call = || async {
+            let out = client
                 .get_shard_iterator()
-                .stream_name(&self.stream)
-                .shard_id(self.shard.as_str())
+                .stream_name(stream)
+                .shard_id(shard.as_str())
                 .shard_iterator_type(kind.clone())
                 .set_starting_sequence_number(seq.clone())
                 .send()
-                .await;
-            match answer {
-                Ok(out) => {
-                    let it = out.shard_iterator.ok_or_else(|| {
-                        StreamError::Service(format!(
-                            "GetShardIterator on {} gave no iterator for {}",
-                            self.stream, self.shard
-                        ))
-                    })?;
-                    self.iterator = Some(it.clone());
-                    return Ok(it);
-                }
-                Err(e) => {
-                    let failure = classify("GetShardIterator", &self.stream, e);
+                .await
+                .map_err(|e| {
+                    let failure = classify("GetShardIterator", stream, e);
                     if failure.is("ResourceNotFoundException") {
-                        return Err(StreamError::NoSuchShard(self.shard.clone()));
+                        return Failure {
+                            error: StreamError::NoSuchShard(shard.clone()),
+                            retryable: false,
+                        };
                     }
-                    let err = failure.error;
-                    let delay = err
-                        .retryable()
-                        .then(|| self.settings.backoff.delay(attempt, &mut rand::rng()))
-                        .flatten();
-                    match delay {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => return Err(err),
+                    Failure {
+                        retryable: failure.error.retryable(),
+                        error: failure.error,
                     }
-                    attempt += 1;
-                }
-            }
-        }
+                })?;
+            out.shard_iterator.ok_or_else(|| Failure {
+                error: StreamError::Service(format!(
+                    "GetShardIterator on {stream} gave no iterator for {shard}"
+                )),
+                retryable: false,
+            })
+        };
+        let it = self
+            .settings
+            .backoff
+            .retry(call, tokio::time::sleep, |_, _, _| {})
+            .await
+            .map_err(|g| g.error)?;
+        self.iterator = Some(it.clone());
+        Ok(it)
     }
 
     fn take(&mut self, out: GetRecordsOutput, started: Instant) -> ReadBatch {

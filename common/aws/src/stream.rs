@@ -28,13 +28,10 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use bikeshare_stream::{
     PutOutcome, PutRecord, SequenceNumber, ShardCursor, ShardDescription, ShardId, StartPosition,
-    StreamError, StreamReader, StreamWriter,
+    StreamError, StreamReader, StreamWriter, check_put_request,
 };
 use bikeshare_types::error::Classify;
-use bikeshare_types::limits::{
-    KINESIS_MAX_BYTES_PER_PUT, KINESIS_MAX_PARTITION_KEY_CHARS, KINESIS_MAX_RECORD_BYTES,
-    KINESIS_MAX_RECORDS_PER_PUT,
-};
+use bikeshare_types::retry::Failure;
 use bikeshare_types::{SharedClock, SystemClock};
 use tokio::time::{Duration, Instant};
 
@@ -142,37 +139,26 @@ impl KinesisStream {
         &self,
         token: Option<&str>,
     ) -> Result<aws_sdk_kinesis::operation::list_shards::ListShardsOutput, StreamError> {
-        let mut attempt = 0;
-        loop {
+        let call = || async {
             // With a token, the stream name must not be given.
             let request = match token {
                 Some(t) => self.client.list_shards().next_token(t),
                 None => self.client.list_shards().stream_name(&self.name),
             };
-            match request.send().await {
-                Ok(out) => return Ok(out),
-                Err(e) => {
-                    let err = classify("ListShards", &self.name, e).error;
-                    let delay = err
-                        .retryable()
-                        .then(|| self.read.backoff.delay(attempt, &mut rand::rng()))
-                        .flatten();
-                    match delay {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => return Err(err),
-                    }
-                    attempt += 1;
+            request.send().await.map_err(|e| {
+                let error = classify("ListShards", &self.name, e).error;
+                Failure {
+                    retryable: error.retryable(),
+                    error,
                 }
-            }
-        }
+            })
+        };
+        self.read
+            .backoff
+            .retry(call, tokio::time::sleep, |_, _, _| {})
+            .await
+            .map_err(|g| g.error)
     }
-}
-
-/// Whether a record can be sent at all.
-fn valid(record: &PutRecord) -> bool {
-    let chars = record.partition_key.chars().count();
-    record.size() <= KINESIS_MAX_RECORD_BYTES
-        && (1..=KINESIS_MAX_PARTITION_KEY_CHARS).contains(&chars)
 }
 
 #[async_trait]
@@ -185,32 +171,15 @@ impl StreamWriter for KinesisStream {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        if records.len() > KINESIS_MAX_RECORDS_PER_PUT {
-            return Err(StreamError::InvalidRequest(format!(
-                "{} records in one put, the limit is {KINESIS_MAX_RECORDS_PER_PUT}",
-                records.len()
-            )));
-        }
-        let bytes: usize = records.iter().map(PutRecord::size).sum();
-        if bytes > KINESIS_MAX_BYTES_PER_PUT {
-            return Err(StreamError::InvalidRequest(format!(
-                "{bytes} bytes in one put, the limit is {KINESIS_MAX_BYTES_PER_PUT}"
-            )));
-        }
+        check_put_request(records)?;
         let mut outcomes: Vec<Option<PutOutcome>> = vec![None; records.len()];
         let mut entries = Vec::with_capacity(records.len());
         let mut sent = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
-            if !valid(record) {
+            if let Some(message) = record.invalid_reason() {
                 outcomes[i] = Some(PutOutcome::Failed {
                     code: INVALID_RECORD_CODE.into(),
-                    message: format!(
-                        "record of {} bytes with a partition key of {} characters is over \
-                         the limits ({KINESIS_MAX_RECORD_BYTES} bytes, \
-                         {KINESIS_MAX_PARTITION_KEY_CHARS} characters)",
-                        record.size(),
-                        record.partition_key.chars().count()
-                    ),
+                    message,
                 });
                 continue;
             }

@@ -105,14 +105,11 @@ use tokio::sync::watch;
 
 use super::{
     PutOutcome, PutRecord, ReadBatch, SequenceNumber, ShardCursor, ShardDescription, ShardId,
-    StartPosition, StreamError, StreamReader, StreamRecord, StreamWriter, shard_for_key,
-    uniform_ranges,
+    StartPosition, StreamError, StreamReader, StreamRecord, StreamWriter, check_put_request,
+    shard_for_key, uniform_ranges,
 };
 use bikeshare_types::error::chain;
-use bikeshare_types::limits::{
-    KINESIS_MAX_BYTES_PER_PUT, KINESIS_MAX_GET_RECORDS, KINESIS_MAX_PARTITION_KEY_CHARS,
-    KINESIS_MAX_RECORD_BYTES, KINESIS_MAX_RECORDS_PER_PUT,
-};
+use bikeshare_types::limits::KINESIS_MAX_GET_RECORDS;
 use bikeshare_types::time::{SharedClock, SystemClock, Timestamp};
 
 /// The per-record error code of a record that can never be written (too large, bad
@@ -328,18 +325,7 @@ impl StreamWriter for EmbeddedStream {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        if records.len() > KINESIS_MAX_RECORDS_PER_PUT {
-            return Err(StreamError::InvalidRequest(format!(
-                "{} records in one put, the limit is {KINESIS_MAX_RECORDS_PER_PUT}",
-                records.len()
-            )));
-        }
-        let bytes: usize = records.iter().map(PutRecord::size).sum();
-        if bytes > KINESIS_MAX_BYTES_PER_PUT {
-            return Err(StreamError::InvalidRequest(format!(
-                "{bytes} bytes in one put, the limit is {KINESIS_MAX_BYTES_PER_PUT}"
-            )));
-        }
+        check_put_request(records)?;
         let inner = self.inner.clone();
         let records = records.to_vec();
         let outcomes = blocking(move || put_blocking(&inner, &records)).await?;
@@ -621,24 +607,6 @@ fn open_blocking(
     })
 }
 
-/// Why a record can never be written, if it cannot.
-fn invalid_record(record: &PutRecord) -> Option<String> {
-    let size = record.size();
-    if size > KINESIS_MAX_RECORD_BYTES {
-        return Some(format!(
-            "record of {size} bytes, the limit is {KINESIS_MAX_RECORD_BYTES}"
-        ));
-    }
-    let key_chars = record.partition_key.chars().count();
-    if key_chars == 0 || key_chars > KINESIS_MAX_PARTITION_KEY_CHARS {
-        return Some(format!(
-            "partition key of {key_chars} characters, it must have 1 to \
-             {KINESIS_MAX_PARTITION_KEY_CHARS}"
-        ));
-    }
-    None
-}
-
 fn put_blocking(inner: &Inner, records: &[PutRecord]) -> Result<Vec<PutOutcome>, StreamError> {
     let mut conn = lock(&inner.writer);
     let tx = conn
@@ -676,7 +644,7 @@ fn put_blocking(inner: &Inner, records: &[PutRecord]) -> Result<Vec<PutOutcome>,
             )
             .map_err(storage)?;
         for record in records {
-            if let Some(message) = invalid_record(record) {
+            if let Some(message) = record.invalid_reason() {
                 outcomes.push(PutOutcome::Failed {
                     code: INVALID_RECORD_CODE.into(),
                     message,
@@ -901,6 +869,9 @@ mod tests {
 
     use super::*;
     use crate::names;
+    use bikeshare_types::limits::{
+        KINESIS_MAX_PARTITION_KEY_CHARS, KINESIS_MAX_RECORD_BYTES, KINESIS_MAX_RECORDS_PER_PUT,
+    };
     use bikeshare_types::time::ManualClock;
 
     fn record(key: &str, data: &str) -> PutRecord {

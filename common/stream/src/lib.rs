@@ -42,6 +42,10 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 use bikeshare_types::error::{Classify, ErrorClass};
+use bikeshare_types::limits::{
+    KINESIS_MAX_BYTES_PER_PUT, KINESIS_MAX_PARTITION_KEY_CHARS, KINESIS_MAX_RECORD_BYTES,
+    KINESIS_MAX_RECORDS_PER_PUT,
+};
 use bikeshare_types::time::Timestamp;
 
 /// Names of the streams the system uses.
@@ -131,6 +135,44 @@ impl PutRecord {
     pub fn size(&self) -> usize {
         self.data.len() + self.partition_key.len()
     }
+
+    /// Why this record can never be written (over 1 MiB, or a partition key that is empty or
+    /// over 256 characters), if it cannot: every backend fails it alone with
+    /// `INVALID_RECORD_CODE`, and the rest of its batch is written.
+    pub fn invalid_reason(&self) -> Option<String> {
+        let size = self.size();
+        if size > KINESIS_MAX_RECORD_BYTES {
+            return Some(format!(
+                "record of {size} bytes, the limit is {KINESIS_MAX_RECORD_BYTES}"
+            ));
+        }
+        let key_chars = self.partition_key.chars().count();
+        if key_chars == 0 || key_chars > KINESIS_MAX_PARTITION_KEY_CHARS {
+            return Some(format!(
+                "partition key of {key_chars} characters, it must have 1 to \
+                 {KINESIS_MAX_PARTITION_KEY_CHARS}"
+            ));
+        }
+        None
+    }
+}
+
+/// Refuses a whole `PutRecords` request over the call's limits (500 records, 5 MiB), as
+/// Kinesis does: every backend checks it here before writing anything.
+pub fn check_put_request(records: &[PutRecord]) -> Result<(), StreamError> {
+    if records.len() > KINESIS_MAX_RECORDS_PER_PUT {
+        return Err(StreamError::InvalidRequest(format!(
+            "{} records in one put, the limit is {KINESIS_MAX_RECORDS_PER_PUT}",
+            records.len()
+        )));
+    }
+    let bytes: usize = records.iter().map(PutRecord::size).sum();
+    if bytes > KINESIS_MAX_BYTES_PER_PUT {
+        return Err(StreamError::InvalidRequest(format!(
+            "{bytes} bytes in one put, the limit is {KINESIS_MAX_BYTES_PER_PUT}"
+        )));
+    }
+    Ok(())
 }
 
 /// The outcome of writing one record of a batch.

@@ -1,5 +1,6 @@
 //! Exponential backoff with full jitter: the one retry policy of the workspace.
 
+use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
@@ -39,6 +40,63 @@ impl Backoff {
         let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
         Some(Duration::from_millis(rng.random_range(0..=cap_ms)))
     }
+
+    /// Runs `op` until it succeeds, fails with an error another attempt cannot help, or the
+    /// retries are spent. Before each retry `on_retry(attempt, delay, &error)` hears of the
+    /// failure (`attempt` 0-based) and `sleep(delay)` is awaited: the caller's runtime sleeps, so this crate
+    /// needs none (`tokio::time::sleep` in every caller today).
+    pub async fn retry<T, E, Op, Fut, Sleep, SleepFut>(
+        &self,
+        mut op: Op,
+        sleep: Sleep,
+        mut on_retry: impl FnMut(u32, Duration, &E),
+    ) -> Result<T, GaveUp<E>>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure<E>>>,
+        Sleep: Fn(Duration) -> SleepFut,
+        SleepFut: Future<Output = ()>,
+    {
+        let mut attempt = 0;
+        loop {
+            let Failure { error, retryable } = match op().await {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            match retryable
+                .then(|| self.delay(attempt, &mut rand::rng()))
+                .flatten()
+            {
+                Some(d) => {
+                    on_retry(attempt, d, &error);
+                    sleep(d).await;
+                    attempt += 1;
+                }
+                None => {
+                    return Err(GaveUp {
+                        error,
+                        retryable,
+                        attempts: attempt + 1,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One failed attempt of [`Backoff::retry`]: the error, and whether another attempt can help.
+#[derive(Debug)]
+pub struct Failure<E> {
+    pub error: E,
+    pub retryable: bool,
+}
+
+/// What [`Backoff::retry`] gives up with: the last failure and the attempts made.
+#[derive(Debug)]
+pub struct GaveUp<E> {
+    pub error: E,
+    pub retryable: bool,
+    pub attempts: u32,
 }
 
 mod millis {

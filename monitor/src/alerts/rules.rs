@@ -107,7 +107,7 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RuleError {
     #[error(
-        "alert rule {rule:?}: metric {metric:?} is not in the metrics table (common/src/metrics.rs)"
+        "alert rule {rule:?}: metric {metric:?} is not in the metrics table (common/types/src/metrics.rs)"
     )]
     UnknownMetric { rule: String, metric: String },
     #[error("alert rule {rule:?}: {metric} is a histogram; alert on a gauge or a counter")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::types::MessageAttributeValue;
-use bikeshare_types::retry::Backoff;
+use bikeshare_types::retry::{Backoff, Failure};
 use serde::{Deserialize, Serialize};
 
 use super::engine::Notification;
@@ -100,26 +100,28 @@ impl Notifier for SnsNotifier {
                 .string_value(v)
                 .build()
         };
-        let mut attempt = 0;
-        loop {
-            let attrs = [
-                ("severity", attr(n.severity.as_str())),
-                ("rule", attr(&n.rule)),
-                ("state", attr(n.kind.as_str())),
-            ];
+        let mut attrs = Vec::new();
+        for (k, v) in [
+            ("severity", attr(n.severity.as_str())),
+            ("rule", attr(&n.rule)),
+            ("state", attr(n.kind.as_str())),
+        ] {
+            let v = v.map_err(|e| NotifyError::Delivery {
+                channel: "sns",
+                message: format!("message attribute {k}: {e}"),
+                retryable: false,
+            })?;
+            attrs.push((k, v));
+        }
+        let publish = || async {
             let mut req = self
                 .client
                 .publish()
                 .topic_arn(&self.topic_arn)
                 .subject(&subject)
                 .message(&message);
-            for (k, v) in attrs {
-                let v = v.map_err(|e| NotifyError::Delivery {
-                    channel: "sns",
-                    message: format!("message attribute {k}: {e}"),
-                    retryable: false,
-                })?;
-                req = req.message_attributes(k, v);
+            for (k, v) in &attrs {
+                req = req.message_attributes(*k, v.clone());
             }
             let err = match req.send().await {
                 Ok(_) => return Ok(()),
@@ -136,7 +138,7 @@ impl Notifier for SnsNotifier {
                 }
                 _ => false,
             };
-            let text = match &err {
+            let error = match &err {
                 SdkError::ServiceError(s) => format!(
                     "Publish: {}: {}",
                     s.err().code().unwrap_or("error"),
@@ -144,24 +146,18 @@ impl Notifier for SnsNotifier {
                 ),
                 other => format!("Publish: {}", bikeshare_types::error::chain(other)),
             };
-            match retryable
-                .then(|| self.retry.delay(attempt, &mut rand::rng()))
-                .flatten()
-            {
-                Some(d) => {
-                    tracing::debug!(attempt, error = %text, "SNS publish failed; retrying");
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                None => {
-                    return Err(NotifyError::Delivery {
-                        channel: "sns",
-                        message: format!("{text} (after {} attempts)", attempt + 1),
-                        retryable,
-                    });
-                }
-            }
-        }
+            Err(Failure { error, retryable })
+        };
+        self.retry
+            .retry(publish, tokio::time::sleep, |attempt, _, error| {
+                tracing::debug!(attempt, %error, "SNS publish failed; retrying");
+            })
+            .await
+            .map_err(|g| NotifyError::Delivery {
+                channel: "sns",
+                message: format!("{} (after {} attempts)", g.error, g.attempts),
+                retryable: g.retryable,
+            })
     }
 }
 

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bikeshare_types::retry::Backoff;
+use bikeshare_types::retry::{Backoff, Failure};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -130,32 +130,21 @@ impl Notifier for WebhookNotifier {
 
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let body = slack_payload(n);
-        let mut attempt = 0;
-        loop {
-            let (message, retryable) = match self.post_once(&body).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            let delay = if retryable {
-                self.retry.delay(attempt, &mut rand::rng())
-            } else {
-                None
-            };
-            match delay {
-                Some(d) => {
-                    tracing::debug!(attempt, error = %message, "webhook post failed; retrying");
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                None => {
-                    return Err(NotifyError::Delivery {
-                        channel: "webhook",
-                        message: format!("{message} (after {} attempts)", attempt + 1),
-                        retryable,
-                    });
-                }
-            }
-        }
+        let post = || async {
+            self.post_once(&body)
+                .await
+                .map_err(|(error, retryable)| Failure { error, retryable })
+        };
+        self.retry
+            .retry(post, tokio::time::sleep, |attempt, _, error| {
+                tracing::debug!(attempt, %error, "webhook post failed; retrying");
+            })
+            .await
+            .map_err(|g| NotifyError::Delivery {
+                channel: "webhook",
+                message: format!("{} (after {} attempts)", g.error, g.attempts),
+                retryable: g.retryable,
+            })
     }
 }
 

@@ -52,7 +52,9 @@ use std::time::{Duration, Instant};
 use bikeshare_stream::consumer::{ConsumerConfig, SHARD_END, ShardConsumer};
 use bikeshare_stream::lease::{LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore};
 use bikeshare_stream::sink::{SinkError, Sinks};
-use bikeshare_stream::{ShardDescription, ShardId, StartPosition, StreamReader, hash_key};
+use bikeshare_stream::{
+    ShardDescription, ShardId, StartPosition, StreamReader, StreamRecord, hash_key,
+};
 use bikeshare_types::contracts::{
     DeadLetter, Envelope, ModelRef, PREDICTION_SCHEMA_VERSION, Prediction, ScoredBy,
 };
@@ -330,41 +332,16 @@ impl Runner {
                             self.processor.process(env, &mut emitted)
                         }
                         Ok(env) => {
-                            let dl = DeadLetter::new(
-                                SystemId::new(rec.partition_key.clone()),
-                                format!("stream:{shard}:{}", rec.sequence),
-                                "processor.partition_key",
-                                format!(
-                                    "event {} of system {} has partition key {:?}; events must be partitioned by system id",
-                                    env.event_id, env.system_id, rec.partition_key
-                                ),
-                                &String::from_utf8_lossy(&rec.data),
-                                self.clock.now(),
+                            let message = format!(
+                                "event {} of system {} has partition key {:?}; events must be partitioned by system id",
+                                env.event_id, env.system_id, rec.partition_key
                             );
-                            self.sinks.dead_letters(vec![dl]).await?;
-                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                            bikeshare_types::metrics::dead_letters(
-                                "processor",
-                                "processor.partition_key",
-                                1,
-                            );
+                            self.dead_letter(shard, &rec, "processor.partition_key", message)
+                                .await?;
                         }
                         Err(e) => {
-                            let dl = DeadLetter::new(
-                                SystemId::new(rec.partition_key.clone()),
-                                format!("stream:{shard}:{}", rec.sequence),
-                                "processor.decode",
-                                e.to_string(),
-                                &String::from_utf8_lossy(&rec.data),
-                                self.clock.now(),
-                            );
-                            self.sinks.dead_letters(vec![dl]).await?;
-                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                            bikeshare_types::metrics::dead_letters(
-                                "processor",
-                                "processor.decode",
-                                1,
-                            );
+                            self.dead_letter(shard, &rec, "processor.decode", e.to_string())
+                                .await?;
                         }
                     }
                 }
@@ -803,6 +780,28 @@ impl Runner {
 }
 
 impl Runner {
+    /// A record of `shard` the processor cannot take, as a dead letter with its `rule`.
+    async fn dead_letter(
+        &self,
+        shard: &ShardId,
+        rec: &StreamRecord,
+        rule: &'static str,
+        message: String,
+    ) -> Result<(), RunnerError> {
+        let dl = DeadLetter::new(
+            SystemId::new(rec.partition_key.clone()),
+            format!("stream:{shard}:{}", rec.sequence),
+            rule,
+            message,
+            &String::from_utf8_lossy(&rec.data),
+            self.clock.now(),
+        );
+        self.sinks.dead_letters(vec![dl]).await?;
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        bikeshare_types::metrics::dead_letters("processor", rule, 1);
+        Ok(())
+    }
+
     /// Unavailable predictions do not replace a station's latest usable one.
     fn keep_latest(&self, p: &Prediction) {
         if p.is_available() {
