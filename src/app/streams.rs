@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bikeshare_aws::KinesisStreams;
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_stream::StreamReader;
-use bikeshare_stream::embedded::EmbeddedStream;
 
 use crate::config::{Config, StreamBackend};
 use bikeshare_producers::output::StreamOutput;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
-use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{StartPosition, StreamReader, names};
 
 use crate::app::streams::Backend;

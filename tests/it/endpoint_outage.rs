@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_models::endpoint::{EndpointConfig, Fallback, SageMakerPredictor};
 use bikeshare_runner::{Runner, RunnerConfig, RunnerStats};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::LocalCheckpointStore;
-use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
 use bikeshare_types::contracts::{Envelope, Prediction, ScoredBy};

@@ -3,7 +3,7 @@
 //! The system's spine. Streams: sharded, ordered, durable logs of records, as Kinesis models them.
 //!
 //! Two traits, [`StreamWriter`] and [`StreamReader`], with one implementation per backend:
-//! [`embedded`] (SQLite on local disk, the default) and Kinesis (in AWS). Code above this
+//! `bikeshare-embedded` (SQLite on local disk, the default) and Kinesis (in AWS). Code above this
 //! module never knows which one it has.
 //!
 //! - A record goes to the shard whose hash-key range holds the MD5 of its partition key
@@ -20,7 +20,8 @@
 //! The modules, in the order data meets them:
 //!
 //! - [`publisher`]: batching within the PutRecords limits, re-sending only failed records.
-//! - [`embedded`]: the default backend, one SQLite file (Kinesis lives in `bikeshare-aws`).
+//! - the backends live in their own crates: `bikeshare-embedded` (one SQLite file, the
+//!   default) and `bikeshare-aws` (Kinesis), so this crate compiles no SQLite and no AWS SDK.
 //! - [`consumer`]: reading a stream's shards across reshards (parents before children);
 //!   [`lease`]: which instance reads which shard.
 //! - [`checkpoint`]: per shard, the input position and the operator state, and their stores.
@@ -28,7 +29,6 @@
 
 pub mod checkpoint;
 pub mod consumer;
-pub mod embedded;
 pub mod lease;
 pub mod publisher;
 pub mod sink;

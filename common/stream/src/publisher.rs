@@ -38,7 +38,7 @@
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::sync::Arc;
-//! use bikeshare_stream::embedded::EmbeddedStream;
+//! use bikeshare_embedded::EmbeddedStream;
 //! use bikeshare_stream::publisher::{Publisher, PublisherConfig};
 //! use bikeshare_stream::{PutRecord, names};
 //!

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_models::hotswap::ProductionWatcher;
 use bikeshare_models::registry::Registry;
 use bikeshare_models::registry::local::LocalRegistry;
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::LocalCheckpointStore;
-use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
 use bikeshare_testkit::envelopes::status_envelope;

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_sinks::subscribe::{ApiError, SseDecoder, SubscribeConfig, serve};
-use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_types::{SharedClock, SystemClock};
 use futures::StreamExt;

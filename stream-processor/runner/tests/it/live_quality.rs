@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::LocalCheckpointStore;
-use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::quality::{QualityConfig, QualityReport, TargetQuality};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};

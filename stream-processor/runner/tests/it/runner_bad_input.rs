@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::LocalCheckpointStore;
-use bikeshare_stream::embedded::EmbeddedStream;
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
 use bikeshare_testkit::envelopes::status_envelope;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use bikeshare_stream::embedded::{Durability, EmbeddedConfig, EmbeddedStream};
+use bikeshare_embedded::{Durability, EmbeddedConfig, EmbeddedStream};
 use bikeshare_stream::{PutOutcome, PutRecord, StartPosition, StreamReader, StreamWriter, names};
 use bikeshare_testkit::lines::line_channel;
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bikeshare_stream::embedded::{Durability, EmbeddedConfig, EmbeddedStream};
+use bikeshare_embedded::{Durability, EmbeddedConfig, EmbeddedStream};
 use bikeshare_stream::publisher::{Publisher, PublisherConfig};
 use bikeshare_stream::{PutRecord, StreamWriter, names};
 

@@ -1,9 +1,11 @@
+//! # bikeshare-embedded
+//!
 //! The embedded durable stream: Kinesis' model (shards, hash-key ranges, sequence numbers,
 //! a trim horizon) in one SQLite file. It is the default backend of `bikeshare up`.
 //!
 //! ## Layout
 //!
-//! One database file holds several named streams ([`super::names`]). Three tables:
+//! One database file holds several named streams ([`bikeshare_stream::names`]). Three tables:
 //!
 //! - `streams (id, name, created_at)`: one row per stream.
 //! - `shards (stream_id, shard, starting_hash_key, ending_hash_key, last_seq)`: the shard
@@ -34,7 +36,7 @@
 //! bytes is refused whole ([`StreamError::InvalidRequest`]). A record over
 //! [`KINESIS_MAX_RECORD_BYTES`], or with an empty or too long partition key, fails alone
 //! with code [`INVALID_RECORD_CODE`] (retrying cannot help it); the rest of the batch is
-//! written. The [`super::publisher`] refuses such records before they get here.
+//! written. The [`bikeshare_stream::publisher`] refuses such records before they get here.
 //!
 //! ## Durability and concurrency
 //!
@@ -76,7 +78,7 @@
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use bikeshare_stream::embedded::EmbeddedStream;
+//! use bikeshare_embedded::EmbeddedStream;
 //! use bikeshare_stream::{PutRecord, StartPosition, StreamReader, StreamWriter, names};
 //!
 //! let dir = tempfile::tempdir().unwrap();
@@ -103,7 +105,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::watch;
 
-use super::{
+use bikeshare_stream::{
     PutOutcome, PutRecord, ReadBatch, SequenceNumber, ShardCursor, ShardDescription, ShardId,
     StartPosition, StreamError, StreamReader, StreamRecord, StreamWriter, check_put_request,
     shard_for_key, uniform_ranges,
@@ -868,7 +870,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::names;
+    use bikeshare_stream::names;
     use bikeshare_types::limits::{
         KINESIS_MAX_PARTITION_KEY_CHARS, KINESIS_MAX_RECORD_BYTES, KINESIS_MAX_RECORDS_PER_PUT,
     };
