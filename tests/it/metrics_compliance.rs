@@ -54,7 +54,10 @@ fn spawn(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
     let mut child = bikeshare(dir)
         .args(args)
         // Days back at 120x: it never catches up with the wall clock during this test.
-        .env("BIKESHARE_SIMULATOR__START", weekday_morning_ms().to_string())
+        .env(
+            "BIKESHARE_SIMULATOR__START",
+            weekday_morning_ms().to_string(),
+        )
         .env("BIKESHARE_SIMULATOR__TIME_SCALE", "120")
         .env("BIKESHARE_SIMULATOR__BIND", "127.0.0.1:0")
         .env("BIKESHARE_SIMULATOR__CITY__STATIONS", "60")

@@ -39,6 +39,7 @@
 
 pub mod client;
 pub mod discovery;
+mod feed;
 pub(crate) mod fields;
 pub mod model;
 pub mod poller;

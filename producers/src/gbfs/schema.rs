@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use bikeshare_types::error::{Classify, ErrorClass};
 use serde_json::Value;
 
-use super::model::FeedKind;
+use super::feed::FeedKind;
 
 /// Schema errors of station records, by index in `data.stations`.
 pub type RecordErrors = BTreeMap<usize, Vec<String>>;
