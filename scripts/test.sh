@@ -20,11 +20,12 @@ bash scripts/lint-infra.sh
 log "emulators (kinesis-mock, moto) for the integration tests"
 start_emulators
 
-log "tests (target dir: $CARGO_TARGET_DIR)"
+log "doc tests (target dir: $CARGO_TARGET_DIR)"
+cargo test --workspace --locked --doc
+# Last, so the run closes on the test runner's summary line.
+log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
 else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
-log "doc tests"
-cargo test --workspace --locked --doc
