@@ -27,8 +27,8 @@ use crate::dataset::{Split, Target, TrainingData};
 /// The measures themselves live in the processor crate (the processor's live quality and the
 /// dashboard use them too): one implementation.
 pub use bikeshare_stream_processor::quality::{
-    LOG_LOSS_EPS as EPS, RELIABILITY_BINS, ReliabilityBin, average_precision, brier, log_loss,
-    reliability, roc_auc, score_groups,
+    RELIABILITY_BINS, ReliabilityBin, average_precision, brier, log_loss, reliability, roc_auc,
+    score_groups,
 };
 
 /// Metrics of one hour of day.

@@ -17,9 +17,6 @@ use tokio::sync::watch;
 use crate::registry::{self, ModelVersion, Registry, Stage, VersionLoadError};
 use crate::scorer::XgbScorer;
 
-/// Why a production version could not be served.
-pub type SwapError = VersionLoadError;
-
 /// Loads production versions from a registry.
 #[derive(Debug, Clone)]
 pub struct ProductionWatcher {
@@ -32,7 +29,9 @@ pub struct ProductionWatcher {
 
 impl ProductionWatcher {
     /// The current production version, loaded; `None` when production names nothing.
-    pub async fn load_current(&self) -> Result<Option<(ModelVersion, XgbScorer)>, SwapError> {
+    pub async fn load_current(
+        &self,
+    ) -> Result<Option<(ModelVersion, XgbScorer)>, VersionLoadError> {
         let Some(v) = self.registry.current(Stage::Production).await? else {
             return Ok(None);
         };
@@ -41,7 +40,7 @@ impl ProductionWatcher {
     }
 
     /// Downloads (once) and loads a version.
-    pub async fn load(&self, v: &ModelVersion) -> Result<XgbScorer, SwapError> {
+    pub async fn load(&self, v: &ModelVersion) -> Result<XgbScorer, VersionLoadError> {
         registry::load_version(self.registry.as_ref(), v, &self.cache, &self.schema).await
     }
 
