@@ -14,6 +14,9 @@
 //!   again will not change the answer. This client is the only retry owner on the fetch path;
 //!   the poller simply tries again at its next poll.
 //! - gzip is negotiated (`Accept-Encoding`) and decoded by reqwest; TLS is rustls.
+//! - **Credentials**: a [`Bearer`] token is sent as `Authorization: Bearer` only to URLs of
+//!   its one origin (the built-in simulator's, when it runs with `BIKESHARE_SIM_TOKEN`), so a
+//!   feed on another host never sees it. It is never configuration and never printed.
 
 use std::time::Duration;
 
@@ -54,6 +57,49 @@ pub struct ClientConfig {
     pub max_body_bytes: usize,
     pub retry: Backoff,
     pub user_agent: String,
+    /// A token for one origin's feeds; set by code, never read from or written to a file.
+    #[serde(skip)]
+    pub bearer: Option<Bearer>,
+}
+
+/// A bearer token and the one origin (scheme, host, port) it may be sent to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer {
+    origin: reqwest::Url,
+    token: String,
+}
+
+impl Bearer {
+    /// `token` for the origin of `url`; `None` when `url` cannot be parsed.
+    pub fn for_origin_of(url: &str, token: impl Into<String>) -> Option<Self> {
+        let origin = Url::parse(url).ok()?;
+        Some(Self {
+            origin,
+            token: token.into(),
+        })
+    }
+
+    /// Whether `url` is on the token's origin.
+    pub fn applies_to(&self, url: &Url) -> bool {
+        url.origin() == self.origin.origin()
+    }
+
+    /// The `Authorization` header value, marked sensitive (never logged by the HTTP stack).
+    pub fn header_value(&self) -> Option<reqwest::header::HeaderValue> {
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token)).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer")
+            .field("origin", &self.origin.origin().ascii_serialization())
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for ClientConfig {
@@ -69,6 +115,7 @@ impl Default for ClientConfig {
                 max_retries: Some(3),
             },
             user_agent: concat!("bikeshare-producers/", env!("CARGO_PKG_VERSION")).to_owned(),
+            bearer: None,
         }
     }
 }
@@ -280,6 +327,12 @@ impl GbfsClient {
         validators: &CacheValidators,
     ) -> Result<Fetched, FetchError> {
         let mut request = self.http.get(url.clone());
+        if let Some(bearer) = &self.config.bearer
+            && bearer.applies_to(url)
+            && let Some(value) = bearer.header_value()
+        {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
+        }
         if let Some(etag) = &validators.etag {
             request = request.header(IF_NONE_MATCH, etag);
         }
@@ -376,6 +429,23 @@ mod tests {
         assert!(!big.retryable());
         assert_eq!(big.reason(), rule::TOO_LARGE);
         assert!(big.to_string().contains("Content-Length 50"), "{big}");
+    }
+
+    #[test]
+    fn a_bearer_goes_only_to_its_origin_and_never_into_debug_or_config() {
+        let b =
+            Bearer::for_origin_of("http://127.0.0.1:8081/gbfs/3.0/gbfs.json", "s3cret").unwrap();
+        assert!(b.applies_to(
+            &Url::parse("http://127.0.0.1:8081/gbfs/3.0/station_status.json").unwrap()
+        ));
+        assert!(!b.applies_to(&Url::parse("http://127.0.0.1:9999/gbfs.json").unwrap()));
+        assert!(!b.applies_to(&Url::parse("https://gbfs.example.com/gbfs.json").unwrap()));
+        let config = ClientConfig {
+            bearer: Some(b),
+            ..ClientConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!serde_json::to_string(&config).unwrap().contains("s3cret"));
     }
 
     #[test]

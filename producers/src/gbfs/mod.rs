@@ -16,6 +16,8 @@
 //! - [`client`]: HTTP with timeouts, a streaming size cap, ETag/Last-Modified and retries.
 //! - [`poller`]: [`GbfsPoller`], one system's polling loop, emitting events on change and
 //!   dead letters to an [`Output`](crate::output::Output).
+//! - [`probe`]: who a system says it is (`system_id` from `system_information`), read once
+//!   before polling, so an unreachable URL is an error at start.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,13 +45,14 @@ mod feed;
 pub(crate) mod fields;
 pub mod model;
 pub mod poller;
+pub mod probe;
 pub mod rules;
 pub mod schema;
 pub mod validate;
 pub mod version;
 
 pub use client::{
-    CacheValidators, ClientConfig, DEFAULT_MAX_BODY_BYTES, FetchError, Fetched, GbfsClient,
+    Bearer, CacheValidators, ClientConfig, DEFAULT_MAX_BODY_BYTES, FetchError, Fetched, GbfsClient,
 };
 pub use discovery::{Discovery, parse_discovery};
 pub use model::{
@@ -59,6 +62,7 @@ pub use model::{
 pub use poller::{
     GbfsPoller, PollError, PollReport, PollerConfig, PollerStats, PollerStatsSnapshot, SetupError,
 };
+pub use probe::{Probe, ProbeError, probe};
 pub use rules::{RuleConfig, RuleViolation};
 pub use schema::{SchemaError, SchemaRegistry, SchemaReport};
 pub use validate::FeedValidator;

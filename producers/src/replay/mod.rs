@@ -241,6 +241,20 @@ pub struct ReplayStats {
     pub out_of_order: u64,
 }
 
+impl ReplayStats {
+    /// An error when the replay published no event: every record was refused, or there was
+    /// none. A command that processed nothing says so and fails.
+    pub fn ensure_some_events(&self) -> Result<(), ReplayError> {
+        if self.events == 0 {
+            return Err(ReplayError::NothingUsable {
+                rows: self.rows,
+                dead_letters: self.dead_letters,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -258,6 +272,11 @@ pub enum ReplayError {
     Output(#[from] OutputError),
     #[error("replay reader task failed: {0}")]
     Task(String),
+    #[error(
+        "nothing replayed: {rows} rows read, {dead_letters} dead letters and no event \
+         (is the format right? the dead letters say why each record was refused)"
+    )]
+    NothingUsable { rows: u64, dead_letters: u64 },
 }
 
 impl Classify for ReplayError {
@@ -276,7 +295,7 @@ impl Classify for ReplayError {
                 ErrorClass::User
             }
             Self::Io { .. } | Self::Task(_) => ErrorClass::Internal,
-            Self::Format { .. } | Self::Config(_) => ErrorClass::User,
+            Self::Format { .. } | Self::Config(_) | Self::NothingUsable { .. } => ErrorClass::User,
             Self::Output(_) => ErrorClass::External,
         }
     }

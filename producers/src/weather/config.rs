@@ -43,6 +43,9 @@ pub struct WeatherConfig {
     pub max_body_bytes: u64,
     /// Retries of one request (the client is the only retry owner on this path).
     pub retry: Backoff,
+    /// A token for one origin (the built-in simulator's); set by code, never configuration.
+    #[serde(skip)]
+    pub bearer: Option<crate::gbfs::Bearer>,
 }
 
 impl Default for WeatherConfig {
@@ -56,6 +59,7 @@ impl Default for WeatherConfig {
             timeout_secs: 30,
             max_body_bytes: 64 * 1024 * 1024,
             retry: Backoff::default(),
+            bearer: None,
         }
     }
 }

@@ -198,6 +198,7 @@ pub struct MeteostatClient {
     api_headers: HeaderMap,
     max_body_bytes: u64,
     retry: Backoff,
+    bearer: Option<crate::gbfs::Bearer>,
 }
 
 impl MeteostatClient {
@@ -231,6 +232,7 @@ impl MeteostatClient {
             api_headers,
             max_body_bytes: config.max_body_bytes,
             retry: config.retry,
+            bearer: config.bearer.clone(),
         })
     }
 
@@ -286,7 +288,7 @@ impl MeteostatClient {
     /// The bulk station list.
     pub async fn bulk_stations(&self) -> Result<Vec<BulkStation>, WeatherError> {
         let url = format!("{}/stations/lite.json.gz", self.bulk_base);
-        let request = self.http.get(&url);
+        let request = self.bulk_get(&url);
         let limit = self.max_body_bytes.saturating_mul(MAX_EXPANSION);
         self.fetch(&url, request, |body| {
             let text = gunzip_capped(body, limit)?;
@@ -302,12 +304,24 @@ impl MeteostatClient {
         since: Timestamp,
     ) -> Result<HourlyBatch, WeatherError> {
         let url = format!("{}/hourly/{station}.csv.gz", self.bulk_base);
-        let request = self.http.get(&url);
+        let request = self.bulk_get(&url);
         let limit = self.max_body_bytes.saturating_mul(MAX_EXPANSION);
         self.fetch(&url, request, |body| {
             parse_bulk_csv(station, body, since, limit).map_err(Ok)
         })
         .await
+    }
+
+    /// A GET of bulk data, with the bearer token when `url` is on its origin.
+    fn bulk_get(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.get(url);
+        match (&self.bearer, reqwest::Url::parse(url)) {
+            (Some(b), Ok(u)) if b.applies_to(&u) => match b.header_value() {
+                Some(v) => request.header(reqwest::header::AUTHORIZATION, v),
+                None => request,
+            },
+            _ => request,
+        }
     }
 
     /// Sends `request` and parses its body, retrying what may pass. `parse` returns

@@ -3,6 +3,7 @@
 
 mod gbfs_conformance;
 mod gbfs_http;
+mod gbfs_probe;
 mod replay_bluebikes;
 mod replay_gbfs_snapshots;
 mod replay_snapshots;
