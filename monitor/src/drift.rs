@@ -18,6 +18,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub mod hourly;
+use hourly::{HourlyStatistics, SlotAcc, SlotFeatures, SlotIndex, SlotStatistics};
+
 /// Histogram buckets of a numeric feature in the baseline.
 pub const BUCKETS: usize = 20;
 /// Values kept per feature to compute percentiles and buckets of large baselines.
@@ -38,7 +41,7 @@ pub enum BaselineError {
         path: String,
         source: serde_json::Error,
     },
-    #[error("statistics and constraints name different features")]
+    #[error("statistics, constraints and statistics by hour do not describe the same features")]
     Mismatch,
 }
 
@@ -134,6 +137,37 @@ pub struct FeatureConstraint {
     /// The fraction of rows where the feature is present, at least.
     pub completeness: f64,
     pub num_constraints: NumConstraints,
+    /// This feature's settings in place of `monitoring_config`'s (Model Monitor's
+    /// `monitoringConfigOverrides`): a feature whose distribution is not comparable between
+    /// a window and the baseline is not compared, and the file says why.
+    #[serde(
+        default,
+        rename = "monitoringConfigOverrides",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub monitoring_config_overrides: Option<FeatureOverrides>,
+}
+
+impl FeatureConstraint {
+    /// Whether the baseline drift check compares this feature.
+    pub fn compared(&self) -> bool {
+        self.monitoring_config_overrides
+            .as_ref()
+            .is_none_or(|o| o.distribution_constraints.perform_comparison == "Enabled")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureOverrides {
+    pub distribution_constraints: DistributionOverride,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributionOverride {
+    /// `Disabled`: no baseline drift check for this feature.
+    pub perform_comparison: String,
+    /// Why, for whoever reads the constraints.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +211,8 @@ pub struct Violation {
 pub struct Baseline {
     pub statistics: Statistics,
     pub constraints: Constraints,
+    /// Bucket counts per hour of the week (`statistics_by_hour.json`, see [`hourly`]).
+    pub hourly: Option<HourlyStatistics>,
 }
 
 impl Baseline {
@@ -187,7 +223,18 @@ impl Baseline {
             source,
         })?;
         write_json(&dir.join("statistics.json"), &self.statistics)?;
-        write_json(&dir.join("constraints.json"), &self.constraints)
+        write_json(&dir.join("constraints.json"), &self.constraints)?;
+        let hourly = dir.join(hourly::FILE);
+        match &self.hourly {
+            Some(h) => write_json(&hourly, h),
+            None => match std::fs::remove_file(&hourly) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BaselineError::Io {
+                    path: hourly.display().to_string(),
+                    source: e,
+                }),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Reads `statistics.json` and `constraints.json` from `dir`.
@@ -202,9 +249,31 @@ impl Baseline {
         {
             return Err(BaselineError::Mismatch);
         }
+        let path = dir.join(hourly::FILE);
+        let hourly: Option<HourlyStatistics> = if path.is_file() {
+            Some(read_json(&path)?)
+        } else {
+            None
+        };
+        if let Some(h) = &hourly {
+            let consistent = h.slots.iter().all(|s| {
+                s.slot <= hourly::SLOTS
+                    && s.bucket_counts.len() == statistics.features.len()
+                    && s.bucket_counts
+                        .iter()
+                        .zip(&statistics.features)
+                        .all(|(c, f)| {
+                            c.len() == f.numerical_statistics.distribution.kll.buckets.len()
+                        })
+            });
+            if !consistent {
+                return Err(BaselineError::Mismatch);
+            }
+        }
         Ok(Self {
             statistics,
             constraints,
+            hourly,
         })
     }
 
@@ -257,11 +326,19 @@ pub struct BaselineBuilder {
     rows: u64,
     rng: u64,
     drift_threshold: f64,
+    /// Features not compared for drift, with the reason.
+    not_compared: Vec<(String, String)>,
+    /// The slot features and, per slot, its values (see [`hourly`]).
+    slots: Option<(SlotFeatures, SlotIndex, Vec<SlotAcc>)>,
 }
 
 impl BaselineBuilder {
     pub fn new(names: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        let slots = SlotFeatures::detect(names.iter().map(String::as_str)).and_then(|f| {
+            let index = f.index(names.iter().map(String::as_str))?;
+            Some((f, index, vec![SlotAcc::new(names.len()); hourly::SLOTS + 1]))
+        });
         let acc = names
             .iter()
             .map(|_| Acc {
@@ -278,7 +355,16 @@ impl BaselineBuilder {
             rows: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
             drift_threshold: DEFAULT_DRIFT_THRESHOLD,
+            not_compared: Vec::new(),
+            slots,
         }
+    }
+
+    /// No baseline drift check for `feature` (completeness and type are still checked);
+    /// `reason` goes into `constraints.json`. A name the builder does not have is ignored.
+    pub fn not_compared(mut self, feature: &str, reason: impl Into<String>) -> Self {
+        self.not_compared.push((feature.to_owned(), reason.into()));
+        self
     }
 
     /// The drift threshold written into `constraints.json`.
@@ -299,11 +385,24 @@ impl BaselineBuilder {
     /// One row, in the order of the names (extra values are ignored, absent ones missing).
     pub fn push(&mut self, row: &[Option<f64>]) {
         self.rows += 1;
+        let slot = self
+            .slots
+            .as_ref()
+            .map(|(_, index, _)| index.slot(row).unwrap_or(hourly::SLOTS));
+        if let (Some(s), Some((_, _, accs))) = (slot, &mut self.slots) {
+            accs[s].rows += 1;
+        }
         for i in 0..self.acc.len() {
             match row.get(i).copied().flatten().filter(|v| v.is_finite()) {
                 None => self.acc[i].missing += 1,
                 Some(v) => {
                     let r = self.next_random();
+                    if let Some(s) = slot {
+                        let r = self.next_random();
+                        if let Some((_, _, accs)) = &mut self.slots {
+                            accs[s].push(i, v, r);
+                        }
+                    }
                     let a = &mut self.acc[i];
                     a.present += 1;
                     a.sum += v;
@@ -329,6 +428,7 @@ impl BaselineBuilder {
         let rows = self.rows.max(1) as f64;
         let mut stats = Vec::new();
         let mut cons = Vec::new();
+        let mut uppers: Vec<Vec<f64>> = Vec::new();
         for (name, mut a) in self.names.into_iter().zip(self.acc) {
             a.reservoir.sort_by(f64::total_cmp);
             let inferred_type = if a.present == 0 {
@@ -370,16 +470,62 @@ impl BaselineBuilder {
                     },
                 },
             });
+            uppers.push(
+                stats
+                    .last()
+                    .map(|f: &FeatureStatistics| {
+                        let b = &f.numerical_statistics.distribution.kll.buckets;
+                        b.iter().map(|x| x.upper_bound).collect()
+                    })
+                    .unwrap_or_default(),
+            );
             cons.push(FeatureConstraint {
-                name,
                 inferred_type,
                 completeness: a.present as f64 / rows,
                 num_constraints: NumConstraints {
                     is_non_negative: a.present > 0 && a.non_negative,
                 },
+                monitoring_config_overrides: self
+                    .not_compared
+                    .iter()
+                    .find(|(f, _)| *f == name)
+                    .map(|(_, reason)| FeatureOverrides {
+                        distribution_constraints: DistributionOverride {
+                            perform_comparison: "Disabled".into(),
+                            reason: reason.clone(),
+                        },
+                    }),
+                name,
             });
         }
+        let hourly = self.slots.map(|(slot_features, _, accs)| HourlyStatistics {
+            slot_features,
+            slots: accs
+                .into_iter()
+                .enumerate()
+                .filter(|(_, a)| a.rows > 0)
+                .map(|(slot, a)| SlotStatistics {
+                    slot,
+                    rows: a.rows,
+                    bucket_counts: uppers
+                        .iter()
+                        .zip(a.present.iter().zip(&a.reservoir))
+                        .map(|(u, (&present, values))| {
+                            let mut counts = vec![0.0; u.len()];
+                            let scale = present as f64 / values.len().max(1) as f64;
+                            for &v in values {
+                                if let Some(i) = bucket_of(u, v) {
+                                    counts[i] += scale;
+                                }
+                            }
+                            counts
+                        })
+                        .collect(),
+                })
+                .collect(),
+        });
         Baseline {
+            hourly,
             statistics: Statistics {
                 version: 0.0,
                 dataset: Dataset {
@@ -482,9 +628,39 @@ struct Recent {
     baseline_cdf: Vec<f64>,
     /// Recent values in the buckets up to each edge (see [`bucket_of`]).
     at_or_below: Vec<u64>,
+    /// Per slot of the baseline (see [`hourly`]; the last one holds rows without the hour):
+    /// its CDF at each edge, if it has values.
+    slot_cdf: Vec<Option<Vec<f64>>>,
+    /// Recent present values per slot (the last one: rows without the hour).
+    per_slot: Vec<u64>,
     present: u64,
     missing: u64,
     wrong_type: u64,
+}
+
+impl Recent {
+    /// The baseline's CDF over the hours these values came from: the slots' CDFs weighted
+    /// by the values per slot; values of a slot the baseline lacks weigh the whole
+    /// baseline's CDF.
+    fn expected_cdf(&self) -> Vec<f64> {
+        let n = self.present.max(1) as f64;
+        let mut out = vec![0.0; self.edges.len()];
+        for (s, &k) in self.per_slot.iter().enumerate() {
+            if k == 0 {
+                continue;
+            }
+            let c = self
+                .slot_cdf
+                .get(s)
+                .and_then(Option::as_ref)
+                .unwrap_or(&self.baseline_cdf);
+            let w = k as f64 / n;
+            for (o, x) in out.iter_mut().zip(c) {
+                *o += w * x;
+            }
+        }
+        out
+    }
 }
 
 /// What one evaluation found.
@@ -492,7 +668,7 @@ struct Recent {
 pub struct DriftReport {
     pub rows: u64,
     pub violations: Violations,
-    /// `(feature, distance)` for every feature with present values in both.
+    /// `(feature, distance)` for every compared feature with present values in both.
     pub distances: Vec<(String, f64)>,
 }
 
@@ -538,34 +714,54 @@ pub const CHECKS: [&str; 3] = [
 pub struct DriftWindow {
     baseline: Baseline,
     features: Vec<Recent>,
+    /// Where a row's slot comes from, when the baseline has statistics by hour.
+    slot_index: Option<SlotIndex>,
     rows: u64,
+}
+
+/// The CDF at each bucket's upper edge of these counts; `None` when they hold nothing.
+fn cdf(counts: impl Iterator<Item = f64> + Clone) -> Option<Vec<f64>> {
+    let total: f64 = counts.clone().sum();
+    (total > 0.0).then(|| {
+        let mut cum = 0.0;
+        counts
+            .map(|c| {
+                cum += c;
+                cum / total
+            })
+            .collect()
+    })
 }
 
 impl DriftWindow {
     pub fn new(baseline: Baseline) -> Self {
+        let slot_index = baseline.hourly.as_ref().and_then(|h| {
+            let names: Vec<&str> = baseline.feature_names().collect();
+            h.slot_features.index(names.into_iter())
+        });
         let features = baseline
             .statistics
             .features
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let b = &f.numerical_statistics.distribution.kll.buckets;
-                let total: f64 = b
-                    .iter()
-                    .map(|x| x.count)
-                    .sum::<f64>()
-                    .max(f64::MIN_POSITIVE);
-                let mut cum = 0.0;
-                let baseline_cdf = b
-                    .iter()
-                    .map(|x| {
-                        cum += x.count;
-                        cum / total
-                    })
-                    .collect();
+                let baseline_cdf =
+                    cdf(b.iter().map(|x| x.count)).unwrap_or_else(|| vec![0.0; b.len()]);
+                let mut slot_cdf = vec![None; hourly::SLOTS + 1];
+                if let (Some(h), Some(_)) = (&baseline.hourly, slot_index) {
+                    for s in &h.slots {
+                        if let Some(c) = s.bucket_counts.get(i) {
+                            slot_cdf[s.slot] = cdf(c.iter().copied());
+                        }
+                    }
+                }
                 Recent {
                     edges: b.iter().map(|x| x.upper_bound).collect(),
                     baseline_cdf,
                     at_or_below: vec![0; b.len()],
+                    slot_cdf,
+                    per_slot: vec![0; hourly::SLOTS + 1],
                     present: 0,
                     missing: 0,
                     wrong_type: 0,
@@ -575,6 +771,7 @@ impl DriftWindow {
         Self {
             baseline,
             features,
+            slot_index,
             rows: 0,
         }
     }
@@ -590,12 +787,17 @@ impl DriftWindow {
     /// One row in the baseline's feature order.
     pub fn push(&mut self, row: &[Option<f64>]) {
         self.rows += 1;
+        let slot = self
+            .slot_index
+            .and_then(|x| x.slot(row))
+            .unwrap_or(hourly::SLOTS);
         for (i, r) in self.features.iter_mut().enumerate() {
             match row.get(i).copied().flatten() {
                 None => r.missing += 1,
                 Some(v) if !v.is_finite() => r.wrong_type += 1,
                 Some(v) => {
                     r.present += 1;
+                    r.per_slot[slot] += 1;
                     if let Some(first) = bucket_of(&r.edges, v) {
                         for c in &mut r.at_or_below[first..] {
                             *c += 1;
@@ -653,14 +855,15 @@ impl DriftWindow {
                     });
                 }
             }
-            if r.present == 0 || r.edges.is_empty() {
+            if r.present == 0 || r.edges.is_empty() || !c.compared() {
                 continue;
             }
             let n = r.present as f64;
+            let expected = r.expected_cdf();
             let distance = r
                 .at_or_below
                 .iter()
-                .zip(&r.baseline_cdf)
+                .zip(&expected)
                 .map(|(&c, &b)| (c as f64 / n - b).abs())
                 .fold(0.0, f64::max);
             distances.push((c.name.clone(), distance));
@@ -686,6 +889,7 @@ impl DriftWindow {
         self.rows = 0;
         for r in &mut self.features {
             r.at_or_below.iter_mut().for_each(|c| *c = 0);
+            r.per_slot.iter_mut().for_each(|c| *c = 0);
             r.present = 0;
             r.missing = 0;
             r.wrong_type = 0;
@@ -799,6 +1003,98 @@ mod tests {
         assert_eq!(v, r.violations);
     }
 
+    /// `(hour_sin, hour_cos, is_weekend)` of a local hour.
+    fn hour(h: f64, weekend: bool) -> [Option<f64>; 3] {
+        let a = std::f64::consts::TAU * h / 24.0;
+        [
+            Some(a.sin()),
+            Some(a.cos()),
+            Some(f64::from(u8::from(weekend))),
+        ]
+    }
+
+    #[test]
+    fn a_window_of_some_hours_is_compared_with_the_baseline_of_those_hours() {
+        // Bikes follow the clock: ~20 by day (8-20 h), ~5 by night. Two weeks of rows, every
+        // 5 minutes, 3 stations.
+        let bikes = |h: f64, i: usize| {
+            let base = if (8.0..20.0).contains(&h) { 20.0 } else { 5.0 };
+            base + (i % 7) as f64
+        };
+        let row = |h: f64, i: usize, shift: f64| {
+            let mut r = hour(h, false).to_vec();
+            r.push(Some(bikes(h, i) + shift));
+            r
+        };
+        let names = ["hour_sin", "hour_cos", "is_weekend", "bikes"];
+        let rows = (0..14 * 24 * 12 * 3).map(|i| row(((i / 3) % (24 * 12)) as f64 / 12.0, i, 0.0));
+        let base = baseline_from_rows(names, rows);
+        let dir = tempfile::tempdir().unwrap();
+        base.write(dir.path()).unwrap();
+        let base = Baseline::read(dir.path()).unwrap();
+        assert!(dir.path().join(hourly::FILE).is_file());
+        // The morning hour 09:00-10:00: all day-time bikes, unlike the whole baseline.
+        let morning = |shift: f64| {
+            let mut w = DriftWindow::new(base.clone());
+            for i in 0..12 * 3 {
+                w.push(&row(9.0 + (i / 3) as f64 / 12.0, i, shift));
+            }
+            w.evaluate()
+        };
+        let healthy = morning(0.0);
+        assert!(healthy.violations.violations.is_empty(), "{healthy:#?}");
+        // Without statistics by hour, the same window "drifts" (what a healthy system showed).
+        let mut whole = base.clone();
+        whole.hourly = None;
+        let mut w = DriftWindow::new(whole);
+        for i in 0..12 * 3 {
+            w.push(&row(9.0 + (i / 3) as f64 / 12.0, i, 0.0));
+        }
+        let flagged = w.evaluate().violations.violations;
+        assert!(
+            flagged.iter().any(|v| v.feature_name == "bikes"),
+            "{flagged:#?}"
+        );
+        // A real shift within the hour is still seen.
+        let shifted = morning(-8.0);
+        assert_eq!(shifted.count("baseline_drift_check"), 1, "{shifted:#?}");
+    }
+
+    #[test]
+    fn a_feature_not_compared_says_why_and_is_not_flagged() {
+        let rows = (0..1000).map(|i| vec![Some(f64::from(i % 10)), Some(f64::from(i % 10))]);
+        let base = BaselineBuilder::new(["a", "b"]).not_compared("b", "the window's clock");
+        let mut b = base;
+        for r in rows {
+            b.push(&r);
+        }
+        let base = b.finish();
+        let dir = tempfile::tempdir().unwrap();
+        base.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("constraints.json")).unwrap();
+        assert!(
+            text.contains("the window's clock") && text.contains("Disabled"),
+            "{text}"
+        );
+        let mut w = DriftWindow::new(Baseline::read(dir.path()).unwrap());
+        for _ in 0..100 {
+            w.push(&[Some(50.0), Some(50.0)]);
+        }
+        let r = w.evaluate();
+        let flagged: Vec<_> = r
+            .violations
+            .violations
+            .iter()
+            .map(|v| v.feature_name.as_str())
+            .collect();
+        assert_eq!(flagged, ["a"]);
+        assert!(
+            r.distances.iter().all(|(f, _)| f == "a"),
+            "{:?}",
+            r.distances
+        );
+    }
+
     mod identical {
         use super::*;
         use proptest::prelude::*;
@@ -835,7 +1131,10 @@ mod tests {
             fn any_sample_against_its_own_baseline_has_no_violation(
                 rows in sample(),
             ) {
-                let base = baseline_from_rows(["a", "b", "c"], &rows);
+                // With the hour in the rows, the baseline keeps statistics by hour too.
+                let names = ["hour_sin", "hour_cos", "is_weekend"];
+                let base = baseline_from_rows(names, &rows);
+                prop_assert!(base.hourly.is_some());
                 let dir = tempfile::tempdir().unwrap();
                 base.write(dir.path()).unwrap();
                 for b in [base.clone(), Baseline::read(dir.path()).unwrap()] {
