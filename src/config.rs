@@ -43,6 +43,10 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// How the processor runs: checkpoints and reads.
     pub runner: RunnerSettings,
+    /// Timeouts of every AWS call (`[aws]`: `connect_timeout_ms`, `attempt_timeout_ms`,
+    /// `operation_timeout_ms`; defaults 3 s, 10 s, 30 s): a stalled dependency becomes an
+    /// error, logged and counted, within one timeout.
+    pub aws: bikeshare_runtime::aws::Timeouts,
     /// The subscription API (server-sent events of predictions) that `up` serves.
     pub api: SubscribeConfig,
     /// The web dashboard (`up` and `dashboard` serve it).
@@ -135,6 +139,9 @@ pub struct RunnerSettings {
     pub checkpoints: CheckpointSettings,
     /// Shard leases (`[runner.leases]`): memory for one instance, DynamoDB for several.
     pub leases: bikeshare_aws::LeaseSettings,
+    /// After SIGTERM or Ctrl-C, how long the processor may take to stop (final checkpoint
+    /// included) before it exits anyway, with the last stored checkpoint standing, ms.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for RunnerSettings {
@@ -145,6 +152,7 @@ impl Default for RunnerSettings {
             batch: 1000,
             checkpoints: CheckpointSettings::default(),
             leases: bikeshare_aws::LeaseSettings::default(),
+            shutdown_grace_ms: 10_000,
         }
     }
 }

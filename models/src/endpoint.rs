@@ -24,6 +24,13 @@
 //!
 //! So the pipeline never waits on a dead endpoint for longer than the budget per step while
 //! the circuit is closed, and not at all once it is open.
+//!
+//! - **Metrics** (`bikeshare_types::metrics`, label `endpoint` = the endpoint's name): every
+//!   attempt counts in `bikeshare_endpoint_requests_total` with its duration in
+//!   `bikeshare_endpoint_latency_seconds`; a failed one in `bikeshare_endpoint_errors_total`
+//!   by [`CallError::reason`]; every row scored by the fallback (or marked unavailable) in
+//!   `bikeshare_endpoint_fallbacks_total`, by why (`error`, `open_circuit`, `budget`). The
+//!   `endpoint_error_rate` and `endpoint_fallback_rate` alerts read them.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +43,7 @@ use aws_sdk_sagemakerruntime::primitives::Blob;
 use bikeshare_runtime::aws::{ClientSettings, SdkConfig, caller_retries, load_sdk_config};
 use bikeshare_stream_processor::{Predictor, Scored, Scorer, Scores};
 use bikeshare_types::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
+use bikeshare_types::metrics;
 use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
 
@@ -126,7 +134,12 @@ pub enum CallError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("{message}")]
-    Endpoint { message: String, retryable: bool },
+    Endpoint {
+        message: String,
+        retryable: bool,
+        /// The metric's `reason` label (see [`CallError::reason`]).
+        reason: &'static str,
+    },
     #[error("the endpoint's answer: {0}")]
     Answer(String),
     #[error("the circuit is open")]
@@ -141,6 +154,21 @@ impl CallError {
             Self::Timeout(_) => true,
             Self::Endpoint { retryable, .. } => *retryable,
             Self::Answer(_) | Self::Open | Self::Budget => false,
+        }
+    }
+
+    /// A bounded name for metrics: `timeout`, `connection` (refused, reset, no answer),
+    /// `throttled` (429), `model_error` (the model refused the input), `http_4xx`,
+    /// `http_5xx`, `bad_answer` (an answer that is not one score per row, or of another
+    /// feature schema); for rows that went to the fallback without a call: `open_circuit`,
+    /// `budget`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::Endpoint { reason, .. } => reason,
+            Self::Answer(_) => "bad_answer",
+            Self::Open => "open_circuit",
+            Self::Budget => "budget",
         }
     }
 }
@@ -187,11 +215,13 @@ impl SageMakerPredictor {
     /// A client from the shared AWS configuration (region and endpoint from `config` win),
     /// for rows of `schema_id`.
     pub fn new(sdk: &SdkConfig, config: EndpointConfig, schema_id: FeatureSchemaId) -> Self {
+        // The SDK bounds each attempt too (its own timeout error, its connection watch);
+        // `attempt` also races it against the step's budget.
         let sdk = caller_retries(
             sdk,
             config.endpoint_url.as_deref(),
             config.region.as_deref(),
-            None,
+            Some(Duration::from_millis(config.timeout_ms.max(1))),
         );
         let token = config
             .token
@@ -211,11 +241,14 @@ impl SageMakerPredictor {
         }
     }
 
-    /// Loads the standard AWS configuration (our HTTPS client) and builds the client.
+    /// Loads the standard AWS configuration (our HTTPS client, default [`ClientSettings`]
+    /// timeouts) and builds the client. A process builds it from its shared configuration
+    /// with [`Self::new`] instead.
     pub async fn connect(config: EndpointConfig, schema_id: FeatureSchemaId) -> Self {
         let sdk = load_sdk_config(&ClientSettings {
             region: config.region.clone(),
             endpoint_url: config.endpoint_url.clone(),
+            ..ClientSettings::default()
         })
         .await;
         Self::new(&sdk, config, schema_id)
@@ -285,7 +318,12 @@ impl SageMakerPredictor {
         let result = loop {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             let left = deadline.saturating_duration_since(Instant::now());
+            let started = Instant::now();
             let r = self.attempt(body.clone(), rows.len(), left).await;
+            metrics::endpoint_request(&self.config.endpoint_name, started.elapsed());
+            if let Err(e) = &r {
+                metrics::endpoint_error(&self.config.endpoint_name, e.reason());
+            }
             match r {
                 Err(e) if e.retryable() && !probe => {
                     let delay = self.config.retry.delay(attempt, &mut rand::rng());
@@ -380,7 +418,20 @@ impl SageMakerPredictor {
         }
     }
 
-    fn fallback(&self, rows: &[&[Option<f32>]], local: &Arc<dyn Scorer>, out: &mut Vec<Scored>) {
+    /// Scores `rows` with the fallback because of `why` (a [`CallError::reason`]).
+    fn fallback(
+        &self,
+        rows: &[&[Option<f32>]],
+        local: &Arc<dyn Scorer>,
+        why: &'static str,
+        out: &mut Vec<Scored>,
+    ) {
+        let why = if why == "open_circuit" || why == "budget" {
+            why
+        } else {
+            "error"
+        };
+        metrics::endpoint_fallbacks(&self.config.endpoint_name, why, rows.len() as u64);
         match self.config.fallback {
             Fallback::InProcess => {
                 self.stats
@@ -437,7 +488,7 @@ impl Predictor for SageMakerPredictor {
                             "endpoint call failed; using the fallback"
                         );
                     }
-                    self.fallback(chunk, local, &mut out);
+                    self.fallback(chunk, local, e.reason(), &mut out);
                 }
             }
         }
@@ -447,7 +498,7 @@ impl Predictor for SageMakerPredictor {
 
 /// What an SDK error means for retrying.
 fn classify(e: &SdkError<InvokeEndpointError>) -> CallError {
-    let (message, retryable) = match e {
+    let (message, retryable, reason) = match e {
         SdkError::ServiceError(s) => {
             let status = s.raw().status().as_u16();
             let err = s.err();
@@ -474,14 +525,46 @@ fn classify(e: &SdkError<InvokeEndpointError>) -> CallError {
                 | InvokeEndpointError::InternalDependencyException(_) => true,
                 _ => status >= 500 || status == 429,
             };
-            (format!("HTTP {status}, {detail}"), retryable)
+            let original = match err {
+                InvokeEndpointError::ModelError(m) => {
+                    m.original_status_code().and_then(|c| u16::try_from(c).ok())
+                }
+                _ => None,
+            };
+            let reason = match original.unwrap_or(status) {
+                429 => "throttled",
+                s if s >= 500 => "http_5xx",
+                _ if matches!(err, InvokeEndpointError::ModelError(_)) => "model_error",
+                _ => "http_4xx",
+            };
+            (format!("HTTP {status}, {detail}"), retryable, reason)
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            (format!("{e}: {:?}", std::error::Error::source(e)), true)
-        }
-        _ => (e.to_string(), false),
+        SdkError::TimeoutError(_) => (
+            format!("{e}: {:?}", std::error::Error::source(e)),
+            true,
+            "timeout",
+        ),
+        SdkError::DispatchFailure(d) => (
+            format!("{e}: {:?}", std::error::Error::source(e)),
+            true,
+            if d.is_timeout() {
+                "timeout"
+            } else {
+                "connection"
+            },
+        ),
+        SdkError::ResponseError(_) => (
+            format!("{e}: {:?}", std::error::Error::source(e)),
+            true,
+            "connection",
+        ),
+        _ => (e.to_string(), false, "other"),
     };
-    CallError::Endpoint { message, retryable }
+    CallError::Endpoint {
+        message,
+        retryable,
+        reason,
+    }
 }
 
 /// Rows as CSV lines: the shortest decimal of each f32 (read back exactly), empty = missing.

@@ -1,6 +1,7 @@
 //! One AWS SDK configuration per process: loaded on first use (commands that never touch AWS
-//! never load it) with the Kinesis backend's region, then shared by every client; a store
-//! with a region of its own gets the same configuration with that region.
+//! never load it) with the Kinesis backend's region and the `[aws]` timeouts, then shared by
+//! every client; a store with a region of its own gets the same configuration with that
+//! region.
 
 use bikeshare_runtime::aws::{ClientSettings, SdkConfig, load_sdk_config};
 use tokio::sync::OnceCell;
@@ -17,6 +18,7 @@ pub async fn sdk_config(config: &Config, region: Option<&String>) -> SdkConfig {
             load_sdk_config(&ClientSettings {
                 region: config.stream.kinesis.region.clone(),
                 endpoint_url: None,
+                timeouts: config.aws,
             })
             .await
         })

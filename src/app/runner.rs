@@ -97,12 +97,52 @@ pub async fn build(
                 fallback = ?endpoint.fallback,
                 "scoring through a model endpoint"
             );
-            runner.with_predictor(Arc::new(
-                SageMakerPredictor::connect(endpoint.clone(), schema_id).await,
-            ))
+            let sdk = crate::app::aws::sdk_config(config, endpoint.region.as_ref()).await;
+            runner.with_predictor(Arc::new(SageMakerPredictor::new(
+                &sdk,
+                endpoint.clone(),
+                schema_id,
+            )))
         }
     };
     Ok((runner, feed))
+}
+
+/// Runs `runner` until `signal` resolves (or its input ends), then gives it `grace` to stop:
+/// finish its step, store its final checkpoint, release its leases. The signal is watched on
+/// its own task, so it counts even while the runner waits on a stalled dependency; if the
+/// runner has not stopped `grace` after it, the run is abandoned with an error (the process
+/// exits non-zero; the last stored checkpoint stands, and a restart replays from it).
+pub async fn run_with_grace(
+    runner: Runner,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<Processor> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        signal.await;
+        let _ = tx.send(true);
+    });
+    let run = runner.run(crate::app::stopped(rx.clone()));
+    tokio::pin!(run);
+    let mut signalled = rx;
+    let deadline = async move {
+        if signalled.wait_for(|s| *s).await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = &mut run => r.map_err(anyhow::Error::from),
+        () = deadline => Err(anyhow::anyhow!(
+            "the processor did not stop within its shutdown grace period of {grace:?} \
+             ([runner] shutdown_grace_ms): a dependency stalled; exiting without a final \
+             checkpoint (the last stored one stands)"
+        )),
+    };
+    watcher.abort();
+    result
 }
 
 /// The configured checkpoint store (`[runner.checkpoints]`).

@@ -42,7 +42,7 @@ impl Backend {
                 }
             }
             StreamBackend::Kinesis => {
-                Self::Kinesis(KinesisStreams::connect(&config.stream.kinesis).await)
+                Self::Kinesis(KinesisStreams::connect(&config.stream.kinesis, config.aws).await)
             }
         })
     }

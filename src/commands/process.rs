@@ -2,9 +2,10 @@
 //! backend (embedded or Kinesis, see [`crate::app::streams`]), with its checkpoint store (local
 //! directory or S3) and its lease store (memory for one instance, DynamoDB for several
 //! instances sharing the shards); outputs go to streams and,
-//! unless `[lake] enabled = false`, to the Parquet lake.
+//! unless `[lake] enabled = false`, to the Parquet lake. After SIGTERM or Ctrl-C it stops
+//! within `[runner] shutdown_grace_ms` (final checkpoint included), or exits non-zero.
 
-use crate::app::runner::build;
+use crate::app::runner::{build, run_with_grace};
 
 use tokio::sync::watch;
 
@@ -25,7 +26,8 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
             .await?;
     let monitors = crate::app::monitoring::start(&config, wall_clock(), &stop_rx).await?;
     let drift = crate::app::drift::DriftTask::spawn_if_lake(&config, None, &stop_rx)?;
-    let processor = runner.run(shutdown_signal(args.duration)).await;
+    let grace = std::time::Duration::from_millis(config.runner.shutdown_grace_ms);
+    let processor = run_with_grace(runner, shutdown_signal(args.duration), grace).await;
     let _ = stop_tx.send(true);
     if let Some(m) = metrics {
         m.wait().await;

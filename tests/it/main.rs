@@ -4,11 +4,14 @@
 mod support;
 
 mod alerts_wiring;
+mod aws_timeouts;
 mod backfill_online;
 mod dashboard_chromium;
+mod endpoint_metrics;
 mod endpoint_outage;
 mod lake_restart;
 mod lake_s3;
+mod metrics_catalogue;
 mod metrics_compliance;
 mod model_monitor_capture;
 mod monitor_drift;

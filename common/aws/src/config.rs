@@ -6,7 +6,7 @@ use bikeshare_stream::StreamError;
 use serde::{Deserialize, Serialize};
 use tokio::time::Duration;
 
-use bikeshare_runtime::aws::{ClientSettings, load_sdk_config};
+use bikeshare_runtime::aws::{ClientSettings, Timeouts, load_sdk_config};
 
 use crate::client::kinesis_client;
 use std::sync::Arc;
@@ -66,10 +66,12 @@ impl Default for KinesisConfig {
 }
 
 impl KinesisConfig {
-    pub fn client_settings(&self) -> ClientSettings {
+    /// Where the client goes, every call bounded by `timeouts` (`[aws]`).
+    pub fn client_settings(&self, timeouts: Timeouts) -> ClientSettings {
         ClientSettings {
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone(),
+            timeouts,
         }
     }
 }
@@ -82,9 +84,10 @@ pub struct KinesisStreams {
 }
 
 impl KinesisStreams {
-    /// Loads the shared AWS configuration and builds the client.
-    pub async fn connect(config: &KinesisConfig) -> Self {
-        let sdk = load_sdk_config(&config.client_settings()).await;
+    /// Loads the shared AWS configuration, every call bounded by `timeouts`, and builds
+    /// the client.
+    pub async fn connect(config: &KinesisConfig, timeouts: Timeouts) -> Self {
+        let sdk = load_sdk_config(&config.client_settings(timeouts)).await;
         Self::with_sdk_config(&sdk, config)
     }
 

@@ -132,6 +132,8 @@ defs! {
         "Predictions made by the fallback model because the endpoint failed or was open-circuited.";
     ENDPOINT_LATENCY = "bikeshare_endpoint_latency_seconds", Histogram, Seconds, ["endpoint"], Serving, OnEvent,
         "Duration of a model endpoint call.";
+    AWS_CALL_FAILURES = "bikeshare_aws_call_failures_total", Counter, Count, ["service", "reason"], Process, OnEvent,
+        "AWS calls that got no answer, per service (the SigV4 signing name: `kinesis`, `dynamodb`, `s3`, `firehose`, `sagemaker`, ...) and reason: `timeout` (abandoned at a connect, attempt or operation timeout: a stalled dependency) or `connection` (refused, reset).";
     ALERTS_FIRING = "bikeshare_alerts_firing", Gauge, Count, ["rule"], Alerts, OnEvent,
         "Alerts firing now (1) or not (0), per rule.";
     ALERT_NOTIFICATIONS = "bikeshare_alert_notifications_total", Counter, Count, ["channel", "outcome"], Alerts, OnEvent,
@@ -310,6 +312,14 @@ pub fn endpoint_error(endpoint: &str, reason: &'static str) {
 pub fn endpoint_fallbacks(endpoint: &str, reason: &'static str, n: u64) {
     counter!(ENDPOINT_FALLBACKS.name, "endpoint" => endpoint.to_owned(), "reason" => reason)
         .increment(n);
+}
+
+// --- AWS calls ----------------------------------------------------------------------------
+
+/// `service`: the SigV4 signing name; `reason`: `timeout` or `connection`.
+pub fn aws_call_failure(service: &str, reason: &'static str) {
+    counter!(AWS_CALL_FAILURES.name, "service" => service.to_owned(), "reason" => reason)
+        .increment(1);
 }
 
 // --- alerts -------------------------------------------------------------------------------
