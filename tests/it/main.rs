@@ -17,4 +17,5 @@ mod model_monitor_capture;
 mod monitor_drift;
 mod processor_restart;
 mod processor_scale_out;
+mod secret_logs;
 mod up_bootstrap;
