@@ -9,7 +9,7 @@ use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig};
 use bikeshare_types::Timestamp;
 
 use crate::dataset::{SplitConfig, TrainingData};
-use crate::model_dir::{ArtifactError, save_dir};
+use crate::model_dir::{ArtifactError, save_trained};
 use crate::training::{ModelCard, Progress, RunInfo, TrainError, TrainParams, train_models};
 
 /// Why the bootstrap failed.
@@ -73,7 +73,8 @@ pub struct Bootstrapped {
 }
 
 /// Simulates `config.days` of the city, backfills it into labelled rows, trains both models
-/// and writes the model directory `out_dir` (which must not exist).
+/// and writes the model directory `out_dir` (which must not exist), with the drift baseline
+/// of its training rows.
 pub fn train_bootstrap(
     config: &BootstrapConfig,
     out_dir: &Path,
@@ -111,12 +112,7 @@ pub fn train_bootstrap(
         &run,
         progress,
     )?;
-    save_dir(
-        out_dir,
-        &trained.card,
-        &trained.empty_json,
-        &trained.full_json,
-    )?;
+    save_trained(out_dir, &trained)?;
     let test = data.split(&config.split).map_err(TrainError::from)?.test;
     Ok(Bootstrapped {
         card: trained.card,

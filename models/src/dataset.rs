@@ -72,6 +72,67 @@ pub struct RowMeta {
     pub hour: u8,
 }
 
+/// Features of the schema that a drift check leaves out of the distribution comparison,
+/// and why (written into `constraints.json`). Completeness and type are still checked.
+pub const NOT_COMPARED_FOR_DRIFT: &[(&str, &str)] = &[
+    ("hour_sin", HOUR_REASON),
+    ("hour_cos", HOUR_REASON),
+    ("dow_sin", DAY_REASON),
+    ("dow_cos", DAY_REASON),
+    ("is_weekend", DAY_REASON),
+    ("temperature_c", WEATHER_REASON),
+    ("precipitation_mm", WEATHER_REASON),
+    ("wind_speed_kmh", WEATHER_REASON),
+    ("humidity_pct", WEATHER_REASON),
+];
+/// Features a drift check neither compares nor requires (see
+/// `BaselineBuilder::optional`), and why.
+pub const OPTIONAL_FOR_DRIFT: &[(&str, &str)] = &[
+    ("minutes_since_empty", SINCE_REASON),
+    ("minutes_since_full", SINCE_REASON),
+];
+const HOUR_REASON: &str = "the clock of the window, not data: a window holds the hours it \
+     covers, the baseline every hour (the other features are compared hour by hour, \
+     statistics_by_hour.json)";
+const DAY_REASON: &str = "the day of the window, not data: a window of hours holds one day, the \
+     baseline every day of the training weeks";
+const WEATHER_REASON: &str = "one observation per city and hour: a window of an hour holds one \
+     draw of the weather, the baseline every hour of the training days";
+const SINCE_REASON: &str = "bounded by how long the processor has watched the station, and \
+     missing until it has seen the state once: a processor younger than the training history \
+     shows smaller values and more missing ones on a healthy system";
+
+/// The drift threshold for rows of `stations` stations: the two-sample Kolmogorov-Smirnov
+/// critical value at 1 % for one independent draw per station (a window's rows are 5-minute
+/// ticks of the same stations, so an hour holds about one independent draw each), and never
+/// below Model Monitor's default 0.1.
+pub fn drift_threshold(stations: usize) -> f64 {
+    let n = stations.max(1) as f64;
+    (1.63 * (2.0 / n).sqrt()).clamp(bikeshare_monitor::drift::DEFAULT_DRIFT_THRESHOLD, 1.0)
+}
+
+/// The drift baseline builder for rows of this schema's `names` from `stations` stations:
+/// [`NOT_COMPARED_FOR_DRIFT`] and [`OPTIONAL_FOR_DRIFT`] left out, [`drift_threshold`]. Training uses it for the
+/// baseline saved with a model; `bikeshare monitor baseline` for lake rows.
+pub fn drift_baseline_builder(
+    names: &[String],
+    stations: usize,
+) -> bikeshare_monitor::drift::BaselineBuilder {
+    let mut b = bikeshare_monitor::drift::BaselineBuilder::new(names.iter())
+        .drift_threshold(drift_threshold(stations));
+    for (f, reason) in NOT_COMPARED_FOR_DRIFT {
+        if names.iter().any(|n| n == f) {
+            b = b.not_compared(f, *reason);
+        }
+    }
+    for (f, reason) in OPTIONAL_FOR_DRIFT {
+        if names.iter().any(|n| n == f) {
+            b = b.optional(f, *reason);
+        }
+    }
+    b
+}
+
 /// Which of the two models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -367,6 +428,23 @@ impl TrainingData {
         let n = self.feature_names.len();
         &self.values[range.start * n..range.end * n]
     }
+    /// The data-quality baseline of `rows` (Model Monitor's files, see
+    /// [`drift_baseline_builder`]): what a drift check compares live features with.
+    pub fn drift_baseline(&self, rows: Range<usize>) -> bikeshare_monitor::drift::Baseline {
+        let stations: std::collections::HashSet<&str> = self.meta[rows.clone()]
+            .iter()
+            .map(|m| m.station_id.as_str())
+            .collect();
+        let mut b = drift_baseline_builder(&self.feature_names, stations.len());
+        let mut row = Vec::with_capacity(self.num_features());
+        for i in rows {
+            row.clear();
+            row.extend(self.values(i).map(|v| v.map(f64::from)));
+            b.push(&row);
+        }
+        b.finish()
+    }
+
     pub fn meta(&self, i: usize) -> &RowMeta {
         &self.meta[i]
     }

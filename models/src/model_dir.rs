@@ -1,14 +1,20 @@
 //! The model directory: what training writes and everything else (registry, processor,
-//! serving, the promotion gate, the hot swap) loads. Exactly three files — the layout
-//! SageMaker mounts at `/opt/ml/model` and the registry stores:
+//! serving, the promotion gate, the hot swap) loads. Three files — the layout SageMaker
+//! mounts at `/opt/ml/model` and the registry stores:
 //!
 //! - `empty.json`: the went-empty model, XGBoost JSON;
 //! - `full.json`: the went-full model, XGBoost JSON;
 //! - `card.json`: the [`ModelCard`] — name, version, feature schema id, horizon, training
-//!   window, split boundaries, parameters, data sizes, metrics and baselines.
+//!   window, split boundaries, parameters, data sizes, metrics and baselines;
 //!
-//! [`save_dir`] writes into a temporary sibling directory and renames it into place, so a
-//! directory that exists is complete; [`read_card`] reads the whole card back. [`load`] is
+//! and, when training saved it ([`save_trained`]), the data-quality baseline of the training
+//! rows in Model Monitor's files (`statistics.json`, `constraints.json`, and
+//! `statistics_by_hour.json`), so the registry carries it with the version and the drift
+//! check of a job compares live features with the rows its production model learned from
+//! ([`read_drift_baseline`]).
+//!
+//! [`save_dir`] and [`save_trained`] write into a temporary sibling directory and rename it
+//! into place, so a directory that exists is complete; [`read_card`] reads the whole card back. [`load`] is
 //! the one loader: it reads only the card's `name`, `version` and `feature_schema_id` (so a
 //! directory with a smaller card, such as [`crate::synthetic`]'s, loads too), refuses a model
 //! trained on another feature schema than the caller computes, and anything the native
@@ -20,8 +26,10 @@ use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde_json::Value;
 
+use bikeshare_monitor::drift::{Baseline, BaselineError};
+
 use crate::scorer::XgbScorer;
-use crate::training::ModelCard;
+use crate::training::{ModelCard, TrainedModels};
 use crate::xgboost::{ModelError, XgbModel};
 
 pub const CARD_FILE: &str = "card.json";
@@ -84,6 +92,44 @@ pub fn save_dir(
     empty_json: &[u8],
     full_json: &[u8],
 ) -> Result<(), ArtifactError> {
+    save(dir, card, empty_json, full_json, None)
+}
+
+/// Writes what training produced at `dir` (which must not exist yet), atomically: the three
+/// files and the drift baseline of the training rows.
+pub fn save_trained(dir: &Path, trained: &TrainedModels) -> Result<(), ArtifactError> {
+    save(
+        dir,
+        &trained.card,
+        &trained.empty_json,
+        &trained.full_json,
+        Some(&trained.baseline),
+    )
+}
+
+/// The drift baseline saved with the model in `dir`; `None` when it has none (a model
+/// trained before baselines were saved with it).
+pub fn read_drift_baseline(dir: &Path) -> Result<Option<Baseline>, BaselineError> {
+    if !dir.join(BASELINE_FILES[0]).is_file() {
+        return Ok(None);
+    }
+    Baseline::read(dir).map(Some)
+}
+
+/// The files of the drift baseline in a model directory.
+pub const BASELINE_FILES: [&str; 3] = [
+    "statistics.json",
+    "constraints.json",
+    bikeshare_monitor::drift::hourly::FILE,
+];
+
+fn save(
+    dir: &Path,
+    card: &ModelCard,
+    empty_json: &[u8],
+    full_json: &[u8],
+    baseline: Option<&Baseline>,
+) -> Result<(), ArtifactError> {
     if dir.exists() {
         return Err(ArtifactError::Exists(dir.to_owned()));
     }
@@ -111,6 +157,12 @@ pub fn save_dir(
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(io(&path))?;
+        }
+        if let Some(b) = baseline {
+            b.write(&tmp).map_err(|e| ArtifactError::Io {
+                path: tmp.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         }
         std::fs::rename(&tmp, dir).map_err(io(dir))
     })();

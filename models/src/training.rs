@@ -18,7 +18,8 @@
 //! best one before it is accepted.
 //!
 //! [`train_models`] describes what it trained in a [`ModelCard`] (the `card.json` of the
-//! model directory, which [`crate::model_dir`] writes and reads).
+//! model directory, which [`crate::model_dir`] writes and reads), and gives the drift
+//! baseline of its training rows ([`TrainingData::drift_baseline`]) to be saved beside it.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -478,6 +479,9 @@ pub struct TrainedModels {
     pub empty_json: Vec<u8>,
     pub full_json: Vec<u8>,
     pub scorer: XgbScorer,
+    /// The data-quality baseline of the training rows, saved with the model (what the
+    /// drift check of the job that serves it compares live features with).
+    pub baseline: bikeshare_monitor::drift::Baseline,
 }
 
 impl TrainedModels {
@@ -575,6 +579,7 @@ pub fn train_models(
         empty_json: empty.json,
         full_json: full.json,
         scorer,
+        baseline: data.drift_baseline(split.train.clone()),
     })
 }
 

@@ -328,6 +328,8 @@ pub struct BaselineBuilder {
     drift_threshold: f64,
     /// Features not compared for drift, with the reason.
     not_compared: Vec<(String, String)>,
+    /// Features whose completeness is not constrained (missing by definition at times).
+    optional: Vec<String>,
     /// The slot features and, per slot, its values (see [`hourly`]).
     slots: Option<(SlotFeatures, SlotIndex, Vec<SlotAcc>)>,
 }
@@ -356,6 +358,7 @@ impl BaselineBuilder {
             rng: 0x9E37_79B9_7F4A_7C15,
             drift_threshold: DEFAULT_DRIFT_THRESHOLD,
             not_compared: Vec::new(),
+            optional: Vec::new(),
             slots,
         }
     }
@@ -365,6 +368,14 @@ impl BaselineBuilder {
     pub fn not_compared(mut self, feature: &str, reason: impl Into<String>) -> Self {
         self.not_compared.push((feature.to_owned(), reason.into()));
         self
+    }
+
+    /// Like [`Self::not_compared`], and with no completeness constraint either: for a
+    /// feature that is missing by definition until something has been seen, so its share of
+    /// missing values says how long the producer of the rows has run, not their quality.
+    pub fn optional(mut self, feature: &str, reason: impl Into<String>) -> Self {
+        self.optional.push(feature.to_owned());
+        self.not_compared(feature, reason)
     }
 
     /// The drift threshold written into `constraints.json`.
@@ -481,7 +492,11 @@ impl BaselineBuilder {
             );
             cons.push(FeatureConstraint {
                 inferred_type,
-                completeness: a.present as f64 / rows,
+                completeness: if self.optional.contains(&name) {
+                    0.0
+                } else {
+                    a.present as f64 / rows
+                },
                 num_constraints: NumConstraints {
                     is_non_negative: a.present > 0 && a.non_negative,
                 },

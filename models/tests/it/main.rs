@@ -11,3 +11,4 @@ mod promote_gate;
 mod registry_roundtrip;
 mod serving_contract;
 mod training;
+mod drift_healthy;

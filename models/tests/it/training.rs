@@ -42,13 +42,29 @@ fn models_trained_on_simulated_days_beat_the_baselines_on_later_days() {
     ] {
         assert!(v.beats_baselines, "{what}: {}", v.summary);
     }
-    // The directory holds exactly the three files and loads as the processor's scorer.
+    // The directory holds the three files and the drift baseline, and loads as the
+    // processor's scorer.
     let mut files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    assert_eq!(files, ["card.json", "empty.json", "full.json"]);
+    assert_eq!(
+        files,
+        [
+            "card.json",
+            "constraints.json",
+            "empty.json",
+            "full.json",
+            "statistics.json",
+            "statistics_by_hour.json"
+        ]
+    );
+    // The drift baseline saved with the model is that of its training rows.
+    let saved = model_dir::read_drift_baseline(&out).unwrap().unwrap();
+    let train = b.data.split(&config.split).unwrap().train;
+    assert_eq!(saved.statistics.dataset.item_count, train.len() as u64);
+    assert_eq!(saved.constraints, b.data.drift_baseline(train).constraints);
     assert_eq!(&read_card(&out).unwrap(), card);
     let schema = FeatureSchema::v1(&ProcessorConfig::default().window_minutes);
     let scorer = model_dir::load(&out, &schema).unwrap();
