@@ -105,13 +105,14 @@ pub struct ServeModelArgs {
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Number of simulated stations.
-    #[arg(long)]
+    #[arg(long = "station-count", value_name = "N")]
     pub stations: Option<u32>,
     /// Simulated seconds per wall-clock second while catching up to now.
     #[arg(long, default_value_t = 60.0)]
     pub time_scale: f64,
-    /// How far in the past the simulation starts (it runs fast until it reaches now).
-    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    /// How far in the past a new city starts (it runs fast until it catches up to now); a
+    /// resumed city starts where it stopped, at most this far back.
+    #[arg(long = "catch-up", default_value = "6h", value_parser = parse_duration)]
     pub history: std::time::Duration,
     /// Stop after this long (wall clock); default: run until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
@@ -123,6 +124,11 @@ pub struct UpArgs {
     /// the baseline until one is promoted).
     #[arg(long)]
     pub no_bootstrap: bool,
+    /// Start clean: remove what earlier runs left in the data directory (stream, checkpoints,
+    /// lake, registry, monitoring, the city's clock) first. Without it, `up` resumes the city
+    /// where it stopped.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! needs from here, and no command imports another.
 //!
 //! - [`aws`]: the one AWS SDK configuration of the process.
+//! - [`city`]: the simulated city's clock, kept with the data so that `up` resumes.
 //! - [`streams`]: the configured stream backend, the producers' streams and output.
 //! - [`producers`]: GBFS pollers and the weather producer as tasks; replay sources.
 //! - [`runner`]: the stream processor's runner with its checkpoint and lease stores.
@@ -12,6 +13,7 @@
 //! - [`dashboard`]: the web dashboard fed from the streams.
 
 pub mod aws;
+pub mod city;
 pub mod dashboard;
 pub mod drift;
 pub mod models;

@@ -154,7 +154,7 @@ fn write_drift_baseline(
 /// When production names no model: train a first one on a simulated backfill of `city`
 /// ending at `end` (before the live simulation starts, so it never sees the live window),
 /// register it, and put it through the gate — staging, then production against the
-/// baseline — on its held-out test days. `None` when production already has a model.
+/// baseline — on its held-out test days. `None` when the registry holds any version.
 pub async fn bootstrap_if_empty(
     config: &Config,
     city: &bikeshare_simulator::CityConfig,
@@ -164,6 +164,17 @@ pub async fn bootstrap_if_empty(
     let registry = open_registry(config, clock.clone())?;
     if let Some(v) = registry.current(Stage::Production).await? {
         tracing::info!(version = v.version, "the registry has a production model");
+        return Ok(None);
+    }
+    // A bootstrap already trained (and refused, or demoted) is not trained again at every
+    // start: the registry is no longer empty, and what to promote is the gate's call.
+    if let Some(v) = registry.list().await?.into_iter().max_by_key(|v| v.version) {
+        eprintln!(
+            "model:       {} has v{} but no production model: scoring with the baseline \
+             (train one with `bikeshare train`, promote it with `bikeshare promote`)",
+            registry.describe(),
+            v.version
+        );
         return Ok(None);
     }
     let started = std::time::Instant::now();

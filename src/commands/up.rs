@@ -3,6 +3,7 @@
 //! default, or Kinesis), the processor, the Parquet lake (the
 //! processor's outputs and the archived input streams), and a live summary on stdout.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use ordered_float::OrderedFloat;
 use tokio::sync::watch;
 
 use crate::app::streams::{close_output, open_streams, stream_output};
-use crate::app::{producers::spawn_producers, stopped};
+use crate::app::{city, producers::spawn_producers, stopped};
 use crate::app::{shutdown_signal, wall_clock};
 use crate::cli::UpArgs;
 use crate::config::{Config, SystemConfig};
@@ -28,8 +29,29 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         sim.city.stations = n;
     }
     sim.time_scale = args.time_scale;
+    let data_dir = config.data_dir.0.clone();
+    if args.fresh {
+        for p in city::remove_leftovers(&config)? {
+            eprintln!("fresh:       removed {}", p.display());
+        }
+    }
     let history_ms = i64::try_from(args.history.as_millis()).unwrap_or(i64::MAX);
-    sim.start = Some(clock.now().plus_millis(-history_ms));
+    let stored = city::load(&data_dir)?;
+    let start = city::start(stored, clock.now(), history_ms);
+    match stored {
+        Some(_) => eprintln!(
+            "city:        resuming at {start} (the clock in {}; --fresh starts clean)",
+            city::clock_path(&data_dir).display()
+        ),
+        None if !city::leftovers(&config).is_empty() => eprintln!(
+            "WARNING:     {} holds data from an earlier run but no city clock: reports older \
+             than the processor's watermark will be dropped as late. Start clean with \
+             `bikeshare up --fresh`.",
+            data_dir.display()
+        ),
+        None => {}
+    }
+    sim.start = Some(start);
     let (lat, lon, system_id) = (
         sim.city.centre_lat,
         sim.city.centre_lon,
@@ -49,6 +71,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let running = bikeshare_simulator::serve(sim, clock.clone(), std::future::pending())
         .await
         .context("starting the simulator")?;
+    let running = Arc::new(running);
     tracing::info!(url = %running.gbfs_url(GbfsVersion::V3_0), "simulator serving");
 
     // The simulator's feeds say ttl = 60 s / time_scale: poll as fast as they ask.
@@ -57,6 +80,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     config.weather.mode = WeatherMode::Bulk;
     config.weather.bulk_base = running.meteostat_bulk_url();
     config.weather.poll_interval_secs = 30;
+    crate::app::producers::authorise_simulator(&mut config, &running);
     let systems = vec![SystemConfig {
         id: system_id,
         gbfs_url: running.gbfs_url(GbfsVersion::V3_0),
@@ -108,6 +132,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     );
     let watcher = feed.spawn(stopped(stop_rx.clone()));
     let stats = runner.stats();
+    let runner_stats = stats.clone();
     let _ = dashboard_state.runner.set(stats.clone());
     let latest = runner.latest_predictions();
     let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
@@ -135,6 +160,11 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         Duration::from_secs(args.summary_every.max(1)),
         stopped(stop_rx.clone()),
     ));
+    let keeper = tokio::spawn(keep_city_clock(
+        running.clone(),
+        data_dir.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     shutdown_signal(args.duration).await;
     let _ = stop_tx.send(true);
@@ -144,6 +174,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     // The summary task holds the output too: it must end before the output can be closed.
     let _ = summary.await;
     let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
+    let ingest_dead = output.stats().1.records_sent;
     close_output(output).await?;
     let processor = processor.await.context("processor task")??;
     if let Some(w) = watcher {
@@ -155,6 +186,11 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     if let Some(d) = drift {
         let _ = d.await;
     }
+    let _ = keeper.await;
+    // After the producers: nothing later than this reached the stream.
+    save_city_clock(&running, &data_dir);
+    let running =
+        Arc::try_unwrap(running).map_err(|_| anyhow::anyhow!("simulator still in use"))?;
     running.stop().await.context("stopping the simulator")?;
     api.wait().await;
     dashboard.wait().await;
@@ -166,14 +202,56 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     }
     let s = processor.stats();
     eprintln!(
-        "stopped: {} events processed, {} predictions, {} labels, {} stations; state is in {}",
+        "stopped: {} events processed, {} predictions, {} labels, {} stations; dead letters: {}; state is in {}",
         s.events,
         s.rows,
         s.labels,
         processor.stations(),
+        dead_letters_by_cause(ingest_dead, &runner_stats.dead_letters_by_rule()),
         config.data_dir.0.display()
     );
     Ok(())
+}
+
+/// Stores the city's clock twice a second until `stop` (see [`city`]).
+async fn keep_city_clock(
+    running: Arc<bikeshare_simulator::RunningSimulator>,
+    data_dir: std::path::PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => save_city_clock(&running, &data_dir),
+        }
+    }
+}
+
+fn save_city_clock(running: &bikeshare_simulator::RunningSimulator, data_dir: &std::path::Path) {
+    let clock = city::CityClock {
+        sim_time_ms: running.sim_now().millis(),
+    };
+    if let Err(e) = city::save(data_dir, clock) {
+        tracing::warn!(error = %format!("{e:#}"), "storing the city clock");
+    }
+}
+
+/// `ingest 0, late 3, duplicate 0, decode 0`: the producers' dead letters, then the
+/// processor's by rule (the usual three always shown, others when they occur).
+fn dead_letters_by_cause(ingest: u64, processor: &BTreeMap<String, u64>) -> String {
+    let mut parts = vec![format!("ingest {ingest}")];
+    let cause = |rule: &str| rule.strip_prefix("processor.").unwrap_or(rule).to_owned();
+    let mut by_cause: BTreeMap<String, u64> = BTreeMap::new();
+    for (rule, n) in processor {
+        *by_cause.entry(cause(rule)).or_default() += n;
+    }
+    for usual in ["late", "duplicate", "decode"] {
+        parts.push(format!("{usual} {}", by_cause.remove(usual).unwrap_or(0)));
+    }
+    parts.extend(by_cause.iter().map(|(c, n)| format!("{c} {n}")));
+    parts.join(", ")
 }
 
 async fn print_summaries(
@@ -187,6 +265,7 @@ async fn print_summaries(
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     let mut last = (Instant::now(), 0u64);
+    let mut warned_late = false;
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -211,13 +290,23 @@ async fn print_summaries(
             .collect();
         top.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let sim_time = top.iter().map(|t| t.4).max();
+        let by_rule = stats.dead_letters_by_rule();
+        let late = by_rule.get("processor.late").copied().unwrap_or(0);
+        if late > 0 && !warned_late {
+            warned_late = true;
+            eprintln!(
+                "WARNING:     {late} reports were older than the processor's watermark and were \
+                 dropped as late dead letters: the stream in the data directory is ahead of this \
+                 city. Start clean with `bikeshare up --fresh`."
+            );
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "[{}] published {} events ({} dead letters) | processed {:.0} events/s | {} stations | {} predictions, {} labels | lag {} ms",
+            "[{}] published {} events | dead letters: {} | processed {:.0} events/s | {} stations | {} predictions, {} labels | lag {} ms",
             sim_time.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
             events.records_sent,
-            dead.records_sent,
+            dead_letters_by_cause(dead.records_sent, &by_rule),
             rate,
             stats.stations.load(Ordering::Relaxed),
             stats.predictions.load(Ordering::Relaxed),

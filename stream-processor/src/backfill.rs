@@ -32,6 +32,8 @@ pub struct BackfillStats {
     pub unlabelled: u64,
     pub late: u64,
     pub duplicates: u64,
+    /// Weather observations older than every one kept.
+    pub superseded: u64,
 }
 
 /// Feeds events to a processor and joins its rows with their labels.
@@ -96,6 +98,10 @@ impl Backfill {
                     reason: RejectReason::Duplicate,
                     ..
                 } => self.stats.duplicates += 1,
+                Emitted::Rejected {
+                    reason: RejectReason::Superseded,
+                    ..
+                } => self.stats.superseded += 1,
             }
         }
     }

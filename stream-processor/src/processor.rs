@@ -115,6 +115,8 @@ pub enum RejectReason {
     Late,
     /// The same report as the station's latest.
     Duplicate,
+    /// A weather observation older than every one kept: it can serve no row.
+    Superseded,
 }
 
 impl RejectReason {
@@ -122,6 +124,7 @@ impl RejectReason {
         match self {
             Self::Late => "late",
             Self::Duplicate => "duplicate",
+            Self::Superseded => "superseded",
         }
     }
 }
@@ -341,6 +344,9 @@ pub struct ProcessorStats {
     pub applied: u64,
     pub late: u64,
     pub duplicates: u64,
+    /// Weather observations older than every one kept (see [`RejectReason::Superseded`]).
+    #[serde(default)]
+    pub superseded: u64,
     pub rows: u64,
     pub labels: u64,
     pub ticks: u64,
@@ -354,6 +360,7 @@ impl ProcessorStats {
             applied: self.applied + o.applied,
             late: self.late + o.late,
             duplicates: self.duplicates + o.duplicates,
+            superseded: self.superseded + o.superseded,
             rows: self.rows + o.rows,
             labels: self.labels + o.labels,
             ticks: self.ticks + o.ticks,
@@ -615,6 +622,14 @@ impl Processor {
         sys.stats.events += 1;
         let t = env.event_time.millis();
         if sys.watermark(lateness).is_some_and(|wm| t < wm) {
+            if matches!(env.event, Event::Weather(_)) {
+                // Weather is a side input, read as of `observed_at + 1 h` (see `vector`): an
+                // hourly observation that arrives behind the station reports still serves the
+                // rows after it, so it is kept rather than dropped as late. Same stream order,
+                // same state: replays stay deterministic.
+                op.apply(sys, env, out);
+                return;
+            }
             sys.stats.late += 1;
             out.push(Emitted::Rejected {
                 reason: RejectReason::Late,
@@ -655,6 +670,30 @@ impl Processor {
             op.release(sys, max, out);
         }
     }
+}
+
+/// Observations kept per system: the newest few hours, whatever order they arrive in.
+const WEATHER_KEPT: usize = 4;
+
+/// Keeps `obs` among a system's newest [`WEATHER_KEPT`] observations, ordered by the hour
+/// observed. The same observation again is a duplicate (a re-poll, or a restarted producer's
+/// look-back); one older than every kept hour of a full buffer can serve no row.
+fn keep_weather(kept: &mut VecDeque<WeatherObs>, obs: &WeatherObs) -> Result<(), RejectReason> {
+    let at = obs.observed_at;
+    let pos = kept.partition_point(|w| w.observed_at < at);
+    match kept.get(pos) {
+        Some(same) if same.observed_at == at && same == obs => {
+            return Err(RejectReason::Duplicate);
+        }
+        // A corrected observation of an hour replaces it.
+        Some(same) if same.observed_at == at => kept[pos] = obs.clone(),
+        _ if pos == 0 && kept.len() >= WEATHER_KEPT => return Err(RejectReason::Superseded),
+        _ => kept.insert(pos, obs.clone()),
+    }
+    while kept.len() > WEATHER_KEPT {
+        kept.pop_front();
+    }
+    Ok(())
 }
 
 /// The operator's fixed parts, borrowed while one system's state is changed.
@@ -714,13 +753,20 @@ impl Op<'_> {
                 apply_info(sys, info, lens, retention);
                 sys.stats.applied += 1;
             }
-            Event::Weather(obs) => {
-                sys.weather.push_back(obs.clone());
-                while sys.weather.len() > 4 {
-                    sys.weather.pop_front();
+            Event::Weather(obs) => match keep_weather(&mut sys.weather, obs) {
+                Ok(()) => sys.stats.applied += 1,
+                Err(reason) => {
+                    match reason {
+                        RejectReason::Duplicate => sys.stats.duplicates += 1,
+                        RejectReason::Superseded => sys.stats.superseded += 1,
+                        RejectReason::Late => sys.stats.late += 1,
+                    }
+                    out.push(Emitted::Rejected {
+                        reason,
+                        envelope: Box::new(env),
+                    });
                 }
-                sys.stats.applied += 1;
-            }
+            },
             Event::FeedHeartbeat(_) => {}
             Event::StationStatus(status) => {
                 let t = env.event_time.millis();
@@ -999,6 +1045,75 @@ mod tests {
 
     fn status(system: &str, station: &str, t: i64, bikes: u32) -> Envelope {
         status_envelope(system, "test", station, t, bikes, 20 - bikes)
+    }
+
+    fn weather(system: &str, hour_ms: i64, temperature_c: f64) -> Envelope {
+        let obs = WeatherObs {
+            weather_station: "72509".into(),
+            observed_at: Timestamp(hour_ms),
+            temperature_c: Some(temperature_c),
+            precipitation_mm: None,
+            wind_speed_kmh: None,
+            humidity_pct: None,
+            condition: None,
+        };
+        let t = Timestamp(hour_ms);
+        Envelope::new(SystemId::new(system), "weather", t, t, Event::Weather(obs))
+    }
+
+    fn rejected(out: &[Emitted]) -> Vec<RejectReason> {
+        out.iter()
+            .filter_map(|e| match e {
+                Emitted::Rejected { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Weather behind the station reports' watermark (a producer's look-back, a restart,
+    /// an hourly poll during catch-up) is a side input that later rows read, not a late
+    /// event; the same observation again is a duplicate.
+    #[test]
+    fn weather_behind_the_watermark_serves_later_rows() {
+        const H: i64 = 60 * MIN_MS;
+        let t0 = 1_700_000_000_000 / H * H;
+        let mut p = Processor::new(ProcessorConfig::default());
+        let mut out = Vec::new();
+        p.process(status("a", "s1", t0 + 3 * H, 5), &mut out);
+        out.clear();
+        p.process(weather("a", t0, 3.0), &mut out);
+        p.process(weather("a", t0 + H, 4.0), &mut out);
+        assert_eq!(rejected(&out), [], "{out:?}");
+        p.process(weather("a", t0 + H, 4.0), &mut out);
+        assert_eq!(rejected(&out), [RejectReason::Duplicate]);
+        let held: Vec<i64> = p.systems[&SystemId::new("a")]
+            .weather
+            .iter()
+            .map(|w| w.observed_at.millis())
+            .collect();
+        assert_eq!(held, [t0, t0 + H], "kept in hour order");
+        // Hours older than every kept one of a full buffer can serve no row.
+        for h in 2..6 {
+            p.process(weather("a", t0 + h * H, 5.0), &mut out);
+        }
+        out.clear();
+        p.process(weather("a", t0 - H, 1.0), &mut out);
+        assert_eq!(rejected(&out), [RejectReason::Superseded]);
+        // A station report after them is scored with the newest hour that has ended (the
+        // late-arriving t0 + 2h, at 5 °C).
+        out.clear();
+        p.process(status("a", "s1", t0 + 3 * H + 30_000, 6), &mut out);
+        p.drain(&mut out);
+        let temperature = p.schema.index("temperature_c").unwrap();
+        let rows: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Emitted::Row(r) => Some(r.vector.values[temperature]),
+                _ => None,
+            })
+            .collect();
+        assert!(!rows.is_empty(), "{out:?}");
+        assert!(rows.iter().all(|v| *v == Some(5.0)), "{rows:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `bikeshare up` with an empty registry: it trains a first model on a simulated backfill,
 //! registers it, passes it through the gate, and the processor scores with it; a second run
-//! finds it in production and trains nothing.
+//! trains nothing and resumes the city where it stopped, so predictions flow again; `--fresh`
+//! starts clean.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,10 @@ use std::process::Stdio;
 use support::{bikeshare, ok, stream_records};
 
 fn up(dir: &std::path::Path, duration: &str) -> String {
+    up_with(dir, duration, &[])
+}
+
+fn up_with(dir: &std::path::Path, duration: &str, extra: &[&str]) -> String {
     let out = bikeshare(dir)
         .args([
             "up",
@@ -18,11 +23,11 @@ fn up(dir: &std::path::Path, duration: &str) -> String {
             duration,
             "--summary-every",
             "600",
-            "--stations",
-            "60",
-            "--history",
+            "--catch-up",
             "2h",
         ])
+        .args(extra)
+        .env("BIKESHARE_SIMULATOR__CITY__STATIONS", "60")
         .env("BIKESHARE_API__BIND", "127.0.0.1:0")
         .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
         .env("BIKESHARE_SIMULATOR__BIND", "127.0.0.1:0")
@@ -73,18 +78,73 @@ fn up_bootstraps_a_production_model_and_scores_with_it() {
         assert_eq!(p["model"]["version"], version, "{p}");
     }
 
-    // A second start: a promoted model is found and no training happens; after a refusal
-    // the job tries again.
-    let second = up(dir.path(), "3s");
-    assert_eq!(
-        !second.contains("training a first one"),
-        promoted,
+    // A second start resumes: the registry is not empty, so nothing is trained again
+    // (whichever way the gate went); the city continues from its stored clock, so the
+    // processor's watermark drops nothing as late and predictions flow again.
+    let before = predictions.len();
+    let second = up(dir.path(), "8s");
+    assert!(!second.contains("training a first one"), "{second}");
+    assert!(second.contains("city:        resuming at"), "{second}");
+    assert!(!second.contains("WARNING"), "{second}");
+    // Logs to a pipe carry no terminal colour codes.
+    assert!(!second.contains('\u{1b}'), "{second}");
+    // Every dead letter is counted by cause; none is late. (The weather producer's look-back
+    // re-sends the hours it sent before the restart: duplicates, counted as such.)
+    assert!(
+        second.contains("dead letters: ingest 0, late 0, duplicate "),
         "{second}"
     );
-    if promoted {
-        assert!(
-            second.contains("model:       bikeshare-stockout v1"),
-            "{second}"
-        );
-    }
+    assert!(second.contains(", decode 0"), "{second}");
+    assert!(
+        second.contains(&format!("model:       {name} v{version}")),
+        "{second}"
+    );
+    let status = ok(bikeshare(dir.path()).args(["promote", "--status"]));
+    assert!(status.contains("decisions (2)"), "{status}");
+    let after = stream_records(dir.path(), "predictions");
+    assert!(
+        after.len() > before,
+        "no predictions after a restart: {before} before, {} after\n{second}",
+        after.len()
+    );
+    let resumed_at = |out: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("city:        resuming at "))
+            .unwrap();
+        line["city:        resuming at ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let last_first_run = predictions
+        .iter()
+        .filter_map(|p| p["as_of"].as_str())
+        .max()
+        .unwrap()
+        .to_owned();
+    assert!(
+        resumed_at(&second).as_str() >= last_first_run.as_str(),
+        "resumed at {} before the first run's last prediction {last_first_run}",
+        resumed_at(&second)
+    );
+
+    // --fresh starts clean: the city starts `--catch-up` ago and the registry is empty again.
+    let third = up_with(dir.path(), "3s", &["--fresh", "--no-bootstrap"]);
+    assert!(third.contains("fresh:       removed"), "{third}");
+    assert!(!third.contains("city:        resuming"), "{third}");
+    assert!(third.contains("late 0"), "{third}");
+}
+
+/// A data directory with a stream but no city clock (an older version, or a replay) is
+/// said to drop input, loudly, with the way to start clean.
+#[test]
+fn up_on_data_without_a_city_clock_says_so_and_how_to_start_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    up_with(dir.path(), "3s", &["--no-bootstrap"]);
+    std::fs::remove_file(dir.path().join("simulator").join("clock.json")).unwrap();
+    let again = up_with(dir.path(), "3s", &["--no-bootstrap"]);
+    assert!(again.contains("WARNING"), "{again}");
+    assert!(again.contains("bikeshare up --fresh"), "{again}");
 }

@@ -131,6 +131,8 @@ pub struct RunnerStats {
     pub predictions: AtomicU64,
     pub labels: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Dead letters by rule (`late`, `duplicate`, `decode`, ...), for summaries.
+    pub dead_letters_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub checkpoints: AtomicU64,
     pub stations: AtomicU64,
     pub millis_behind_latest: AtomicU64,
@@ -143,6 +145,24 @@ pub struct RunnerStats {
     pub processing_latency: RecentSamples,
     /// Recent inference latencies per row (seconds).
     pub inference_latency: RecentSamples,
+}
+
+impl RunnerStats {
+    /// Counts one dead letter of `rule`, in the total and by rule.
+    pub fn count_dead_letter(&self, rule: &str) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.dead_letters_by_rule.lock() {
+            *m.entry(rule.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Dead letters by rule so far.
+    pub fn dead_letters_by_rule(&self) -> std::collections::BTreeMap<String, u64> {
+        self.dead_letters_by_rule
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The last [`RecentSamples::CAPACITY`] values of a measurement, for percentiles.
@@ -762,9 +782,9 @@ impl Runner {
         self.stats
             .labels
             .fetch_add(labels.len() as u64, Ordering::Relaxed);
-        self.stats
-            .dead_letters
-            .fetch_add(dead.len() as u64, Ordering::Relaxed);
+        for d in &dead {
+            self.stats.count_dead_letter(&d.rule);
+        }
         if !features.is_empty() {
             self.sinks.features(features).await?;
             self.sinks.predictions(predictions).await?;
@@ -797,7 +817,7 @@ impl Runner {
             self.clock.now(),
         );
         self.sinks.dead_letters(vec![dl]).await?;
-        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_dead_letter(rule);
         bikeshare_types::metrics::dead_letters("processor", rule, 1);
         Ok(())
     }
