@@ -134,18 +134,7 @@ fn write_drift_baseline(
     rows: std::ops::Range<usize>,
 ) {
     let dir = config.data_dir.0.join("monitoring").join("baseline");
-    let mut b = bikeshare_monitor::drift::BaselineBuilder::new(data.feature_names().iter());
-    let mut row = Vec::with_capacity(data.num_features());
-    for i in rows {
-        row.clear();
-        row.extend(
-            data.row(i)
-                .iter()
-                .map(|&v| (!v.is_nan()).then_some(f64::from(v))),
-        );
-        b.push(&row);
-    }
-    match b.finish().write(&dir) {
+    match data.drift_baseline(rows).write(&dir) {
         Ok(()) => tracing::info!(dir = %dir.display(), "drift baseline written"),
         Err(e) => tracing::warn!(error = %e, "writing the drift baseline"),
     }

@@ -5,11 +5,10 @@
 //! distance per feature), records the drift metrics and prints a summary. The same check
 //! runs inside `up` every few minutes over the last hour (see [`DriftTask`]).
 
-use crate::app::drift::{check, features, print_summary, widen};
+use crate::app::drift::{baseline_of_rows, check, features, print_summary};
 
 use anyhow::Context;
 use bikeshare_lake::open_store;
-use bikeshare_monitor::drift::BaselineBuilder;
 use bikeshare_stream_processor::FeatureSchema;
 
 use crate::cli::{MonitorArgs, MonitorCommand};
@@ -32,11 +31,7 @@ pub async fn run(args: MonitorArgs, config: Config) -> anyhow::Result<()> {
                 schema.id().0,
                 config.lake.location(&config.data_dir.0)
             );
-            let mut b = BaselineBuilder::new(schema.names());
-            for r in &rows {
-                b.push(&widen(&r.values));
-            }
-            b.finish()
+            baseline_of_rows(&schema, &rows)
                 .write(&out)
                 .with_context(|| format!("writing the baseline to {}", out.display()))?;
             eprintln!(
