@@ -4,6 +4,12 @@
 //!
 //! - A `PutObject` replaces the object atomically and S3 reads are strongly consistent, so
 //!   a reader gets the previous checkpoint or the new one, never a torn one.
+//! - Fenced writes ([`CheckpointStore::save_if`]): a `PutObject` with `If-Match` on the ETag
+//!   of the checkpoint its writer last loaded or wrote (`If-None-Match: *` when there was
+//!   none); S3 answers `412 Precondition Failed` (or `404` when the object is gone) to a
+//!   writer that another instance has overtaken, which becomes
+//!   [`CheckpointError::Fenced`]. Each stored checkpoint carries its writer and a revision,
+//!   so writes of two holders never have the same bytes, hence never the same ETag.
 //! - Path-style addressing (`force_path_style`), so the same code talks to S3 and to
 //!   emulators (moto); the endpoint comes from configuration only
 //!   ([`S3CheckpointSettings::endpoint_url`], or `AWS_ENDPOINT_URL_S3`).
@@ -22,7 +28,9 @@ use aws_config::SdkConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use bikeshare_stream::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, check_key};
+use bikeshare_stream::checkpoint::{
+    Checkpoint, CheckpointError, CheckpointStore, Holder, Loaded, Version, check_key,
+};
 use bikeshare_types::error::chain;
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +136,7 @@ impl S3CheckpointStore {
 
 #[async_trait]
 impl CheckpointStore for S3CheckpointStore {
-    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+    async fn load(&self, key: &str) -> Result<Loaded, CheckpointError> {
         check_key(key)?;
         let object = self.object_key(key);
         let got = self
@@ -140,10 +148,11 @@ impl CheckpointStore for S3CheckpointStore {
             .await;
         let out = match got {
             Ok(out) => out,
-            Err(e) if e.code() == Some("NoSuchKey") => return Ok(None),
+            Err(e) if e.code() == Some("NoSuchKey") => return Ok(Loaded::default()),
             Err(e) => return Err(remote(self, "GetObject", &e)),
         };
         let path = PathBuf::from(format!("s3://{}/{object}", self.bucket));
+        let etag = out.e_tag.clone();
         let bytes = out
             .body
             .collect()
@@ -153,7 +162,12 @@ impl CheckpointStore for S3CheckpointStore {
                 message: format!("reading the object: {}", chain(&e)),
             })?
             .into_bytes();
-        Checkpoint::decode(&bytes, &path).map(Some)
+        let (checkpoint, holder, _) = Checkpoint::decode_stored(&bytes, &path)?;
+        Ok(Loaded {
+            checkpoint: Some(checkpoint),
+            holder,
+            version: Version(etag),
+        })
     }
 
     async fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
@@ -168,5 +182,46 @@ impl CheckpointStore for S3CheckpointStore {
             .await
             .map_err(|e| remote(self, "PutObject", &e))?;
         Ok(())
+    }
+
+    async fn save_if(
+        &self,
+        key: &str,
+        checkpoint: &Checkpoint,
+        holder: &Holder,
+        expected: &Version,
+    ) -> Result<Version, CheckpointError> {
+        check_key(key)?;
+        // Writes of two holders differ by the holder, so their ETags differ; the revision
+        // is the local store's and unused here.
+        let bytes = checkpoint.encode_stored(Some(holder), 0)?;
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .body(ByteStream::from(bytes));
+        let put = match &expected.0 {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        match put.send().await {
+            Ok(out) => Ok(Version(out.e_tag)),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "NoSuchKey" | "ConditionalRequestConflict")
+                ) || e
+                    .raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 412 | 409)) =>
+            {
+                let holder = self.load(key).await?.holder.unwrap_or_default();
+                Err(CheckpointError::Fenced {
+                    key: key.to_owned(),
+                    holder,
+                })
+            }
+            Err(e) => Err(remote(self, "PutObject", &e)),
+        }
     }
 }

@@ -12,6 +12,17 @@
 //! 3. on start, and whenever an instance takes a shard's lease, load that shard's newest
 //!    checkpoint, absorb its state and resume the shard after its position.
 //!
+//! ## Fencing
+//!
+//! Every checkpoint of a shard is written by the holder of the shard's lease, and every
+//! write is conditional ([`CheckpointStore::save_if`]): it names the [`Version`] of the
+//! checkpoint it replaces, the one its writer last read or wrote, and is refused
+//! ([`CheckpointError::Fenced`]) when the stored one is another. An instance that takes a
+//! shard *claims* its checkpoint at once (loads it and writes it back under its own
+//! [`Holder`]), so the former owner's next write is refused even if it has not noticed yet
+//! that its lease is gone: it then drops the shard. S3 does this with `If-Match` /
+//! `If-None-Match` on the ETag; the local store with a lock file and a revision number.
+//!
 //! A crash between two checkpoints replays the records after the last one: the state of the
 //! shard's systems is the one that produced exactly those outputs, so the replay re-emits
 //! the same outputs with the same ids, which consumers and the lake deduplicate.
@@ -96,6 +107,75 @@ pub enum CheckpointError {
     Key(String),
     #[error("checkpoint store {store}: {message}")]
     Remote { store: String, message: String },
+    #[error(
+        "checkpoint {key} was written by {holder} since this instance last read it: the shard is held elsewhere now"
+    )]
+    Fenced { key: String, holder: Holder },
+}
+
+/// Who wrote a checkpoint: the instance holding the shard's lease, and the lease's counter
+/// when that instance took it (for logs; the condition itself is on the [`Version`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub owner: String,
+    pub lease_counter: u64,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.owner.is_empty() {
+            f.write_str("an unfenced writer")
+        } else {
+            write!(f, "{} (lease counter {})", self.owner, self.lease_counter)
+        }
+    }
+}
+
+/// The version of a key's newest checkpoint as its store tells versions apart (an S3 ETag,
+/// a local revision number); `Version::ABSENT` when there is none. Opaque to callers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version(pub Option<String>);
+
+impl Version {
+    pub const ABSENT: Self = Self(None);
+}
+
+/// A key's newest checkpoint, who wrote it and its version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    pub checkpoint: Option<Checkpoint>,
+    /// `None` for a checkpoint written without a holder (unconditional writes, older files).
+    pub holder: Option<Holder>,
+    pub version: Version,
+}
+
+/// How a checkpoint is stored: its fields, who wrote it and a revision that every
+/// conditional write increments (so two writes never store the same bytes, and an S3
+/// ETag, the MD5 of the bytes, tells them apart).
+#[derive(Serialize)]
+struct WireOut<'a> {
+    version: u32,
+    epoch: u64,
+    taken_at: Timestamp,
+    positions: &'a BTreeMap<String, String>,
+    #[serde(with = "serde_bytes_compat")]
+    state: &'a [u8],
+    holder: Option<&'a Holder>,
+    revision: u64,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    version: u32,
+    epoch: u64,
+    taken_at: Timestamp,
+    positions: BTreeMap<String, String>,
+    #[serde(with = "serde_bytes_compat")]
+    state: Vec<u8>,
+    #[serde(default)]
+    holder: Option<Holder>,
+    #[serde(default)]
+    revision: u64,
 }
 
 impl Checkpoint {
@@ -109,17 +189,53 @@ impl Checkpoint {
 
     /// A checkpoint from stored bytes; `path` names where they came from in errors.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
-        let cp: Self = rmp_serde::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
+        Self::decode_stored(bytes, path).map(|(cp, _, _)| cp)
+    }
+
+    /// The bytes stored with the writer and the revision ([`CheckpointStore::save_if`]).
+    pub fn encode_stored(
+        &self,
+        holder: Option<&Holder>,
+        revision: u64,
+    ) -> Result<Vec<u8>, CheckpointError> {
+        let wire = WireOut {
+            version: self.version,
+            epoch: self.epoch,
+            taken_at: self.taken_at,
+            positions: &self.positions,
+            state: &self.state,
+            holder,
+            revision,
+        };
+        rmp_serde::to_vec_named(&wire).map_err(|e| CheckpointError::Corrupt {
+            path: PathBuf::from("<checkpoint>"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A checkpoint, its writer and its revision from stored bytes (either encoding).
+    pub fn decode_stored(
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<(Self, Option<Holder>, u64), CheckpointError> {
+        let wire: WireIn = rmp_serde::from_slice(bytes).map_err(|e| CheckpointError::Corrupt {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        if cp.version != CHECKPOINT_VERSION {
+        if wire.version != CHECKPOINT_VERSION {
             return Err(CheckpointError::Version {
                 path: path.to_owned(),
-                found: cp.version,
+                found: wire.version,
             });
         }
-        Ok(cp)
+        let cp = Self {
+            version: wire.version,
+            epoch: wire.epoch,
+            taken_at: wire.taken_at,
+            positions: wire.positions,
+            state: wire.state,
+        };
+        Ok((cp, wire.holder, wire.revision))
     }
 }
 
@@ -142,41 +258,94 @@ pub fn check_key(key: &str) -> Result<(), CheckpointError> {
 /// S3 in AWS (`bikeshare_aws::S3CheckpointStore`).
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
-    /// The newest checkpoint stored under `key`.
-    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError>;
-    /// Stores `checkpoint` under `key`, atomically: a reader sees the old one or the new one.
+    /// The newest checkpoint stored under `key`, who wrote it and its version.
+    async fn load(&self, key: &str) -> Result<Loaded, CheckpointError>;
+    /// Stores `checkpoint` under `key`, atomically (a reader sees the old one or the new
+    /// one), unconditionally: for a key with a single writer.
     async fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
+    /// Stores `checkpoint` under `key` written by `holder` only if the newest stored one is
+    /// still `expected` (the version its writer last loaded or wrote); otherwise
+    /// [`CheckpointError::Fenced`] naming the one who wrote since. Returns the new version.
+    async fn save_if(
+        &self,
+        key: &str,
+        checkpoint: &Checkpoint,
+        holder: &Holder,
+        expected: &Version,
+    ) -> Result<Version, CheckpointError>;
+
+    /// The newest checkpoint stored under `key`.
+    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        Ok(self.load(key).await?.checkpoint)
+    }
 }
+
+/// A stored checkpoint, its writer and its revision.
+type Stored = (Checkpoint, Option<Holder>, u64);
 
 /// Checkpoints in memory (tests, and whatever must not touch a disk).
 #[derive(Debug, Default)]
 pub struct MemoryCheckpointStore {
-    latest: std::sync::Mutex<BTreeMap<String, Checkpoint>>,
+    latest: std::sync::Mutex<BTreeMap<String, Stored>>,
+}
+
+impl MemoryCheckpointStore {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[async_trait]
 impl CheckpointStore for MemoryCheckpointStore {
-    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+    async fn load(&self, key: &str) -> Result<Loaded, CheckpointError> {
         check_key(key)?;
-        let map = self
-            .latest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(map.get(key).cloned())
+        Ok(match self.map().get(key) {
+            Some((cp, holder, revision)) => Loaded {
+                checkpoint: Some(cp.clone()),
+                holder: holder.clone(),
+                version: Version(Some(revision.to_string())),
+            },
+            None => Loaded::default(),
+        })
     }
     async fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         check_key(key)?;
-        let mut map = self
-            .latest
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.insert(key.to_owned(), checkpoint.clone());
+        let mut map = self.map();
+        let revision = map.get(key).map_or(0, |(_, _, r)| r + 1);
+        map.insert(key.to_owned(), (checkpoint.clone(), None, revision));
         Ok(())
+    }
+    async fn save_if(
+        &self,
+        key: &str,
+        checkpoint: &Checkpoint,
+        holder: &Holder,
+        expected: &Version,
+    ) -> Result<Version, CheckpointError> {
+        check_key(key)?;
+        let mut map = self.map();
+        let stored = map.get(key);
+        let current = Version(stored.map(|(_, _, r)| r.to_string()));
+        if &current != expected {
+            return Err(CheckpointError::Fenced {
+                key: key.to_owned(),
+                holder: stored.and_then(|(_, h, _)| h.clone()).unwrap_or_default(),
+            });
+        }
+        let revision = stored.map_or(0, |(_, _, r)| r + 1);
+        map.insert(
+            key.to_owned(),
+            (checkpoint.clone(), Some(holder.clone()), revision),
+        );
+        Ok(Version(Some(revision.to_string())))
     }
 }
 
 /// Checkpoints as files `<key>/checkpoint-<epoch>.bin` under a directory; keeps the newest
-/// `keep` of each key.
+/// `keep` of each key. Conditional writes hold `<key>/.lock` (an OS file lock, so
+/// processes sharing the directory are fenced too) while they compare and write.
 #[derive(Debug, Clone)]
 pub struct LocalCheckpointStore {
     dir: PathBuf,
@@ -225,15 +394,29 @@ impl LocalCheckpointStore {
         Ok(out)
     }
 
-    fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(Self::io(path))?;
-        Checkpoint::decode(&bytes, path)
+    /// The newest readable one: a torn write never has the final name (rename is atomic).
+    fn read_newest(
+        dir: &Path,
+    ) -> Result<Option<(Checkpoint, Option<Holder>, u64)>, CheckpointError> {
+        match Self::list(dir)?.pop() {
+            Some((_, path)) => {
+                let bytes = std::fs::read(&path).map_err(Self::io(&path))?;
+                Checkpoint::decode_stored(&bytes, &path).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
-    fn write(dir: &Path, keep: usize, cp: &Checkpoint) -> Result<(), CheckpointError> {
+    fn write(
+        dir: &Path,
+        keep: usize,
+        cp: &Checkpoint,
+        holder: Option<&Holder>,
+        revision: u64,
+    ) -> Result<(), CheckpointError> {
         use std::io::Write;
         std::fs::create_dir_all(dir).map_err(Self::io(dir))?;
-        let bytes = cp.encode()?;
+        let bytes = cp.encode_stored(holder, revision)?;
         let final_path = dir.join(format!("checkpoint-{:012}.bin", cp.epoch));
         let tmp = dir.join(format!(".checkpoint-{:012}.tmp", cp.epoch));
         let mut f = std::fs::File::create(&tmp).map_err(Self::io(&tmp))?;
@@ -250,26 +433,63 @@ impl LocalCheckpointStore {
         }
         Ok(())
     }
+
+    /// Compares the newest checkpoint's revision with `expected` and writes, holding the
+    /// key's lock file.
+    fn write_if(
+        dir: &Path,
+        key: &str,
+        keep: usize,
+        cp: &Checkpoint,
+        holder: &Holder,
+        expected: &Version,
+    ) -> Result<Version, CheckpointError> {
+        std::fs::create_dir_all(dir).map_err(Self::io(dir))?;
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Self::io(&lock_path))?;
+        lock.lock().map_err(Self::io(&lock_path))?;
+        let stored = Self::read_newest(dir)?;
+        let current = Version(stored.as_ref().map(|(_, _, r)| r.to_string()));
+        if &current != expected {
+            return Err(CheckpointError::Fenced {
+                key: key.to_owned(),
+                holder: stored.and_then(|(_, h, _)| h).unwrap_or_default(),
+            });
+        }
+        let revision = stored.map_or(0, |(_, _, r)| r + 1);
+        Self::write(dir, keep, cp, Some(holder), revision)?;
+        drop(lock); // unlocks
+        Ok(Version(Some(revision.to_string())))
+    }
+
+    fn joined(&self, e: tokio::task::JoinError) -> CheckpointError {
+        CheckpointError::Corrupt {
+            path: self.dir.clone(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 #[async_trait]
 impl CheckpointStore for LocalCheckpointStore {
-    async fn latest(&self, key: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+    async fn load(&self, key: &str) -> Result<Loaded, CheckpointError> {
         check_key(key)?;
         let dir = self.dir.join(key);
-        let r = tokio::task::spawn_blocking(move || {
-            // The newest readable one: a torn write never has the final name (rename is atomic).
-            match Self::list(&dir)?.pop() {
-                Some((_, path)) => Self::read(&path).map(Some),
-                None => Ok(None),
-            }
-        })
-        .await;
-        r.unwrap_or_else(|e| {
-            Err(CheckpointError::Corrupt {
-                path: self.dir.clone(),
-                reason: e.to_string(),
-            })
+        let newest = tokio::task::spawn_blocking(move || Self::read_newest(&dir))
+            .await
+            .map_err(|e| self.joined(e))??;
+        Ok(match newest {
+            Some((cp, holder, revision)) => Loaded {
+                checkpoint: Some(cp),
+                holder,
+                version: Version(Some(revision.to_string())),
+            },
+            None => Loaded::default(),
         })
     }
 
@@ -277,14 +497,37 @@ impl CheckpointStore for LocalCheckpointStore {
         check_key(key)?;
         let (dir, keep) = (self.dir.join(key), self.keep);
         let cp = checkpoint.clone();
-        tokio::task::spawn_blocking(move || Self::write(&dir, keep, &cp))
-            .await
-            .unwrap_or_else(|e| {
-                Err(CheckpointError::Corrupt {
-                    path: self.dir.clone(),
-                    reason: e.to_string(),
-                })
-            })
+        tokio::task::spawn_blocking(move || {
+            let revision = Self::read_newest(&dir)
+                .ok()
+                .flatten()
+                .map_or(0, |(_, _, r)| r + 1);
+            Self::write(&dir, keep, &cp, None, revision)
+        })
+        .await
+        .map_err(|e| self.joined(e))?
+    }
+
+    async fn save_if(
+        &self,
+        key: &str,
+        checkpoint: &Checkpoint,
+        holder: &Holder,
+        expected: &Version,
+    ) -> Result<Version, CheckpointError> {
+        check_key(key)?;
+        let (dir, keep) = (self.dir.join(key), self.keep);
+        let (cp, holder, expected, key) = (
+            checkpoint.clone(),
+            holder.clone(),
+            expected.clone(),
+            key.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            Self::write_if(&dir, &key, keep, &cp, &holder, &expected)
+        })
+        .await
+        .map_err(|e| self.joined(e))?
     }
 }
 
@@ -330,6 +573,87 @@ mod tests {
             store.latest(KEY).await,
             Err(CheckpointError::Corrupt { .. })
         ));
+    }
+
+    fn holder(owner: &str, lease_counter: u64) -> Holder {
+        Holder {
+            owner: owner.into(),
+            lease_counter,
+        }
+    }
+
+    /// A former owner that did not notice it lost the shard writes with the version it
+    /// last saw: once the new owner has claimed the checkpoint, that write is refused and
+    /// names the new owner; the new owner's writes go on.
+    async fn former_owner_is_fenced_once_the_new_owner_claims(store: &dyn CheckpointStore) {
+        let a = holder("a", 1);
+        let first = store.load(KEY).await.unwrap();
+        assert_eq!(first.version, Version::ABSENT);
+        let va = store
+            .save_if(KEY, &cp(1), &a, &first.version)
+            .await
+            .unwrap();
+        let va = store.save_if(KEY, &cp(2), &a, &va).await.unwrap();
+        // b takes the lease, loads and claims.
+        let b = holder("b", 7);
+        let loaded = store.load(KEY).await.unwrap();
+        assert_eq!(loaded.checkpoint, Some(cp(2)));
+        assert_eq!(loaded.holder, Some(a.clone()));
+        let claimed = loaded.checkpoint.unwrap();
+        let vb = store
+            .save_if(KEY, &claimed, &b, &loaded.version)
+            .await
+            .unwrap();
+        // a's next write is refused, naming b; the stored checkpoint is b's claim.
+        match store.save_if(KEY, &cp(3), &a, &va).await {
+            Err(CheckpointError::Fenced { holder, .. }) => assert_eq!(holder, b),
+            other => panic!("a former owner's write was not fenced: {other:?}"),
+        }
+        // A second creator of a key that exists is refused too.
+        assert!(matches!(
+            store.save_if(KEY, &cp(3), &a, &Version::ABSENT).await,
+            Err(CheckpointError::Fenced { .. })
+        ));
+        let now = store.load(KEY).await.unwrap();
+        assert_eq!(now.checkpoint, Some(cp(2)));
+        assert_eq!(now.holder, Some(b.clone()));
+        let vb = store.save_if(KEY, &cp(3), &b, &vb).await.unwrap();
+        assert_eq!(store.load(KEY).await.unwrap().version, vb);
+        assert_eq!(store.latest(KEY).await.unwrap(), Some(cp(3)));
+    }
+
+    #[tokio::test]
+    async fn checkpoint_writes_are_fenced_in_memory_and_on_disk() {
+        former_owner_is_fenced_once_the_new_owner_claims(&MemoryCheckpointStore::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        former_owner_is_fenced_once_the_new_owner_claims(&LocalCheckpointStore::new(dir.path()))
+            .await;
+        // Two stores over one directory (two processes) fence each other as well.
+        let (one, two) = (
+            LocalCheckpointStore::new(dir.path()),
+            LocalCheckpointStore::new(dir.path()),
+        );
+        let v = one.load("k2").await.unwrap().version;
+        one.save_if("k2", &cp(1), &holder("a", 1), &v)
+            .await
+            .unwrap();
+        assert!(matches!(
+            two.save_if("k2", &cp(1), &holder("b", 2), &v).await,
+            Err(CheckpointError::Fenced { .. })
+        ));
+    }
+
+    #[test]
+    fn checkpoints_written_before_fencing_still_load() {
+        let old = cp(4).encode().unwrap();
+        let (back, holder, revision) = Checkpoint::decode_stored(&old, Path::new("old")).unwrap();
+        assert_eq!((back, holder, revision), (cp(4), None, 0));
+        let new = cp(4).encode_stored(Some(&holder_of()), 9).unwrap();
+        assert_eq!(Checkpoint::decode(&new, Path::new("new")).unwrap(), cp(4));
+    }
+
+    fn holder_of() -> Holder {
+        holder("x", 3)
     }
 
     #[tokio::test]

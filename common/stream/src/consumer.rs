@@ -198,6 +198,16 @@ impl ShardConsumer {
         self.next_discovery = None;
     }
 
+    /// Forgets everything about `shard` (a shard whose lease went elsewhere): its cursor,
+    /// its position and whether it finished. If it is owned again, its position comes from
+    /// its checkpoint ([`Self::adopt_position`]) or it starts over.
+    pub fn forget(&mut self, shard: &ShardId) {
+        self.cursors.remove(shard);
+        self.positions.remove(shard.as_str());
+        self.progress.finished.remove(shard);
+        self.next_discovery = None;
+    }
+
     /// The current listing and progress.
     pub fn progress(&self) -> &ShardProgress {
         &self.progress

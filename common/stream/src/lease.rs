@@ -4,23 +4,37 @@
 //! - A [`Lease`] has an owner, a counter and an expiry. Every write is conditional on the
 //!   counter the writer last saw ([`LeaseStore::replace`]), and increments it: an instance
 //!   that lost a lease learns it when its renewal fails, never by overwriting.
-//! - Owners renew their leases well within [`LeaseConfig::duration`]; a lease not renewed
-//!   in time expires and any instance may take it.
-//! - [`plan`] balances: each instance aims at `ceil(leases / live instances)`; below that it
-//!   takes expired or free leases first, then steals one lease per round from the instance
-//!   that holds the most.
+//! - **Renewal runs on its own task** ([`LeaseCoordinator::spawn_renewer`]) every third of
+//!   [`LeaseConfig::duration`], independently of processing, so a processing step blocked
+//!   on a slow sink does not let the leases expire.
+//! - **A safety margin**: a lease counts as held here only until a quarter of its duration
+//!   before it could expire elsewhere ([`LeaseConfig::held_for`], from the moment its last
+//!   successful renewal was sent). An instance whose renewals fail therefore stops using a
+//!   shard ([`LeaseCoordinator::holds`], [`LeaseCoordinator::held`]) before any other
+//!   instance may take it. A renewal refused because another instance wrote the lease drops
+//!   the shard at once.
+//! - Taking is separate ([`LeaseCoordinator::acquire`]): [`plan`] balances, each instance
+//!   aiming at `ceil(leases / live instances)`; below that it takes expired or free leases
+//!   first, then steals one lease per round from the instance that holds the most.
 //! - On shutdown an instance releases its leases (owner cleared), so others take them at
 //!   once.
+//! - The counter of the write that took a lease ([`LeaseCoordinator::taken_counter`]) names
+//!   the holder's tenure in the checkpoints it writes (`checkpoint::Holder`); checkpoint
+//!   writes are fenced on the checkpoint's version (see [`crate::checkpoint`]).
 //! - [`MemoryLeaseStore`] serves one process (one instance alone needs no DynamoDB); a
 //!   DynamoDB store implements the same trait for several.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
 use crate::ShardId;
+use bikeshare_types::SharedClock;
 use bikeshare_types::error::{Classify, ErrorClass};
 use bikeshare_types::time::Timestamp;
 
@@ -108,8 +122,22 @@ impl LeaseStore for MemoryLeaseStore {
 pub struct LeaseConfig {
     /// This instance's unique name.
     pub owner: String,
-    /// How long a lease lasts unless renewed (renew at least every third of it).
+    /// How long a lease lasts unless renewed (renewed every third of it).
     pub duration: Duration,
+}
+
+impl LeaseConfig {
+    /// How often the renewer renews the leases held: a third of the duration.
+    pub fn renew_every(&self) -> Duration {
+        (self.duration / 3).max(Duration::from_millis(10))
+    }
+
+    /// How long after a successful renewal was sent a lease counts as held here: the
+    /// duration less a safety margin of a quarter of it (for the other instances' clocks),
+    /// so one failed renewal is survived and the lease is given up before it can expire.
+    pub fn held_for(&self) -> Duration {
+        self.duration - self.duration / 4
+    }
 }
 
 /// What an instance should do with the leases this round.
@@ -155,82 +183,293 @@ pub fn plan(leases: &[Lease], me: &str, now: Timestamp) -> LeasePlan {
     LeasePlan { renew, take, steal }
 }
 
-/// Holds this instance's leases in a [`LeaseStore`].
+/// A lease held here.
+#[derive(Debug, Clone, Copy)]
+struct HeldLease {
+    /// The counter of our last write.
+    counter: u64,
+    /// The counter of the write that took it.
+    taken: u64,
+    /// Until when it counts as held here ([`LeaseConfig::held_for`]).
+    valid_until: Instant,
+}
+
 #[derive(Debug)]
-pub struct LeaseCoordinator {
-    store: std::sync::Arc<dyn LeaseStore>,
+struct Shared {
+    store: Arc<dyn LeaseStore>,
     config: LeaseConfig,
-    /// Leases held, with the counter of our last write.
-    held: BTreeMap<ShardId, u64>,
-    /// Leases gained and lost so far (a metric).
-    pub changes: u64,
+    held: Mutex<BTreeMap<ShardId, HeldLease>>,
+    /// Serialises this instance's lease writes (the renewer's and the taker's).
+    writes: tokio::sync::Mutex<()>,
+    changes: AtomicU64,
+}
+
+/// Holds this instance's leases in a [`LeaseStore`]; cheap to clone (the renewer task holds
+/// a clone).
+#[derive(Debug, Clone)]
+pub struct LeaseCoordinator {
+    shared: Arc<Shared>,
+}
+
+/// The renewer task of a [`LeaseCoordinator`]; stops when dropped.
+#[derive(Debug)]
+pub struct Renewer(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl LeaseCoordinator {
-    pub fn new(store: std::sync::Arc<dyn LeaseStore>, config: LeaseConfig) -> Self {
+    pub fn new(store: Arc<dyn LeaseStore>, config: LeaseConfig) -> Self {
         Self {
-            store,
-            config,
-            held: BTreeMap::new(),
-            changes: 0,
+            shared: Arc::new(Shared {
+                store,
+                config,
+                held: Mutex::new(BTreeMap::new()),
+                writes: tokio::sync::Mutex::new(()),
+                changes: AtomicU64::new(0),
+            }),
         }
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.shared.config
+    }
+
+    /// Leases gained and lost so far.
+    pub fn changes(&self) -> u64 {
+        self.shared.changes.load(Ordering::Relaxed)
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ShardId, HeldLease>> {
+        self.shared
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expiry(&self, now: Timestamp) -> Timestamp {
+        now.plus_millis(i64::try_from(self.shared.config.duration.as_millis()).unwrap_or(0))
+    }
+
+    /// Counts `n` leases gained or lost and logs the set held now.
+    fn changed(&self, n: u64, held: &BTreeSet<ShardId>) {
+        if n == 0 {
+            return;
+        }
+        let owner = &self.shared.config.owner;
+        tracing::info!(%owner, ?held, "leases changed");
+        self.shared.changes.fetch_add(n, Ordering::Relaxed);
+        bikeshare_types::metrics::lease_changes(owner, n);
     }
 
     /// Creates leases for `shards` that have none (new shards after a listing).
     pub async fn ensure_leases(&self, shards: &[ShardId]) -> Result<(), LeaseError> {
         for shard in shards {
-            self.store.create(shard).await?;
+            self.shared.store.create(shard).await?;
         }
         Ok(())
     }
 
-    /// One round: renew, take, steal. Returns the shards held afterwards.
-    pub async fn tick(&mut self, now: Timestamp) -> Result<BTreeSet<ShardId>, LeaseError> {
-        let leases = self.store.list().await?;
+    /// The shards held now: leases renewed within [`LeaseConfig::held_for`]. A lease whose
+    /// renewals failed for that long is given up here (logged), before it can expire.
+    pub fn held(&self) -> BTreeSet<ShardId> {
+        let now = Instant::now();
+        let mut map = self.map();
+        let lapsed: Vec<ShardId> = map
+            .iter()
+            .filter(|(_, h)| h.valid_until <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for shard in &lapsed {
+            map.remove(shard);
+            tracing::warn!(owner = %self.shared.config.owner, %shard,
+                "lease not renewed in time: giving the shard up before the lease can expire");
+        }
+        let held: BTreeSet<ShardId> = map.keys().cloned().collect();
+        drop(map);
+        self.changed(lapsed.len() as u64, &held);
+        held
+    }
+
+    /// Whether `shard`'s lease is held now (see [`Self::held`]).
+    pub fn holds(&self, shard: &ShardId) -> bool {
+        let valid = self
+            .map()
+            .get(shard)
+            .is_some_and(|h| h.valid_until > Instant::now());
+        valid || {
+            self.held(); // gives up what lapsed
+            false
+        }
+    }
+
+    /// The counter of the write that took `shard`'s lease, while it is held.
+    pub fn taken_counter(&self, shard: &ShardId) -> Option<u64> {
+        self.map().get(shard).map(|h| h.taken)
+    }
+
+    /// Renews every lease held. A renewal refused (another instance wrote the lease) drops
+    /// the shard at once; a failed call leaves it to lapse unless a later renewal succeeds.
+    pub async fn renew(&self, now: Timestamp) -> Result<(), LeaseError> {
+        let _writes = self.shared.writes.lock().await;
+        let held: Vec<(ShardId, HeldLease)> =
+            self.map().iter().map(|(s, h)| (s.clone(), *h)).collect();
+        let expires_at = self.expiry(now);
+        let mut lost = 0u64;
+        let mut failed = None;
+        for (shard, h) in held {
+            let next = Lease {
+                shard: shard.clone(),
+                owner: Some(self.shared.config.owner.clone()),
+                counter: h.counter + 1,
+                expires_at,
+            };
+            let sent = Instant::now();
+            match self.shared.store.replace(&next, h.counter).await {
+                Ok(true) => {
+                    if let Some(entry) = self.map().get_mut(&shard) {
+                        entry.counter = next.counter;
+                        entry.valid_until = sent + self.shared.config.held_for();
+                    }
+                }
+                Ok(false) => {
+                    self.map().remove(&shard);
+                    lost += 1;
+                    tracing::warn!(owner = %self.shared.config.owner, %shard,
+                        "lease renewal refused: another instance holds the shard now");
+                }
+                Err(e) => {
+                    tracing::warn!(owner = %self.shared.config.owner, %shard, error = %e,
+                        "renewing a shard lease failed; retrying");
+                    failed = Some(e);
+                }
+            }
+        }
+        let held: BTreeSet<ShardId> = self.map().keys().cloned().collect();
+        self.changed(lost, &held);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Renews the leases held every [`LeaseConfig::renew_every`] on its own task, until the
+    /// returned [`Renewer`] is dropped.
+    pub fn spawn_renewer(&self, clock: SharedClock) -> Renewer {
+        let this = self.clone();
+        Renewer(tokio::spawn(async move {
+            let every = this.shared.config.renew_every();
+            loop {
+                tokio::time::sleep(every).await;
+                // Failures are logged per lease; the lease lapses unless a later one succeeds.
+                let _ = this.renew(clock.now()).await;
+            }
+        }))
+    }
+
+    /// Takes free or expired leases and steals one from the busiest instance, as [`plan`]
+    /// decides; notices leases held here that another instance wrote. Returns the shards
+    /// held afterwards.
+    pub async fn acquire(&self, now: Timestamp) -> Result<BTreeSet<ShardId>, LeaseError> {
+        let _writes = self.shared.writes.lock().await;
+        let leases = self.shared.store.list().await?;
+        let me = self.shared.config.owner.as_str();
+        let mut changes = 0u64;
+        {
+            // Held here but written by someone else since: lost.
+            let mut map = self.map();
+            for lease in &leases {
+                let stolen = map.get(&lease.shard).is_some_and(|h| {
+                    lease.counter != h.counter || lease.owner.as_deref() != Some(me)
+                });
+                if stolen {
+                    map.remove(&lease.shard);
+                    changes += 1;
+                    tracing::warn!(owner = %me, shard = %lease.shard,
+                        "lease taken by another instance: giving the shard up");
+                }
+            }
+        }
+        let plan = plan(&leases, me, now);
         let by_shard: BTreeMap<&ShardId, &Lease> = leases.iter().map(|l| (&l.shard, l)).collect();
-        let plan = plan(&leases, &self.config.owner, now);
-        let expires_at =
-            now.plus_millis(i64::try_from(self.config.duration.as_millis()).unwrap_or(0));
-        let mut held = BTreeMap::new();
-        let wanted = plan.renew.iter().chain(&plan.take).chain(&plan.steal);
+        let expires_at = self.expiry(now);
+        let held_here: BTreeSet<ShardId> = self.map().keys().cloned().collect();
+        // Ours in the store but not held here (a restart under the same name): take again.
+        let wanted = plan
+            .renew
+            .iter()
+            .filter(|s| !held_here.contains(*s))
+            .chain(&plan.take)
+            .chain(&plan.steal);
         for shard in wanted {
             let Some(current) = by_shard.get(shard) else {
                 continue;
             };
             let next = Lease {
                 shard: shard.clone(),
-                owner: Some(self.config.owner.clone()),
+                owner: Some(me.to_owned()),
                 counter: current.counter + 1,
                 expires_at,
             };
-            if self.store.replace(&next, current.counter).await? {
-                held.insert(shard.clone(), next.counter);
+            let sent = Instant::now();
+            if self.shared.store.replace(&next, current.counter).await? {
+                self.map().insert(
+                    shard.clone(),
+                    HeldLease {
+                        counter: next.counter,
+                        taken: next.counter,
+                        valid_until: sent + self.shared.config.held_for(),
+                    },
+                );
+                changes += 1;
             }
         }
-        let before: BTreeSet<&ShardId> = self.held.keys().collect();
-        let after: BTreeSet<&ShardId> = held.keys().collect();
-        let changed = before.symmetric_difference(&after).count() as u64;
-        if changed > 0 {
-            tracing::info!(owner = %self.config.owner, held = ?after, "leases changed");
-        }
-        self.changes += changed;
-        if changed > 0 {
-            bikeshare_types::metrics::lease_changes(&self.config.owner, changed);
-        }
-        self.held = held;
-        Ok(self.held.keys().cloned().collect())
+        let held: BTreeSet<ShardId> = self.map().keys().cloned().collect();
+        self.changed(changes, &held);
+        Ok(self.held())
+    }
+
+    /// One round: renew, then take and steal. Returns the shards held afterwards.
+    pub async fn tick(&self, now: Timestamp) -> Result<BTreeSet<ShardId>, LeaseError> {
+        self.renew(now).await?;
+        self.acquire(now).await
+    }
+
+    /// Gives up `shard` here and frees its lease if it is still ours (a checkpoint refused
+    /// because another instance claimed the shard; if that instance holds the lease, the
+    /// conditional write fails and changes nothing).
+    pub async fn release_shard(&self, shard: &ShardId) -> Result<(), LeaseError> {
+        let _writes = self.shared.writes.lock().await;
+        let Some(h) = self.map().remove(shard) else {
+            return Ok(());
+        };
+        let held: BTreeSet<ShardId> = self.map().keys().cloned().collect();
+        self.changed(1, &held);
+        let free = Lease {
+            shard: shard.clone(),
+            owner: None,
+            counter: h.counter + 1,
+            expires_at: Timestamp(0),
+        };
+        self.shared
+            .store
+            .replace(&free, h.counter)
+            .await
+            .map(|_| ())
     }
 
     /// Frees every lease held (at shutdown), so others take them at once.
-    pub async fn release(&mut self) -> Result<(), LeaseError> {
-        for (shard, counter) in std::mem::take(&mut self.held) {
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let _writes = self.shared.writes.lock().await;
+        let held = std::mem::take(&mut *self.map());
+        for (shard, h) in held {
             let free = Lease {
                 shard,
                 owner: None,
-                counter: counter + 1,
+                counter: h.counter + 1,
                 expires_at: Timestamp(0),
             };
-            self.store.replace(&free, counter).await?;
+            self.shared.store.replace(&free, h.counter).await?;
         }
         Ok(())
     }
@@ -256,8 +495,8 @@ mod tests {
     #[tokio::test]
     async fn two_instances_balance_take_over_expired_and_released_leases() {
         let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
-        let mut a = LeaseCoordinator::new(store.clone(), config("a"));
-        let mut b = LeaseCoordinator::new(store.clone(), config("b"));
+        let a = LeaseCoordinator::new(store.clone(), config("a"));
+        let b = LeaseCoordinator::new(store.clone(), config("b"));
         a.ensure_leases(&shards(4)).await.unwrap();
         let t = Timestamp(1_000_000);
         assert_eq!(a.tick(t).await.unwrap().len(), 4, "alone, a takes all");
@@ -274,10 +513,140 @@ mod tests {
         assert_eq!(b.tick(later).await.unwrap().len(), 4);
         // a comes back: its old leases are gone (renewals fail), it steals one per round.
         assert_eq!(a.tick(later).await.unwrap().len(), 1);
-        assert!(b.changes >= 4 && a.changes >= 4);
+        assert!(b.changes() >= 4 && a.changes() >= 4);
         // b releases at shutdown: a takes all at once, without waiting for expiry.
         b.release().await.unwrap();
         assert_eq!(a.tick(later).await.unwrap().len(), 4);
+    }
+
+    /// A clock on tokio's (pausable) time, so lease expiries and the local safety margin
+    /// follow the same virtual time.
+    #[derive(Debug)]
+    struct TokioClock(Instant);
+
+    impl bikeshare_types::time::Clock for TokioClock {
+        fn now(&self) -> Timestamp {
+            Timestamp(1_000_000 + self.0.elapsed().as_millis() as i64)
+        }
+    }
+
+    /// A lease store that fails every call while `down` is set (a partition from DynamoDB).
+    #[derive(Debug, Default)]
+    struct Partitioned {
+        inner: Arc<MemoryLeaseStore>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Partitioned {
+        fn inner_arc(&self) -> Arc<dyn LeaseStore> {
+            self.inner.clone()
+        }
+        fn check(&self) -> Result<(), LeaseError> {
+            if self.down.load(Ordering::Relaxed) {
+                Err(LeaseError::Store("unreachable".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl LeaseStore for Partitioned {
+        async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+            self.check()?;
+            self.inner.list().await
+        }
+        async fn create(&self, shard: &ShardId) -> Result<(), LeaseError> {
+            self.check()?;
+            self.inner.create(shard).await
+        }
+        async fn replace(&self, lease: &Lease, expected: u64) -> Result<bool, LeaseError> {
+            self.check()?;
+            self.inner.replace(lease, expected).await
+        }
+    }
+
+    fn short(owner: &str) -> LeaseConfig {
+        LeaseConfig {
+            owner: owner.into(),
+            duration: Duration::from_millis(900),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_on_its_own_task_keeps_leases_while_processing_is_blocked() {
+        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+        let a = LeaseCoordinator::new(store.clone(), short("a"));
+        let b = LeaseCoordinator::new(store.clone(), short("b"));
+        a.ensure_leases(&shards(1)).await.unwrap();
+        assert_eq!(a.acquire(clock.now()).await.unwrap().len(), 1);
+        let _renewer = a.spawn_renewer(clock.clone());
+        // A processing step blocked for five lease durations.
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        assert!(a.holds(&ShardId::from_index(0)), "a kept its lease");
+        assert!(
+            b.acquire(clock.now()).await.unwrap().is_empty(),
+            "b found no expired lease to take"
+        );
+        let lease = &store.list().await.unwrap()[0];
+        assert_eq!(lease.owner.as_deref(), Some("a"));
+        assert!(lease.counter >= 10, "renewed every third: {lease:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_instance_that_cannot_renew_gives_up_before_its_lease_can_expire() {
+        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let store = Arc::new(Partitioned::default());
+        let a = LeaseCoordinator::new(store.clone(), short("a"));
+        let b = LeaseCoordinator::new(store.inner_arc(), short("b"));
+        a.ensure_leases(&shards(1)).await.unwrap();
+        a.acquire(clock.now()).await.unwrap();
+        let _renewer = a.spawn_renewer(clock.clone());
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        store.down.store(true, Ordering::Relaxed); // a can no longer reach the store
+        let shard = ShardId::from_index(0);
+        while a.holds(&shard) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let given_up_at = clock.now();
+        let lease = store.inner.list().await.unwrap()[0].clone();
+        assert!(
+            given_up_at < lease.expires_at,
+            "a gave the shard up at {given_up_at:?}, before its lease expires at {:?}",
+            lease.expires_at
+        );
+        assert!(
+            b.acquire(given_up_at).await.unwrap().is_empty(),
+            "nobody can take it yet"
+        );
+        assert!(a.changes() >= 2, "gained, then lost");
+        // Once it has expired, b takes it; a, back online, learns it lost it.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(b.acquire(clock.now()).await.unwrap().len(), 1);
+        store.down.store(false, Ordering::Relaxed);
+        a.renew(clock.now()).await.unwrap();
+        assert!(!a.holds(&shard));
+    }
+
+    #[tokio::test]
+    async fn a_refused_renewal_drops_the_shard_at_once() {
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+        let a = LeaseCoordinator::new(store.clone(), config("a"));
+        a.ensure_leases(&shards(1)).await.unwrap();
+        let t = Timestamp(1_000_000);
+        a.acquire(t).await.unwrap();
+        let shard = ShardId::from_index(0);
+        assert_eq!(a.taken_counter(&shard), Some(1));
+        // Someone overwrites the lease (a forced take-over).
+        let mut stolen = store.list().await.unwrap()[0].clone();
+        stolen.owner = Some("b".into());
+        stolen.counter += 1;
+        assert!(store.replace(&stolen, stolen.counter - 1).await.unwrap());
+        assert!(a.holds(&shard), "not noticed before the next renewal");
+        a.renew(t).await.unwrap();
+        assert!(!a.holds(&shard));
+        assert_eq!(a.taken_counter(&shard), None);
     }
 
     #[test]

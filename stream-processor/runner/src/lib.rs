@@ -64,7 +64,7 @@ use tokio::sync::watch;
 
 use crate::telemetry::RunTelemetry;
 use bikeshare_stream::checkpoint::{
-    CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
+    CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore, Holder, Loaded, Version,
 };
 use bikeshare_stream_processor::predictor::{Predictor, Scorer, Scores};
 use bikeshare_stream_processor::processor::{Emitted, FeatureRow, Processor, RejectReason};
@@ -140,6 +140,9 @@ pub struct RunnerStats {
     pub shards_held: AtomicU64,
     /// Leases gained plus leases lost since start.
     pub lease_changes: AtomicU64,
+    /// Shards given up while running: the lease lapsed or went to another instance, or a
+    /// checkpoint write was refused because another instance had claimed the shard.
+    pub shards_lost: AtomicU64,
     /// Recent processing latencies (arrival to outputs published, seconds), for in-process
     /// readers such as the dashboard.
     pub processing_latency: RecentSamples,
@@ -228,10 +231,11 @@ struct ShardBook {
     dirty: BTreeSet<ShardId>,
     /// The last checkpoint epoch of each shard.
     epochs: BTreeMap<ShardId, u64>,
+    /// The version of each held shard's checkpoint this instance last loaded or wrote: its
+    /// next checkpoint write is conditional on it (fencing).
+    versions: BTreeMap<ShardId, Version>,
     /// Whether a held shard's last read was empty and at the tip.
     caught_up: BTreeMap<ShardId, bool>,
-    /// When the leases were last renewed.
-    renewed: Option<Instant>,
 }
 
 impl ShardBook {
@@ -302,7 +306,9 @@ impl Runner {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<Processor, RunnerError> {
         tokio::pin!(shutdown);
-        let mut leases = LeaseCoordinator::new(self.leases.clone(), self.config.lease.clone());
+        let leases = LeaseCoordinator::new(self.leases.clone(), self.config.lease.clone());
+        // Renewal on its own task: a step blocked on a slow sink does not let leases expire.
+        let renewer = leases.spawn_renewer(self.clock.clone());
         let mut consumer = ShardConsumer::new(
             self.reader.clone(),
             BTreeMap::new(),
@@ -313,15 +319,16 @@ impl Runner {
         );
         consumer.set_owned(Some(BTreeSet::new()));
         let mut book = ShardBook::default();
-        let renew_every = (self.config.lease.duration / 3).max(Duration::from_millis(10));
+        let take_every = leases.config().renew_every();
         let mut next_lease_round = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut emitted = Vec::new();
         loop {
             if Instant::now() >= next_lease_round {
-                self.lease_round(&mut leases, &mut consumer, &mut book)
-                    .await?;
-                next_lease_round = Instant::now() + renew_every;
+                self.lease_round(&leases, &mut consumer, &mut book).await?;
+                next_lease_round = Instant::now() + take_every;
+            } else {
+                self.drop_lost(&leases, &mut consumer, &mut book);
             }
             let poll = consumer.poll(self.config.batch).await?;
             let mut changed = poll.changed;
@@ -329,8 +336,13 @@ impl Runner {
             let mut behind = 0i64;
             let mut ended = Vec::new();
             for part in poll.shards {
-                behind = behind.max(part.millis_behind_latest.unwrap_or(0));
                 let shard = &part.shard;
+                // Emit nothing for a shard whose lease is no longer held here.
+                if !leases.holds(shard) {
+                    changed = true;
+                    continue;
+                }
+                behind = behind.max(part.millis_behind_latest.unwrap_or(0));
                 self.sinks.scope(shard.as_str());
                 book.caught_up.insert(
                     shard.clone(),
@@ -365,6 +377,13 @@ impl Runner {
                         }
                     }
                 }
+                if !leases.holds(shard) {
+                    // Lost while processing: these outputs are the new owner's to emit.
+                    emitted.clear();
+                    ended.retain(|s| s != shard);
+                    changed = true;
+                    continue;
+                }
                 self.publish(&mut emitted).await?;
                 if let Some((oldest, _)) = &ends {
                     let ms = self.clock.now().millis() - oldest.arrival.millis();
@@ -383,8 +402,8 @@ impl Runner {
             if !ended.is_empty() {
                 // Before any record of a child: the parent's final state and position.
                 let positions = consumer.positions().clone();
-                self.finish_shards(&ended, &positions, &mut book).await?;
-                self.drop_uncovered(&consumer, &book);
+                self.finish_shards(&ended, &positions, &leases, &mut consumer, &mut book)
+                    .await?;
                 changed = true;
                 // Their children need leases.
                 next_lease_round = Instant::now();
@@ -402,12 +421,12 @@ impl Runner {
             self.telemetry
                 .quality(&self.processor, &self.quality, false);
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
-                // Renew first: only shards still held are checkpointed.
-                self.lease_round(&mut leases, &mut consumer, &mut book)
-                    .await?;
-                next_lease_round = Instant::now() + renew_every;
+                // Take new leases first; only shards still held are checkpointed.
+                self.lease_round(&leases, &mut consumer, &mut book).await?;
+                next_lease_round = Instant::now() + take_every;
                 let positions = consumer.positions().clone();
-                self.checkpoint_held(&positions, &mut book).await?;
+                self.checkpoint_held(&positions, &leases, &mut consumer, &mut book)
+                    .await?;
                 last_checkpoint = Instant::now();
             }
             if got == 0 && !changed {
@@ -423,8 +442,11 @@ impl Runner {
             }
         }
         self.telemetry.quality(&self.processor, &self.quality, true);
+        self.drop_lost(&leases, &mut consumer, &mut book);
         let positions = consumer.positions().clone();
-        self.checkpoint_held(&positions, &mut book).await?;
+        self.checkpoint_held(&positions, &leases, &mut consumer, &mut book)
+            .await?;
+        drop(renewer);
         if let Err(e) = leases.release().await {
             tracing::warn!(error = %e, "releasing the shard leases failed; they expire instead");
         }
@@ -444,11 +466,11 @@ impl Runner {
             })
     }
 
-    /// Lists the shards, creates missing leases, renews/takes/steals leases, adopts the
-    /// checkpoints of shards gained and drops the state of shards lost.
+    /// Lists the shards, creates missing leases, takes/steals leases (renewal runs on its
+    /// own task), adopts the checkpoints of shards gained and drops the shards lost.
     async fn lease_round(
         &mut self,
-        leases: &mut LeaseCoordinator,
+        leases: &LeaseCoordinator,
         consumer: &mut ShardConsumer,
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
@@ -464,42 +486,24 @@ impl Runner {
             .filter(|s| !book.leased.contains(*s))
             .cloned()
             .collect();
-        let ticked = match leases.ensure_leases(&new).await {
+        let acquired = match leases.ensure_leases(&new).await {
             Ok(()) => {
                 book.leased.extend(new);
-                leases.tick(self.clock.now()).await
+                leases.acquire(self.clock.now()).await.map(|_| ())
             }
             Err(e) => Err(e),
         };
-        let held = match ticked {
-            Ok(held) => {
-                book.renewed = Some(Instant::now());
-                held
-            }
-            Err(e)
-                if book
-                    .renewed
-                    .is_some_and(|at| at.elapsed() < self.config.lease.duration) =>
-            {
-                tracing::warn!(error = %e, "renewing shard leases failed; retrying");
-                return Ok(());
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "shard leases could not be renewed in time: giving them up");
-                BTreeSet::new()
-            }
-        };
-        let gained: Vec<ShardId> = held.difference(&book.held).cloned().collect();
-        let lost: Vec<ShardId> = book.held.difference(&held).cloned().collect();
-        for shard in &lost {
-            book.caught_up.remove(shard);
-            book.waiting.remove(shard);
-            book.dirty.remove(shard);
+        if let Err(e) = acquired {
+            // The leases held stay held while their renewals succeed (or lapse).
+            tracing::warn!(error = %e, "taking shard leases failed; retrying");
         }
-        book.held = held.clone();
-        consumer.set_owned(Some(held));
+        self.drop_lost(leases, consumer, book);
+        let held = leases.held();
+        let gained: Vec<ShardId> = held.difference(&book.held).cloned().collect();
+        book.held.extend(gained.iter().cloned());
+        consumer.set_owned(Some(book.held.clone()));
         for shard in &gained {
-            self.adopt(shard, consumer, book).await?;
+            self.adopt(shard, leases, consumer, book).await?;
         }
         for shard in book.waiting.clone() {
             self.inherit(&shard, consumer, book).await?;
@@ -510,20 +514,136 @@ impl Runner {
             .store(book.held.len() as u64, Ordering::Relaxed);
         self.stats
             .lease_changes
-            .store(leases.changes, Ordering::Relaxed);
+            .store(leases.changes(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// A shard just gained: its checkpoint's state and position, or (never checkpointed)
-    /// a wait for its parents' final state.
-    async fn adopt(
+    /// Gives up the shards whose lease is no longer held here (lapsed, or written by
+    /// another instance): stops reading and emitting for them and drops their systems.
+    fn drop_lost(
+        &mut self,
+        leases: &LeaseCoordinator,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) {
+        let held = leases.held();
+        let lost: Vec<ShardId> = book.held.difference(&held).cloned().collect();
+        for shard in &lost {
+            self.lose(shard, consumer, book, "its lease is no longer held here");
+        }
+    }
+
+    /// Forgets `shard` here: its cursor, position and bookkeeping, and (through
+    /// [`Self::drop_uncovered`]) its systems' state, which its new owner restores from the
+    /// checkpoint.
+    fn lose(
         &mut self,
         shard: &ShardId,
         consumer: &mut ShardConsumer,
         book: &mut ShardBook,
+        why: &str,
+    ) {
+        if !book.held.remove(shard) {
+            return;
+        }
+        tracing::warn!(owner = %self.config.lease.owner, %shard,
+            "shard given up: {why}; stopped reading and emitting for it");
+        book.caught_up.remove(shard);
+        book.waiting.remove(shard);
+        book.dirty.remove(shard);
+        book.finalized.remove(shard);
+        book.epochs.remove(shard);
+        book.versions.remove(shard);
+        consumer.set_owned(Some(book.held.clone()));
+        consumer.forget(shard);
+        // Not its whole range: a finished shard's systems live on in its children.
+        self.drop_uncovered(consumer, book);
+        self.stats.shards_lost.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .shards_held
+            .store(book.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Loads `shard`'s checkpoint and claims it: writes it back as this instance's
+    /// (conditional on the version loaded), so the former owner's next checkpoint write is
+    /// refused. A shard never checkpointed is claimed with an empty checkpoint of epoch 0
+    /// (no position, no state: read from the start). A former owner that wrote in between
+    /// is read again.
+    async fn claim(&self, shard: &ShardId, holder: &Holder) -> Result<Loaded, CheckpointError> {
+        let mut attempts = 0;
+        loop {
+            let loaded = self.store.load(shard.as_str()).await?;
+            let claim = loaded.checkpoint.clone().unwrap_or_else(|| Checkpoint {
+                version: CHECKPOINT_VERSION,
+                epoch: 0,
+                taken_at: self.clock.now(),
+                positions: BTreeMap::new(),
+                state: Vec::new(),
+            });
+            match self
+                .store
+                .save_if(shard.as_str(), &claim, holder, &loaded.version)
+                .await
+            {
+                Ok(version) => return Ok(Loaded { version, ..loaded }),
+                Err(CheckpointError::Fenced { .. }) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The holder this instance writes `shard`'s checkpoints as.
+    fn holder(&self, leases: &LeaseCoordinator, shard: &ShardId) -> Holder {
+        Holder {
+            owner: self.config.lease.owner.clone(),
+            lease_counter: leases.taken_counter(shard).unwrap_or(0),
+        }
+    }
+
+    /// A shard just gained: its checkpoint (claimed) with its state and position, or (never
+    /// checkpointed) a wait for its parents' final state.
+    async fn adopt(
+        &mut self,
+        shard: &ShardId,
+        leases: &LeaseCoordinator,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
         book.caught_up.remove(shard);
-        let Some(cp) = self.store.latest(shard.as_str()).await? else {
+        let holder = self.holder(leases, shard);
+        let loaded = match self.claim(shard, &holder).await {
+            Ok(loaded) => loaded,
+            Err(CheckpointError::Fenced { holder, .. }) => {
+                let why = format!("its checkpoint keeps being written by {holder}");
+                self.lose(shard, consumer, book, &why);
+                if let Err(e) = leases.release_shard(shard).await {
+                    tracing::warn!(%shard, error = %e, "releasing the lease failed; it expires instead");
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        book.versions.insert(shard.clone(), loaded.version.clone());
+        // Epoch 0 is a claim alone: never checkpointed.
+        let loaded = Loaded {
+            checkpoint: loaded.checkpoint.filter(|cp| cp.epoch > 0),
+            ..loaded
+        };
+        let finished = loaded.checkpoint.as_ref().is_some_and(|cp| {
+            cp.positions.get(shard.as_str()).map(String::as_str) == Some(SHARD_END)
+        });
+        if let (true, Some(cp)) = (finished, &loaded.checkpoint) {
+            // A finished shard: its systems' state lives on in its children, not here.
+            book.finalized.insert(shard.clone());
+            book.epochs.insert(shard.clone(), cp.epoch);
+            consumer.adopt_position(shard, SHARD_END.to_owned());
+            tracing::info!(%shard, epoch = cp.epoch, "finished shard taken");
+            return Ok(());
+        }
+        // Whatever of its systems this instance holds is older than the checkpoint.
+        self.processor
+            .release_systems(|id| book.contains(shard, id));
+        let Some(cp) = loaded.checkpoint else {
             let has_parents = book
                 .listed
                 .get(shard)
@@ -535,9 +655,6 @@ impl Runner {
             self.sinks.open_shard(shard.as_str(), 0).await?;
             return Ok(());
         };
-        // Whatever of its systems this instance holds is older than the checkpoint.
-        self.processor
-            .release_systems(|id| book.contains(shard, id));
         self.processor.absorb(&cp.state)?;
         // A checkpointed shard had finished parents: let the consumer know.
         let parents: Vec<ShardId> = book
@@ -562,8 +679,11 @@ impl Runner {
         Ok(())
     }
 
-    /// A held child never checkpointed: once every parent is finished, takes from the
-    /// parents' final checkpoints the systems in the child's hash-key range.
+    /// A held child never checkpointed: once every parent has its final (`SHARD_END`)
+    /// checkpoint, its state is the merge of the systems in the child's hash-key range
+    /// from those checkpoints (both parents after a merge). Always through the checkpoint
+    /// store, whether the parents were read here or elsewhere: what a parent's systems
+    /// were when it ended is its final checkpoint, not what memory holds now.
     async fn inherit(
         &mut self,
         shard: &ShardId,
@@ -577,9 +697,6 @@ impl Runner {
             .unwrap_or_default();
         let mut finals = Vec::new();
         for parent in &parents {
-            if consumer.progress().is_finished(parent) && book.held.contains(parent) {
-                continue; // read here: its systems are in memory
-            }
             match self.store.latest(parent.as_str()).await? {
                 Some(cp)
                     if cp.positions.get(parent.as_str()).map(String::as_str) == Some(SHARD_END) =>
@@ -587,23 +704,20 @@ impl Runner {
                     finals.push((parent.clone(), cp));
                 }
                 Some(_) => return Ok(()), // still being read by its owner
-                None if book.listed.contains_key(parent)
-                    && !consumer.progress().is_finished(parent) =>
-                {
-                    return Ok(());
-                }
-                None => {} // expired, or read here and released
+                None if book.listed.contains_key(parent) => return Ok(()), // not checkpointed yet
+                None => {}                // expired: nothing to inherit
             }
         }
+        self.processor
+            .release_systems(|id| book.contains(shard, id));
         for (parent, cp) in finals {
             let part = Processor::restore(&cp.state)?;
-            let held: BTreeSet<SystemId> = self.processor.system_ids().cloned().collect();
-            let mine =
-                part.snapshot_systems(|id| book.contains(shard, id) && !held.contains(id))?;
+            let mine = part.snapshot_systems(|id| book.contains(shard, id))?;
             self.processor.absorb(&mine)?;
             if !consumer.progress().is_finished(&parent) {
                 consumer.adopt_position(&parent, SHARD_END.to_owned());
             }
+            tracing::info!(child = %shard, %parent, "child shard given its parent's final state");
         }
         book.waiting.remove(shard);
         book.dirty.insert(shard.clone());
@@ -634,15 +748,18 @@ impl Runner {
         &mut self,
         ended: &[ShardId],
         positions: &BTreeMap<String, String>,
+        leases: &LeaseCoordinator,
+        consumer: &mut ShardConsumer,
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
-        let started = Instant::now();
-        self.sinks.commit(&Self::next_epochs(ended, book)).await?;
+        self.save_shards(ended, positions, leases, consumer, book)
+            .await?;
         for shard in ended {
-            self.save_shard(shard, positions, book).await?;
-            book.finalized.insert(shard.clone());
+            if book.held.contains(shard) {
+                book.finalized.insert(shard.clone());
+            }
         }
-        self.telemetry.checkpointed(started.elapsed());
+        self.drop_uncovered(consumer, book);
         Ok(())
     }
 
@@ -650,6 +767,8 @@ impl Runner {
     async fn checkpoint_held(
         &mut self,
         positions: &BTreeMap<String, String>,
+        leases: &LeaseCoordinator,
+        consumer: &mut ShardConsumer,
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
         let due: Vec<ShardId> = book
@@ -658,13 +777,43 @@ impl Runner {
             .filter(|s| book.dirty.contains(*s) && !book.finalized.contains(*s))
             .cloned()
             .collect();
+        self.save_shards(&due, positions, leases, consumer, book)
+            .await
+    }
+
+    /// Flushes the sinks, then stores the checkpoints of those of `shards` still held; a
+    /// shard whose write is refused (another instance claimed it) is given up.
+    async fn save_shards(
+        &mut self,
+        shards: &[ShardId],
+        positions: &BTreeMap<String, String>,
+        leases: &LeaseCoordinator,
+        consumer: &mut ShardConsumer,
+        book: &mut ShardBook,
+    ) -> Result<(), RunnerError> {
+        self.drop_lost(leases, consumer, book);
+        let due: Vec<ShardId> = shards
+            .iter()
+            .filter(|s| book.held.contains(*s))
+            .cloned()
+            .collect();
         if due.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         self.sinks.commit(&Self::next_epochs(&due, book)).await?;
         for shard in &due {
-            self.save_shard(shard, positions, book).await?;
+            match self.save_shard(shard, positions, leases, book).await {
+                Ok(()) => {}
+                Err(RunnerError::Checkpoint(CheckpointError::Fenced { holder, .. })) => {
+                    let why = format!("its checkpoint write was refused, {holder} claimed it");
+                    self.lose(shard, consumer, book, &why);
+                    if let Err(e) = leases.release_shard(shard).await {
+                        tracing::warn!(%shard, error = %e, "releasing the lease failed; it expires instead");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.telemetry.checkpointed(started.elapsed());
         Ok(())
@@ -678,11 +827,13 @@ impl Runner {
             .collect()
     }
 
-    /// Stores one shard's position and its systems' state (sinks already flushed).
+    /// Stores one shard's position and its systems' state (sinks already flushed),
+    /// conditional on the checkpoint version this instance last loaded or wrote.
     async fn save_shard(
         &self,
         shard: &ShardId,
         positions: &BTreeMap<String, String>,
+        leases: &LeaseCoordinator,
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
         let epoch = book.epochs.get(shard).map_or(1, |e| e + 1);
@@ -699,7 +850,13 @@ impl Runner {
                 .processor
                 .snapshot_systems(|id| book.contains(shard, id))?,
         };
-        self.store.save(shard.as_str(), &cp).await?;
+        let expected = book.versions.get(shard).cloned().unwrap_or_default();
+        let holder = self.holder(leases, shard);
+        let version = self
+            .store
+            .save_if(shard.as_str(), &cp, &holder, &expected)
+            .await?;
+        book.versions.insert(shard.clone(), version);
         book.epochs.insert(shard.clone(), epoch);
         book.dirty.remove(shard);
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);

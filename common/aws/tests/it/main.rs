@@ -3,6 +3,7 @@
 
 mod support;
 
+mod checkpoint_fencing;
 mod fan_out;
 mod kinesis_mock;
 mod leases;

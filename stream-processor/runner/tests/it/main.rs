@@ -1,5 +1,8 @@
 //! `bikeshare-runner`'s integration tests, in one test binary: one link of the dependency graph
 //! instead of one per file. Each module is one former `tests/*.rs` file.
 
+mod support;
+
+mod fencing;
 mod live_quality;
 mod runner_bad_input;

@@ -1,0 +1,271 @@
+//! What the lease and reshard tests share: a small city of several systems, runners over
+//! shared lease and checkpoint stores, sinks that stall on purpose, outputs by id.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bikeshare_runner::{Runner, RunnerConfig};
+use bikeshare_sinks::memory::MemorySinks;
+use bikeshare_stream::PutRecord;
+use bikeshare_stream::StreamReader;
+use bikeshare_stream::checkpoint::CheckpointStore;
+use bikeshare_stream::lease::{LeaseConfig, LeaseStore};
+use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
+use bikeshare_testkit::envelopes::status_envelope;
+use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
+use bikeshare_types::time::SystemClock;
+use bikeshare_types::{SharedClock, Timestamp};
+use tokio::sync::{Notify, watch};
+
+pub const T0: i64 = 1_700_000_000_000;
+pub const MIN: i64 = 60_000;
+const CAPACITY: u32 = 12;
+
+/// Six stations per system reporting every 2 minutes for `minutes` (deterministic walks
+/// that drain, fill and wander), systems interleaved in event time.
+pub fn city(systems: &[String], minutes: i64) -> Vec<PutRecord> {
+    let mut out = Vec::new();
+    let mut state: Vec<(u64, [i64; 6])> = systems
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            (
+                0x2545_f491_4f6c_dd1d ^ (i as u64 * 0x9e37),
+                [6, 3, 9, 6, 1, 11],
+            )
+        })
+        .collect();
+    for m in (0..minutes).step_by(2) {
+        for (system, (x, bikes)) in systems.iter().zip(state.iter_mut()) {
+            for (i, b) in bikes.iter_mut().enumerate() {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                let drift = match i {
+                    0 | 1 => -1,
+                    4 | 5 => 1,
+                    _ => 0,
+                };
+                let step = (*x % 3) as i64 - 1 + if m % 40 < 20 { drift } else { -drift };
+                *b = (*b + step).clamp(0, i64::from(CAPACITY));
+                let env = status_envelope(
+                    system,
+                    "test",
+                    &format!("s{i}"),
+                    T0 + m * MIN,
+                    *b as u32,
+                    CAPACITY - *b as u32,
+                );
+                out.push(PutRecord::new(system.as_str(), env.encode()));
+            }
+        }
+    }
+    out
+}
+
+pub fn processor_config() -> ProcessorConfig {
+    ProcessorConfig {
+        lateness_ms: 0,
+        ..ProcessorConfig::default()
+    }
+}
+
+/// A runner named `owner` over `reader`, sharing `leases` and `checkpoints` with others.
+pub fn runner(
+    owner: &str,
+    reader: Arc<dyn StreamReader>,
+    sinks: Arc<dyn Sinks>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    leases: Arc<dyn LeaseStore>,
+    lease: Duration,
+    config: RunnerConfig,
+) -> Runner {
+    let processor = Processor::new(processor_config());
+    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(processor.schema(), 30));
+    let (tx, rx) = watch::channel(scorer);
+    std::mem::forget(tx); // the scorer never changes
+    let clock: SharedClock = Arc::new(SystemClock);
+    Runner::new(
+        reader,
+        sinks,
+        checkpoints,
+        rx,
+        clock,
+        processor,
+        RunnerConfig {
+            lease: LeaseConfig {
+                owner: owner.into(),
+                duration: lease,
+            },
+            ..config
+        },
+    )
+    .with_lease_store(leases)
+}
+
+/// Outputs by id (`key` gives the id and the content); an id emitted twice must have the
+/// same content.
+pub fn by_id<T>(
+    items: &[T],
+    key: impl Fn(&T) -> (String, serde_json::Value),
+) -> BTreeMap<String, serde_json::Value> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        let (id, v) = key(item);
+        if let Some(prev) = map.insert(id, v.clone()) {
+            assert_eq!(prev, v, "an output re-emitted with another content");
+        }
+    }
+    map
+}
+
+/// A prediction's id and content.
+pub fn prediction_key(p: &Prediction) -> (String, serde_json::Value) {
+    (
+        p.prediction_id.to_string(),
+        serde_json::to_value(p).unwrap(),
+    )
+}
+
+/// A label's id and content.
+pub fn label_key(l: &Label) -> (String, serde_json::Value) {
+    let v = serde_json::to_value(l).unwrap();
+    (v["prediction_id"].to_string(), v)
+}
+
+pub fn predictions(sinks: &MemorySinks) -> Vec<Prediction> {
+    sinks.predictions.lock().unwrap().clone()
+}
+
+pub fn labels(sinks: &MemorySinks) -> Vec<Label> {
+    sinks.labels.lock().unwrap().clone()
+}
+
+/// [`MemorySinks`] that can stall: the first `predictions` call sleeps `stall` (a slow
+/// Kinesis write), and `commit` (the checkpoint barrier) waits at the gate while it is
+/// closed.
+#[derive(Debug, Clone)]
+pub struct StallingSinks {
+    pub inner: MemorySinks,
+    pub stall: Option<Duration>,
+    stalled: Arc<AtomicBool>,
+    pub gate_closed: Arc<AtomicBool>,
+    pub at_gate: Arc<Notify>,
+    pub opened: Arc<Notify>,
+    /// Predictions received when the barrier was first reached.
+    pub at_first_commit: Arc<AtomicUsize>,
+}
+
+impl StallingSinks {
+    pub fn new(stall: Option<Duration>, gate_closed: bool) -> Self {
+        Self {
+            inner: MemorySinks::new(),
+            stall,
+            stalled: Arc::new(AtomicBool::new(false)),
+            gate_closed: Arc::new(AtomicBool::new(gate_closed)),
+            at_gate: Arc::new(Notify::new()),
+            opened: Arc::new(Notify::new()),
+            at_first_commit: Arc::new(AtomicUsize::new(usize::MAX)),
+        }
+    }
+
+    pub fn open_gate(&self) {
+        self.gate_closed.store(false, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+}
+
+/// The future type of the `Sinks` methods (the trait is written with `async_trait`).
+type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+impl Sinks for StallingSinks {
+    fn features<'a, 'b>(&'a self, rows: Vec<FeatureVector>) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.features(rows)
+    }
+    fn predictions<'a, 'b>(&'a self, p: Vec<Prediction>) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            if let Some(stall) = self.stall
+                && !self.stalled.swap(true, Ordering::SeqCst)
+            {
+                tokio::time::sleep(stall).await;
+            }
+            self.inner.predictions(p).await
+        })
+    }
+    fn labels<'a, 'b>(&'a self, l: Vec<Label>) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.labels(l)
+    }
+    fn dead_letters<'a, 'b>(&'a self, d: Vec<DeadLetter>) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.dead_letters(d)
+    }
+    fn flush<'a, 'b>(&'a self) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async { Ok(()) })
+    }
+    fn commit<'a, 'c, 'b>(&'a self, _checkpoints: &'c [(String, u64)]) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        'c: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            let seen = self.inner.predictions.lock().unwrap().len();
+            let _ = self.at_first_commit.compare_exchange(
+                usize::MAX,
+                seen,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            while self.gate_closed.load(Ordering::SeqCst) {
+                let opened = self.opened.notified();
+                self.at_gate.notify_waiters();
+                tokio::select! {
+                    () = opened => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Waits (bounded) until `f` holds.
+pub async fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub fn now() -> Timestamp {
+    bikeshare_types::time::Clock::now(&SystemClock)
+}
