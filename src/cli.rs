@@ -16,6 +16,10 @@ pub struct Cli {
     /// Environment variables BIKESHARE_<SECTION>__<KEY> override it.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Data directory: the embedded stream, checkpoints, the lake, the local registry
+    /// (overrides the `data_dir` config key; default ./var).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,7 +45,8 @@ pub enum Command {
     /// recorded history, or a simulated one — evaluate them on held-out later days against
     /// the baselines, and write a model directory (card.json, empty.json, full.json).
     Train(TrainArgs),
-    /// Print records from a stream (events, dead letters) as JSON lines.
+    /// Print a stream's records (events, dead letters, predictions, labels, features) as
+    /// JSON lines, merged across shards; without --follow it stops at the newest record.
     Tail(TailArgs),
     /// Serve the web dashboard over the streams in the data directory (`up` serves it too).
     Dashboard(DashboardArgs),
@@ -69,8 +74,8 @@ pub struct PromoteArgs {
     /// Show versions, stages and recent decisions; decide nothing.
     #[arg(long, conflicts_with_all = ["model_version", "to", "rows"])]
     pub status: bool,
-    /// The registered version to promote (default: the one in staging).
-    #[arg(long)]
+    /// The registered version number to promote (default: the one in staging).
+    #[arg(long, value_name = "N")]
     pub model_version: Option<u64>,
     /// The stage to promote to.
     #[arg(long, value_enum, default_value = "production")]
@@ -136,8 +141,8 @@ pub struct SimulateArgs {
     /// Address to serve on (127.0.0.1 by default; anything else needs BIKESHARE_SIM_TOKEN).
     #[arg(long)]
     pub bind: Option<SocketAddr>,
-    /// Number of stations.
-    #[arg(long)]
+    /// Number of simulated stations.
+    #[arg(long = "station-count", value_name = "N")]
     pub stations: Option<u32>,
     /// Random seed: the same seed gives the same city and history.
     #[arg(long)]
@@ -146,15 +151,15 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub time_scale: Option<f64>,
     /// Simulation start (RFC 3339), or how long ago (e.g. `6h`, `2d`).
-    #[arg(long)]
-    pub start: Option<String>,
+    #[arg(long, value_parser = parse_time)]
+    pub start: Option<bikeshare_types::Timestamp>,
     /// Write the history from --start to --until as JSON lines of events to this file
     /// (`.gz` compresses) instead of serving.
     #[arg(long, value_name = "FILE")]
     pub backfill: Option<PathBuf>,
     /// End of the backfill (RFC 3339, or how long ago); default: now.
-    #[arg(long, requires = "backfill")]
-    pub until: Option<String>,
+    #[arg(long, requires = "backfill", value_parser = parse_time)]
+    pub until: Option<bikeshare_types::Timestamp>,
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +168,7 @@ pub struct IngestArgs {
     #[arg(long = "gbfs-url", value_name = "URL")]
     pub gbfs_urls: Vec<String>,
     /// System id for each --gbfs-url, in order (default: from system_information).
-    #[arg(long = "system-id")]
+    #[arg(long = "system-id", value_name = "SYSTEM_ID")]
     pub system_ids: Vec<String>,
     /// Also start the built-in simulator (settings from the `[simulator]` config) and ingest it.
     #[arg(long)]
@@ -178,14 +183,14 @@ pub struct IngestArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReplayFormat {
-    /// Bluebikes station_status change log (.csv or .csv.bz2); pair with --stations.
+    /// Bluebikes station_status change log (.csv or .csv.bz2); pair with --stations-file.
     Bluebikes,
     /// JSON lines of events, as `simulate --backfill` writes them (.jsonl or .jsonl.gz).
     Jsonl,
     /// Hourly snapshot CSV (.csv.gz) of Toronto or Ecobici recordings.
     Snapshots,
     /// Raw GBFS station_status JSON snapshots (files or directories, any GBFS version),
-    /// validated like live feeds; pair with --stations (station_information files).
+    /// validated like live feeds; pair with --stations-file (station_information files).
     GbfsSnapshots,
 }
 
@@ -202,7 +207,7 @@ pub struct HistoryArgs {
     pub system_id: String,
     /// Station list with coordinates and capacity (Bluebikes stations.csv, or a GBFS
     /// station_information.json for snapshots).
-    #[arg(long)]
+    #[arg(long = "stations-file", value_name = "FILE")]
     pub stations: Option<PathBuf>,
 }
 
@@ -221,7 +226,7 @@ pub struct BackfillArgs {
     pub history: HistoryArgs,
     /// Where to write the training rows (CSV: keys, labels, then every feature; a missing
     /// feature is an empty field).
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
 }
 
@@ -229,7 +234,7 @@ pub struct BackfillArgs {
 #[command(group(ArgGroup::new("source").required(true).args(["rows", "history", "simulate_days"])))]
 pub struct TrainArgs {
     /// The model directory to write (it must not exist).
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
     /// Training rows written by `bikeshare backfill` (CSV).
     #[arg(long, value_name = "CSV")]
@@ -244,16 +249,17 @@ pub struct TrainArgs {
     #[arg(long, default_value = "replay")]
     pub system_id: String,
     /// Station list of the --history (Bluebikes stations.csv, or station_information.json).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = "stations-file", value_name = "FILE")]
     pub history_stations: Option<PathBuf>,
     /// Simulate this many days of the configured city, ending now, and train on them.
     #[arg(long, value_name = "DAYS")]
     pub simulate_days: Option<u32>,
-    /// Stations of the simulated city (default: the configured city's).
-    #[arg(long, requires = "simulate_days")]
+    /// Number of simulated stations (default: the configured city's).
+    #[arg(long = "station-count", value_name = "N", requires = "simulate_days")]
     pub sim_stations: Option<u32>,
-    /// Model version written in the card (default: the UTC time, e.g. 20240601T120000Z).
-    #[arg(long)]
+    /// Version label written in the model card (default: the UTC time, e.g.
+    /// 20240601T120000Z); the registry numbers versions itself.
+    #[arg(long = "card-version")]
     pub model_version: Option<String>,
     /// Most boosting rounds (overrides `train.params.max_rounds`).
     #[arg(long)]
@@ -294,10 +300,10 @@ pub struct TailArgs {
     /// Which stream to print.
     #[arg(long, value_enum, default_value_t = TailStream::Events)]
     pub stream: TailStream,
-    /// Start from the oldest record instead of only new ones.
+    /// Start from the oldest retained record instead of only new ones.
     #[arg(long)]
     pub from_start: bool,
-    /// Keep waiting for new records.
+    /// Keep waiting for new records (else stop at the newest).
     #[arg(long, short)]
     pub follow: bool,
     /// Stop after this many records.
@@ -319,16 +325,41 @@ pub struct SubscribeArgs {
     pub url: String,
     /// Only this system.
     #[arg(long)]
-    pub system: Option<String>,
+    pub system_id: Option<String>,
     /// Only this station.
     #[arg(long)]
-    pub station: Option<String>,
-    /// Start from the oldest retained prediction instead of new ones.
+    pub station_id: Option<String>,
+    /// Start from the oldest retained record instead of only new ones.
     #[arg(long)]
     pub from_start: bool,
-    /// Stop after this many predictions.
+    /// Stop after this many records.
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
+    /// Failed attempts in a row (connection refused, 5xx, 503/429, a stream that ends)
+    /// before giving up with a non-zero exit; `forever` never gives up.
+    #[arg(long, default_value = "10", value_parser = parse_retries, value_name = "N|forever")]
+    pub retries: RetryBudget,
+    /// How long to keep asking when the server does not know the system or station (it
+    /// may not have predicted it yet); then exit non-zero.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub wait_for_station: std::time::Duration,
+}
+
+/// How many failed attempts in a row a client makes before giving up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryBudget {
+    Times(u32),
+    Forever,
+}
+
+fn parse_retries(s: &str) -> Result<RetryBudget, String> {
+    match s.trim() {
+        "forever" => Ok(RetryBudget::Forever),
+        n => n
+            .parse()
+            .map(RetryBudget::Times)
+            .map_err(|_| format!("{s:?}: give a number of retries or `forever`")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -340,11 +371,12 @@ pub struct MonitorArgs {
 /// The feature rows a monitor command reads from the lake: `as_of` in `[since, until)`.
 #[derive(Debug, Args)]
 pub struct FeatureRange {
-    /// First `as_of` included (RFC 3339); default: the first row in the lake.
-    #[arg(long, value_parser = parse_rfc3339)]
+    /// First `as_of` included (RFC 3339, or how long ago, e.g. `2d`); default: the first
+    /// row in the lake.
+    #[arg(long, value_parser = parse_time)]
     pub since: Option<bikeshare_types::Timestamp>,
-    /// First `as_of` excluded (RFC 3339); default: after the last row.
-    #[arg(long, value_parser = parse_rfc3339)]
+    /// First `as_of` excluded (RFC 3339, or how long ago); default: after the last row.
+    #[arg(long, value_parser = parse_time)]
     pub until: Option<bikeshare_types::Timestamp>,
 }
 
@@ -355,8 +387,8 @@ pub enum MonitorCommand {
         #[command(flatten)]
         range: FeatureRange,
         /// Output directory; default `<data_dir>/monitoring/baseline`.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[arg(long, short, value_name = "PATH")]
+        output: Option<PathBuf>,
     },
     /// Compare the lake's feature rows with a baseline and write constraint_violations.json.
     Check {
@@ -366,17 +398,20 @@ pub enum MonitorCommand {
         #[arg(long)]
         baseline: Option<PathBuf>,
         /// Output directory; default `<data_dir>/monitoring/latest`.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[arg(long, short, value_name = "PATH")]
+        output: Option<PathBuf>,
         /// Exit with status 3 when any constraint is violated.
         #[arg(long)]
         fail_on_violations: bool,
     },
 }
 
-fn parse_rfc3339(s: &str) -> Result<bikeshare_types::Timestamp, String> {
-    bikeshare_types::Timestamp::parse_rfc3339(s)
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time (e.g. 2026-04-07T06:00:00Z)"))
+/// A time: RFC 3339 (`2026-04-07T06:00:00Z`), or how long before now (`6h`, `2d`).
+fn parse_time(s: &str) -> Result<bikeshare_types::Timestamp, String> {
+    use bikeshare_types::Clock;
+    crate::app::parse_time_or_ago(s, bikeshare_types::SystemClock.now()).map_err(|_| {
+        format!("{s:?} is neither an RFC 3339 time (e.g. 2026-04-07T06:00:00Z) nor a duration ago (6h, 2d)")
+    })
 }
 
 #[derive(Debug, Args)]
@@ -432,6 +467,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeMap;
 
     #[test]
     fn durations() {
@@ -440,6 +477,126 @@ mod tests {
         assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    /// Every long flag that appears in more than one command, with each command's path.
+    fn shared_flags() -> BTreeMap<String, Vec<(String, clap::Arg)>> {
+        fn walk(
+            cmd: &clap::Command,
+            path: &str,
+            out: &mut BTreeMap<String, Vec<(String, clap::Arg)>>,
+        ) {
+            for arg in cmd.get_arguments() {
+                if let Some(long) = arg.get_long()
+                    && !matches!(long, "help" | "version")
+                {
+                    out.entry(long.to_owned())
+                        .or_default()
+                        .push((path.to_owned(), arg.clone()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut all = BTreeMap::new();
+        walk(&Cli::command(), "bikeshare", &mut all);
+        all
+    }
+
+    /// One meaning per flag name: wherever a long flag appears it takes the same kind of
+    /// value (the parser's type), under the same value name, with the same short form.
+    #[test]
+    fn a_flag_name_means_one_thing_in_every_command() {
+        let mut problems = Vec::new();
+        for (long, uses) in shared_flags() {
+            let meaning = |a: &clap::Arg| {
+                (
+                    a.get_value_parser().type_id(),
+                    a.get_num_args().is_some_and(|n| n.takes_values()),
+                    a.get_value_names().map(<[_]>::to_vec),
+                    a.get_short(),
+                )
+            };
+            let first = meaning(&uses[0].1);
+            for (path, arg) in &uses[1..] {
+                if meaning(arg) != first {
+                    problems.push(format!(
+                        "--{long}: {:?} in `{}` but {:?} in `{path}`",
+                        first,
+                        uses[0].0,
+                        meaning(arg)
+                    ));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// Each command's rendered --help names the shared flags it has, the global ones
+    /// included, and no flag name the CLI retired for being ambiguous.
+    #[test]
+    fn every_help_shows_the_shared_flags_and_no_retired_name() {
+        let retired = [
+            "--stations ",
+            "--system ",
+            "--station ",
+            "--out ",
+            "--sim-stations",
+        ];
+        let mut cli = Cli::command();
+        cli.build();
+        fn check(cmd: &mut clap::Command, path: &str, retired: &[&str]) {
+            let help = cmd.render_long_help().to_string();
+            for flag in ["--config", "--data-dir"] {
+                assert!(help.contains(flag), "`{path} --help` lacks {flag}");
+            }
+            for r in retired {
+                assert!(!help.contains(r), "`{path} --help` still shows {r}");
+            }
+            for arg in cmd.get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        help.contains(&format!("--{long}")),
+                        "`{path}` hides --{long}"
+                    );
+                }
+            }
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|c| c.get_name().to_owned())
+                .collect();
+            for name in names.into_iter().filter(|n| n != "help") {
+                if let Some(sub) = cmd.find_subcommand_mut(&name) {
+                    check(sub, &format!("{path} {name}"), retired);
+                }
+            }
+        }
+        check(&mut cli, "bikeshare", &retired);
+        // The names that once meant two things now have one.
+        let shared = shared_flags();
+        for (flag, commands) in [
+            ("station-count", 3),
+            ("stations-file", 3),
+            ("system-id", 4),
+            ("output", 4),
+            ("data-dir", 1),
+        ] {
+            assert!(
+                shared.get(flag).is_some_and(|u| u.len() >= commands),
+                "--{flag}: {:?}",
+                shared
+                    .get(flag)
+                    .map(|u| u.iter().map(|(p, _)| p).collect::<Vec<_>>())
+            );
+        }
+    }
+
+    #[test]
+    fn retry_budgets() {
+        assert_eq!(parse_retries("3"), Ok(RetryBudget::Times(3)));
+        assert_eq!(parse_retries("forever"), Ok(RetryBudget::Forever));
+        assert!(parse_retries("-1").is_err());
     }
 
     #[test]

@@ -14,7 +14,12 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let config = match config::Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if let Some(dir) = cli.data_dir {
+                c.data_dir = config::DataDir(dir);
+            }
+            c
+        }
         Err(e) => {
             eprintln!("bikeshare: {e:#}");
             return std::process::ExitCode::from(2);
@@ -33,8 +38,8 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(commands::run(cli.command, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Printed once, here: commands return their errors instead of logging them too.
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("bikeshare: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -21,26 +21,47 @@
 //! starts. Filters apply after reading, so positions advance even through records that are
 //! filtered out.
 //!
+//! Answers a client can act on:
+//!
+//! | status | when |
+//! | --- | --- |
+//! | 200 | the subscription is open |
+//! | 400 | an unreadable cursor, or a well-formed one the stream cannot resume (a sequence number beyond a shard's end), or a bad `from` |
+//! | 401 | a token is required and missing or wrong |
+//! | 404 | `system` or `station` names nothing the stream has a prediction for (once the API has read the whole stream; a client may retry, as predictions for a new station may follow) |
+//! | 429 + `Retry-After` | this client (IP address) already holds [`SubscribeConfig::max_per_client`] subscriptions |
+//! | 503 + `Retry-After` | [`SubscribeConfig::max_subscriptions`] are open, or the stream cannot be read now |
+//!
+//! Subscriptions are capped because each holds a cursor per shard (with the embedded backend,
+//! one SQLite connection, three file descriptors, per shard). `/healthz` never waits for a
+//! subscription slot, so it answers while the API is saturated.
+//!
+//! The API knows its stations: a task reads the prediction stream from its oldest record and
+//! keeps every (system, station) pair seen, so a filter naming an unknown one is refused
+//! instead of waiting forever for an event that never comes.
+//!
 //! The server binds 127.0.0.1 by default. Bound to any other address it refuses to start
 //! without a token, and then every request must carry `Authorization: Bearer <token>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bikeshare_runtime::http::{self, Secret, Server};
 use bikeshare_stream::{SequenceNumber, ShardCursor, StartPosition, StreamReader};
 use bikeshare_types::Timestamp;
+use bikeshare_types::error::{Classify, ErrorClass};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Environment variable holding the API token.
@@ -58,6 +79,13 @@ pub struct SubscribeConfig {
     pub token: Option<Secret>,
     /// How often idle subscriptions look for new records, ms.
     pub poll_interval_ms: u64,
+    /// Most subscriptions open at once; beyond it a request gets 503 with `Retry-After`.
+    pub max_subscriptions: usize,
+    /// Most subscriptions open at once from one client IP address; beyond it 429 with
+    /// `Retry-After`.
+    pub max_per_client: usize,
+    /// Seconds a refused client is told to wait (`Retry-After`).
+    pub retry_after_secs: u64,
 }
 
 impl Default for SubscribeConfig {
@@ -66,6 +94,9 @@ impl Default for SubscribeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8090)),
             token: None,
             poll_interval_ms: 200,
+            max_subscriptions: 256,
+            max_per_client: 16,
+            retry_after_secs: 5,
         }
     }
 }
@@ -106,46 +137,6 @@ impl Cursor {
     }
 }
 
-/// One server-sent event as a client receives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    pub data: String,
-}
-
-/// Incremental decoder of a `text/event-stream` body (clients and tests).
-#[derive(Debug, Default)]
-pub struct SseDecoder {
-    buf: String,
-}
-
-impl SseDecoder {
-    /// Adds a chunk of the body; returns the events it completed (comments are skipped).
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.buf.push_str(&String::from_utf8_lossy(chunk));
-        let mut out = Vec::new();
-        while let Some(end) = self.buf.find("\n\n") {
-            let block: String = self.buf.drain(..end + 2).collect();
-            let (mut id, mut data) = (None, None::<String>);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    let v = v.strip_prefix(' ').unwrap_or(v);
-                    data = Some(match data {
-                        Some(d) => format!("{d}\n{v}"),
-                        None => v.to_owned(),
-                    });
-                }
-            }
-            if let Some(data) = data {
-                out.push(SseEvent { id, data });
-            }
-        }
-        out
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Params {
     system: Option<String>,
@@ -161,6 +152,205 @@ struct AppState {
     token: Option<Secret>,
     poll: Duration,
     clock: bikeshare_types::SharedClock,
+    limits: Arc<Limits>,
+    catalog: Arc<Catalog>,
+}
+
+/// The caps on open subscriptions: in all and per client address.
+struct Limits {
+    open: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    max_per_client: usize,
+    retry_after: HeaderValue,
+}
+
+/// One open subscription's share of the [`Limits`]; released when dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    client: Option<IpAddr>,
+    limits: Arc<Limits>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(ip) = self.client
+            && let Ok(mut m) = self.limits.per_client.lock()
+            && let Some(n) = m.get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Why a subscription got no slot.
+enum Refusal {
+    /// This client address holds its share.
+    Client(IpAddr),
+    /// Every slot is taken.
+    Full,
+}
+
+impl Limits {
+    /// A slot for `client`, or why not.
+    fn acquire(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Slot, Refusal> {
+        if let Some(ip) = client {
+            let held = self
+                .per_client
+                .lock()
+                .map_or(0, |m| m.get(&ip).copied().unwrap_or(0));
+            if held >= self.max_per_client {
+                return Err(Refusal::Client(ip));
+            }
+        }
+        let permit = Arc::clone(&self.open)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Full)?;
+        if let Some(ip) = client
+            && let Ok(mut m) = self.per_client.lock()
+        {
+            *m.entry(ip).or_default() += 1;
+        }
+        Ok(Slot {
+            _permit: permit,
+            client,
+            limits: Arc::clone(self),
+        })
+    }
+
+    /// The answer to a refused subscription: 429 or 503, with `Retry-After`.
+    fn refuse(&self, why: &Refusal) -> Response {
+        let mut r = match why {
+            Refusal::Client(ip) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{ip} already holds {} subscriptions, the most one client may hold",
+                    self.max_per_client
+                ),
+            ),
+            Refusal::Full => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many open subscriptions; retry later".to_owned(),
+            ),
+        }
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, self.retry_after.clone());
+        r
+    }
+}
+
+/// The (system, station) pairs the prediction stream names, read by [`catalog`].
+#[derive(Default)]
+struct Catalog {
+    /// Whether every shard has been read to its end at least once.
+    caught_up: std::sync::atomic::AtomicBool,
+    stations: RwLock<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl Catalog {
+    /// Why a subscription filtered on `system` and `station` can never receive an event, if
+    /// the whole stream has been read and names neither.
+    fn unknown(&self, system: Option<&str>, station: Option<&str>) -> Option<String> {
+        if (system.is_none() && station.is_none())
+            || !self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return None;
+        }
+        let known = self.stations.read().ok()?;
+        let systems = || {
+            let names: Vec<&str> = known.keys().map(String::as_str).take(10).collect();
+            if names.is_empty() {
+                "no predictions yet".to_owned()
+            } else {
+                format!("systems with predictions: {}", names.join(", "))
+            }
+        };
+        match (system, station) {
+            (Some(sys), _) if !known.contains_key(sys) => {
+                Some(format!("unknown system {sys:?} ({})", systems()))
+            }
+            (Some(sys), Some(st)) if !known.get(sys).is_some_and(|s| s.contains(st)) => Some(
+                format!("unknown station {st:?} in system {sys:?}: no prediction names it"),
+            ),
+            (None, Some(st)) if !known.values().any(|s| s.contains(st)) => Some(format!(
+                "unknown station {st:?}: no prediction names it ({})",
+                systems()
+            )),
+            _ => None,
+        }
+    }
+
+    fn add(&self, keys: &Keys<'_>) {
+        let seen = self.stations.read().is_ok_and(|m| {
+            m.get(keys.system_id)
+                .is_some_and(|s| s.contains(keys.station_id))
+        });
+        if !seen && let Ok(mut m) = self.stations.write() {
+            m.entry(keys.system_id.to_owned())
+                .or_default()
+                .insert(keys.station_id.to_owned());
+        }
+    }
+}
+
+/// Reads the whole prediction stream, then follows it, into `catalog` until `stopping`.
+async fn catalog(
+    reader: Arc<dyn StreamReader>,
+    catalog: Arc<Catalog>,
+    poll: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut cursors: BTreeMap<String, Box<dyn ShardCursor>> = BTreeMap::new();
+    loop {
+        match reader.list_shards().await {
+            Ok(shards) => {
+                for shard in shards {
+                    if cursors.contains_key(shard.id.as_str()) {
+                        continue;
+                    }
+                    match reader.open(&shard.id, StartPosition::TrimHorizon).await {
+                        Ok(c) => {
+                            cursors.insert(shard.id.0.clone(), c);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "subscription catalog: open failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "subscription catalog: cannot list shards"),
+        }
+        let mut behind = false;
+        for c in cursors.values_mut() {
+            match c.next_batch(1000).await {
+                Ok(batch) => {
+                    behind |= !batch.records.is_empty()
+                        || batch.millis_behind_latest.is_some_and(|m| m > 0);
+                    for rec in &batch.records {
+                        if let Ok(keys) = serde_json::from_slice::<Keys<'_>>(&rec.data) {
+                            catalog.add(&keys);
+                        }
+                    }
+                }
+                Err(e) => {
+                    behind = true;
+                    tracing::warn!(error = %e, "subscription catalog: read failed");
+                }
+            }
+        }
+        if !behind {
+            catalog
+                .caught_up
+                .store(true, std::sync::atomic::Ordering::Release);
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                _ = stopping.changed() => return,
+            }
+        } else if *stopping.borrow() {
+            return;
+        }
+    }
 }
 
 /// A running server; its `url` is `/v1/predictions`.
@@ -175,12 +365,28 @@ pub async fn serve(
 ) -> Result<RunningApi, ApiError> {
     let token = SERVER.token_for_bind(config.bind, config.token.as_ref())?;
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
+    let poll = Duration::from_millis(config.poll_interval_ms.max(10));
+    let limits = Arc::new(Limits {
+        open: Arc::new(Semaphore::new(config.max_subscriptions)),
+        per_client: Mutex::new(HashMap::new()),
+        max_per_client: config.max_per_client,
+        retry_after: HeaderValue::from(config.retry_after_secs.max(1)),
+    });
+    let known = Arc::new(Catalog::default());
+    tokio::spawn(catalog(
+        Arc::clone(&reader),
+        Arc::clone(&known),
+        poll,
+        stopping.clone(),
+    ));
     let state = Arc::new(AppState {
         reader,
         stopping,
         token,
-        poll: Duration::from_millis(config.poll_interval_ms.max(10)),
+        poll,
         clock,
+        limits,
+        catalog: known,
     });
     let shutdown = async move {
         shutdown.await;
@@ -191,9 +397,18 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
         .with_state(state);
-    let running = SERVER
-        .start(config.bind, "/v1/predictions", app, shutdown)
-        .await?;
+    // Served with each connection's address, which the per-client cap counts by.
+    let (listener, local) = SERVER.bind(config.bind).await?;
+    let task = tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "subscription API stopped");
+        }
+    });
+    let running = http::Running::new(local, "/v1/predictions", task);
     tracing::info!(addr = %running.local_addr(), "subscription API listening");
     Ok(running)
 }
@@ -202,10 +417,25 @@ async fn predictions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(p): Query<Params>,
+    request: Request,
 ) -> Response {
     if !http::authorised(state.token.as_ref(), &headers) {
         return http::unauthorised();
     }
+    if let Some(why) = state
+        .catalog
+        .unknown(p.system.as_deref(), p.station.as_deref())
+    {
+        return (StatusCode::NOT_FOUND, why).into_response();
+    }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let slot = match state.limits.acquire(client) {
+        Ok(slot) => slot,
+        Err(why) => return state.limits.refuse(&why),
+    };
     let resume = p.after.clone().or_else(|| {
         headers
             .get("last-event-id")
@@ -238,17 +468,30 @@ async fn predictions(
     let mut cursor = cursor;
     let cursors = match open_all(&state, &mut cursor).await {
         Ok(c) => c,
+        Err(e) if e.class() == ErrorClass::User => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("the cursor cannot be resumed: {e}"),
+            )
+                .into_response();
+        }
         Err(e) => {
             tracing::warn!(error = %e, "subscription: cannot open the stream");
-            return (
+            let mut r = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the prediction stream is not readable",
             )
                 .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, state.limits.retry_after.clone());
+            return r;
         }
     };
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
-    tokio::spawn(pump(state, cursor, cursors, p.system, p.station, tx));
+    tokio::spawn(async move {
+        pump(state, cursor, cursors, p.system, p.station, tx).await;
+        drop(slot);
+    });
     Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -306,6 +549,9 @@ async fn pump(
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
     loop {
+        if tx.is_closed() {
+            return; // the client left
+        }
         let mut got = 0;
         for (shard, c) in &mut cursors {
             let batch = match c.next_batch(500).await {
@@ -362,23 +608,6 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_decoder_joins_chunks_and_skips_comments() {
-        let mut d = SseDecoder::default();
-        assert!(
-            d.push(b": keep-alive\n\nid: 1;a=2\nevent: prediction\nda")
-                .is_empty()
-        );
-        let ev = d.push(b"ta: {\"x\":1}\n\n");
-        assert_eq!(
-            ev,
-            vec![SseEvent {
-                id: Some("1;a=2".into()),
-                data: "{\"x\":1}".into()
-            }]
-        );
-    }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {

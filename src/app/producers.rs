@@ -4,7 +4,7 @@ use crate::app::stopped;
 use crate::cli::{HistoryArgs, ReplayFormat};
 use crate::config::{Config, SystemConfig};
 use anyhow::Context;
-use bikeshare_producers::gbfs::{GbfsPoller, SchemaRegistry};
+use bikeshare_producers::gbfs::{Bearer, GbfsPoller, SchemaRegistry, probe};
 use bikeshare_producers::output::Output;
 use bikeshare_producers::replay::ReplaySource;
 use bikeshare_producers::weather::{WeatherProducer, WeatherSystem};
@@ -23,6 +23,7 @@ pub fn simulated_system(
     config.weather.mode = bikeshare_producers::weather::WeatherMode::Bulk;
     config.weather.bulk_base = running.meteostat_bulk_url();
     config.weather.poll_interval_secs = 30;
+    authorise_simulator(config, running);
     let city = &config.simulator.city;
     SystemConfig {
         id: city.system_id.clone(),
@@ -30,6 +31,65 @@ pub fn simulated_system(
         lat: Some(city.centre_lat),
         lon: Some(city.centre_lon),
     }
+}
+
+/// When the simulator runs with a token (`[simulator] token` or `BIKESHARE_SIM_TOKEN`), gives
+/// it to the GBFS client and the weather producer, scoped to the simulator's origin: other
+/// feeds never receive it.
+pub fn authorise_simulator(config: &mut Config, running: &bikeshare_simulator::RunningSimulator) {
+    let token = config
+        .simulator
+        .token
+        .as_ref()
+        .map(|t| t.expose().to_owned())
+        .or_else(|| std::env::var(bikeshare_simulator::TOKEN_ENV).ok())
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else { return };
+    let bearer = Bearer::for_origin_of(running.base_url(), token);
+    config.gbfs.client.bearer.clone_from(&bearer);
+    config.weather.bearer = bearer;
+}
+
+/// Reads each `--gbfs-url` system's own id from its `system_information` (unless an id is
+/// given, in order, by `ids`) and checks that every system answers, through the client's
+/// retry policy: a feed that cannot be read is an error naming its URL and the cause.
+pub async fn probe_systems(
+    systems: &mut Vec<SystemConfig>,
+    urls: &[String],
+    ids: &[String],
+    config: &Config,
+    clock: &bikeshare_types::SharedClock,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ids.len() <= urls.len(),
+        "{} --system-id for {} --gbfs-url: give at most one id per URL, in order",
+        ids.len(),
+        urls.len()
+    );
+    for s in systems.iter() {
+        probe(&s.gbfs_url, &config.gbfs, clock)
+            .await
+            .with_context(|| format!("system {}", s.id))?;
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let found = probe(url, &config.gbfs, clock).await?;
+        let id = ids.get(i).cloned().unwrap_or(found.system_id);
+        eprintln!(
+            "{url}: {} (GBFS {}), publishing as {id:?}",
+            found.name, found.version
+        );
+        anyhow::ensure!(
+            systems.iter().all(|s| s.id != id),
+            "two systems would publish as {id:?}: give each --gbfs-url its own --system-id"
+        );
+        systems.push(SystemConfig {
+            id,
+            gbfs_url: url.clone(),
+            lat: None,
+            lon: None,
+        });
+    }
+    Ok(())
 }
 
 /// Starts one poller task per system, and one weather task when asked.

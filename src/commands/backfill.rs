@@ -74,6 +74,7 @@ pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
         .run(&source, &output)
         .await
         .context("reading the history")?;
+    replay.ensure_some_events()?;
     let (backfill, mut writer, dead_letters, _) = output
         .inner
         .into_inner()

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use crate::app::streams::{close_output, open_streams, stream_output};
 use crate::app::{shutdown_signal, wall_clock};
 use crate::cli::IngestArgs;
-use crate::config::{Config, SystemConfig};
+use crate::config::Config;
 
 pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     let mut systems = config.systems.clone();
@@ -32,19 +32,14 @@ pub async fn run(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    for (i, url) in args.gbfs_urls.iter().enumerate() {
-        let id = args
-            .system_ids
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("system-{}", i + 1));
-        systems.push(SystemConfig {
-            id,
-            gbfs_url: url.clone(),
-            lat: None,
-            lon: None,
-        });
-    }
+    crate::app::producers::probe_systems(
+        &mut systems,
+        &args.gbfs_urls,
+        &args.system_ids,
+        &config,
+        &clock,
+    )
+    .await?;
     anyhow::ensure!(
         !systems.is_empty(),
         "nothing to ingest: give --gbfs-url or --simulator, or [[systems]] in the config"

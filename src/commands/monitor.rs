@@ -22,7 +22,7 @@ pub async fn run(args: MonitorArgs, config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.lake, &config.data_dir.0)?;
     let dir = config.data_dir.0.join("monitoring");
     match args.command {
-        MonitorCommand::Baseline { range, out } => {
+        MonitorCommand::Baseline { range, output: out } => {
             let out = out.unwrap_or_else(|| dir.join("baseline"));
             let rows = features(&store, &schema, &range).await?;
             anyhow::ensure!(
@@ -45,7 +45,7 @@ pub async fn run(args: MonitorArgs, config: Config) -> anyhow::Result<()> {
         MonitorCommand::Check {
             range,
             baseline,
-            out,
+            output: out,
             fail_on_violations,
         } => {
             let baseline_dir = baseline.unwrap_or_else(|| dir.join("baseline"));

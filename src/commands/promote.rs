@@ -31,7 +31,7 @@ pub async fn run(args: PromoteArgs, config: Config) -> anyhow::Result<()> {
             .current(Stage::Staging)
             .await?
             .map(|v| v.version)
-            .context("no version is in staging: give --version")?,
+            .context("no version is in staging: give --model-version")?,
     };
     let schema = FeatureSchema::v1(&config.processor.window_minutes);
     let held_out = match &args.rows {

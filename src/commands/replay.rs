@@ -23,6 +23,7 @@ pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
         .context("replay failed")?;
     close_output(output).await?;
     tracing::info!(?stats, "replay finished");
+    stats.ensure_some_events()?;
     eprintln!(
         "replayed {} rows: {} events, {} dead letters, event time {:?} .. {:?}",
         stats.rows, stats.events, stats.dead_letters, stats.first_event_time, stats.last_event_time

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use bikeshare_simulator::GbfsVersion;
 
-use crate::app::{parse_time_or_ago, shutdown_signal, wall_clock};
+use crate::app::{shutdown_signal, wall_clock};
 use crate::cli::SimulateArgs;
 use crate::config::Config;
 
@@ -25,15 +25,12 @@ pub async fn run(args: SimulateArgs, config: Config) -> anyhow::Result<()> {
     if let Some(b) = args.bind {
         sim.bind = b;
     }
-    if let Some(start) = &args.start {
-        sim.start = Some(parse_time_or_ago(start, now)?);
+    if let Some(start) = args.start {
+        sim.start = Some(start);
     }
     if let Some(path) = &args.backfill {
         let from = sim.start.unwrap_or(now.plus_millis(-24 * 3_600_000));
-        let to = match &args.until {
-            Some(u) => parse_time_or_ago(u, now)?,
-            None => now,
-        };
+        let to = args.until.unwrap_or(now);
         let summary = tokio::task::spawn_blocking({
             let (city, path) = (sim.city.clone(), path.clone());
             move || bikeshare_simulator::write_history(&city, from, to, &path)

@@ -129,6 +129,7 @@ async fn load(
         .run(&source, &output)
         .await
         .context("reading the history")?;
+    replay.ensure_some_events()?;
     let (loader, dead_letters) = output
         .inner
         .into_inner()

@@ -6,6 +6,7 @@ mod support;
 mod alerts_wiring;
 mod aws_timeouts;
 mod backfill_online;
+mod cli_truth;
 mod dashboard_chromium;
 mod endpoint_metrics;
 mod endpoint_outage;

@@ -2,3 +2,4 @@
 //! file. Each module is one former `tests/*.rs` file; shared helpers are modules too.
 
 mod subscribe_http;
+mod subscribe_limits;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bikeshare_embedded::EmbeddedStream;
-use bikeshare_sinks::subscribe::{ApiError, SseDecoder, SubscribeConfig, serve};
+use bikeshare_sinks::subscribe::{ApiError, SubscribeConfig, serve};
 use bikeshare_stream::{PutRecord, StreamWriter};
 use bikeshare_types::{SharedClock, SystemClock};
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 
 fn prediction(i: usize) -> PutRecord {
@@ -32,23 +33,17 @@ async fn write(stream: &EmbeddedStream, range: std::ops::Range<usize>) {
 
 /// Reads `n` SSE events (id, prediction_id) from a response, or fails after 10 s.
 async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(String, String)> {
-    let mut body = resp.bytes_stream();
-    let mut decoder = SseDecoder::default();
+    let mut events = resp.bytes_stream().eventsource();
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while out.len() < n {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
+        let e = tokio::time::timeout_at(deadline, events.next())
             .await
             .expect("events in time")
             .unwrap()
             .unwrap();
-        for e in decoder.push(&chunk) {
-            let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
-            out.push((
-                e.id.unwrap(),
-                v["prediction_id"].as_str().unwrap().to_owned(),
-            ));
-        }
+        let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+        out.push((e.id, v["prediction_id"].as_str().unwrap().to_owned()));
     }
     out
 }
