@@ -16,7 +16,13 @@
 //!    is not scored twice. Due labels are emitted at the same sweep.
 //! 4. **Updates.** A station report is applied to the station's [`StationHistory`] (a
 //!    duplicate is rejected), then the station gets a feature row at the report's time
-//!    ([`PredictionTrigger::Update`]).
+//!    ([`PredictionTrigger::Update`]). A report that must wait in the buffer is scored when
+//!    it *arrives*, from the state as it is (the released state, the station's own earlier
+//!    buffered reports and this one), so its prediction does not wait for the watermark (an
+//!    early firing). Its release moves the state and computes the row again (the on-time
+//!    firing), emitted only if it differs: a correction with the same prediction id, scored
+//!    later. The last row of each prediction id is the watermark order's, whatever the arrival
+//!    order within the lateness. Ticks still follow the watermark.
 //! 5. **Labels.** Every row is a prediction to be labelled; at the first tick at or after
 //!    `as_of + horizon`, [`crate::labels::outcome`] reads the station's history and a
 //!    [`Label`] is emitted with the prediction's deterministic id.
@@ -234,6 +240,32 @@ impl LocalTimeCache {
     }
 }
 
+/// Buffer keys of station reports by station id, each list in key order: what an arriving
+/// report's early row must see of its own station.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct BufferedReports(std::collections::HashMap<String, Vec<(i64, u64)>>);
+
+impl BufferedReports {
+    fn insert(&mut self, station: &str, key: (i64, u64)) {
+        let keys = self.0.entry(station.to_owned()).or_default();
+        let at = keys.partition_point(|k| *k < key);
+        keys.insert(at, key);
+    }
+
+    fn remove(&mut self, station: &str, key: (i64, u64)) {
+        if let Some(keys) = self.0.get_mut(station) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.0.remove(station);
+            }
+        }
+    }
+
+    fn keys(&self, station: &str) -> &[(i64, u64)] {
+        self.0.get(station).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// One system's state. Fields marked `serde(skip)` are derived and rebuilt on restore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SystemState {
@@ -261,6 +293,14 @@ pub(crate) struct SystemState {
     pub weather: VecDeque<WeatherObs>,
     pub max_event_time: Option<i64>,
     pub buffer: BTreeMap<(i64, u64), Envelope>,
+    /// Buffered reports whose update row was emitted when they arrived (the update
+    /// trigger), with a hash of that row's values: their release emits the row again only
+    /// when it differs.
+    #[serde(default)]
+    pub scored_early: BTreeMap<(i64, u64), u64>,
+    /// The buffer's station reports by station id.
+    #[serde(skip)]
+    buffered: BufferedReports,
     pub arrivals: u64,
     pub next_tick: Option<i64>,
     /// This system's counters ([`Processor::stats`] sums them), so that the systems of a
@@ -291,6 +331,8 @@ impl SystemState {
             weather: VecDeque::new(),
             max_event_time: None,
             buffer: BTreeMap::new(),
+            scored_early: BTreeMap::new(),
+            buffered: BufferedReports::default(),
             arrivals: 0,
             next_tick: None,
             stats: ProcessorStats::default(),
@@ -309,6 +351,12 @@ impl SystemState {
             .map(|st| Glance::of(&st.history, trend_wi))
             .collect();
         self.local_time = LocalTimeCache::default();
+        self.buffered = BufferedReports::default();
+        for (key, env) in &self.buffer {
+            if let Event::StationStatus(s) = &env.event {
+                self.buffered.insert(s.station_id.as_str(), *key);
+            }
+        }
     }
 
     fn watermark(&self, lateness_ms: i64) -> Option<i64> {
@@ -627,7 +675,7 @@ impl Processor {
                 // hourly observation that arrives behind the station reports still serves the
                 // rows after it, so it is kept rather than dropped as late. Same stream order,
                 // same state: replays stay deterministic.
-                op.apply(sys, env, out);
+                op.apply(sys, env, None, out);
                 return;
             }
             sys.stats.late += 1;
@@ -649,9 +697,13 @@ impl Processor {
                 // The buffer would hold this event alone and release it at once, after the
                 // ticks before it: do that without the buffer.
                 op.release_ticks_before(sys, t, out);
-                op.apply(sys, env, out);
+                op.apply(sys, env, None, out);
             } else {
-                sys.buffer.insert((t, sys.arrivals - 1), env);
+                let key = (t, sys.arrivals - 1);
+                if let Event::StationStatus(status) = &env.event {
+                    op.score_on_arrival(sys, status, key, out);
+                }
+                sys.buffer.insert(key, env);
             }
         }
         op.release(sys, wm, out);
@@ -670,6 +722,22 @@ impl Processor {
             op.release(sys, max, out);
         }
     }
+}
+
+/// A hash of a row's values (bit patterns, `None` apart from every number), to tell whether
+/// the on-time row differs from the early one.
+fn values_hash(values: &[Option<f32>]) -> u64 {
+    let mut bytes = Vec::with_capacity(values.len() * 5);
+    for v in values {
+        match v {
+            Some(x) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+            None => bytes.push(0),
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Observations kept per system: the newest few hours, whatever order they arrive in.
@@ -724,8 +792,12 @@ impl Op<'_> {
             let next_tick = sys.next_tick.filter(|&t| t <= wm);
             match (next_event, next_tick) {
                 (Some(te), tick) if tick.is_none_or(|tt| te <= tt) => {
-                    if let Some((_, env)) = sys.buffer.pop_first() {
-                        self.apply(sys, env, out);
+                    if let Some((key, env)) = sys.buffer.pop_first() {
+                        let scored = sys.scored_early.remove(&key);
+                        if let Event::StationStatus(s) = &env.event {
+                            sys.buffered.remove(s.station_id.as_str(), key);
+                        }
+                        self.apply(sys, env, scored, out);
                     }
                 }
                 (_, Some(tt)) => {
@@ -737,7 +809,66 @@ impl Op<'_> {
         }
     }
 
-    fn apply(&self, sys: &mut SystemState, env: Envelope, out: &mut Vec<Emitted>) {
+    /// The update trigger (an early firing): a report that waits in the buffer for the
+    /// watermark is scored now, from the state as it is (what the watermark has released,
+    /// plus the station's own earlier buffered reports, plus this one), so its prediction
+    /// does not wait `lateness`. The state itself still moves only at release, where the row
+    /// is computed again (the on-time firing) and emitted only if it differs: a correction
+    /// with the same prediction id, scored later. So the last row of every prediction id is
+    /// the one the watermark order gives, whatever the arrival order within the lateness. A
+    /// report of a station not seen yet, or one its station would refuse, is scored at
+    /// release only.
+    fn score_on_arrival(
+        &self,
+        sys: &mut SystemState,
+        status: &StationStatus,
+        key: (i64, u64),
+        out: &mut Vec<Emitted>,
+    ) {
+        let id = status.station_id.as_str();
+        sys.buffered.insert(id, key);
+        let known = sys.index.find(&sys.ids, id).map(|i| i as usize);
+        let mut st = match known.and_then(|i| sys.stations.get(i)) {
+            Some(st) => st.clone(),
+            None => Station::new(&self.derived.window_lengths_ms, self.derived.retention_ms),
+        };
+        for k in sys.buffered.keys(id).iter().filter(|k| **k < key) {
+            if let Some(Envelope {
+                event: Event::StationStatus(earlier),
+                ..
+            }) = sys.buffer.get(k)
+            {
+                let _ = apply_status(&mut st, earlier, k.0);
+            }
+        }
+        let t = key.0;
+        if apply_status(&mut st, status, t).is_err() {
+            return;
+        }
+        let local_time = sys.local_time.get(sys.tz, t);
+        let subject = Subject {
+            station: &st,
+            id,
+            // A station new since the neighbours were built has none yet.
+            neighbours: known.map_or(&[], |i| sys.neighbours_of(i)),
+        };
+        let vector = vector_of(sys, &subject, &local_time, t, self.schema);
+        let row = row_of(vector, PredictionTrigger::Update, self.config);
+        sys.stats.rows += 1;
+        sys.scored_early
+            .insert(key, values_hash(&row.vector.values));
+        out.push(Emitted::Row(row));
+    }
+
+    /// Applies one event; `scored` holds the hash of its update row's values when that row
+    /// was emitted on arrival.
+    fn apply(
+        &self,
+        sys: &mut SystemState,
+        env: Envelope,
+        scored: Option<u64>,
+        out: &mut Vec<Emitted>,
+    ) {
         let lens = &self.derived.window_lengths_ms;
         let retention = self.derived.retention_ms;
         match &env.event {
@@ -789,8 +920,10 @@ impl Op<'_> {
                             self.schema,
                             self.config,
                         );
-                        sys.stats.rows += 1;
-                        out.push(Emitted::Row(row));
+                        if scored != Some(values_hash(&row.vector.values)) {
+                            sys.stats.rows += 1;
+                            out.push(Emitted::Row(row));
+                        }
                     }
                     Err(Rejected::Duplicate) => {
                         sys.stats.duplicates += 1;
@@ -993,11 +1126,34 @@ fn make_vector(
     t: i64,
     schema: &FeatureSchema,
 ) -> FeatureVector {
-    let st = &sys.stations[idx];
+    let subject = Subject {
+        station: &sys.stations[idx],
+        id: sys.ids.get(idx),
+        neighbours: sys.neighbours_of(idx),
+    };
+    vector_of(sys, &subject, local_time, t, schema)
+}
+
+/// The station a row is about: one of the system's, or (scored on arrival) a copy with
+/// reports the system has not applied yet.
+struct Subject<'a> {
+    station: &'a Station,
+    id: &'a str,
+    neighbours: &'a [u32],
+}
+
+fn vector_of(
+    sys: &SystemState,
+    subject: &Subject<'_>,
+    local_time: &[Option<f32>; 5],
+    t: i64,
+    schema: &FeatureSchema,
+) -> FeatureVector {
+    let st = subject.station;
     let ctx = FeatureContext {
         local_time,
         glances: &sys.glances,
-        neighbours: sys.neighbours_of(idx),
+        neighbours: subject.neighbours,
         weather: sys
             .weather
             .iter()
@@ -1006,7 +1162,7 @@ fn make_vector(
     };
     FeatureVector {
         system_id: sys.id.clone(),
-        station_id: StationId::new(sys.ids.get(idx)),
+        station_id: StationId::new(subject.id),
         as_of: Timestamp(t),
         schema_id: schema.id().clone(),
         values: features::compute(st, &ctx, t, schema.len()),
@@ -1022,12 +1178,23 @@ fn make_row(
     schema: &FeatureSchema,
     config: &ProcessorConfig,
 ) -> FeatureRow {
-    let vector = make_vector(sys, local_time, idx, t, schema);
+    row_of(
+        make_vector(sys, local_time, idx, t, schema),
+        trigger,
+        config,
+    )
+}
+
+fn row_of(
+    vector: FeatureVector,
+    trigger: PredictionTrigger,
+    config: &ProcessorConfig,
+) -> FeatureRow {
     FeatureRow {
         prediction_id: prediction_id(
-            &sys.id,
+            &vector.system_id,
             vector.station_id.as_str(),
-            t,
+            vector.as_of.millis(),
             config.horizon_minutes,
         ),
         vector,
