@@ -21,7 +21,10 @@ fn stderr(o: &Output) -> String {
 fn the_error(o: &Output) -> String {
     assert!(!o.status.success(), "expected a failure: {}", stderr(o));
     let text = stderr(o);
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("bikeshare: ")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("bikeshare: "))
+        .collect();
     assert_eq!(lines.len(), 1, "the error is printed once: {text}");
     lines[0].to_owned()
 }
@@ -290,5 +293,22 @@ fn subscribe_to_an_unknown_station_ends_with_a_clear_message() {
     assert!(
         error.contains("unknown station") && error.contains("nowhere"),
         "{error}"
+    );
+}
+
+#[test]
+fn the_global_data_dir_flag_overrides_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    // BIKESHARE_DATA_DIR (set by the helper) points at `dir`; the flag wins.
+    let out = bikeshare(dir.path())
+        .args(["--data-dir", elsewhere.to_str().unwrap()])
+        .args(["tail", "--stream", "events", "--from-start"])
+        .output()
+        .unwrap();
+    let error = the_error(&out);
+    assert!(
+        error.contains(elsewhere.to_str().unwrap()),
+        "reads the stream under --data-dir: {error}"
     );
 }
