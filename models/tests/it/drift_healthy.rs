@@ -34,6 +34,17 @@ fn six_healthy_hours_against_the_training_baseline_raise_no_drift() {
     let split = train.split(&boot.split).unwrap();
     let baseline = train.drift_baseline(split.train.clone());
     assert!(baseline.hourly.is_some(), "the baseline is kept per hour");
+    // The training rows against their own baseline (sampled beyond the reservoirs): nothing.
+    let mut same = DriftWindow::new(baseline.clone());
+    for i in split.train.clone() {
+        same.push_f32(&train.values(i).collect::<Vec<_>>());
+    }
+    let same = same.evaluate();
+    assert!(
+        same.violations.violations.is_empty(),
+        "{:#?}",
+        same.violations
+    );
 
     // Six live hours through a fresh processor, as `up` starts one.
     let end = START + 6 * Timestamp::HOUR_MS;
