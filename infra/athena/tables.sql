@@ -48,7 +48,7 @@ TBLPROPERTIES (
   'projection.hour.range' = '0,23',
   'projection.hour.digits' = '2',
   'storage.location.template' = '${lake}/raw_events/year=${year}/month=${month}/day=${day}/hour=${hour}/',
-  'parquet.compression' = 'SNAPPY'
+  'parquet.compression' = 'ZSTD'
 );
 
 -- station_status: one row per station report, curated (partition: last_reported)
@@ -87,7 +87,7 @@ TBLPROPERTIES (
   'projection.hour.range' = '0,23',
   'projection.hour.digits' = '2',
   'storage.location.template' = '${lake}/station_status/year=${year}/month=${month}/day=${day}/hour=${hour}/',
-  'parquet.compression' = 'SNAPPY'
+  'parquet.compression' = 'ZSTD'
 );
 
 -- features: one row per feature vector; names of feature_values in the schema schema_id (partition: as_of)
@@ -115,7 +115,7 @@ TBLPROPERTIES (
   'projection.hour.range' = '0,23',
   'projection.hour.digits' = '2',
   'storage.location.template' = '${lake}/features/year=${year}/month=${month}/day=${day}/hour=${hour}/',
-  'parquet.compression' = 'SNAPPY'
+  'parquet.compression' = 'ZSTD'
 );
 
 -- predictions: one row per prediction; p_empty/p_full null when nobody scored (partition: as_of)
@@ -151,7 +151,7 @@ TBLPROPERTIES (
   'projection.hour.range' = '0,23',
   'projection.hour.digits' = '2',
   'storage.location.template' = '${lake}/predictions/year=${year}/month=${month}/day=${day}/hour=${hour}/',
-  'parquet.compression' = 'SNAPPY'
+  'parquet.compression' = 'ZSTD'
 );
 
 -- labels: one row per labelled prediction, same prediction_id (partition: as_of of the prediction)
@@ -185,7 +185,7 @@ TBLPROPERTIES (
   'projection.hour.range' = '0,23',
   'projection.hour.digits' = '2',
   'storage.location.template' = '${lake}/labels/year=${year}/month=${month}/day=${day}/hour=${hour}/',
-  'parquet.compression' = 'SNAPPY'
+  'parquet.compression' = 'ZSTD'
 );
 
 -- dead_letters: one row per rejected input, with the rule it broke (partition: at)
@@ -217,5 +217,5 @@ TBLPROPERTIES (
   'projection.hour.range' = '0,23',
   'projection.hour.digits' = '2',
   'storage.location.template' = '${lake}/dead_letters/year=${year}/month=${month}/day=${day}/hour=${hour}/',
-  'parquet.compression' = 'SNAPPY'
+  'parquet.compression' = 'ZSTD'
 );

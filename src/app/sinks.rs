@@ -84,6 +84,7 @@ pub fn processor_sinks(config: &Config) -> anyhow::Result<Option<LakeSinks>> {
         },
     );
     let monitor = &config.lake.model_monitor;
+    monitor.validate()?;
     Ok(Some(if monitor.enabled {
         sinks.with_model_monitor(monitor.clone())
     } else {

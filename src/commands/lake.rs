@@ -3,7 +3,6 @@
 use crate::app::sinks::archiver;
 use std::io::Write;
 
-use anyhow::Context;
 use bikeshare_lake::{Dataset, open_store};
 
 use crate::app::shutdown_signal;
@@ -36,20 +35,31 @@ pub async fn run(args: LakeArgs, config: Config) -> anyhow::Result<()> {
 }
 
 async fn list(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
-    let only = match only {
-        Some(name) => Some(Dataset::from_name(name).with_context(|| {
-            let all: Vec<_> = Dataset::ALL.iter().map(|d| d.name()).collect();
-            format!("unknown dataset {name:?}; datasets: {}", all.join(", "))
-        })?),
-        None => None,
+    use bikeshare_lake::catalog::MonitorTree;
+    let monitor = &config.lake.model_monitor;
+    let (only, only_monitor) = match only {
+        Some(name) => match (Dataset::from_name(name), MonitorTree::from_name(name)) {
+            (Some(d), _) => (Some(d), None),
+            (None, Some(t)) => (None, Some(t)),
+            (None, None) => {
+                let all: Vec<_> = Dataset::ALL
+                    .iter()
+                    .map(|d| d.name())
+                    .chain(MonitorTree::ALL.iter().map(|t| t.name()))
+                    .collect();
+                anyhow::bail!("unknown dataset {name:?}; datasets: {}", all.join(", "));
+            }
+        },
+        None => (None, None),
     };
     let store = open_store(&config.lake, &config.data_dir.0)?;
     let parts = bikeshare_lake::catalog::partitions(&store).await?;
+    let monitor_parts = bikeshare_lake::catalog::monitor_partitions(&store, monitor).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "lake: {}", config.lake.location(&config.data_dir.0))?;
     for d in Dataset::ALL
         .into_iter()
-        .filter(|d| only.is_none_or(|o| o == *d))
+        .filter(|d| only_monitor.is_none() && only.is_none_or(|o| o == *d))
     {
         let mine: Vec<_> = parts.iter().filter(|p| p.dataset == d).collect();
         let rows: u64 = mine.iter().map(|p| p.rows).sum();
@@ -64,6 +74,33 @@ async fn list(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  {d}/{}  {:>5} files {:>10} rows {:>12} bytes",
+                p.hour.path(),
+                p.files,
+                p.rows,
+                p.bytes
+            )?;
+        }
+    }
+    // Model Monitor's JSON lines (rows = lines), sampled at `sampling_percentage`.
+    for t in MonitorTree::ALL
+        .into_iter()
+        .filter(|t| only.is_none() && only_monitor.is_none_or(|o| o == *t))
+    {
+        let mine: Vec<_> = monitor_parts.iter().filter(|p| p.tree == t).collect();
+        let rows: u64 = mine.iter().map(|p| p.rows).sum();
+        let bytes: u64 = mine.iter().map(|p| p.bytes).sum();
+        let files: usize = mine.iter().map(|p| p.files).sum();
+        writeln!(
+            out,
+            "{t} ({}, {}% sampled): {} partitions, {files} files, {rows} rows, {bytes} bytes",
+            t.root(monitor),
+            monitor.sampling_percentage,
+            mine.len()
+        )?;
+        for p in mine {
+            writeln!(
+                out,
+                "  {t}/{}  {:>5} files {:>10} rows {:>12} bytes",
                 p.hour.path(),
                 p.files,
                 p.rows,

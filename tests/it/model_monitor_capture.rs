@@ -138,14 +138,26 @@ fn capture_and_ground_truth_join_one_to_one_in_sagemakers_formats() {
             );
         }
     }
-    let scored = predictions.values().filter(|p| p.is_available()).count();
+    // Sampled by prediction id at the default `sampling_percentage`: exactly those.
+    let config = LakeConfig::default().model_monitor;
+    let sampled: Vec<&String> = predictions
+        .iter()
+        .filter(|(id, p)| p.is_available() && config.samples(id))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!sampled.is_empty() && sampled.len() < predictions.len());
     assert_eq!(
-        captured.len(),
-        scored,
-        "every scored prediction captured once"
+        captured.keys().collect::<Vec<_>>(),
+        sampled,
+        "every sampled scored prediction captured once, no other"
     );
+    let labels: Vec<Label> = labels
+        .into_iter()
+        .filter(|l| config.samples(l.prediction_id.as_str()))
+        .collect();
 
-    // Ground truth, per target: one record per label, joined 1:1 by inferenceId.
+    // Ground truth, per target: one record per label of a captured prediction, joined 1:1
+    // by inferenceId.
     for (target, went) in [
         ("empty", (|l: &Label| l.went_empty) as fn(&Label) -> bool),
         ("full", |l: &Label| l.went_full),
@@ -195,5 +207,24 @@ fn capture_and_ground_truth_join_one_to_one_in_sagemakers_formats() {
                 "{target}: label {id} has no captured inference"
             );
         }
+    }
+
+    // `lake ls` lists the capture and the ground truth with their lines.
+    let ls = ok(bikeshare(&data).args(["lake", "ls"]));
+    let line = |name: &str| {
+        ls.lines()
+            .find(|l| l.starts_with(&format!("{name} (")))
+            .unwrap_or_else(|| panic!("no {name} in lake ls:\n{ls}"))
+            .to_owned()
+    };
+    assert!(
+        line("data_capture").contains(&format!(" {} rows,", captured.len())),
+        "{ls}"
+    );
+    for t in ["ground_truth_empty", "ground_truth_full"] {
+        assert!(
+            line(t).contains(&format!(" {} rows,", labels.len())),
+            "{ls}"
+        );
     }
 }

@@ -157,7 +157,7 @@ pub fn tables_sql() -> String {
             "storage.location.template".into(),
             format!("${{lake}}/{d}/year=${{year}}/month=${{month}}/day=${{day}}/hour=${{hour}}/"),
         ));
-        properties.push(("parquet.compression".into(), "SNAPPY".into()));
+        properties.push(("parquet.compression".into(), "ZSTD".into()));
         let properties: Vec<String> = properties
             .iter()
             .map(|(k, v)| format!("  '{k}' = '{v}'"))

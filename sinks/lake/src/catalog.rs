@@ -1,5 +1,6 @@
 //! What is in the lake: datasets, partitions, files and row counts (from the Parquet footers),
-//! and reading a dataset back into its contract records.
+//! Model Monitor's data capture and ground truth (lines of its JSON-lines files), and reading a
+//! dataset back into its contract records.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::dataset::{Dataset, LakeRecord};
 use crate::layout::{Hour, parse_file_path};
+use crate::model_monitor::{ModelMonitorConfig, Target};
 use crate::{LakeError, store_err};
 
 /// One partition of one dataset.
@@ -81,6 +83,117 @@ pub async fn partitions(store: &Arc<dyn ObjectStore>) -> Result<Vec<PartitionSum
             p.files += 1;
             p.rows += u64::try_from(meta.file_metadata().num_rows()).unwrap_or(0);
             p.bytes += size;
+        }
+        out.extend(parts.into_values());
+    }
+    Ok(out)
+}
+
+/// One of Model Monitor's file trees in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MonitorTree {
+    DataCapture,
+    GroundTruth(Target),
+}
+
+impl MonitorTree {
+    pub const ALL: [MonitorTree; 3] = [
+        MonitorTree::DataCapture,
+        MonitorTree::GroundTruth(Target::Empty),
+        MonitorTree::GroundTruth(Target::Full),
+    ];
+
+    /// `data_capture`, `ground_truth_empty`, `ground_truth_full`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DataCapture => "data_capture",
+            Self::GroundTruth(Target::Empty) => "ground_truth_empty",
+            Self::GroundTruth(Target::Full) => "ground_truth_full",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Its folder in the lake (above the `yyyy/mm/dd/hh` folders).
+    pub fn root(self, config: &ModelMonitorConfig) -> String {
+        match self {
+            Self::DataCapture => config.capture_root(),
+            Self::GroundTruth(t) => config.ground_truth_root(t),
+        }
+    }
+}
+
+impl std::fmt::Display for MonitorTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One hour of one of Model Monitor's trees; `rows` are its JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorPartitionSummary {
+    pub tree: MonitorTree,
+    pub hour: Hour,
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// `yyyy/mm/dd/hh/<file>.jsonl` below a tree's root.
+fn monitor_hour(rel: &str) -> Option<Hour> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let [y, m, d, h, file] = parts.as_slice() else {
+        return None;
+    };
+    if !file.ends_with(".jsonl") {
+        return None;
+    }
+    let n = |s: &str, len: usize| (s.len() == len).then(|| s.parse::<u32>().ok())?;
+    Some(Hour {
+        year: i32::try_from(n(y, 4)?).ok()?,
+        month: n(m, 2)?,
+        day: n(d, 2)?,
+        hour: n(h, 2)?,
+    })
+}
+
+/// Every hour of Model Monitor's data capture and ground truth (as written with `config`),
+/// with its files, lines and bytes, tree by tree in time order.
+pub async fn monitor_partitions(
+    store: &Arc<dyn ObjectStore>,
+    config: &ModelMonitorConfig,
+) -> Result<Vec<MonitorPartitionSummary>, LakeError> {
+    let mut out = Vec::new();
+    for tree in MonitorTree::ALL {
+        let root = tree.root(config);
+        let metas: Vec<_> = store
+            .list(Some(&Path::from(root.as_str())))
+            .try_collect()
+            .await
+            .map_err(store_err(root.as_str()))?;
+        let mut parts: BTreeMap<Hour, MonitorPartitionSummary> = BTreeMap::new();
+        for m in metas {
+            let Some(hour) = m
+                .location
+                .as_ref()
+                .strip_prefix(root.as_str())
+                .and_then(|r| monitor_hour(r.trim_start_matches('/')))
+            else {
+                continue;
+            };
+            let bytes = read_bytes(store, &m.location).await?;
+            let p = parts.entry(hour).or_insert(MonitorPartitionSummary {
+                tree,
+                hour,
+                files: 0,
+                rows: 0,
+                bytes: 0,
+            });
+            p.files += 1;
+            p.rows += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+            p.bytes += m.size;
         }
         out.extend(parts.into_values());
     }

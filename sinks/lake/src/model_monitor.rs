@@ -58,6 +58,11 @@ pub struct ModelMonitorConfig {
     /// The endpoint and variant names of the capture's path, as SageMaker would write them.
     pub endpoint_name: String,
     pub variant: String,
+    /// Percent of scored predictions captured, 0 to 100: SageMaker's
+    /// `DataCaptureConfig.InitialSamplingPercentage`. Which ones is decided by a hash of the
+    /// prediction id ([`Self::samples`]), so a rerun captures the same predictions and a
+    /// label's ground truth is written exactly when its prediction was captured.
+    pub sampling_percentage: u8,
 }
 
 impl Default for ModelMonitorConfig {
@@ -68,7 +73,54 @@ impl Default for ModelMonitorConfig {
             ground_truth_prefix: "model-monitor/ground-truth".into(),
             endpoint_name: "bikeshare-stockout".into(),
             variant: "AllTraffic".into(),
+            sampling_percentage: DEFAULT_SAMPLING_PERCENTAGE,
         }
+    }
+}
+
+/// Captured share of predictions by default: every prediction's capture line is ~1 KB (75
+/// features as CSV), 25 times the Parquet row of the prediction itself (decision 074).
+pub const DEFAULT_SAMPLING_PERCENTAGE: u8 = 5;
+
+impl ModelMonitorConfig {
+    /// A configuration error for a value SageMaker would refuse too.
+    pub fn validate(&self) -> Result<(), crate::LakeError> {
+        if self.sampling_percentage > 100 {
+            return Err(crate::LakeError::Config(format!(
+                "[lake.model_monitor] sampling_percentage = {}: use 0 to 100",
+                self.sampling_percentage
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the prediction `prediction_id` is captured (and its labels' ground truth
+    /// written): the XXH3 hash of the id, modulo 100, below [`Self::sampling_percentage`].
+    pub fn samples(&self, prediction_id: &str) -> bool {
+        match self.sampling_percentage {
+            0 => false,
+            p if p >= 100 => true,
+            p => xxhash_rust::xxh3::xxh3_64(prediction_id.as_bytes()) % 100 < u64::from(p),
+        }
+    }
+
+    /// Where the data capture files are: `<data_capture_prefix>/<endpoint>/<variant>`.
+    pub fn capture_root(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.data_capture_prefix.trim_matches('/'),
+            self.endpoint_name,
+            self.variant
+        )
+    }
+
+    /// Where the ground truth of `target` is: `<ground_truth_prefix>/<target>`.
+    pub fn ground_truth_root(&self, target: Target) -> String {
+        format!(
+            "{}/{}",
+            self.ground_truth_prefix.trim_matches('/'),
+            target.name()
+        )
     }
 }
 
@@ -299,11 +351,14 @@ impl MonitorStaging {
         for p in predictions {
             let k = key(p.system_id.as_str(), p.station_id.as_str(), p.as_of);
             let Some(features) = self.inputs.remove(&k) else {
-                if p.is_available() {
+                if p.is_available() && config.samples(p.prediction_id.as_str()) {
                     missing += 1;
                 }
                 continue;
             };
+            if !config.samples(p.prediction_id.as_str()) {
+                continue;
+            }
             if let Some(l) = capture_line(&config, &features, p) {
                 let e = self.capture.entry(Hour::of(p.as_of)).or_default();
                 e.0 += 1;
@@ -320,12 +375,15 @@ impl MonitorStaging {
         }
     }
 
-    /// Ground truth of both targets.
+    /// Ground truth of both targets, for the labels of captured predictions.
     pub fn labels(&mut self, labels: &[Label]) {
-        if self.config.is_none() {
+        let Some(config) = self.config.clone() else {
             return;
-        }
-        for l in labels {
+        };
+        for l in labels
+            .iter()
+            .filter(|l| config.samples(l.prediction_id.as_str()))
+        {
             for t in Target::ALL {
                 let e = self.ground_truth.entry((t, label_hour(l))).or_default();
                 e.0 += 1;
@@ -344,13 +402,7 @@ impl MonitorStaging {
             .capture
             .iter()
             .map(|(hour, (rows, bytes))| EncodedFile {
-                path: format!(
-                    "{}/{}/{}/{}/{name}",
-                    c.data_capture_prefix.trim_matches('/'),
-                    c.endpoint_name,
-                    c.variant,
-                    hour_path(*hour)
-                ),
+                path: format!("{}/{}/{name}", c.capture_root(), hour_path(*hour)),
                 dataset: Dataset::Predictions,
                 hour: *hour,
                 rows: *rows,
@@ -361,9 +413,8 @@ impl MonitorStaging {
             .iter()
             .map(|((target, hour), (rows, bytes))| EncodedFile {
                 path: format!(
-                    "{}/{}/{}/{name}",
-                    c.ground_truth_prefix.trim_matches('/'),
-                    target.name(),
+                    "{}/{}/{name}",
+                    c.ground_truth_root(*target),
                     hour_path(*hour)
                 ),
                 dataset: Dataset::Labels,
@@ -426,7 +477,10 @@ mod tests {
 
     #[test]
     fn paths_are_sagemakers_hourly_layout() {
-        let mut s = MonitorStaging::new(Arc::new(ModelMonitorConfig::default()));
+        let mut s = MonitorStaging::new(Arc::new(ModelMonitorConfig {
+            sampling_percentage: 100,
+            ..ModelMonitorConfig::default()
+        }));
         let p = prediction(0.5);
         s.features(&[FeatureVector {
             system_id: p.system_id.clone(),
@@ -456,5 +510,96 @@ mod tests {
         assert_eq!(s.rows(), 3);
         assert_eq!(s.missing_inputs, 0);
         assert_eq!(MonitorStaging::default().encode("w", 1).len(), 0);
+    }
+
+    fn all(percent: u8) -> ModelMonitorConfig {
+        ModelMonitorConfig {
+            sampling_percentage: percent,
+            ..ModelMonitorConfig::default()
+        }
+    }
+
+    /// Stages `n` predictions with their features and labels; the capture's and the ground
+    /// truth's inference ids.
+    fn staged_ids(config: ModelMonitorConfig, n: usize) -> (Vec<String>, Vec<String>) {
+        let mut s = MonitorStaging::new(Arc::new(config));
+        let mut preds = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..n {
+            let mut p = prediction(0.5);
+            p.prediction_id = EventId::new(format!("pred-{i}"));
+            p.station_id = StationId::new(format!("st-{i}"));
+            rows.push(FeatureVector {
+                system_id: p.system_id.clone(),
+                station_id: p.station_id.clone(),
+                as_of: p.as_of,
+                schema_id: FeatureSchemaId("fs".into()),
+                values: vec![Some(1.0)],
+            });
+            preds.push(p);
+        }
+        s.features(&rows);
+        s.predictions(&preds);
+        let labels: Vec<Label> = preds
+            .iter()
+            .map(|p| bikeshare_testkit::envelopes::label(p, 2))
+            .collect();
+        s.labels(&labels);
+        assert_eq!(s.missing_inputs, 0);
+        let ids = |prefix: &str, key: &str| -> Vec<String> {
+            let mut out: Vec<String> = s
+                .encode("w", 1)
+                .iter()
+                .filter(|f| f.path.starts_with(prefix))
+                .flat_map(|f| {
+                    String::from_utf8(f.bytes.to_vec())
+                        .unwrap()
+                        .lines()
+                        .map(|l| {
+                            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                            v["eventMetadata"][key].as_str().unwrap().to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        (
+            ids("model-monitor/data-capture", "inferenceId"),
+            ids("model-monitor/ground-truth/empty", "eventId"),
+        )
+    }
+
+    #[test]
+    fn capture_is_sampled_by_prediction_id_and_ground_truth_follows_it() {
+        let n = 4000;
+        let (everything, truth_all) = staged_ids(all(100), n);
+        assert_eq!((everything.len(), truth_all.len()), (n, n));
+        let (none, truth_none) = staged_ids(all(0), n);
+        assert!(none.is_empty() && truth_none.is_empty());
+
+        let (ten, truth_ten) = staged_ids(all(10), n);
+        // About a tenth, the same ones on a rerun, and exactly those with ground truth.
+        assert!((300..=500).contains(&ten.len()), "{} of {n}", ten.len());
+        assert_eq!(staged_ids(all(10), n).0, ten);
+        assert_eq!(truth_ten, ten);
+        let c = all(10);
+        assert!(ten.iter().all(|id| c.samples(id)));
+        // A larger percentage captures a superset.
+        let (twenty, _) = staged_ids(all(20), n);
+        assert!(ten.iter().all(|id| twenty.binary_search(id).is_ok()));
+        assert!(twenty.len() > ten.len());
+    }
+
+    #[test]
+    fn a_sampling_percentage_over_100_is_a_configuration_error() {
+        assert!(all(100).validate().is_ok());
+        let e = all(101).validate().unwrap_err();
+        assert!(e.to_string().contains("sampling_percentage = 101"), "{e}");
+        assert_eq!(
+            bikeshare_types::error::Classify::class(&e),
+            bikeshare_types::error::ErrorClass::User
+        );
     }
 }

@@ -2,4 +2,5 @@
 //! file. Each module is one former `tests/*.rs` file; shared helpers are modules too.
 
 mod athena;
+mod capture;
 mod roundtrip;

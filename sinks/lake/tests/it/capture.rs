@@ -1,0 +1,119 @@
+//! Model Monitor's files through the processor's lake sink: the capture is sampled by
+//! prediction id, and `catalog::monitor_partitions` (what `bikeshare lake ls` prints) lists
+//! every captured line and every ground-truth line with its hour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bikeshare_lake::catalog::{MonitorTree, monitor_partitions};
+use bikeshare_lake::model_monitor::{ModelMonitorConfig, Target};
+use bikeshare_lake::sinks::{LakeOutputs, LakeSinks};
+use bikeshare_lake::{LakeConfig, open_store};
+use bikeshare_stream::sink::Sinks;
+use bikeshare_testkit::envelopes;
+use bikeshare_types::contracts::{FeatureSchemaId, FeatureVector, Label, Prediction};
+use bikeshare_types::{StationId, SystemId, Timestamp};
+
+const T0: i64 = 1_772_431_200_000; // 2026-03-02T06:00:00Z
+
+fn run(
+    percent: u8,
+    n: u32,
+) -> (
+    Vec<Prediction>,
+    Vec<bikeshare_lake::catalog::MonitorPartitionSummary>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = open_store(&LakeConfig::default(), dir.path()).unwrap();
+        let config = ModelMonitorConfig {
+            sampling_percentage: percent,
+            ..ModelMonitorConfig::default()
+        };
+        let sinks = LakeSinks::new(
+            store.clone(),
+            "processor",
+            LakeOutputs {
+                features: true,
+                dead_letters: false,
+            },
+        )
+        .with_model_monitor(config.clone());
+        sinks.scope("shardId-0");
+        let mut preds = Vec::new();
+        // Stations report every minute for two hours: predictions in hours 06 and 07.
+        for i in 0..n {
+            let as_of = Timestamp(T0 + i64::from(i) * 60_000 / 8);
+            let station = format!("st-{}", i % 8);
+            let p = envelopes::prediction("demo", &station, as_of, 0.25, 0.5);
+            sinks
+                .features(vec![FeatureVector {
+                    system_id: SystemId::new("demo"),
+                    station_id: StationId::new(station),
+                    as_of,
+                    schema_id: FeatureSchemaId("fs".into()),
+                    values: vec![Some(1.0), None, Some(0.5)],
+                }])
+                .await
+                .unwrap();
+            sinks.predictions(vec![p.clone()]).await.unwrap();
+            let label: Label = envelopes::label(&p, 3);
+            sinks.labels(vec![label]).await.unwrap();
+            preds.push(p);
+        }
+        sinks.commit(&[("shardId-0".to_owned(), 1)]).await.unwrap();
+        let listed = monitor_partitions(&store, &config).await.unwrap();
+        (preds, listed)
+    })
+}
+
+fn rows(listed: &[bikeshare_lake::catalog::MonitorPartitionSummary], tree: MonitorTree) -> u64 {
+    listed
+        .iter()
+        .filter(|p| p.tree == tree)
+        .map(|p| p.rows)
+        .sum()
+}
+
+#[test]
+fn lake_ls_lists_the_sampled_capture_and_its_ground_truth() {
+    let n = 960;
+    let (preds, listed) = run(100, n);
+    assert_eq!(preds.len(), n as usize);
+    for tree in MonitorTree::ALL {
+        assert_eq!(rows(&listed, tree), u64::from(n), "{tree}");
+    }
+    let hours: Vec<u32> = listed
+        .iter()
+        .filter(|p| p.tree == MonitorTree::DataCapture)
+        .map(|p| p.hour.hour)
+        .collect();
+    assert_eq!(hours, [6, 7]);
+    assert!(listed.iter().all(|p| p.files == 1 && p.bytes > 0));
+
+    let config = ModelMonitorConfig {
+        sampling_percentage: 10,
+        ..ModelMonitorConfig::default()
+    };
+    let sampled = preds
+        .iter()
+        .filter(|p| config.samples(p.prediction_id.as_str()))
+        .count() as u64;
+    assert!((48..=144).contains(&sampled), "{sampled} of {n}");
+    let (_, listed) = run(10, n);
+    assert_eq!(rows(&listed, MonitorTree::DataCapture), sampled);
+    assert_eq!(
+        rows(&listed, MonitorTree::GroundTruth(Target::Empty)),
+        sampled
+    );
+    assert_eq!(
+        rows(&listed, MonitorTree::GroundTruth(Target::Full)),
+        sampled
+    );
+
+    let (_, listed) = run(0, n);
+    assert!(listed.is_empty(), "{listed:?}");
+}
