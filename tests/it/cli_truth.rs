@@ -312,3 +312,36 @@ fn the_global_data_dir_flag_overrides_the_config() {
         "reads the stream under --data-dir: {error}"
     );
 }
+
+#[test]
+fn up_with_a_simulator_token_publishes_gbfs_and_weather() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bikeshare(dir.path())
+        .args([
+            "up",
+            "--no-bootstrap",
+            "--duration",
+            "10s",
+            "--summary-every",
+            "600",
+            "--catch-up",
+            "1h",
+            "--station-count",
+            "10",
+        ])
+        .env("BIKESHARE_SIM_TOKEN", "sim-token-for-tests")
+        .env("BIKESHARE_API__BIND", "127.0.0.1:0")
+        .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("sim-token-for-tests"));
+    let events = stream_records(dir.path(), "events");
+    let kinds: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(
+        kinds.contains("station_status") && kinds.contains("weather"),
+        "GBFS and weather both published: {kinds:?}"
+    );
+}
