@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sagemakerruntime::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError;
 use aws_sdk_sagemakerruntime::primitives::Blob;
-use bikeshare_runtime::aws::{ClientSettings, SdkConfig, caller_retries, load_sdk_config};
+use bikeshare_runtime::aws::{SdkConfig, caller_retries};
 use bikeshare_stream_processor::{Predictor, Scored, Scorer, Scores};
 use bikeshare_types::contracts::{FeatureSchemaId, ModelRef, ScoredBy};
 use bikeshare_types::metrics;
@@ -239,19 +239,6 @@ impl SageMakerPredictor {
             }),
             stats: Arc::new(EndpointStats::default()),
         }
-    }
-
-    /// Loads the standard AWS configuration (our HTTPS client, default [`ClientSettings`]
-    /// timeouts) and builds the client. A process builds it from its shared configuration
-    /// with [`Self::new`] instead.
-    pub async fn connect(config: EndpointConfig, schema_id: FeatureSchemaId) -> Self {
-        let sdk = load_sdk_config(&ClientSettings {
-            region: config.region.clone(),
-            endpoint_url: config.endpoint_url.clone(),
-            ..ClientSettings::default()
-        })
-        .await;
-        Self::new(&sdk, config, schema_id)
     }
 
     pub fn stats(&self) -> Arc<EndpointStats> {
