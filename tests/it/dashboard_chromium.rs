@@ -102,7 +102,7 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
             "90s",
             "--summary-every",
             "600",
-            "--stations",
+            "--station-count",
             "120",
         ])
         .env("BIKESHARE_API__BIND", "127.0.0.1:0")

@@ -77,7 +77,7 @@ async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() 
         "baseline",
         "--until",
         &at(2),
-        "--out",
+        "--output",
         base.to_str().unwrap(),
     ]));
     assert!(out.is_empty(), "{out}");
@@ -94,7 +94,7 @@ async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() 
     let check = |from: i64, to: i64, name: &str| {
         let out_dir = dir.path().join(name);
         let o = monitor_check(from)
-            .args(["--until", &at(to), "--out", out_dir.to_str().unwrap()])
+            .args(["--until", &at(to), "--output", out_dir.to_str().unwrap()])
             .output()
             .unwrap();
         let file = std::fs::read(out_dir.join("constraint_violations.json")).unwrap();

@@ -174,7 +174,7 @@ fn history(dir: &Path, system: &str, seed: u64) -> std::path::PathBuf {
             "simulate",
             "--backfill",
             path.to_str().unwrap(),
-            "--stations",
+            "--station-count",
             "20",
             "--seed",
             &seed.to_string(),

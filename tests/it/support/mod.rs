@@ -46,7 +46,7 @@ pub fn simulated_history(
         "simulate",
         "--backfill",
         history.to_str().unwrap(),
-        "--stations",
+        "--station-count",
         &stations.to_string(),
         "--seed",
         &seed.to_string(),
