@@ -254,6 +254,8 @@ pub struct StreamConfig {
     /// The Kinesis backend: stream name prefix, region, endpoint, reads
     /// (`[stream.kinesis]`, e.g. `BIKESHARE_STREAM__KINESIS__REGION`).
     pub kinesis: bikeshare_aws::KinesisConfig,
+    /// The embedded stream's retention (`[stream.retention]`: enabled, hours, interval_ms).
+    pub retention: crate::app::streams::RetentionConfig,
 }
 
 impl Default for StreamConfig {
@@ -263,6 +265,7 @@ impl Default for StreamConfig {
             path: PathBuf::from("stream.db"),
             shards: 2,
             kinesis: bikeshare_aws::KinesisConfig::default(),
+            retention: Default::default(),
         }
     }
 }

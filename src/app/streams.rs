@@ -132,3 +132,235 @@ pub async fn close_output(output: StreamOutput) -> anyhow::Result<()> {
         Err(_) => anyhow::bail!("records still unpublished after 30 s; giving up"),
     }
 }
+
+/// `[stream.retention]`: how much of the embedded stream is kept, like Kinesis' retention
+/// period but in event time and never past a consumer's checkpoint (decision 074).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Trim at all.
+    pub enabled: bool,
+    /// Event time kept behind every consumer's checkpoint (Kinesis keeps 24 h by default).
+    pub hours: u64,
+    /// How often `process`, `up` and `lake write` trim while they run (and once as they stop).
+    pub interval_ms: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hours: 24,
+            interval_ms: 60_000,
+        }
+    }
+}
+
+/// The time a stream's record is about: `event_time` (events), `as_of` (predictions,
+/// labels, features), `at` (dead letters).
+fn record_time(data: &[u8]) -> Option<bikeshare_types::Timestamp> {
+    #[derive(serde::Deserialize)]
+    struct Times {
+        event_time: Option<bikeshare_types::Timestamp>,
+        as_of: Option<bikeshare_types::Timestamp>,
+        at: Option<bikeshare_types::Timestamp>,
+    }
+    let t: Times = serde_json::from_slice(data).ok()?;
+    t.event_time.or(t.as_of).or(t.at)
+}
+
+/// Per shard, the last sequence number read by a consumer, from its checkpoint positions
+/// (`prefix` + shard id as the key; `SHARD_END` and other non-numbers are left out).
+fn positions_of(
+    positions: &std::collections::BTreeMap<String, String>,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    positions
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// Per shard, the smallest position of all `consumers`; a shard some consumer has no position
+/// for is left out (nothing of it is trimmed).
+fn slowest(
+    consumers: &[std::collections::BTreeMap<String, u64>],
+) -> std::collections::BTreeMap<String, u64> {
+    let Some((first, rest)) = consumers.split_first() else {
+        return Default::default();
+    };
+    first
+        .iter()
+        .filter_map(|(shard, p)| {
+            rest.iter()
+                .map(|c| c.get(shard).copied())
+                .try_fold(*p, |m, q| Some(m.min(q?)))
+                .map(|m| (shard.clone(), m))
+        })
+        .collect()
+}
+
+/// The positions of the consumers of the embedded stream `name` that keep checkpoints: the
+/// processor and the lake archiver read `events`, the archiver reads `dead-letters`. `None`:
+/// the stream has no such consumer (its readers follow the head).
+async fn consumers_of(
+    config: &Config,
+    name: &str,
+    shards: &[bikeshare_stream::ShardDescription],
+) -> anyhow::Result<Option<std::collections::BTreeMap<String, u64>>> {
+    use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore};
+    let archive = || async {
+        let store = LocalCheckpointStore::new(config.data_path(&config.lake.checkpoint_dir));
+        let cp = store
+            .latest(bikeshare_lake::archive::CHECKPOINT_KEY)
+            .await
+            .context("reading the lake archiver's checkpoint")?;
+        anyhow::Ok(
+            cp.map(|c| positions_of(&c.positions, &format!("{name}/")))
+                .unwrap_or_default(),
+        )
+    };
+    let mut consumers = Vec::new();
+    if name == names::EVENTS {
+        let store = crate::app::runner::checkpoint_store(config).await?;
+        let mut processor = std::collections::BTreeMap::new();
+        for s in shards {
+            if let Some(cp) = store
+                .latest(s.id.as_str())
+                .await
+                .context("reading the processor's checkpoint")?
+            {
+                processor.extend(positions_of(&cp.positions, ""));
+            }
+        }
+        consumers.push(processor);
+    }
+    if config.lake.enabled && (name == names::EVENTS || name == names::DEAD_LETTERS) {
+        consumers.push(archive().await?);
+    }
+    Ok((!consumers.is_empty()).then(|| slowest(&consumers)))
+}
+
+/// Trims every stream of the embedded backend by `[stream.retention]` once; what each lost.
+/// Nothing on Kinesis (it keeps its own retention period) or with retention off.
+pub async fn trim_streams(
+    config: &Config,
+) -> anyhow::Result<Vec<(&'static str, bikeshare_embedded::TrimReport)>> {
+    let retention = &config.stream.retention;
+    if !retention.enabled || config.stream.backend != StreamBackend::Embedded {
+        return Ok(Vec::new());
+    }
+    let path = config.data_path(&config.stream.path);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let keep = Duration::from_secs(retention.hours.saturating_mul(3600));
+    let mut out = Vec::new();
+    for name in [
+        names::EVENTS,
+        names::DEAD_LETTERS,
+        names::PREDICTIONS,
+        bikeshare_sinks::stream::names::LABELS,
+        bikeshare_sinks::stream::names::FEATURES,
+    ] {
+        let stream = match EmbeddedStream::open_existing(&path, name).await {
+            Ok(s) => s,
+            Err(bikeshare_stream::StreamError::NoSuchStream(_)) => continue,
+            Err(e) => return Err(e).with_context(|| format!("opening stream {name:?}")),
+        };
+        let passed = consumers_of(config, name, stream.shards()).await?;
+        let report = stream
+            .trim_retained(passed.as_ref(), keep, record_time)
+            .await
+            .with_context(|| format!("trimming stream {name:?}"))?;
+        out.push((name, report));
+    }
+    Ok(out)
+}
+
+/// With the embedded stream and retention on: [`trim_streams`] every `interval_ms`, and once
+/// more when `stop` turns true (after the caller's final checkpoints). Errors are logged and
+/// retried at the next interval: retention must never stop the pipeline.
+pub fn spawn_retention(
+    config: &Config,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !config.stream.retention.enabled || config.stream.backend != StreamBackend::Embedded {
+        return None;
+    }
+    let config = config.clone();
+    let mut stop = stop.clone();
+    let every = Duration::from_millis(config.stream.retention.interval_ms.max(1_000));
+    Some(tokio::spawn(async move {
+        loop {
+            let last = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            match trim_streams(&config).await {
+                Ok(r) => {
+                    for (name, report) in r.into_iter().filter(|(_, r)| r.deleted > 0) {
+                        tracing::info!(
+                            stream = name,
+                            deleted = report.deleted,
+                            kept = report.kept,
+                            "stream retention: trimmed"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "stream retention: trim failed");
+                }
+            }
+            if last {
+                return;
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_slowest_consumer_bounds_every_shard_and_a_missing_position_keeps_the_shard() {
+        let a = BTreeMap::from([("s0".to_owned(), 10), ("s1".to_owned(), 5)]);
+        let b = BTreeMap::from([("s0".to_owned(), 7)]);
+        assert_eq!(
+            slowest(&[a.clone(), b]),
+            BTreeMap::from([("s0".to_owned(), 7)])
+        );
+        assert_eq!(slowest(std::slice::from_ref(&a)), a);
+        assert!(slowest(&[]).is_empty());
+        let cp = BTreeMap::from([
+            ("events/s0".to_owned(), "12".to_owned()),
+            ("events/s1".to_owned(), "SHARD_END".to_owned()),
+            ("dead-letters/s0".to_owned(), "3".to_owned()),
+        ]);
+        assert_eq!(
+            positions_of(&cp, "events/"),
+            BTreeMap::from([("s0".to_owned(), 12)])
+        );
+    }
+
+    #[test]
+    fn every_streams_record_time_is_read() {
+        let t = |s: &str| record_time(s.as_bytes()).map(|t| t.millis());
+        assert_eq!(
+            t(r#"{"event_time":"2021-01-01T00:00:01Z","ingest_time":"2026-01-01T00:00:00Z"}"#),
+            Some(1_609_459_201_000)
+        );
+        assert_eq!(
+            t(r#"{"as_of":"2021-01-01T00:00:00Z","x":[1]}"#),
+            Some(1_609_459_200_000)
+        );
+        assert_eq!(
+            t(r#"{"at":"2021-01-01T00:00:00Z"}"#),
+            Some(1_609_459_200_000)
+        );
+        assert_eq!(t("not json"), None);
+        assert_eq!(t("{}"), None);
+    }
+}

@@ -19,6 +19,8 @@ pub async fn run(args: LakeArgs, config: Config) -> anyhow::Result<()> {
             let archiver = archiver(&config, until_caught_up).await?;
             let stats = archiver.stats();
             archiver.run(shutdown_signal(duration)).await?;
+            // The archiver is a consumer of the embedded stream: trim what it has now passed.
+            crate::app::streams::trim_streams(&config).await?;
             let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
             eprintln!(
                 "archived {} events and {} dead letters into {} ({} epochs, {} files, {} undecodable records skipped)",

@@ -26,6 +26,7 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
             .await?;
     let monitors = crate::app::monitoring::start(&config, wall_clock(), &stop_rx).await?;
     let drift = crate::app::drift::DriftTask::spawn_if_lake(&config, None, &stop_rx)?;
+    let retention = crate::app::streams::spawn_retention(&config, &stop_rx);
     let grace = std::time::Duration::from_millis(config.runner.shutdown_grace_ms);
     let processor = run_with_grace(runner, shutdown_signal(args.duration), grace).await;
     let _ = stop_tx.send(true);
@@ -37,6 +38,9 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     }
     if let Some(d) = drift {
         let _ = d.await;
+    }
+    if let Some(r) = retention {
+        let _ = r.await;
     }
     if let Some(w) = watcher {
         let _ = w.await;

@@ -152,6 +152,7 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         Some(dashboard_state.clone()),
         &stop_rx,
     )?;
+    let retention = crate::app::streams::spawn_retention(&config, &stop_rx);
 
     let summary = tokio::spawn(print_summaries(
         stats,
@@ -185,6 +186,9 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     }
     if let Some(d) = drift {
         let _ = d.await;
+    }
+    if let Some(r) = retention {
+        let _ = r.await;
     }
     let _ = keeper.await;
     // After the producers: nothing later than this reached the stream.

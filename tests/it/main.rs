@@ -19,4 +19,5 @@ mod monitor_drift;
 mod processor_restart;
 mod processor_scale_out;
 mod secret_logs;
+mod stream_retention;
 mod up_bootstrap;

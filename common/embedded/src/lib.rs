@@ -61,12 +61,12 @@
 //!
 //! ## Retention
 //!
-//! Nothing is deleted on its own: the owner of the stream (the process that runs it, e.g.
-//! `bikeshare up`) calls [`EmbeddedStream::trim_before`] periodically, e.g. every minute with
-//! `now - retention`. It moves each shard's trim horizon forward like Kinesis does: a record
-//! is deleted once it *and every earlier record of its shard* arrived before the cutoff.
-//! Arrival times come from the injected [`EmbeddedConfig::clock`], never from the wall clock
-//! directly.
+//! Nothing is deleted on its own: the processes that use the stream (`bikeshare process`,
+//! `up`, `lake write`) call [`EmbeddedStream::trim_retained`] periodically: Kinesis' retention
+//! measured in the records' event time and never past a checkpointed consumer (see
+//! [`retention`]). It moves each shard's trim horizon forward like Kinesis does: a record is
+//! deleted with every earlier record of its shard. [`EmbeddedStream::trim_before`] trims by
+//! arrival time instead (from the injected [`EmbeddedConfig::clock`], never the wall clock).
 //!
 //! ## Opening
 //!
@@ -124,6 +124,9 @@ pub const MAX_READ_BYTES: usize = 10 * 1024 * 1024;
 
 /// The schema this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
+
+pub mod retention;
+pub use retention::{EventTimeOf, TrimReport};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS streams (
@@ -451,6 +454,12 @@ fn connect(path: &Path, config: &EmbeddedConfig, create: bool) -> Result<Connect
         StreamError::Storage(format!("cannot open {}: {}", path.display(), chain(&e)))
     })?;
     conn.busy_timeout(config.busy_timeout).map_err(storage)?;
+    if create {
+        // Takes effect only in a new, empty database, and only before WAL mode is set:
+        // trimmed pages then go back to the file system (see `retention`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(storage)?;
+    }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(storage)?;
