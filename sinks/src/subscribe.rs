@@ -242,15 +242,85 @@ impl Limits {
     }
 }
 
-/// The (system, station) pairs the prediction stream names, read by [`catalog`].
-#[derive(Default)]
+/// The (system, station) pairs the prediction stream names: read from the oldest record and
+/// followed by [`catalog`], and read up to the stream's end before a filter is refused.
 struct Catalog {
+    reader: Arc<dyn StreamReader>,
+    /// One cursor per shard, from its oldest record.
+    cursors: tokio::sync::Mutex<BTreeMap<String, Box<dyn ShardCursor>>>,
     /// Whether every shard has been read to its end at least once.
     caught_up: std::sync::atomic::AtomicBool,
     stations: RwLock<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Catalog {
+    fn new(reader: Arc<dyn StreamReader>) -> Self {
+        Self {
+            reader,
+            cursors: tokio::sync::Mutex::default(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
+            stations: RwLock::default(),
+        }
+    }
+
+    /// One read of every shard (opening new ones); whether any shard is still behind.
+    async fn pass(&self) -> bool {
+        let mut cursors = self.cursors.lock().await;
+        match self.reader.list_shards().await {
+            Ok(shards) => {
+                for shard in shards {
+                    if cursors.contains_key(shard.id.as_str()) {
+                        continue;
+                    }
+                    match self
+                        .reader
+                        .open(&shard.id, StartPosition::TrimHorizon)
+                        .await
+                    {
+                        Ok(c) => {
+                            cursors.insert(shard.id.0.clone(), c);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "subscription catalog: open failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "subscription catalog: cannot list shards"),
+        }
+        let mut behind = false;
+        for c in cursors.values_mut() {
+            match c.next_batch(1000).await {
+                Ok(batch) => {
+                    behind |= !batch.records.is_empty()
+                        || batch.millis_behind_latest.is_some_and(|m| m > 0);
+                    for rec in &batch.records {
+                        if let Ok(keys) = serde_json::from_slice::<Keys<'_>>(&rec.data) {
+                            self.add(&keys);
+                        }
+                    }
+                }
+                Err(e) => {
+                    behind = true;
+                    tracing::warn!(error = %e, "subscription catalog: read failed");
+                }
+            }
+        }
+        if !behind {
+            self.caught_up
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        behind
+    }
+
+    /// Reads to the stream's end now (at most `passes` reads of every shard), so a station
+    /// predicted a moment ago is known.
+    async fn catch_up(&self, passes: usize) {
+        for _ in 0..passes {
+            if !self.pass().await {
+                return;
+            }
+        }
+    }
+
     /// Why a subscription filtered on `system` and `station` can never receive an event, if
     /// the whole stream has been read and names neither.
     fn unknown(&self, system: Option<&str>, station: Option<&str>) -> Option<String> {
@@ -298,51 +368,12 @@ impl Catalog {
 
 /// Reads the whole prediction stream, then follows it, into `catalog` until `stopping`.
 async fn catalog(
-    reader: Arc<dyn StreamReader>,
     catalog: Arc<Catalog>,
     poll: Duration,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut cursors: BTreeMap<String, Box<dyn ShardCursor>> = BTreeMap::new();
     loop {
-        match reader.list_shards().await {
-            Ok(shards) => {
-                for shard in shards {
-                    if cursors.contains_key(shard.id.as_str()) {
-                        continue;
-                    }
-                    match reader.open(&shard.id, StartPosition::TrimHorizon).await {
-                        Ok(c) => {
-                            cursors.insert(shard.id.0.clone(), c);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "subscription catalog: open failed"),
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "subscription catalog: cannot list shards"),
-        }
-        let mut behind = false;
-        for c in cursors.values_mut() {
-            match c.next_batch(1000).await {
-                Ok(batch) => {
-                    behind |= !batch.records.is_empty()
-                        || batch.millis_behind_latest.is_some_and(|m| m > 0);
-                    for rec in &batch.records {
-                        if let Ok(keys) = serde_json::from_slice::<Keys<'_>>(&rec.data) {
-                            catalog.add(&keys);
-                        }
-                    }
-                }
-                Err(e) => {
-                    behind = true;
-                    tracing::warn!(error = %e, "subscription catalog: read failed");
-                }
-            }
-        }
-        if !behind {
-            catalog
-                .caught_up
-                .store(true, std::sync::atomic::Ordering::Release);
+        if !catalog.pass().await {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
                 _ = stopping.changed() => return,
@@ -372,13 +403,8 @@ pub async fn serve(
         max_per_client: config.max_per_client,
         retry_after: HeaderValue::from(config.retry_after_secs.max(1)),
     });
-    let known = Arc::new(Catalog::default());
-    tokio::spawn(catalog(
-        Arc::clone(&reader),
-        Arc::clone(&known),
-        poll,
-        stopping.clone(),
-    ));
+    let known = Arc::new(Catalog::new(Arc::clone(&reader)));
+    tokio::spawn(catalog(Arc::clone(&known), poll, stopping.clone()));
     let state = Arc::new(AppState {
         reader,
         stopping,
@@ -422,11 +448,18 @@ async fn predictions(
     if !http::authorised(state.token.as_ref(), &headers) {
         return http::unauthorised();
     }
-    if let Some(why) = state
+    let (system, station) = (p.system.as_deref(), p.station.as_deref());
+    let filtered = system.is_some() || station.is_some();
+    let caught_up = state
         .catalog
-        .unknown(p.system.as_deref(), p.station.as_deref())
-    {
-        return (StatusCode::NOT_FOUND, why).into_response();
+        .caught_up
+        .load(std::sync::atomic::Ordering::Acquire);
+    if filtered && (!caught_up || state.catalog.unknown(system, station).is_some()) {
+        // Perhaps predicted a moment ago: read to the stream's end before refusing.
+        state.catalog.catch_up(100).await;
+        if let Some(why) = state.catalog.unknown(system, station) {
+            return (StatusCode::NOT_FOUND, why).into_response();
+        }
     }
     let client = request
         .extensions()
