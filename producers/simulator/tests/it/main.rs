@@ -4,3 +4,4 @@
 mod simulator_gbfs;
 mod simulator_http;
 mod simulator_props;
+mod stockout_rates;
