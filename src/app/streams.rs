@@ -151,7 +151,7 @@ impl Default for RetentionConfig {
         Self {
             enabled: true,
             hours: 24,
-            interval_ms: 60_000,
+            interval_ms: 10_000,
         }
     }
 }
