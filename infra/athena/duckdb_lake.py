@@ -8,10 +8,10 @@ queries run, text unchanged, their `?` parameters bound to the defaults of their
 lines or to --param values.
 
     pip install duckdb
-    python3 infra/athena/duckdb_lake.py --lake data/lake                     # every query
-    python3 infra/athena/duckdb_lake.py --lake data/lake --query freshness_gaps --param min_gap_minutes=5
-    python3 infra/athena/duckdb_lake.py --lake data/lake --json              # for programs
-    python3 infra/athena/duckdb_lake.py --lake data/lake --sql               # the views, for a duckdb shell
+    python3 infra/athena/duckdb_lake.py --lake var/lake                     # every query
+    python3 infra/athena/duckdb_lake.py --lake var/lake --query freshness_gaps --param min_gap_minutes=5
+    python3 infra/athena/duckdb_lake.py --lake var/lake --json              # for programs
+    python3 infra/athena/duckdb_lake.py --lake var/lake --sql               # the views, for a duckdb shell
 
 Used by lake/tests/athena.rs, which checks every query's numbers on a known history.
 """
@@ -143,7 +143,7 @@ def plain(v):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lake", required=True, help="the local lake directory (<data_dir>/lake)")
+    ap.add_argument("--lake", default="var/lake", help="the local lake directory, <data_dir>/lake (default: var/lake)")
     ap.add_argument("--tables", default=os.path.join(HERE, "tables.sql"))
     ap.add_argument("--queries", default=os.path.join(HERE, "queries.sql"))
     ap.add_argument("--query", action="append", default=[], help="run only this named query (repeatable)")
@@ -157,6 +157,13 @@ def main():
     with open(args.queries, encoding="utf-8") as f:
         queries = parse_queries(f.read())
     lake = os.path.abspath(args.lake)
+    if not args.sql and not os.path.isdir(lake):
+        raise SystemExit(
+            f"no lake at {args.lake}: run `bikeshare up` or `bikeshare process` first, "
+            "or pass --lake <data_dir>/lake"
+        )
+    if not args.sql and not glob.glob(os.path.join(lake, "*", "**", "*.parquet"), recursive=True):
+        raise SystemExit(f"the lake at {args.lake} holds no Parquet file yet: nothing to query")
     views = [view_sql(lake, t, cols) for t, cols in tables.items()]
     if args.sql:
         print(";\n\n".join(views) + ";")
@@ -173,7 +180,12 @@ def main():
         if wanted not in names:
             raise SystemExit(f"no query named {wanted!r}; the queries: {', '.join(names)}")
 
-    import duckdb  # only needed from here on
+    try:
+        import duckdb  # only needed from here on
+    except ImportError:
+        raise SystemExit(
+            "this script needs the Python package duckdb: python3 -m pip install duckdb"
+        ) from None
 
     con = duckdb.connect(":memory:")
     for v in views:
