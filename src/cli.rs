@@ -341,7 +341,7 @@ pub struct SubscribeArgs {
     pub retries: RetryBudget,
     /// How long to keep asking when the server does not know the system or station (it
     /// may not have predicted it yet); then exit non-zero.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub wait_for_station: std::time::Duration,
 }
 
