@@ -846,7 +846,10 @@ impl DriftWindow {
                 break;
             }
             let completeness = r.present as f64 / self.rows as f64;
-            if completeness + 1e-9 < c.completeness {
+            // A window is a sample: below the baseline's share by more than a one-sided 1 %
+            // binomial margin (none for a feature always present in the baseline).
+            let margin = 2.33 * (c.completeness * (1.0 - c.completeness) / self.rows as f64).sqrt();
+            if completeness + margin + 1e-9 < c.completeness {
                 violations.push(Violation {
                     feature_name: c.name.clone(),
                     constraint_check_type: "completeness_check".into(),
