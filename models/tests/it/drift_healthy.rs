@@ -20,6 +20,8 @@ const START: i64 = 1_717_495_200_000;
 fn six_healthy_hours_against_the_training_baseline_raise_no_drift() {
     let city = CityConfig {
         seed: 5,
+        // The size `up` serves in its bootstrap test (a bootstrap simulates the served city).
+        stations: 60,
         ..CityConfig::default()
     };
     // The bootstrap of `up`: eight simulated days before the live window.

@@ -16,6 +16,8 @@ fn models_trained_on_simulated_days_beat_the_baselines_on_later_days() {
     let out = dir.path().join("m1");
     let city = CityConfig {
         seed: 11,
+        // The size `up` serves in its bootstrap test (a bootstrap simulates the served city).
+        stations: 60,
         ..CityConfig::default()
     };
     let config = BootstrapConfig::small(&city, ProcessorConfig::default(), Timestamp(END));
