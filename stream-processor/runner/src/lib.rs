@@ -18,7 +18,9 @@
 //!   owner, counter, expiry, conditional writes). The lease store is in memory by default
 //!   (one instance takes every lease; no DynamoDB needed) or shared (DynamoDB) so that
 //!   several instances split the shards, take over the leases of an instance that died and
-//!   release theirs at shutdown. Leases are renewed every third of their duration.
+//!   release theirs at shutdown. Leases are renewed on their own task every third of their
+//!   duration; a shard whose lease lapsed (past the safety margin) or went to another instance
+//!   is given up at once: nothing more is read or emitted for it.
 //! - **Checkpoints are per shard**: every `checkpoint_interval`, and at shutdown, the runner
 //!   renews its leases, waits for the sinks to acknowledge everything, then stores for each
 //!   shard it still holds `{its position, the state of the systems whose records live in
@@ -27,12 +29,15 @@
 //!   holds the MD5 of its id; a record whose partition key is not its system id is a dead
 //!   letter `processor.partition_key`.
 //! - Taking a shard's lease (at start, or from an instance that died) loads that shard's
-//!   checkpoint, absorbs its systems' state ([`Processor::absorb`]) and resumes after its
-//!   position. Losing a lease drops the shard's systems from memory.
+//!   checkpoint and claims it (writes it back as this instance's), absorbs its systems' state
+//!   ([`Processor::absorb`]) and resumes after its position. Every checkpoint write is
+//!   conditional on the version last loaded or written, so a former owner's write is
+//!   refused and it gives the shard up. Losing a lease drops the shard's systems from memory.
 //! - A shard read to its end is checkpointed at once (`SHARD_END`, with its systems' state)
 //!   before any record of its children is processed. A child that was never checkpointed
-//!   inherits, from its parents' final checkpoints, the systems in its hash-key range — so a
-//!   child may be read by another instance than its parents.
+//!   inherits, from its parents' final checkpoints in the store (both after a merge), the
+//!   systems in its hash-key range, whichever instance read the parents, and is read only
+//!   once it has them.
 //! - With `stop_when_caught_up`, the runner stops once it holds every unfinished shard and
 //!   each one's last read was empty with `MillisBehindLatest` 0.
 //!
@@ -236,6 +241,9 @@ struct ShardBook {
     versions: BTreeMap<ShardId, Version>,
     /// Whether a held shard's last read was empty and at the tip.
     caught_up: BTreeMap<ShardId, bool>,
+    /// The lease counter at which each held shard was taken: another one means the lease
+    /// was lost and taken again in between, so the shard is adopted afresh.
+    tenures: BTreeMap<ShardId, u64>,
 }
 
 impl ShardBook {
@@ -330,7 +338,13 @@ impl Runner {
             } else {
                 self.drop_lost(&leases, &mut consumer, &mut book);
             }
-            let poll = consumer.poll(self.config.batch).await?;
+            // A read may wait on a stalled stream until its timeout: a shutdown ends the step
+            // there, before any of it is processed, so the final checkpoint still stores
+            // everything processed so far.
+            let poll = tokio::select! {
+                poll = consumer.poll(self.config.batch) => poll?,
+                () = &mut shutdown => break,
+            };
             let mut changed = poll.changed;
             let mut got = 0usize;
             let mut behind = 0i64;
@@ -339,6 +353,12 @@ impl Runner {
                 let shard = &part.shard;
                 // Emit nothing for a shard whose lease is no longer held here.
                 if !leases.holds(shard) {
+                    self.lose(
+                        shard,
+                        &mut consumer,
+                        &mut book,
+                        "its lease is no longer held here",
+                    );
                     changed = true;
                     continue;
                 }
@@ -381,6 +401,12 @@ impl Runner {
                     // Lost while processing: these outputs are the new owner's to emit.
                     emitted.clear();
                     ended.retain(|s| s != shard);
+                    self.lose(
+                        shard,
+                        &mut consumer,
+                        &mut book,
+                        "its lease was lost while processing",
+                    );
                     changed = true;
                     continue;
                 }
@@ -501,13 +527,13 @@ impl Runner {
         let held = leases.held();
         let gained: Vec<ShardId> = held.difference(&book.held).cloned().collect();
         book.held.extend(gained.iter().cloned());
-        consumer.set_owned(Some(book.held.clone()));
         for shard in &gained {
             self.adopt(shard, leases, consumer, book).await?;
         }
         for shard in book.waiting.clone() {
             self.inherit(&shard, consumer, book).await?;
         }
+        Self::own(consumer, book);
         self.drop_uncovered(consumer, book);
         self.stats
             .shards_held
@@ -527,7 +553,14 @@ impl Runner {
         book: &mut ShardBook,
     ) {
         let held = leases.held();
-        let lost: Vec<ShardId> = book.held.difference(&held).cloned().collect();
+        let lost: Vec<ShardId> = book
+            .held
+            .iter()
+            .filter(|s| {
+                !held.contains(*s) || leases.taken_counter(s) != book.tenures.get(*s).copied()
+            })
+            .cloned()
+            .collect();
         for shard in &lost {
             self.lose(shard, consumer, book, "its lease is no longer held here");
         }
@@ -554,7 +587,8 @@ impl Runner {
         book.finalized.remove(shard);
         book.epochs.remove(shard);
         book.versions.remove(shard);
-        consumer.set_owned(Some(book.held.clone()));
+        book.tenures.remove(shard);
+        Self::own(consumer, book);
         consumer.forget(shard);
         // Not its whole range: a finished shard's systems live on in its children.
         self.drop_uncovered(consumer, book);
@@ -562,6 +596,12 @@ impl Runner {
         self.stats
             .shards_held
             .store(book.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Reads the shards held, except children still waiting for their parents' final
+    /// state: a child's records are processed only once it holds its inheritance.
+    fn own(consumer: &mut ShardConsumer, book: &ShardBook) {
+        consumer.set_owned(Some(book.held.difference(&book.waiting).cloned().collect()));
     }
 
     /// Loads `shard`'s checkpoint and claims it: writes it back as this instance's
@@ -610,6 +650,9 @@ impl Runner {
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
         book.caught_up.remove(shard);
+        if let Some(counter) = leases.taken_counter(shard) {
+            book.tenures.insert(shard.clone(), counter);
+        }
         let holder = self.holder(leases, shard);
         let loaded = match self.claim(shard, &holder).await {
             Ok(loaded) => loaded,

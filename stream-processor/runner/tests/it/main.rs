@@ -5,4 +5,5 @@ mod support;
 
 mod fencing;
 mod live_quality;
+mod resharding;
 mod runner_bad_input;

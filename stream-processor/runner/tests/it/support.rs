@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::PutRecord;
-use bikeshare_stream::StreamReader;
 use bikeshare_stream::checkpoint::CheckpointStore;
 use bikeshare_stream::lease::{LeaseConfig, LeaseStore};
 use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream::{
+    PutRecord, ReadBatch, SequenceNumber, ShardCursor, ShardDescription, ShardId, StartPosition,
+    StreamError, StreamReader, StreamRecord,
+};
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
 use bikeshare_testkit::envelopes::status_envelope;
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
@@ -268,4 +270,212 @@ pub async fn until(what: &str, f: impl Fn() -> bool) {
 
 pub fn now() -> Timestamp {
     bikeshare_types::time::Clock::now(&SystemClock)
+}
+
+/// An in-memory stream that reshards like Kinesis: a split or a merge closes the parents
+/// (they end once read to their last record, naming their children) and new records go to
+/// the open shard whose hash-key range holds the MD5 of their partition key.
+#[derive(Debug, Clone, Default)]
+pub struct ReshardableStream(Arc<std::sync::Mutex<Shards>>);
+
+#[derive(Debug, Default)]
+struct Shards {
+    shards: Vec<(ShardDescription, Vec<StreamRecord>)>,
+    next_sequence: u64,
+}
+
+impl Shards {
+    fn add(&mut self, mut desc: ShardDescription) -> ShardId {
+        desc.id = ShardId::from_index(self.shards.len() as u32);
+        let id = desc.id.clone();
+        self.shards.push((desc, Vec::new()));
+        id
+    }
+    fn find(&mut self, id: &ShardId) -> &mut (ShardDescription, Vec<StreamRecord>) {
+        self.shards.iter_mut().find(|(d, _)| &d.id == id).unwrap()
+    }
+}
+
+impl ReshardableStream {
+    pub fn new(shards: u32) -> Self {
+        let stream = Self::default();
+        {
+            let mut s = stream.0.lock().unwrap();
+            for (start, end) in bikeshare_stream::uniform_ranges(shards) {
+                s.add(ShardDescription {
+                    id: ShardId::from_index(0),
+                    parent: None,
+                    adjacent_parent: None,
+                    starting_hash_key: start,
+                    ending_hash_key: end,
+                    closed: false,
+                });
+            }
+        }
+        stream
+    }
+
+    pub fn put(&self, records: &[PutRecord]) {
+        let mut s = self.0.lock().unwrap();
+        for r in records {
+            let h = bikeshare_stream::hash_key(&r.partition_key);
+            s.next_sequence += 1;
+            let sequence = SequenceNumber::from_u64(s.next_sequence);
+            let (desc, log) = s
+                .shards
+                .iter_mut()
+                .find(|(d, _)| !d.closed && d.starting_hash_key <= h && h <= d.ending_hash_key)
+                .unwrap();
+            log.push(StreamRecord {
+                shard: desc.id.clone(),
+                sequence,
+                partition_key: r.partition_key.clone(),
+                data: r.data.clone(),
+                arrival: now(),
+            });
+        }
+    }
+
+    /// The open shards, in hash-key order.
+    pub fn open_shards(&self) -> Vec<ShardDescription> {
+        let s = self.0.lock().unwrap();
+        let mut open: Vec<ShardDescription> = s
+            .shards
+            .iter()
+            .filter(|(d, _)| !d.closed)
+            .map(|(d, _)| d.clone())
+            .collect();
+        open.sort_by_key(|d| d.starting_hash_key);
+        open
+    }
+
+    /// Splits `shard` at the middle of its range; returns the two children.
+    pub fn split(&self, shard: &ShardId) -> (ShardId, ShardId) {
+        let mut s = self.0.lock().unwrap();
+        let parent = s.find(shard);
+        parent.0.closed = true;
+        let p = parent.0.clone();
+        let middle = p.starting_hash_key + (p.ending_hash_key - p.starting_hash_key) / 2;
+        let child = |start, end| ShardDescription {
+            id: ShardId::from_index(0),
+            parent: Some(p.id.clone()),
+            adjacent_parent: None,
+            starting_hash_key: start,
+            ending_hash_key: end,
+            closed: false,
+        };
+        let low = s.add(child(p.starting_hash_key, middle));
+        let high = s.add(child(middle + 1, p.ending_hash_key));
+        (low, high)
+    }
+
+    /// Merges two adjacent open shards; returns the child.
+    pub fn merge(&self, a: &ShardId, b: &ShardId) -> ShardId {
+        let mut s = self.0.lock().unwrap();
+        s.find(a).0.closed = true;
+        s.find(b).0.closed = true;
+        let (da, db) = (s.find(a).0.clone(), s.find(b).0.clone());
+        assert!(
+            da.ending_hash_key + 1 == db.starting_hash_key
+                || db.ending_hash_key + 1 == da.starting_hash_key,
+            "not adjacent"
+        );
+        s.add(ShardDescription {
+            id: ShardId::from_index(0),
+            parent: Some(a.clone()),
+            adjacent_parent: Some(b.clone()),
+            starting_hash_key: da.starting_hash_key.min(db.starting_hash_key),
+            ending_hash_key: da.ending_hash_key.max(db.ending_hash_key),
+            closed: false,
+        })
+    }
+}
+
+impl StreamReader for ReshardableStream {
+    fn stream_name(&self) -> &str {
+        "events"
+    }
+    fn list_shards<'a, 'b>(&'a self) -> StreamFuture<'b, Vec<ShardDescription>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let list = self
+            .0
+            .lock()
+            .unwrap()
+            .shards
+            .iter()
+            .map(|(d, _)| d.clone())
+            .collect();
+        Box::pin(async move { Ok(list) })
+    }
+    fn open<'a, 'c, 'b>(
+        &'a self,
+        shard: &'c ShardId,
+        from: StartPosition,
+    ) -> StreamFuture<'b, Box<dyn ShardCursor>>
+    where
+        'a: 'b,
+        'c: 'b,
+        Self: 'b,
+    {
+        let after = match from {
+            StartPosition::TrimHorizon => 0,
+            StartPosition::AfterSequence(seq) => seq.as_u64().unwrap(),
+            other => panic!("not used by the runner: {other:?}"),
+        };
+        let cursor: Box<dyn ShardCursor> = Box::new(MemoryCursor {
+            stream: self.clone(),
+            shard: shard.clone(),
+            after,
+        });
+        Box::pin(async move { Ok(cursor) })
+    }
+}
+
+type StreamFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StreamError>> + Send + 'a>>;
+
+#[derive(Debug)]
+struct MemoryCursor {
+    stream: ReshardableStream,
+    shard: ShardId,
+    after: u64,
+}
+
+impl ShardCursor for MemoryCursor {
+    fn next_batch<'a, 'b>(&'a mut self, limit: usize) -> StreamFuture<'b, ReadBatch>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let mut s = self.stream.0.lock().unwrap();
+        let children: Vec<ShardId> = s
+            .shards
+            .iter()
+            .filter(|(d, _)| d.parents().any(|p| p == &self.shard))
+            .map(|(d, _)| d.id.clone())
+            .collect();
+        let (desc, log) = s.find(&self.shard);
+        let records: Vec<StreamRecord> = log
+            .iter()
+            .filter(|r| r.sequence.as_u64().unwrap() > self.after)
+            .take(limit)
+            .cloned()
+            .collect();
+        if let Some(last) = records.last() {
+            self.after = last.sequence.as_u64().unwrap();
+        }
+        let left = log
+            .iter()
+            .filter(|r| r.sequence.as_u64().unwrap() > self.after)
+            .count();
+        let batch = ReadBatch {
+            millis_behind_latest: Some(if left == 0 { 0 } else { 1 }),
+            shard_end: (desc.closed && left == 0).then_some(children),
+            records,
+        };
+        drop(s);
+        Box::pin(async move { Ok(batch) })
+    }
 }
