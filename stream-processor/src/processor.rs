@@ -16,8 +16,8 @@
 //!    is not scored twice. Due labels are emitted at the same sweep.
 //! 4. **Updates.** A station report is applied to the station's [`StationHistory`] (a
 //!    duplicate is rejected), then the station gets a feature row at the report's time
-//!    ([`PredictionTrigger::Update`]). A report that must wait in the buffer is scored when
-//!    it *arrives*, from the state as it is (the released state, the station's own earlier
+//!    ([`PredictionTrigger::Update`]). With [`ProcessorConfig::score_on_arrival`], a report
+//!    that must wait in the buffer is scored when it *arrives*, from the state as it is (the released state, the station's own earlier
 //!    buffered reports and this one), so its prediction does not wait for the watermark (an
 //!    early firing). Its release moves the state and computes the row again (the on-time
 //!    firing), emitted only if it differs: a correction with the same prediction id, scored
@@ -86,6 +86,11 @@ pub struct ProcessorConfig {
     pub neighbour_radius_m: f64,
     /// The rolling live model quality from the processor's own labels.
     pub quality: QualityConfig,
+    /// The update trigger: score a report that waits in the reorder buffer when it arrives
+    /// (an early firing), and again at release only if that row differs (a correction with
+    /// the same prediction id). Off by default: downstream, the lake, Model Monitor's capture
+    /// and the online/offline comparison still expect one row per prediction id.
+    pub score_on_arrival: bool,
 }
 
 impl Default for ProcessorConfig {
@@ -98,6 +103,7 @@ impl Default for ProcessorConfig {
             active_within_ms: 6 * 60 * MIN_MS,
             neighbours_k: 8,
             neighbour_radius_m: 1000.0,
+            score_on_arrival: false,
             quality: QualityConfig::default(),
         }
     }
@@ -701,7 +707,10 @@ impl Processor {
             } else {
                 let key = (t, sys.arrivals - 1);
                 if let Event::StationStatus(status) = &env.event {
-                    op.score_on_arrival(sys, status, key, out);
+                    sys.buffered.insert(status.station_id.as_str(), key);
+                    if op.config.score_on_arrival {
+                        op.score_on_arrival(sys, status, key, out);
+                    }
                 }
                 sys.buffer.insert(key, env);
             }
@@ -826,7 +835,6 @@ impl Op<'_> {
         out: &mut Vec<Emitted>,
     ) {
         let id = status.station_id.as_str();
-        sys.buffered.insert(id, key);
         let known = sys.index.find(&sys.ids, id).map(|i| i as usize);
         let mut st = match known.and_then(|i| sys.stations.get(i)) {
             Some(st) => st.clone(),

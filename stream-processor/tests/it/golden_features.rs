@@ -4,12 +4,12 @@
 //! [`Processor`] and every output — feature rows (every value, `f32` printed with `{:?}`,
 //! which round-trips exactly; an empty field is an explicit missing value), labels and
 //! rejections — is written as one line. The default config's lines (lateness 2 min: through
-//! the reorder buffer, each report scored on arrival and again at release when that row
-//! differs) must equal the committed file byte for byte, so any optimisation of windows,
-//! features, labels or the reorder buffer that changes a single bit of output fails here.
-//! The history is in event-time order, so the in-order config (`lateness_ms = 0`: the fast
-//! path that skips the buffer) must give the same *answers*: the last row of each
-//! prediction, every label and rejection. Each is run straight through and with a
+//! the reorder buffer) must equal the committed file byte for byte, so any optimisation of
+//! windows, features, labels or the reorder buffer that changes a single bit of output fails
+//! here. The history is in event-time order, so the in-order config (`lateness_ms = 0`: the
+//! fast path that skips the buffer) and the update trigger (`score_on_arrival`: each report
+//! scored on arrival, then again at release when that row differs) must give the same
+//! *answers*: the last row of each prediction, every label and rejection. Each is run straight through and with a
 //! snapshot–restore at several points, which must not change a line either.
 //!
 //! Regenerate after an *intended* change of outputs with
@@ -205,6 +205,14 @@ fn check(config: &ProcessorConfig) {
 #[test]
 fn default_config_gives_the_golden_outputs() {
     check(&ProcessorConfig::default());
+}
+
+#[test]
+fn the_update_trigger_gives_the_golden_answers() {
+    check(&ProcessorConfig {
+        score_on_arrival: true,
+        ..ProcessorConfig::default()
+    });
 }
 
 #[test]

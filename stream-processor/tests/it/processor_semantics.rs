@@ -194,10 +194,10 @@ fn late_events_are_rejected_with_a_reason_and_duplicates_counted() {
     assert_eq!(
         updates,
         vec![
-            ("a".into(), 10 * MIN, PredictionTrigger::Update),
-            ("b".into(), 9 * MIN, PredictionTrigger::Update)
+            ("b".into(), 9 * MIN, PredictionTrigger::Update),
+            ("a".into(), 10 * MIN, PredictionTrigger::Update)
         ],
-        "each scored once, as it arrived (the state still moves in event-time order)"
+        "applied in event-time order, not arrival order"
     );
     let s = p.stats();
     assert_eq!((s.late, s.duplicates), (1, 1));
@@ -267,14 +267,17 @@ fn every_prediction_is_labelled_once_its_horizon_has_passed() {
     );
 }
 
-/// The update trigger: with the default two-minute lateness, a report is scored in the same
+/// The update trigger (`score_on_arrival`): with a two-minute lateness, a report is scored in the same
 /// call that takes it, not when the watermark passes it; its release adds no second row when
 /// nothing changed, and a correction (same id) when an earlier report arrived after it.
 #[test]
 fn a_report_is_scored_on_arrival_and_corrected_only_when_its_inputs_changed() {
-    let cfg = ProcessorConfig::default();
+    let cfg = ProcessorConfig {
+        score_on_arrival: true,
+        ..ProcessorConfig::default()
+    };
     assert!(cfg.lateness_ms >= 2 * MIN);
-    let mut p = Processor::new(cfg);
+    let mut p = Processor::new(cfg.clone());
     let mut out = Vec::new();
     p.process(status("a", T0, 10, 10), &mut out);
     // Each report, as it arrives, yields its own update row at once.
@@ -304,7 +307,7 @@ fn a_report_is_scored_on_arrival_and_corrected_only_when_its_inputs_changed() {
 
     // An earlier report of the same station arriving after a later one changes the later
     // one's inputs: its release emits a correction with the same prediction id.
-    let mut q = Processor::new(ProcessorConfig::default());
+    let mut q = Processor::new(cfg.clone());
     let mut out = Vec::new();
     q.process(status("a", T0, 10, 10), &mut out);
     q.process(status("a", T0 + 2 * MIN, 8, 12), &mut out);
@@ -368,6 +371,7 @@ mod out_of_order {
         fn shuffles_within_the_lateness_bound_give_identical_outputs(
             steps in prop::collection::vec((0u8..6, 1i64..90_000, 0u32..21, 0i64..120_000), 5..150),
             lateness in 0i64..180_000,
+            score_on_arrival: bool,
         ) {
             let mut t = T0;
             let mut events = Vec::new();
@@ -380,7 +384,7 @@ mod out_of_order {
             shuffled.sort_by_key(|(e, j)| (e.event_time.millis() + j, e.event_time.millis()));
             let shuffled: Vec<Envelope> = shuffled.into_iter().map(|(e, _)| e).collect();
 
-            let cfg = ProcessorConfig { lateness_ms: lateness + 1, ..ProcessorConfig::default() };
+            let cfg = ProcessorConfig { lateness_ms: lateness + 1, score_on_arrival, ..ProcessorConfig::default() };
             let mut a = Processor::new(cfg.clone());
             let mut out_a = run(&mut a, in_order);
             a.drain(&mut out_a);
