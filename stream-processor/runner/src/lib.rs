@@ -338,13 +338,7 @@ impl Runner {
             } else {
                 self.drop_lost(&leases, &mut consumer, &mut book);
             }
-            // A read may wait on a stalled stream until its timeout: a shutdown ends the step
-            // there, before any of it is processed, so the final checkpoint still stores
-            // everything processed so far.
-            let poll = tokio::select! {
-                poll = consumer.poll(self.config.batch) => poll?,
-                () = &mut shutdown => break,
-            };
+            let poll = consumer.poll(self.config.batch).await?;
             let mut changed = poll.changed;
             let mut got = 0usize;
             let mut behind = 0i64;
