@@ -5,6 +5,7 @@
 //! - [`city`]: the simulated city's clock, kept with the data so that `up` resumes.
 //! - [`streams`]: the configured stream backend, the producers' streams and output.
 //! - [`producers`]: GBFS pollers and the weather producer as tasks; replay sources.
+//! - [`progress`]: progress bars of long commands on stderr (hidden off a terminal).
 //! - [`runner`]: the stream processor's runner with its checkpoint and lease stores.
 //! - [`sinks`]: the lake and Firehose sinks of the processor and the archiver.
 //! - [`models`]: the registry, the promotion gate, the scorer that follows production.
@@ -19,6 +20,7 @@ pub mod drift;
 pub mod models;
 pub mod monitoring;
 pub mod producers;
+pub mod progress;
 pub mod runner;
 pub mod sinks;
 pub mod streams;

@@ -27,6 +27,23 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     let monitors = crate::app::monitoring::start(&config, wall_clock(), &stop_rx).await?;
     let drift = crate::app::drift::DriftTask::spawn_if_lake(&config, None, &stop_rx)?;
     let retention = crate::app::streams::spawn_retention(&config, &stop_rx);
+    let progress = {
+        let stats = stats.clone();
+        let mut first = None;
+        crate::app::progress::spawn(
+            "processing",
+            "s of lag",
+            move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                crate::app::progress::catching_up(
+                    &mut first,
+                    stats.millis_behind_latest.load(Relaxed),
+                    stats.records.load(Relaxed),
+                )
+            },
+            crate::app::stopped(stop_rx.clone()),
+        )
+    };
     let grace = std::time::Duration::from_millis(config.runner.shutdown_grace_ms);
     let processor = run_with_grace(runner, shutdown_signal(args.duration), grace).await;
     let _ = stop_tx.send(true);
@@ -45,6 +62,7 @@ pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
     if let Some(w) = watcher {
         let _ = w.await;
     }
+    let _ = progress.await;
     let processor = processor?;
     let s = processor.stats();
     tracing::info!(?s, "processor stopped");

@@ -16,11 +16,30 @@ pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
     let clock = wall_clock();
     let replayer = Replayer::new(rc, clock.clone()).context("replay settings")?;
     let streams = open_streams(&config).await?;
-    let output = stream_output(&streams, clock);
-    let stats = replayer
-        .run(&source, &output)
-        .await
-        .context("replay failed")?;
+    let output = std::sync::Arc::new(stream_output(&streams, clock));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let progress = {
+        let output = output.clone();
+        crate::app::progress::spawn(
+            "replaying",
+            "events",
+            move || {
+                let (events, dead) = output.stats();
+                crate::app::progress::Reading {
+                    position: events.records_sent,
+                    total: None,
+                    note: format!("published, {} dead letters", dead.records_sent),
+                }
+            },
+            crate::app::stopped(stop_rx),
+        )
+    };
+    let result = replayer.run(&source, output.as_ref()).await;
+    let _ = stop_tx.send(true);
+    let _ = progress.await;
+    let stats = result.context("replay failed")?;
+    let output = std::sync::Arc::try_unwrap(output)
+        .map_err(|_| anyhow::anyhow!("the stream output is still in use"))?;
     close_output(output).await?;
     tracing::info!(?stats, "replay finished");
     stats.ensure_some_events()?;

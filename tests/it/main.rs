@@ -18,6 +18,7 @@ mod model_monitor_capture;
 mod monitor_drift;
 mod processor_restart;
 mod processor_scale_out;
+mod progress;
 mod readme_examples;
 mod secret_logs;
 mod stream_retention;

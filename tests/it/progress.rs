@@ -1,0 +1,73 @@
+//! Long commands show progress on a terminal, and nothing of it elsewhere.
+//!
+//! `replay` and `process --until-caught-up` run once with stderr on a pseudo-terminal
+//! (util-linux `script`) and once with stderr to a pipe: the bar (its label, rate and, for
+//! `process`, the lag left) appears only on the terminal; the pipe gets plain lines, no
+//! carriage returns or colour codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use crate::support::{self, BIN, bikeshare, simulated_history};
+
+/// Runs `bikeshare args…` with its output on a pseudo-terminal; returns what it printed.
+fn on_a_terminal(data_dir: &std::path::Path, args: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qefc", &format!("{BIN} {args}"), "/dev/null"])
+        .env("BIKESHARE_DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .env("BIKESHARE_RUNNER__BATCH", "20")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args} on a terminal failed:\n{text}");
+    text
+}
+
+#[test]
+fn long_commands_show_progress_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let history = simulated_history(
+        dir.path(),
+        40,
+        3,
+        "2026-03-02T06:00:00Z",
+        "2026-03-02T10:00:00Z",
+    );
+
+    let tty = dir.path().join("tty");
+    let shown = on_a_terminal(
+        &tty,
+        &format!("replay --format jsonl {}", history.display()),
+    );
+    assert!(shown.contains("replaying:"), "{shown}");
+    assert!(shown.contains("/s"), "a rate: {shown}");
+    let shown = on_a_terminal(&tty, "process --until-caught-up");
+    assert!(shown.contains("processing"), "{shown}");
+
+    let piped = dir.path().join("piped");
+    let out = bikeshare(&piped)
+        .args(["replay", "--format", "jsonl", history.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("replaying:"), "{err}");
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+    let out = bikeshare(&piped)
+        .args(["process", "--until-caught-up"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("processing ["), "{err}");
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+    support::stream_records(&piped, "predictions")
+        .first()
+        .expect("the piped run predicted");
+}
