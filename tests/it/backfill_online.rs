@@ -24,8 +24,9 @@ fn backfill_rows_are_the_online_features_with_the_online_labels() {
         dir.path(),
         60,
         5,
-        "2026-04-07T05:00:00Z",
-        "2026-04-07T11:00:00Z",
+        // 06:00 to 12:00 in the city: the morning rush (trucks clear the night's stockouts).
+        "2026-04-07T10:00:00Z",
+        "2026-04-07T16:00:00Z",
     );
     let online = dir.path().join("online");
     replay(&online, &history);
