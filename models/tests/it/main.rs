@@ -4,6 +4,7 @@
 mod registry_support;
 mod support;
 
+mod drift_healthy;
 mod endpoint_client;
 mod hotswap;
 mod parity;
@@ -11,4 +12,3 @@ mod promote_gate;
 mod registry_roundtrip;
 mod serving_contract;
 mod training;
-mod drift_healthy;
