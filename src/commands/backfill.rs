@@ -20,6 +20,8 @@ use crate::config::Config;
 /// Replayed events go straight into the backfill; rows into the CSV.
 struct BackfillOutput {
     inner: Mutex<(Backfill, BufWriter<File>, u64, Option<std::io::Error>)>,
+    /// Events taken so far, for the progress bar.
+    events: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for BackfillOutput {
@@ -33,6 +35,8 @@ impl Output for BackfillOutput {
     async fn events(&self, events: Vec<Envelope>) -> Result<(), OutputError> {
         let mut guard = self.inner.lock().map_err(|_| OutputError::Closed)?;
         let (backfill, writer, _, error) = &mut *guard;
+        self.events
+            .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for env in events {
             backfill.push(env, &mut |row| {
                 if error.is_none()
@@ -67,13 +71,26 @@ pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
     let mut writer = BufWriter::new(file);
     let backfill = Backfill::new(Processor::new(config.processor.clone()));
     write_csv_header(&mut writer, backfill.schema())?;
+    let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let output = BackfillOutput {
         inner: Mutex::new((backfill, writer, 0, None)),
+        events: events.clone(),
     };
-    let replay = replayer
-        .run(&source, &output)
-        .await
-        .context("reading the history")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let progress = crate::app::progress::spawn(
+        "backfilling",
+        "events",
+        move || crate::app::progress::Reading {
+            position: events.load(std::sync::atomic::Ordering::Relaxed),
+            total: None,
+            note: String::new(),
+        },
+        crate::app::stopped(stop_rx),
+    );
+    let replay = replayer.run(&source, &output).await;
+    let _ = stop_tx.send(true);
+    let _ = progress.await;
+    let replay = replay.context("reading the history")?;
     replay.ensure_some_events()?;
     let (backfill, mut writer, dead_letters, _) = output
         .inner

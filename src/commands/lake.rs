@@ -18,7 +18,29 @@ pub async fn run(args: LakeArgs, config: Config) -> anyhow::Result<()> {
         } => {
             let archiver = archiver(&config, until_caught_up).await?;
             let stats = archiver.stats();
-            archiver.run(shutdown_signal(duration)).await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let progress = {
+                let stats = stats.clone();
+                crate::app::progress::spawn(
+                    "archiving",
+                    "records",
+                    move || {
+                        let n = |a: &std::sync::atomic::AtomicU64| {
+                            a.load(std::sync::atomic::Ordering::Relaxed)
+                        };
+                        crate::app::progress::Reading {
+                            position: n(&stats.events) + n(&stats.dead_letters),
+                            total: None,
+                            note: format!("{} files", n(&stats.files)),
+                        }
+                    },
+                    crate::app::stopped(stop_rx),
+                )
+            };
+            let archived = archiver.run(shutdown_signal(duration)).await;
+            let _ = stop_tx.send(true);
+            let _ = progress.await;
+            archived?;
             // The archiver is a consumer of the embedded stream: trim what it has now passed.
             // Its rows are in the lake whatever happens here: a failed trim is only logged.
             if let Err(e) = crate::app::streams::trim_streams(&config).await {

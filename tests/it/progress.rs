@@ -1,7 +1,8 @@
 //! Long commands show progress on a terminal, and nothing of it elsewhere.
 //!
-//! `replay` and `process --until-caught-up` run once with stderr on a pseudo-terminal
-//! (util-linux `script`) and once with stderr to a pipe: the bar (its label, rate and, for
+//! `replay`, `process --until-caught-up`, `lake write` and `backfill` run with stderr on a
+//! pseudo-terminal; `replay` and `process` also
+//! with stderr to a pipe (util-linux `script` makes the terminal): the bar (its label, rate and, for
 //! `process`, the lag left) appears only on the terminal; the pipe gets plain lines, no
 //! carriage returns or colour codes.
 
@@ -49,6 +50,18 @@ fn long_commands_show_progress_on_a_terminal_only() {
     assert!(shown.contains("/s"), "a rate: {shown}");
     let shown = on_a_terminal(&tty, "process --until-caught-up");
     assert!(shown.contains("processing"), "{shown}");
+    let shown = on_a_terminal(&tty, "lake write --until-caught-up");
+    assert!(shown.contains("archiving:"), "{shown}");
+    let csv = dir.path().join("rows.csv");
+    let shown = on_a_terminal(
+        &tty,
+        &format!(
+            "backfill --format jsonl {} -o {}",
+            history.display(),
+            csv.display()
+        ),
+    );
+    assert!(shown.contains("backfilling:"), "{shown}");
 
     let piped = dir.path().join("piped");
     let out = bikeshare(&piped)
