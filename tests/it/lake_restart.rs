@@ -85,10 +85,10 @@ fn sigkilled_writers_leave_every_row_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let history = simulated_history(
         dir.path(),
-        150,
+        300,
         7,
         "2026-03-02T06:10:00Z",
-        "2026-03-02T13:40:00Z",
+        "2026-03-02T15:40:00Z",
     );
     let straight = dir.path().join("straight");
     let killed = dir.path().join("killed");

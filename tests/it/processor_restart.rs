@@ -30,12 +30,15 @@ fn outputs(data_dir: &Path, stream: &str, id_field: &str) -> BTreeMap<String, se
 #[test]
 fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
+    // Big enough that processing, not start-up, is most of a run (the calibrated city reports
+    // less often per station than the old one: 80 stations × 8 h was 1,708 records, and a
+    // run could finish before its second kill).
     let history = simulated_history(
         dir.path(),
-        80,
+        240,
         11,
         "2026-03-02T06:00:00Z",
-        "2026-03-02T14:00:00Z",
+        "2026-03-02T16:00:00Z",
     );
     let straight = dir.path().join("straight");
     let killed = dir.path().join("killed");
