@@ -304,7 +304,7 @@ pub(crate) struct SystemState {
     /// when it differs.
     #[serde(default)]
     pub scored_early: BTreeMap<(i64, u64), u64>,
-    /// The buffer's station reports by station id.
+    /// The buffer's station reports by station id (kept only with `score_on_arrival`).
     #[serde(skip)]
     buffered: BufferedReports,
     pub arrivals: u64,
@@ -346,8 +346,9 @@ impl SystemState {
         }
     }
 
-    /// Rebuilds the derived fields after deserialising.
-    fn rebuild(&mut self, id: SystemId, trend_wi: Option<usize>) {
+    /// Rebuilds the derived fields after deserialising (`buffered` only for the update
+    /// trigger, the one reader of it).
+    fn rebuild(&mut self, id: SystemId, trend_wi: Option<usize>, score_on_arrival: bool) {
         self.id = id;
         self.tz = self.timezone.parse().ok();
         self.index = StationIndex::rebuild(&self.ids);
@@ -358,9 +359,11 @@ impl SystemState {
             .collect();
         self.local_time = LocalTimeCache::default();
         self.buffered = BufferedReports::default();
-        for (key, env) in &self.buffer {
-            if let Event::StationStatus(s) = &env.event {
-                self.buffered.insert(s.station_id.as_str(), *key);
+        if score_on_arrival {
+            for (key, env) in &self.buffer {
+                if let Event::StationStatus(s) = &env.event {
+                    self.buffered.insert(s.station_id.as_str(), *key);
+                }
             }
         }
     }
@@ -485,7 +488,7 @@ impl Processor {
         p.schema = FeatureSchema::v1(&p.config.window_minutes);
         p.derived = Derived::of(&p.config);
         for (id, sys) in &mut p.systems {
-            sys.rebuild(id.clone(), p.derived.trend_wi);
+            sys.rebuild(id.clone(), p.derived.trend_wi, p.config.score_on_arrival);
         }
         Ok(p)
     }
@@ -706,11 +709,11 @@ impl Processor {
                 op.apply(sys, env, None, out);
             } else {
                 let key = (t, sys.arrivals - 1);
-                if let Event::StationStatus(status) = &env.event {
+                if let Event::StationStatus(status) = &env.event
+                    && op.config.score_on_arrival
+                {
                     sys.buffered.insert(status.station_id.as_str(), key);
-                    if op.config.score_on_arrival {
-                        op.score_on_arrival(sys, status, key, out);
-                    }
+                    op.score_on_arrival(sys, status, key, out);
                 }
                 sys.buffer.insert(key, env);
             }
@@ -736,17 +739,17 @@ impl Processor {
 /// A hash of a row's values (bit patterns, `None` apart from every number), to tell whether
 /// the on-time row differs from the early one.
 fn values_hash(values: &[Option<f32>]) -> u64 {
-    let mut bytes = Vec::with_capacity(values.len() * 5);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     for v in values {
         match v {
             Some(x) => {
-                bytes.push(1);
-                bytes.extend_from_slice(&x.to_bits().to_le_bytes());
+                h.update(&[1]);
+                h.update(&x.to_bits().to_le_bytes());
             }
-            None => bytes.push(0),
+            None => h.update(&[0]),
         }
     }
-    xxhash_rust::xxh3::xxh3_64(&bytes)
+    h.digest()
 }
 
 /// Observations kept per system: the newest few hours, whatever order they arrive in.
@@ -803,7 +806,9 @@ impl Op<'_> {
                 (Some(te), tick) if tick.is_none_or(|tt| te <= tt) => {
                     if let Some((key, env)) = sys.buffer.pop_first() {
                         let scored = sys.scored_early.remove(&key);
-                        if let Event::StationStatus(s) = &env.event {
+                        if let Event::StationStatus(s) = &env.event
+                            && self.config.score_on_arrival
+                        {
                             sys.buffered.remove(s.station_id.as_str(), key);
                         }
                         self.apply(sys, env, scored, out);

@@ -136,8 +136,8 @@ pub struct RunnerStats {
     pub predictions: AtomicU64,
     pub labels: AtomicU64,
     pub dead_letters: AtomicU64,
-    /// Dead letters by rule (`late`, `duplicate`, `decode`, ...), for summaries.
-    pub dead_letters_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Dead letters by rule (`processor.late`, ...): [`Self::dead_letters_by_rule`].
+    dead_letters_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub checkpoints: AtomicU64,
     pub stations: AtomicU64,
     pub millis_behind_latest: AtomicU64,
