@@ -10,21 +10,13 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::time::Instant;
 
-use bikeshare_lake::catalog::read_dataset;
-use bikeshare_lake::{CuratedStatus, LakeConfig, LakeRecord, open_store};
+use bikeshare_lake::{CuratedStatus, LakeRecord};
 use bikeshare_types::contracts::{Envelope, FeatureVector, Label, Prediction};
-use support::{bikeshare, ok, run_with_kills, simulated_history};
+use support::{bikeshare, lake_rows, ok, run_with_kills, simulated_history};
 
 /// Every row of `T`'s dataset, as sorted debug strings (a multiset: duplicates stay).
 fn rows<T: LakeRecord + Debug>(data_dir: &Path) -> Vec<String> {
-    let store = open_store(&LakeConfig::default(), data_dir).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut v: Vec<String> = rt
-        .block_on(read_dataset::<T>(&store))
-        .unwrap()
+    let mut v: Vec<String> = lake_rows::<T>(data_dir)
         .iter()
         .map(|r| format!("{r:?}"))
         .collect();

@@ -9,11 +9,10 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bikeshare_lake::catalog::read_dataset;
-use bikeshare_lake::{LakeConfig, open_store};
+use bikeshare_lake::LakeConfig;
 use bikeshare_types::contracts::{Label, Prediction};
 use serde_json::Value;
-use support::{bikeshare, ok, simulated_history};
+use support::{bikeshare, lake_rows, ok, simulated_history};
 
 /// Every `.jsonl` file under `dir`, with its path relative to `dir`.
 fn jsonl_files(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -58,16 +57,6 @@ fn assert_hourly(rel: &str, t: Option<&str>) {
     }
 }
 
-fn read<T: bikeshare_lake::LakeRecord>(data_dir: &Path) -> Vec<T> {
-    let store = open_store(&LakeConfig::default(), data_dir).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(read_dataset::<T>(&store))
-        .unwrap()
-}
-
 #[test]
 fn capture_and_ground_truth_join_one_to_one_in_sagemakers_formats() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,11 +71,11 @@ fn capture_and_ground_truth_join_one_to_one_in_sagemakers_formats() {
     ok(bikeshare(&data).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
     ok(bikeshare(&data).args(["process", "--until-caught-up"]));
 
-    let predictions: BTreeMap<String, Prediction> = read::<Prediction>(&data)
+    let predictions: BTreeMap<String, Prediction> = lake_rows::<Prediction>(&data)
         .into_iter()
         .map(|p| (p.prediction_id.as_str().to_owned(), p))
         .collect();
-    let labels = read::<Label>(&data);
+    let labels = lake_rows::<Label>(&data);
     assert!(
         predictions.len() > 500 && labels.len() > 200,
         "{} {}",

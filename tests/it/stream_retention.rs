@@ -10,11 +10,9 @@ use crate::support;
 
 use std::path::Path;
 
-use bikeshare_lake::catalog::read_dataset;
-use bikeshare_lake::{LakeConfig, open_store};
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{Envelope, Prediction};
-use support::{bikeshare, ok, replay, simulated_history, stream_records};
+use support::{bikeshare, lake_rows, ok, replay, simulated_history, stream_records};
 
 const HOUR: i64 = 3_600_000;
 
@@ -38,16 +36,6 @@ fn times(data: &Path, stream: &str, field: &str) -> Vec<i64> {
 
 fn span(t: &[i64]) -> (i64, i64) {
     (*t.iter().min().unwrap(), *t.iter().max().unwrap())
-}
-
-fn lake<T: bikeshare_lake::LakeRecord>(data: &Path) -> Vec<T> {
-    let store = open_store(&LakeConfig::default(), data).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(read_dataset::<T>(&store))
-        .unwrap()
 }
 
 #[test]
@@ -77,7 +65,7 @@ fn the_stream_keeps_its_retention_behind_every_consumer() {
     let predictions = times(&data, "predictions", "as_of");
     let (p0, p1) = span(&predictions);
     assert!(p1 - p0 <= HOUR + 10 * 60_000, "{} h kept", (p1 - p0) / HOUR);
-    let in_lake = lake::<Prediction>(&data);
+    let in_lake = lake_rows::<Prediction>(&data);
     assert!(
         in_lake.len() > predictions.len() * 2,
         "{} in the lake, {} in the stream",
@@ -99,7 +87,7 @@ fn the_stream_keeps_its_retention_behind_every_consumer() {
     assert!(e1 - e0 <= HOUR + 10 * 60_000, "{e0}..{e1}");
     assert_eq!(e1, last, "the newest events stay");
     assert_eq!(
-        lake::<Envelope>(&data).len(),
+        lake_rows::<Envelope>(&data).len(),
         all_events.len(),
         "the lake has every event"
     );
@@ -120,5 +108,5 @@ fn events_no_processor_has_read_are_kept() {
     let all = times(&data, "events", "event_time").len();
     run(&data, &["lake", "write", "--until-caught-up"]);
     assert_eq!(times(&data, "events", "event_time").len(), all);
-    assert_eq!(lake::<Envelope>(&data).len(), all);
+    assert_eq!(lake_rows::<Envelope>(&data).len(), all);
 }

@@ -128,3 +128,15 @@ pub fn run_with_kills(
         );
     }
 }
+
+/// Every row of `T`'s dataset in the local lake of `data_dir`.
+pub fn lake_rows<T: bikeshare_lake::LakeRecord>(data_dir: &Path) -> Vec<T> {
+    let store =
+        bikeshare_lake::open_store(&bikeshare_lake::LakeConfig::default(), data_dir).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bikeshare_lake::catalog::read_dataset::<T>(&store))
+        .unwrap()
+}
