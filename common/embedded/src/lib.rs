@@ -1242,10 +1242,12 @@ mod tests {
         assert_eq!(sizes, [1, KINESIS_MAX_RECORD_BYTES - 1, 1]);
     }
 
-    #[tokio::test]
-    async fn millis_behind_latest_follows_arrival_times() {
+    /// A one-shard `events` stream in a temporary directory whose arrivals read `clock`.
+    async fn one_shard_on_a_clock(
+        start: Timestamp,
+    ) -> (tempfile::TempDir, ManualClock, EmbeddedStream) {
         let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(Timestamp::from_secs(1_000));
+        let clock = ManualClock::new(start);
         let config = EmbeddedConfig {
             clock: Arc::new(clock.clone()),
             ..Default::default()
@@ -1254,6 +1256,12 @@ mod tests {
             EmbeddedStream::open_with(dir.path().join("s.db"), names::EVENTS, Some(1), config)
                 .await
                 .unwrap();
+        (dir, clock, stream)
+    }
+
+    #[tokio::test]
+    async fn millis_behind_latest_follows_arrival_times() {
+        let (_dir, clock, stream) = one_shard_on_a_clock(Timestamp::from_secs(1_000)).await;
         for step in [0, 1_000, 4_000] {
             clock.advance_millis(step);
             stream.put_records(&[record("k", "x")]).await.unwrap();
@@ -1285,16 +1293,7 @@ mod tests {
 
     #[tokio::test]
     async fn trimming_deletes_old_records_and_never_reuses_numbers() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(Timestamp::from_secs(0));
-        let config = EmbeddedConfig {
-            clock: Arc::new(clock.clone()),
-            ..Default::default()
-        };
-        let stream =
-            EmbeddedStream::open_with(dir.path().join("s.db"), names::EVENTS, Some(1), config)
-                .await
-                .unwrap();
+        let (_dir, clock, stream) = one_shard_on_a_clock(Timestamp::from_secs(0)).await;
         for i in 1..=5 {
             stream
                 .put_records(&[record("k", &format!("r{i}"))])
