@@ -8,11 +8,10 @@ use crate::support;
 
 use std::fmt::Debug;
 use std::path::Path;
-use std::time::Instant;
 
 use bikeshare_lake::{CuratedStatus, LakeRecord};
 use bikeshare_types::contracts::{Envelope, FeatureVector, Label, Prediction};
-use support::{bikeshare, lake_rows, ok, run_with_kills, simulated_history};
+use support::{bikeshare, lake_rows, ok, ok_with_cpu_time, run_with_kills, simulated_history};
 
 /// Every row of `T`'s dataset, as sorted debug strings (a multiset: duplicates stay).
 fn rows<T: LakeRecord + Debug>(data_dir: &Path) -> Vec<String> {
@@ -96,9 +95,7 @@ fn sigkilled_writers_leave_every_row_exactly_once() {
             0x2545_f491_4f6c_dd1d,
         ),
     ] {
-        let timer = Instant::now();
-        ok(bikeshare(&straight).args(args));
-        let full_run = timer.elapsed();
+        let (_, full_run) = ok_with_cpu_time(&straight, args);
         // First a crash in the window between an epoch's files and its checkpoint, with long
         // epochs (they span hours of event time, so the replay's shorter epochs cannot simply
         // overwrite them by name)...
@@ -120,6 +117,7 @@ fn sigkilled_writers_leave_every_row_exactly_once() {
             k >= 2,
             "{args:?} was killed only {k} times: input too small"
         );
+        eprintln!("{args:?}: {k} kills");
         kills += k;
     }
     eprintln!("{kills} kills");

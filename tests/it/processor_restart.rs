@@ -8,9 +8,8 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
-use support::{bikeshare, ok, replay, run_with_kills, simulated_history, stream_records};
+use support::{ok_with_cpu_time, replay, run_with_kills, simulated_history, stream_records};
 
 /// Output records of `stream`, keyed by their id field; duplicates must be identical.
 fn outputs(data_dir: &Path, stream: &str, id_field: &str) -> BTreeMap<String, serde_json::Value> {
@@ -46,11 +45,9 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
         replay(d, &history);
     }
 
-    let timer = Instant::now();
-    ok(bikeshare(&straight).args(["process", "--until-caught-up"]));
-    // Kill points are fractions of the uninterrupted run's duration, so they land mid-run
-    // however fast this machine is.
-    let full_run = timer.elapsed();
+    // Kill points are fractions of the uninterrupted run's CPU time, so they land mid-run
+    // however fast and however busy this machine is.
+    let (_, full_run) = ok_with_cpu_time(&straight, &["process", "--until-caught-up"]);
 
     // Kill at pseudo-random points until a run finishes by itself.
     let kills = run_with_kills(

@@ -77,8 +77,33 @@ pub fn stream_records(data_dir: &Path, stream: &str) -> Vec<serde_json::Value> {
 /// skipped, except in CI (`CI=true`), where a missing emulator is a failure.
 pub use bikeshare_testkit::emulators::env_or_skip as emulator;
 
+/// CPU time (user + system) of a process, from `/proc/<pid>/stat`: its own (`own = true`) or
+/// that of its reaped children. Kill points are measured in CPU time, not wall time, so a
+/// machine busy with other tests moves them little. (In wall time, an uninterrupted run slowed
+/// by other tests set kill points that a later, faster run outran: it was never killed.)
+fn cpu_time(pid: u32, own: bool) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let at = if own { 11 } else { 13 }; // utime, stime | cutime, cstime
+    let ticks: u64 =
+        fields.get(at)?.parse::<u64>().ok()? + fields.get(at + 1)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux the tests run on.
+    Some(std::time::Duration::from_millis(ticks * 10))
+}
+
+/// Runs `bikeshare <args>` in `data_dir` to the end, as [`ok`] does, and returns its output and
+/// the CPU time it used (the measure [`run_with_kills`] places its kill points by).
+pub fn ok_with_cpu_time(data_dir: &Path, args: &[&str]) -> (String, std::time::Duration) {
+    let me = std::process::id();
+    let before = cpu_time(me, false).expect("/proc/self/stat");
+    let out = ok(bikeshare(data_dir).args(args));
+    (out, cpu_time(me, false).expect("/proc/self/stat") - before)
+}
+
 /// Runs `bikeshare <args>` in `data_dir` again and again, SIGKILLing it at pseudo-random
-/// fractions (15–35 %) of `full_run`, until one run finishes by itself; returns the kills.
+/// fractions (5–30 %) of `full_run`, the CPU time of an uninterrupted run
+/// ([`ok_with_cpu_time`]), until one run finishes by itself; returns the kills.
 #[allow(clippy::zombie_processes)] // every child is reaped: by try_wait, or wait after kill
 pub fn run_with_kills(
     data_dir: &Path,
@@ -102,15 +127,17 @@ pub fn run_with_kills(
         // Early enough that a restarted run, which has less left to do than the first,
         // is still killed mid-run: between 5 % and 30 % of an uninterrupted run.
         let fraction = 0.05 + 0.25 * (seed % 1000) as f64 / 1000.0;
-        let deadline = Instant::now() + full_run.mul_f64(fraction).max(Duration::from_millis(20));
-        let mut finished = None;
-        while Instant::now() < deadline {
+        let kill_at = full_run.mul_f64(fraction).max(Duration::from_millis(20));
+        let finished = loop {
             if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
-                break;
+                break Some(status);
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            // Unreadable only between the child's exit and try_wait: poll again.
+            if cpu_time(child.id(), true).is_some_and(|used| used >= kill_at) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
         match finished {
             Some(status) => {
                 assert!(status.success(), "restarted {args:?} failed");
