@@ -85,23 +85,18 @@ pub(crate) fn trend_window(window_minutes: &[u32]) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// The local-time features of `t` (ms) in `tz` (UTC when the system's time zone is not a
-/// known IANA name): hour and day-of-week on the circle, and the weekend flag.
+/// The local-time features of `t` (ms) in the system's time zone `tz`: hour and
+/// day-of-week on the circle, and the weekend flag. Without a time zone (no `SystemInfo`
+/// seen, or a name that is not IANA) they are missing: hours in UTC would be shifted by the
+/// system's offset, silently, for a model trained on local hours.
 pub(crate) fn local_time(tz: Option<chrono_tz::Tz>, t: i64) -> [Option<f32>; 5] {
-    let utc = bikeshare_types::Timestamp(t).to_datetime();
-    let (hour, dow) = match tz {
-        Some(tz) => {
-            let local = tz.from_utc_datetime(&utc.naive_utc());
-            (
-                local.hour() as f32 + local.minute() as f32 / 60.0,
-                local.weekday().num_days_from_monday(),
-            )
-        }
-        None => (
-            utc.hour() as f32 + utc.minute() as f32 / 60.0,
-            utc.weekday().num_days_from_monday(),
-        ),
+    let Some(tz) = tz else {
+        return [None; 5];
     };
+    let utc = bikeshare_types::Timestamp(t).to_datetime();
+    let local = tz.from_utc_datetime(&utc.naive_utc());
+    let hour = local.hour() as f32 + local.minute() as f32 / 60.0;
+    let dow = local.weekday().num_days_from_monday();
     [
         Some((TAU * hour / 24.0).sin()),
         Some((TAU * hour / 24.0).cos()),

@@ -277,8 +277,10 @@ impl BufferedReports {
 pub(crate) struct SystemState {
     #[serde(skip)]
     pub id: SystemId,
+    /// The system's IANA time zone, from its `SystemInfo` (empty until one arrives).
     pub timezone: String,
-    /// `timezone` parsed (`None`: not an IANA name, features use UTC).
+    /// `timezone` parsed. `None` (no `SystemInfo` yet, or not an IANA name): the local-time
+    /// features are missing, never computed in UTC.
     #[serde(skip)]
     pub tz: Option<chrono_tz::Tz>,
     pub stations: Vec<Station>,
@@ -321,11 +323,10 @@ pub(crate) struct SystemState {
 
 impl SystemState {
     fn new(id: SystemId) -> Self {
-        let timezone = String::from("UTC");
         Self {
             id,
-            tz: timezone.parse().ok(),
-            timezone,
+            tz: None,
+            timezone: String::new(),
             stations: Vec::new(),
             ids: StationIds::default(),
             index: StationIndex::default(),
@@ -663,6 +664,14 @@ impl Processor {
 
     /// Takes one event, applies whatever the watermark now allows, and appends the outputs.
     pub fn process(&mut self, env: Envelope, out: &mut Vec<Emitted>) {
+        if let Event::FeedHeartbeat(h) = &env.event
+            && !h.is_station_status()
+        {
+            // The information feeds' heartbeats (one per read) are for freshness readers such
+            // as the dashboard: their time is a read time, not a point of the status history
+            // the watermark follows.
+            return;
+        }
         let lateness = self.config.lateness_ms;
         if !self.systems.contains_key(&env.system_id) {
             let id = env.system_id.clone();
@@ -722,7 +731,8 @@ impl Processor {
     }
 
     /// Applies every buffered event (end of a bounded input), without ticking past the last
-    /// event time.
+    /// event time, then labels every prediction whose horizon that time covers
+    /// (`as_of + horizon <= ` the system's last event time).
     pub fn drain(&mut self, out: &mut Vec<Emitted>) {
         let op = Op {
             config: &self.config,
@@ -730,8 +740,13 @@ impl Processor {
             derived: &self.derived,
         };
         for sys in self.systems.values_mut() {
-            let max = sys.max_event_time.unwrap_or(i64::MIN);
+            let Some(max) = sys.max_event_time else {
+                continue;
+            };
             op.release(sys, max, out);
+            // The input ends at `max`: every prediction whose horizon it covers gets its
+            // label now, not only those due at the last tick.
+            op.labels_due(sys, max, out);
         }
     }
 }
@@ -957,14 +972,11 @@ impl Op<'_> {
         }
     }
 
-    fn tick(&self, sys: &mut SystemState, t: i64, out: &mut Vec<Emitted>) {
+    /// Emits the label of every prediction due at `t` (`as_of + horizon <= t`), advancing
+    /// each labelled station's windows to `t`.
+    fn labels_due(&self, sys: &mut SystemState, t: i64, out: &mut Vec<Emitted>) {
         let horizon_ms = self.derived.horizon_ms;
         let trend_wi = self.derived.trend_wi;
-        sys.stats.ticks += 1;
-        if sys.neighbours_dirty {
-            rebuild_neighbours(sys, self.config);
-        }
-        // Labels first: everything due at or before this tick.
         for idx in 0..sys.stations.len() {
             let st = &mut sys.stations[idx];
             let mut advanced = false;
@@ -998,6 +1010,16 @@ impl Op<'_> {
                 sys.refresh_glance(idx, trend_wi);
             }
         }
+    }
+
+    fn tick(&self, sys: &mut SystemState, t: i64, out: &mut Vec<Emitted>) {
+        let trend_wi = self.derived.trend_wi;
+        sys.stats.ticks += 1;
+        if sys.neighbours_dirty {
+            rebuild_neighbours(sys, self.config);
+        }
+        // Labels first: everything due at or before this tick.
+        self.labels_due(sys, t, out);
         let local_time = sys.local_time.get(sys.tz, t);
         for idx in 0..sys.stations.len() {
             let st = &mut sys.stations[idx];

@@ -60,6 +60,7 @@ fn heartbeat(t: i64) -> Envelope {
         Event::FeedHeartbeat(FeedHeartbeat {
             feed: "station_status".into(),
             last_updated: Timestamp(t),
+            period_s: None,
         }),
     )
 }
@@ -270,6 +271,85 @@ fn every_prediction_is_labelled_once_its_horizon_has_passed() {
 /// The update trigger (`score_on_arrival`): with a two-minute lateness, a report is scored in the same
 /// call that takes it, not when the watermark passes it; its release adds no second row when
 /// nothing changed, and a correction (same id) when an earlier report arrived after it.
+/// The prediction ids of the rows and of the labels in `out`, each sorted.
+fn row_and_label_ids(out: &[Emitted], due_by: i64) -> (Vec<String>, Vec<String>) {
+    let mut due = Vec::new();
+    let mut labelled = Vec::new();
+    for e in out {
+        match e {
+            Emitted::Row(r) if r.vector.as_of.millis() + 30 * MIN <= due_by => {
+                due.push(r.prediction_id.as_str().to_owned());
+            }
+            Emitted::Label(l) => labelled.push(l.prediction_id.as_str().to_owned()),
+            _ => {}
+        }
+    }
+    due.sort();
+    due.dedup();
+    labelled.sort();
+    (due, labelled)
+}
+
+#[test]
+fn drain_labels_every_prediction_whose_horizon_the_input_covers() {
+    // Reports every 3 minutes for 80 minutes, then the input ends (a bounded replay), off
+    // the tick grid: the last event is at T0 + 79 min, the last tick at T0 + 75 min.
+    for config in [ProcessorConfig::default(), in_order()] {
+        let mut p = Processor::new(config);
+        let events: Vec<_> = (0..27)
+            .map(|k| status("a", T0 + MIN + k * 3 * MIN, 5 + (k % 3) as u32, 15))
+            .collect();
+        let last = T0 + MIN + 26 * 3 * MIN;
+        let mut out = run(&mut p, events);
+        p.drain(&mut out);
+        let (due, labelled) = row_and_label_ids(&out, last);
+        assert!(due.len() > 10, "{} rows due", due.len());
+        // Every row whose 30 minutes end by the last event time has its label (before the
+        // label flush, those between the last tick and the last event had none); no row
+        // whose horizon reaches past the input is labelled.
+        assert_eq!(labelled, due);
+    }
+}
+
+#[test]
+fn without_a_time_zone_the_local_time_features_are_missing_not_utc() {
+    let zone = |tz: Option<&str>| {
+        let mut p = Processor::new(in_order());
+        let mut events = Vec::new();
+        if let Some(tz) = tz {
+            events.push(env(
+                T0 - MIN,
+                Event::SystemInfo(SystemInfo {
+                    system_id: sys(),
+                    name: "t".into(),
+                    timezone: tz.into(),
+                    language: None,
+                    gbfs_version: "3.0".into(),
+                }),
+            ));
+        }
+        events.push(status("a", T0 + MIN, 5, 15));
+        let out = run(&mut p, events);
+        let row = out
+            .iter()
+            .find_map(|e| match e {
+                Emitted::Row(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let schema = p.schema();
+        ["hour_sin", "hour_cos", "dow_sin", "dow_cos", "is_weekend"]
+            .map(|f| row.vector.values[schema.index(f).unwrap()])
+    };
+    assert_eq!(zone(None), [None; 5]);
+    let utc = zone(Some("UTC"));
+    let boston = zone(Some("America/New_York"));
+    assert!(utc.iter().all(Option::is_some) && boston.iter().all(Option::is_some));
+    // 2023-11-14 22:1x UTC is 17:1x in Boston: the hour differs, the day does not.
+    assert_ne!(utc[0], boston[0]);
+    assert_eq!(utc[2], boston[2]);
+}
+
 #[test]
 fn a_report_is_scored_on_arrival_and_corrected_only_when_its_inputs_changed() {
     let cfg = ProcessorConfig {
