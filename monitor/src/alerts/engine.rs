@@ -60,7 +60,8 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// `[FIRING] warning feed_stale: station_status of x is 900 s old (> 600 s)`.
+    /// `[FIRING] warning feed_stale: station_status of x has brought no news for 3 of its
+    /// periods (> 2)`.
     pub fn title(&self) -> String {
         let tag = match self.kind {
             NotificationKind::Firing => "FIRING",

@@ -19,12 +19,12 @@
 //! use bikeshare_monitor::samples::parse;
 //!
 //! let mut engine = Engine::new(default_rules(), None);
-//! let stale = parse("bikeshare_feed_age_seconds{system=\"x\",feed=\"station_status\"} 900\n");
-//! assert!(engine.evaluate(Timestamp::from_secs(0), &stale).is_empty()); // pending for 2 min
-//! let n = engine.evaluate(Timestamp::from_secs(120), &stale);
+//! let lag = parse("bikeshare_shard_millis_behind_latest{stream=\"events\",shard=\"0\"} 900000\n");
+//! assert!(engine.evaluate(Timestamp::from_secs(0), &lag).is_empty()); // pending for 5 min
+//! let n = engine.evaluate(Timestamp::from_secs(300), &lag);
 //! assert_eq!(n[0].kind, NotificationKind::Firing);
-//! let fresh = parse("bikeshare_feed_age_seconds{system=\"x\",feed=\"station_status\"} 5\n");
-//! assert_eq!(engine.evaluate(Timestamp::from_secs(180), &fresh)[0].kind, NotificationKind::Resolved);
+//! let caught_up = parse("bikeshare_shard_millis_behind_latest{stream=\"events\",shard=\"0\"} 5\n");
+//! assert_eq!(engine.evaluate(Timestamp::from_secs(360), &caught_up)[0].kind, NotificationKind::Resolved);
 //! ```
 
 pub mod engine;

@@ -387,16 +387,18 @@ pub fn default_rules() -> Vec<Rule> {
             Critical,
             "no checkpoint stored for {value} s (> {threshold} s)",
         ),
+        // Each feed against its own period (GBFS `ttl`, weather's hour): two periods without
+        // news already are the wait, so it fires at once.
         rule(
             "feed_stale",
-            m::FEED_AGE,
-            &[("feed", "station_status")],
+            m::FEED_AGE_PERIODS,
+            &[],
             None,
             Gt,
-            600.0,
-            120,
+            2.0,
+            0,
             Warning,
-            "station_status of {system} is {value} s old (> {threshold} s)",
+            "{feed} of {system} has brought no news for {value} of its periods (> {threshold})",
         ),
         rule(
             "dead_letter_rate",
@@ -506,7 +508,7 @@ mod tests {
         for metric in [
             m::SHARD_BEHIND.name,
             m::WATERMARK_LAG.name,
-            m::FEED_AGE.name,
+            m::FEED_AGE_PERIODS.name,
             m::DEAD_LETTERS.name,
             m::ENDPOINT_ERRORS.name,
             m::ENDPOINT_FALLBACKS.name,
@@ -550,7 +552,7 @@ mod tests {
         let by = |n: &str| rules.iter().find(|r| r.name == n).unwrap();
         assert_eq!(
             by("feed_stale").promql(),
-            "bikeshare_feed_age_seconds{feed=\"station_status\"} > 600"
+            "bikeshare_feed_age_periods > 2"
         );
         assert_eq!(
             by("dead_letter_rate").promql(),
@@ -560,11 +562,14 @@ mod tests {
             by("quality_pr_auc_low").promql(),
             "(bikeshare_model_pr_auc < 0.2) and on(system, target) (bikeshare_model_labelled >= 200)"
         );
-        let labels: BTreeMap<String, String> =
-            [("system".to_owned(), "bluebikes".to_owned())].into();
+        let labels: BTreeMap<String, String> = [
+            ("system".to_owned(), "bluebikes".to_owned()),
+            ("feed".to_owned(), "station_information".to_owned()),
+        ]
+        .into();
         assert_eq!(
-            by("feed_stale").render_summary(&labels, 1234.56789),
-            "station_status of bluebikes is 1235 s old (> 600 s)"
+            by("feed_stale").render_summary(&labels, 3.14159),
+            "station_information of bluebikes has brought no news for 3.14 of its periods (> 2)"
         );
         assert_eq!(promql_duration(90), "90s");
         assert_eq!(promql_duration(7200), "2h");

@@ -92,6 +92,7 @@ impl History {
         let beat = FeedHeartbeat {
             feed: "station_status".into(),
             last_updated: t,
+            period_s: None,
         };
         self.push(t, Event::FeedHeartbeat(beat));
     }

@@ -39,7 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bikeshare_types::contracts::{
-    DeadLetter, Envelope, Event, FeedHeartbeat, StationInfo, StationStatus, SystemInfo,
+    DeadLetter, Envelope, Event, FeedHeartbeat, STATION_STATUS_FEED, StationInfo, StationStatus,
+    SystemInfo,
 };
 use bikeshare_types::error::{Classify, ErrorClass, chain};
 use bikeshare_types::metrics;
@@ -105,6 +106,11 @@ impl Default for PollerConfig {
             client: ClientConfig::default(),
         }
     }
+}
+
+/// Whole seconds of `d`, for a heartbeat's period.
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 fn bounded(ttl: u32, min: Duration, max: Duration) -> Duration {
@@ -380,6 +386,8 @@ pub struct GbfsPoller {
     last_heartbeat: Option<Timestamp>,
     /// The newest `last_updated` read from each feed (data freshness).
     newest_last_updated: BTreeMap<FeedKind, Timestamp>,
+    /// Per feed: its newest news (see [`Self::read_ok`]) and how often news is due.
+    freshness: BTreeMap<FeedKind, (Timestamp, Duration)>,
 }
 
 impl GbfsPoller {
@@ -418,6 +426,7 @@ impl GbfsPoller {
             last_dead_letters: HashMap::new(),
             last_heartbeat: None,
             newest_last_updated: BTreeMap::new(),
+            freshness: BTreeMap::new(),
         })
     }
 
@@ -490,6 +499,7 @@ impl GbfsPoller {
             report.next_poll_in = self.config.min_interval;
             return report;
         }
+        let mut info_read = Vec::new();
         for kind in [FeedKind::SystemInformation, FeedKind::StationInformation] {
             let feed = self.feed(kind);
             if feed.url.is_some() && feed.due(started) {
@@ -499,9 +509,15 @@ impl GbfsPoller {
                     }
                     _ => self.poll_station_information(output, &mut report).await,
                 };
-                if let Err(e) = result {
-                    self.failed(e, &mut report);
+                match result {
+                    Ok(()) => info_read.push(kind),
+                    Err(e) => self.failed(e, &mut report),
                 }
+            }
+        }
+        for kind in info_read {
+            if let Err(e) = self.info_heartbeat(kind, output, &mut report).await {
+                self.failed(e, &mut report);
             }
         }
         report.next_poll_in = match self.poll_station_status(output, &mut report).await {
@@ -512,14 +528,42 @@ impl GbfsPoller {
             }
         };
         let now = self.clock.now();
-        for (kind, t) in &self.newest_last_updated {
+        for (kind, (t, period)) in &self.freshness {
             metrics::feed_age(
                 self.system_id.as_str(),
                 kind.name(),
                 now.millis() - t.millis(),
+                i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
             );
         }
         report
+    }
+
+    /// Publishes that an information feed was read (a `200` or a `304`): those feeds publish
+    /// events only on change, so this is how a reader of the stream sees that they are alive.
+    async fn info_heartbeat(
+        &mut self,
+        kind: FeedKind,
+        output: &dyn Output,
+        report: &mut PollReport,
+    ) -> Result<(), PollError> {
+        let (Some(url), Some(&(read_at, period))) =
+            (self.feed(kind).url.clone(), self.freshness.get(&kind))
+        else {
+            return Ok(());
+        };
+        let event = Envelope::new(
+            self.system_id.clone(),
+            url.as_str(),
+            read_at,
+            read_at,
+            Event::FeedHeartbeat(FeedHeartbeat {
+                feed: kind.name().into(),
+                last_updated: read_at,
+                period_s: Some(secs(period)),
+            }),
+        );
+        self.emit(kind, vec![event], output, report).await
     }
 
     fn feed(&self, kind: FeedKind) -> &FeedState {
@@ -614,7 +658,10 @@ impl GbfsPoller {
         Ok(())
     }
 
-    /// Records a successful read: validators, TTL and when the feed is due again.
+    /// Records a successful read: validators, TTL, when the feed is due again, and its
+    /// freshness. `station_status` is as fresh as its newest `last_updated` (a feed that keeps
+    /// serving old data goes stale); the other feeds change rarely, so a read, `304` included,
+    /// is their news.
     fn read_ok(&mut self, kind: FeedKind, validators: Option<CacheValidators>, ttl: Option<u32>) {
         let status = kind == FeedKind::StationStatus;
         let feed = self.feed_mut(kind);
@@ -631,6 +678,14 @@ impl GbfsPoller {
             self.config.info_interval(ttl)
         };
         self.feed_mut(kind).next_due = Some(Instant::now() + interval);
+        let news = if status {
+            self.newest_last_updated.get(&kind).copied()
+        } else {
+            Some(self.clock.now())
+        };
+        if let Some(t) = news {
+            self.freshness.insert(kind, (t, interval));
+        }
     }
 
     /// Notes the feed's `last_updated` (its freshness), and warns once per version read with
@@ -853,12 +908,14 @@ impl GbfsPoller {
         let last_updated = parsed.header.last_updated;
         let heartbeat = self.last_heartbeat.is_none_or(|t| last_updated > t);
         if heartbeat {
+            let period = self.config.status_interval(parsed.header.ttl);
             events.push(read.envelope(
                 &self.system_id,
                 last_updated,
                 Event::FeedHeartbeat(FeedHeartbeat {
-                    feed: "station_status".into(),
+                    feed: STATION_STATUS_FEED.into(),
                     last_updated,
+                    period_s: Some(secs(period)),
                 }),
             ));
         }

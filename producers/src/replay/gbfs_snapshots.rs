@@ -465,6 +465,7 @@ impl GbfsSnapshotReader {
                 event: Event::FeedHeartbeat(FeedHeartbeat {
                     feed: FeedKind::StationStatus.name().into(),
                     last_updated,
+                    period_s: None,
                 }),
             });
         }

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use bikeshare_types::contracts::{DeadLetter, Envelope, Event};
+use bikeshare_types::contracts::{DeadLetter, Envelope, Event, WEATHER_FEED, WEATHER_PERIOD_SECS};
 use bikeshare_types::error::{Classify, chain};
 use bikeshare_types::{EventId, SharedClock, SystemId, Timestamp};
 use tokio::time::MissedTickBehavior;
@@ -138,6 +138,15 @@ impl WeatherProducer {
                 }
             };
             let (events, dead) = self.emit(i, &batch, since, now, output).await?;
+            // Weather's freshness: the newest hour observed, against the hourly step. (BTreeSet
+            // of (observed_at, station): the last is the newest.)
+            let state = &self.systems[i];
+            if let Some((newest, _)) = state.seen.last() {
+                let system = state.system.system_id.as_str();
+                let age_ms = now.millis() - newest.millis();
+                let period_ms = i64::from(WEATHER_PERIOD_SECS) * 1000;
+                bikeshare_types::metrics::feed_age(system, WEATHER_FEED, age_ms, period_ms);
+            }
             stats.events += events;
             stats.dead_letters += dead;
         }

@@ -72,6 +72,7 @@ fn envelopes(n: u32) -> Vec<Envelope> {
                 2 => Event::FeedHeartbeat(FeedHeartbeat {
                     feed: "station_status".into(),
                     last_updated: t(m),
+                    period_s: Some(60),
                 }),
                 _ => Event::StationStatus(status(i, m)),
             };
