@@ -569,7 +569,7 @@ mod tests {
         .into();
         assert_eq!(
             by("feed_stale").render_summary(&labels, 3.14159),
-            "station_information of bluebikes has brought no news for 3.14 of its periods (> 2)"
+            "station_information of bluebikes has brought no news for 3.142 of its periods (> 2)"
         );
         assert_eq!(promql_duration(90), "90s");
         assert_eq!(promql_duration(7200), "2h");
