@@ -11,5 +11,6 @@
 //! The map is an SVG drawn from station coordinates (no tiles, so it works offline), coloured
 //! by the larger of `p_empty` and `p_full`.
 
+pub mod freshness;
 pub mod server;
 pub mod state;
