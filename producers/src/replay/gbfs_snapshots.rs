@@ -551,10 +551,16 @@ mod tests {
 
     async fn replay(source: &ReplaySource) -> (ReplayStats, Vec<Event>, Vec<DeadLetter>) {
         let c = ctx();
-        let replayer = Replayer::new(ReplayConfig::new("test".into()), c.clock).unwrap();
+        let config = ReplayConfig::new("test".into()).with_time_zone("America/Toronto");
+        let replayer = Replayer::new(config, c.clock).unwrap();
         let out = MemoryOutput::default();
         let stats = replayer.run(source, &out).await.unwrap();
         let events = out.take_events();
+        assert!(
+            matches!(&events[0].event, Event::SystemInfo(i) if i.timezone == "America/Toronto"),
+            "the time zone first: {:?}",
+            events[0]
+        );
         assert!(
             events
                 .windows(2)
@@ -640,7 +646,8 @@ mod tests {
         );
         assert_eq!(heartbeats(&events), [0, 600, 1200]);
         assert!(dead.is_empty(), "{dead:?}");
-        assert_eq!((stats.rows, stats.events, stats.out_of_order), (6, 7, 0));
+        // The events: the time zone's SystemInfo, 4 statuses and 3 heartbeats.
+        assert_eq!((stats.rows, stats.events, stats.out_of_order), (6, 8, 0));
     }
 
     #[tokio::test]
@@ -803,8 +810,8 @@ mod tests {
             .collect();
         assert_eq!(
             infos[..2],
-            [(0, "1".to_owned(), Some(10)), (1, "2".to_owned(), Some(10))],
-            "the earliest information leads"
+            [(1, "1".to_owned(), Some(10)), (2, "2".to_owned(), Some(10))],
+            "the earliest information leads (after the time zone)"
         );
         assert_eq!(
             infos[2..]

@@ -37,6 +37,10 @@ impl RecordedFormat for JsonlFormat {
     fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
         read_file(path, ctx)
     }
+
+    fn needs_time_zone(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

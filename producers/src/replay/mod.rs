@@ -41,7 +41,8 @@
 //!     status_files: vec!["station_status_2021-01.csv.bz2".into()],
 //!     stations: Some("stations.csv".into()),
 //! };
-//! let replayer = Replayer::new(ReplayConfig::new("bluebikes".into()), Arc::new(SystemClock))?;
+//! let config = ReplayConfig::new("bluebikes".into()).with_time_zone("America/New_York");
+//! let replayer = Replayer::new(config, Arc::new(SystemClock))?;
 //! let stats = replayer.run(&source, &MemoryOutput::default()).await?;
 //! assert_eq!(stats.out_of_order, 0);
 //! # Ok(()) }
@@ -121,6 +122,12 @@ pub struct ReplayConfig {
     /// directories, within the hour) are always applied.
     #[serde(default)]
     pub side_file_capacity_rule: bool,
+    /// The system's IANA time zone (`America/New_York` for Bluebikes), for formats that do
+    /// not carry one: emitted as a `SystemInfo` before the first event, so the processor's
+    /// hour and day features are local. Required by every format but JSON lines (whose
+    /// recorded `SystemInfo` carries it) and weather alone; never assumed to be UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 impl ReplayConfig {
@@ -132,7 +139,14 @@ impl ReplayConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             rules: RuleConfig::default(),
             side_file_capacity_rule: false,
+            time_zone: None,
         }
+    }
+
+    /// The same, with the system's IANA time zone (see [`ReplayConfig::time_zone`]).
+    pub fn with_time_zone(mut self, time_zone: impl Into<String>) -> Self {
+        self.time_zone = Some(time_zone.into());
+        self
     }
 }
 
@@ -420,6 +434,13 @@ pub trait RecordedFormat: Send + std::fmt::Debug + 'static {
     fn prelude(&mut self) -> Vec<(Arc<str>, Event)> {
         Vec::new()
     }
+
+    /// Whether replaying this format needs [`ReplayConfig::time_zone`]: station reports of
+    /// a recording that carries no time zone do. JSON lines carry theirs (a recorded
+    /// `SystemInfo`), weather alone has no local-time feature.
+    fn needs_time_zone(&self) -> bool {
+        true
+    }
 }
 
 /// Station descriptions and capacities from a recording's side files.
@@ -502,6 +523,13 @@ impl Replayer {
                 "speed must be a positive factor, not {f}"
             )));
         }
+        if let Some(tz) = &config.time_zone
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(ReplayError::Config(format!(
+                "time zone {tz:?} is not an IANA time zone name (e.g. America/New_York)"
+            )));
+        }
         Ok(Self { config, clock })
     }
 
@@ -516,6 +544,41 @@ impl Replayer {
             side_file_capacity_rule: self.config.side_file_capacity_rule,
             clock: self.clock.clone(),
         }
+    }
+
+    /// The `SystemInfo` that gives the system its time zone, first of all events; an error
+    /// when the format needs one and none was given (never a silent UTC).
+    fn time_zone_prelude(
+        &self,
+        format: &dyn RecordedFormat,
+    ) -> Result<Vec<(Arc<str>, Event)>, ReplayError> {
+        if !format.needs_time_zone() {
+            if self.config.time_zone.is_some() {
+                tracing::warn!(
+                    "this format carries its systems' time zones: the time zone given is not used"
+                );
+            }
+            return Ok(Vec::new());
+        }
+        let Some(tz) = &self.config.time_zone else {
+            return Err(ReplayError::Config(format!(
+                "the recording of system {} carries no time zone: give its IANA time zone \
+                     (--time-zone, e.g. America/New_York for Bluebikes); hour and day features \
+                     are local and are never assumed to be UTC",
+                self.config.system_id
+            )));
+        };
+        let id = self.config.system_id.clone();
+        Ok(vec![(
+            Arc::from("replay:time-zone"),
+            Event::SystemInfo(bikeshare_types::contracts::SystemInfo {
+                name: id.as_str().to_owned(),
+                system_id: id,
+                timezone: tz.clone(),
+                language: None,
+                gbfs_version: "1.0".into(),
+            }),
+        )])
     }
 
     /// Replays `source` completely. Cancel by dropping the future.
@@ -561,7 +624,8 @@ impl Replayer {
         .await?;
         format = returned;
         let files = files?;
-        emitter.prelude = format.prelude();
+        emitter.prelude = self.time_zone_prelude(format.as_ref())?;
+        emitter.prelude.extend(format.prelude());
         let mut pending: Vec<ReplayItem> = Vec::new();
         for path in &files {
             let (ctx, owned) = (self.context(), path.clone());
@@ -797,13 +861,18 @@ pub(crate) mod tests {
         let config = ReplayConfig {
             speed,
             batch_size,
-            ..ReplayConfig::new("test".into())
+            ..ReplayConfig::new("test".into()).with_time_zone("America/New_York")
         };
         Replayer::new(config, ctx().clock).unwrap()
     }
 
+    /// Event times (s) of the recorded events: the time zone's `SystemInfo` left out.
     fn secs(events: &[Envelope]) -> Vec<i64> {
-        events.iter().map(|e| e.event_time.secs()).collect()
+        events
+            .iter()
+            .filter(|e| !matches!(e.event, Event::SystemInfo(_)))
+            .map(|e| e.event_time.secs())
+            .collect()
     }
 
     #[tokio::test]
@@ -840,10 +909,11 @@ pub(crate) mod tests {
         let events = out.take_events();
         let offsets: Vec<_> = secs(&events).iter().map(|s| s - 1_609_477_000).collect();
         assert_eq!(offsets, [10, 20, 30, 40, 50, 60, 70]);
-        assert_eq!(events[0].source, "replay:a.csv");
-        assert_eq!(events[1].source, "replay:b.csv");
+        assert_eq!(events[0].source, "replay:time-zone");
+        assert_eq!(events[1].source, "replay:a.csv");
+        assert_eq!(events[2].source, "replay:b.csv");
         assert_eq!(stats.out_of_order, 0);
-        assert_eq!((stats.events, stats.rows, stats.dead_letters), (7, 7, 0));
+        assert_eq!((stats.events, stats.rows, stats.dead_letters), (8, 7, 0));
         assert_eq!(
             stats.first_event_time,
             Some(Timestamp::from_secs(1_609_477_010))
@@ -904,10 +974,15 @@ pub(crate) mod tests {
             .run(&source, &out)
             .await
             .unwrap();
-        let events = out.take_events();
+        let mut events = out.take_events();
+        assert!(
+            matches!(&events[0].event, Event::SystemInfo(i) if i.timezone == "America/New_York")
+        );
+        let zone = events.remove(0);
         assert_eq!(events.len(), 2);
         assert!(matches!(&events[0].event, Event::StationInfo(i) if i.station_id.as_str() == "1"));
         assert_eq!(events[0].event_time, events[1].event_time);
+        assert_eq!(zone.event_time, events[0].event_time);
         assert_eq!(events[0].source, "replay:stations.csv");
         assert_eq!(stats.dead_letters, 4);
         assert_eq!(out.take_dead_letters().len(), 4);
@@ -964,6 +1039,41 @@ pub(crate) mod tests {
                 (Duration::from_secs(120), vec![t0 + 7200]),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_recording_without_a_time_zone_is_refused_and_a_given_one_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.csv");
+        std::fs::write(&p, "station_id,num_bikes_available\n").unwrap();
+        let source = ReplaySource::Bluebikes {
+            status_files: vec![p],
+            stations: None,
+        };
+        let clock = ctx().clock;
+        let out = MemoryOutput::default();
+        let none = Replayer::new(ReplayConfig::new("bb".into()), clock.clone()).unwrap();
+        let err = none.run(&source, &out).await.unwrap_err();
+        assert!(matches!(err, ReplayError::Config(_)), "{err}");
+        assert!(err.to_string().contains("--time-zone"), "{err}");
+        assert!(out.take_events().is_empty());
+        let bad = ReplayConfig::new("bb".into()).with_time_zone("Boston");
+        assert!(matches!(
+            Replayer::new(bad, clock.clone()),
+            Err(ReplayError::Config(_))
+        ));
+        // JSON lines carry their own: no time zone needed.
+        let j = dir.path().join("e.jsonl");
+        let t = Timestamp::from_secs(1_609_477_000);
+        std::fs::write(
+            &j,
+            status_envelope("sim", "simulator", "s1", t.millis(), 1, 3).encode(),
+        )
+        .unwrap();
+        none.run(&ReplaySource::Jsonl { files: vec![j] }, &out)
+            .await
+            .unwrap();
+        assert_eq!(out.take_events().len(), 1);
     }
 
     #[tokio::test]

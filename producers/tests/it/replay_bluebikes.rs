@@ -61,7 +61,8 @@ async fn replay(dir: &Path, clock: SharedClock) -> (ReplayStats, Vec<Envelope>, 
         status_files: vec![dir.join(MONTH)],
         stations: Some(dir.join("stations.csv")),
     };
-    let replayer = Replayer::new(ReplayConfig::new("bluebikes".into()), clock).unwrap();
+    let config = ReplayConfig::new("bluebikes".into()).with_time_zone("America/New_York");
+    let replayer = Replayer::new(config, clock).unwrap();
     let out = MemoryOutput::default();
     let stats = replayer.run(&source, &out).await.unwrap();
     (stats, out.take_events(), out)
@@ -135,7 +136,12 @@ async fn replays_a_real_month_in_order_with_every_row_accounted_for() {
     // Station descriptions: one per station with coordinates, all before the first status,
     // at the first event's time.
     let expected = stations_with_coordinates(&dir.join("stations.csv"));
-    let infos: Vec<_> = events
+    // First of all, the system's time zone (the change log carries none).
+    match &events[0].event {
+        Event::SystemInfo(info) => assert_eq!(info.timezone, "America/New_York"),
+        other => panic!("first event is not the time zone: {other:?}"),
+    }
+    let infos: Vec<_> = events[1..]
         .iter()
         .take_while(|e| matches!(e.event, Event::StationInfo(_)))
         .map(|e| match &e.event {
@@ -156,7 +162,7 @@ async fn replays_a_real_month_in_order_with_every_row_accounted_for() {
     // described for its station, and station 222 (5 docks in 2023) rose to at least 14.
     let mut capacity: HashMap<String, Option<u32>> = HashMap::new();
     let mut raised = 0;
-    for e in &events {
+    for e in &events[1..] {
         match &e.event {
             Event::StationInfo(i) => {
                 let before = capacity.insert(i.station_id.to_string(), i.capacity);
@@ -180,7 +186,7 @@ async fn replays_a_real_month_in_order_with_every_row_accounted_for() {
     }
     eprintln!("{raised} raised station descriptions");
     assert!(capacity["222"] >= Some(14), "{:?}", capacity["222"]);
-    assert_eq!(infos.len() + raised + statuses.len(), events.len());
+    assert_eq!(1 + infos.len() + raised + statuses.len(), events.len());
     // A station without coordinates still has its reports replayed.
     assert!(
         statuses

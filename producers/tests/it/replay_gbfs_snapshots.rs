@@ -22,12 +22,16 @@ async fn replay(
     data: &Path,
     files_or_dirs: Vec<PathBuf>,
     station_information: Vec<PathBuf>,
+    time_zone: &str,
 ) -> (ReplayStats, Vec<Envelope>, Vec<DeadLetter>) {
-    support::replay(ReplaySource::GbfsSnapshots {
-        files_or_dirs,
-        station_information,
-        schema_dir: Some(data.join("gbfs-json-schema")),
-    })
+    support::replay(
+        ReplaySource::GbfsSnapshots {
+            files_or_dirs,
+            station_information,
+            schema_dir: Some(data.join("gbfs-json-schema")),
+        },
+        time_zone,
+    )
     .await
 }
 
@@ -92,7 +96,7 @@ async fn ecobici_raw_snapshots_with_station_information() {
         dir.join("station_information_20240422210451.json"),
         dir.join("station_information_20240405210456.json"),
     ];
-    let (stats, events, dead) = replay(&data, vec![samples], infos).await;
+    let (stats, events, dead) = replay(&data, vec![samples], infos, "America/Mexico_City").await;
     check_common(&stats, &events, &dead, records);
     assert!(dead.is_empty(), "real Ecobici records are valid: {dead:#?}");
 
@@ -152,7 +156,7 @@ async fn toronto_bare_station_lists_named_by_their_hour() {
         samples.join("2020-05-12-12-00-00.json"),
     ];
     let (_, records) = station_records(&files);
-    let (stats, events, dead) = replay(&data, files, vec![]).await;
+    let (stats, events, dead) = replay(&data, files, vec![], "America/Toronto").await;
     check_common(&stats, &events, &dead, records);
     assert!(dead.is_empty(), "real Toronto records are valid: {dead:#?}");
     let statuses = statuses(&events);

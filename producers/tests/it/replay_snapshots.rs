@@ -49,7 +49,7 @@ async fn toronto_hourly_snapshots() {
         files: vec![dir.join("station_status_hourly.csv.gz")],
         station_information: vec![],
     };
-    let (stats, events, dead) = replay(source).await;
+    let (stats, events, dead) = replay(source, "America/Toronto").await;
     assert_eq!(stats.rows, 121_395);
     let stations = check_common(&stats, &events, &dead);
     assert!(stations.len() > 400, "{} stations", stations.len());
@@ -78,7 +78,7 @@ async fn ecobici_hourly_snapshots_with_station_information() {
         files: vec![dir.join("station_status_hourly.csv.gz")],
         station_information: infos,
     };
-    let (stats, events, dead) = replay(source).await;
+    let (stats, events, dead) = replay(source, "America/Mexico_City").await;
     assert_eq!(stats.rows, 265_466);
     check_common(&stats, &events, &dead);
     let infos: Vec<_> = events

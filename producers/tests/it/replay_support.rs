@@ -13,11 +13,16 @@ use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{DeadLetter, Envelope, Event, StationStatus};
 use bikeshare_types::time::ManualClock;
 
-/// Replays `source` as system `city`, on a clock at 2026-01-01, and prints the stats, the time
-/// taken and the dead letters by rule.
-pub async fn replay(source: ReplaySource) -> (ReplayStats, Vec<Envelope>, Vec<DeadLetter>) {
+/// Replays `source` as system `city` in `time_zone`, on a clock at 2026-01-01, and prints
+/// the stats, the time taken and the dead letters by rule. The first event, the time zone's
+/// `SystemInfo`, is checked and left out of the events returned (the stats count it).
+pub async fn replay(
+    source: ReplaySource,
+    time_zone: &str,
+) -> (ReplayStats, Vec<Envelope>, Vec<DeadLetter>) {
     let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap());
-    let replayer = Replayer::new(ReplayConfig::new("city".into()), Arc::new(clock)).unwrap();
+    let config = ReplayConfig::new("city".into()).with_time_zone(time_zone);
+    let replayer = Replayer::new(config, Arc::new(clock)).unwrap();
     let out = MemoryOutput::default();
     let started = std::time::Instant::now();
     let stats = replayer.run(&source, &out).await.unwrap();
@@ -28,7 +33,13 @@ pub async fn replay(source: ReplaySource) -> (ReplayStats, Vec<Envelope>, Vec<De
         *by_rule.entry(d.rule.clone()).or_insert(0) += 1;
     }
     eprintln!("{stats:?} in {elapsed:.2?}; dead letters by rule: {by_rule:?}");
-    (stats, out.take_events(), dead)
+    let mut events = out.take_events();
+    assert!(
+        matches!(&events.first().unwrap().event, Event::SystemInfo(i) if i.timezone == time_zone),
+        "the time zone comes first"
+    );
+    events.remove(0);
+    (stats, events, dead)
 }
 
 /// Events come out in event-time order, none counted out of order.
