@@ -181,6 +181,9 @@ pub struct TrainedBooster {
     pub best_round: u32,
     pub best_valid_log_loss: f64,
     pub base_score: f64,
+    /// Training ran every allowed round without early stopping: the validation loss was
+    /// still improving within the patience at the cap, so more rounds may help.
+    pub hit_round_cap: bool,
 }
 
 /// A row-major matrix of `rows` (NaN = missing) with 0/1 labels.
@@ -266,6 +269,18 @@ pub fn train_booster(
             break;
         }
     }
+    let hit_round_cap =
+        rounds == params.max_rounds && (patience == 0 || rounds - 1 - best_round < patience);
+    if hit_round_cap {
+        tracing::warn!(
+            target_model = target.stem(),
+            rounds,
+            best_round,
+            best_valid_log_loss = best,
+            "training stopped at the round cap (max_rounds) while the validation loss was \
+             still improving: raise max_rounds or eta"
+        );
+    }
     let mut json = booster
         .save_to_buffer("json".into())
         .map_err(xgb)?
@@ -294,6 +309,7 @@ pub fn train_booster(
         best_round,
         best_valid_log_loss: best,
         base_score,
+        hit_round_cap,
     })
 }
 
@@ -422,6 +438,10 @@ pub struct TargetTraining {
     pub trees: u32,
     pub best_valid_log_loss: f64,
     pub base_score: f64,
+    /// Every allowed round ran and the validation loss was still improving at the cap:
+    /// early stopping never stopped it, more rounds may help.
+    #[serde(default)]
+    pub hit_round_cap: bool,
     pub train_positives: usize,
     pub valid_positives: usize,
     pub test_positives: usize,
@@ -544,6 +564,7 @@ pub fn train_models(
         trees: b.best_round + 1,
         best_valid_log_loss: b.best_valid_log_loss,
         base_score: b.base_score,
+        hit_round_cap: b.hit_round_cap,
         train_positives: positives(t, split.train.clone()),
         valid_positives: positives(t, split.valid.clone()),
         test_positives: positives(t, split.test.clone()),
@@ -647,6 +668,52 @@ mod tests {
         let err = check_config(reported, &[("nthread", "1".to_string())]).unwrap_err();
         assert!(err.to_string().contains("nthread=1"), "{err}");
         assert!(check_config(reported, &[("max_bin", "256".to_string())]).is_err());
+    }
+
+    /// Rows of one informative feature: `went_empty` with probability `x`.
+    fn noisy_rows(n: usize) -> TrainingData {
+        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let mut d = TrainingData::new(&schema, 30);
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for i in 0..n {
+            let x = next();
+            let label = crate::dataset::RowLabel {
+                went_empty: next() < x,
+                ..Default::default()
+            };
+            d.push("s", Timestamp(i as i64 * 60_000), label, [Some(x)]);
+        }
+        d
+    }
+
+    #[test]
+    fn stopping_at_the_round_cap_while_improving_is_flagged() {
+        let d = noisy_rows(2000);
+        let params = |max_rounds, early_stopping_rounds| TrainParams {
+            max_rounds,
+            early_stopping_rounds,
+            eta: 0.05,
+            max_depth: 2,
+            nthread: 1,
+            ..TrainParams::default()
+        };
+        let train = |p: &TrainParams| {
+            train_booster(&d, Target::WentEmpty, 0..1400, 1400..2000, p, &mut |_| {}).unwrap()
+        };
+        // Three rounds of a small eta: still improving when the budget runs out.
+        let capped = train(&params(3, 5));
+        assert_eq!(capped.rounds, 3);
+        assert!(capped.hit_round_cap);
+        // Enough rounds: early stopping ends training before the cap.
+        let stopped = train(&params(1000, 5));
+        assert!(stopped.rounds < 1000, "{} rounds", stopped.rounds);
+        assert!(!stopped.hit_round_cap);
     }
 
     #[test]
