@@ -365,7 +365,8 @@ async fn discovery_then_every_feed_becomes_events_and_dead_letters() {
     let events = out.take_events();
     assert_eq!(count_kind(&events, "system_info"), 1);
     assert_eq!(count_kind(&events, "station_info"), 3);
-    assert_eq!(count_kind(&events, "feed_heartbeat"), 1);
+    // One for station_status, one per information feed read.
+    assert_eq!(count_kind(&events, "feed_heartbeat"), 3);
     assert_eq!(
         statuses(&events),
         [("a".to_owned(), 3), ("c".to_owned(), 5)]
@@ -385,10 +386,20 @@ async fn discovery_then_every_feed_becomes_events_and_dead_letters() {
                 assert_eq!(info.gbfs_version, "2.3");
                 assert_eq!(e.event_time, Timestamp::from_secs(NOW - 600));
             }
-            Event::FeedHeartbeat(hb) => {
-                assert_eq!(hb.feed, "station_status");
+            Event::FeedHeartbeat(hb) if hb.feed == "station_status" => {
                 assert_eq!(hb.last_updated, Timestamp::from_secs(NOW - 30));
                 assert_eq!(e.event_time, hb.last_updated);
+                // The feed's ttl (60 s), within the poller's bounds: its freshness clock.
+                assert_eq!(hb.period_s, Some(60));
+            }
+            Event::FeedHeartbeat(hb) => {
+                // Information feeds: news is the read itself, their period their ttl (1 h).
+                assert!(
+                    ["system_information", "station_information"].contains(&hb.feed.as_str()),
+                    "{hb:?}"
+                );
+                assert_eq!((e.event_time, hb.last_updated), (clock.now(), clock.now()));
+                assert_eq!(hb.period_s, Some(3600));
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -402,8 +413,8 @@ async fn discovery_then_every_feed_becomes_events_and_dead_letters() {
     let stats = poller.stats().snapshot();
     assert_eq!(
         (stats.polls, stats.events, stats.dead_letters, stats.errors),
-        (1, 7, 1, 0),
-        "1 system, 3 stations, 2 statuses, 1 heartbeat"
+        (1, 9, 1, 0),
+        "1 system, 3 stations, 2 statuses, 3 heartbeats"
     );
 }
 
@@ -468,10 +479,15 @@ async fn etag_and_last_modified_make_unchanged_feeds_cost_a_304() {
         info_max_interval: Duration::ZERO,
         ..config()
     };
-    let (mut poller, _) = poller(&server, cfg);
+    let (mut poller, clock) = poller(&server, cfg);
     let out = MemoryOutput::default();
     assert!(poller.poll_once(&out).await.is_ok());
-    assert_eq!(out.take_events().len(), 1 + 2 + 2 + 1, "with one heartbeat");
+    assert_eq!(
+        out.take_events().len(),
+        1 + 2 + 2 + 3,
+        "with a heartbeat per feed"
+    );
+    clock.advance_millis(5_000);
 
     let r = poller.poll_once(&out).await;
     assert!(r.is_ok(), "{:?}", r.errors);
@@ -480,7 +496,24 @@ async fn etag_and_last_modified_make_unchanged_feeds_cost_a_304() {
         r.not_modified.contains(&FeedKind::StationInformation),
         "{r:?}"
     );
-    assert!(out.take_events().is_empty(), "a 304 emits nothing");
+    // A 304 emits no data, but the information feeds say they were read, so a reader of the
+    // stream sees them alive; station_status, whose last_updated did not move, says nothing
+    // (a feed stuck on old data goes stale).
+    let beats: Vec<(String, Timestamp)> = out
+        .take_events()
+        .into_iter()
+        .map(|e| match e.event {
+            Event::FeedHeartbeat(hb) => (hb.feed, hb.last_updated),
+            other => panic!("a 304 emitted {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        beats,
+        [
+            ("system_information".to_owned(), clock.now()),
+            ("station_information".to_owned(), clock.now())
+        ]
+    );
     let sent = server.request_headers("/station_status.json");
     assert_eq!(sent.len(), 2);
     assert!(sent[0].get(header::IF_NONE_MATCH).is_none());
@@ -614,8 +647,8 @@ async fn a_hanging_feed_times_out_and_the_others_still_flow() {
     assert_eq!(r.errors[0].feed(), FeedKind::StationStatus);
     assert_eq!(
         out.take_events().len(),
-        1 + 2,
-        "system and station information still emitted"
+        1 + 2 + 2,
+        "system and station information (and their heartbeats) still emitted"
     );
     let stats = poller.stats().snapshot();
     assert_eq!(stats.errors, 1);
@@ -775,8 +808,9 @@ async fn only_changed_reports_are_emitted_and_bad_records_dead_lettered_once() {
     assert_eq!(events[0].event_time, Timestamp::from_secs(NOW - 5));
     assert_eq!(
         poller.stats().snapshot().events,
-        1 + 4 + 3 + 1 + 1 + 1,
-        "one heartbeat: the feed's last_updated never moved"
+        1 + 4 + 3 + 1 + 1 + 1 + 2,
+        "one status heartbeat (the feed's last_updated never moved), two for the first read of \
+         the information feeds (not due again since)"
     );
 }
 

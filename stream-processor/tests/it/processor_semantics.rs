@@ -156,6 +156,45 @@ fn updates_then_ticks_on_the_grid_for_quiet_stations() {
     assert_eq!(vb[schema.index("is_empty").unwrap()], Some(1.0));
 }
 
+/// An information feed's heartbeat (one per read, at the read time).
+fn info_heartbeat(feed: &str, t: i64) -> Envelope {
+    env(
+        t,
+        Event::FeedHeartbeat(FeedHeartbeat {
+            feed: feed.into(),
+            last_updated: Timestamp(t),
+            period_s: Some(3600),
+        }),
+    )
+}
+
+#[test]
+fn information_feed_heartbeats_change_nothing_the_processor_emits() {
+    let history = || {
+        vec![
+            status("a", T0 + MIN, 5, 15),
+            status("b", T0 + 3 * MIN, 0, 20),
+            status("a", T0 + 12 * MIN, 4, 16),
+            heartbeat(T0 + 20 * MIN),
+        ]
+    };
+    let plain = run(&mut Processor::new(in_order()), history());
+    // Read times far ahead of the status history (a read seconds after a replayed hour) and
+    // far behind it: neither may tick the watermark on, nor be rejected as late.
+    let mut with_beats = history();
+    with_beats.insert(1, info_heartbeat("station_information", T0 + 600 * MIN));
+    with_beats.insert(3, info_heartbeat("system_information", T0 - 600 * MIN));
+    with_beats.push(info_heartbeat("station_information", T0 - 600 * MIN));
+    let beaten = run(&mut Processor::new(in_order()), with_beats);
+    assert!(!plain.is_empty());
+    assert_eq!(answers(&plain), answers(&beaten));
+    assert_eq!(rows(&plain), rows(&beaten));
+    assert!(
+        !beaten.iter().any(|e| matches!(e, Emitted::Rejected { .. })),
+        "a heartbeat is not a late event"
+    );
+}
+
 #[test]
 fn late_events_are_rejected_with_a_reason_and_duplicates_counted() {
     let mut p = Processor::new(ProcessorConfig {
