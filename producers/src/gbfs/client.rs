@@ -54,6 +54,10 @@ pub struct ClientConfig {
     /// Longest time for one whole request, body included (bounds slow drips).
     #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
+    /// Longest time for one fetch, retries included: a feed that drips slowly enough to
+    /// pass every read timeout, and is retried, cannot hold its system's poller longer.
+    #[serde(rename = "fetch_deadline_ms", with = "millis")]
+    pub fetch_deadline: Duration,
     pub max_body_bytes: usize,
     pub retry: Backoff,
     pub user_agent: String,
@@ -108,6 +112,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(60),
+            fetch_deadline: Duration::from_secs(90),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             retry: Backoff {
                 base: Duration::from_millis(250),
@@ -165,6 +170,9 @@ pub enum FetchError {
     Build(#[source] reqwest::Error),
     #[error("GET {url}: HTTP {status}")]
     Status { url: Url, status: StatusCode },
+    #[error("GET {url}: no complete answer within the fetch deadline of {}s, retries included",
+        deadline.as_secs_f64())]
+    Deadline { url: Url, deadline: Duration },
     #[error("GET {url}: timed out")]
     Timeout {
         url: Url,
@@ -217,7 +225,7 @@ impl FetchError {
         match self {
             Self::Build(_) => reason::CLIENT,
             Self::Status { .. } => reason::STATUS,
-            Self::Timeout { .. } => reason::TIMEOUT,
+            Self::Timeout { .. } | Self::Deadline { .. } => reason::TIMEOUT,
             Self::Connect { .. } => reason::CONNECT,
             Self::Body { .. } => reason::BODY,
             Self::Request { .. } => reason::REQUEST,
@@ -261,7 +269,8 @@ impl Classify for FetchError {
             | Self::Connect { .. }
             | Self::Body { .. }
             | Self::Request { .. } => true,
-            Self::Build(_) | Self::TooLarge { .. } => false,
+            // The deadline already spans the retries; the next poll tries again.
+            Self::Build(_) | Self::TooLarge { .. } | Self::Deadline { .. } => false,
         }
     }
 }
@@ -313,11 +322,18 @@ impl GbfsClient {
                 "GBFS fetch failed; retrying"
             );
         };
-        self.config
+        let deadline = self.config.fetch_deadline;
+        let fetched = self
+            .config
             .retry
-            .retry(attempt, tokio::time::sleep, on_retry)
-            .await
-            .map_err(|gave_up| gave_up.error)
+            .retry(attempt, tokio::time::sleep, on_retry);
+        match tokio::time::timeout(deadline, fetched).await {
+            Ok(result) => result.map_err(|gave_up| gave_up.error),
+            Err(_) => Err(FetchError::Deadline {
+                url: url.clone(),
+                deadline,
+            }),
+        }
     }
 
     /// One GET, no retries.

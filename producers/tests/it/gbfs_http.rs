@@ -49,6 +49,10 @@ enum Route {
     },
     /// Never answers.
     Hang,
+    /// Answers 200 and then one byte of its body every `every`, never finishing.
+    Drip {
+        every: Duration,
+    },
     /// `bytes` of zeros, streamed in 64 KiB chunks; with or without `Content-Length`.
     Big {
         bytes: usize,
@@ -229,6 +233,13 @@ async fn handle(State((state, big)): State<AppState>, uri: Uri, headers: HeaderM
         Route::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::OK.into_response()
+        }
+        Route::Drip { every } => {
+            let stream = futures::stream::unfold((), move |()| async move {
+                tokio::time::sleep(every).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from_static(b" ")), ()))
+            });
+            Response::new(Body::from_stream(stream))
         }
         Route::Big {
             bytes,
@@ -629,6 +640,40 @@ async fn gzip_bodies_are_decoded() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     assert!(accept.contains("gzip"), "Accept-Encoding: {accept:?}");
+}
+
+#[tokio::test]
+async fn a_slow_drip_feed_is_cut_at_the_fetch_deadline_retries_included() {
+    let server = TestServer::start().await;
+    server.serve_system(&["a"], &[]);
+    server.set("/gbfs.json", json_route(&discovery(&server, "/drip")));
+    // A byte every 50 ms passes the 300 ms read timeout for ever; each attempt would end at
+    // the 2 s request timeout and be retried three times (8 s) without the deadline.
+    server.set(
+        "/drip",
+        Route::Drip {
+            every: Duration::from_millis(50),
+        },
+    );
+    let mut cfg = config();
+    cfg.client.request_timeout = Duration::from_secs(2);
+    cfg.client.retry.max_retries = Some(3);
+    cfg.client.fetch_deadline = Duration::from_millis(700);
+    let (mut poller, _) = poller(&server, cfg);
+    let out = MemoryOutput::default();
+    // The guard only keeps a broken build from hanging CI.
+    let r = tokio::time::timeout(Duration::from_secs(30), poller.poll_once(&out))
+        .await
+        .expect("poll_once is bounded");
+    assert_eq!(reasons(&r), [reason::TIMEOUT]);
+    let message = bikeshare_types::error::chain(&r.errors[0]);
+    assert!(message.contains("fetch deadline of 0.7s"), "{message}");
+    assert_eq!(
+        server.hits("/drip"),
+        1,
+        "the deadline spans the retries: one attempt, cut"
+    );
+    assert_eq!(statuses(&out.take_events()), []);
 }
 
 #[tokio::test]
