@@ -67,6 +67,25 @@ pub enum Command {
     /// (schema and sanity checks; for production, beat the current model on held-out rows),
     /// or show the registry's versions, stages and decisions with --status.
     Promote(PromoteArgs),
+    /// What the AWS templates must hold for this configuration: `names` prints every AWS
+    /// name it would use (streams, tables, buckets, delivery streams, endpoint, topic);
+    /// `catalog` prints the lake's Glue and Athena template, generated from its schemas.
+    Infra(InfraArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfraArgs {
+    #[command(subcommand)]
+    pub command: InfraCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InfraCommand {
+    /// Print the AWS names this configuration uses, as JSON.
+    Names,
+    /// Print the CloudFormation template of the lake's Glue tables and Athena queries
+    /// (infra/cloudformation/lake-catalog.yaml).
+    Catalog,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +228,11 @@ pub struct HistoryArgs {
     /// station_information.json for snapshots).
     #[arg(long = "stations-file", value_name = "FILE")]
     pub stations: Option<PathBuf>,
+    /// The system's IANA time zone (America/New_York for Bluebikes): hour and day features
+    /// are local. Required by every format but jsonl (whose recorded system information
+    /// carries it); never assumed to be UTC.
+    #[arg(long = "time-zone", value_name = "IANA")]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +275,9 @@ pub struct TrainArgs {
     /// Station list of the --history (Bluebikes stations.csv, or station_information.json).
     #[arg(long = "stations-file", value_name = "FILE")]
     pub history_stations: Option<PathBuf>,
+    /// IANA time zone of the --history's system (required but for jsonl; see `backfill`).
+    #[arg(long = "time-zone", value_name = "IANA")]
+    pub time_zone: Option<String>,
     /// Simulate this many days of the configured city, ending now, and train on them.
     #[arg(long, value_name = "DAYS")]
     pub simulate_days: Option<u32>,

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod dashboard;
+mod infra;
 mod ingest;
 mod lake;
 mod monitor;
@@ -35,5 +36,6 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::ServeModel(args) => serve_model::run(args, config).await,
         Command::Train(args) => train::run(args, config).await,
         Command::Promote(args) => promote::run(args, config).await,
+        Command::Infra(args) => infra::run(args, config).await,
     }
 }
