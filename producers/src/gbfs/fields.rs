@@ -98,6 +98,21 @@ pub(crate) fn opt_i64(
     get(obj, key).map(|v| as_i64(v, what, key)).transpose()
 }
 
+/// An optional count: absent is `None`, but an explicit `null` is a type error. GBFS types
+/// every count as an integer; a feed that writes `"num_docks_available": null` says it does not
+/// know, which must not pass as "this station has no docks to report" (the field is absent
+/// only for stations without docks).
+pub(crate) fn opt_count(
+    obj: &Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> Result<Option<i64>, RuleViolation> {
+    match obj.get(key) {
+        Some(Value::Null) => Err(wrong_type(what, key, "an integer", &Value::Null)),
+        _ => opt_i64(obj, key, what),
+    }
+}
+
 pub(crate) fn as_f64(v: &Value, what: &str, key: &str) -> Result<f64, RuleViolation> {
     v.as_f64()
         .ok_or_else(|| wrong_type(what, key, "a number", v))

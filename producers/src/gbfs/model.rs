@@ -493,20 +493,20 @@ fn station_status(
             "num_vehicles_disabled",
         )
     };
-    let bikes_available = match fields::opt_i64(obj, bikes_key, what)? {
+    let bikes_available = match fields::opt_count(obj, bikes_key, what)? {
         Some(v) => v,
-        None => fields::opt_i64(obj, other_key, what)?
+        None => fields::opt_count(obj, other_key, what)?
             .ok_or_else(|| fields::missing(what, bikes_key))?,
     };
-    let bikes_disabled = match fields::opt_i64(obj, disabled_key, what)? {
+    let bikes_disabled = match fields::opt_count(obj, disabled_key, what)? {
         Some(v) => Some(v),
-        None => fields::opt_i64(obj, other_disabled_key, what)?,
+        None => fields::opt_count(obj, other_disabled_key, what)?,
     };
-    let ebikes_available = match fields::opt_i64(obj, "num_ebikes_available", what)? {
+    let ebikes_available = match fields::opt_count(obj, "num_ebikes_available", what)? {
         Some(v) => Some(v),
         // PBSC 1.x: {"mechanical": n, "ebike": m}
         None => match get(obj, "num_bikes_available_types") {
-            Some(Value::Object(types)) => fields::opt_i64(types, "ebike", what)?,
+            Some(Value::Object(types)) => fields::opt_count(types, "ebike", what)?,
             Some(other) => {
                 return Err(fields::wrong_type(
                     what,
@@ -519,8 +519,8 @@ fn station_status(
         },
     };
     let vehicle_docks = vehicle_docks_total(obj, what)?;
-    let docks_available = fields::opt_i64(obj, "num_docks_available", what)?.or(vehicle_docks);
-    let docks_disabled = fields::opt_i64(obj, "num_docks_disabled", what)?;
+    let docks_available = fields::opt_count(obj, "num_docks_available", what)?.or(vehicle_docks);
+    let docks_disabled = fields::opt_count(obj, "num_docks_disabled", what)?;
     let is_installed = fields::as_bool(required(obj, "is_installed", what)?, what, "is_installed")?;
     let is_renting = fields::as_bool(required(obj, "is_renting", what)?, what, "is_renting")?;
     let is_returning = fields::as_bool(required(obj, "is_returning", what)?, what, "is_returning")?;
@@ -824,6 +824,31 @@ mod tests {
         assert_eq!(rules_of(&feed), [rule::COUNTS_NEGATIVE]);
         let raw: Value = serde_json::from_str(&feed.rejected[0].raw).unwrap();
         assert_eq!(raw["station_id"], "2");
+    }
+
+    #[test]
+    fn a_null_count_is_a_type_error_but_an_absent_one_is_not() {
+        let mut null_docks = v1_station("1", 5, 10);
+        null_docks["num_docks_available"] = Value::Null;
+        let mut null_ebikes = v1_station("2", 5, 10);
+        null_ebikes["num_ebikes_available"] = Value::Null;
+        let mut no_docks = v1_station("3", 5, 10); // a station without docks: field absent
+        no_docks
+            .as_object_mut()
+            .unwrap()
+            .remove("num_docks_available");
+        let stations = json!([null_docks, null_ebikes, no_docks]);
+        let feed = parse_station_status(&status_feed(Some("2.3"), stations), &ctx(), None).unwrap();
+        assert_eq!(rules_of(&feed), [rule::TYPE, rule::TYPE]);
+        assert!(
+            feed.rejected[0]
+                .message
+                .contains("`num_docks_available` must be an integer, found null"),
+            "{}",
+            feed.rejected[0].message
+        );
+        assert_eq!(feed.records.len(), 1);
+        assert_eq!(feed.records[0].num_docks_available, None);
     }
 
     #[test]
