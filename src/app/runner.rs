@@ -69,6 +69,8 @@ pub async fn build(
         batch: config.runner.batch,
         checkpoint_interval: Duration::from_millis(config.runner.checkpoint_interval_ms),
         stop_when_caught_up: until_caught_up,
+        // A bounded input read to its end: every label it covers (issue 15.5).
+        label_to_end: until_caught_up,
         lease: LeaseConfig {
             owner: leases.owner.clone().unwrap_or_else(default_owner),
             duration: Duration::from_millis(leases.duration_ms.max(300)),

@@ -734,12 +734,17 @@ impl Processor {
     /// event time, then labels every prediction whose horizon that time covers
     /// (`as_of + horizon <= ` the system's last event time).
     pub fn drain(&mut self, out: &mut Vec<Emitted>) {
+        self.drain_systems(|_| true, out);
+    }
+
+    /// [`Processor::drain`] of the systems `which` selects (those of one shard).
+    pub fn drain_systems(&mut self, which: impl Fn(&SystemId) -> bool, out: &mut Vec<Emitted>) {
         let op = Op {
             config: &self.config,
             schema: &self.schema,
             derived: &self.derived,
         };
-        for sys in self.systems.values_mut() {
+        for (_, sys) in self.systems.iter_mut().filter(|(id, _)| which(id)) {
             let Some(max) = sys.max_event_time else {
                 continue;
             };

@@ -105,6 +105,11 @@ pub struct RunnerConfig {
     pub idle_wait: Duration,
     /// Stop once every shard is caught up (bounded inputs: backfills, tests).
     pub stop_when_caught_up: bool,
+    /// With `stop_when_caught_up`: the input has ended, so before stopping each held shard
+    /// applies its reorder buffer and labels every prediction whose horizon the input
+    /// covers (what `process --until-caught-up` does). Off for a run that is a snapshot of
+    /// an input still growing.
+    pub label_to_end: bool,
     /// How often shards are listed again (new shards after a reshard; a shard's end
     /// triggers a listing at once).
     pub discovery_interval: Duration,
@@ -120,6 +125,7 @@ impl Default for RunnerConfig {
             checkpoint_interval: Duration::from_secs(10),
             idle_wait: Duration::from_millis(200),
             stop_when_caught_up: false,
+            label_to_end: false,
             discovery_interval: Duration::from_secs(10),
             lease: LeaseConfig {
                 owner: "local".into(),
@@ -451,6 +457,9 @@ impl Runner {
             }
             if got == 0 && !changed {
                 if self.config.stop_when_caught_up && Self::caught_up(&consumer, &book) {
+                    if self.config.label_to_end {
+                        self.drain_held(&mut book).await?;
+                    }
                     break;
                 }
                 tokio::select! {
@@ -471,6 +480,30 @@ impl Runner {
             tracing::warn!(error = %e, "releasing the shard leases failed; they expire instead");
         }
         Ok(self.processor)
+    }
+
+    /// The input ended (stopping when caught up): each held shard's systems apply what their
+    /// reorder buffer holds and label every prediction whose horizon the input covers
+    /// ([`Processor::drain_systems`]); the outputs go out under that shard's scope and the
+    /// final checkpoint stores the drained state.
+    async fn drain_held(&mut self, book: &mut ShardBook) -> Result<(), RunnerError> {
+        let shards: Vec<ShardId> = book
+            .held
+            .iter()
+            .filter(|s| !book.finalized.contains(*s))
+            .cloned()
+            .collect();
+        for shard in shards {
+            let mut tail = Vec::new();
+            self.processor
+                .drain_systems(|id| book.contains(&shard, id), &mut tail);
+            if !tail.is_empty() {
+                self.sinks.scope(shard.as_str());
+                self.publish(&mut tail).await?;
+                book.dirty.insert(shard);
+            }
+        }
+        Ok(())
     }
 
     /// Caught up: every shard of the latest listing is finished, or held and last read

@@ -4,6 +4,7 @@
 mod support;
 
 mod fencing;
+mod final_labels;
 mod live_quality;
 mod resharding;
 mod runner_bad_input;
