@@ -228,6 +228,11 @@ pub struct HistoryArgs {
     /// station_information.json for snapshots).
     #[arg(long = "stations-file", value_name = "FILE")]
     pub stations: Option<PathBuf>,
+    /// The system's IANA time zone (America/New_York for Bluebikes): hour and day features
+    /// are local. Required by every format but jsonl (whose recorded system information
+    /// carries it); never assumed to be UTC.
+    #[arg(long = "time-zone", value_name = "IANA")]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +275,9 @@ pub struct TrainArgs {
     /// Station list of the --history (Bluebikes stations.csv, or station_information.json).
     #[arg(long = "stations-file", value_name = "FILE")]
     pub history_stations: Option<PathBuf>,
+    /// IANA time zone of the --history's system (required but for jsonl; see `backfill`).
+    #[arg(long = "time-zone", value_name = "IANA")]
+    pub time_zone: Option<String>,
     /// Simulate this many days of the configured city, ending now, and train on them.
     #[arg(long, value_name = "DAYS")]
     pub simulate_days: Option<u32>,

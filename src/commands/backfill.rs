@@ -61,11 +61,9 @@ impl Output for BackfillOutput {
 
 pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
     let source = crate::app::producers::source(&args.history, &config);
-    let replayer = Replayer::new(
-        ReplayConfig::new(SystemId::new(&args.history.system_id)),
-        wall_clock(),
-    )
-    .context("replay settings")?;
+    let mut rc = ReplayConfig::new(SystemId::new(&args.history.system_id));
+    rc.time_zone = args.history.time_zone.clone();
+    let replayer = Replayer::new(rc, wall_clock()).context("replay settings")?;
     let file = File::create(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let mut writer = BufWriter::new(file);

@@ -12,6 +12,7 @@ use crate::config::Config;
 pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
     let source = crate::app::producers::source(&args.history, &config);
     let mut rc = ReplayConfig::new(SystemId::new(&args.history.system_id));
+    rc.time_zone = args.history.time_zone.clone();
     rc.speed = Speed::from_factor(args.speed);
     let clock = wall_clock();
     let replayer = Replayer::new(rc, clock.clone()).context("replay settings")?;

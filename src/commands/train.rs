@@ -115,13 +115,12 @@ async fn load(
         format,
         system_id: args.system_id.clone(),
         stations: args.history_stations.clone(),
+        time_zone: args.time_zone.clone(),
     };
     let source = crate::app::producers::source(&history, config);
-    let replayer = Replayer::new(
-        ReplayConfig::new(SystemId::new(&history.system_id)),
-        wall_clock(),
-    )
-    .context("replay settings")?;
+    let mut rc = ReplayConfig::new(SystemId::new(&history.system_id));
+    rc.time_zone = history.time_zone.clone();
+    let replayer = Replayer::new(rc, wall_clock()).context("replay settings")?;
     let output = LoaderOutput {
         inner: Mutex::new((EventsLoader::new(config.processor.clone()), 0)),
     };
@@ -214,6 +213,15 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
         card.data.purged
     );
     eprint!("{}", render(&card.evaluation));
+    for (what, t) in [("went-empty", &card.empty), ("went-full", &card.full)] {
+        if t.hit_round_cap {
+            eprintln!(
+                "WARNING: the {what} model used every one of its {} rounds and was still \
+                 improving on validation: raise --max-rounds (or eta)",
+                t.rounds
+            );
+        }
+    }
     save_dir(&args.output, card, &trained.empty_json, &trained.full_json)?;
     eprintln!("wrote {}", args.output.display());
     if args.register {

@@ -7,6 +7,7 @@
 //! cargo build --release --bin bikeshare
 //! cargo run --release -p bikeshare-benches --bin disk-bench -- \
 //!   --bin $CARGO_TARGET_DIR/release/bikeshare -- --format bluebikes --system-id bluebikes \
+//!   --time-zone America/New_York \
 //!   --stations-file ../shared/data/real/bluebikes-boston-2021/stations.csv \
 //!   ../shared/data/real/bluebikes-boston-2021/station_status_2021-01.csv.bz2
 //! ```
