@@ -317,6 +317,17 @@ impl PollReport {
     }
 }
 
+/// A feed that fails: why, since when, and when that was last dead-lettered.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    reason: &'static str,
+    since: Timestamp,
+    reported: Timestamp,
+}
+
+/// A feed that keeps failing for the same reason is dead-lettered again after this long.
+const FAILURE_REPEAT_MS: i64 = Timestamp::HOUR_MS;
+
 /// Where one feed is, and what we know about its last response.
 #[derive(Debug, Default)]
 struct FeedState {
@@ -382,6 +393,9 @@ pub struct GbfsPoller {
     last_status: HashMap<StationId, StationStatus>,
     refreshed_for_unknown: HashSet<StationId>,
     last_dead_letters: HashMap<FeedKind, HashSet<EventId>>,
+    /// Feeds failing now: the reason, when this failure began, and when it was last
+    /// dead-lettered (see [`Self::dead_letter_failures`]).
+    failing: BTreeMap<FeedKind, Failing>,
     /// `last_updated` of the last heartbeat published.
     last_heartbeat: Option<Timestamp>,
     /// The newest `last_updated` read from each feed (data freshness).
@@ -424,6 +438,7 @@ impl GbfsPoller {
             last_status: HashMap::new(),
             refreshed_for_unknown: HashSet::new(),
             last_dead_letters: HashMap::new(),
+            failing: BTreeMap::new(),
             last_heartbeat: None,
             newest_last_updated: BTreeMap::new(),
             freshness: BTreeMap::new(),
@@ -527,6 +542,7 @@ impl GbfsPoller {
                 self.config.min_interval
             }
         };
+        self.dead_letter_failures(output, &mut report).await;
         let now = self.clock.now();
         for (kind, (t, period)) in &self.freshness {
             metrics::feed_age(
@@ -537,6 +553,80 @@ impl GbfsPoller {
             );
         }
         report
+    }
+
+    /// Dead-letters the feeds that failed in this poll, so a feed that stays broken leaves a
+    /// record in the stream and not only a log line: one when a failure begins (or its reason
+    /// changes), then one an hour while it lasts, not one per poll. A failure to publish to
+    /// the output is not dead-lettered there (it would fail the same way).
+    async fn dead_letter_failures(&mut self, output: &dyn Output, report: &mut PollReport) {
+        let now = self.clock.now();
+        let mut letters = Vec::new();
+        for error in &report.errors {
+            if matches!(error, PollError::Output { .. }) {
+                continue;
+            }
+            let (kind, reason) = (error.feed(), error.reason());
+            let failing = match self.failing.get(&kind) {
+                Some(f) if f.reason == reason => {
+                    if now.millis() - f.reported.millis() < FAILURE_REPEAT_MS {
+                        continue;
+                    }
+                    Failing {
+                        reported: now,
+                        ..*f
+                    }
+                }
+                _ => Failing {
+                    reason,
+                    since: now,
+                    reported: now,
+                },
+            };
+            self.failing.insert(kind, failing);
+            let url = match kind {
+                FeedKind::Discovery => Some(&self.discovery_url),
+                _ => self.feed(kind).url.as_ref(),
+            }
+            .map_or_else(|| self.discovery_url.to_string(), Url::to_string);
+            // No payload was read: the raw record says which read failed, and since when.
+            let raw = serde_json::json!({
+                "feed": kind.name(),
+                "url": url,
+                "failing_since": failing.since,
+                "at": now,
+            })
+            .to_string();
+            letters.push(DeadLetter::new(
+                self.system_id.clone(),
+                url,
+                reason,
+                chain(error),
+                &raw,
+                now,
+            ));
+        }
+        if letters.is_empty() {
+            return;
+        }
+        let (n, rules): (usize, Vec<String>) = (
+            letters.len(),
+            letters.iter().map(|d| d.rule.clone()).collect(),
+        );
+        match output.dead_letters(letters).await {
+            Ok(()) => {
+                for rule in rules {
+                    metrics::dead_letters("ingest", &rule, 1);
+                }
+                report.dead_letters += n;
+                PollerStats::add(&self.stats.dead_letters, n);
+            }
+            Err(e) => tracing::warn!(
+                system = %self.system_id,
+                error = %chain(&e),
+                "could not dead-letter the feeds that failed; they are logged and counted only"
+            ),
+        }
     }
 
     /// Publishes that an information feed was read (a `200` or a `304`): those feeds publish
@@ -686,6 +776,7 @@ impl GbfsPoller {
         if let Some(t) = news {
             self.freshness.insert(kind, (t, interval));
         }
+        self.failing.remove(&kind);
     }
 
     /// Notes the feed's `last_updated` (its freshness), and warns once per version read with

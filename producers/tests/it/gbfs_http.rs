@@ -963,6 +963,61 @@ async fn unusable_feeds_are_counted_and_read_again() {
 }
 
 #[tokio::test]
+async fn a_feed_that_stays_broken_is_dead_lettered_once_an_hour_not_once_a_poll() {
+    let server = TestServer::start().await;
+    server.serve_system(&["a"], &[]);
+    server.set("/station_status.json", Route::Status(404));
+    let (mut poller, clock) = poller(&server, config());
+    let out = MemoryOutput::default();
+    let status_url = server.url("/station_status.json");
+    // `n` polls, `step_s` apart: the dead letters they published.
+    macro_rules! polls {
+        ($n:expr, $step_s:expr) => {{
+            let mut letters = Vec::new();
+            for _ in 0..$n {
+                clock.advance_millis($step_s * 1000);
+                poller.poll_once(&out).await;
+                letters.extend(out.take_dead_letters());
+            }
+            letters
+        }};
+    }
+    // Ten polls over ten minutes of a 404: one record in the stream, naming the feed's URL,
+    // the reason and since when.
+    let first = polls!(10, 60);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].source, status_url);
+    assert_eq!(first[0].rule, reason::STATUS);
+    assert!(first[0].message.contains("404"), "{}", first[0].message);
+    let raw: Value = serde_json::from_str(&first[0].raw).unwrap();
+    assert_eq!(raw["feed"], "station_status");
+    // Still broken an hour on: reminded once; then the reason changes: at once.
+    assert_eq!(polls!(60, 60).len(), 1);
+    server.set(
+        "/station_status.json",
+        Route::Json {
+            body: "{\"last_updated\": ".into(),
+            etag: None,
+            last_modified: None,
+            gzip: false,
+        },
+    );
+    let changed = polls!(3, 10);
+    assert_eq!(
+        changed.iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(),
+        [rule::JSON]
+    );
+    // Recovered, then broken again: a new failure, recorded at once.
+    server.set(
+        "/station_status.json",
+        json_route(&station_status(60, &[report("a", 4, NOW - 60)])),
+    );
+    assert!(polls!(1, 10).is_empty());
+    server.set("/station_status.json", Route::Status(404));
+    assert_eq!(polls!(2, 10).len(), 1);
+}
+
+#[tokio::test]
 async fn discovery_problems_are_reported_not_fatal() {
     let server = TestServer::start().await;
     let (mut poller, _) = poller(&server, config());
