@@ -10,6 +10,7 @@ mod cli_truth;
 mod dashboard_chromium;
 mod endpoint_metrics;
 mod endpoint_outage;
+mod infra_names;
 mod lake_restart;
 mod lake_s3;
 mod metrics_catalogue;
