@@ -6,6 +6,8 @@
 #                       their endpoints and stops them when the shell exits:
 #                         BIKESHARE_TEST_KINESIS_ENDPOINT   http://127.0.0.1:PORT (plain HTTP/1.1)
 #                         BIKESHARE_TEST_MOTO_ENDPOINT      http://127.0.0.1:PORT
+#                         BIKESHARE_TEST_MOTO_PYTHON        moto's venv python (boto3), for
+#                                                           infra/emulator_deploy.py
 #                       and an MLflow tracking server (PyPI `mlflow`, SQLite backend store,
 #                       artifacts proxied by the server into a temporary directory):
 #                         BIKESHARE_TEST_MLFLOW_URI         http://127.0.0.1:PORT
@@ -164,6 +166,7 @@ start_emulators() {
   wait_http mlflow "http://127.0.0.1:$mlflow/health" "$flpid" "$EMULATOR_LOG_DIR/mlflow.log"
   export BIKESHARE_TEST_KINESIS_ENDPOINT="http://127.0.0.1:$kplain"
   export BIKESHARE_TEST_MOTO_ENDPOINT="http://127.0.0.1:$moto"
+  export BIKESHARE_TEST_MOTO_PYTHON="$(dirname "$MOTO_SERVER")/python"
   export BIKESHARE_TEST_MLFLOW_URI="http://127.0.0.1:$mlflow"
   log "emulators up: kinesis $BIKESHARE_TEST_KINESIS_ENDPOINT, moto $BIKESHARE_TEST_MOTO_ENDPOINT, MLflow $BIKESHARE_TEST_MLFLOW_URI"
 }
