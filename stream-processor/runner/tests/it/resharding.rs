@@ -161,6 +161,7 @@ async fn live(
 }
 
 async fn check(reshard: Reshard, instances: usize) {
+    support::logs();
     let records = city(&systems(), 8 * 60);
     let want = reference(&records).await;
     assert!(

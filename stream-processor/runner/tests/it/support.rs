@@ -479,3 +479,13 @@ impl ShardCursor for MemoryCursor {
         Box::pin(async move { Ok(batch) })
     }
 }
+
+/// Logs to the test's output at `RUST_LOG`'s levels when set (once per test binary).
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
