@@ -641,8 +641,11 @@ impl Processor {
         }
         if let Some(&(_, p_empty, p_full)) = st.scores.front().filter(|f| f.0 == t) {
             st.scores.pop_front();
-            sys.quality
-                .push((t, p_empty, p_full, l.went_empty, l.went_full), quality);
+            sys.quality.push(
+                (t, p_empty, p_full, l.went_empty, l.went_full),
+                (l.empty_at_as_of, l.full_at_as_of),
+                quality,
+            );
         }
     }
 

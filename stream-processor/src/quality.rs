@@ -241,6 +241,8 @@ pub struct TargetQuality {
     pub positives: usize,
     pub roc_auc: Option<f64>,
     pub pr_auc: Option<f64>,
+    #[serde(default)]
+    pub log_loss: Option<f64>,
     pub brier: Option<f64>,
     /// Expected calibration error over [`RELIABILITY_BINS`] bins.
     pub ece: Option<f64>,
@@ -256,6 +258,7 @@ impl TargetQuality {
             positives: y.iter().filter(|&&b| b).count(),
             roc_auc: roc_auc(p, y),
             pr_auc: average_precision(p, y),
+            log_loss: log_loss(p, y),
             brier: brier(p, y),
             ece: expected_calibration_error(&bins),
             reliability: bins,
@@ -271,15 +274,29 @@ pub struct QualityReport {
     pub newest_as_of_ms: Option<i64>,
     pub empty: TargetQuality,
     pub full: TargetQuality,
+    /// The same measures on the **new-stockout** rows of each target: the station was not
+    /// empty (for `new_empty`; not full for `new_full`) at `as_of`. Persistence cannot
+    /// predict these, and they are the ones riders need warning of.
+    #[serde(default)]
+    pub new_empty: TargetQuality,
+    #[serde(default)]
+    pub new_full: TargetQuality,
 }
 
 /// One labelled prediction: `(as_of ms, p_empty, p_full, went_empty, went_full)`.
 pub type LabelledPrediction = (i64, f32, f32, bool, bool);
 
+/// The station's state at `as_of` of a labelled prediction: empty, full.
+pub type StateAtAsOf = (bool, bool);
+
 /// The rolling outcomes of one system (both targets share the ring: one label answers both).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveQuality {
     outcomes: VecDeque<LabelledPrediction>,
+    /// The state at `as_of` of the newest `states.len()` outcomes (bit 0 empty, bit 1 full;
+    /// a state kept before this field existed is unknown, so it is shorter then).
+    #[serde(default)]
+    states: VecDeque<u8>,
     newest: Option<i64>,
     /// Outcomes ever pushed: changes whenever the window does.
     #[serde(default)]
@@ -287,12 +304,15 @@ pub struct LiveQuality {
 }
 
 impl LiveQuality {
-    /// Adds one labelled prediction and forgets what fell out of the window or the cap.
-    pub fn push(&mut self, o: LabelledPrediction, config: &QualityConfig) {
+    /// Adds one labelled prediction, with the station's state at its `as_of`, and forgets
+    /// what fell out of the window or the cap.
+    pub fn push(&mut self, o: LabelledPrediction, state: StateAtAsOf, config: &QualityConfig) {
         let newest = self.newest.map_or(o.0, |n| n.max(o.0));
         self.newest = Some(newest);
         self.pushed += 1;
         self.outcomes.push_back(o);
+        self.states
+            .push_back(u8::from(state.0) | (u8::from(state.1) << 1));
         let cutoff = newest.saturating_sub(config.window_ms);
         while self
             .outcomes
@@ -300,6 +320,9 @@ impl LiveQuality {
             .is_some_and(|f| f.0 < cutoff || self.outcomes.len() > config.max_outcomes.max(1))
         {
             self.outcomes.pop_front();
+            if self.states.len() > self.outcomes.len() {
+                self.states.pop_front();
+            }
         }
     }
 
@@ -330,12 +353,26 @@ impl LiveQuality {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for &(t, p_empty, p_full, went_empty, went_full) in &self.outcomes {
+        let (mut npe, mut nye, mut npf, mut nyf) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // `states` holds the newest outcomes' states: the first `unknown` have none.
+        let unknown = n.saturating_sub(self.states.len());
+        for (i, &(t, p_empty, p_full, went_empty, went_full)) in self.outcomes.iter().enumerate() {
             if t >= cutoff {
                 pe.push(p_empty);
                 pf.push(p_full);
                 ye.push(went_empty);
                 yf.push(went_full);
+                let Some(state) = i.checked_sub(unknown).and_then(|j| self.states.get(j)) else {
+                    continue;
+                };
+                if state & 1 == 0 {
+                    npe.push(p_empty);
+                    nye.push(went_empty);
+                }
+                if state & 2 == 0 {
+                    npf.push(p_full);
+                    nyf.push(went_full);
+                }
             }
         }
         QualityReport {
@@ -343,6 +380,8 @@ impl LiveQuality {
             newest_as_of_ms: self.newest,
             empty: TargetQuality::of(&pe, &ye),
             full: TargetQuality::of(&pf, &yf),
+            new_empty: TargetQuality::of(&npe, &nye),
+            new_full: TargetQuality::of(&npf, &nyf),
         }
     }
 }
@@ -419,13 +458,13 @@ mod tests {
         let c = config(60 * 60_000, 1000);
         let mut q = LiveQuality::default();
         // A perfect forecast an hour and a half ago, an inverted one in the last hour.
-        q.push((0, 0.9, 0.1, true, false), &c);
-        q.push((60_000, 0.1, 0.9, false, true), &c);
+        q.push((0, 0.9, 0.1, true, false), (false, false), &c);
+        q.push((60_000, 0.1, 0.9, false, true), (false, false), &c);
         let s = q.summary(&c);
         assert_eq!(s.empty.labelled, 2);
         assert_eq!(s.empty.roc_auc, Some(1.0));
-        q.push((90 * 60_000, 0.9, 0.1, false, true), &c);
-        q.push((91 * 60_000, 0.1, 0.9, true, false), &c);
+        q.push((90 * 60_000, 0.9, 0.1, false, true), (false, false), &c);
+        q.push((91 * 60_000, 0.1, 0.9, true, false), (false, false), &c);
         let s = q.summary(&c);
         assert_eq!((s.empty.labelled, s.full.labelled), (2, 2));
         assert_eq!(s.empty.roc_auc, Some(0.0));
@@ -433,9 +472,52 @@ mod tests {
         assert_eq!(q.len(), 2, "the old outcomes were evicted");
         // A label arriving late (older than the window of the newest) is held but not
         // measured.
-        q.push((10 * 60_000, 0.5, 0.5, true, true), &c);
+        q.push((10 * 60_000, 0.5, 0.5, true, true), (false, false), &c);
         assert_eq!(q.summary(&c).empty.labelled, 2);
         assert_eq!(q.summary(&c).newest_as_of_ms, Some(91 * 60_000));
+    }
+
+    #[test]
+    fn new_stockout_rows_are_those_not_already_in_the_state() {
+        let c = config(60 * 60_000, 1000);
+        let mut q = LiveQuality::default();
+        // Already empty and still empty: right, but trivially so.
+        q.push((0, 0.95, 0.1, true, false), (true, false), &c);
+        q.push((1, 0.9, 0.1, true, false), (true, false), &c);
+        // Not empty at as_of: one goes empty (scored low), one does not (scored high).
+        q.push((2, 0.2, 0.1, true, false), (false, false), &c);
+        q.push((3, 0.6, 0.8, false, true), (false, true), &c);
+        let s = q.summary(&c);
+        assert_eq!(s.empty.labelled, 4);
+        assert_eq!(s.empty.roc_auc, Some(2.0 / 3.0));
+        assert_eq!((s.new_empty.labelled, s.new_empty.positives), (2, 1));
+        assert_eq!(s.new_empty.roc_auc, Some(0.0), "inverted on the new ones");
+        assert_eq!(s.new_empty.pr_auc, Some(0.5));
+        // Full: the one full at as_of is left out.
+        assert_eq!((s.new_full.labelled, s.new_full.positives), (3, 0));
+        let ll = s.new_empty.log_loss.unwrap();
+        assert!(
+            (ll - (-(0.2f64.ln()) - 0.4f64.ln()) / 2.0).abs() < 1e-6,
+            "{ll}"
+        );
+        // A ring restored from before states were kept: those outcomes count in all rows,
+        // not in the new-stockout ones.
+        #[derive(Serialize)]
+        struct Before {
+            outcomes: Vec<LabelledPrediction>,
+            newest: Option<i64>,
+            pushed: u64,
+        }
+        let before = Before {
+            outcomes: vec![(0, 0.5, 0.5, true, false), (1, 0.4, 0.5, false, false)],
+            newest: Some(1),
+            pushed: 2,
+        };
+        let mut old: LiveQuality =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&before).unwrap()).unwrap();
+        old.push((2, 0.3, 0.5, false, false), (false, false), &c);
+        let s = old.summary(&c);
+        assert_eq!((s.empty.labelled, s.new_empty.labelled), (3, 1));
     }
 
     #[test]
@@ -443,7 +525,7 @@ mod tests {
         let c = config(i64::MAX / 4, 100);
         let mut q = LiveQuality::default();
         for i in 0..1000 {
-            q.push((i, 0.5, 0.5, i % 2 == 0, false), &c);
+            q.push((i, 0.5, 0.5, i % 2 == 0, false), (false, false), &c);
         }
         assert_eq!(q.len(), 100);
         assert_eq!(q.summary(&c).empty.labelled, 100);
@@ -465,6 +547,7 @@ mod tests {
                     (x >> 7).is_multiple_of(3),
                     (x >> 9).is_multiple_of(5),
                 ),
+                ((x >> 11).is_multiple_of(4), (x >> 13).is_multiple_of(6)),
                 &c,
             );
         }
