@@ -1086,21 +1086,77 @@ impl GbfsPoller {
             .filter(|d| previous.is_none_or(|p| !p.contains(&d.dead_letter_id)))
             .collect();
         if !fresh.is_empty() {
-            let n = fresh.len();
-            let rules: Vec<String> = fresh.iter().map(|d| d.rule.clone()).collect();
+            let (letters, per_rule) = summarise(fresh, &self.system_id, kind, url, at);
             output
-                .dead_letters(fresh)
+                .dead_letters(letters)
                 .await
                 .map_err(|source| PollError::Output { feed: kind, source })?;
-            for rule in rules {
-                metrics::dead_letters("ingest", &rule, 1);
+            // Counted per record, summarised ones included.
+            for (rule, n) in per_rule {
+                metrics::dead_letters("ingest", &rule, n as u64);
+                report.dead_letters += n;
+                PollerStats::add(&self.stats.dead_letters, n);
             }
-            report.dead_letters += n;
-            PollerStats::add(&self.stats.dead_letters, n);
         }
         self.last_dead_letters.insert(kind, ids);
         Ok(())
     }
+}
+
+/// Dead letters kept per rule from one read; beyond them, one summary per rule stands for
+/// the rest (a 10 MB feed of broken records would otherwise be 40,000 records).
+pub const DEAD_LETTERS_PER_RULE: usize = 100;
+
+/// Keeps the first [`DEAD_LETTERS_PER_RULE`] letters of each rule and summarises the rest of
+/// that rule in one letter (its raw: the feed, the rule, how many, and a digest of their ids,
+/// so the same broken content gives the same summary). Also returns the records per rule.
+fn summarise(
+    letters: Vec<DeadLetter>,
+    system: &SystemId,
+    feed: FeedKind,
+    url: &Url,
+    at: Timestamp,
+) -> (Vec<DeadLetter>, BTreeMap<String, usize>) {
+    let mut per_rule: BTreeMap<String, usize> = BTreeMap::new();
+    let mut over: BTreeMap<String, Vec<EventId>> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(letters.len().min(4 * DEAD_LETTERS_PER_RULE));
+    for d in letters {
+        let n = per_rule.entry(d.rule.clone()).or_default();
+        *n += 1;
+        if *n <= DEAD_LETTERS_PER_RULE {
+            kept.push(d);
+        } else {
+            over.entry(d.rule).or_default().push(d.dead_letter_id);
+        }
+    }
+    for (rule, ids) in over {
+        let digest = bikeshare_types::ids::deterministic_id(
+            &ids.iter()
+                .map(|id| id.as_str().as_bytes())
+                .collect::<Vec<_>>(),
+        );
+        let raw = serde_json::json!({
+            "feed": feed.name(),
+            "rule": rule,
+            "records_not_listed": ids.len(),
+            "ids_digest": digest.as_str(),
+        })
+        .to_string();
+        let message = format!(
+            "{} more records of this read broke {rule} (the first {DEAD_LETTERS_PER_RULE} are \
+             dead-lettered one by one)",
+            ids.len()
+        );
+        kept.push(DeadLetter::new(
+            system.clone(),
+            url.as_str(),
+            rule,
+            message,
+            &raw,
+            at,
+        ));
+    }
+    (kept, per_rule)
 }
 
 #[cfg(test)]

@@ -963,6 +963,47 @@ async fn unusable_feeds_are_counted_and_read_again() {
 }
 
 #[tokio::test]
+async fn thousands_of_bad_records_in_one_read_are_summarised_beyond_a_cap_per_rule() {
+    use bikeshare_producers::gbfs::poller::DEAD_LETTERS_PER_RULE;
+    let server = TestServer::start().await;
+    let ids: Vec<String> = (0..2_000).map(|i| format!("s{i}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut reports: Vec<Value> = ids.iter().map(|id| report(id, -1, NOW - 60)).collect();
+    reports.push(report("s0", 3, NOW - 60)); // and one duplicate id
+    server.serve_system(&id_refs, &reports);
+    let (mut poller, _) = poller(&server, config());
+    let out = MemoryOutput::default();
+    poller.poll_once(&out).await;
+    let letters = out.take_dead_letters();
+    let negative: Vec<_> = letters
+        .iter()
+        .filter(|d| d.rule == rule::COUNTS_NEGATIVE)
+        .collect();
+    assert_eq!(
+        negative.len(),
+        DEAD_LETTERS_PER_RULE + 1,
+        "the first ones and a summary"
+    );
+    let summary = negative.last().unwrap();
+    let raw: Value = serde_json::from_str(&summary.raw).unwrap();
+    assert_eq!(raw["records_not_listed"], 2_000 - DEAD_LETTERS_PER_RULE);
+    assert!(
+        summary.message.contains("1900 more records"),
+        "{}",
+        summary.message
+    );
+    // Every record is counted, summarised or not; other rules keep their own letters.
+    assert!(letters.iter().any(|d| d.rule != rule::COUNTS_NEGATIVE));
+    assert_eq!(
+        poller.stats().snapshot().dead_letters,
+        (letters.len() - 1 + 2_000 - DEAD_LETTERS_PER_RULE) as u64
+    );
+    // The same broken content read again adds nothing.
+    poller.poll_once(&out).await;
+    assert!(out.take_dead_letters().is_empty());
+}
+
+#[tokio::test]
 async fn a_feed_that_stays_broken_is_dead_lettered_once_an_hour_not_once_a_poll() {
     let server = TestServer::start().await;
     server.serve_system(&["a"], &[]);
