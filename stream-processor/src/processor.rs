@@ -699,6 +699,18 @@ impl Processor {
                 op.apply(sys, env, None, out);
                 return;
             }
+            if let Event::StationStatus(status) = &env.event
+                && is_resent(sys, status, t)
+            {
+                // A report this station already has (a producer or a replay sending again
+                // after a restart): a duplicate, however late, not a late event.
+                sys.stats.duplicates += 1;
+                out.push(Emitted::Rejected {
+                    reason: RejectReason::Duplicate,
+                    envelope: Box::new(env),
+                });
+                return;
+            }
             sys.stats.late += 1;
             out.push(Emitted::Rejected {
                 reason: RejectReason::Late,
@@ -1101,15 +1113,29 @@ fn clamp_u16(v: u32) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
 
-fn apply_status(st: &mut Station, s: &StationStatus, t: i64) -> Result<(), Rejected> {
-    let r = Report::new(
+fn report_of(s: &StationStatus, t: i64) -> Report {
+    Report::new(
         t,
         clamp_u16(s.num_bikes_available),
         s.num_docks_available.map(clamp_u16),
         s.is_renting,
         s.is_returning,
         s.is_installed,
-    );
+    )
+}
+
+/// Whether the station already holds this very report (same time, same state): only while
+/// its history still retains that time; older re-sends count as late.
+fn is_resent(sys: &SystemState, s: &StationStatus, t: i64) -> bool {
+    sys.index
+        .find(&sys.ids, s.station_id.as_str())
+        .and_then(|i| sys.stations.get(i as usize))
+        .and_then(|st| st.history.report_at(t))
+        .is_some_and(|held| held.t == t && held.same_state(&report_of(s, t)))
+}
+
+fn apply_status(st: &mut Station, s: &StationStatus, t: i64) -> Result<(), Rejected> {
+    let r = report_of(s, t);
     let prev = st.history.latest().copied();
     st.history.apply(r)?;
     if let Some(p) = prev {

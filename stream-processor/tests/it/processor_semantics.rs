@@ -196,6 +196,45 @@ fn information_feed_heartbeats_change_nothing_the_processor_emits() {
 }
 
 #[test]
+fn a_report_sent_again_after_the_watermark_passed_it_is_a_duplicate_not_late() {
+    let mut p = Processor::new(ProcessorConfig {
+        lateness_ms: 2 * MIN,
+        ..ProcessorConfig::default()
+    });
+    let out = run(
+        &mut p,
+        vec![
+            status("a", T0 + MIN, 5, 15),
+            status("a", T0 + 3 * MIN, 4, 16),
+            status("b", T0 + 2 * MIN, 7, 13),
+            heartbeat(T0 + 20 * MIN),
+            // A producer restarted and sent its last reports again...
+            status("a", T0 + 3 * MIN, 4, 16),
+            status("b", T0 + 2 * MIN, 7, 13),
+            // ...but this one was never seen (other state at a's time): late.
+            status("a", T0 + 3 * MIN, 9, 11),
+        ],
+    );
+    let rejected: Vec<_> = out
+        .iter()
+        .filter_map(|e| match e {
+            Emitted::Rejected { reason, envelope } => {
+                Some((*reason, envelope.event_time.millis() - T0))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (RejectReason::Duplicate, 3 * MIN),
+            (RejectReason::Duplicate, 2 * MIN),
+            (RejectReason::Late, 3 * MIN)
+        ]
+    );
+}
+
+#[test]
 fn late_events_are_rejected_with_a_reason_and_duplicates_counted() {
     let mut p = Processor::new(ProcessorConfig {
         lateness_ms: 2 * MIN,
