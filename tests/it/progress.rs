@@ -1,6 +1,7 @@
 //! Long commands show progress on a terminal, and nothing of it elsewhere.
 //!
-//! `replay`, `process --until-caught-up`, `lake write` and `backfill` run with stderr on a
+//! `replay`, `process --until-caught-up`, `lake write`, `backfill` and `simulate --backfill`
+//! run with stderr on a
 //! pseudo-terminal; `replay` and `process` also
 //! with stderr to a pipe (util-linux `script` makes the terminal): the bar (its label, rate and, for
 //! `process`, the lag left) appears only on the terminal; the pipe gets plain lines, no
@@ -62,6 +63,16 @@ fn long_commands_show_progress_on_a_terminal_only() {
         ),
     );
     assert!(shown.contains("backfilling:"), "{shown}");
+    let shown = on_a_terminal(
+        &tty,
+        &format!(
+            "simulate --station-count 40 --start 2026-03-02T00:00:00Z \
+             --until 2026-03-03T00:00:00Z --backfill {}",
+            dir.path().join("day.jsonl").display()
+        ),
+    );
+    assert!(shown.contains("simulating"), "{shown}");
+    assert!(shown.contains("minutes"), "{shown}");
 
     let piped = dir.path().join("piped");
     let out = bikeshare(&piped)

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use bikeshare_types::contracts::{Envelope, Event, FeedHeartbeat};
 use bikeshare_types::{SystemId, Timestamp};
@@ -157,6 +158,18 @@ pub fn write_history(
     to: Timestamp,
     path: &Path,
 ) -> Result<BackfillSummary, SimulatorError> {
+    write_history_with_progress(config, from, to, path, &AtomicI64::new(0))
+}
+
+/// [`write_history`], storing the event time (ms) of each event written into `progress`, for a
+/// progress bar.
+pub fn write_history_with_progress(
+    config: &CityConfig,
+    from: Timestamp,
+    to: Timestamp,
+    path: &Path,
+    progress: &AtomicI64,
+) -> Result<BackfillSummary, SimulatorError> {
     let events = history(config, from, to)?;
     let tmp = temp_path(path);
     let io = |source: std::io::Error| SimulatorError::Io {
@@ -169,7 +182,7 @@ pub fn write_history(
         let (file, summary) = if gzip {
             let mut out =
                 BufWriter::with_capacity(1 << 20, GzEncoder::new(file, Compression::fast()));
-            let s = write_lines(events, &mut out, path)?;
+            let s = write_lines(events, &mut out, path, progress)?;
             (
                 out.into_inner()
                     .map_err(|e| io(e.into_error()))?
@@ -179,7 +192,7 @@ pub fn write_history(
             )
         } else {
             let mut out = BufWriter::with_capacity(1 << 20, file);
-            let s = write_lines(events, &mut out, path)?;
+            let s = write_lines(events, &mut out, path, progress)?;
             (out.into_inner().map_err(|e| io(e.into_error()))?, s)
         };
         file.sync_all().map_err(io)?;
@@ -205,6 +218,7 @@ fn write_lines(
     events: History,
     out: &mut impl Write,
     path: &Path,
+    progress: &AtomicI64,
 ) -> Result<BackfillSummary, SimulatorError> {
     let io = |source: std::io::Error| SimulatorError::Io {
         path: path.to_owned(),
@@ -227,6 +241,7 @@ fn write_lines(
         }
         s.first_event_time.get_or_insert(env.event_time);
         s.last_event_time = Some(env.event_time);
+        progress.store(env.event_time.millis(), Ordering::Relaxed);
     }
     Ok(s)
 }

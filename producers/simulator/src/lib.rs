@@ -35,7 +35,7 @@ pub mod feeds;
 pub mod meteostat;
 pub mod server;
 
-pub use backfill::{BackfillSummary, History, history, write_history};
+pub use backfill::{BackfillSummary, History, history, write_history, write_history_with_progress};
 pub use city::{City, CityConfig, CityStats, Occupancy};
 pub use climate::{Climate, ClimateConfig, HourlyWeather};
 pub use clock::SimClock;
