@@ -1,97 +1,27 @@
-//! The dashboard in headless Chromium against a running main job: it loads, draws stations
-//! on the map, fills the top-N table, the model-health panel (serving model, live quality per
-//! system and target), the system-health panel (throughput, lag) and the freshness of each
-//! feed, and updates as predictions arrive. The screenshot is written to
-//! `$CARGO_TARGET_TMPDIR/dashboard.png`.
+//! The dashboard in headless Chromium against a running main job, used as a person would:
+//! it loads and draws the stations on the map, fills the top-N table (fresh predictions),
+//! the model-health panel (serving model, live quality per system and target), the system
+//! and ops panels (throughput, lag per shard, checkpoint age, alerts, uptime) and the
+//! freshness of each feed, draws the history charts, and updates as predictions arrive.
+//! Then the test zooms the map with the wheel, clicks a station for its popup, searches a
+//! station by id and opens its drill-down. Screenshots of each step go to
+//! `$CARGO_TARGET_TMPDIR/dashboard_chromium/`; any console error or uncaught exception fails
+//! the test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::dashboard_browser::{Browser, chromium_or_skip, output_dir};
 use crate::support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use support::bikeshare;
 
-fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(str::to_owned)
-}
-
-fn headless(chrome: &str, profile: &std::path::Path) -> Command {
-    let mut c = Command::new(chrome);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,900",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .stdin(Stdio::null());
-    c
-}
-
-fn attr<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
-    let start = dom.find(&format!("{name}=\""))? + name.len() + 2;
-    dom[start..].split('"').next()
-}
-
-/// The text of the element with `id` (up to its first child tag).
-fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
-    let marker = format!("id=\"{id}\"");
-    dom.split(&marker)
-        .nth(1)
-        .and_then(|rest| rest.split_once('>'))
-        .map(|(_, text)| text.split('<').next().unwrap_or(""))
-        .unwrap_or("")
-}
-
-/// The body rows of the table with `id`, each as its cells' texts.
-fn body_rows(dom: &str, id: &str) -> Vec<Vec<String>> {
-    let table = dom
-        .split(&format!("id=\"{id}\""))
-        .nth(1)
-        .unwrap_or("")
-        .split("</table>")
-        .next()
-        .unwrap_or("");
-    let body = table.split("<tbody>").nth(1).unwrap_or("");
-    body.split("<tr>")
-        .skip(1)
-        .map(|tr| {
-            tr.split("<td")
-                .skip(1)
-                .map(|td| {
-                    td.split_once('>')
-                        .map(|(_, t)| t.split('<').next().unwrap_or("").to_owned())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
-fn the_dashboard_shows_stations_top_n_and_live_updates() {
-    let Some(chrome) = chromium() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have Chromium (scripts/test.sh installs it)"
-        );
-        eprintln!("SKIPPED: no chromium on PATH (scripts/test.sh installs it)");
+fn the_dashboard_is_used_as_a_person_would() {
+    let Some(chrome) = chromium_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +29,7 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         .args([
             "up",
             "--duration",
-            "90s",
+            "120s",
             "--summary-every",
             "600",
             "--station-count",
@@ -107,6 +37,7 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         ])
         .env("BIKESHARE_API__BIND", "127.0.0.1:0")
         .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
+        .env("BIKESHARE_DASHBOARD__SAMPLE_EVERY_MS", "1000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -132,138 +63,245 @@ fn the_dashboard_shows_stations_top_n_and_live_updates() {
         }
         tail
     });
+    let shots = output_dir("dashboard_chromium");
+    let mut b = Browser::launch(&chrome, dir.path(), 1400, 1000);
+    b.navigate(&url);
 
-    // Wait until the job has predictions (the simulator starts six hours back, 60x).
-    let started = Instant::now();
-    let profile = dir.path().join("chrome");
-    let dump = |wait_ms: u32| -> String {
-        let out = headless(&chrome, &profile)
-            .arg(format!("--virtual-time-budget={wait_ms}"))
-            .arg("--dump-dom")
-            .arg(&url)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let mut dom = String::new();
-    while started.elapsed() < Duration::from_secs(60) {
-        dom = dump(3000);
-        if dom.contains("class=\"station\"") && dom.matches("<tr>").count() > 6 {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let stations = dom.matches("class=\"station\"").count();
-    if stations < 100 {
+    // The job has predictions within a minute (the simulator starts six hours back, 60x).
+    let drawn = "Number(document.body.dataset.stationsDrawn || 0) >= 100 \
+                 && document.querySelectorAll('#top tr').length >= 10";
+    if !b.wait_for(drawn, Duration::from_secs(90)) {
         let _ = up.kill();
         let _ = up.wait();
         let tail = drain.join().unwrap_or_default();
         panic!(
-            "stations on the map: {stations}; the end of `up`'s log:\n{}",
+            "stations drawn: {}; the end of `up`'s log:\n{}",
+            b.eval("document.body.dataset.stationsDrawn"),
             Vec::from(tail).join("\n")
         );
     }
-    let top_rows = dom
-        .split("id=\"top\"")
-        .nth(1)
-        .unwrap_or("")
-        .split("</tbody>")
-        .next()
-        .unwrap_or("")
-        .matches("<tr>")
-        .count();
-    assert!(top_rows >= 10, "rows in the top-N table: {top_rows}");
-    // `up` bootstraps a model through the gate; when the gate refuses it, the baseline serves.
-    assert!(
-        dom.contains("bikeshare-stockout") || dom.contains("baseline-netflow"),
-        "the serving model's name is shown"
+    // Top-N: names with their ids, UTC dates, and only fresh predictions.
+    let top = b.eval(
+        "[...document.querySelectorAll('#top tr')].map(tr => [...tr.cells].map(td => td.textContent))",
     );
-
-    // Live: one page load sees newer predictions arrive (the page long-polls, and virtual
-    // time does not advance while a request is pending, so this waits in real time).
-    let live = dump(8000);
-    let updates: u32 = attr(&live, "data-updates")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let (first, newest) = (
-        attr(&live, "data-first-newest").unwrap_or(""),
-        attr(&live, "data-newest").unwrap_or(""),
-    );
-    assert!(updates >= 3, "the page refreshed {updates} times");
-    assert!(
-        newest > first,
-        "newer predictions appeared while the page was open: {first} -> {newest}"
-    );
-
-    // Model health: the serving model, and live quality per system and target once labels
-    // joined predictions (the history before "now" is labelled within seconds).
-    let mut dom = live;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while body_rows(&dom, "quality").is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(2));
-        dom = dump(3000);
+    let top = top.as_array().unwrap();
+    for r in top {
+        let id = r[1].as_str().unwrap();
+        let as_of = r[4].as_str().unwrap();
+        assert!(id.starts_with('S'), "an id beside the name: {r}");
+        assert!(
+            as_of.len() == 19 && as_of.as_bytes()[4] == b'-' && as_of.as_bytes()[13] == b':',
+            "a UTC date and time: {r}"
+        );
     }
-    let model = text_of(&dom, "mh-model");
+    // The serving model; `up` bootstraps one through the gate (else the baseline serves).
+    let model = b.eval("document.getElementById('mh-model').textContent");
+    let model = model.as_str().unwrap();
     assert!(
         model.contains("bikeshare-stockout") || model.contains("baseline-netflow"),
         "model-health names the model: {model:?}"
     );
+
+    // Live: newer predictions arrive while the page is open.
+    let (updates, first) = (
+        b.eval("Number(document.body.dataset.updates)")
+            .as_u64()
+            .unwrap(),
+        b.eval("document.body.dataset.newest").to_string(),
+    );
     assert!(
-        text_of(&dom, "mh-scored-by").contains("in_process"),
-        "scored_by: {:?}",
-        text_of(&dom, "mh-scored-by")
+        b.wait_for(
+            &format!(
+                "Number(document.body.dataset.updates) >= {} && document.body.dataset.newest > {first}",
+                updates + 3
+            ),
+            Duration::from_secs(40)
+        ),
+        "the page kept updating with newer predictions"
     );
-    let quality = body_rows(&dom, "quality");
-    assert_eq!(
-        quality.len(),
-        2,
-        "one row per target of the one system: {quality:?}"
+
+    // Live quality once labels joined predictions (the history before "now" is labelled
+    // within seconds), each row with a Brier score; the calibration chart is drawn.
+    assert!(
+        b.wait_for(
+            "document.querySelectorAll('#quality tbody tr').length === 2",
+            Duration::from_secs(40)
+        ),
+        "one quality row per target of the one system"
     );
-    for row in &quality {
-        let labelled: u64 = row[2].parse().unwrap_or(0);
-        let brier: f64 = row[6].parse().unwrap_or(f64::NAN);
-        assert!(labelled > 0, "labelled predictions in {row:?}");
-        assert!((0.0..=1.0).contains(&brier), "a Brier score in {row:?}");
+    let quality = b.eval(
+        "[...document.querySelectorAll('#quality tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
+    );
+    for r in quality.as_array().unwrap() {
+        let labelled: u64 = r[2].as_str().unwrap().parse().unwrap_or(0);
+        let brier: f64 = r[7].as_str().unwrap().parse().unwrap_or(f64::NAN);
+        assert!(labelled > 0, "labelled predictions in {r}");
+        assert!((0.0..=1.0).contains(&brier), "a Brier score in {r}");
     }
-    // System health: throughput and lag figures, not placeholders.
-    let events: f64 = text_of(&dom, "sh-events").parse().unwrap_or(0.0);
-    assert!(events > 0.0, "events/s: {:?}", text_of(&dom, "sh-events"));
+    assert!(b.wait_for(
+        "!!document.querySelector('#chart-calibration canvas')",
+        Duration::from_secs(10)
+    ));
+    let text = |b: &mut Browser, id: &str| {
+        b.eval(&format!("document.getElementById('{id}').textContent"))
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     assert!(
-        text_of(&dom, "sh-watermark").ends_with(" s"),
-        "watermark lag: {:?}",
-        text_of(&dom, "sh-watermark")
+        text(&mut b, "mh-scored-by").contains("in_process"),
+        "scored_by"
     );
-    assert!(text_of(&dom, "sh-dead").parse::<u64>().is_ok());
-    // Latency percentiles from the runner of the same process.
+    // System health: throughput, the watermark as a UTC time and a lag, latency percentiles.
+    let events: f64 = text(&mut b, "sh-events").parse().unwrap_or(0.0);
+    assert!(events > 0.0, "events/s");
+    let watermark = text(&mut b, "sh-watermark-time");
+    assert!(watermark.ends_with(" UTC"), "watermark: {watermark:?}");
+    let lag = text(&mut b, "sh-watermark");
+    assert!(
+        [" s", " min", " h"].iter().any(|u| lag.ends_with(u)),
+        "watermark lag: {lag:?}"
+    );
     for id in ["sh-proc-p50", "sh-proc-p99", "sh-inf-p50", "sh-inf-p99"] {
-        let t = text_of(&dom, id);
+        let t = text(&mut b, id);
         assert!(
             t.ends_with(" ms") || t.ends_with(" s") || t.ends_with(" µs"),
             "{id}: {t:?}"
         );
     }
+    // Ops: catching up (the city runs 60x toward now) or real time, a row per shard with
+    // its lag, a checkpoint age, the alert engine's rules, uptime.
+    let mode = text(&mut b, "mode");
+    assert!(
+        mode.starts_with("catching up") || mode == "real time",
+        "mode: {mode:?}"
+    );
+    assert!(b.wait_for(
+        "document.querySelectorAll('#shards tbody tr').length >= 1",
+        Duration::from_secs(10)
+    ));
+    assert!(
+        text(&mut b, "ops-checkpoint").ends_with(" s"),
+        "checkpoint age"
+    );
+    assert!(
+        text(&mut b, "alerts-note").contains("rules"),
+        "the alert engine's state: {:?}",
+        text(&mut b, "alerts-note")
+    );
+    assert_eq!(text(&mut b, "ops-restarts"), "0");
+    // History: the charts have a few samples.
+    assert!(
+        b.wait_for(
+            "['chart-throughput', 'chart-lag', 'chart-latency', 'chart-dead', 'chart-prauc', 'chart-logloss']\
+             .every(id => !!document.querySelector('#' + id + ' canvas'))",
+            Duration::from_secs(20)
+        ),
+        "every history chart is drawn"
+    );
     // Freshness per feed: station status and information at least, each with an age.
-    let feeds = body_rows(&dom, "feeds");
-    let names: Vec<&str> = feeds.iter().map(|r| r[1].as_str()).collect();
+    let feeds = b.eval(
+        "[...document.querySelectorAll('#feeds tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
+    );
+    let feeds = feeds.as_array().unwrap();
+    let names: Vec<&str> = feeds.iter().map(|r| r[1].as_str().unwrap()).collect();
     assert!(
         names.contains(&"station_status") && names.contains(&"station_information"),
         "feeds: {feeds:?}"
     );
-    assert!(feeds.iter().all(|r| r[3].ends_with(" s")), "{feeds:?}");
+    assert!(b.screenshot(&shots.join("1-overview.png")) > 10_000);
 
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    let status = headless(&chrome, &profile)
-        .args(["--virtual-time-budget=3000"])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .unwrap();
+    // Zoom in with the mouse wheel over the map.
+    let zoom = b.eval("dashboard.map.getZoom()").as_f64().unwrap();
+    let (mx, my) = b.centre_of("#map");
+    b.wheel(mx, my, -600.0);
     assert!(
-        status.status.success() && shot.metadata().unwrap().len() > 10_000,
-        "screenshot written"
+        b.wait_for(
+            &format!("dashboard.map.getZoom() > {zoom}"),
+            Duration::from_secs(5)
+        ),
+        "the wheel zooms the map in from {zoom}"
     );
-    eprintln!("screenshot: {}", shot.display());
+    std::thread::sleep(Duration::from_millis(500));
+    b.screenshot(&shots.join("2-zoomed.png"));
 
+    // Click the riskiest station on screen: its popup names it with its figures.
+    let key = b.eval(
+        "(() => { const r = dashboard.map.getContainer().getBoundingClientRect(); \
+           const on = [...dashboard.stations.values()].filter(s => { const p = dashboard.stationPoint(s.key); \
+             return p && p.x > r.left + 20 && p.x < r.right - 20 && p.y > r.top + 120 && p.y < r.bottom - 20; }); \
+           on.sort((a, b) => (b.risk ?? -1) - (a.risk ?? -1)); return on.length ? on[0].key : null; })()",
+    );
+    let key = key.as_str().expect("a station on screen").to_owned();
+    let at = b.eval(&format!(
+        "dashboard.stationPoint({})",
+        serde_json::Value::from(key.as_str())
+    ));
+    b.click(at["x"].as_f64().unwrap(), at["y"].as_f64().unwrap());
+    let id = key.split('\u{0}').nth(1).unwrap().to_owned();
+    assert!(
+        b.wait_for(
+            &format!(
+                "(() => {{ const p = document.querySelector('.leaflet-popup-content .popup'); \
+                 return !!p && p.textContent.includes({}) && p.textContent.includes('p(empty)') \
+                 && p.textContent.includes('bikes / docks'); }})()",
+                serde_json::Value::from(id.as_str())
+            ),
+            Duration::from_secs(5)
+        ),
+        "clicking station {id} opens its popup"
+    );
+    std::thread::sleep(Duration::from_millis(500)); // the popup fades in
+    b.screenshot(&shots.join("3-popup.png"));
+
+    // Search another station by its id and open its drill-down with Enter.
+    let other = b.eval(&format!(
+        "[...dashboard.stations.values()].map(s => s.id).filter(i => i !== {}).sort()[7]",
+        serde_json::Value::from(id.as_str())
+    ));
+    let other = other.as_str().unwrap().to_owned();
+    let (sx, sy) = b.centre_of("#search");
+    b.click(sx, sy);
+    b.type_text(&other);
+    assert!(
+        b.wait_for(
+            &format!(
+                "(() => {{ const li = document.querySelector('#search-results li'); \
+                 return !!li && li.getAttribute('data-key').endsWith({}); }})()",
+                serde_json::Value::from(other.as_str())
+            ),
+            Duration::from_secs(5)
+        ),
+        "the search lists {other} first"
+    );
+    b.press_enter();
+    assert!(
+        b.wait_for(
+            &format!(
+                "(document.body.dataset.drill || '').endsWith('/' + {}) && !document.getElementById('drill').hidden \
+                 && !!document.querySelector('#drill-bikes canvas') && !!document.querySelector('#drill-risk canvas') \
+                 && document.querySelectorAll('#neighbours tbody tr').length >= 3",
+                serde_json::Value::from(other.as_str())
+            ),
+            Duration::from_secs(10)
+        ),
+        "the drill-down of {other}: its charts and neighbours"
+    );
+    let facts = text(&mut b, "drill-facts");
+    assert!(
+        facts.contains("bikes") && facts.contains("predictions labelled"),
+        "drill-down facts: {facts}"
+    );
+    b.eval("document.getElementById('drill').scrollIntoView()");
+    b.screenshot(&shots.join("4-drilldown.png"));
+    eprintln!("screenshots: {}", shots.display());
+
+    assert!(
+        b.errors.is_empty(),
+        "console errors on the page: {:#?}",
+        b.errors
+    );
+    drop(b);
     let _ = up.kill();
     let _ = up.wait();
     let _ = drain.join();

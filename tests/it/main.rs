@@ -7,6 +7,7 @@ mod alerts_wiring;
 mod aws_timeouts;
 mod backfill_online;
 mod cli_truth;
+mod dashboard_browser;
 mod dashboard_chromium;
 mod endpoint_metrics;
 mod endpoint_outage;
