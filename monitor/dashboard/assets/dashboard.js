@@ -93,6 +93,9 @@ function colour(s) {
 // --- the map -------------------------------------------------------------------------
 const map = L.map("map", { preferCanvas: true, worldCopyJump: true, minZoom: 2, zoomSnap: 0.5 }).setView([20, 0], 2);
 let fitted = false;
+// Below this zoom, stations are drawn as clusters (one pie per screen cell of CELL pixels).
+const CLUSTER_BELOW_ZOOM = 8;
+const CELL = 48;
 
 // All stations on one canvas above the tiles; redrawn on every move and data change.
 const StationLayer = L.Layer.extend({
@@ -131,19 +134,56 @@ const StationLayer = L.Layer.extend({
     const zoom = m.getZoom();
     const n = drawOrder.length;
     const xs = new Float32Array(n), ys = new Float32Array(n), rs = new Float32Array(n), keys = [];
-    let k = 0;
-    for (const s of drawOrder) {
-      const p = m.latLngToContainerPoint([s.lat, s.lon]);
-      if (p.x < -10 || p.y < -10 || p.x > size.x + 10 || p.y > size.y + 10) { continue; }
-      const r = this.radius(zoom, s);
-      ctx.beginPath();
-      ctx.arc(p.x, p.y, r, 0, 2 * Math.PI);
-      if (isStale(s)) {
-        ctx.strokeStyle = "rgba(139,152,165,0.9)"; ctx.lineWidth = 1.5; ctx.stroke();
-      } else {
-        ctx.fillStyle = colour(s); ctx.fill();
+    let k = 0, drawn = 0;
+    if (zoom < CLUSTER_BELOW_ZOOM) {
+      // Country and world scale: stations binned by screen cell, one pie per cell (grey for
+      // low risk, the share at risk of running empty / full in colour) with its count.
+      const cells = new Map();
+      for (const s of drawOrder) {
+        const p = m.latLngToContainerPoint([s.lat, s.lon]);
+        if (p.x < -CELL || p.y < -CELL || p.x > size.x + CELL || p.y > size.y + CELL) { continue; }
+        const id = `${Math.floor(p.x / CELL)},${Math.floor(p.y / CELL)}`;
+        let c = cells.get(id);
+        if (!c) { c = { x: 0, y: 0, n: 0, empty: 0, full: 0, stale: 0, lat: 0, lon: 0 }; cells.set(id, c); }
+        c.x += p.x; c.y += p.y; c.lat += s.lat; c.lon += s.lon; c.n += 1;
+        if (isStale(s)) { c.stale += 1; } else if (s.risk !== null && s.risk >= config.risk_neutral_below) {
+          if (s.pEmpty >= s.pFull) { c.empty += 1; } else { c.full += 1; }
+        }
       }
-      xs[k] = p.x; ys[k] = p.y; rs[k] = r; keys.push(s.key); k += 1;
+      ctx.font = "600 10px system-ui, sans-serif";
+      ctx.textAlign = "center"; ctx.textBaseline = "middle";
+      this._clusters = [];
+      for (const c of cells.values()) {
+        const x = c.x / c.n, y = c.y / c.n;
+        const r = c.n === 1 ? 3 : 5 + 3 * Math.log10(c.n);
+        ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.fillStyle = "rgba(92,104,115,0.85)"; ctx.fill();
+        let a = -Math.PI / 2;
+        for (const [count, col] of [[c.empty, "#e5534b"], [c.full, "#986ee2"]]) {
+          if (!count) { continue; }
+          const b = a + 2 * Math.PI * count / c.n;
+          ctx.beginPath(); ctx.moveTo(x, y); ctx.arc(x, y, r, a, b); ctx.closePath(); ctx.fillStyle = col; ctx.fill();
+          a = b;
+        }
+        if (c.n > 1 && r >= 8) { ctx.fillStyle = "#ffffff"; ctx.fillText(c.n >= 1000 ? `${(c.n / 1000).toFixed(1)}k` : String(c.n), x, y); }
+        this._clusters.push({ x, y, r, lat: c.lat / c.n, lon: c.lon / c.n, n: c.n });
+        drawn += c.n;
+      }
+    } else {
+      this._clusters = [];
+      for (const s of drawOrder) {
+        const p = m.latLngToContainerPoint([s.lat, s.lon]);
+        if (p.x < -10 || p.y < -10 || p.x > size.x + 10 || p.y > size.y + 10) { continue; }
+        const r = this.radius(zoom, s);
+        ctx.beginPath();
+        ctx.arc(p.x, p.y, r, 0, 2 * Math.PI);
+        if (isStale(s)) {
+          ctx.strokeStyle = "rgba(139,152,165,0.9)"; ctx.lineWidth = 1.5; ctx.stroke();
+        } else {
+          ctx.fillStyle = colour(s); ctx.fill();
+        }
+        xs[k] = p.x; ys[k] = p.y; rs[k] = r; keys.push(s.key); k += 1;
+      }
+      drawn = k;
     }
     if (selected && stations.has(selected)) {
       const s = stations.get(selected);
@@ -154,10 +194,19 @@ const StationLayer = L.Layer.extend({
       }
     }
     this._visible = { xs: xs.subarray(0, k), ys: ys.subarray(0, k), rs: rs.subarray(0, k), keys };
-    document.body.setAttribute("data-stations-drawn", String(k));
-    if (k > 0 && !performance.getEntriesByName("stations-painted").length) {
+    document.body.setAttribute("data-stations-drawn", String(drawn));
+    document.body.setAttribute("data-clusters", String(this._clusters.length));
+    if (drawn > 0 && !performance.getEntriesByName("stations-painted").length) {
       performance.mark("stations-painted");
     }
+  },
+  // The cluster under a container point, at country and world scale.
+  hitCluster(point) {
+    for (const c of this._clusters || []) {
+      const dx = c.x - point.x, dy = c.y - point.y;
+      if (dx * dx + dy * dy <= (c.r + 2) * (c.r + 2)) { return c; }
+    }
+    return null;
   },
   // The station under a container point (the topmost, i.e. the riskiest, drawn last).
   hit(point) {
@@ -200,10 +249,12 @@ function openPopup(key) {
 }
 map.on("click", (e) => {
   const key = layer.hit(e.containerPoint);
-  if (key) { select(key, false); }
+  if (key) { select(key, false); return; }
+  const c = layer.hitCluster(e.containerPoint);
+  if (c) { map.setView([c.lat, c.lon], Math.min(map.getZoom() + 3, CLUSTER_BELOW_ZOOM + 2)); }
 });
 map.on("mousemove", (e) => {
-  map.getContainer().style.cursor = layer.hit(e.containerPoint) ? "pointer" : "";
+  map.getContainer().style.cursor = layer.hit(e.containerPoint) || layer.hitCluster(e.containerPoint) ? "pointer" : "";
 });
 $("fit").addEventListener("click", () => fitAll());
 
@@ -548,7 +599,7 @@ function render(st) {
   renderOps(st.ops);
   $("feeds").tBodies[0].replaceChildren(...st.feeds.map((f) => row([
     [f.system_id], [f.feed], [f.newest_event_time.slice(0, 19).replace("T", " ")],
-    [`${f.age_s.toFixed(0)} s`, f.age_s > 600 ? "stale" : ""], [f.events],
+    [duration(f.age_s), f.stale ? "stale" : ""], [duration(f.period_s)], [f.events],
   ])));
   updates += 1;
   let newest = -Infinity;

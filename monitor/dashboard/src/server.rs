@@ -248,6 +248,9 @@ pub struct FeedView {
     pub newest_event_time: Timestamp,
     pub age_s: f64,
     pub events: u64,
+    /// The feed's own period (see `freshness`): stale after two of them without news.
+    pub period_s: u32,
+    pub stale: bool,
 }
 
 /// Whether the job keeps up.
@@ -708,12 +711,17 @@ pub fn build_state(
     let mut feeds: Vec<FeedView> = state
         .feeds
         .iter()
-        .map(|e| FeedView {
-            system_id: e.key().0.to_string(),
-            feed: e.key().1.clone(),
-            newest_event_time: e.value().0,
-            age_s: (now.millis() - e.value().0.millis()) as f64 / 1000.0,
-            events: e.value().1,
+        .map(|e| {
+            let seen = e.value();
+            FeedView {
+                system_id: e.key().0.to_string(),
+                feed: e.key().1.clone(),
+                newest_event_time: seen.newest,
+                age_s: seen.age_ms(now) as f64 / 1000.0,
+                events: seen.events,
+                period_s: seen.period_s(),
+                stale: seen.is_stale(now),
+            }
         })
         .collect();
     feeds.sort_by(|a, b| (&a.system_id, &a.feed).cmp(&(&b.system_id, &b.feed)));

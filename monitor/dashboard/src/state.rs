@@ -31,6 +31,8 @@ use serde::Serialize;
 
 use bikeshare_stream_processor::quality::{LiveQuality, QualityConfig};
 
+use crate::freshness::FeedSeen;
+
 /// Report and prediction points kept per station (each also bounded by
 /// [`Settings::history_ms`]).
 pub const POINTS_KEPT: usize = 288;
@@ -260,7 +262,7 @@ pub struct DashboardState {
     /// Predictions per `scored_by` (`in_process`, `endpoint`, `fallback`, `unavailable`).
     pub scored_by: Mutex<BTreeMap<&'static str, u64>>,
     /// Per (system, feed): newest event time and events seen.
-    pub feeds: DashMap<(SystemId, String), (Timestamp, u64)>,
+    pub feeds: DashMap<(SystemId, String), FeedSeen>,
     pub model: Mutex<Option<ModelRef>>,
     pub events_rate: Mutex<RateCounter>,
     pub predictions_rate: Mutex<RateCounter>,
@@ -372,7 +374,7 @@ impl DashboardState {
             .map(|f| {
                 self.feeds
                     .get(&(f.key().clone(), "station_status".to_owned()))
-                    .map_or(f.value().newest_event_time.millis(), |e| e.0.millis())
+                    .map_or(f.value().newest_event_time.millis(), |e| e.newest.millis())
             })
             .min()
     }
@@ -421,20 +423,11 @@ impl DashboardState {
         f.newest_event_time = f.newest_event_time.max(env.event_time);
         f.newest_ingest_time = f.newest_ingest_time.max(env.ingest_time);
         drop(f);
-        let feed = match &env.event {
-            Event::FeedHeartbeat(h) => h.feed.clone(),
-            Event::StationStatus(_) => "station_status".to_owned(),
-            Event::StationInfo(_) => "station_information".to_owned(),
-            Event::SystemInfo(_) => "system_information".to_owned(),
-            Event::Weather(_) => "weather".to_owned(),
-        };
-        let mut e = self
-            .feeds
+        let feed = crate::freshness::feed_name(&env.event).to_owned();
+        self.feeds
             .entry((env.system_id.clone(), feed))
-            .or_insert((env.event_time, 0));
-        e.0 = e.0.max(env.event_time);
-        e.1 += 1;
-        drop(e);
+            .and_modify(|seen| seen.note(env))
+            .or_insert_with(|| FeedSeen::new(env));
         self.events_total.fetch_add(1, Ordering::Relaxed);
         match &env.event {
             Event::StationInfo(info) => {
