@@ -9,7 +9,8 @@
 #                    parameters from /opt/ml/input/config/hyperparameters.json, the model
 #                    directory written to /opt/ml/model; on failure the reason goes to
 #                    /opt/ml/output/failure and the exit code is non-zero. Metrics are printed
-#                    one per line as `metric <name>=<value>` (regex `metric <name>=([0-9.eE+-]+)`).
+#                    one per line as `metric <target>_<name>=<value>`, e.g. `metric empty_pr_auc=0.91`
+#                    (SageMaker regex `metric empty_pr_auc=([0-9.eE+-]+)`).
 #   anything else    `bikeshare <args>` (ECS tasks: ingest, process, lake write, dashboard).
 #
 # BIKESHARE_CONFIG (a file, e.g. /app/environments/dev.toml) becomes `--config`. Each task
@@ -90,9 +91,18 @@ case "${1:-}" in
     cat "$log" >&2
     mkdir -p "$SM_ROOT/model"
     cp -R "$work/model/." "$SM_ROOT/model/"
-    # The card's evaluation numbers, one metric line each, for SageMaker's metric regexes.
-    tr ',{}' '\n\n\n' < "$SM_ROOT/model/card.json" \
-      | sed -n 's/^[[:space:]]*"\([a-z_]*\(auc\|brier\|log_loss\|precision\|recall\)[a-z_]*\)"[[:space:]]*:[[:space:]]*\([0-9.eE+-]*\)[[:space:]]*$/metric \1=\3/p'
+    # The model's test-day evaluation from the card (pretty-printed JSON, two spaces per
+    # level), one line per number: `metric empty_pr_auc=0.91`, `metric full_log_loss=0.09`,
+    # `metric empty_best_valid_log_loss=0.07`.
+    awk '
+      { match($0, /^ */); depth = RLENGTH / 2 }
+      /^ *"[a-z_]+": *[{]/ { k = $0; sub(/^ *"/, "", k); sub(/".*/, "", k); path[depth] = k; next }
+      /^ *"[a-z_]+": *-?[0-9]/ {
+        k = $0; sub(/^ *"/, "", k); sub(/".*/, "", k)
+        v = $0; sub(/^[^:]*: */, "", v); sub(/,$/, "", v)
+        if (depth == 4 && path[1] == "evaluation" && path[2] == "model") print "metric " path[3] "_" k "=" v
+        if (depth == 2 && k == "best_valid_log_loss") print "metric " path[1] "_" k "=" v
+      }' "$SM_ROOT/model/card.json"
     rm -rf "$work"
     ;;
   *)

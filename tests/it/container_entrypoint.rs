@@ -1,0 +1,229 @@
+//! The image's entrypoint (`docker/entrypoint.sh`) against a temporary `/opt/ml` tree, with
+//! the `bikeshare` binary built here (no container runtime needed): SageMaker's training
+//! contract (`train`: the `train` channel, hyperparameters.json, the model to /opt/ml/model,
+//! the reason to /opt/ml/output/failure, metric lines a regex reads) and its inference contract
+//! (`serve`: /opt/ml/model on port 8080 by default, `GET /ping`, `POST /invocations`), and the
+//! pass-through of every other command with `BIKESHARE_CONFIG`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{BIN, bikeshare, ok};
+
+fn entrypoint(sm_root: &Path) -> Command {
+    let mut c = Command::new("sh");
+    c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/entrypoint.sh"))
+        .env("SM_ROOT", sm_root)
+        .env("BIKESHARE_BIN", BIN)
+        .env("BIKESHARE_DATA_DIR", sm_root.join("scratch"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Backfilled training rows of a small simulated city (three days, ten stations).
+fn rows(dir: &Path) -> PathBuf {
+    let history = dir.join("history.jsonl");
+    ok(bikeshare(dir).args([
+        "simulate",
+        "--backfill",
+        history.to_str().unwrap(),
+        "--station-count",
+        "10",
+        "--seed",
+        "3",
+        "--start",
+        "2026-03-02T00:00:00Z",
+        "--until",
+        "2026-03-05T00:00:00Z",
+    ]));
+    let rows = dir.join("rows.csv");
+    ok(bikeshare(dir).args([
+        "backfill",
+        "--format",
+        "jsonl",
+        history.to_str().unwrap(),
+        "-o",
+        rows.to_str().unwrap(),
+    ]));
+    rows
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn train_follows_the_sagemaker_training_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = rows(dir.path());
+    let ml = dir.path().join("ml");
+    std::fs::create_dir_all(ml.join("input/data/train")).unwrap();
+    std::fs::create_dir_all(ml.join("input/config")).unwrap();
+    std::fs::copy(&rows, ml.join("input/data/train/rows.csv")).unwrap();
+    // SageMaker sends every hyperparameter as a string.
+    std::fs::write(
+        ml.join("input/config/hyperparameters.json"),
+        "{\"max_rounds\": \"4\", \"nthread\": \"1\"}",
+    )
+    .unwrap();
+    let out = entrypoint(&ml).arg("train").output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!ml.join("output/failure").exists());
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ml.join("model/card.json")).unwrap())
+            .unwrap();
+    assert!(ml.join("model/empty.json").is_file() && ml.join("model/full.json").is_file());
+    assert_eq!(
+        card["params"]["max_rounds"], 4,
+        "hyperparameters.json applied"
+    );
+    // Each metric line is the card's number, read the way a SageMaker metric regex reads it.
+    for target in ["empty", "full"] {
+        for metric in ["pr_auc", "roc_auc", "log_loss", "brier"] {
+            let prefix = format!("metric {target}_{metric}=");
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {stdout}"));
+            let value: f64 = line[prefix.len()..].parse().unwrap();
+            let want = card["evaluation"]["model"][target][metric]
+                .as_f64()
+                .unwrap();
+            assert!((value - want).abs() < 1e-12, "{line} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn train_writes_the_failure_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // No channel at all.
+    let ml = dir.path().join("ml");
+    let out = entrypoint(&ml).arg("train").output().unwrap();
+    assert!(!out.status.success());
+    let reason = std::fs::read_to_string(ml.join("output/failure")).unwrap();
+    assert!(reason.contains("input/data/train"), "{reason}");
+
+    // A hyperparameter the trainer refuses: the failure names it.
+    let rows = rows(dir.path());
+    let ml = dir.path().join("ml2");
+    std::fs::create_dir_all(ml.join("input/data/train")).unwrap();
+    std::fs::create_dir_all(ml.join("input/config")).unwrap();
+    std::fs::copy(&rows, ml.join("input/data/train/rows.csv")).unwrap();
+    std::fs::write(
+        ml.join("input/config/hyperparameters.json"),
+        "{\"max_rounds\": \"many\"}",
+    )
+    .unwrap();
+    let out = entrypoint(&ml).arg("train").output().unwrap();
+    assert!(!out.status.success());
+    let reason = std::fs::read_to_string(ml.join("output/failure")).unwrap();
+    assert!(reason.contains("bikeshare train failed"), "{reason}");
+    assert!(reason.to_lowercase().contains("max_rounds"), "{reason}");
+    assert!(!ml.join("model/card.json").exists());
+}
+
+fn http(port: u16, request: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[test]
+fn serve_follows_the_sagemaker_inference_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let ml = dir.path().join("ml");
+    let schema = bikeshare_stream_processor::Processor::new(Default::default())
+        .schema()
+        .clone();
+    bikeshare_models::synthetic::write_model_dir(
+        &ml.join("model"),
+        "synthetic",
+        "3",
+        schema.id(),
+        schema.len(),
+        10,
+        4,
+    )
+    .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // In SageMaker it binds 0.0.0.0:8080 (with BIKESHARE_MODEL_TOKEN); here loopback.
+    let mut server = entrypoint(&ml)
+        .arg("serve")
+        .env("SAGEMAKER_BIND_TO_ADDRESS", "127.0.0.1")
+        .env("SAGEMAKER_BIND_TO_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ping = loop {
+        assert!(server.try_wait().unwrap().is_none(), "serve exited");
+        if let Some(r) = http(
+            port,
+            "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no /ping");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(ping.starts_with("HTTP/1.1 200"), "{ping}");
+    let row: Vec<String> = (0..schema.len()).map(|i| (i % 5).to_string()).collect();
+    let body = format!("{}\n{}\n", row.join(","), row.join(","));
+    let answer = http(
+        port,
+        &format!(
+            "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let payload = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(
+        payload.trim().lines().count(),
+        2,
+        "one answer per row: {payload}"
+    );
+}
+
+#[test]
+fn other_commands_pass_through_with_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = entrypoint(dir.path()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out).0.starts_with("bikeshare "), "{:?}", text(&out));
+    let missing = dir.path().join("nowhere.toml");
+    let out = entrypoint(dir.path())
+        .env("BIKESHARE_CONFIG", &missing)
+        .args(["lake", "ls"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains(missing.to_str().unwrap()),
+        "{:?}",
+        text(&out)
+    );
+}

@@ -1,0 +1,439 @@
+//! Deploy into an emulator and run the app against what it created: every stack of
+//! `infra/cloudformation` is deployed into moto's CloudFormation (`infra/emulator_deploy.py`,
+//! credentials of the project's account), then the app runs with `infra/environments/dev.toml`
+//! and only endpoint overrides from the environment: replay of two cities → two `process`
+//! instances sharing the stack's two event shards through the stack's lease table, with
+//! checkpoints in the stack's bucket and predictions scored by the endpoint client against
+//! `serve-model` under the stack's endpoint name → the lake archiver → Firehose into the stack's
+//! bucket → `lake ls` and the DuckDB analyst queries over the lake the stack's bucket holds.
+//! Every AWS name the app uses is one the stack created (checked in moto, not assumed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bikeshare_stream::{shard_for_key, uniform_ranges};
+use bikeshare_stream_processor::{Processor, ProcessorConfig};
+
+use crate::support::{BIN, bikeshare, emulator, ok};
+
+const ENV: &str = "dev";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python(py: &str, args: &[&str]) -> String {
+    let out = Command::new(py)
+        .arg(root().join("infra/emulator_deploy.py"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "emulator_deploy.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `bikeshare` with dev.toml; from the environment only endpoint overrides, the stack's
+/// credentials, a scratch data directory and a free metrics port.
+struct App {
+    moto: String,
+    serve: String,
+    creds: serde_json::Value,
+    config: PathBuf,
+}
+
+impl App {
+    fn command(&self, data_dir: &Path) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", data_dir)
+            .env("BIKESHARE_DATA_DIR", data_dir)
+            .env("BIKESHARE_METRICS__BIND", "127.0.0.1:0")
+            .env(
+                "AWS_ACCESS_KEY_ID",
+                self.creds["aws_access_key_id"].as_str().unwrap(),
+            )
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                self.creds["aws_secret_access_key"].as_str().unwrap(),
+            )
+            .env(
+                "AWS_SESSION_TOKEN",
+                self.creds["aws_session_token"].as_str().unwrap(),
+            )
+            .env("AWS_REGION", "ca-central-1")
+            .env("BIKESHARE_STREAM__KINESIS__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_RUNNER__LEASES__ENDPOINT_URL", &self.moto)
+            .env(
+                "BIKESHARE_RUNNER__CHECKPOINTS__S3__ENDPOINT_URL",
+                &self.moto,
+            )
+            .env("BIKESHARE_LAKE__ENDPOINT", &self.moto)
+            .env("BIKESHARE_FIREHOSE__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_ALERTS__SNS__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_CLOUDWATCH__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_PREDICTOR__SAGEMAKER__ENDPOINT_URL", &self.serve)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_ping(port: u16, server: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        assert!(server.try_wait().unwrap().is_none(), "serve-model exited");
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            if text.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("serve-model did not answer /ping");
+}
+
+#[test]
+fn the_app_runs_on_what_the_stacks_create_in_moto() {
+    let test = "infra_deploy";
+    let Some(moto) = emulator("BIKESHARE_TEST_MOTO_ENDPOINT", test) else {
+        return;
+    };
+    let Some(py) = emulator("BIKESHARE_TEST_MOTO_PYTHON", test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = root().join(format!("infra/environments/{ENV}.toml"));
+
+    // 1. Deploy every stack; what moto skips the helper creates from the template or records.
+    let deployed: serde_json::Value = serde_json::from_str(&python(
+        &py,
+        &["deploy", "--endpoint", &moto, "--environment", ENV],
+    ))
+    .unwrap();
+    for (name, stack) in deployed["stacks"].as_object().unwrap() {
+        assert_eq!(stack["status"], "CREATE_COMPLETE", "{name}: {stack}");
+    }
+    let created = |ty: &str| -> BTreeSet<String> {
+        deployed["stacks"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|s| {
+                let moto = s["resources"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .filter(|r| r["type"] == ty)
+                    .map(|r| r["physical"].as_str().unwrap().to_owned());
+                let instead = s["created_instead"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .filter(|r| r["type"] == ty)
+                    .map(|r| r["name"].as_str().unwrap().to_owned());
+                moto.chain(instead).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let creds_file = dir.path().join("credentials.json");
+    std::fs::write(&creds_file, deployed["credentials"].to_string()).unwrap();
+
+    // 2. The names dev.toml makes the app use, through the app's own loader.
+    let names: serde_json::Value = serde_json::from_str(&ok(bikeshare(dir.path()).args([
+        "infra",
+        "names",
+        "--config",
+        config.to_str().unwrap(),
+    ])))
+    .unwrap();
+    let streams = created("AWS::Kinesis::Stream");
+    for s in names["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["used"] == true)
+    {
+        assert!(
+            streams
+                .iter()
+                .any(|n| n.ends_with(s["name"].as_str().unwrap())),
+            "{s} not in {streams:?}"
+        );
+    }
+    let table = names["lease_table"]["name"].as_str().unwrap().to_owned();
+    assert!(created("AWS::DynamoDB::Table").contains(&table), "{table}");
+    let bucket = names["checkpoints"]["bucket"].as_str().unwrap().to_owned();
+    assert!(created("AWS::S3::Bucket").contains(&bucket), "{bucket}");
+    assert_eq!(names["lake"]["bucket"], bucket.as_str());
+    let delivery = created("AWS::KinesisFirehose::DeliveryStream");
+    for d in names["firehose"].as_array().unwrap() {
+        assert!(
+            delivery.contains(d["name"].as_str().unwrap()),
+            "{d} not in {delivery:?}"
+        );
+    }
+    let endpoint = names["endpoint"]["name"].as_str().unwrap().to_owned();
+    assert!(
+        created("AWS::SageMaker::Endpoint")
+            .iter()
+            .any(|e| e.ends_with(&endpoint)),
+        "{endpoint}"
+    );
+    let topic = names["sns_topic_arn"].as_str().unwrap();
+    assert!(created("AWS::SNS::Topic").contains(topic), "{topic}");
+
+    // 3. The model server under the endpoint's name, as SageMaker would run the image.
+    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
+    let model_dir = dir.path().join("model");
+    bikeshare_models::synthetic::write_model_dir(
+        &model_dir,
+        "synthetic",
+        "7",
+        schema.id(),
+        schema.len(),
+        10,
+        4,
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = bikeshare(dir.path())
+        .args(["serve-model", "--model-dir", model_dir.to_str().unwrap()])
+        .args([
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--endpoint-name",
+            &endpoint,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ping(port, &mut server);
+    let app = App {
+        moto: moto.clone(),
+        serve: format!("http://127.0.0.1:{port}"),
+        creds: deployed["credentials"].clone(),
+        config: config.clone(),
+    };
+
+    // 4. Two cities, one per event shard (the partition key is the system id).
+    let ranges = uniform_ranges(2);
+    let mut systems: Vec<Option<String>> = vec![None, None];
+    for i in 0.. {
+        let id = format!("city-{i}");
+        let slot = &mut systems[shard_for_key(&ranges, &id)];
+        if slot.is_none() {
+            *slot = Some(id);
+        }
+        if systems.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    for (i, system) in systems.iter().flatten().enumerate() {
+        let d = dir.path().join(system);
+        std::fs::create_dir_all(&d).unwrap();
+        let history = d.join("history.jsonl");
+        ok(bikeshare(&d)
+            .env("BIKESHARE_SIMULATOR__CITY__SYSTEM_ID", system)
+            .args([
+                "simulate",
+                "--backfill",
+                history.to_str().unwrap(),
+                "--station-count",
+                "10",
+                "--seed",
+                &(40 + i).to_string(),
+                "--start",
+                "2026-03-02T06:00:00Z",
+                "--until",
+                "2026-03-02T08:00:00Z",
+            ]));
+        ok(app.command(&dir.path().join("replay")).args([
+            "replay",
+            "--format",
+            "jsonl",
+            history.to_str().unwrap(),
+        ]));
+    }
+
+    // 5. Two processors share the shards; each has its own writer id and lease owner (the
+    //    container entrypoint sets them from the task's host name).
+    let instances: Vec<Child> = ["a", "b"]
+        .iter()
+        .map(|who| {
+            app.command(&dir.path().join(format!("process-{who}")))
+                .env("BIKESHARE_LAKE__INSTANCE", who)
+                .env("BIKESHARE_RUNNER__LEASES__OWNER", format!("task-{who}"))
+                .args(["process", "--until-caught-up"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in instances {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "process: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ok(app
+        .command(&dir.path().join("archiver"))
+        .args(["lake", "write", "--until-caught-up"]));
+    server.kill().unwrap();
+    let _ = server.wait();
+
+    // 6. Leases in the stack's table, checkpoints, lake and Firehose objects in its bucket.
+    let state: serde_json::Value = serde_json::from_str(&python(
+        &py,
+        &[
+            "inspect",
+            "--endpoint",
+            &moto,
+            "--credentials",
+            creds_file.to_str().unwrap(),
+            "--bucket",
+            &bucket,
+            "--table",
+            &table,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(state["key_schema"][0]["AttributeName"], "shard");
+    // Written by the processors' DynamoLeaseStore under the key the stack declares, released
+    // (no owner) when `--until-caught-up` stopped.
+    let leases = state["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 2, "one lease per event shard: {leases:?}");
+    for l in leases {
+        assert!(
+            l["shard"]["S"].as_str().unwrap().starts_with("shardId-"),
+            "{l}"
+        );
+        let counter: u64 = l["counter"]["N"].as_str().unwrap().parse().unwrap();
+        assert!(counter >= 1, "{l}");
+    }
+    let keys: Vec<&str> = state["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let under = |p: &str| keys.iter().filter(|k| k.starts_with(p)).count();
+    assert!(
+        under(names["checkpoints"]["prefix"].as_str().unwrap()) > 0,
+        "no checkpoints: {keys:?}"
+    );
+    for d in [
+        "raw_events",
+        "station_status",
+        "predictions",
+        "labels",
+        "dead_letters",
+    ] {
+        assert!(
+            under(&format!("firehose/{d}/")) > 0 || d == "dead_letters",
+            "Firehose {d}: {keys:?}"
+        );
+    }
+    for d in ["raw_events", "station_status", "features", "predictions"] {
+        assert!(under(&format!("lake/{d}/")) > 0, "lake {d}: {keys:?}");
+    }
+
+    // 7. `lake ls` over the stack's bucket, and the analyst queries over its lake.
+    let ls = ok(app.command(&dir.path().join("ls")).args(["lake", "ls"]));
+    let rows: BTreeMap<&str, u64> = ls
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?, w.last()?.parse().ok()?))
+        })
+        .collect();
+    assert!(ls.contains("predictions"), "{ls}");
+    let local_lake = dir.path().join("lake-copy");
+    python(
+        &py,
+        &[
+            "download",
+            "--endpoint",
+            &moto,
+            "--credentials",
+            creds_file.to_str().unwrap(),
+            "--bucket",
+            &bucket,
+            "--prefix",
+            "lake/",
+            "--to",
+            local_lake.to_str().unwrap(),
+        ],
+    );
+    if let Some(duckdb) = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test) {
+        let out = Command::new(duckdb)
+            .arg(root().join("infra/athena/duckdb_lake.py"))
+            .args([
+                "--lake",
+                local_lake.to_str().unwrap(),
+                "--query",
+                "scoring_path_by_day",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("endpoint"),
+            "predictions scored by the stack's endpoint: {text}"
+        );
+    }
+    let _ = rows;
+
+    // 8. Predictions on the stack's stream were scored by the endpoint (serve-model).
+    let tail = ok(app.command(&dir.path().join("tail")).args([
+        "tail",
+        "--stream",
+        "predictions",
+        "--from-start",
+    ]));
+    let predictions: Vec<serde_json::Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(predictions.len() > 50, "{}", predictions.len());
+    assert!(
+        predictions.iter().all(|p| p["scored_by"] == "endpoint"),
+        "{:?}",
+        predictions
+            .iter()
+            .map(|p| p["scored_by"].to_string())
+            .collect::<BTreeSet<_>>()
+    );
+}
