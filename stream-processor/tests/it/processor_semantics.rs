@@ -102,6 +102,18 @@ fn rows(out: &[Emitted]) -> Vec<(String, i64, PredictionTrigger)> {
         .collect()
 }
 
+/// What was rejected, why, at which event time (from `T0`).
+fn rejected(out: &[Emitted]) -> Vec<(RejectReason, i64)> {
+    out.iter()
+        .filter_map(|e| match e {
+            Emitted::Rejected { reason, envelope } => {
+                Some((*reason, envelope.event_time.millis() - T0))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn in_order() -> ProcessorConfig {
     ProcessorConfig {
         lateness_ms: 0,
@@ -215,17 +227,8 @@ fn a_report_sent_again_after_the_watermark_passed_it_is_a_duplicate_not_late() {
             status("a", T0 + 3 * MIN, 9, 11),
         ],
     );
-    let rejected: Vec<_> = out
-        .iter()
-        .filter_map(|e| match e {
-            Emitted::Rejected { reason, envelope } => {
-                Some((*reason, envelope.event_time.millis() - T0))
-            }
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        rejected,
+        rejected(&out),
         vec![
             (RejectReason::Duplicate, 3 * MIN),
             (RejectReason::Duplicate, 2 * MIN),
@@ -250,17 +253,8 @@ fn late_events_are_rejected_with_a_reason_and_duplicates_counted() {
             heartbeat(T0 + 30 * MIN),
         ],
     );
-    let rejected: Vec<_> = out
-        .iter()
-        .filter_map(|e| match e {
-            Emitted::Rejected { reason, envelope } => {
-                Some((*reason, envelope.event_time.millis() - T0))
-            }
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        rejected,
+        rejected(&out),
         vec![
             (RejectReason::Late, 7 * MIN),
             (RejectReason::Duplicate, 10 * MIN)
