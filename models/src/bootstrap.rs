@@ -65,7 +65,12 @@ impl BootstrapConfig {
                 eta: 0.15,
                 ..TrainParams::default()
             },
-            split: SplitConfig::default(),
+            // Days this short cannot hold the default two weeks each.
+            split: SplitConfig {
+                valid_days: 1,
+                test_days: 1,
+                ..SplitConfig::default()
+            },
         }
     }
 }

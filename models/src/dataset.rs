@@ -45,6 +45,8 @@ pub enum DataError {
     Schema { expected: String, found: String },
     #[error("not enough data: {0}")]
     TooLittle(String),
+    #[error("invalid split: {0}")]
+    Split(String),
 }
 
 impl bikeshare_types::error::Classify for DataError {
@@ -486,13 +488,21 @@ impl TrainingData {
                 };
                 (at(0.6), at(0.8), SplitMethod::Fractions)
             };
-        let horizon_ms = i64::from(self.horizon_minutes) * Timestamp::MINUTE_MS;
+        let gap_minutes = config.gap_minutes.unwrap_or(self.horizon_minutes);
+        if gap_minutes < self.horizon_minutes {
+            return Err(DataError::Split(format!(
+                "a purge gap of {gap_minutes} minutes is shorter than the {}-minute label \
+                 horizon: training labels would read the validation period",
+                self.horizon_minutes
+            )));
+        }
+        let gap_ms = i64::from(gap_minutes) * Timestamp::MINUTE_MS;
         // First row at or after t.
         let at_or_after = |t: i64| self.meta.partition_point(|m| m.as_of.millis() < t);
-        // First row whose label window reaches past t.
+        // First row within the gap before t (its label window may reach past t).
         let label_crosses = |t: i64| {
             self.meta
-                .partition_point(|m| m.as_of.millis() + horizon_ms <= t)
+                .partition_point(|m| m.as_of.millis() + gap_ms <= t)
         };
         let train = 0..label_crosses(valid_start);
         let valid = at_or_after(valid_start)..label_crosses(test_start);
@@ -506,6 +516,7 @@ impl TrainingData {
                 test_start: Timestamp(test_start),
                 last,
                 purged_rows: purged,
+                gap_minutes,
             },
             train,
             valid,
@@ -601,21 +612,28 @@ pub struct RowLabel {
 ///
 /// With at least `valid_days + test_days + 1` days of rows, the last `test_days` × 24 h (ending
 /// at the hour at or after the last row) are the test set, the `valid_days` × 24 h before them the
-/// validation set, and everything earlier the training set. With less, the time span is cut at
-/// 60 % and 80 %. Each part must have `min_rows` rows.
+/// validation set, and everything earlier the training set: by default two weeks each, so
+/// every weekday appears twice in validation and in test. With less (a few simulated hours
+/// or days), the time span is cut at 60 % and 80 %. Rows within `gap_minutes` before a
+/// boundary are purged from the earlier part (the purge gap; by default the label horizon,
+/// never less: a label window reaching past the boundary would read the later part). Each
+/// part must have `min_rows` rows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SplitConfig {
     pub valid_days: u32,
     pub test_days: u32,
+    /// The purge gap before each boundary, minutes (`None`: the label horizon).
+    pub gap_minutes: Option<u32>,
     pub min_rows: usize,
 }
 
 impl Default for SplitConfig {
     fn default() -> Self {
         Self {
-            valid_days: 1,
-            test_days: 1,
+            valid_days: 14,
+            test_days: 14,
+            gap_minutes: None,
             min_rows: 100,
         }
     }
@@ -638,8 +656,11 @@ pub struct SplitBoundaries {
     pub valid_start: Timestamp,
     pub test_start: Timestamp,
     pub last: Timestamp,
-    /// Rows left out because their label window crosses a boundary.
+    /// Rows left out because they fall within the purge gap before a boundary.
     pub purged_rows: usize,
+    /// The purge gap, minutes (cards written before it was configurable: the horizon).
+    #[serde(default)]
+    pub gap_minutes: u32,
 }
 
 /// Three contiguous, time-ordered row ranges.
@@ -730,12 +751,13 @@ mod tests {
         for k in 0..(4 * 24 * 6) {
             d.push("s", Timestamp(t0 + k * 600_000), label(k % 2 == 0), []);
         }
-        let split = d
-            .split(&SplitConfig {
-                min_rows: 10,
-                ..SplitConfig::default()
-            })
-            .unwrap();
+        let days = SplitConfig {
+            valid_days: 1,
+            test_days: 1,
+            min_rows: 10,
+            ..SplitConfig::default()
+        };
+        let split = d.split(&days).unwrap();
         assert_eq!(split.boundaries.method, SplitMethod::Days);
         let b = &split.boundaries;
         assert_eq!(b.test_start.millis() - b.valid_start.millis(), DAY_MS);
@@ -748,7 +770,44 @@ mod tests {
         // Rows at valid_start - 30 min < as_of < valid_start, and the same before test_start:
         // two 10-minute rows each (at -20 and -10 minutes).
         assert_eq!(b.purged_rows, 4);
+        assert_eq!(b.gap_minutes, 30);
         assert!(split.train.end < split.valid.start && split.valid.end < split.test.start);
+        // A wider gap purges more: an hour before each boundary is 6 rows each.
+        let wide = d
+            .split(&SplitConfig {
+                gap_minutes: Some(60),
+                ..days.clone()
+            })
+            .unwrap();
+        assert_eq!(wide.boundaries.purged_rows, 10);
+        let last_train = d.meta(wide.train.end - 1).as_of.millis();
+        assert!(last_train + 60 * 60_000 <= b.valid_start.millis());
+        // A gap shorter than the horizon would leak labels: refused.
+        let leaky = SplitConfig {
+            gap_minutes: Some(10),
+            ..days.clone()
+        };
+        assert!(matches!(d.split(&leaky), Err(DataError::Split(_))));
+        // Four days are too few for the default two weeks each: fractions of the span.
+        let weeks = d
+            .split(&SplitConfig {
+                min_rows: 10,
+                ..SplitConfig::default()
+            })
+            .unwrap();
+        assert_eq!(weeks.boundaries.method, SplitMethod::Fractions);
+        // Forty days of hourly rows: two weeks of test, two of validation before them.
+        let mut long = TrainingData::new(&s, 30);
+        for k in 0..(40 * 24) {
+            long.push("s", Timestamp(t0 + k * 3_600_000), label(false), []);
+        }
+        let split = long.split(&SplitConfig::default()).unwrap();
+        let b = &split.boundaries;
+        assert_eq!(b.method, SplitMethod::Days);
+        assert_eq!(b.test_start.millis() - b.valid_start.millis(), 14 * DAY_MS);
+        // The test weeks end at the last row (on the hour): rows from test_start to it.
+        assert_eq!(b.last.millis() - b.test_start.millis(), 14 * DAY_MS);
+        assert_eq!(split.test.len(), 14 * 24 + 1);
 
         // Too short for whole days: fractions of the span.
         let mut short = TrainingData::new(&s, 30);

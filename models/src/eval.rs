@@ -62,12 +62,19 @@ pub struct Metrics {
     pub by_hour: Vec<HourMetrics>,
 }
 
-/// Both targets' metrics of one scorer.
+/// Both targets' metrics of one scorer: on all rows, and on each target's **new-stockout**
+/// rows (the station was not empty, for `new_empty`, or not full, for `new_full`, at
+/// `as_of`): the outcomes persistence cannot foresee and riders need warning of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScorerReport {
     pub scorer: ModelRef,
     pub empty: Metrics,
     pub full: Metrics,
+    /// `None` in cards written before the subset was measured.
+    #[serde(default)]
+    pub new_empty: Option<Metrics>,
+    #[serde(default)]
+    pub new_full: Option<Metrics>,
 }
 
 impl ScorerReport {
@@ -77,6 +84,30 @@ impl ScorerReport {
             Target::WentFull => &self.full,
         }
     }
+
+    /// The target's metrics on its new-stockout rows.
+    pub fn new_stockout(&self, t: Target) -> Option<&Metrics> {
+        match t {
+            Target::WentEmpty => self.new_empty.as_ref(),
+            Target::WentFull => self.new_full.as_ref(),
+        }
+    }
+
+    /// The metrics of `rows`.
+    pub fn rows(&self, t: Target, rows: RowSet) -> Option<&Metrics> {
+        match rows {
+            RowSet::All => Some(self.target(t)),
+            RowSet::NewStockout => self.new_stockout(t),
+        }
+    }
+}
+
+/// Which rows a metric is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowSet {
+    All,
+    /// Not already in the target's state at `as_of`.
+    NewStockout,
 }
 
 /// Operating thresholds of a scorer.
@@ -141,15 +172,25 @@ pub fn evaluate(
 ) -> ScorerReport {
     let scores = score_rows(scorer, data, range.clone());
     let hours: Vec<u8> = range.clone().map(|i| data.meta(i).hour).collect();
-    let one = |t: Target, threshold: f32| {
-        let p: Vec<f32> = scores.iter().map(|s| pick(s, t)).collect();
-        let y: Vec<bool> = range.clone().map(|i| t.label(data.meta(i))).collect();
-        metrics(&p, &y, &hours, threshold)
+    let one = |t: Target, threshold: f32, only_new: bool| {
+        let (mut p, mut y, mut h) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, i) in range.clone().enumerate() {
+            let m = data.meta(i);
+            if only_new && t.state_now(m) {
+                continue;
+            }
+            p.push(pick(&scores[k], t));
+            y.push(t.label(m));
+            h.push(hours[k]);
+        }
+        metrics(&p, &y, &h, threshold)
     };
     ScorerReport {
         scorer: scorer.model().clone(),
-        empty: one(Target::WentEmpty, thresholds.empty),
-        full: one(Target::WentFull, thresholds.full),
+        empty: one(Target::WentEmpty, thresholds.empty, false),
+        full: one(Target::WentFull, thresholds.full, false),
+        new_empty: Some(one(Target::WentEmpty, thresholds.empty, true)),
+        new_full: Some(one(Target::WentFull, thresholds.full, true)),
     }
 }
 
@@ -306,19 +347,29 @@ pub struct Verdict {
     pub summary: String,
 }
 
-/// A model beats the baselines on a target when its log loss is lower *and* its PR-AUC
-/// higher than every baseline's.
-pub fn verdict(target: Target, model: &Metrics, baselines: &[(&str, &Metrics)]) -> Verdict {
+/// A model beats the baselines on a target when its log loss on all rows is lower *and* its
+/// PR-AUC on the new-stockout rows higher than every baseline's (the PR-AUC of all rows when
+/// a report has no new-stockout metrics). The ranking that matters is that of the rows not
+/// already empty (full): on all rows, "empty now" alone ranks most of them.
+pub fn verdict(
+    target: Target,
+    model: &ScorerReport,
+    baselines: &[(&str, &ScorerReport)],
+) -> Verdict {
     let mut failures = Vec::new();
     let mut wins = Vec::new();
-    let ap = |m: &Metrics| m.pr_auc.unwrap_or(0.0);
+    let ap = |r: &ScorerReport| {
+        r.new_stockout(target)
+            .unwrap_or(r.target(target))
+            .pr_auc
+            .unwrap_or(0.0)
+    };
     for (name, b) in baselines {
-        let ll_ok = model.log_loss < b.log_loss;
+        let (ll, bll) = (model.target(target).log_loss, b.target(target).log_loss);
+        let ll_ok = ll < bll;
         let ap_ok = ap(model) > ap(b);
         let line = format!(
-            "log loss {:.4} vs {name} {:.4}, PR-AUC {:.4} vs {:.4}",
-            model.log_loss,
-            b.log_loss,
+            "log loss {ll:.4} vs {name} {bll:.4}, new-stockout PR-AUC {:.4} vs {:.4}",
             ap(model),
             ap(b)
         );
@@ -348,12 +399,15 @@ pub fn verdict(target: Target, model: &Metrics, baselines: &[(&str, &Metrics)]) 
     }
 }
 
-/// A model and both baselines on the test rows of a split.
+/// A model and the baselines on the test rows of a split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub model: ScorerReport,
     pub baseline: ScorerReport,
     pub persistence: ScorerReport,
+    /// The logistic regression on the same features (`None` in cards from before it).
+    #[serde(default)]
+    pub logistic: Option<ScorerReport>,
     pub empty: Verdict,
     pub full: Verdict,
 }
@@ -364,8 +418,9 @@ impl Evaluation {
     }
 }
 
-/// Evaluates `model` against the baseline predictor and persistence: thresholds on the
-/// validation rows, metrics on the test rows, persistence fitted on the training rows.
+/// Evaluates `model` against the net-flow baseline, persistence and a logistic regression:
+/// thresholds on the validation rows, metrics on the test rows, persistence and the logistic
+/// regression fitted on the training rows.
 pub fn evaluate_against_baselines(
     model: &dyn Scorer,
     schema: &FeatureSchema,
@@ -374,16 +429,23 @@ pub fn evaluate_against_baselines(
 ) -> Evaluation {
     let baseline = bikeshare_stream_processor::BaselineScorer::new(schema, data.horizon_minutes());
     let persistence = PersistenceScorer::fit(data, split.train.clone());
+    let logistic = crate::logistic::LogisticScorer::fit(
+        data,
+        split.train.clone(),
+        &crate::logistic::LogisticConfig::default(),
+    );
     let model = evaluate_on_split(model, data, split);
     let baseline = evaluate_on_split(&baseline, data, split);
     let persistence = evaluate_on_split(&persistence, data, split);
+    let logistic = evaluate_on_split(&logistic, data, split);
     let v = |t: Target| {
         verdict(
             t,
-            model.target(t),
+            &model,
             &[
-                ("baseline", baseline.target(t)),
-                ("persistence", persistence.target(t)),
+                ("baseline", &baseline),
+                ("persistence", &persistence),
+                ("logistic", &logistic),
             ],
         )
     };
@@ -393,42 +455,58 @@ pub fn evaluate_against_baselines(
         model,
         baseline,
         persistence,
+        logistic: Some(logistic),
     }
 }
 
-/// A short, human-readable table of an evaluation.
+/// A short, human-readable table of an evaluation: every scorer on all rows and on the
+/// new-stockout rows, then the model's reliability table on all rows.
 pub fn render(e: &Evaluation) -> String {
     let mut out = String::new();
     let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+    let mut reports = vec![&e.model, &e.baseline, &e.persistence];
+    reports.extend(e.logistic.as_ref());
     for t in Target::BOTH {
-        out.push_str(&format!(
-            "{:<11} {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}\n",
-            match t {
-                Target::WentEmpty => "went empty",
-                Target::WentFull => "went full",
-            },
-            "scorer",
-            "ROC-AUC",
-            "PR-AUC",
-            "logloss",
-            "Brier",
-            "precision",
-            "recall",
-            "thresh"
-        ));
-        for r in [&e.model, &e.baseline, &e.persistence] {
-            let m = r.target(t);
+        let what = match t {
+            Target::WentEmpty => "went empty",
+            Target::WentFull => "went full",
+        };
+        for (rows, label) in [
+            (RowSet::All, "all rows"),
+            (RowSet::NewStockout, "new-stockout rows"),
+        ] {
+            let Some(n) = e.model.rows(t, rows).map(|m| (m.n, m.positives)) else {
+                continue;
+            };
             out.push_str(&format!(
-                "{:<11} {:<20} {:>8} {:>8} {:>8.4} {:>8.4} {:>9} {:>9} {:>8.3}\n",
-                "",
-                format!("{} {}", r.scorer.name, r.scorer.version),
-                f(m.roc_auc),
-                f(m.pr_auc),
-                m.log_loss,
-                m.brier,
-                f(m.precision),
-                f(m.recall),
-                m.threshold
+                "{what}, {label} ({} rows, {} positive)\n  {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}\n",
+                n.0, n.1, "scorer", "ROC-AUC", "PR-AUC", "logloss", "Brier", "precision", "recall",
+                "thresh"
+            ));
+            for r in &reports {
+                let Some(m) = r.rows(t, rows) else {
+                    continue;
+                };
+                out.push_str(&format!(
+                    "  {:<20} {:>8} {:>8} {:>8.4} {:>8.4} {:>9} {:>9} {:>8.3}\n",
+                    format!("{} {}", r.scorer.name, r.scorer.version),
+                    f(m.roc_auc),
+                    f(m.pr_auc),
+                    m.log_loss,
+                    m.brier,
+                    f(m.precision),
+                    f(m.recall),
+                    m.threshold
+                ));
+            }
+        }
+        out.push_str(
+            "  reliability of the model (all rows): bin, rows, mean predicted, observed\n",
+        );
+        for b in e.model.target(t).reliability.iter().filter(|b| b.count > 0) {
+            out.push_str(&format!(
+                "    [{:.1}, {:.1}) {:>9} {:>8.4} {:>8.4}\n",
+                b.lower, b.upper, b.count, b.mean_predicted, b.observed_rate
             ));
         }
         let v = match t {
@@ -488,14 +566,72 @@ mod tests {
         assert!(metrics(&[0.0], &[true], &[0], 0.5).log_loss.is_finite());
     }
 
+    fn report(all: Metrics, new: Option<Metrics>) -> ScorerReport {
+        ScorerReport {
+            scorer: ModelRef {
+                name: "m".into(),
+                version: "1".into(),
+            },
+            full: all.clone(),
+            empty: all,
+            new_full: new.clone(),
+            new_empty: new,
+        }
+    }
+
     #[test]
     fn verdict_says_plainly_when_a_model_loses() {
         let good = metrics(&[0.9, 0.1, 0.8, 0.2], &[true, false, true, false], &[], 0.5);
         let bad = metrics(&[0.4, 0.6, 0.5, 0.5], &[true, false, true, false], &[], 0.5);
-        let v = verdict(Target::WentEmpty, &good, &[("baseline", &bad)]);
+        let (g, b) = (report(good.clone(), None), report(bad.clone(), None));
+        let v = verdict(Target::WentEmpty, &g, &[("baseline", &b)]);
         assert!(v.beats_baselines, "{v:?}");
-        let v = verdict(Target::WentEmpty, &bad, &[("baseline", &good)]);
+        let v = verdict(Target::WentEmpty, &b, &[("baseline", &g)]);
         assert!(!v.beats_baselines);
         assert!(v.summary.contains("does NOT beat"), "{}", v.summary);
+        // Better on all rows, worse on the new-stockout rows: it does not beat it.
+        let g_new_bad = report(good.clone(), Some(bad.clone()));
+        let b_new_good = report(bad, Some(good));
+        let v = verdict(Target::WentEmpty, &g_new_bad, &[("baseline", &b_new_good)]);
+        assert!(!v.beats_baselines, "{}", v.summary);
+    }
+
+    #[test]
+    fn new_stockout_rows_leave_out_stations_already_in_the_state() {
+        use crate::dataset::RowLabel;
+        let schema = bikeshare_stream_processor::FeatureSchema::v1(&[5, 15, 30, 60]);
+        let mut d = TrainingData::new(&schema, 30);
+        // (empty now, went empty): two already empty, three not, one of which goes empty.
+        for (i, (now, went)) in [
+            (true, true),
+            (true, true),
+            (false, true),
+            (false, false),
+            (false, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let label = RowLabel {
+                went_empty: went,
+                empty_now: now,
+                ..RowLabel::default()
+            };
+            let is_empty = schema.index("is_empty").unwrap();
+            let mut v = vec![None; schema.len()];
+            v[is_empty] = Some(if now { 1.0 } else { 0.0 });
+            d.push("s", bikeshare_types::Timestamp(i as i64), label, v);
+        }
+        let persistence = PersistenceScorer::fit(&d, 0..5);
+        let r = evaluate(&persistence, &d, 0..5, Thresholds::default());
+        assert_eq!((r.empty.n, r.empty.positives), (5, 3));
+        // On all rows the two already empty rank first: AP = 2/3 · 1 + 1/3 · 3/5.
+        let all = r.empty.pr_auc.unwrap();
+        assert!((all - (2.0 / 3.0 + 0.2)).abs() < 1e-12, "{all}");
+        let new = r.new_empty.as_ref().unwrap();
+        assert_eq!((new.n, new.positives), (3, 1));
+        // Persistence gives every new row the same score: PR-AUC is the prevalence.
+        assert!((new.pr_auc.unwrap() - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(r.new_full.as_ref().unwrap().n, 5, "none was full");
     }
 }

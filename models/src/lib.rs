@@ -25,7 +25,9 @@
 //! - [`training`]: both models with XGBoost (`xgboost-rs`), round by round with early
 //!   stopping, evaluated and described by a model card ([`training::ModelCard`]).
 //! - [`eval`]: metrics of any `Scorer` on labelled rows (the measures are
-//!   `bikeshare_stream_processor::quality`'s), the baselines, the verdict.
+//!   `bikeshare_stream_processor::quality`'s) on all rows and on new-stockout rows, the
+//!   baselines, the verdict.
+//! - [`logistic`]: the logistic-regression baseline on the same features.
 //! - [`bootstrap`]: a first model from a simulated history, when there is none.
 
 pub mod bootstrap;
@@ -33,6 +35,7 @@ pub mod dataset;
 pub mod endpoint;
 pub mod eval;
 pub mod hotswap;
+pub mod logistic;
 pub mod model_dir;
 pub mod promote;
 pub mod registry;

@@ -5,8 +5,11 @@
 //!   not constant.
 //! - **To production**: the same checks, and it *beats* the current production model (or,
 //!   with none, the transparent [`BaselineScorer`]) on the same recent held-out rows, by the
-//!   configured margins, on both log loss (lower) and PR-AUC (higher), for both targets
-//!   (went empty, went full).
+//!   configured margins, on both the log loss of all rows (lower) and the PR-AUC of the
+//!   **new-stockout** rows (higher: rows whose station was not already empty, resp. full,
+//!   at `as_of`; on all rows "empty now" alone ranks most positives), for both targets
+//!   (went empty, went full). Held-out rows without a new-stockout positive fall back to the
+//!   PR-AUC of all rows, and the check says so.
 //!
 //! Every decision, taken or refused, is a [`PromotionDecision`] with its numbers, appended to
 //! the registry's decision log. The decision itself ([`decide`]) is a pure function of the
@@ -58,6 +61,10 @@ pub struct HeldOut {
     pub as_of: Vec<Timestamp>,
     pub went_empty: Vec<bool>,
     pub went_full: Vec<bool>,
+    /// The station's state at `as_of` (`empty_now[i]`, `full_now[i]`): a row without one
+    /// (the vectors are shorter) is in no new-stockout set.
+    pub empty_now: Vec<bool>,
+    pub full_now: Vec<bool>,
 }
 
 impl HeldOut {
@@ -68,8 +75,8 @@ impl HeldOut {
             h.push(
                 v.values.clone(),
                 v.as_of,
-                r.label.went_empty,
-                r.label.went_full,
+                (r.label.went_empty, r.label.went_full),
+                (r.label.empty_at_as_of, r.label.full_at_as_of),
             );
         }
         h
@@ -80,16 +87,29 @@ impl HeldOut {
         let mut h = HeldOut::default();
         for i in range.start..range.end.min(data.len()) {
             let m = data.meta(i);
-            h.push(data.values(i).collect(), m.as_of, m.went_empty, m.went_full);
+            h.push(
+                data.values(i).collect(),
+                m.as_of,
+                (m.went_empty, m.went_full),
+                (m.empty_now, m.full_now),
+            );
         }
         h
     }
 
-    fn push(&mut self, values: Vec<Option<f32>>, as_of: Timestamp, empty: bool, full: bool) {
+    fn push(
+        &mut self,
+        values: Vec<Option<f32>>,
+        as_of: Timestamp,
+        (went_empty, went_full): (bool, bool),
+        (empty_now, full_now): (bool, bool),
+    ) {
         self.values.push(values);
         self.as_of.push(as_of);
-        self.went_empty.push(empty);
-        self.went_full.push(full);
+        self.went_empty.push(went_empty);
+        self.went_full.push(went_full);
+        self.empty_now.push(empty_now);
+        self.full_now.push(full_now);
     }
 
     pub fn len(&self) -> usize {
@@ -108,12 +128,14 @@ impl HeldOut {
         let mut h = HeldOut::default();
         for i in 0..self.len() {
             if self.as_of[i] > from {
-                h.push(
-                    self.values[i].clone(),
-                    self.as_of[i],
-                    self.went_empty[i],
-                    self.went_full[i],
-                );
+                h.values.push(self.values[i].clone());
+                h.as_of.push(self.as_of[i]);
+                h.went_empty.push(self.went_empty[i]);
+                h.went_full.push(self.went_full[i]);
+                if let (Some(&e), Some(&f)) = (self.empty_now.get(i), self.full_now.get(i)) {
+                    h.empty_now.push(e);
+                    h.full_now.push(f);
+                }
             }
         }
         h
@@ -167,16 +189,29 @@ fn nan_as_half(p: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// PR-AUC of the rows whose state at `as_of` is known and off (`now[i]` false); `None`
+/// without a positive among them.
+fn new_stockout_pr_auc(p: &[f32], y: &[bool], now: &[bool]) -> Option<f64> {
+    let (mut ps, mut ys) = (Vec::new(), Vec::new());
+    for ((&pi, &yi), &n) in p.iter().zip(y).zip(now) {
+        if !n {
+            ps.push(pi);
+            ys.push(yi);
+        }
+    }
+    let v = pr_auc(&ps, &ys);
+    v.is_finite().then_some(v)
+}
+
 pub fn metrics(scored: &Scored, data: &HeldOut) -> GateMetrics {
+    let one = |p: &[f32], y: &[bool], now: &[bool]| TargetMetrics {
+        log_loss: log_loss(p, y),
+        pr_auc: pr_auc(p, y),
+        new_stockout_pr_auc: new_stockout_pr_auc(p, y, now),
+    };
     GateMetrics {
-        empty: TargetMetrics {
-            log_loss: log_loss(&scored.p_empty, &data.went_empty),
-            pr_auc: pr_auc(&scored.p_empty, &data.went_empty),
-        },
-        full: TargetMetrics {
-            log_loss: log_loss(&scored.p_full, &data.went_full),
-            pr_auc: pr_auc(&scored.p_full, &data.went_full),
-        },
+        empty: one(&scored.p_empty, &data.went_empty, &data.empty_now),
+        full: one(&scored.p_full, &data.went_full, &data.full_now),
     }
 }
 
@@ -230,7 +265,9 @@ pub fn data_checks(data: &HeldOut, cfg: &GateConfig) -> Vec<Check> {
     out
 }
 
-/// Candidate versus incumbent: better by the margins on log loss and PR-AUC, per target.
+/// Candidate versus incumbent, per target: lower log loss on all rows and higher PR-AUC on
+/// the new-stockout rows, each by its margin (the PR-AUC of all rows when either side has no
+/// new-stockout figure: the check's name and detail say which was compared).
 pub fn comparison_checks(cand: &GateMetrics, inc: &GateMetrics, m: &Margins) -> Vec<Check> {
     let mut out = Vec::new();
     for (target, c, i) in [
@@ -245,12 +282,21 @@ pub fn comparison_checks(cand: &GateMetrics, inc: &GateMetrics, m: &Margins) -> 
                 c.log_loss, i.log_loss, m.log_loss
             ),
         ));
+        let (name, cp, ip, rows) = match (c.new_stockout_pr_auc, i.new_stockout_pr_auc) {
+            (Some(cp), Some(ip)) => ("new_stockout_pr_auc", cp, ip, "new-stockout rows"),
+            _ => (
+                "pr_auc",
+                c.pr_auc,
+                i.pr_auc,
+                "all rows: no new-stockout positive held out",
+            ),
+        };
         out.push(Check::new(
-            &format!("beats.{target}.pr_auc"),
-            c.pr_auc.is_finite() && (c.pr_auc >= i.pr_auc + m.pr_auc || !i.pr_auc.is_finite()),
+            &format!("beats.{target}.{name}"),
+            cp.is_finite() && (cp >= ip + m.pr_auc || !ip.is_finite()),
             format!(
-                "{:.5} vs {:.5} (must be higher by {})",
-                c.pr_auc, i.pr_auc, m.pr_auc
+                "{cp:.5} vs {ip:.5} on {rows} (must be higher by {})",
+                m.pr_auc
             ),
         ));
     }
@@ -469,6 +515,7 @@ mod tests {
         let m = |ll: f64, pr: f64| TargetMetrics {
             log_loss: ll,
             pr_auc: pr,
+            new_stockout_pr_auc: None,
         };
         let inc = GateMetrics {
             empty: m(0.30, 0.50),
@@ -498,5 +545,34 @@ mod tests {
         let (ok, why) = decide(&comparison_checks(&worse, &inc, &margins));
         assert!(!ok);
         assert!(why.contains("beats.empty.log_loss") && why.contains("beats.empty.pr_auc"));
+        // With new-stockout figures on both sides, those decide, not the PR-AUC of all rows.
+        let new = |t: TargetMetrics, pr: f64| TargetMetrics {
+            new_stockout_pr_auc: Some(pr),
+            ..t
+        };
+        let inc_new = GateMetrics {
+            empty: new(inc.empty, 0.30),
+            full: new(inc.full, 0.20),
+        };
+        let better_on_all_only = GateMetrics {
+            empty: new(better.empty, 0.25),
+            full: new(better.full, 0.25),
+        };
+        let (ok, why) = decide(&comparison_checks(&better_on_all_only, &inc_new, &margins));
+        assert!(!ok);
+        assert_eq!(why, "failed: beats.empty.new_stockout_pr_auc");
+    }
+
+    #[test]
+    fn new_stockout_pr_auc_ranks_only_rows_not_already_in_the_state() {
+        // Two already empty (scored high, both went empty), three not: the one that went
+        // empty is scored lowest of them.
+        let p = [0.9, 0.95, 0.1, 0.3, 0.4];
+        let y = [true, true, true, false, false];
+        let now = [true, true, false, false, false];
+        assert_eq!(new_stockout_pr_auc(&p, &y, &now), Some(1.0 / 3.0));
+        assert_eq!(new_stockout_pr_auc(&p, &y, &[true; 5]), None);
+        // Rows without a known state are in no new-stockout set.
+        assert_eq!(new_stockout_pr_auc(&p, &y, &now[..2]), None);
     }
 }

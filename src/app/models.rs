@@ -238,17 +238,23 @@ pub fn print_decision(d: &PromotionDecision) {
     {
         let _ = writeln!(
             out,
-            "  {:<28} {:>10} {:>10} {:>10} {:>10}",
-            "", "LL empty", "PR empty", "LL full", "PR full"
+            "  {:<28} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "", "LL empty", "PR empty", "newPR empty", "LL full", "PR full", "newPR full"
         );
+        let f = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.5}"));
         for (who, m) in [
             (format!("candidate v{}", d.candidate), c),
             (format!("{} v{}", inc.name, inc.version), i),
         ] {
             let _ = writeln!(
                 out,
-                "  {who:<28} {:>10.5} {:>10.5} {:>10.5} {:>10.5}",
-                m.empty.log_loss, m.empty.pr_auc, m.full.log_loss, m.full.pr_auc
+                "  {who:<28} {:>10.5} {:>10.5} {:>10} {:>10.5} {:>10.5} {:>10}",
+                m.empty.log_loss,
+                m.empty.pr_auc,
+                f(m.empty.new_stockout_pr_auc),
+                m.full.log_loss,
+                m.full.pr_auc,
+                f(m.full.new_stockout_pr_auc)
             );
         }
     }

@@ -27,11 +27,16 @@ impl Default for Margins {
     }
 }
 
-/// Log loss and PR-AUC of one target.
+/// Log loss and PR-AUC of one target (all held-out rows), and the PR-AUC of its
+/// new-stockout rows (not already empty / full at `as_of`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TargetMetrics {
     pub log_loss: f64,
     pub pr_auc: f64,
+    /// `None` when the held-out rows have no new-stockout positive (or decisions from
+    /// before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_stockout_pr_auc: Option<f64>,
 }
 
 /// A scorer's numbers on the held-out rows.

@@ -47,6 +47,9 @@ fn heldout(schema: &FeatureSchema, signal: usize) -> HeldOut {
         h.as_of.push(Timestamp(1_790_000_000_000 + i * 60_000));
         h.went_empty.push(flip(x > 0.8, next()));
         h.went_full.push(flip(x < 0.15, next()));
+        // Steady stations: none is empty or full at as_of, every row a new-stockout row.
+        h.empty_now.push(false);
+        h.full_now.push(false);
     }
     h
 }
@@ -106,6 +109,7 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
     assert_eq!(d1.incumbent.as_ref().unwrap().name, "baseline-netflow");
     let (c, i) = (d1.candidate_metrics.unwrap(), d1.incumbent_metrics.unwrap());
     assert!(c.empty.log_loss < i.empty.log_loss && c.empty.pr_auc > i.empty.pr_auc);
+    assert_eq!(c.empty.new_stockout_pr_auc, Some(c.empty.pr_auc));
 
     // v2: "went empty" reversed — worse than v1: refused, production stays v1.
     let v2 = register("reversed", &id, (0.8, 1.0, -1.0), (0.15, 1.0, -1.0)).await;
@@ -116,7 +120,12 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
         "{}",
         d2.summary
     );
-    assert!(d2.summary.contains("beats.empty.pr_auc"), "{}", d2.summary);
+    // Every held-out row is a new-stockout row here: that PR-AUC decides.
+    assert!(
+        d2.summary.contains("beats.empty.new_stockout_pr_auc"),
+        "{}",
+        d2.summary
+    );
     assert_eq!(d2.incumbent.as_ref().unwrap().version, "1");
     assert_eq!(support::production_version(registry.as_ref()).await, v1);
 
@@ -159,6 +168,8 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
         as_of: data.as_of[..50].to_vec(),
         went_empty: data.went_empty[..50].to_vec(),
         went_full: data.went_full[..50].to_vec(),
+        empty_now: data.empty_now[..50].to_vec(),
+        full_now: data.full_now[..50].to_vec(),
     };
     let d6 = decide(&gate, v3, Stage::Production, &few).await;
     assert!(

@@ -26,6 +26,7 @@ fn decision(candidate: u64, promoted: bool, at: i64) -> PromotionDecision {
     let m = |ll, pr| TargetMetrics {
         log_loss: ll,
         pr_auc: pr,
+        new_stockout_pr_auc: Some(pr / 2.0),
     };
     PromotionDecision {
         decided_at: Timestamp(at),
