@@ -220,11 +220,14 @@ impl Browser {
         self.call("Page.navigate", json!({"url": url}));
     }
 
-    /// Polls `expr` until it is truthy; false after `timeout`.
+    /// Polls `expr` until it is truthy (an exception, e.g. while the page loads, is false);
+    /// false after `timeout`.
     pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let guarded =
+            format!("(() => {{ try {{ return !!({expr}); }} catch (e) {{ return false; }} }})()");
         loop {
-            let v = self.eval(expr);
+            let v = self.eval(&guarded);
             if v.as_bool().unwrap_or(false) || v.as_f64().is_some_and(|x| x != 0.0) {
                 return true;
             }

@@ -34,6 +34,9 @@ fn the_dashboard_is_used_as_a_person_would() {
             "600",
             "--station-count",
             "120",
+            // The baseline scores: training a first model would add ~20 s and show nothing
+            // more of the page (up_bootstrap.rs tests the bootstrap).
+            "--no-bootstrap",
         ])
         .env("BIKESHARE_API__BIND", "127.0.0.1:0")
         .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
@@ -94,7 +97,7 @@ fn the_dashboard_is_used_as_a_person_would() {
             "a UTC date and time: {r}"
         );
     }
-    // The serving model; `up` bootstraps one through the gate (else the baseline serves).
+    // The serving model (the baseline, with --no-bootstrap).
     let model = b.eval("document.getElementById('mh-model').textContent");
     let model = model.as_str().unwrap();
     assert!(

@@ -10,6 +10,7 @@ mod cli_truth;
 mod container_entrypoint;
 mod dashboard_browser;
 mod dashboard_chromium;
+mod dashboard_scale;
 mod endpoint_metrics;
 mod endpoint_outage;
 mod infra_deploy;
