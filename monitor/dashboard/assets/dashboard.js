@@ -609,8 +609,23 @@ function render(st) {
     if (!document.body.hasAttribute("data-first-newest")) { document.body.setAttribute("data-first-newest", iso); }
     document.body.setAttribute("data-newest", iso);
   }
+  if (updates === 1) { openFromLink(top); }
   document.body.setAttribute("data-version", String(st.version));
   document.body.setAttribute("data-updates", String(updates));
+}
+
+// A link can open a station: `#station=<system>/<id>`, or `#station=riskiest`.
+function openFromLink(top) {
+  const want = new URLSearchParams(location.hash.slice(1)).get("station");
+  if (!want) { return; }
+  let key = null;
+  if (want === "riskiest") {
+    key = top.length ? top[0].key : null;
+  } else {
+    const i = want.indexOf("/");
+    key = i > 0 ? keyOf(want.slice(0, i), want.slice(i + 1)) : null;
+  }
+  if (key && stations.has(key)) { select(key, want !== "riskiest"); openDrill(key); }
 }
 
 // --- the loop: long polls with the version held, so only changed stations come back -----
