@@ -64,7 +64,8 @@ impl bikeshare_types::error::Classify for DataError {
 /// What is known about a row besides its features.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowMeta {
-    pub station_id: String,
+    /// The station, an index into the table's station ids ([`TrainingData::station_id`]).
+    pub station: u32,
     pub as_of: Timestamp,
     pub went_empty: bool,
     pub went_full: bool,
@@ -177,6 +178,9 @@ pub struct TrainingData {
     hour_idx: Option<(usize, usize)>,
     values: Vec<f32>,
     meta: Vec<RowMeta>,
+    /// Station ids, each once ([`RowMeta::station`] indexes them).
+    stations: Vec<String>,
+    station_index: std::collections::HashMap<String, u32>,
     sorted: bool,
 }
 
@@ -195,20 +199,53 @@ impl TrainingData {
         feature_names: Vec<String>,
         horizon_minutes: u32,
     ) -> Self {
+        Self::with_capacity(schema_id, feature_names, horizon_minutes, 0)
+    }
+
+    /// An empty table with room for `rows` rows (a loader that knows how many it will add
+    /// sizes the matrix once).
+    pub fn with_capacity(
+        schema_id: FeatureSchemaId,
+        feature_names: Vec<String>,
+        horizon_minutes: u32,
+        rows: usize,
+    ) -> Self {
         let find = |n: &str| feature_names.iter().position(|f| f == n);
         let hour_idx = find("hour_sin").zip(find("hour_cos"));
+        let width = feature_names.len();
         Self {
             schema_id,
             feature_names,
             horizon_minutes,
             hour_idx,
-            values: Vec::new(),
-            meta: Vec::new(),
+            values: Vec::with_capacity(rows.saturating_mul(width)),
+            meta: Vec::with_capacity(rows),
+            stations: Vec::new(),
+            station_index: std::collections::HashMap::new(),
             sorted: true,
         }
     }
 
-    /// Adds one row (`values` in schema order; `None` = missing). Every loader goes through here.
+    fn station(&mut self, station_id: &str) -> u32 {
+        if let Some(&i) = self.station_index.get(station_id) {
+            return i;
+        }
+        let i = u32::try_from(self.stations.len()).unwrap_or(u32::MAX);
+        self.stations.push(station_id.to_owned());
+        self.station_index.insert(station_id.to_owned(), i);
+        i
+    }
+
+    /// The local hour of row `i`: from its `hour_sin`/`hour_cos` features, else UTC.
+    fn hour_of(&self, i: usize, as_of: Timestamp) -> u8 {
+        let row = self.row(i);
+        self.hour_idx
+            .and_then(|(s, c)| local_hour(row[s], row[c]))
+            .unwrap_or_else(|| (as_of.millis().rem_euclid(DAY_MS) / Timestamp::HOUR_MS) as u8)
+    }
+
+    /// Adds one row (`values` in schema order; `None` = missing). Every loader goes through
+    /// here or through [`Self::push_keys`].
     pub fn push(
         &mut self,
         station_id: &str,
@@ -221,23 +258,62 @@ impl TrainingData {
             .extend(values.into_iter().map(|v| v.unwrap_or(f32::NAN)));
         self.values
             .resize(start + self.feature_names.len(), f32::NAN);
-        let row = &self.values[start..];
-        let hour = self
-            .hour_idx
-            .and_then(|(s, c)| local_hour(row[s], row[c]))
-            .unwrap_or_else(|| (as_of.millis().rem_euclid(DAY_MS) / Timestamp::HOUR_MS) as u8);
+        self.push_meta(station_id, as_of, label);
+        let i = self.meta.len() - 1;
+        let hour = self.hour_of(i, as_of);
+        self.meta[i].hour = hour;
+    }
+
+    fn push_meta(&mut self, station_id: &str, as_of: Timestamp, label: RowLabel) {
         if self.meta.last().is_some_and(|m| m.as_of > as_of) {
             self.sorted = false;
         }
+        let station = self.station(station_id);
         self.meta.push(RowMeta {
-            station_id: station_id.to_owned(),
+            station,
             as_of,
             went_empty: label.went_empty,
             went_full: label.went_full,
             empty_now: label.empty_now,
             full_now: label.full_now,
-            hour,
+            hour: 0,
         });
+    }
+
+    /// Adds a row's keys with every feature missing, for a column-wise loader: it then fills
+    /// the features with [`Self::set_feature_column`] and calls [`Self::finish_keys`].
+    pub(crate) fn push_keys(&mut self, station_id: &str, as_of: Timestamp, label: RowLabel) {
+        let width = self.feature_names.len();
+        self.values.resize(self.values.len() + width, f32::NAN);
+        self.push_meta(station_id, as_of, label);
+    }
+
+    /// Sets feature `j` of rows `first..` to `value(r)` for `r = 0, 1, …`.
+    pub(crate) fn set_feature_column(
+        &mut self,
+        first: usize,
+        j: usize,
+        value: impl Fn(usize) -> f32,
+    ) {
+        let width = self.feature_names.len();
+        for (r, i) in (first..self.meta.len()).enumerate() {
+            self.values[i * width + j] = value(r);
+        }
+    }
+
+    /// Derives the hours of rows `first..` once their features are set.
+    pub(crate) fn finish_keys(&mut self, first: usize) {
+        for i in first..self.meta.len() {
+            let hour = self.hour_of(i, self.meta[i].as_of);
+            self.meta[i].hour = hour;
+        }
+    }
+
+    /// The station id of row `i`.
+    pub fn station_id(&self, i: usize) -> &str {
+        self.stations
+            .get(self.meta[i].station as usize)
+            .map_or("", String::as_str)
     }
 
     /// Joined rows of `schema`.
@@ -376,22 +452,40 @@ impl TrainingData {
         Ok(data)
     }
 
-    /// Restores `as_of` order (stable: rows of the same instant keep their order).
+    /// Restores `as_of` order (stable: rows of the same instant keep their order), in place:
+    /// the permutation is applied cycle by cycle with one spare row, so sorting never holds
+    /// a second copy of the matrix.
     pub fn finish(&mut self) {
         if self.sorted {
             return;
         }
         let n = self.feature_names.len();
-        let mut order: Vec<usize> = (0..self.meta.len()).collect();
-        order.sort_by_key(|&i| self.meta[i].as_of);
-        let mut values = Vec::with_capacity(self.values.len());
-        let mut meta = Vec::with_capacity(self.meta.len());
-        for i in order {
-            values.extend_from_slice(&self.values[i * n..(i + 1) * n]);
-            meta.push(self.meta[i].clone());
+        let mut order: Vec<u32> = (0..self.meta.len() as u32).collect();
+        order.sort_by_key(|&i| self.meta[i as usize].as_of);
+        // Row `k` of the result is row `order[k]` of now: follow each cycle once.
+        let mut spare = vec![0f32; n];
+        const DONE: u32 = u32::MAX;
+        for start in 0..order.len() {
+            if order[start] == DONE || order[start] as usize == start {
+                order[start] = DONE;
+                continue;
+            }
+            spare.copy_from_slice(&self.values[start * n..(start + 1) * n]);
+            let spare_meta = self.meta[start].clone();
+            let mut k = start;
+            loop {
+                let from = order[k] as usize;
+                order[k] = DONE;
+                if from == start {
+                    self.values[k * n..(k + 1) * n].copy_from_slice(&spare);
+                    self.meta[k] = spare_meta;
+                    break;
+                }
+                self.values.copy_within(from * n..(from + 1) * n, k * n);
+                self.meta[k] = self.meta[from].clone();
+                k = from;
+            }
         }
-        self.values = values;
-        self.meta = meta;
         self.sorted = true;
     }
 
@@ -433,10 +527,8 @@ impl TrainingData {
     /// The data-quality baseline of `rows` (Model Monitor's files, see
     /// [`drift_baseline_builder`]): what a drift check compares live features with.
     pub fn drift_baseline(&self, rows: Range<usize>) -> bikeshare_monitor::drift::Baseline {
-        let stations: std::collections::HashSet<&str> = self.meta[rows.clone()]
-            .iter()
-            .map(|m| m.station_id.as_str())
-            .collect();
+        let stations: std::collections::HashSet<u32> =
+            self.meta[rows.clone()].iter().map(|m| m.station).collect();
         let mut b = drift_baseline_builder(&self.feature_names, stations.len());
         let mut row = Vec::with_capacity(self.num_features());
         for i in rows {
@@ -736,10 +828,42 @@ mod tests {
         d.push("b", Timestamp(2000), label(true), [Some(0.0), None]);
         d.push("a", Timestamp(1000), label(false), [Some(1.0)]);
         d.finish();
-        assert_eq!(d.meta(0).station_id, "a");
+        assert_eq!(d.station_id(0), "a");
         assert_eq!(d.row(1)[0], 0.0);
         assert!(d.row(1)[1].is_nan() && d.row(1).len() == s.len());
         assert_eq!(d.labels(Target::WentEmpty, 0..2), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn sorting_in_place_keeps_every_row_whole_and_equal_times_in_order() {
+        let s = schema();
+        let mut d = TrainingData::new(&s, 30);
+        // as_of in a scrambled order with ties; feature 0 = arrival number, 1 = as_of.
+        let n = 1000i64;
+        for k in 0..n {
+            let t = (k * 7919) % 331;
+            d.push(
+                &format!("s{}", k % 13),
+                Timestamp(t),
+                label(k % 2 == 0),
+                [Some(k as f32), Some(t as f32)],
+            );
+        }
+        d.finish();
+        for i in 0..d.len() {
+            let m = d.meta(i);
+            let k = d.row(i)[0] as i64;
+            assert_eq!(d.row(i)[1] as i64, m.as_of.millis(), "row {i} whole");
+            assert_eq!(d.station_id(i), format!("s{}", k % 13));
+            assert_eq!(m.went_empty, k % 2 == 0);
+            if i > 0 {
+                let prev = d.meta(i - 1).as_of;
+                assert!(prev <= m.as_of);
+                if prev == m.as_of {
+                    assert!(d.row(i - 1)[0] < d.row(i)[0], "stable");
+                }
+            }
+        }
     }
 
     #[test]
@@ -847,7 +971,7 @@ mod tests {
         let d = TrainingData::from_backfill_csv(&csv[..], "rows.csv", 30).unwrap();
         assert_eq!(d.len(), 1);
         assert_eq!(d.schema_id(), s.id());
-        assert_eq!(d.meta(0).station_id, "st,1");
+        assert_eq!(d.station_id(0), "st,1");
         assert!(d.meta(0).went_empty && d.meta(0).empty_now && !d.meta(0).went_full);
         assert_eq!(&d.row(0)[..2], &[0.0, 2.5]);
         assert!(d.row(0)[2].is_nan());

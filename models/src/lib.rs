@@ -22,6 +22,8 @@
 //!   running processor.
 //! - [`dataset`]: [`dataset::TrainingData`], labelled rows from any source (one loader per
 //!   source), and the time-based split.
+//! - [`rows_parquet`]: labelled rows as Parquet (what `backfill` writes), read column-wise
+//!   into the one matrix.
 //! - [`training`]: both models with XGBoost (`xgboost-rs`), round by round with early
 //!   stopping, evaluated and described by a model card ([`training::ModelCard`]).
 //! - [`eval`]: metrics of any `Scorer` on labelled rows (the measures are
@@ -39,6 +41,7 @@ pub mod logistic;
 pub mod model_dir;
 pub mod promote;
 pub mod registry;
+pub mod rows_parquet;
 pub mod scorer;
 pub mod serve;
 pub mod synthetic;

@@ -6,10 +6,14 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use bikeshare_models::rows_parquet::{RowsWriter, is_parquet};
 use bikeshare_producers::output::{Output, OutputError};
 use bikeshare_producers::replay::{ReplayConfig, Replayer};
+use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_stream_processor::Processor;
-use bikeshare_stream_processor::backfill::{Backfill, write_csv_header, write_csv_row};
+use bikeshare_stream_processor::backfill::{
+    Backfill, TrainingRow, write_csv_header, write_csv_row,
+};
 use bikeshare_types::SystemId;
 use bikeshare_types::contracts::{DeadLetter, Envelope};
 
@@ -17,9 +21,48 @@ use crate::app::wall_clock;
 use crate::cli::BackfillArgs;
 use crate::config::Config;
 
-/// Replayed events go straight into the backfill; rows into the CSV.
+/// Where the rows go: CSV, or Parquet (`-o *.parquet`: columnar, what `train` reads
+/// fastest).
+enum RowSink {
+    Csv(BufWriter<File>),
+    Parquet(Box<RowsWriter>),
+}
+
+impl RowSink {
+    fn create(path: &std::path::Path, schema: &FeatureSchema) -> anyhow::Result<Self> {
+        if is_parquet(path) {
+            return Ok(Self::Parquet(Box::new(RowsWriter::create(path, schema)?)));
+        }
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut writer = BufWriter::new(file);
+        write_csv_header(&mut writer, schema)?;
+        Ok(Self::Csv(writer))
+    }
+
+    fn write(&mut self, row: &TrainingRow) -> std::io::Result<()> {
+        match self {
+            Self::Csv(w) => write_csv_row(w, row),
+            Self::Parquet(w) => w.push(row).map_err(std::io::Error::other),
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Self::Csv(mut w) => {
+                w.flush().context("writing rows")?;
+                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            }
+            Self::Parquet(w) => {
+                w.finish()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replayed events go straight into the backfill; rows into the file.
 struct BackfillOutput {
-    inner: Mutex<(Backfill, BufWriter<File>, u64, Option<std::io::Error>)>,
+    inner: Mutex<(Backfill, RowSink, u64, Option<std::io::Error>)>,
     /// Events taken so far, for the progress bar.
     events: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -40,7 +83,7 @@ impl Output for BackfillOutput {
         for env in events {
             backfill.push(env, &mut |row| {
                 if error.is_none()
-                    && let Err(e) = write_csv_row(writer, &row)
+                    && let Err(e) = writer.write(&row)
                 {
                     *error = Some(e);
                 }
@@ -64,11 +107,8 @@ pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
     let mut rc = ReplayConfig::new(SystemId::new(&args.history.system_id));
     rc.time_zone = args.history.time_zone.clone();
     let replayer = Replayer::new(rc, wall_clock()).context("replay settings")?;
-    let file = File::create(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
-    let mut writer = BufWriter::new(file);
     let backfill = Backfill::new(Processor::new(config.processor.clone()));
-    write_csv_header(&mut writer, backfill.schema())?;
+    let writer = RowSink::create(&args.output, backfill.schema())?;
     let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let output = BackfillOutput {
         inner: Mutex::new((backfill, writer, 0, None)),
@@ -96,18 +136,14 @@ pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("backfill state poisoned"))?;
     let mut tail_err = None;
     let stats = backfill.finish(&mut |row| {
-        if let Err(e) = write_csv_row(&mut writer, &row) {
+        if let Err(e) = writer.write(&row) {
             tail_err.get_or_insert(e);
         }
     });
     if let Some(e) = tail_err {
         return Err(e).context("writing rows");
     }
-    writer.flush().context("writing rows")?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    writer.finish()?;
     eprintln!(
         "backfill: {} events ({} dead letters while reading) -> {} labelled rows in {} ({} rows without a label yet, {} late, {} duplicates)",
         replay.events,

@@ -74,6 +74,25 @@ async fn load(
 ) -> anyhow::Result<(TrainingData, String)> {
     let horizon = config.processor.horizon_minutes;
     if let Some(path) = &args.rows {
+        if bikeshare_models::rows_parquet::is_parquet(path) {
+            eprintln!("reading {} (Parquet, column by column)", path.display());
+            let path = path.clone();
+            let data = tokio::task::spawn_blocking(move || {
+                bikeshare_models::rows_parquet::read_training_data(&path, horizon)
+            })
+            .await
+            .context("reading task")??;
+            return Ok((
+                data,
+                format!(
+                    "backfill rows {}",
+                    args.rows
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let data = TrainingData::from_backfill_csv(
             BufReader::new(file),
