@@ -1,0 +1,223 @@
+//! Training at scale: how fast labelled rows load from Parquet, how many bytes each row
+//! costs in memory, how long XGBoost rounds take, and the peak resident memory of it all.
+//!
+//! ```text
+//! # rows a backfill wrote (real history):
+//! bikeshare backfill --format bluebikes --system-id bluebikes --time-zone America/New_York \
+//!   --stations-file $D/stations.csv $D/station_status_2021-0[1-5].csv.bz2 -o rows.parquet
+//! cargo run --release -p bikeshare-benches --bin train-bench -- --rows rows.parquet
+//! # or N synthetic rows of the default schema (written to a temporary Parquet file first):
+//! cargo run --release -p bikeshare-benches --bin train-bench -- --synthetic 2000000
+//! ```
+//!
+//! Phases, each printed with its wall time: (1) with `--synthetic`, writing the rows
+//! (`RowsWriter`, not measured as training); (2) loading them
+//! (`rows_parquet::read_training_data`: rows/s, resident bytes per row added, and the
+//! table's own bytes per row); (3) training one target (went empty) for `--rounds` rounds on
+//! the first 80 % of rows, validating on the rest (XGBoost `hist`, `--nthread` threads), with
+//! the time per round. Peak RSS is the process's `VmHWM` (Linux) after each phase.
+//!
+//! Synthetic rows: `--stations` stations, one row per station every 5 minutes; features are
+//! uniform, 10 % missing, some exactly 0; the label depends on three of them through a
+//! logistic link, so trees have something to find. Memory and speed depend on the row count
+//! and width, not on what the values mean; real rows (`--rows`) give real missing patterns.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use bikeshare_models::dataset::Target;
+use bikeshare_models::rows_parquet::{RowsWriter, read_training_data};
+use bikeshare_models::training::{TrainParams, train_booster};
+use bikeshare_stream_processor::backfill::TrainingRow;
+use bikeshare_stream_processor::processor::FeatureRow;
+use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig};
+use bikeshare_types::contracts::{
+    FeatureVector, LABEL_SCHEMA_VERSION, Label, Prediction, PredictionTrigger,
+};
+use bikeshare_types::{StationId, SystemId, Timestamp};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// A Parquet rows file written by `bikeshare backfill -o *.parquet`.
+    #[arg(long, conflicts_with = "synthetic")]
+    rows: Option<PathBuf>,
+    /// Generate this many synthetic rows instead.
+    #[arg(long)]
+    synthetic: Option<usize>,
+    /// Stations of the synthetic rows.
+    #[arg(long, default_value_t = 2000)]
+    stations: usize,
+    /// Boosting rounds to time (no early stopping).
+    #[arg(long, default_value_t = 20)]
+    rounds: u32,
+    #[arg(long, default_value_t = 2)]
+    nthread: u32,
+    /// Skip training (load only).
+    #[arg(long)]
+    load_only: bool,
+}
+
+/// The process's peak and current resident set, bytes (Linux `/proc/self/status`).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn gb(b: u64) -> f64 {
+    b as f64 / 1e9
+}
+
+fn write_synthetic(path: &std::path::Path, n: usize, stations: usize) -> anyhow::Result<()> {
+    let schema = FeatureSchema::v1(&ProcessorConfig::default().window_minutes);
+    let mut w = RowsWriter::create(path, &schema)?;
+    let system = SystemId::new("synthetic");
+    let ids: Vec<StationId> = (0..stations.max(1))
+        .map(|i| StationId::new(format!("s{i}")))
+        .collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut u = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let t0 = 1_717_200_000_000i64;
+    for k in 0..n {
+        let station = &ids[k % ids.len()];
+        let as_of = Timestamp(t0 + (k / ids.len()) as i64 * 300_000);
+        let values: Vec<Option<f32>> = (0..schema.len())
+            .map(|_| {
+                let r = u();
+                if r < 0.1 {
+                    None
+                } else if r < 0.15 {
+                    Some(0.0)
+                } else {
+                    Some(u() * 20.0)
+                }
+            })
+            .collect();
+        let z = 0.3 * values[0].unwrap_or(5.0) - 0.2 * values[1].unwrap_or(5.0)
+            + 0.1 * values[2].unwrap_or(0.0)
+            - 3.0;
+        let went = u() < 1.0 / (1.0 + (-z).exp());
+        let prediction_id = Prediction::id_for(&system, station, as_of, 30);
+        let row = TrainingRow {
+            row: FeatureRow {
+                vector: FeatureVector {
+                    system_id: system.clone(),
+                    station_id: station.clone(),
+                    as_of,
+                    schema_id: schema.id().clone(),
+                    values,
+                },
+                trigger: PredictionTrigger::Tick,
+                prediction_id: prediction_id.clone(),
+                horizon_minutes: 30,
+            },
+            label: Label {
+                schema_version: LABEL_SCHEMA_VERSION,
+                prediction_id,
+                system_id: system.clone(),
+                station_id: station.clone(),
+                as_of,
+                horizon_minutes: 30,
+                went_empty: went,
+                went_full: u() < 0.03,
+                empty_at_as_of: went && u() < 0.5,
+                full_at_as_of: false,
+                observations: 1,
+            },
+        };
+        w.push(&row)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let path = match (&args.rows, args.synthetic) {
+        (Some(p), _) => p.clone(),
+        (None, Some(n)) => {
+            let p = tmp.path().join("rows.parquet");
+            let started = Instant::now();
+            write_synthetic(&p, n, args.stations)?;
+            let bytes = std::fs::metadata(&p)?.len();
+            println!(
+                "write    {n} synthetic rows in {:.1} s ({:.0} rows/s), {:.1} bytes/row on disk",
+                started.elapsed().as_secs_f64(),
+                n as f64 / started.elapsed().as_secs_f64(),
+                bytes as f64 / n.max(1) as f64
+            );
+            p
+        }
+        (None, None) => anyhow::bail!("give --rows FILE or --synthetic N"),
+    };
+    let (_, before) = rss();
+    let started = Instant::now();
+    let data =
+        read_training_data(&path, 30).with_context(|| format!("reading {}", path.display()))?;
+    let load_s = started.elapsed().as_secs_f64();
+    let (peak, after) = rss();
+    let n = data.len();
+    let width = data.num_features();
+    println!(
+        "load     {n} rows x {width} features in {load_s:.1} s: {:.0} rows/s; resident +{:.0} bytes/row \
+         (the matrix {} bytes/row + keys); peak RSS {:.2} GB",
+        n as f64 / load_s,
+        after.saturating_sub(before) as f64 / n.max(1) as f64,
+        width * 4,
+        gb(peak)
+    );
+    if args.load_only {
+        return Ok(());
+    }
+    let cut = n * 8 / 10;
+    let params = TrainParams {
+        max_rounds: args.rounds,
+        early_stopping_rounds: 0,
+        nthread: args.nthread,
+        ..TrainParams::default()
+    };
+    let started = Instant::now();
+    let mut first_round = None;
+    let b = train_booster(
+        &data,
+        Target::WentEmpty,
+        0..cut,
+        cut..n,
+        &params,
+        &mut |p| {
+            if p.round == 0 {
+                first_round = Some(started.elapsed().as_secs_f64());
+            }
+        },
+    )?;
+    let train_s = started.elapsed().as_secs_f64();
+    let (peak, _) = rss();
+    let first = first_round.unwrap_or(0.0);
+    println!(
+        "train    {} rounds on {cut} rows in {train_s:.1} s (matrices and first round {first:.1} s, then {:.2} s/round), \
+         validation log loss {:.4}; peak RSS {:.2} GB ({:.0} bytes per row)",
+        b.rounds,
+        (train_s - first) / f64::from(b.rounds.saturating_sub(1).max(1)),
+        b.best_valid_log_loss,
+        gb(peak),
+        peak as f64 / n.max(1) as f64
+    );
+    Ok(())
+}
