@@ -20,6 +20,9 @@ bash scripts/lint-infra.sh
 log "emulators (kinesis-mock, moto) for the integration tests"
 start_emulators
 
+log "fuzz smoke: every parser of outside input, 10 s each (scripts/fuzz.sh run 600 for longer)"
+bash scripts/fuzz.sh smoke
+
 log "doc tests (target dir: $CARGO_TARGET_DIR)"
 cargo test --workspace --locked --doc
 # Last, so the run closes on the test runner's summary line.
