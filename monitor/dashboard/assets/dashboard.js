@@ -224,9 +224,10 @@ layer.addTo(map);
 function popupHtml(s) {
   const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;" })[c]);
   const newestEvent = newestEventBySystem.get(s.system);
-  const age = s.lastReported !== null && newestEvent !== undefined ? ` (${duration((newestEvent - s.lastReported) / 1000)} before the feed's newest)` : "";
+  const age = s.lastReported !== null && newestEvent !== undefined ? ` (${duration((newestEvent - s.lastReported) / 1000)} before the system's newest report)` : "";
   const trend = s.trend === null ? "–" : `${s.trend > 0 ? "▲" : s.trend < 0 ? "▼" : ""} ${pct(Math.abs(s.trend))}`;
-  return `<div class="popup" data-key="${esc(s.key)}"><h4>${esc(label(s))}</h4>
+  // The key holds a NUL (system and id apart), which HTML attributes cannot carry: encoded.
+  return `<div class="popup" data-key="${esc(encodeURIComponent(s.key))}"><h4>${esc(label(s))}</h4>
     <table>
     <tr><th>id</th><td>${esc(s.id)} <span class="note">${esc(s.system)}</span></td></tr>
     <tr><th>bikes / docks</th><td>${s.bikes ?? "–"} / ${s.docks ?? "–"} of ${s.capacity ?? "–"}</td></tr>
@@ -283,7 +284,8 @@ function applyStations(rows, full) {
   if (!fitted && drawOrder.length) { fitAll(); }
   layer.redraw();
   if (popup && popup.isOpen()) {
-    const key = popup.getElement()?.querySelector(".popup")?.getAttribute("data-key");
+    const attr = popup.getElement()?.querySelector(".popup")?.getAttribute("data-key");
+    const key = attr ? decodeURIComponent(attr) : null;
     if (key && stations.has(key)) { popup.setContent(popupHtml(stations.get(key))); rebindPopup(key); }
   }
 }
@@ -574,7 +576,7 @@ function render(st) {
   staleAfterMs = st.stale_after_s * 1000;
   for (const s of st.systems) {
     if (s.newest_prediction_ms !== null) { newestBySystem.set(s.system_id, s.newest_prediction_ms); }
-    newestEventBySystem.set(s.system_id, Date.parse(s.newest_event_time));
+    newestEventBySystem.set(s.system_id, s.newest_report_ms ?? Date.parse(s.newest_event_time));
   }
   applyStations(st.stations, st.full);
   const model = st.model_health.model;

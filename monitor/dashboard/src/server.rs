@@ -191,6 +191,8 @@ pub struct SystemView {
     pub data_age_s: f64,
     /// The newest prediction's `as_of` (ms): staleness is judged against it.
     pub newest_prediction_ms: Option<i64>,
+    /// The newest station report's event time (ms): a report's age is judged against it.
+    pub newest_report_ms: Option<i64>,
 }
 
 /// Live quality of one system.
@@ -683,6 +685,10 @@ pub fn build_state(
             freshness: *f.value(),
             data_age_s: (now.millis() - f.value().newest_event_time.millis()) as f64 / 1000.0,
             newest_prediction_ms: state.newest_as_of_by_system.get(f.key()).map(|v| *v),
+            newest_report_ms: state
+                .feeds
+                .get(&(f.key().clone(), "station_status".to_owned()))
+                .map(|e| e.newest.millis()),
         })
         .collect();
     systems.sort_by(|a, b| a.system_id.cmp(&b.system_id));
@@ -917,6 +923,65 @@ mod tests {
             judge_mode(Some(0.0), Some(1.8e8), &still).mode,
             Mode::Behind
         );
+    }
+
+    fn prediction(station: &str, as_of_min: i64, p: f32) -> bikeshare_types::contracts::Prediction {
+        use bikeshare_types::contracts::{
+            FeatureSchemaId, ModelRef, Prediction, PredictionTrigger, ScoredBy,
+        };
+        let (system_id, station_id) = (SystemId::new("c"), StationId::new(station));
+        let as_of = Timestamp(as_of_min * 60_000);
+        Prediction {
+            schema_version: 2,
+            prediction_id: Prediction::id_for(&system_id, &station_id, as_of, 30),
+            system_id,
+            station_id,
+            as_of,
+            horizon_minutes: 30,
+            p_empty: p,
+            p_full: 0.0,
+            model: ModelRef {
+                name: "m".into(),
+                version: "1".into(),
+            },
+            feature_schema_id: FeatureSchemaId("fs".into()),
+            trigger: PredictionTrigger::Tick,
+            scored_by: ScoredBy::InProcess,
+        }
+    }
+
+    #[test]
+    fn the_top_n_takes_fresh_predictions_and_deltas_only_changed_stations() {
+        let clock = Arc::new(bikeshare_types::time::ManualClock::new(Timestamp(0)));
+        let state = DashboardState::new(
+            clock,
+            bikeshare_stream_processor::quality::QualityConfig::default(),
+        );
+        // "old" was the riskiest, but stopped reporting an hour before the others.
+        state.apply_prediction(prediction("old", 0, 0.99), Timestamp(0));
+        for (i, p) in [0.5, 0.3, 0.2].into_iter().enumerate() {
+            state.apply_prediction(prediction(&format!("s{i}"), 60, p), Timestamp(0));
+        }
+        let full = build_state(&state, 2, 30, None);
+        assert!(full.full);
+        assert_eq!(full.stations.len(), 4);
+        let top: Vec<&str> = full.top.iter().map(|r| r.station_id.as_str()).collect();
+        assert_eq!(top, ["s0", "s1"]);
+        assert_eq!(full.stale_total, 1);
+        assert_eq!(full.stale[0].station_id, "old");
+        // Only what changed after the version held.
+        state.apply_prediction(prediction("s2", 65, 0.9), Timestamp(0));
+        let delta = build_state(&state, 2, 30, Some(full.version));
+        assert!(!delta.full);
+        assert_eq!(delta.stations.len(), 1);
+        assert_eq!(delta.stations[0].station_id, "s2");
+        assert!(delta.version > full.version);
+        assert_eq!(delta.top[0].station_id, "s2");
+        // Rows serialise in the order of STATION_COLUMNS.
+        let row = serde_json::to_value(&delta.stations[0]).unwrap_or_default();
+        assert_eq!(row.as_array().map(Vec::len), Some(STATION_COLUMNS.len()));
+        assert_eq!(row[1], "s2");
+        assert_eq!(row[9], 0.9);
     }
 
     #[test]
