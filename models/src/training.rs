@@ -442,6 +442,13 @@ pub struct TargetTraining {
     /// early stopping never stopped it, more rounds may help.
     #[serde(default)]
     pub hit_round_cap: bool,
+    /// Total gain of each feature's splits over the kept trees, as a share of all gain,
+    /// largest first; features never split on are left out (`unused_features` names them).
+    #[serde(default)]
+    pub feature_importance: Vec<(String, f64)>,
+    /// Features no kept tree splits on.
+    #[serde(default)]
+    pub unused_features: Vec<String>,
     pub train_positives: usize,
     pub valid_positives: usize,
     pub test_positives: usize,
@@ -565,6 +572,8 @@ pub fn train_models(
         best_valid_log_loss: b.best_valid_log_loss,
         base_score: b.base_score,
         hit_round_cap: b.hit_round_cap,
+        feature_importance: importance(&b.json, data.feature_names()).unwrap_or_default(),
+        unused_features: unused(&b.json, data.feature_names()).unwrap_or_default(),
         train_positives: positives(t, split.train.clone()),
         valid_positives: positives(t, split.valid.clone()),
         test_positives: positives(t, split.test.clone()),
@@ -602,6 +611,60 @@ pub fn train_models(
         scorer,
         baseline: data.drift_baseline(split.train.clone()),
     })
+}
+
+/// Total split gain per feature index of an XGBoost JSON model (`loss_changes` of the
+/// internal nodes, by `split_indices`).
+fn gains(json: &[u8], n: usize) -> Option<Vec<f64>> {
+    let doc: Value = serde_json::from_slice(json).ok()?;
+    let trees = doc
+        .pointer("/learner/gradient_booster/model/trees")?
+        .as_array()?;
+    let mut gain = vec![0.0f64; n];
+    for t in trees {
+        let split = t.get("split_indices")?.as_array()?;
+        let loss = t.get("loss_changes")?.as_array()?;
+        let left = t.get("left_children")?.as_array()?;
+        for ((f, l), c) in split.iter().zip(loss).zip(left) {
+            // Leaves have left child -1 and no split.
+            if c.as_i64() == Some(-1) {
+                continue;
+            }
+            if let (Some(f), Some(l)) = (f.as_u64(), l.as_f64())
+                && let Some(g) = gain.get_mut(f as usize)
+            {
+                *g += l;
+            }
+        }
+    }
+    Some(gain)
+}
+
+/// Each feature's share of the total split gain, largest first, unused features left out.
+fn importance(json: &[u8], names: &[String]) -> Option<Vec<(String, f64)>> {
+    let gain = gains(json, names.len())?;
+    let total: f64 = gain.iter().sum();
+    let mut out: Vec<(String, f64)> = names
+        .iter()
+        .zip(&gain)
+        .filter(|(_, g)| **g > 0.0)
+        .map(|(n, g)| (n.clone(), if total > 0.0 { g / total } else { 0.0 }))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Some(out)
+}
+
+/// The features no tree splits on.
+fn unused(json: &[u8], names: &[String]) -> Option<Vec<String>> {
+    let gain = gains(json, names.len())?;
+    Some(
+        names
+            .iter()
+            .zip(&gain)
+            .filter(|(_, g)| **g <= 0.0)
+            .map(|(n, _)| n.clone())
+            .collect(),
+    )
 }
 
 /// Stores the feature names (and types) in the model JSON, checked by loading it back.
@@ -714,6 +777,13 @@ mod tests {
         let stopped = train(&params(1000, 5));
         assert!(stopped.rounds < 1000, "{} rounds", stopped.rounds);
         assert!(!stopped.hit_round_cap);
+        // All the gain is the one informative feature's; the rest are unused.
+        let names = d.feature_names();
+        let imp = importance(&stopped.json, names).unwrap();
+        assert_eq!(imp.len(), 1, "{imp:?}");
+        assert_eq!(imp[0].0, names[0]);
+        assert!((imp[0].1 - 1.0).abs() < 1e-9);
+        assert_eq!(unused(&stopped.json, names).unwrap().len(), names.len() - 1);
     }
 
     #[test]

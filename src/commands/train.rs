@@ -233,6 +233,23 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
     );
     eprint!("{}", render(&card.evaluation));
     for (what, t) in [("went-empty", &card.empty), ("went-full", &card.full)] {
+        let top: Vec<String> = t
+            .feature_importance
+            .iter()
+            .take(8)
+            .map(|(f, share)| format!("{f} {:.1}%", share * 100.0))
+            .collect();
+        eprintln!(
+            "{what}: {} trees; gain by feature: {}; {} features unused{}",
+            t.trees,
+            top.join(", "),
+            t.unused_features.len(),
+            if t.unused_features.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", t.unused_features.join(", "))
+            }
+        );
         if t.hit_round_cap {
             eprintln!(
                 "WARNING: the {what} model used every one of its {} rounds and was still \
