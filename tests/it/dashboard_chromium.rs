@@ -127,15 +127,22 @@ fn the_dashboard_is_used_as_a_person_would() {
     // within seconds), each row with a Brier score; the calibration chart is drawn.
     assert!(
         b.wait_for(
-            "document.querySelectorAll('#quality tbody tr').length === 2",
+            "document.querySelectorAll('#quality tbody tr').length >= 2",
             Duration::from_secs(40)
         ),
-        "one quality row per target of the one system"
+        "quality rows for the one system"
     );
     let quality = b.eval(
         "[...document.querySelectorAll('#quality tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
     );
-    for r in quality.as_array().unwrap() {
+    let quality = quality.as_array().unwrap();
+    let targets: Vec<&str> = quality.iter().map(|r| r[1].as_str().unwrap()).collect();
+    assert_eq!(
+        &targets[..2],
+        ["empty", "full"],
+        "a row per target, then the new-stockout rows: {targets:?}"
+    );
+    for r in quality {
         let labelled: u64 = r[2].as_str().unwrap().parse().unwrap_or(0);
         let brier: f64 = r[7].as_str().unwrap().parse().unwrap_or(f64::NAN);
         assert!(labelled > 0, "labelled predictions in {r}");
@@ -202,15 +209,21 @@ fn the_dashboard_is_used_as_a_person_would() {
         ),
         "every history chart is drawn"
     );
-    // Freshness per feed: station status and information at least, each with an age.
-    let feeds = b.eval(
-        "[...document.querySelectorAll('#feeds tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
-    );
-    let feeds = feeds.as_array().unwrap();
-    let names: Vec<&str> = feeds.iter().map(|r| r[1].as_str().unwrap()).collect();
+    // Freshness per feed: every feed of the healthy job, each judged against its own period
+    // (information feeds say they were read, weather is hourly), and none stale.
+    let all_feeds = "['station_status', 'station_information', 'system_information', 'weather']\
+         .every(f => [...document.querySelectorAll('#feeds tbody tr')].some(tr => tr.cells[1].textContent === f))";
+    let feeds_js = "[...document.querySelectorAll('#feeds tbody tr')].map(tr => [...tr.cells].map(td => td.textContent + (td.classList.contains('stale') ? ' (stale)' : '')))";
     assert!(
-        names.contains(&"station_status") && names.contains(&"station_information"),
-        "feeds: {feeds:?}"
+        b.wait_for(all_feeds, Duration::from_secs(20)),
+        "feeds: {}",
+        b.eval(feeds_js)
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#feeds .stale').length"),
+        serde_json::json!(0),
+        "a healthy job shows no stale feed: {}",
+        b.eval(feeds_js)
     );
     assert!(b.screenshot(&shots.join("1-overview.png")) > 10_000);
 

@@ -506,7 +506,12 @@ function renderModelHealth(m) {
   const rows = [];
   let unreliable = 0;
   for (const q of m.quality) {
-    for (const [target, t] of [["empty", q.report.empty], ["full", q.report.full]]) {
+    // "new": the rows where the station was not already empty (full) at as_of, which
+    // persistence cannot predict; shown when the report has them.
+    const targets = [["empty", q.report.empty], ["full", q.report.full]];
+    if (q.report.new_empty && q.report.new_empty.labelled) { targets.push(["new empty", q.report.new_empty]); }
+    if (q.report.new_full && q.report.new_full.labelled) { targets.push(["new full", q.report.new_full]); }
+    for (const [target, t] of targets) {
       const few = t.positives < m.min_positives;
       unreliable += few ? 1 : 0;
       rows.push(row([[q.system_id], [target], [t.labelled], [t.positives], [fmt(t.roc_auc, 3)], [fmt(t.pr_auc, 3)], [fmt(t.log_loss, 4)], [fmt(t.brier, 4)], [fmt(t.ece, 4)]],
