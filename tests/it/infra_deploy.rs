@@ -117,6 +117,44 @@ fn wait_ping(port: u16, server: &mut Child) {
     panic!("serve-model did not answer /ping");
 }
 
+/// Kills the child when the test ends, passed or panicked.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How long a `process --until-caught-up` may take here (it takes a few seconds).
+const PROCESS_LIMIT: Duration = Duration::from_secs(240);
+
+/// Waits for `child` at most `limit` (a process that cannot take its leases never catches up:
+/// killed, the test fails with its log instead of hanging); its exit status (None when killed)
+/// and stderr.
+fn finish_within(mut child: Child, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, reader.join().unwrap())
+}
+
 #[test]
 fn the_app_runs_on_what_the_stacks_create_in_moto() {
     let test = "infra_deploy";
@@ -221,18 +259,20 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     )
     .unwrap();
     let port = free_port();
-    let mut server = bikeshare(dir.path())
-        .args(["serve-model", "--model-dir", model_dir.to_str().unwrap()])
-        .args([
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--endpoint-name",
-            &endpoint,
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_ping(port, &mut server);
+    let mut server = KillOnDrop(
+        bikeshare(dir.path())
+            .args(["serve-model", "--model-dir", model_dir.to_str().unwrap()])
+            .args([
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--endpoint-name",
+                &endpoint,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ping(port, &mut server.0);
     let app = App {
         moto: moto.clone(),
         serve: format!("http://127.0.0.1:{port}"),
@@ -296,18 +336,16 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         })
         .collect();
     for child in instances {
-        let out = child.wait_with_output().unwrap();
+        let (status, stderr) = finish_within(child, PROCESS_LIMIT);
         assert!(
-            out.status.success(),
-            "process: {}",
-            String::from_utf8_lossy(&out.stderr)
+            status.is_some_and(|s| s.success()),
+            "process ({status:?}): {stderr}"
         );
     }
     ok(app
         .command(&dir.path().join("archiver"))
         .args(["lake", "write", "--until-caught-up"]));
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
 
     // 6. Leases in the stack's table, checkpoints, lake and Firehose objects in its bucket.
     let state: serde_json::Value = serde_json::from_str(&python(
@@ -428,6 +466,13 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(predictions.len() > 50, "{}", predictions.len());
+    // Both cities, so both event shards, were processed (whichever task held each lease).
+    let scored: BTreeSet<&str> = predictions
+        .iter()
+        .filter_map(|p| p["system_id"].as_str())
+        .collect();
+    let cities: BTreeSet<&str> = systems.iter().flatten().map(String::as_str).collect();
+    assert_eq!(scored, cities);
     assert!(
         predictions.iter().all(|p| p["scored_by"] == "endpoint"),
         "{:?}",
