@@ -128,8 +128,17 @@ pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
     let replay = replayer.run(&source, &output).await;
     let _ = stop_tx.send(true);
     let _ = progress.await;
-    let replay = replay.context("reading the history")?;
-    replay.ensure_some_events()?;
+    let replay = match replay.context("reading the history").and_then(|r| {
+        r.ensure_some_events()?;
+        Ok(r)
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            // No half-written rows file is left behind to be trained on.
+            let _ = std::fs::remove_file(&args.output);
+            return Err(e);
+        }
+    };
     let (backfill, mut writer, dead_letters, _) = output
         .inner
         .into_inner()

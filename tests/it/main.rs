@@ -6,6 +6,7 @@ mod support;
 mod alerts_wiring;
 mod aws_timeouts;
 mod backfill_online;
+mod backfill_parquet;
 mod cli_truth;
 mod container_entrypoint;
 mod dashboard_browser;
