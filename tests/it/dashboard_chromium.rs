@@ -209,15 +209,21 @@ fn the_dashboard_is_used_as_a_person_would() {
         ),
         "every history chart is drawn"
     );
-    // Freshness per feed: station status and information at least, each with an age.
-    let feeds = b.eval(
-        "[...document.querySelectorAll('#feeds tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))",
-    );
-    let feeds = feeds.as_array().unwrap();
-    let names: Vec<&str> = feeds.iter().map(|r| r[1].as_str().unwrap()).collect();
+    // Freshness per feed: every feed of the healthy job, each judged against its own period
+    // (information feeds say they were read, weather is hourly), and none stale.
+    let all_feeds = "['station_status', 'station_information', 'system_information', 'weather']\
+         .every(f => [...document.querySelectorAll('#feeds tbody tr')].some(tr => tr.cells[1].textContent === f))";
+    let feeds_js = "[...document.querySelectorAll('#feeds tbody tr')].map(tr => [...tr.cells].map(td => td.textContent + (td.classList.contains('stale') ? ' (stale)' : '')))";
     assert!(
-        names.contains(&"station_status") && names.contains(&"station_information"),
-        "feeds: {feeds:?}"
+        b.wait_for(all_feeds, Duration::from_secs(20)),
+        "feeds: {}",
+        b.eval(feeds_js)
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#feeds .stale').length"),
+        serde_json::json!(0),
+        "a healthy job shows no stale feed: {}",
+        b.eval(feeds_js)
     );
     assert!(b.screenshot(&shots.join("1-overview.png")) > 10_000);
 

@@ -80,8 +80,8 @@ defs! {
         "Failed reads of a GBFS feed, per reason (`http_status`, `timeout`, a schema rule, ...).";
     FEED_AGE = "bikeshare_feed_age_seconds", Gauge, Seconds, ["system", "feed"], Ingest, Always,
         "Data freshness: now minus the feed's newest news (`station_status`: its newest `last_updated`; information feeds: their newest successful read, `304` included; `weather`: its newest observed hour).";
-    FEED_AGE_PERIODS = "bikeshare_feed_age_periods", Gauge, Count, ["system", "feed"], Ingest, Always,
-        "`bikeshare_feed_age_seconds` in the feed's own periods (its GBFS `ttl` within the poller's bounds; 1 h for weather): above 2, two reads brought no news.";
+    FEED_SILENCE_PERIODS = "bikeshare_feed_silence_periods", Gauge, Count, ["system", "feed"], Ingest, Always,
+        "Time since the feed last brought news (a newer `last_updated`, a read of an information feed, a new weather hour), in the feed's own periods (its GBFS `ttl` within the poller's bounds; 1 h for weather): above 2, the feed has stopped.";
     DEAD_LETTERS = "bikeshare_dead_letters_total", Counter, Count, ["component", "reason"], Ingest, OnEvent,
         "Records sent to the dead-letter stream, per component (`ingest`, `processor`) and rule.";
     EVENTS_IN = "bikeshare_events_in_total", Counter, Count, ["system", "kind"], Process, Always,
@@ -183,11 +183,12 @@ pub fn feed_error(system: &str, feed: &'static str, reason: &'static str) {
         .increment(1);
 }
 
-/// `age_ms`: now minus the feed's newest news; `period_ms`: how often news is due.
-pub fn feed_age(system: &str, feed: &'static str, age_ms: i64, period_ms: i64) {
+/// `age_ms`: now minus the time of the feed's newest news; `silence_ms`: now minus when that
+/// news arrived; `period_ms`: how often news is due.
+pub fn feed_age(system: &str, feed: &'static str, age_ms: i64, silence_ms: i64, period_ms: i64) {
     gauge!(FEED_AGE.name, "system" => system.to_owned(), "feed" => feed).set(secs(age_ms));
-    gauge!(FEED_AGE_PERIODS.name, "system" => system.to_owned(), "feed" => feed)
-        .set(age_ms as f64 / period_ms.max(1) as f64);
+    gauge!(FEED_SILENCE_PERIODS.name, "system" => system.to_owned(), "feed" => feed)
+        .set(silence_ms as f64 / period_ms.max(1) as f64);
 }
 
 /// `component`: `ingest` or `processor`; `reason`: the dead letter's rule.

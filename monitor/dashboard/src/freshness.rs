@@ -3,9 +3,12 @@
 //! A feed is stale once it has brought no news for [`STALE_AFTER_PERIODS`] of its periods.
 //! The period travels with the data: `station_status` and the information feeds say theirs in
 //! their [`FeedHeartbeat`]s (the producer's read interval, from the feed's GBFS `ttl`), and
-//! weather observations are hourly ([`WEATHER_PERIOD_SECS`]). News is the newest event time:
-//! `station_status`'s `last_updated`, an information feed's newest read (it sends a heartbeat
-//! per read, `304` included, since its content rarely changes), weather's newest hour.
+//! weather observations are hourly ([`WEATHER_PERIOD_SECS`]). News is a newer event time:
+//! `station_status`'s `last_updated`, an information feed's read (it sends a heartbeat per
+//! read, `304` included, since its content rarely changes), weather's next hour; it counts
+//! from when it was read (the event's ingest time). So a feed that is catching up (a city
+//! replaying its morning, a backlog) is not stale while its news keeps coming, however old
+//! its data: that is the watermark lag's to show. Its data age is shown beside.
 
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{
@@ -46,6 +49,8 @@ fn period_of(event: &Event) -> Option<u32> {
 pub struct FeedSeen {
     /// The newest event time of the feed (its newest news).
     pub newest: Timestamp,
+    /// When that news was read (its ingest time).
+    pub news_read: Timestamp,
     pub events: u64,
     /// The newest period the feed said; `None`: it never said one.
     pub period_s: Option<u32>,
@@ -56,6 +61,7 @@ impl FeedSeen {
     pub fn new(env: &Envelope) -> Self {
         let mut seen = Self {
             newest: env.event_time,
+            news_read: env.ingest_time,
             events: 0,
             period_s: None,
         };
@@ -66,7 +72,9 @@ impl FeedSeen {
     /// Takes one more event of the feed.
     pub fn note(&mut self, env: &Envelope) {
         self.events += 1;
-        self.newest = self.newest.max(env.event_time);
+        if env.event_time > self.newest {
+            (self.newest, self.news_read) = (env.event_time, env.ingest_time);
+        }
         if let Some(p) = period_of(&env.event) {
             self.period_s = Some(p);
         }
@@ -77,14 +85,19 @@ impl FeedSeen {
         self.period_s.unwrap_or(DEFAULT_PERIOD_S)
     }
 
-    /// Milliseconds since the feed's newest news.
+    /// Milliseconds since the time of the feed's newest news (how old its data is).
     pub fn age_ms(&self, now: Timestamp) -> i64 {
         now.millis() - self.newest.millis()
     }
 
+    /// Milliseconds since the feed's newest news was read.
+    pub fn silence_ms(&self, now: Timestamp) -> i64 {
+        now.millis() - self.news_read.millis()
+    }
+
     /// Whether the feed has brought no news for more than [`STALE_AFTER_PERIODS`] periods.
     pub fn is_stale(&self, now: Timestamp) -> bool {
-        self.age_ms(now) > STALE_AFTER_PERIODS * i64::from(self.period_s()) * 1000
+        self.silence_ms(now) > STALE_AFTER_PERIODS * i64::from(self.period_s()) * 1000
     }
 }
 
@@ -165,6 +178,34 @@ mod tests {
         let w = FeedSeen::new(&weather(0));
         assert!(!w.is_stale(Timestamp::from_secs(7200)));
         assert!(w.is_stale(Timestamp::from_secs(7201)));
+    }
+
+    #[test]
+    fn a_feed_catching_up_is_not_stale_while_its_news_keeps_coming() {
+        // A city replaying its morning at 60x: each read 10 s apart brings a last_updated ten
+        // minutes newer, all of them hours behind the clock.
+        let at = |data_s: i64, read_s: i64| {
+            let mut e = beat("station_status", data_s, Some(10));
+            e.ingest_time = Timestamp::from_secs(read_s);
+            e
+        };
+        let mut seen = FeedSeen::new(&at(0, 6 * 3600));
+        for k in 1..30 {
+            let now = 6 * 3600 + 10 * k;
+            assert!(
+                !seen.is_stale(Timestamp::from_secs(now)),
+                "stale at read {k}"
+            );
+            assert!(
+                seen.age_ms(Timestamp::from_secs(now)) > 3_600_000,
+                "data over an hour old"
+            );
+            seen.note(&at(600 * k, now));
+        }
+        // Then the feed stops: stale after two periods of silence, whatever its data age.
+        let last = 6 * 3600 + 10 * 29;
+        assert!(!seen.is_stale(Timestamp::from_secs(last + 20)));
+        assert!(seen.is_stale(Timestamp::from_secs(last + 21)));
     }
 
     #[test]

@@ -249,6 +249,8 @@ pub struct FeedView {
     pub feed: String,
     pub newest_event_time: Timestamp,
     pub age_s: f64,
+    /// Since the feed last brought news (see `freshness`).
+    pub silence_s: f64,
     pub events: u64,
     /// The feed's own period (see `freshness`): stale after two of them without news.
     pub period_s: u32,
@@ -724,6 +726,7 @@ pub fn build_state(
                 feed: e.key().1.clone(),
                 newest_event_time: seen.newest,
                 age_s: seen.age_ms(now) as f64 / 1000.0,
+                silence_s: seen.silence_ms(now) as f64 / 1000.0,
                 events: seen.events,
                 period_s: seen.period_s(),
                 stale: seen.is_stale(now),

@@ -391,7 +391,7 @@ pub fn default_rules() -> Vec<Rule> {
         // news already are the wait, so it fires at once.
         rule(
             "feed_stale",
-            m::FEED_AGE_PERIODS,
+            m::FEED_SILENCE_PERIODS,
             &[],
             None,
             Gt,
@@ -508,7 +508,7 @@ mod tests {
         for metric in [
             m::SHARD_BEHIND.name,
             m::WATERMARK_LAG.name,
-            m::FEED_AGE_PERIODS.name,
+            m::FEED_SILENCE_PERIODS.name,
             m::DEAD_LETTERS.name,
             m::ENDPOINT_ERRORS.name,
             m::ENDPOINT_FALLBACKS.name,
@@ -552,7 +552,7 @@ mod tests {
         let by = |n: &str| rules.iter().find(|r| r.name == n).unwrap();
         assert_eq!(
             by("feed_stale").promql(),
-            "bikeshare_feed_age_periods > 2"
+            "bikeshare_feed_silence_periods > 2"
         );
         assert_eq!(
             by("dead_letter_rate").promql(),

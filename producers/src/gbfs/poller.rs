@@ -317,6 +317,15 @@ impl PollReport {
     }
 }
 
+/// A feed's newest news: its time (`last_updated`, or the read time of an information feed),
+/// when it arrived (the clock at that read), and the feed's period.
+#[derive(Debug, Clone, Copy)]
+struct News {
+    time: Timestamp,
+    arrived: Timestamp,
+    period: Duration,
+}
+
 /// A feed that fails: why, since when, and when that was last dead-lettered.
 #[derive(Debug, Clone, Copy)]
 struct Failing {
@@ -400,8 +409,9 @@ pub struct GbfsPoller {
     last_heartbeat: Option<Timestamp>,
     /// The newest `last_updated` read from each feed (data freshness).
     newest_last_updated: BTreeMap<FeedKind, Timestamp>,
-    /// Per feed: its newest news (see [`Self::read_ok`]) and how often news is due.
-    freshness: BTreeMap<FeedKind, (Timestamp, Duration)>,
+    /// Per feed: its newest news (see [`Self::read_ok`]), when that news arrived, and how
+    /// often news is due.
+    freshness: BTreeMap<FeedKind, News>,
 }
 
 impl GbfsPoller {
@@ -544,12 +554,13 @@ impl GbfsPoller {
         };
         self.dead_letter_failures(output, &mut report).await;
         let now = self.clock.now();
-        for (kind, (t, period)) in &self.freshness {
+        for (kind, news) in &self.freshness {
             metrics::feed_age(
                 self.system_id.as_str(),
                 kind.name(),
-                now.millis() - t.millis(),
-                i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
+                now.millis() - news.time.millis(),
+                now.millis() - news.arrived.millis(),
+                i64::try_from(news.period.as_millis()).unwrap_or(i64::MAX),
             );
         }
         report
@@ -637,8 +648,14 @@ impl GbfsPoller {
         output: &dyn Output,
         report: &mut PollReport,
     ) -> Result<(), PollError> {
-        let (Some(url), Some(&(read_at, period))) =
-            (self.feed(kind).url.clone(), self.freshness.get(&kind))
+        let (
+            Some(url),
+            Some(&News {
+                time: read_at,
+                period,
+                ..
+            }),
+        ) = (self.feed(kind).url.clone(), self.freshness.get(&kind))
         else {
             return Ok(());
         };
@@ -749,9 +766,9 @@ impl GbfsPoller {
     }
 
     /// Records a successful read: validators, TTL, when the feed is due again, and its
-    /// freshness. `station_status` is as fresh as its newest `last_updated` (a feed that keeps
-    /// serving old data goes stale); the other feeds change rarely, so a read, `304` included,
-    /// is their news.
+    /// news. `station_status`'s news is a newer `last_updated` (a feed that keeps serving the
+    /// same data brings none); the other feeds change rarely, so a read, `304` included, is
+    /// their news.
     fn read_ok(&mut self, kind: FeedKind, validators: Option<CacheValidators>, ttl: Option<u32>) {
         let status = kind == FeedKind::StationStatus;
         let feed = self.feed_mut(kind);
@@ -768,13 +785,22 @@ impl GbfsPoller {
             self.config.info_interval(ttl)
         };
         self.feed_mut(kind).next_due = Some(Instant::now() + interval);
-        let news = if status {
+        let now = self.clock.now();
+        let time = if status {
             self.newest_last_updated.get(&kind).copied()
         } else {
-            Some(self.clock.now())
+            Some(now)
         };
-        if let Some(t) = news {
-            self.freshness.insert(kind, (t, interval));
+        if let Some(time) = time {
+            let news = self.freshness.entry(kind).or_insert(News {
+                time,
+                arrived: now,
+                period: interval,
+            });
+            if time > news.time {
+                (news.time, news.arrived) = (time, now);
+            }
+            news.period = interval;
         }
         self.failing.remove(&kind);
     }

@@ -56,6 +56,8 @@ struct SystemState {
     seen: BTreeSet<(Timestamp, String)>,
     /// Dead letters of rows without a readable hour, already emitted.
     seen_untimed: HashSet<EventId>,
+    /// The newest hour observed, and when it arrived (freshness).
+    news: Option<(Timestamp, Timestamp)>,
 }
 
 /// Polls Meteostat for a set of systems and emits [`WeatherObs`](bikeshare_types::contracts::WeatherObs) events.
@@ -99,6 +101,7 @@ impl WeatherProducer {
                 station: None,
                 seen: BTreeSet::new(),
                 seen_untimed: HashSet::new(),
+                news: None,
             })
             .collect();
         Self {
@@ -138,14 +141,21 @@ impl WeatherProducer {
                 }
             };
             let (events, dead) = self.emit(i, &batch, since, now, output).await?;
-            // Weather's freshness: the newest hour observed, against the hourly step. (BTreeSet
-            // of (observed_at, station): the last is the newest.)
-            let state = &self.systems[i];
-            if let Some((newest, _)) = state.seen.last() {
-                let system = state.system.system_id.as_str();
-                let age_ms = now.millis() - newest.millis();
-                let period_ms = i64::from(WEATHER_PERIOD_SECS) * 1000;
-                bikeshare_types::metrics::feed_age(system, WEATHER_FEED, age_ms, period_ms);
+            // Weather's freshness: the newest hour observed and when it arrived, against the
+            // hourly step. (`seen` holds (observed_at, station): the last is the newest.)
+            let state = &mut self.systems[i];
+            if let Some(&(newest, _)) = state.seen.last() {
+                if state.news.is_none_or(|(t, _)| newest > t) {
+                    state.news = Some((newest, now));
+                }
+                let arrived = state.news.map_or(now, |(_, at)| at);
+                bikeshare_types::metrics::feed_age(
+                    state.system.system_id.as_str(),
+                    WEATHER_FEED,
+                    now.millis() - newest.millis(),
+                    now.millis() - arrived.millis(),
+                    i64::from(WEATHER_PERIOD_SECS) * 1000,
+                );
             }
             stats.events += events;
             stats.dead_letters += dead;
