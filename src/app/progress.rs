@@ -31,9 +31,14 @@ pub fn spawn(
     } else {
         ProgressBar::hidden()
     };
-    let counting = ProgressStyle::with_template(&format!(
-        "{{spinner}} {label}: {{human_pos}} {unit} ({{per_sec}}) {{msg}} [{{elapsed}}]"
-    ))
+    // Without a unit, there is nothing to count: a spinner, the note and the time spent.
+    let counting = if unit.is_empty() {
+        ProgressStyle::with_template(&format!("{{spinner}} {label}: {{msg}} [{{elapsed}}]"))
+    } else {
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {label}: {{human_pos}} {unit} ({{per_sec}}) {{msg}} [{{elapsed}}]"
+        ))
+    }
     .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let bounded = ProgressStyle::with_template(&format!(
         "{label} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}}) {{msg}}"
@@ -61,6 +66,29 @@ pub fn spawn(
         }
         bar.finish_and_clear();
     })
+}
+
+/// Runs `work` with a spinner saying `note` under `label` (work with no count to show, such as
+/// one read of the lake), and returns its result.
+pub async fn while_running<T>(
+    label: &'static str,
+    note: &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bar = spawn(
+        label,
+        "",
+        move || Reading {
+            note: note.to_owned(),
+            ..Reading::default()
+        },
+        crate::app::stopped(stop_rx),
+    );
+    let out = work.await;
+    let _ = stop_tx.send(true);
+    let _ = bar.await;
+    out
 }
 
 /// A reading for work measured by how far behind its input it is (`behind_ms`, e.g. a

@@ -24,7 +24,12 @@ pub async fn run(args: MonitorArgs, config: Config) -> anyhow::Result<()> {
     match args.command {
         MonitorCommand::Baseline { range, output: out } => {
             let out = out.unwrap_or_else(|| dir.join("baseline"));
-            let rows = features(&store, &schema, &range).await?;
+            let rows = crate::app::progress::while_running(
+                "monitor baseline",
+                "reading feature rows from the lake",
+                features(&store, &schema, &range),
+            )
+            .await?;
             anyhow::ensure!(
                 !rows.is_empty(),
                 "no feature rows of schema {} in the lake {} for that range",
@@ -50,7 +55,12 @@ pub async fn run(args: MonitorArgs, config: Config) -> anyhow::Result<()> {
         } => {
             let baseline_dir = baseline.unwrap_or_else(|| dir.join("baseline"));
             let out = out.unwrap_or_else(|| dir.join("latest"));
-            let report = check(&store, &schema, &baseline_dir, &range, &out).await?;
+            let report = crate::app::progress::while_running(
+                "monitor check",
+                "reading feature rows and comparing them with the baseline",
+                check(&store, &schema, &baseline_dir, &range, &out),
+            )
+            .await?;
             print_summary(&report, &out)?;
             if fail_on_violations && !report.violations.violations.is_empty() {
                 std::process::exit(VIOLATIONS_EXIT);

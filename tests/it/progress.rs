@@ -1,7 +1,7 @@
 //! Long commands show progress on a terminal, and nothing of it elsewhere.
 //!
-//! `replay`, `process --until-caught-up`, `lake write`, `backfill` and `simulate --backfill`
-//! run with stderr on a
+//! `replay`, `process --until-caught-up`, `lake write`, `monitor baseline`, `backfill` and
+//! `simulate --backfill` run with stderr on a
 //! pseudo-terminal; `replay` and `process` also
 //! with stderr to a pipe (util-linux `script` makes the terminal): the bar (its label, rate and, for
 //! `process`, the lag left) appears only on the terminal; the pipe gets plain lines, no
@@ -53,6 +53,11 @@ fn long_commands_show_progress_on_a_terminal_only() {
     assert!(shown.contains("processing"), "{shown}");
     let shown = on_a_terminal(&tty, "lake write --until-caught-up");
     assert!(shown.contains("archiving:"), "{shown}");
+    let shown = on_a_terminal(&tty, "monitor baseline");
+    assert!(
+        shown.contains("monitor baseline: reading feature rows"),
+        "{shown}"
+    );
     let csv = dir.path().join("rows.csv");
     let shown = on_a_terminal(
         &tty,
