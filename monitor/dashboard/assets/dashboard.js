@@ -275,9 +275,14 @@ function select(key, fly) {
   document.body.setAttribute("data-selected", key.replace("\u0000", "/"));
 }
 
+let drillDirty = false;
 function applyStations(rows, full) {
   if (full) { stations.clear(); }
-  for (const r of rows) { const s = fromRow(r); stations.set(s.key, s); }
+  for (const r of rows) {
+    const s = fromRow(r);
+    stations.set(s.key, s);
+    if (s.key === drillKey) { drillDirty = true; }
+  }
   // Neutral first, then by risk: the riskiest are drawn on top.
   drawOrder = Array.from(stations.values()).filter((s) => s.lat !== null && s.lon !== null);
   drawOrder.sort((a, b) => (a.risk ?? -1) - (b.risk ?? -1));
@@ -645,7 +650,7 @@ async function refresh() {
     render(st);
     version = st.version;
     await refreshHistory();
-    if (drillKey && updates % 3 === 0) { await refreshDrill(); }
+    if (drillKey && drillDirty) { drillDirty = false; await refreshDrill(); }
   } catch (e) {
     $("updated").textContent = "offline";
     delay = 3000;

@@ -265,8 +265,8 @@ pub enum Mode {
     Waiting,
     /// Event time close to the wall clock and no backlog on the stream.
     RealTime,
-    /// A backlog on the stream, or event time running faster than the wall clock toward it
-    /// (a replay or a simulator catching up).
+    /// A backlog on the stream, or event time (of reports or of predictions) running faster
+    /// than the wall clock (a replay being processed, or a simulator catching up).
     CatchingUp,
     /// Event time far behind the wall clock and not closing in: historical data, or input
     /// that stopped.
@@ -286,16 +286,32 @@ pub const REAL_TIME_LAG_S: f64 = 600.0;
 /// A stream backlog above this is catching up.
 pub const BACKLOG_MS: f64 = 60_000.0;
 
+/// One sample of event-time progress: wall ms, newest report ms, newest prediction ms.
+pub type Progress = (i64, Option<i64>, Option<i64>);
+
 /// Judges the mode from the stream backlog, the watermark lag and how fast event time
-/// moved over the last samples (`(wall ms, newest event ms)`, oldest first).
+/// moved over the last samples (`recent`, oldest first); of reports and predictions, the
+/// faster gives the speed.
 pub fn judge_mode(
     millis_behind_latest: Option<f64>,
     watermark_lag_s: Option<f64>,
-    recent: &[(i64, i64)],
+    recent: &[Progress],
 ) -> ModeView {
-    let speed = match (recent.first(), recent.last()) {
-        (Some(a), Some(b)) if b.0 - a.0 >= 1000 => Some((b.1 - a.1) as f64 / (b.0 - a.0) as f64),
-        _ => None,
+    let speed_of = |pick: fn(&Progress) -> Option<i64>| {
+        let points: Vec<(i64, i64)> = recent
+            .iter()
+            .filter_map(|r| pick(r).map(|v| (r.0, v)))
+            .collect();
+        match (points.first(), points.last()) {
+            (Some(a), Some(b)) if b.0 - a.0 >= 1000 => {
+                Some((b.1 - a.1) as f64 / (b.0 - a.0) as f64)
+            }
+            _ => None,
+        }
+    };
+    let speed = match (speed_of(|r| r.1), speed_of(|r| r.2)) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     };
     let mode = match watermark_lag_s {
         None => Mode::Waiting,
@@ -751,17 +767,14 @@ pub fn build_state(
         });
     let watermark_ms = state.watermark_ms();
     let watermark_lag_s = watermark_ms.map(|w| (now.millis() - w) as f64 / 1000.0);
-    let recent: Vec<(i64, i64)> = state
+    let recent: Vec<Progress> = state
         .history
         .lock()
         .map(|h| {
+            let n = h.len();
             h.iter()
-                .rev()
-                .take(7)
-                .filter_map(|s| s.newest_event_ms.map(|e| (s.t, e)))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
+                .skip(n.saturating_sub(7))
+                .map(|s| (s.t, s.newest_event_ms, s.newest_prediction_ms))
                 .collect()
         })
         .unwrap_or_default();
@@ -916,12 +929,21 @@ mod tests {
             Mode::CatchingUp
         );
         // A simulator six hours back running 60x: event time gains 60 s per second.
-        let fast = [(0, 0), (10_000, 600_000)];
+        let fast = [(0, Some(0), None), (10_000, Some(600_000), None)];
         let v = judge_mode(Some(0.0), Some(6.0 * 3600.0), &fast);
         assert_eq!(v.mode, Mode::CatchingUp);
         assert!((v.speed.unwrap() - 60.0).abs() < 1e-9);
-        // A replay of 2021 that has finished: far behind and not moving.
-        let still = [(0, 0), (10_000, 0)];
+        // A replay of 2021 published at once: its reports stand still, but its predictions
+        // race ahead while a processor works through it...
+        let processing = [
+            (0, Some(0), Some(-1_000_000)),
+            (10_000, Some(0), Some(9_000_000)),
+        ];
+        let v = judge_mode(None, Some(1.8e8), &processing);
+        assert_eq!(v.mode, Mode::CatchingUp);
+        assert!((v.speed.unwrap() - 1000.0).abs() < 1e-9);
+        // ...and once it is done, far behind and not moving.
+        let still = [(0, Some(0), Some(0)), (10_000, Some(0), Some(0))];
         assert_eq!(
             judge_mode(Some(0.0), Some(1.8e8), &still).mode,
             Mode::Behind

@@ -206,6 +206,8 @@ pub struct HistorySample {
     /// The watermark shown ([`DashboardState::watermark_ms`]) and its lag behind `t`.
     pub newest_event_ms: Option<i64>,
     pub watermark_lag_s: Option<f64>,
+    /// The newest prediction's `as_of` (ms): in a replay it moves while reports stand still.
+    pub newest_prediction_ms: Option<i64>,
     /// Per `system/target`: live quality at this moment.
     pub quality: BTreeMap<String, QualityPoint>,
 }
@@ -776,6 +778,8 @@ impl DashboardState {
                 .unwrap_or_default(),
             newest_event_ms,
             watermark_lag_s: newest_event_ms.map(|n| (now - n) as f64 / 1000.0),
+            newest_prediction_ms: Some(self.newest_as_of.load(Ordering::Relaxed))
+                .filter(|&v| v != i64::MIN),
             quality,
         };
         if let Ok(mut o) = self.ops.lock() {
