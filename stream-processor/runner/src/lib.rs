@@ -710,10 +710,22 @@ impl Runner {
             tracing::info!(%shard, epoch = cp.epoch, "finished shard taken");
             return Ok(());
         }
-        // Whatever of its systems this instance holds is older than the checkpoint.
-        self.processor
-            .release_systems(|id| book.contains(shard, id));
         let Some(cp) = loaded.checkpoint else {
+            // Never checkpointed: its systems' state is its parents' final state (inherited
+            // once they are final) or, with no parent, empty. Leftovers here are dropped,
+            // except those of another shard held and still read here: a merge's child taken
+            // while one of its parents is read here must not empty that parent's systems
+            // (the parent's final checkpoint would carry the loss into the child).
+            let reading: Vec<ShardId> = book
+                .held
+                .iter()
+                .filter(|s| *s != shard && !book.waiting.contains(*s))
+                .filter(|s| !consumer.progress().is_finished(s))
+                .cloned()
+                .collect();
+            self.processor.release_systems(|id| {
+                book.contains(shard, id) && !reading.iter().any(|s| book.contains(s, id))
+            });
             let has_parents = book
                 .listed
                 .get(shard)
@@ -725,6 +737,9 @@ impl Runner {
             self.sinks.open_shard(shard.as_str(), 0).await?;
             return Ok(());
         };
+        // Whatever of its systems this instance holds is older than the checkpoint.
+        self.processor
+            .release_systems(|id| book.contains(shard, id));
         self.processor.absorb(&cp.state)?;
         // A checkpointed shard had finished parents: let the consumer know.
         let parents: Vec<ShardId> = book
