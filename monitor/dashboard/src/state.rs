@@ -35,7 +35,7 @@ use crate::freshness::FeedSeen;
 
 /// Report and prediction points kept per station (each also bounded by
 /// [`Settings::history_ms`]).
-pub const POINTS_KEPT: usize = 288;
+pub const POINTS_KEPT: usize = 96;
 /// Alert episodes kept for the "recent" list.
 pub const RECENT_ALERTS: usize = 50;
 
