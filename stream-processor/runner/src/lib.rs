@@ -337,6 +337,7 @@ impl Runner {
         let mut next_lease_round = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut emitted = Vec::new();
+        let mut abandoned = None;
         loop {
             if Instant::now() >= next_lease_round {
                 self.lease_round(&leases, &mut consumer, &mut book).await?;
@@ -344,7 +345,19 @@ impl Runner {
             } else {
                 self.drop_lost(&leases, &mut consumer, &mut book);
             }
-            let poll = consumer.poll(self.config.batch).await?;
+            // The read is the step a stalled stream blocks: a shutdown abandons it, and the
+            // final checkpoint stores the positions from before it (nothing of it was
+            // processed), so a stalled read still ends with a final checkpoint.
+            let before = consumer.positions().clone();
+            let poll = tokio::select! {
+                biased;
+                poll = consumer.poll(self.config.batch) => poll?,
+                () = &mut shutdown => {
+                    tracing::info!("shutdown while reading: the read is abandoned");
+                    abandoned = Some(before);
+                    break;
+                }
+            };
             let mut changed = poll.changed;
             let mut got = 0usize;
             let mut behind = 0i64;
@@ -472,7 +485,7 @@ impl Runner {
         }
         self.telemetry.quality(&self.processor, &self.quality, true);
         self.drop_lost(&leases, &mut consumer, &mut book);
-        let positions = consumer.positions().clone();
+        let positions = abandoned.unwrap_or_else(|| consumer.positions().clone());
         self.checkpoint_held(&positions, &leases, &mut consumer, &mut book)
             .await?;
         drop(renewer);

@@ -8,3 +8,4 @@ mod final_labels;
 mod live_quality;
 mod resharding;
 mod runner_bad_input;
+mod shutdown;
