@@ -135,7 +135,14 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let runner_stats = stats.clone();
     let _ = dashboard_state.runner.set(stats.clone());
     let latest = runner.latest_predictions();
-    let processor = tokio::spawn(runner.run(stopped(stop_rx.clone())));
+    // The processor stops within `[runner] shutdown_grace_ms` of the signal (its final
+    // checkpoint included, even out of a stalled read) or is abandoned with an error.
+    let grace = Duration::from_millis(config.runner.shutdown_grace_ms);
+    let processor = tokio::spawn(crate::app::runner::run_with_grace(
+        runner,
+        stopped(stop_rx.clone()),
+        grace,
+    ));
     let archiver = if config.lake.enabled {
         let a = crate::app::sinks::archiver(&config, false).await?;
         eprintln!(
@@ -169,41 +176,56 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
 
     shutdown_signal(args.duration).await;
     let _ = stop_tx.send(true);
-    for t in producers {
-        let _ = t.await;
-    }
-    // The summary task holds the output too: it must end before the output can be closed.
-    let _ = summary.await;
-    let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
-    let ingest_dead = output.stats().1.records_sent;
-    close_output(output).await?;
-    let processor = processor.await.context("processor task")??;
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
-    if let Some(a) = archiver {
-        a.await.context("lake archiver task")??;
-    }
-    if let Some(d) = drift {
-        let _ = d.await;
-    }
-    if let Some(r) = retention {
-        let _ = r.await;
-    }
-    let _ = keeper.await;
-    // After the producers: nothing later than this reached the stream.
-    save_city_clock(&running, &data_dir);
-    let running =
-        Arc::try_unwrap(running).map_err(|_| anyhow::anyhow!("simulator still in use"))?;
-    running.stop().await.context("stopping the simulator")?;
-    api.wait().await;
-    dashboard.wait().await;
-    if let Some(m) = metrics {
-        m.wait().await;
-    }
-    for t in monitors {
-        let _ = t.await;
-    }
+    // Everything after the signal is bounded: the processor by its grace period, the rest
+    // (producers, output, lake, API) by the same period again, so a stalled dependency
+    // cannot hold `up` open; an overrun exits non-zero and names what did not stop.
+    let stopping = async {
+        for t in producers {
+            let _ = t.await;
+        }
+        // The summary task holds the output too: it must end before the output can be closed.
+        let _ = summary.await;
+        let output = Arc::try_unwrap(output).map_err(|_| anyhow::anyhow!("output still in use"))?;
+        let ingest_dead = output.stats().1.records_sent;
+        close_output(output).await?;
+        let processor = processor.await.context("processor task")??;
+        if let Some(w) = watcher {
+            let _ = w.await;
+        }
+        if let Some(a) = archiver {
+            a.await.context("lake archiver task")??;
+        }
+        if let Some(d) = drift {
+            let _ = d.await;
+        }
+        if let Some(r) = retention {
+            let _ = r.await;
+        }
+        let _ = keeper.await;
+        // After the producers: nothing later than this reached the stream.
+        save_city_clock(&running, &data_dir);
+        let running =
+            Arc::try_unwrap(running).map_err(|_| anyhow::anyhow!("simulator still in use"))?;
+        running.stop().await.context("stopping the simulator")?;
+        api.wait().await;
+        dashboard.wait().await;
+        if let Some(m) = metrics {
+            m.wait().await;
+        }
+        for t in monitors {
+            let _ = t.await;
+        }
+        anyhow::Ok((processor, ingest_dead))
+    };
+    let (processor, ingest_dead) =
+        tokio::time::timeout(grace * 2, stopping)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "up did not stop within twice its shutdown grace period ({grace:?}, \
+                 [runner] shutdown_grace_ms): a producer, an output or the lake stalled"
+                )
+            })??;
     let s = processor.stats();
     eprintln!(
         "stopped: {} events processed, {} predictions, {} labels, {} stations; dead letters: {}; state is in {}",
