@@ -479,7 +479,7 @@ pub fn render(e: &Evaluation) -> String {
                 continue;
             };
             out.push_str(&format!(
-                "{what}, {label} ({} rows, {} positive)\n  {:<20} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}\n",
+                "{what}, {label} ({} rows, {} positive)\n  {:<38} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}\n",
                 n.0, n.1, "scorer", "ROC-AUC", "PR-AUC", "logloss", "Brier", "precision", "recall",
                 "thresh"
             ));
@@ -488,7 +488,7 @@ pub fn render(e: &Evaluation) -> String {
                     continue;
                 };
                 out.push_str(&format!(
-                    "  {:<20} {:>8} {:>8} {:>8.4} {:>8.4} {:>9} {:>9} {:>8.3}\n",
+                    "  {:<38} {:>8} {:>8} {:>8.4} {:>8.4} {:>9} {:>9} {:>8.3}\n",
                     format!("{} {}", r.scorer.name, r.scorer.version),
                     f(m.roc_auc),
                     f(m.pr_auc),
