@@ -39,7 +39,7 @@ pub mod stream;
 
 pub use bikeshare_runtime::aws::SdkConfig;
 pub use checkpoint_store::{S3CheckpointSettings, S3CheckpointStore};
-pub use client::kinesis_client;
+pub use client::{kinesis_client, update_shard_count};
 pub use config::{KinesisConfig, KinesisStreams, ReadMode};
 pub use cursor::{KinesisCursor, ReadPacer, ReadSettings};
 pub use error::{EXPIRED_ITERATOR_CODE, THROTTLED_CODE};
