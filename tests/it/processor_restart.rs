@@ -80,3 +80,48 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
     assert_eq!(l1.len(), l2.len(), "labels after {kills} kills");
     assert!(l1 == l2, "labels differ after {kills} kills");
 }
+
+/// A replay killed part-way and run again publishes its first records twice (the stream is
+/// at-least-once, as Kinesis): the processor drops the second copies, so the predictions and
+/// labels are those of one replay, by id, content and count.
+#[test]
+fn a_replay_interrupted_and_run_again_changes_no_prediction_or_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = simulated_history(
+        dir.path(),
+        120,
+        5,
+        "2026-03-02T06:00:00Z",
+        "2026-03-02T12:00:00Z",
+    );
+    let (once, again) = (dir.path().join("once"), dir.path().join("again"));
+    let args = ["replay", "--format", "jsonl", history.to_str().unwrap()];
+    let (_, full_run) = ok_with_cpu_time(&once, &args);
+    // Killed half-way (a replay starts over: it does not resume), then run to the end.
+    assert!(
+        support::run_and_kill_at(&again, &args, full_run / 2),
+        "the replay was never interrupted"
+    );
+    support::ok(support::bikeshare(&again).args(args));
+    let published = |d: &Path| stream_records(d, "events").len();
+    assert!(
+        published(&again) > published(&once),
+        "the second replay published no record twice"
+    );
+    for d in [&once, &again] {
+        support::ok(support::bikeshare(d).args(["process", "--until-caught-up"]));
+    }
+    for (stream, id) in [
+        ("predictions", "prediction_id"),
+        ("labels", "prediction_id"),
+    ] {
+        let (a, b) = (outputs(&once, stream, id), outputs(&again, stream, id));
+        assert!(a.len() > 300, "{stream}: only {}", a.len());
+        assert!(a == b, "{stream} differ after a replay ran again");
+        assert_eq!(
+            stream_records(&once, stream).len(),
+            stream_records(&again, stream).len(),
+            "{stream}: records published"
+        );
+    }
+}

@@ -101,10 +101,35 @@ pub fn ok_with_cpu_time(data_dir: &Path, args: &[&str]) -> (String, std::time::D
     (out, cpu_time(me, false).expect("/proc/self/stat") - before)
 }
 
+/// Runs `bikeshare <args>` in `data_dir` and SIGKILLs it once it has used `kill_at` of CPU
+/// time; returns whether it was killed (`false`: it finished first, successfully).
+#[allow(clippy::zombie_processes)] // every child is reaped: by try_wait, or wait after kill
+pub fn run_and_kill_at(data_dir: &Path, args: &[&str], kill_at: std::time::Duration) -> bool {
+    let mut child = bikeshare(data_dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{args:?} failed");
+            return false;
+        }
+        // Unreadable only between the child's exit and try_wait: poll again.
+        if cpu_time(child.id(), true).is_some_and(|used| used >= kill_at) {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Runs `bikeshare <args>` in `data_dir` again and again, SIGKILLing it at pseudo-random
 /// fractions (5–30 %) of `full_run`, the CPU time of an uninterrupted run
-/// ([`ok_with_cpu_time`]), until one run finishes by itself; returns the kills.
-#[allow(clippy::zombie_processes)] // every child is reaped: by try_wait, or wait after kill
+/// ([`ok_with_cpu_time`]), until one run finishes by itself; returns the kills. For commands
+/// that resume (each run has less left to do).
 pub fn run_with_kills(
     data_dir: &Path,
     args: &[&str],
@@ -115,12 +140,6 @@ pub fn run_with_kills(
     let mut kills = 0;
     let started = Instant::now();
     loop {
-        let mut child = bikeshare(data_dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -128,27 +147,10 @@ pub fn run_with_kills(
         // is still killed mid-run: between 5 % and 30 % of an uninterrupted run.
         let fraction = 0.05 + 0.25 * (seed % 1000) as f64 / 1000.0;
         let kill_at = full_run.mul_f64(fraction).max(Duration::from_millis(20));
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            // Unreadable only between the child's exit and try_wait: poll again.
-            if cpu_time(child.id(), true).is_some_and(|used| used >= kill_at) {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        match finished {
-            Some(status) => {
-                assert!(status.success(), "restarted {args:?} failed");
-                return kills;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
+        if !run_and_kill_at(data_dir, args, kill_at) {
+            return kills;
         }
+        kills += 1;
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "{args:?}: no run finished after {kills} kills"
