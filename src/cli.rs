@@ -295,6 +295,11 @@ pub struct TrainArgs {
     /// XGBoost threads (overrides `train.params.nthread`).
     #[arg(long)]
     pub nthread: Option<u32>,
+    /// Keep this share of the easy negatives of the training rows, weighted so that
+    /// probabilities stay calibrated (overrides `train.params.easy_negative_keep`; 1 keeps
+    /// all). Cuts XGBoost's memory by about that share.
+    #[arg(long, value_name = "SHARE")]
+    pub easy_negative_keep: Option<f64>,
     /// Register the model directory in the `[registry]` as a new version and put it through
     /// the gate to staging (schema and sanity checks on the test days).
     #[arg(long)]

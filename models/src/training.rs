@@ -94,6 +94,12 @@ pub struct TrainParams {
     /// XGBoost threads. Always explicit: OpenMP's default on busy cores is very slow.
     pub nthread: u32,
     pub seed: u64,
+    /// Share of the **easy negatives** among the training rows to keep (1 keeps all): rows
+    /// whose target did not happen and whose station was not in that state at `as_of`.
+    /// Each kept one weighs `1 / easy_negative_keep`, so the weighted rate of the outcome,
+    /// and the probabilities, stay those of all rows; XGBoost's copy of the training rows
+    /// shrinks by about that share. Validation rows are never sampled.
+    pub easy_negative_keep: f64,
 }
 
 impl Default for TrainParams {
@@ -110,6 +116,7 @@ impl Default for TrainParams {
             max_bin: 256,
             nthread: 2,
             seed: 0,
+            easy_negative_keep: 1.0,
         }
     }
 }
@@ -132,6 +139,9 @@ impl TrainParams {
         }
         if self.max_depth == 0 || self.max_depth > 16 {
             return bad("max_depth must be 1 to 16");
+        }
+        if !fraction(self.easy_negative_keep) {
+            return bad("easy_negative_keep must be in (0, 1]");
         }
         Ok(())
     }
@@ -227,11 +237,18 @@ pub fn train_booster(
 ) -> Result<TrainedBooster, TrainError> {
     params.validate()?;
     let n = data.num_features();
-    let ytrain = data.labels(target, train.clone());
     let yvalid = data.labels(target, valid.clone());
-    let dtrain = dmatrix(data.rows(train), n, &ytrain, params.nthread)?;
+    let (dtrain, prevalence) = if params.easy_negative_keep < 1.0 {
+        sampled_dmatrix(data, target, train, params)?
+    } else {
+        let ytrain = data.labels(target, train.clone());
+        let prevalence = ytrain.iter().map(|&y| f64::from(y)).sum::<f64>() / ytrain.len() as f64;
+        (
+            dmatrix(data.rows(train), n, &ytrain, params.nthread)?,
+            prevalence,
+        )
+    };
     let dvalid = dmatrix(data.rows(valid), n, &yvalid, params.nthread)?;
-    let prevalence = ytrain.iter().map(|&y| f64::from(y)).sum::<f64>() / ytrain.len() as f64;
     let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
     let config = params.booster_config(base_score);
     let map: HashMap<String, String> = config
@@ -311,6 +328,51 @@ pub fn train_booster(
         base_score,
         hit_round_cap,
     })
+}
+
+/// Whether training row `i` is kept when easy negatives are kept at `keep`: a hash of the
+/// row's station and time, so the choice is deterministic and independent of row order.
+fn keep_row(data: &TrainingData, i: usize, keep: f64, seed: u64) -> bool {
+    let m = data.meta(i);
+    let mut h = (u64::from(m.station) << 32) ^ (m.as_of.millis() as u64) ^ seed;
+    // SplitMix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64 <= keep
+}
+
+/// The training matrix of `train` with its easy negatives sampled (see
+/// [`TrainParams::easy_negative_keep`]), weighted; and the weighted rate of the outcome.
+fn sampled_dmatrix(
+    data: &TrainingData,
+    target: Target,
+    train: Range<usize>,
+    params: &TrainParams,
+) -> Result<(DMatrix, f64), TrainError> {
+    let keep = params.easy_negative_keep;
+    let n = data.num_features();
+    let (mut values, mut labels, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for i in train {
+        let m = data.meta(i);
+        let y = target.label(m);
+        let easy = !y && !target.state_now(m);
+        if easy && !keep_row(data, i, keep, params.seed) {
+            continue;
+        }
+        values.extend_from_slice(data.row(i));
+        labels.push(if y { 1.0f32 } else { 0.0 });
+        weights.push(if easy { (1.0 / keep) as f32 } else { 1.0 });
+    }
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    let positive: f64 = labels
+        .iter()
+        .zip(&weights)
+        .map(|(&y, &w)| f64::from(y * w))
+        .sum();
+    let mut m = dmatrix(&values, n, &labels, params.nthread)?;
+    m.set_weights(&weights).map_err(xgb)?;
+    Ok((m, positive / total.max(1.0)))
 }
 
 fn valid_log_loss(booster: &Booster, dvalid: &DMatrix) -> Result<f64, TrainError> {
@@ -784,6 +846,81 @@ mod tests {
         assert_eq!(imp[0].0, names[0]);
         assert!((imp[0].1 - 1.0).abs() < 1e-9);
         assert_eq!(unused(&stopped.json, names).unwrap().len(), names.len() - 1);
+    }
+
+    #[test]
+    fn sampled_easy_negatives_weighted_keep_the_probabilities_calibrated() {
+        // A rare outcome (~8 %) driven by one feature; most rows are easy negatives.
+        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let mut d = TrainingData::new(&schema, 30);
+        let mut state = 11u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for i in 0..20_000 {
+            let x = next();
+            let label = crate::dataset::RowLabel {
+                went_empty: next() < 0.16 * x * x * 1.5,
+                ..Default::default()
+            };
+            d.push(
+                &format!("s{}", i % 50),
+                Timestamp(i as i64 * 60_000),
+                label,
+                [Some(x)],
+            );
+        }
+        d.finish();
+        let params = |keep| TrainParams {
+            max_rounds: 60,
+            early_stopping_rounds: 10,
+            max_depth: 3,
+            nthread: 1,
+            easy_negative_keep: keep,
+            ..TrainParams::default()
+        };
+        let (train, valid) = (0..14_000, 14_000..20_000);
+        let observed = d
+            .labels(Target::WentEmpty, valid.clone())
+            .iter()
+            .map(|&y| f64::from(y))
+            .sum::<f64>()
+            / valid.len() as f64;
+        let mean_predicted = |keep: f64| {
+            let b = train_booster(
+                &d,
+                Target::WentEmpty,
+                train.clone(),
+                valid.clone(),
+                &params(keep),
+                &mut |_| {},
+            )
+            .unwrap();
+            let model = XgbModel::from_json(&b.json).unwrap();
+            let p: f64 = valid
+                .clone()
+                .map(|i| f64::from(model.predict(d.row(i))))
+                .sum::<f64>()
+                / valid.len() as f64;
+            (p, b.best_valid_log_loss)
+        };
+        let (all, all_ll) = mean_predicted(1.0);
+        let (sampled, sampled_ll) = mean_predicted(0.2);
+        // Weighted, a fifth of the easy negatives gives the same mean probability (within
+        // sampling noise) and about the same validation log loss.
+        assert!(
+            (all - observed).abs() < 0.1 * observed,
+            "{all} vs {observed}"
+        );
+        assert!(
+            (sampled - observed).abs() < 0.15 * observed,
+            "{sampled} vs {observed}"
+        );
+        assert!(sampled_ll < all_ll * 1.05, "{sampled_ll} vs {all_ll}");
+        assert!(matches!(params(0.0).validate(), Err(TrainError::Params(_))));
     }
 
     #[test]

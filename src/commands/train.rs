@@ -187,6 +187,9 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
     if let Some(t) = args.nthread {
         params.nthread = t;
     }
+    if let Some(k) = args.easy_negative_keep {
+        params.easy_negative_keep = k;
+    }
     let run = RunInfo {
         name: config.train.model_name.clone(),
         version: args

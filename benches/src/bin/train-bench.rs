@@ -15,7 +15,7 @@
 //! (`rows_parquet::read_training_data`: rows/s, resident bytes per row added, and the
 //! table's own bytes per row); (3) training one target (went empty) for `--rounds` rounds on
 //! the first 80 % of rows, validating on the rest (XGBoost `hist`, `--nthread` threads), with
-//! the time per round. Peak RSS is the process's `VmHWM` (Linux) after each phase.
+//! the time per round; `--easy-negative-keep 0.1` samples the training rows' easy negatives. Peak RSS is the process's `VmHWM` (Linux) after each phase.
 //!
 //! Synthetic rows: `--stations` stations, one row per station every 5 minutes; features are
 //! uniform, 10 % missing, some exactly 0; the label depends on three of them through a
@@ -59,6 +59,9 @@ struct Args {
     /// Skip training (load only).
     #[arg(long)]
     load_only: bool,
+    /// Keep this share of the easy negatives of the training rows (weighted).
+    #[arg(long, default_value_t = 1.0)]
+    easy_negative_keep: f64,
 }
 
 /// The process's peak and current resident set, bytes (Linux `/proc/self/status`).
@@ -191,6 +194,7 @@ fn main() -> anyhow::Result<()> {
         max_rounds: args.rounds,
         early_stopping_rounds: 0,
         nthread: args.nthread,
+        easy_negative_keep: args.easy_negative_keep,
         ..TrainParams::default()
     };
     let started = Instant::now();
