@@ -98,7 +98,8 @@ pub struct Engine {
     rules: Vec<Rule>,
     renotify: Option<Duration>,
     states: HashMap<(usize, Labels), State>,
-    /// Counter samples per (metric, labels), oldest first, within the longest rate window.
+    /// Samples per (metric, labels), oldest first, within the longest window a rule needs:
+    /// counters for rates, gauges for `unless_falling_per_sec`.
     history: HashMap<(String, Labels), VecDeque<(Timestamp, f64)>>,
     last_eval: Option<Timestamp>,
 }
@@ -147,6 +148,12 @@ impl Engine {
                             .iter()
                             .find(|s| s.name == g.metric && s.labels == labels)
                             .is_some_and(|s| g.op.holds(s.value, g.threshold))
+                    })
+                    && rule.unless_falling_per_sec.is_none_or(|f| {
+                        let h = self.history.get(&(rule.metric.clone(), labels.clone()));
+                        let window = secs_ms(rule.falling_window_secs());
+                        h.and_then(|h| fall_per_sec(h, now, window))
+                            .is_none_or(|fall| fall < f)
                     });
                 let key = (i, labels);
                 if !holds {
@@ -235,18 +242,29 @@ impl Engine {
         out
     }
 
-    /// Appends counter samples used by rate rules and forgets what is older than needed.
+    /// Appends the samples rate rules and falling-gauge rules read, and forgets what is older
+    /// than needed.
     fn record_counters(&mut self, now: Timestamp, samples: &[Sample]) {
+        let window = |r: &Rule| {
+            r.rate_secs
+                .or(r.unless_falling_per_sec.map(|_| r.falling_window_secs()))
+        };
         let keep_ms = self
             .rules
             .iter()
-            .filter_map(|r| r.rate_secs)
+            .filter_map(window)
             .max()
             .map_or(0, secs_ms);
         if keep_ms == 0 {
             return;
         }
         let rated: std::collections::HashSet<&str> = self
+            .rules
+            .iter()
+            .filter(|r| window(r).is_some())
+            .map(|r| r.metric.as_str())
+            .collect();
+        let counters: std::collections::HashSet<&str> = self
             .rules
             .iter()
             .filter(|r| r.rate_secs.is_some())
@@ -259,6 +277,7 @@ impl Engine {
                 .or_default();
             // A counter first seen after an earlier evaluation started from 0 since then.
             if h.is_empty()
+                && counters.contains(s.name.as_str())
                 && let Some(prev) = self.last_eval
             {
                 h.push_back((prev, 0.0));
@@ -331,6 +350,18 @@ fn observe(
     }
 }
 
+/// How fast a gauge fell, per second, from its sample at the window's start (or the oldest
+/// kept) to now; `None` until the samples span at least the window.
+fn fall_per_sec(h: &VecDeque<(Timestamp, f64)>, now: Timestamp, window_ms: i64) -> Option<f64> {
+    let first = h
+        .iter()
+        .rev()
+        .find(|(t, _)| now.millis() - t.millis() >= window_ms)?;
+    let last = h.back()?;
+    let span_ms = last.0.millis() - first.0.millis();
+    (span_ms > 0).then(|| (first.1 - last.1) * 1000.0 / span_ms as f64)
+}
+
 /// Per-second increase over the samples within `window_ms` of `now` (plus the one just
 /// before it); a decrease is a counter reset, counted from 0.
 fn rate(h: &VecDeque<(Timestamp, f64)>, now: Timestamp, window_ms: i64) -> Option<f64> {
@@ -371,6 +402,7 @@ mod tests {
             severity: Severity::Warning,
             summary: "{system} lag {value}".into(),
             guard: None,
+            unless_falling_per_sec: None,
         }
     }
 
@@ -546,5 +578,43 @@ mod tests {
             sample("bikeshare_model_labelled", &l, 500.0),
         ];
         assert_eq!(kinds(&e.evaluate(t(1), &many)), [NotificationKind::Firing]);
+    }
+
+    #[test]
+    fn a_lag_that_shrinks_at_twice_real_time_is_a_catch_up_not_an_alert() {
+        let rule = || Rule {
+            threshold: 900.0,
+            unless_falling_per_sec: Some(1.0),
+            ..gauge_rule(300)
+        };
+        // `up`'s city catching up on six hours at 60x: the lag falls 59 s a second.
+        let mut e = Engine::new(vec![rule()], None);
+        let mut all = Vec::new();
+        for s in (0..=420).step_by(15) {
+            let v = (21_600.0 - 59.0 * s as f64).max(5.0);
+            all.extend(e.evaluate(t(s), &[lag("a", v)]));
+        }
+        assert!(all.is_empty(), "{all:?}");
+        // A lag that stays (or falls slower than real time) fires after the `for` window.
+        for fall in [0.0, 0.5] {
+            let mut e = Engine::new(vec![rule()], None);
+            let mut all = Vec::new();
+            for s in (0..=330).step_by(15) {
+                all.extend(e.evaluate(t(s), &[lag("a", 5_000.0 - fall * s as f64)]));
+            }
+            assert_eq!(kinds(&all), [NotificationKind::Firing], "falling {fall}/s");
+        }
+        // A catch-up that stalls: the lag stops falling, and it fires a window later.
+        let mut e = Engine::new(vec![rule()], None);
+        let mut all = Vec::new();
+        for s in (0..=900).step_by(15) {
+            let v = if s < 120 {
+                20_000.0 - 59.0 * s as f64
+            } else {
+                12_920.0
+            };
+            all.extend(e.evaluate(t(s), &[lag("a", v)]));
+        }
+        assert_eq!(kinds(&all), [NotificationKind::Firing]);
     }
 }

@@ -101,6 +101,12 @@ pub struct Rule {
     pub summary: String,
     #[serde(default)]
     pub guard: Option<Guard>,
+    /// Gauges: the condition does not hold while the value falls at least this fast (per
+    /// second, over the `for` window, at least a minute): a lag shrinking that fast is a
+    /// catch-up in progress, not a fault (e.g. 1.0 on a lag in seconds: event time gaining on
+    /// the wall clock at twice real time or more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless_falling_per_sec: Option<f64>,
 }
 
 /// Why a rule cannot be used.
@@ -128,6 +134,8 @@ pub enum RuleError {
     Name(String),
     #[error("alert rule {rule:?}: the threshold must be a finite number")]
     Threshold { rule: String },
+    #[error("alert rule {rule:?}: unless_falling_per_sec applies to gauges, and must be above 0")]
+    Falling { rule: String },
 }
 
 impl Rule {
@@ -166,6 +174,11 @@ impl Rule {
             }
             Kind::Gauge if self.rate_secs.is_some() => return Err(RuleError::Rate { rule }),
             _ => {}
+        }
+        if let Some(f) = self.unless_falling_per_sec
+            && (def.kind != Kind::Gauge || !(f.is_finite() && f > 0.0))
+        {
+            return Err(RuleError::Falling { rule });
         }
         if let Some(label) = self
             .matchers
@@ -210,7 +223,14 @@ impl Rule {
             Some(s) => format!("rate({selector}[{}])", promql_duration(s)),
             None => selector,
         };
-        let cond = format!("{value} {} {}", self.op.as_str(), fmt_num(self.threshold));
+        let mut cond = format!("{value} {} {}", self.op.as_str(), fmt_num(self.threshold));
+        if let Some(f) = self.unless_falling_per_sec {
+            cond = format!(
+                "({cond}) unless (deriv({value}[{}]) <= -{})",
+                promql_duration(self.falling_window_secs()),
+                fmt_num(f)
+            );
+        }
         match (&self.guard, self.def()) {
             (Some(g), Some(def)) => format!(
                 "({cond}) and on({}) ({} {} {})",
@@ -221,6 +241,12 @@ impl Rule {
             ),
             _ => cond,
         }
+    }
+
+    /// The window over which [`Rule::unless_falling_per_sec`] measures the fall: the `for`
+    /// window, at least a minute.
+    pub fn falling_window_secs(&self) -> u64 {
+        self.for_secs.max(60)
     }
 
     /// The summary with `{value}`, `{threshold}` and `{<label>}` filled in.
@@ -337,6 +363,7 @@ fn rule(
         severity,
         summary: summary.into(),
         guard: None,
+        unless_falling_per_sec: None,
     }
 }
 
@@ -365,17 +392,22 @@ pub fn default_rules() -> Vec<Rule> {
             Critical,
             "shard {shard} of {stream} is {value} ms behind the tip (> {threshold} ms)",
         ),
-        rule(
-            "watermark_lag",
-            m::WATERMARK_LAG,
-            &[],
-            None,
-            Gt,
-            900.0,
-            300,
-            Warning,
-            "event time of {system} is {value} s behind the wall clock (> {threshold} s)",
-        ),
+        // Not while event time gains on the wall clock at twice real time or more: a city
+        // catching up on its morning (`up`'s first minutes), a backlog being worked off.
+        Rule {
+            unless_falling_per_sec: Some(1.0),
+            ..rule(
+                "watermark_lag",
+                m::WATERMARK_LAG,
+                &[],
+                None,
+                Gt,
+                900.0,
+                300,
+                Warning,
+                "event time of {system} is {value} s behind the wall clock (> {threshold} s)",
+            )
+        },
         rule(
             "checkpoint_stale",
             m::CHECKPOINT_AGE,
@@ -568,8 +600,8 @@ mod tests {
         ]
         .into();
         assert_eq!(
-            by("feed_stale").render_summary(&labels, 3.14159),
-            "station_information of bluebikes has brought no news for 3.142 of its periods (> 2)"
+            by("feed_stale").render_summary(&labels, 3.25159),
+            "station_information of bluebikes has brought no news for 3.252 of its periods (> 2)"
         );
         assert_eq!(promql_duration(90), "90s");
         assert_eq!(promql_duration(7200), "2h");

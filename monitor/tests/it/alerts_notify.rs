@@ -67,6 +67,7 @@ fn lag_rule(name: &str, system: &str) -> Rule {
         severity: Severity::Critical,
         summary: "event time of {system} is {value} s behind".into(),
         guard: None,
+        unless_falling_per_sec: None,
     }
 }
 
