@@ -96,10 +96,16 @@ fn a_replay_interrupted_and_run_again_changes_no_prediction_or_label() {
     );
     let (once, again) = (dir.path().join("once"), dir.path().join("again"));
     let args = ["replay", "--format", "jsonl", history.to_str().unwrap()];
-    let (_, full_run) = ok_with_cpu_time(&once, &args);
-    // Killed half-way (a replay starts over: it does not resume), then run to the end.
+    support::ok(support::bikeshare(&once).args(args));
+    // Killed once it has published part of its records (its stream has grown by a quarter of
+    // a whole replay's: a replay reads its whole file before it publishes), then run again to
+    // the end: a replay starts over, it does not resume.
+    let whole = support::stream_bytes(&once);
+    let base = support::stream_bytes(&again);
     assert!(
-        support::run_and_kill_at(&again, &args, full_run / 2),
+        support::run_and_kill_when(&again, &args, |_| {
+            support::stream_bytes(&again) >= base + whole / 4
+        }),
         "the replay was never interrupted"
     );
     support::ok(support::bikeshare(&again).args(args));

@@ -77,34 +77,65 @@ pub fn stream_records(data_dir: &Path, stream: &str) -> Vec<serde_json::Value> {
 /// skipped, except in CI (`CI=true`), where a missing emulator is a failure.
 pub use bikeshare_testkit::emulators::env_or_skip as emulator;
 
-/// CPU time (user + system) of a process, from `/proc/<pid>/stat`: its own (`own = true`) or
-/// that of its reaped children. Kill points are measured in CPU time, not wall time, so a
-/// machine busy with other tests moves them little. (In wall time, an uninterrupted run slowed
-/// by other tests set kill points that a later, faster run outran: it was never killed.)
-fn cpu_time(pid: u32, own: bool) -> Option<std::time::Duration> {
+/// The state and CPU time (user + system) of a process, from `/proc/<pid>/stat`. Kill points
+/// are measured in the CPU time of the process itself, not in wall time, so a machine busy with
+/// other tests moves them little. (In wall time, an uninterrupted run slowed by other tests
+/// set kill points that a later, faster run outran: it was never killed.)
+fn cpu_time(pid: u32) -> Option<(char, std::time::Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3 (state).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let at = if own { 11 } else { 13 }; // utime, stime | cutime, cstime
-    let ticks: u64 =
-        fields.get(at)?.parse::<u64>().ok()? + fields.get(at + 1)?.parse::<u64>().ok()?;
+    let state = fields.first()?.chars().next()?;
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on every Linux the tests run on.
-    Some(std::time::Duration::from_millis(ticks * 10))
+    Some((state, std::time::Duration::from_millis(ticks * 10)))
 }
 
 /// Runs `bikeshare <args>` in `data_dir` to the end, as [`ok`] does, and returns its output and
-/// the CPU time it used (the measure [`run_with_kills`] places its kill points by).
+/// the CPU time it used (the measure [`run_with_kills`] places its kill points by), read from
+/// the process itself just before it is reaped (so other tests' processes never count).
+#[allow(clippy::zombie_processes)] // reaped by try_wait or wait below
 pub fn ok_with_cpu_time(data_dir: &Path, args: &[&str]) -> (String, std::time::Duration) {
-    let me = std::process::id();
-    let before = cpu_time(me, false).expect("/proc/self/stat");
-    let out = ok(bikeshare(data_dir).args(args));
-    (out, cpu_time(me, false).expect("/proc/self/stat") - before)
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = bikeshare(data_dir)
+        .args(args)
+        .stdout(Stdio::from(out.reopen().unwrap()))
+        .stderr(Stdio::from(err.reopen().unwrap()))
+        .spawn()
+        .unwrap();
+    let mut used = std::time::Duration::ZERO;
+    let status = loop {
+        match cpu_time(child.id()) {
+            // Exited, not yet reaped: its times are final.
+            Some(('Z', t)) => {
+                used = t;
+                break child.wait().unwrap();
+            }
+            Some((_, t)) => used = t,
+            None => {}
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(
+        status.success(),
+        "{args:?} failed: {}",
+        std::fs::read_to_string(err.path()).unwrap_or_default()
+    );
+    (std::fs::read_to_string(out.path()).unwrap(), used)
 }
 
-/// Runs `bikeshare <args>` in `data_dir` and SIGKILLs it once it has used `kill_at` of CPU
-/// time; returns whether it was killed (`false`: it finished first, successfully).
+/// Runs `bikeshare <args>` in `data_dir` and SIGKILLs it as soon as `kill_now(pid)` says so;
+/// returns whether it was killed (`false`: it finished first, successfully).
 #[allow(clippy::zombie_processes)] // every child is reaped: by try_wait, or wait after kill
-pub fn run_and_kill_at(data_dir: &Path, args: &[&str], kill_at: std::time::Duration) -> bool {
+pub fn run_and_kill_when(
+    data_dir: &Path,
+    args: &[&str],
+    mut kill_now: impl FnMut(u32) -> bool,
+) -> bool {
     let mut child = bikeshare(data_dir)
         .args(args)
         .stdout(Stdio::null())
@@ -116,14 +147,31 @@ pub fn run_and_kill_at(data_dir: &Path, args: &[&str], kill_at: std::time::Durat
             assert!(status.success(), "{args:?} failed");
             return false;
         }
-        // Unreadable only between the child's exit and try_wait: poll again.
-        if cpu_time(child.id(), true).is_some_and(|used| used >= kill_at) {
+        if kill_now(child.id()) {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+}
+
+/// [`run_and_kill_when`] the process has used `kill_at` of CPU time.
+pub fn run_and_kill_at(data_dir: &Path, args: &[&str], kill_at: std::time::Duration) -> bool {
+    // Unreadable only between the child's exit and try_wait: poll again.
+    run_and_kill_when(data_dir, args, |pid| {
+        cpu_time(pid).is_some_and(|(_, used)| used >= kill_at)
+    })
+}
+
+/// Bytes of the embedded stream of `data_dir` (its database and write-ahead log): grows as
+/// records are published.
+pub fn stream_bytes(data_dir: &Path) -> u64 {
+    ["stream.db", "stream.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Runs `bikeshare <args>` in `data_dir` again and again, SIGKILLing it at pseudo-random
