@@ -7,6 +7,7 @@ mod alerts_wiring;
 mod aws_timeouts;
 mod backfill_online;
 mod backfill_parquet;
+mod chaos;
 mod cli_truth;
 mod container_entrypoint;
 mod dashboard_browser;

@@ -1,0 +1,688 @@
+//! The chaos suite (issue 14): the pipeline on kinesis-mock (through a fault proxy) and moto
+//! (leases in DynamoDB, checkpoints in S3) with one to three `bikeshare process` instances,
+//! while a seeded schedule injects, one per producer step: SIGKILL and SIGTERM of a
+//! processor and of the producer (`bikeshare replay`), reshards (`UpdateShardCount` 2 -> 4,
+//! splits, and 4 -> 2, merges), throttling with partial `PutRecords` failures and throttled `GetRecords`, and
+//! a frozen Kinesis (every call held unanswered for longer than the SDK's attempt timeout).
+//! Afterwards every prediction and label is compared, by id and content, with an
+//! uninterrupted run on the embedded stream: 0 lost, 0 differing, 0 unknown; duplicates
+//! (at-least-once: re-emitted after a kill or a take-over, identical content) are counted.
+//!
+//! Kill points are progress points, never wall-clock fractions of another run: a producer or
+//! processor is killed once *it* has used a seeded amount of CPU time in that step.
+//!
+//! `BIKESHARE_CHAOS_SEED` picks the schedule (default 7: two instances); `BIKESHARE_CHAOS_LONG=1` runs a
+//! longer history with three times the faults (for the README's figures). The table of
+//! faults and outcomes goes to stderr (`--no-capture` shows it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::support::{bikeshare, emulator, ok, replay, stream_records};
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use bikeshare_testkit::fault_proxy::{Call, FaultPolicy, FaultProxy, kinesis};
+
+/// What the proxy does now, switched by the harness.
+#[derive(Debug, Default)]
+struct Switches {
+    throttle: AtomicBool,
+    frozen: AtomicBool,
+    /// Calls held while frozen.
+    held: AtomicU64,
+    /// `PutRecords` calls to the `events` stream (the producer's progress).
+    event_puts: AtomicU64,
+}
+
+/// Kinesis under load while `throttle` is on, every call held while `frozen`.
+#[derive(Debug)]
+struct ChaosPolicy {
+    load: kinesis::Policy,
+    switches: Arc<Switches>,
+}
+
+impl FaultPolicy for ChaosPolicy {
+    type Faults = kinesis::Faults;
+
+    fn faults(&self) -> kinesis::Faults {
+        self.load.faults()
+    }
+
+    async fn intercept(&self, operation: &str, call: &Call) -> Option<Response> {
+        if operation == "PutRecords" && call.body().windows(8).any(|w| w == b"-events\"") {
+            self.switches.event_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.switches.frozen.load(Ordering::SeqCst) {
+            self.switches.held.fetch_add(1, Ordering::Relaxed);
+            while self.switches.frozen.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if self.switches.throttle.load(Ordering::SeqCst) {
+            return self.load.intercept(operation, call).await;
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    ProcessorKill,
+    ProcessorTerm,
+    ProducerKill,
+    ProducerTerm,
+    Reshard,
+    Throttle,
+    Freeze,
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault::ProcessorKill,
+    Fault::ProcessorTerm,
+    Fault::ProducerKill,
+    Fault::ProducerTerm,
+    Fault::Reshard,
+    Fault::Throttle,
+    Fault::Freeze,
+];
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ProcessorKill => "SIGKILL a processor",
+            Self::ProcessorTerm => "SIGTERM a processor",
+            Self::ProducerKill => "SIGKILL the producer",
+            Self::ProducerTerm => "SIGTERM the producer",
+            Self::Reshard => "reshard (UpdateShardCount 2->4 or 4->2)",
+            Self::Throttle => "throttling + partial PutRecords failures",
+            Self::Freeze => "Kinesis frozen 4 s",
+        }
+    }
+}
+
+/// Simulated seconds per wall-clock second of the producer: a step (a part of each
+/// history, tens of simulated minutes) takes a few seconds.
+const SPEED: &str = "600";
+
+/// xorshift64: the schedule from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The environment shared by every command of the chaos run.
+struct Env {
+    kinesis: String,
+    moto: String,
+    name: String,
+}
+
+impl Env {
+    fn command(&self, data_dir: &Path) -> Command {
+        let mut c = bikeshare(data_dir);
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("BIKESHARE_STREAM__BACKEND", "kinesis")
+            .env("BIKESHARE_STREAM__KINESIS__ENDPOINT_URL", &self.kinesis)
+            .env("BIKESHARE_STREAM__KINESIS__REGION", "us-east-1")
+            .env(
+                "BIKESHARE_STREAM__KINESIS__STREAM_PREFIX",
+                format!("{}-", self.name),
+            )
+            .env("BIKESHARE_STREAM__KINESIS__CREATE_MISSING", "true")
+            .env("BIKESHARE_STREAM__KINESIS__CREATE_SHARDS", "2")
+            .env("BIKESHARE_RUNNER__LEASES__STORE", "dynamodb")
+            .env("BIKESHARE_RUNNER__LEASES__TABLE", &self.name)
+            .env("BIKESHARE_RUNNER__LEASES__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_RUNNER__LEASES__CREATE_TABLE", "true")
+            .env("BIKESHARE_RUNNER__LEASES__DURATION_MS", "3000")
+            .env("BIKESHARE_RUNNER__CHECKPOINTS__STORE", "s3")
+            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__BUCKET", &self.name)
+            .env(
+                "BIKESHARE_RUNNER__CHECKPOINTS__S3__ENDPOINT_URL",
+                &self.moto,
+            )
+            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__CREATE_BUCKET", "true")
+            .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "400")
+            .env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "5000")
+            .env("BIKESHARE_RUNNER__BATCH", "50")
+            // A frozen Kinesis is an error within 2 s, not 10.
+            .env("BIKESHARE_AWS__ATTEMPT_TIMEOUT_MS", "2000")
+            .env("BIKESHARE_AWS__OPERATION_TIMEOUT_MS", "6000");
+        c
+    }
+}
+
+/// A running `process` instance logging to a file.
+struct Processor {
+    child: Child,
+    owner: String,
+    log: PathBuf,
+}
+
+impl Processor {
+    fn start(env: &Env, dir: &Path, owner: &str) -> Self {
+        let log = dir.join(format!("{owner}.log"));
+        let child = env
+            .command(&dir.join(owner))
+            .env("BIKESHARE_RUNNER__LEASES__OWNER", owner)
+            .env(
+                "RUST_LOG",
+                "warn,bikeshare_runner=info,bikeshare_stream::lease=info",
+            )
+            .arg("process")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            owner: owner.to_owned(),
+            log,
+        }
+    }
+
+    fn log_has(&self, what: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(what))
+    }
+}
+
+/// Sends SIGTERM (`kill -TERM`): the child stops within its grace period.
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits for `child` to exit, SIGKILLing it after `limit`; whether it exited by itself.
+fn wait_bounded(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    false
+}
+
+/// CPU time a live process used (`/proc/<pid>/stat`).
+fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10)
+}
+
+/// Waits until `child` has used `more_ms` of CPU time beyond `from_ms` (its own progress),
+/// or exits, or `limit` passes; whether the point was reached with the child alive.
+fn reached(child: &mut Child, from_ms: u64, more_ms: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if cpu_ms(child.id()).is_some_and(|used| used >= from_ms + more_ms) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// A processor instance in slot `i`, under a new name.
+fn start(env: &Env, work: &Path, i: usize, generation: &mut usize) -> Processor {
+    *generation += 1;
+    Processor::start(env, work, &format!("p{i}-{generation}"))
+}
+
+/// Restarts the instances that stopped by themselves (a stalled stream is an error after
+/// the SDK's timeouts and retries: the process exits and its supervisor restarts it).
+fn supervise(
+    env: &Env,
+    work: &Path,
+    procs: &mut [Processor],
+    generation: &mut usize,
+    restarts: &mut usize,
+) {
+    for (i, p) in procs.iter_mut().enumerate() {
+        if p.child.try_wait().unwrap().is_some() {
+            *restarts += 1;
+            *p = start(env, work, i, generation);
+        }
+    }
+}
+
+/// The lines of `history` cut into `parts` consecutive files (one system's history: its
+/// events stay in order across the parts).
+fn cut(history: &Path, parts: usize) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(history).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let size = lines.len().div_ceil(parts);
+    lines
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = history.with_extension(format!("part{i}.jsonl"));
+            std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Outputs by id; a duplicate with other content is counted as differing.
+#[derive(Debug, Default)]
+struct Outputs {
+    by_id: BTreeMap<String, serde_json::Value>,
+    records: usize,
+    conflicting: usize,
+}
+
+fn outputs(values: Vec<serde_json::Value>) -> Outputs {
+    let mut out = Outputs {
+        records: values.len(),
+        ..Outputs::default()
+    };
+    for v in values {
+        let id = v["prediction_id"].as_str().unwrap().to_owned();
+        if let Some(prev) = out.by_id.insert(id, v.clone())
+            && prev != v
+        {
+            out.conflicting += 1;
+        }
+    }
+    out
+}
+
+/// Lost, differing (or re-emitted differently), unknown, duplicates.
+fn compare(want: &Outputs, got: &Outputs) -> [usize; 4] {
+    let lost = want
+        .by_id
+        .keys()
+        .filter(|k| !got.by_id.contains_key(*k))
+        .count();
+    let differing = want
+        .by_id
+        .iter()
+        .filter(|(k, v)| got.by_id.get(*k).is_some_and(|g| g != *v))
+        .count()
+        + got.conflicting;
+    let unknown = got
+        .by_id
+        .keys()
+        .filter(|k| !want.by_id.contains_key(*k))
+        .count();
+    [lost, differing, unknown, got.records - got.by_id.len()]
+}
+
+#[test]
+fn chaos_gives_every_output_of_an_uninterrupted_run() {
+    let test = "chaos";
+    let Some(kinesis_endpoint) = emulator("BIKESHARE_TEST_KINESIS_ENDPOINT", test) else {
+        return;
+    };
+    let Some(moto) = emulator("BIKESHARE_TEST_MOTO_ENDPOINT", test) else {
+        return;
+    };
+    let seed: u64 = std::env::var("BIKESHARE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let long = std::env::var_os("BIKESHARE_CHAOS_LONG").is_some_and(|v| v == "1");
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let (hours, rounds) = if long { (10, 3) } else { (4, 1) };
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+
+    // Three systems' histories, replayed into the embedded stream for the reference.
+    let systems = ["chaos-a", "chaos-b", "chaos-c"];
+    let until = format!("2026-03-02T{:02}:00:00Z", 6 + hours);
+    let histories: Vec<PathBuf> = systems
+        .iter()
+        .enumerate()
+        .map(|(i, system)| {
+            let d = dir.path().join(system);
+            std::fs::create_dir_all(&d).unwrap();
+            let path = d.join("history.jsonl");
+            ok(bikeshare(&d)
+                .env("BIKESHARE_SIMULATOR__CITY__SYSTEM_ID", system)
+                .args([
+                    "simulate",
+                    "--backfill",
+                    path.to_str().unwrap(),
+                    "--station-count",
+                    "15",
+                    "--seed",
+                    &(seed + i as u64).to_string(),
+                    "--start",
+                    "2026-03-02T06:00:00Z",
+                    "--until",
+                    &until,
+                ]));
+            path
+        })
+        .collect();
+    let reference = dir.path().join("reference");
+    for h in &histories {
+        replay(&reference, h);
+    }
+    ok(bikeshare(&reference).args(["process", "--until-caught-up"]));
+    let want_p = outputs(stream_records(&reference, "predictions"));
+    let want_l = outputs(stream_records(&reference, "labels"));
+    assert!(
+        want_p.by_id.len() > 500 && want_l.by_id.len() > 300,
+        "too few outputs: {} predictions, {} labels",
+        want_p.by_id.len(),
+        want_l.by_id.len()
+    );
+
+    // The fault schedule: every kind once per round, a reshard twice (a split up to four
+    // shards, then a merge back to two), in a seeded order.
+    let mut schedule = Vec::new();
+    for _ in 0..rounds {
+        let mut kinds = FAULTS.to_vec();
+        kinds.push(Fault::Reshard);
+        for i in (1..kinds.len()).rev() {
+            kinds.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        schedule.extend(kinds);
+    }
+    let instances = 1 + rng.below(3) as usize;
+    let steps = schedule.len();
+    let parts: Vec<Vec<PathBuf>> = histories.iter().map(|h| cut(h, steps + 1)).collect();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let switches = Arc::new(Switches::default());
+    let proxy = rt.block_on(FaultProxy::start(
+        &kinesis_endpoint,
+        ChaosPolicy {
+            load: kinesis::Policy::new(seed),
+            switches: switches.clone(),
+        },
+    ));
+    let env = Env {
+        kinesis: proxy.endpoint(),
+        moto,
+        name: format!("chaos-{}-{seed}", std::process::id()),
+    };
+    let work = dir.path().join("chaos");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // The first part of each history creates the stream; then the processors start, the first
+    // alone until it has created the outputs and taken its leases.
+    for p in &parts {
+        ok(env
+            .command(&work)
+            .args(["replay", "--format", "jsonl", p[0].to_str().unwrap()]));
+    }
+    let mut generation = 0;
+    let mut restarts = 0;
+    let mut producer_retries = 0;
+    let mut procs: Vec<Processor> = Vec::new();
+    for i in 0..instances {
+        let p = start(&env, &work, i, &mut generation);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !p.log_has("leases changed") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        procs.push(p);
+    }
+
+    let sdk = rt.block_on(bikeshare_runtime::aws::emulator_sdk_config(
+        &kinesis_endpoint,
+    ));
+    let client = bikeshare_aws::kinesis_client(&sdk);
+    let events = format!("{}-events", env.name);
+    let mut shards = 2;
+    // Per kind: injected, not reached (the target finished before its kill point).
+    let mut injected: BTreeMap<Fault, (usize, usize)> = BTreeMap::new();
+    for (step, fault) in schedule.iter().copied().enumerate() {
+        let chunk = step + 1;
+        let entry = injected.entry(fault).or_default();
+        match fault {
+            Fault::Reshard => {
+                shards = if shards == 2 { 4 } else { 2 };
+                rt.block_on(bikeshare_aws::update_shard_count(&client, &events, shards))
+                    .unwrap();
+                entry.0 += 1;
+            }
+            Fault::Throttle => switches.throttle.store(true, Ordering::SeqCst),
+            _ => {}
+        }
+        // The producer's step: one part of each history.
+        // The producer's step: the next part of every history, paced (`--speed`) so that
+        // it runs while the faults happen.
+        let files: Vec<String> = parts
+            .iter()
+            .filter_map(|p| p.get(chunk))
+            .map(|f| f.to_str().unwrap().to_owned())
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        let replay = |env: &Env| {
+            env.command(&work)
+                .args(["replay", "--format", "jsonl", "--speed", SPEED])
+                .args(&files)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut child = replay(&env);
+        if matches!(fault, Fault::ProducerKill | Fault::ProducerTerm) {
+            // Its progress point: a seeded number of its `PutRecords` calls to `events`.
+            let from = switches.event_puts.load(Ordering::SeqCst);
+            let at = from + 1 + rng.below(3);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let alive = loop {
+                if child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                if switches.event_puts.load(Ordering::SeqCst) >= at {
+                    break true;
+                }
+                assert!(Instant::now() < deadline, "the producer made no progress");
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            if alive {
+                if fault == Fault::ProducerKill {
+                    child.kill().unwrap();
+                } else {
+                    sigterm(&child);
+                }
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+            wait_bounded(&mut child, Duration::from_secs(30));
+            // Run again from the parts' start: records sent before the kill arrive twice.
+            child = replay(&env);
+        }
+        if matches!(fault, Fault::ProcessorKill | Fault::ProcessorTerm) {
+            let i = rng.below(procs.len() as u64) as usize;
+            let p = &mut procs[i];
+            let from = cpu_ms(p.child.id()).unwrap_or(0);
+            let at = 100 + rng.below(400);
+            // Killed at its progress point, or (idle) after 20 s: injected either way.
+            let _ = reached(&mut p.child, from, at, Duration::from_secs(20));
+            entry.0 += 1;
+            if fault == Fault::ProcessorKill {
+                let _ = p.child.kill();
+                p.child.wait().unwrap();
+            } else {
+                sigterm(&p.child);
+                assert!(
+                    wait_bounded(&mut p.child, Duration::from_secs(15)),
+                    "{} did not stop within its grace period after SIGTERM",
+                    p.owner
+                );
+            }
+            procs[i] = start(&env, &work, i, &mut generation);
+        }
+        if fault == Fault::Freeze {
+            switches.frozen.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(4));
+            switches.frozen.store(false, Ordering::SeqCst);
+            entry.0 += 1;
+        }
+        // A producer that gave up (a frozen or throttled stream) is run again, as its
+        // supervisor would; records it sent before the failure arrive twice.
+        let mut attempts = 0;
+        loop {
+            supervise(&env, &work, &mut procs, &mut generation, &mut restarts);
+            assert!(
+                wait_bounded(&mut child, Duration::from_secs(120)),
+                "the producer's step {step} did not finish"
+            );
+            if child.wait().unwrap().success() {
+                break;
+            }
+            attempts += 1;
+            producer_retries += 1;
+            assert!(attempts < 5, "the producer's step {step} kept failing");
+            child = replay(&env);
+        }
+        if fault == Fault::Throttle {
+            switches.throttle.store(false, Ordering::SeqCst);
+            entry.0 += 1;
+        }
+    }
+    // Whatever parts the schedule's steps did not reach.
+    for p in &parts {
+        for part in p.iter().skip(steps) {
+            ok(env
+                .command(&work)
+                .args(["replay", "--format", "jsonl", part.to_str().unwrap()]));
+        }
+    }
+
+    // Stop the instances; one more finishes what is left and stops once caught up.
+    for p in &mut procs {
+        sigterm(&p.child);
+    }
+    for p in &mut procs {
+        assert!(
+            wait_bounded(&mut p.child, Duration::from_secs(20)),
+            "{} did not stop within its grace period after SIGTERM",
+            p.owner
+        );
+    }
+    let mut last = env
+        .command(&work.join("final"))
+        .env("BIKESHARE_RUNNER__LEASES__OWNER", "final")
+        .args(["process", "--until-caught-up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_bounded(&mut last, Duration::from_secs(180)),
+        "the final instance did not catch up"
+    );
+    assert!(last.wait().unwrap().success(), "the final instance failed");
+
+    let direct = Env {
+        kinesis: kinesis_endpoint.clone(),
+        moto: env.moto.clone(),
+        name: env.name.clone(),
+    };
+    let tail = |stream: &str| {
+        outputs(
+            ok(direct.command(&work.join("tail")).args([
+                "tail",
+                "--stream",
+                stream,
+                "--from-start",
+            ]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        )
+    };
+    let got_p = tail("predictions");
+    let got_l = tail("labels");
+    let [p_lost, p_diff, p_unknown, p_dup] = compare(&want_p, &got_p);
+    let [l_lost, l_diff, l_unknown, l_dup] = compare(&want_l, &got_l);
+    let load = proxy.faults();
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "chaos seed {seed}{}: {instances} processor instance(s), 3 systems x 15 stations x {hours} h, {:.0} s",
+        if long { " (long)" } else { "" },
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(table, "| fault | injected | not reached |");
+    let _ = writeln!(table, "| --- | ---: | ---: |");
+    for (fault, (n, missed)) in &injected {
+        let _ = writeln!(table, "| {} | {n} | {missed} |", fault.name());
+    }
+    let _ = writeln!(
+        table,
+        "proxy: {} PutRecords throttled, {} records failed, {} GetRecords throttled, {} calls held frozen",
+        load.puts_throttled,
+        load.records_failed,
+        load.gets_throttled,
+        switches.held.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        table,
+        "supervisor: {restarts} processor restarts after an error exit, {producer_retries} producer re-runs after a failure"
+    );
+    let _ = writeln!(
+        table,
+        "| output | reference | lost | differing | unknown | duplicates |"
+    );
+    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        table,
+        "| predictions | {} | {p_lost} | {p_diff} | {p_unknown} | {p_dup} |",
+        want_p.by_id.len()
+    );
+    let _ = writeln!(
+        table,
+        "| labels | {} | {l_lost} | {l_diff} | {l_unknown} | {l_dup} |",
+        want_l.by_id.len()
+    );
+    eprintln!("{table}");
+    let logs = || {
+        procs
+            .iter()
+            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert_eq!(
+        [p_lost, p_diff, p_unknown, l_lost, l_diff, l_unknown],
+        [0; 6],
+        "outputs lost, differing or unknown:\n{table}\nlogs of the last instances:\n{}",
+        logs()
+    );
+    let missed: usize = injected.values().map(|(_, m)| m).sum();
+    let hit: usize = injected.values().map(|(n, _)| n).sum();
+    assert!(
+        hit >= schedule.len() - missed && hit > missed,
+        "too few faults injected:\n{table}"
+    );
+}
