@@ -5,7 +5,8 @@
 #                                         what the test command runs
 #   scripts/fuzz.sh run [SECS] [TARGET…]  each target (default: all) for SECS (600) s
 # The targets build with overflow checks and debug assertions, so a panic is a crash. Any
-# crash fails the run; its input stays in $BIKESHARE_FUZZ_OUT/<target>/default/crashes/.
+# crash fails the run; its input stays in $BIKESHARE_FUZZ_OUT (default: a new temporary
+# directory per run, named at the end)/<target>/default/crashes/.
 # Corpora start from fuzz/seeds/<target>/ and, when ../shared/data is there, samples of the
 # recorded feeds and histories (read at run time, never committed).
 source "$(dirname "$0")/lib.sh"
@@ -16,7 +17,8 @@ AFL_ROOT="$TOOLS_DIR/cargo-afl"
 export XDG_DATA_HOME="$TOOLS_DIR/afl-data" # where cargo-afl keeps the AFL++ it builds
 export PATH="$AFL_ROOT/bin:$PATH"
 FUZZ_TARGET_DIR="${BIKESHARE_FUZZ_TARGET_DIR:-/var/tmp/bikeshare-fuzz-target}"
-OUT="${BIKESHARE_FUZZ_OUT:-/var/tmp/bikeshare-fuzz}"
+# Per run unless given: two runs on one machine never share (and delete) each other's output.
+OUT="${BIKESHARE_FUZZ_OUT:-$(mktemp -d /tmp/bikeshare-fuzz.XXXXXX)}"
 AFL_VERSION=0.18.2
 
 ensure_cargo_afl() {
@@ -92,12 +94,17 @@ esac
 ensure_cargo_afl
 mkdir -p "$OUT"
 log "building the fuzz targets (target dir: $FUZZ_TARGET_DIR)"
-# Not --locked: fuzz/ is its own workspace, and a dependency added to a crate it fuzzes
-# (producers, sinks, types) must not fail the test command until fuzz/Cargo.lock catches up;
-# the versions shared with the main workspace come from the same lock file's lineage.
-(cd fuzz && CARGO_TARGET_DIR="$FUZZ_TARGET_DIR" cargo afl build --release --quiet)
+# fuzz/ is its own workspace with its own lock file: built --locked, and held to the same
+# licence, ban and source rules as the main one. (A dependency added to a fuzzed crate needs
+# `cd fuzz && cargo update -w` in the same commit.)
+if command -v cargo-deny >/dev/null 2>&1; then
+  cargo deny --log-level error --manifest-path fuzz/Cargo.toml --locked --config deny.toml \
+    check licenses bans sources
+fi
+(cd fuzz && CARGO_TARGET_DIR="$FUZZ_TARGET_DIR" cargo afl build --release --locked --quiet)
 failed=0
 for t in "${targets[@]}"; do
   fuzz_one "$t" "$secs" || failed=1
 done
+echo "fuzz output: $OUT"
 exit $failed
