@@ -904,8 +904,15 @@ impl Runner {
             match self.save_shard(shard, positions, leases, book).await {
                 Ok(()) => {}
                 Err(RunnerError::Checkpoint(CheckpointError::Fenced { holder, .. })) => {
+                    let stored = book.epochs.get(shard).copied().unwrap_or(0);
                     let why = format!("its checkpoint write was refused, {holder} claimed it");
                     self.lose(shard, consumer, book, &why);
+                    // The sinks' epoch just committed for it will never be checkpointed: its
+                    // outputs are the new owner's to emit again. Rolled back to the last
+                    // epoch stored (the lake deletes that epoch's files).
+                    if let Err(e) = self.sinks.open_shard(shard.as_str(), stored).await {
+                        tracing::warn!(%shard, error = %e, "rolling the sinks back to the last stored epoch failed");
+                    }
                     if let Err(e) = leases.release_shard(shard).await {
                         tracing::warn!(%shard, error = %e, "releasing the lease failed; it expires instead");
                     }

@@ -162,6 +162,8 @@ pub struct StallingSinks {
     pub opened: Arc<Notify>,
     /// Predictions received when the barrier was first reached.
     pub at_first_commit: Arc<AtomicUsize>,
+    /// `open_shard` calls: (shard, restored epoch).
+    pub opened_shards: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
 }
 
 impl StallingSinks {
@@ -174,6 +176,7 @@ impl StallingSinks {
             at_gate: Arc::new(Notify::new()),
             opened: Arc::new(Notify::new()),
             at_first_commit: Arc::new(AtomicUsize::new(usize::MAX)),
+            opened_shards: Arc::default(),
         }
     }
 
@@ -227,6 +230,18 @@ impl Sinks for StallingSinks {
         'a: 'b,
         Self: 'b,
     {
+        Box::pin(async { Ok(()) })
+    }
+    fn open_shard<'a, 'c, 'b>(&'a self, shard: &'c str, restored_epoch: u64) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        'c: 'b,
+        Self: 'b,
+    {
+        self.opened_shards
+            .lock()
+            .unwrap()
+            .push((shard.to_owned(), restored_epoch));
         Box::pin(async { Ok(()) })
     }
     fn commit<'a, 'c, 'b>(&'a self, _checkpoints: &'c [(String, u64)]) -> SinkFuture<'b>
