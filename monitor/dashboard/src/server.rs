@@ -569,7 +569,8 @@ async fn state_view(
     if !http::authorised(app.token.as_ref(), &headers) {
         return http::unauthorised();
     }
-    if let Some(since) = p.since {
+    let since = known_version(p.since, app.state.version());
+    if let Some(since) = since {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(p.wait_ms.unwrap_or(10_000).min(25_000));
         while app.state.version() <= since && tokio::time::Instant::now() < deadline {
@@ -580,7 +581,7 @@ async fn state_view(
         &app.state,
         p.top.unwrap_or(app.config.top_n).clamp(1, 500),
         app.config.min_positives,
-        p.since,
+        since,
     );
     json(&headers, &view)
 }
@@ -648,6 +649,13 @@ pub fn station_row(state: &DashboardState, key: &StationKey) -> StationRow {
         trend: trend.map(|t| round(t, 4)),
         as_of: p.map(|p| p.as_of.millis()),
     }
+}
+
+/// `since` if this process can have issued it: a version above the current one comes from an
+/// earlier process (a page open across a restart), and gets a full answer, not a wait for a
+/// version this process may never reach and then a delta against stations it never sent.
+fn known_version(since: Option<u64>, version: u64) -> Option<u64> {
+    since.filter(|&s| s <= version)
 }
 
 /// The state now; with `since`, only the stations changed after it.
@@ -919,6 +927,25 @@ pub fn station_detail(state: &DashboardState, key: &StationKey) -> Option<Statio
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_from_an_earlier_process_gets_a_full_answer() {
+        use bikeshare_types::time::ManualClock;
+        // This process started at t = 5,000 s: its versions start there.
+        let clock = Arc::new(ManualClock::new(Timestamp(5_000_000)));
+        let state = DashboardState::new(
+            clock,
+            bikeshare_stream_processor::quality::QualityConfig::default(),
+        );
+        let v = state.version();
+        assert_eq!(v, 5_000_000);
+        assert_eq!(known_version(Some(v), v), Some(v));
+        assert_eq!(known_version(None, v), None);
+        // A busy earlier process had gone further: answered in full, not waited on. (A quieter
+        // one started earlier, so its versions are below every change of this process: the
+        // delta holds every station.)
+        assert_eq!(known_version(Some(v + 1_000), v), None);
+    }
 
     #[test]
     fn the_mode_follows_backlog_lag_and_speed() {

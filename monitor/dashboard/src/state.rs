@@ -276,7 +276,10 @@ pub struct DashboardState {
     pub clock: SharedClock,
     pub settings: Settings,
     pending: Mutex<HashMap<EventId, (f32, f32, i64)>>,
-    /// Bumped at every change to a station; `changed` holds each station's last bump.
+    /// Bumped at every change to a station; `changed` holds each station's last bump. Starts at
+    /// the process's start time in ms, so a page kept open across a restart holds a version
+    /// below every one of the new process (it gets every station again) or, after a very busy
+    /// earlier process, above its current one (answered in full, see `server`).
     version: AtomicU64,
     changed: DashMap<StationKey, u64>,
     events_total: AtomicU64,
@@ -317,6 +320,7 @@ impl DashboardState {
         quality_config: QualityConfig,
         settings: Settings,
     ) -> Arc<Self> {
+        let started_at = clock.now();
         Arc::new(Self {
             stations: DashMap::new(),
             risk: DashMap::new(),
@@ -333,11 +337,11 @@ impl DashboardState {
             newest_prediction_arrival: Mutex::new(None),
             newest_as_of: std::sync::atomic::AtomicI64::new(i64::MIN),
             newest_as_of_by_system: DashMap::new(),
-            started_at: clock.now(),
+            started_at,
             clock,
             settings,
             pending: Mutex::new(HashMap::new()),
-            version: AtomicU64::new(0),
+            version: AtomicU64::new(u64::try_from(started_at.millis()).unwrap_or(0)),
             changed: DashMap::new(),
             events_total: AtomicU64::new(0),
             predictions_total: AtomicU64::new(0),
