@@ -252,6 +252,40 @@ pub fn metrics(p: &[f32], y: &[bool], hours: &[u8], threshold: f32) -> Metrics {
     }
 }
 
+/// Whether a reliability table is calibrated: the largest gap between mean prediction and
+/// observed rate over the bins holding at least `min_rows` rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationCheck {
+    /// The largest `|mean predicted − observed|` of a populated bin (0 with none).
+    pub max_gap: f64,
+    /// That bin's lower edge.
+    pub bin_lower: f64,
+    /// Rows a bin needs to count.
+    pub min_rows: u64,
+    /// `max_gap` above [`CALIBRATION_TOLERANCE`]: a calibrator (isotonic or Platt) is due.
+    pub off: bool,
+}
+
+/// Two points of probability: the most a populated bin may be off.
+pub const CALIBRATION_TOLERANCE: f64 = 0.02;
+
+/// The [`CalibrationCheck`] of `bins`.
+pub fn calibration_check(bins: &[ReliabilityBin], min_rows: u64) -> CalibrationCheck {
+    let (mut max_gap, mut bin_lower) = (0.0f64, 0.0f64);
+    for b in bins.iter().filter(|b| b.count >= min_rows) {
+        let gap = (b.mean_predicted - b.observed_rate).abs();
+        if gap > max_gap {
+            (max_gap, bin_lower) = (gap, b.lower);
+        }
+    }
+    CalibrationCheck {
+        max_gap,
+        bin_lower,
+        min_rows,
+        off: max_gap > CALIBRATION_TOLERANCE,
+    }
+}
+
 /// Log loss and Brier score, 0 for no rows.
 fn losses(p: &[f32], y: &[bool]) -> (f64, f64) {
     (log_loss(p, y).unwrap_or(0.0), brier(p, y).unwrap_or(0.0))
@@ -577,6 +611,29 @@ mod tests {
             new_full: new.clone(),
             new_empty: new,
         }
+    }
+
+    #[test]
+    fn calibration_is_off_when_a_populated_bin_is_off_by_more_than_two_points() {
+        let bin = |lower: f64, count: u64, mean: f64, observed: f64| ReliabilityBin {
+            lower,
+            upper: lower + 0.1,
+            count,
+            mean_predicted: mean,
+            observed_rate: observed,
+        };
+        let fine = [bin(0.0, 5000, 0.01, 0.012), bin(0.9, 200, 0.95, 0.94)];
+        let c = calibration_check(&fine, 100);
+        assert!(!c.off && (c.max_gap - 0.01).abs() < 1e-12, "{c:?}");
+        // A bin 5 points off, but with too few rows to say: still fine.
+        let sparse = [fine[0].clone(), bin(0.5, 20, 0.55, 0.5)];
+        assert!(!calibration_check(&sparse, 100).off);
+        let off = [fine[0].clone(), bin(0.3, 400, 0.34, 0.19)];
+        let c = calibration_check(&off, 100);
+        assert!(
+            c.off && c.bin_lower == 0.3 && (c.max_gap - 0.15).abs() < 1e-12,
+            "{c:?}"
+        );
     }
 
     #[test]

@@ -511,6 +511,10 @@ pub struct TargetTraining {
     /// Features no kept tree splits on.
     #[serde(default)]
     pub unused_features: Vec<String>,
+    /// The model's reliability on the validation rows: off by more than two points in a
+    /// bin of at least 100 rows means a calibrator is due (none is fitted yet).
+    #[serde(default)]
+    pub calibration: Option<crate::eval::CalibrationCheck>,
     pub train_positives: usize,
     pub valid_positives: usize,
     pub test_positives: usize,
@@ -624,6 +628,12 @@ pub fn train_models(
         XgbModel::from_json(&full.json)?,
     )?;
     let evaluation = evaluate_against_baselines(&scorer, schema, data, &split);
+    let on_valid = crate::eval::evaluate(
+        &scorer,
+        data,
+        split.valid.clone(),
+        crate::eval::Thresholds::default(),
+    );
     let positives = |t: Target, r: Range<usize>| r.filter(|&i| t.label(data.meta(i))).count();
     let (first, last) = data
         .window()
@@ -636,6 +646,10 @@ pub fn train_models(
         hit_round_cap: b.hit_round_cap,
         feature_importance: importance(&b.json, data.feature_names()).unwrap_or_default(),
         unused_features: unused(&b.json, data.feature_names()).unwrap_or_default(),
+        calibration: Some(crate::eval::calibration_check(
+            &on_valid.target(t).reliability,
+            100,
+        )),
         train_positives: positives(t, split.train.clone()),
         valid_positives: positives(t, split.valid.clone()),
         test_positives: positives(t, split.test.clone()),

@@ -253,6 +253,16 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
                 format!(" ({})", t.unused_features.join(", "))
             }
         );
+        if let Some(c) = t.calibration.as_ref().filter(|c| c.off) {
+            eprintln!(
+                "WARNING: the {what} model is off by {:.1} points in the [{:.1}, {:.1}) bin of \
+                 its validation reliability table (more than 2): its probabilities need a \
+                 calibrator",
+                c.max_gap * 100.0,
+                c.bin_lower,
+                c.bin_lower + 0.1
+            );
+        }
         if t.hit_round_cap {
             eprintln!(
                 "WARNING: the {what} model used every one of its {} rounds and was still \
