@@ -510,11 +510,10 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
             assert_eq!(prev, p, "re-emitted with different content");
         }
     }
-    // The lake in the stack's bucket holds every one of them. (When a lease moved before its
-    // first checkpoint, both tasks' lake writers hold that shard's rows: `lake ls` counts them
-    // twice; infra/README.md, "In moto".)
+    // The lake in the stack's bucket holds each of them exactly once, even when a lease moved
+    // (the fenced former owner rolls its lake epoch back, decision 076 / ddb6500).
     let lake_rows = rows.get("predictions").copied().unwrap_or(0);
-    assert!(lake_rows >= ids.len() as u64, "{ls}");
+    assert_eq!(lake_rows, ids.len() as u64, "{ls}");
     if let Some(duckdb) = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test) {
         let glob = local_lake.join("predictions/**/*.parquet");
         let out = Command::new(duckdb)
