@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,6 +84,10 @@ impl App {
             .env("BIKESHARE_ALERTS__SNS__ENDPOINT_URL", &self.moto)
             .env("BIKESHARE_CLOUDWATCH__ENDPOINT_URL", &self.moto)
             .env("BIKESHARE_PREDICTOR__SAGEMAKER__ENDPOINT_URL", &self.serve)
+            // A debug-build serve-model on a busy machine can take a second: the test checks
+            // that every prediction is the endpoint's, so the fallback must not cut in.
+            .env("BIKESHARE_PREDICTOR__SAGEMAKER__TIMEOUT_MS", "30000")
+            .env("BIKESHARE_PREDICTOR__SAGEMAKER__BUDGET_MS", "60000")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
         c
@@ -103,14 +106,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_ping(port: u16, server: &mut Child) {
@@ -151,6 +146,27 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(90);
 /// Waits for `child` at most `limit` (a process that cannot take its leases never catches up:
 /// killed, the test fails with its log instead of hanging); its exit status (None when killed)
 /// and stderr.
+/// The URL `serve-model` prints once it listens; its stderr is drained afterwards.
+fn serving_url(server: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let rest = l.split_once(" on ")?.1;
+            Some(
+                rest.split_whitespace()
+                    .next()?
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )
+        })
+        .expect("serve-model prints where it listens");
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    url
+}
+
 fn finish_within(mut child: Child, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
     let mut stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -276,24 +292,23 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         4,
     )
     .unwrap();
-    let port = free_port();
+    // On a port of the system's choosing, read back from what the server prints (a port
+    // found free and then bound by the server could be taken in between).
     let mut server = KillOnDrop(
         bikeshare(dir.path())
             .args(["serve-model", "--model-dir", model_dir.to_str().unwrap()])
-            .args([
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--endpoint-name",
-                &endpoint,
-            ])
+            .args(["--bind", "127.0.0.1:0", "--endpoint-name", &endpoint])
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let serve = serving_url(&mut server.0);
+    let port: u16 = serve.rsplit(':').next().unwrap().parse().unwrap();
     wait_ping(port, &mut server.0);
     let app = App {
         moto: moto.clone(),
-        serve: format!("http://127.0.0.1:{port}"),
+        serve,
         creds: deployed["credentials"].clone(),
         config: config.clone(),
     };
@@ -353,8 +368,13 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
                 .unwrap()
         })
         .collect();
-    for child in instances {
-        let (status, stderr) = finish_within(child, PROCESS_LIMIT);
+    // Both end (or are killed at the limit) before either is judged: a failing first one
+    // must not leave the second running.
+    let ended: Vec<_> = instances
+        .into_iter()
+        .map(|child| finish_within(child, PROCESS_LIMIT))
+        .collect();
+    for (status, stderr) in ended {
         assert!(
             status.is_some_and(|s| s.success()),
             "process ({status:?}): {stderr}"
