@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -159,20 +159,37 @@ fn serve_follows_the_sagemaker_inference_contract() {
         4,
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // In SageMaker it binds 0.0.0.0:8080 (with BIKESHARE_MODEL_TOKEN); here loopback.
-    let mut server = entrypoint(&ml)
-        .arg("serve")
-        .env("SAGEMAKER_BIND_TO_ADDRESS", "127.0.0.1")
-        .env("SAGEMAKER_BIND_TO_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // In SageMaker it binds 0.0.0.0:8080 (with BIKESHARE_MODEL_TOKEN); here loopback, on a port
+    // of the system's choosing, read back from what the server prints.
+    let mut server = crate::support::KillOnDrop(
+        entrypoint(&ml)
+            .arg("serve")
+            .env("SAGEMAKER_BIND_TO_ADDRESS", "127.0.0.1")
+            .env("SAGEMAKER_BIND_TO_PORT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let port: u16 = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                let url = l
+                    .split_once(" on ")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
+            })
+            .expect("serve prints where it listens");
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        port
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let ping = loop {
         assert!(server.try_wait().unwrap().is_none(), "serve exited");
