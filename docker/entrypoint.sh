@@ -78,8 +78,13 @@ case "${1:-}" in
     set_config
     channel="$SM_ROOT/input/data/train"
     [ -d "$channel" ] || fail "no training channel: $channel is missing"
-    rows="$(find "$channel" -maxdepth 1 -name '*.csv' | sort | head -n 1)"
-    [ -n "$rows" ] || fail "no rows: $channel holds no .csv file (bikeshare backfill output)"
+    # One file of rows (a backfill's `.parquet` or `.csv`): `train --rows` reads one file, so
+    # several are refused rather than all but one silently left out.
+    files="$(find "$channel" -maxdepth 1 -type f \( -name '*.parquet' -o -name '*.csv' \) | sort)"
+    [ -n "$files" ] || fail "no rows: $channel holds no .parquet or .csv file (bikeshare backfill output)"
+    [ "$(printf '%s\n' "$files" | wc -l)" -eq 1 ] ||
+      fail "several row files in $channel: give the training channel one (bikeshare backfill -o rows.parquet)"
+    rows="$files"
     export_hyperparameters
     work="$(mktemp -d)"
     log="$work/train.log"
