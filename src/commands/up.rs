@@ -22,6 +22,9 @@ use crate::app::{shutdown_signal, wall_clock};
 use crate::cli::UpArgs;
 use crate::config::{Config, SystemConfig};
 
+/// How many shutdown grace periods the whole stop of `up` may take (see its use).
+const STOP_GRACES: u32 = 6;
+
 pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
     let clock = wall_clock();
     let mut sim = config.simulator.clone();
@@ -176,9 +179,11 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
 
     shutdown_signal(args.duration).await;
     let _ = stop_tx.send(true);
-    // Everything after the signal is bounded: the processor by its grace period, the rest
-    // (producers, output, lake, API) by the same period again, so a stalled dependency
-    // cannot hold `up` open; an overrun exits non-zero and names what did not stop.
+    // Everything after the signal is bounded: the processor by its grace period, the whole
+    // stop (producers, output, the lake's last epoch, API) by STOP_GRACES of them, so a
+    // stalled dependency cannot hold `up` open; an overrun exits non-zero and names what did
+    // not stop. (Twice the grace period failed healthy stops of `up` in tests on a loaded
+    // machine: the lake's last epoch and the simulator take their time there.)
     let stopping = async {
         for t in producers {
             let _ = t.await;
@@ -217,15 +222,15 @@ pub async fn run(args: UpArgs, mut config: Config) -> anyhow::Result<()> {
         }
         anyhow::Ok((processor, ingest_dead))
     };
-    let (processor, ingest_dead) =
-        tokio::time::timeout(grace * 2, stopping)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "up did not stop within twice its shutdown grace period ({grace:?}, \
-                 [runner] shutdown_grace_ms): a producer, an output or the lake stalled"
-                )
-            })??;
+    let (processor, ingest_dead) = tokio::time::timeout(grace * STOP_GRACES, stopping)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "up did not stop within {STOP_GRACES} times its shutdown grace period \
+                     ({grace:?}, [runner] shutdown_grace_ms): a producer, an output or the \
+                     lake stalled"
+            )
+        })??;
     let s = processor.stats();
     eprintln!(
         "stopped: {} events processed, {} predictions, {} labels, {} stations; dead letters: {}; state is in {}",
