@@ -244,7 +244,12 @@ pub fn read_training_data(path: &Path, horizon_minutes: u32) -> Result<TrainingD
         )));
     }
     let features: Vec<String> = names[keys..].iter().map(|s| (*s).to_owned()).collect();
-    let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    // The file's own count sizes the matrix once; a damaged footer claiming absurd rows must
+    // not allocate them (or abort): beyond this, the matrix grows as rows are actually read.
+    const MAX_PREALLOCATED_ROWS: usize = 64 << 20;
+    let total = usize::try_from(builder.metadata().file_metadata().num_rows())
+        .unwrap_or(0)
+        .min(MAX_PREALLOCATED_ROWS);
     let reader = builder
         .with_batch_size(ROW_GROUP_ROWS)
         .build()
