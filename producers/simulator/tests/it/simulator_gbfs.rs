@@ -137,7 +137,8 @@ async fn poll_the_simulator(version: GbfsVersion, schemas: Option<PathBuf>) {
     assert_eq!(
         kinds(&events),
         BTreeMap::from([
-            ("feed_heartbeat".to_owned(), 1),
+            // station_status's, and one per information feed read (their freshness).
+            ("feed_heartbeat".to_owned(), 3),
             ("station_info".to_owned(), n),
             ("station_status".to_owned(), n),
             ("system_info".to_owned(), 1),
