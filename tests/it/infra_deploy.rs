@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bikeshare_stream::{shard_for_key, uniform_ranges};
 use bikeshare_stream_processor::{Processor, ProcessorConfig};
 
-use crate::support::{BIN, bikeshare, emulator, ok};
+use crate::support::{BIN, KillOnDrop, bikeshare, emulator, ok};
 
 const ENV: &str = "dev";
 
@@ -124,16 +124,6 @@ fn wait_ping(port: u16, server: &mut Child) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("serve-model did not answer /ping");
-}
-
-/// Kills the child when the test ends, passed or panicked.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// How long both `process` tasks run side by side: processing the two cities takes a few
