@@ -106,5 +106,9 @@ failed=0
 for t in "${targets[@]}"; do
   fuzz_one "$t" "$secs" || failed=1
 done
-echo "fuzz output: $OUT"
+if [[ $failed == 0 && -z ${BIKESHARE_FUZZ_OUT:-} ]]; then
+  rm -rf "$OUT" # a clean run's temporary output says nothing more than the lines above
+else
+  echo "fuzz output: $OUT"
+fi
 exit $failed
