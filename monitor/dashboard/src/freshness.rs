@@ -12,7 +12,7 @@
 
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{
-    Envelope, Event, FeedHeartbeat, WEATHER_FEED, WEATHER_PERIOD_SECS,
+    Envelope, Event, FeedHeartbeat, STATION_STATUS_FEED, WEATHER_FEED, WEATHER_PERIOD_SECS,
 };
 use serde::Serialize;
 
@@ -28,7 +28,7 @@ pub const DEFAULT_PERIOD_S: u32 = 300;
 pub fn feed_name(event: &Event) -> &str {
     match event {
         Event::FeedHeartbeat(FeedHeartbeat { feed, .. }) => feed,
-        Event::StationStatus(_) => "station_status",
+        Event::StationStatus(_) => STATION_STATUS_FEED,
         Event::StationInfo(_) => "station_information",
         Event::SystemInfo(_) => "system_information",
         Event::Weather(_) => WEATHER_FEED,
