@@ -30,6 +30,22 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# ensure_disk_space: the shared target dir outlives every clone and grows with each
+# build; when its disk runs low, drop what a rebuild recreates cheapest first
+# (incremental caches), then the whole target dir, rather than fail mid-compile.
+ensure_disk_space() {
+  local want_gb="${BIKESHARE_MIN_FREE_GB:-20}" dir="$CARGO_TARGET_DIR"
+  mkdir -p "$dir"
+  free_gb() { df -Pk "$dir" | awk 'NR==2 { print int($4 / 1048576) }'; }
+  [ "$(free_gb)" -ge "$want_gb" ] && return 0
+  log "only $(free_gb) GB free under $dir (want $want_gb): removing incremental caches"
+  rm -rf "$dir"/*/incremental
+  [ "$(free_gb)" -ge "$want_gb" ] && return 0
+  log "still only $(free_gb) GB free: removing the target dir $dir (a cold build follows)"
+  rm -rf "${dir:?}"/debug "${dir:?}"/release
+  [ "$(free_gb)" -ge 4 ] || { log "only $(free_gb) GB free on the disk of $dir: free some space and re-run"; exit 1; }
+}
+
 # ensure_rust: the toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
 ensure_rust() {
   if ! command -v cargo >/dev/null; then

@@ -6,6 +6,10 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/emulators.sh"
 cd "$ROOT"
 
+# A test run builds once; incremental caches would only grow the shared target dir
+# (47 GB of them filled a CI disk).
+export CARGO_INCREMENTAL=0
+ensure_disk_space
 ensure_rust
 ensure_build_deps
 ensure_chromium
