@@ -59,15 +59,21 @@ EOF
   [ -f "$KINESIS_MOCK_MAIN" ] || { log "kinesis-mock install failed: $KINESIS_MOCK_MAIN missing"; exit 1; }
 }
 
+# pip_venv VENV LABEL REQUIREMENT: a new venv at VENV with the PyPI REQUIREMENT installed.
+pip_venv() {
+  local venv=$1 label=$2 requirement=$3
+  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  log "installing $label (PyPI $requirement) into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$requirement" </dev/null
+}
+
 ensure_moto() {
   local venv="$TOOLS_DIR/moto-$MOTO_VERSION"
   MOTO_SERVER="$venv/bin/moto_server"
   [ -x "$MOTO_SERVER" ] && return 0
-  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
-  log "installing moto server (PyPI moto[server]==$MOTO_VERSION) into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" </dev/null
+  pip_venv "$venv" "moto server" "moto[server]==$MOTO_VERSION"
   [ -x "$MOTO_SERVER" ] || { log "moto install failed: $MOTO_SERVER missing"; exit 1; }
 }
 
@@ -75,11 +81,7 @@ ensure_mlflow() {
   local venv="$TOOLS_DIR/mlflow-$MLFLOW_VERSION"
   MLFLOW_BIN="$venv/bin/mlflow"
   [ -x "$MLFLOW_BIN" ] && return 0
-  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
-  log "installing MLflow (PyPI mlflow==$MLFLOW_VERSION) into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "mlflow==$MLFLOW_VERSION" </dev/null
+  pip_venv "$venv" MLflow "mlflow==$MLFLOW_VERSION"
   [ -x "$MLFLOW_BIN" ] || { log "MLflow install failed: $MLFLOW_BIN missing"; exit 1; }
 }
 
@@ -87,11 +89,7 @@ ensure_mlflow() {
 ensure_duckdb() {
   local venv="$TOOLS_DIR/duckdb-$DUCKDB_VERSION"
   if ! "$venv/bin/python" -c "import duckdb" 2>/dev/null; then
-    if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
-    log "installing DuckDB (PyPI duckdb==$DUCKDB_VERSION) into $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION" </dev/null
+    pip_venv "$venv" DuckDB "duckdb==$DUCKDB_VERSION"
     "$venv/bin/python" -c "import duckdb" || { log "DuckDB install failed in $venv"; exit 1; }
   fi
   export BIKESHARE_TEST_DUCKDB_PYTHON="$venv/bin/python"
