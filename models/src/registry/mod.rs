@@ -1,5 +1,5 @@
 //! The model registry: numbered versions of a model, the stages `staging` and `production`,
-//! and the log of promotion decisions — behind one [`Registry`] trait with two backends.
+//! and the log of promotion decisions — behind one [`Registry`] trait with three backends.
 //!
 //! - [`local::LocalRegistry`] (default): a directory under the data directory. A version is a
 //!   directory of files made visible by one atomic rename; a stage is a one-line file
@@ -9,6 +9,10 @@
 //!   through the server's artifact proxy) registered as a model version; a stage is a
 //!   registered-model alias; a decision is a run tagged `bikeshare.kind=promotion-decision`
 //!   with its numbers as metrics and the whole decision as an artifact.
+//! - `sagemaker::SageMakerRegistry` (feature `sagemaker-registry`): a SageMaker model package group. A version is a model
+//!   package registered `PendingManualApproval` (the files as `model.tar.gz` in S3, the
+//!   card's metrics as its metadata); production is the package the gate `Approved`;
+//!   decisions are JSON objects in S3 beside the archives.
 //!
 //! A *model directory* ([`crate::model_dir`]) is what training writes: `card.json` (the model
 //! card) beside the model files (`empty.json`, `full.json`). The registry stores the files as
@@ -16,12 +20,14 @@
 //! `params`. [`fetch`] brings a version's directory into a local cache, [`load_version`]
 //! loads it as the processor's scorer (the promotion gate and the hot swap both do).
 //!
-//! What both backends share lives here: the trait, the version record, the errors, reading a
+//! What the backends share lives here: the trait, the version record, the errors, reading a
 //! model directory and its card. The decision log's record is [`decision`].
 
 pub mod decision;
 pub mod local;
 pub mod mlflow;
+#[cfg(feature = "sagemaker-registry")]
+pub mod sagemaker;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -148,6 +154,18 @@ pub enum RegistryError {
         status: Option<u16>,
         message: String,
     },
+    /// A call of the SageMaker model registry (SageMaker or its S3 bucket) failed.
+    #[error("SageMaker model registry, {operation}: {message}")]
+    SageMaker {
+        operation: String,
+        /// The service's error code (`ValidationException`, `AccessDenied`, ...), or why
+        /// there was no answer (`Unreachable`, `Timeout`, `RequestNotBuilt`: e.g. no
+        /// credentials), or `Configuration`.
+        code: Option<String>,
+        /// HTTP status, when the service answered.
+        status: Option<u16>,
+        message: String,
+    },
 }
 
 impl RegistryError {
@@ -175,11 +193,18 @@ impl Classify for RegistryError {
                 ..
             } => ErrorClass::User,
             Self::Mlflow { .. } => ErrorClass::External,
+            Self::SageMaker { code, status, .. } => match (code.as_deref(), status) {
+                (Some("Configuration" | "RequestNotBuilt"), _) => ErrorClass::User,
+                (Some(c), _) if c.contains("Throttl") => ErrorClass::External,
+                (_, Some(400..500)) => ErrorClass::User,
+                _ => ErrorClass::External,
+            },
         }
     }
     fn retryable(&self) -> bool {
         match self {
             Self::Mlflow { status, .. } => status.is_none_or(|s| s == 429 || s >= 500),
+            Self::SageMaker { .. } => self.class() == ErrorClass::External,
             Self::Io { .. } => true,
             _ => false,
         }
