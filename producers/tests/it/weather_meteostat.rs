@@ -203,6 +203,21 @@ fn producer(
     WeatherProducer::with_client(config, client, systems, Arc::new(clock.clone()))
 }
 
+/// Serves `fake`; a producer of Boston's weather in API mode, with the key, its clock at
+/// 12:30 on 6 April 2024.
+async fn boston_over_api(fake: &Shared) -> (ManualClock, WeatherProducer) {
+    let base = serve(fake.clone()).await;
+    let clock = ManualClock::new(at("2024-04-06T12:30:00Z"));
+    let config = config(WeatherMode::Api, &base);
+    let p = producer(
+        config,
+        Some(KEY),
+        vec![system("boston", 42.36, -71.06)],
+        &clock,
+    );
+    (clock, p)
+}
+
 fn weather(events: &[Envelope]) -> Vec<(&str, &WeatherObs)> {
     events
         .iter()
@@ -348,14 +363,7 @@ async fn impossible_values_are_dead_lettered_once_with_the_raw_row() {
         json!({"time": "2024-04-06 11:00:00", "temp": 5.0, "rhum": 50, "prcp": 0, "wspd": 3, "coco": 30}),
         api_row("2024-04-06 12:00:00", json!(6.0)),
     ];
-    let base = serve(fake.clone()).await;
-    let clock = ManualClock::new(at("2024-04-06T12:30:00Z"));
-    let mut p = producer(
-        config(WeatherMode::Api, &base),
-        Some(KEY),
-        vec![system("boston", 42.36, -71.06)],
-        &clock,
-    );
+    let (_clock, mut p) = boston_over_api(&fake).await;
     let out = MemoryOutput::default();
 
     let stats = p.poll_once(&out).await.unwrap();
@@ -479,14 +487,7 @@ async fn api_mode_without_a_key_is_a_clear_error() {
 async fn failures_are_retried_and_a_later_poll_recovers() {
     let fake = Shared::default();
     fake.lock().unwrap().hourly_rows = vec![api_row("2024-04-06 12:00:00", json!(6.0))];
-    let base = serve(fake.clone()).await;
-    let clock = ManualClock::new(at("2024-04-06T12:30:00Z"));
-    let mut p = producer(
-        config(WeatherMode::Api, &base),
-        Some(KEY),
-        vec![system("boston", 42.36, -71.06)],
-        &clock,
-    );
+    let (clock, mut p) = boston_over_api(&fake).await;
     let out = MemoryOutput::default();
 
     // A 500 and a malformed body, then an answer: one poll, retried inside the client.
@@ -573,14 +574,7 @@ fn producer_futures_can_be_spawned() {
 async fn run_polls_until_shutdown() {
     let fake = Shared::default();
     fake.lock().unwrap().hourly_rows = vec![api_row("2024-04-06 12:00:00", json!(6.0))];
-    let base = serve(fake.clone()).await;
-    let clock = ManualClock::new(at("2024-04-06T12:30:00Z"));
-    let p = producer(
-        config(WeatherMode::Api, &base),
-        Some(KEY),
-        vec![system("boston", 42.36, -71.06)],
-        &clock,
-    );
+    let (_clock, p) = boston_over_api(&fake).await;
     let out = MemoryOutput::default();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = async {
