@@ -48,6 +48,16 @@ async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(String, String)>
     out
 }
 
+/// The status of `GET url`, with `token` as its bearer token when given.
+async fn status(url: &str, token: Option<&str>) -> reqwest::StatusCode {
+    let request = reqwest::Client::new().get(url);
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.unwrap().status()
+}
+
 async fn setup() -> (tempfile::TempDir, EmbeddedStream, String) {
     let dir = tempfile::tempdir().unwrap();
     let stream = EmbeddedStream::open(dir.path().join("s.db"), "predictions", 2)
@@ -130,18 +140,8 @@ async fn filters_and_latest() {
         (20..30).map(|i| format!("p{i:04}")).collect::<Vec<_>>()
     );
 
-    let bad = client
-        .get(format!("{url}?after=garbage"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let bad = client
-        .get(format!("{url}?from=yesterday"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(status(&format!("{url}?after=garbage"), None).await, 400);
+    assert_eq!(status(&format!("{url}?from=yesterday"), None).await, 400);
 }
 
 #[tokio::test]
@@ -176,28 +176,9 @@ async fn beyond_loopback_a_token_is_required_and_checked() {
     let api = serve(with_token, Arc::new(stream), clock, std::future::pending())
         .await
         .unwrap();
-    let client = reqwest::Client::new();
-    assert_eq!(client.get(api.url()).send().await.unwrap().status(), 401);
-    assert_eq!(
-        client
-            .get(api.url())
-            .bearer_auth("wrong-token!")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        client
-            .get(api.url())
-            .bearer_auth("s3cret-token")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&api.url(), None).await, 401);
+    assert_eq!(status(&api.url(), Some("wrong-token!")).await, 401);
+    assert_eq!(status(&api.url(), Some("s3cret-token")).await, 200);
 }
 
 #[tokio::test]
