@@ -612,8 +612,16 @@ impl Processor {
             return;
         };
         let t = p.as_of.millis();
-        if st.scores.back().is_some_and(|b| b.0 >= t) {
-            return; // not after the last one: a replayed or out-of-order prediction
+        match st.scores.back_mut() {
+            // The same prediction again: a correction (the update trigger's on-time row) or a
+            // replay; the last row of a prediction id is its answer.
+            Some(b) if b.0 == t => {
+                *b = (t, p.p_empty, p.p_full);
+                return;
+            }
+            // Before the last one: a replayed or out-of-order prediction.
+            Some(b) if b.0 > t => return,
+            _ => {}
         }
         st.scores.push_back((t, p.p_empty, p.p_full));
         while st.scores.len() > MAX_PENDING_SCORES {
@@ -876,8 +884,15 @@ impl Op<'_> {
     ) {
         let id = status.station_id.as_str();
         let known = sys.index.find(&sys.ids, id).map(|i| i as usize);
+        // What the row reads of the station (its history and metadata), not what waits for
+        // labels (`pending_ticks`, `scores`): those are not copied.
         let mut st = match known.and_then(|i| sys.stations.get(i)) {
-            Some(st) => st.clone(),
+            Some(st) => Station {
+                history: st.history.clone(),
+                pending_ticks: VecDeque::new(),
+                scores: VecDeque::new(),
+                ..*st
+            },
             None => Station::new(&self.derived.window_lengths_ms, self.derived.retention_ms),
         };
         for k in sys.buffered.keys(id).iter().filter(|k| **k < key) {
@@ -1350,6 +1365,59 @@ mod tests {
             .collect();
         assert!(!rows.is_empty(), "{out:?}");
         assert!(rows.iter().all(|v| *v == Some(5.0)), "{rows:?}");
+    }
+
+    /// Live quality joins a label with the *last* row of its prediction id: a correction
+    /// (the update trigger's on-time row, same id, later) replaces the early row's scores.
+    #[test]
+    fn live_quality_keeps_the_last_row_of_a_prediction_id() {
+        let t0 = 1_700_000_000_000;
+        // Lateness 0: the report is applied (and scored) at once.
+        let mut p = Processor::new(ProcessorConfig {
+            lateness_ms: 0,
+            ..ProcessorConfig::default()
+        });
+        let mut out = Vec::new();
+        p.process(status("a", "s1", t0, 5), &mut out);
+        let row = out
+            .iter()
+            .find_map(|e| match e {
+                Emitted::Row(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let scored = |p_empty: f32| {
+            let mut pred = bikeshare_runner_free_prediction(&row);
+            pred.p_empty = p_empty;
+            pred
+        };
+        p.record_prediction(&scored(0.1));
+        p.record_prediction(&scored(0.9));
+        let st = &p.systems[&SystemId::new("a")].stations[0];
+        assert_eq!(
+            st.scores.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+            [(t0, 0.9)]
+        );
+    }
+
+    fn bikeshare_runner_free_prediction(row: &FeatureRow) -> Prediction {
+        Prediction {
+            schema_version: 2,
+            prediction_id: row.prediction_id.clone(),
+            system_id: row.vector.system_id.clone(),
+            station_id: row.vector.station_id.clone(),
+            as_of: row.vector.as_of,
+            horizon_minutes: row.horizon_minutes,
+            p_empty: 0.0,
+            p_full: 0.0,
+            model: bikeshare_types::contracts::ModelRef {
+                name: "m".into(),
+                version: "1".into(),
+            },
+            feature_schema_id: row.vector.schema_id.clone(),
+            trigger: row.trigger,
+            scored_by: bikeshare_types::contracts::ScoredBy::InProcess,
+        }
     }
 
     #[test]
