@@ -10,5 +10,7 @@ mod hotswap;
 mod parity;
 mod promote_gate;
 mod registry_roundtrip;
+#[cfg(feature = "sagemaker-registry")]
+mod sagemaker_registry;
 mod serving_contract;
 mod training;
