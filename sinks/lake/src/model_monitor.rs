@@ -32,6 +32,13 @@
 //! Both are staged with the lake's rows ([`crate::staging::Staging`]) and written in the same
 //! epoch, listed in the same manifest ([`crate::writer`]): a restart neither duplicates nor
 //! loses a line.
+//!
+//! **One record per inference id, the last.** With the processor's update trigger a
+//! prediction may be published twice: early, when its report arrives, and corrected (same id,
+//! different values) once the watermark passes it. Within one epoch the capture keeps the
+//! last line of an id, in place of the earlier one. A correction staged in a later epoch than
+//! its early row is still a second line (decision 083: holding lines across epochs needs
+//! the lake sink to carry them over, which it does not do yet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -301,7 +308,10 @@ pub struct MonitorStaging {
     /// The latest feature rows, until their predictions arrive (the processor hands both
     /// over together).
     inputs: HashMap<StationKey, Vec<Option<f32>>>,
-    capture: BTreeMap<Hour, (usize, Vec<u8>)>,
+    /// Capture lines by hour, one per inference id (a later line of an id replaces it).
+    capture: BTreeMap<Hour, Vec<Vec<u8>>>,
+    /// Where each captured inference id's line is: `capture[hour][i]`.
+    captured: HashMap<String, (Hour, usize)>,
     ground_truth: BTreeMap<(Target, Hour), (usize, Vec<u8>)>,
     /// Scored predictions that came without their feature row (not captured).
     pub missing_inputs: usize,
@@ -325,7 +335,7 @@ impl MonitorStaging {
 
     /// Capture and ground-truth lines staged.
     pub fn rows(&self) -> usize {
-        self.capture.values().map(|(n, _)| n).sum::<usize>()
+        self.capture.values().map(Vec::len).sum::<usize>()
             + self.ground_truth.values().map(|(n, _)| n).sum::<usize>()
     }
 
@@ -360,9 +370,7 @@ impl MonitorStaging {
                 continue;
             }
             if let Some(l) = capture_line(&config, &features, p) {
-                let e = self.capture.entry(Hour::of(p.as_of)).or_default();
-                e.0 += 1;
-                e.1.extend_from_slice(&l);
+                self.capture_last(p.prediction_id.as_str(), Hour::of(p.as_of), l);
             }
         }
         self.inputs.clear();
@@ -373,6 +381,19 @@ impl MonitorStaging {
                 "model monitor: scored predictions without their feature rows were not captured"
             );
         }
+    }
+
+    /// Stages `line` as the capture of `id`, replacing an earlier line of the same id.
+    fn capture_last(&mut self, id: &str, hour: Hour, line: Vec<u8>) {
+        if let Some(&(h, i)) = self.captured.get(id)
+            && let Some(slot) = self.capture.get_mut(&h).and_then(|lines| lines.get_mut(i))
+        {
+            *slot = line;
+            return;
+        }
+        let lines = self.capture.entry(hour).or_default();
+        self.captured.insert(id.to_owned(), (hour, lines.len()));
+        lines.push(line);
     }
 
     /// Ground truth of both targets, for the labels of captured predictions.
@@ -398,16 +419,13 @@ impl MonitorStaging {
             return Vec::new();
         };
         let name = format!("{writer}-{epoch:012}.jsonl");
-        let capture = self
-            .capture
-            .iter()
-            .map(|(hour, (rows, bytes))| EncodedFile {
-                path: format!("{}/{}/{name}", c.capture_root(), hour_path(*hour)),
-                dataset: Dataset::Predictions,
-                hour: *hour,
-                rows: *rows,
-                bytes: Bytes::from(bytes.clone()),
-            });
+        let capture = self.capture.iter().map(|(hour, lines)| EncodedFile {
+            path: format!("{}/{}/{name}", c.capture_root(), hour_path(*hour)),
+            dataset: Dataset::Predictions,
+            hour: *hour,
+            rows: lines.len(),
+            bytes: Bytes::from(lines.concat()),
+        });
         let truth = self
             .ground_truth
             .iter()
@@ -590,6 +608,43 @@ mod tests {
         let (twenty, _) = staged_ids(all(20), n);
         assert!(ten.iter().all(|id| twenty.binary_search(id).is_ok()));
         assert!(twenty.len() > ten.len());
+    }
+
+    /// A correction (the update trigger's later row of the same prediction id) replaces the
+    /// early row's capture line: one record per inference id, the last.
+    #[test]
+    fn a_corrected_prediction_is_captured_once_with_its_last_values() {
+        let mut s = MonitorStaging::new(Arc::new(all(100)));
+        let p = prediction(0.5);
+        for (p_empty, feature) in [(0.2, 1.0), (0.7, 2.0)] {
+            s.features(&[FeatureVector {
+                system_id: p.system_id.clone(),
+                station_id: p.station_id.clone(),
+                as_of: p.as_of,
+                schema_id: FeatureSchemaId("fs".into()),
+                values: vec![Some(feature)],
+            }]);
+            s.predictions(&[Prediction {
+                p_empty,
+                ..p.clone()
+            }]);
+        }
+        let files = s.encode("w", 1);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].rows, 1);
+        let text = String::from_utf8(files[0].bytes.to_vec()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(lines[0]["eventMetadata"]["inferenceId"], "pred-1");
+        assert_eq!(lines[0]["captureData"]["endpointInput"]["data"], "2");
+        assert_eq!(
+            lines[0]["captureData"]["endpointOutput"]["data"],
+            "0.7,0.01"
+        );
+        assert_eq!(s.rows(), 1);
     }
 
     #[test]
