@@ -1,5 +1,5 @@
 //! Computing a station's feature vector at `as_of`, in the order of
-//! [`crate::schema::FeatureSchema::v1`].
+//! [`crate::schema::FeatureSchema::current`].
 //!
 //! The same function serves the live processor and `backfill`, so training rows and online
 //! rows cannot drift apart. Everything read here is as of `as_of` or earlier: the station's
@@ -13,6 +13,8 @@
 //! system's dense [`Glance`] array (8 bytes per station, kept in step with every history
 //! change) rather than from their histories, and the minimum and maximum of all windows come
 //! from one pass over the station's reports ([`crate::window::StationHistory::min_max_all`]).
+//! The demand profile is the station's own slow state ([`crate::profile`]), read from the
+//! bins of the hours ahead.
 
 use std::f32::consts::TAU;
 
@@ -110,6 +112,23 @@ fn b(x: bool) -> Option<f32> {
     Some(if x { 1.0 } else { 0.0 })
 }
 
+/// What the demand profile looks ahead over (the horizon of the default labels).
+const PROFILE_SPAN_MS: i64 = 30 * 60_000;
+/// "Not within a day": the cap of the minutes-to features.
+const A_DAY_MIN: f32 = 1440.0;
+
+/// Minutes until `left` (bikes or docks) runs out at `per_minute` leaving: 0 when none is
+/// left, a day when nothing leaves, capped at a day.
+fn minutes_to(left: f32, per_minute: f32) -> f32 {
+    if left <= 0.0 {
+        0.0
+    } else if per_minute > 0.0 {
+        (left / per_minute).min(A_DAY_MIN)
+    } else {
+        A_DAY_MIN
+    }
+}
+
 fn fill(bikes: f32, docks: Option<f32>) -> Option<f32> {
     let d = docks?;
     (bikes + d > 0.0).then(|| bikes / (bikes + d))
@@ -181,7 +200,10 @@ pub(crate) fn compute(
         v.push(lo);
         v.push(hi);
         v.push(delta);
-        v.push(delta.map(|d| d / minutes));
+        // Net outflow per minute over the window: bikes now minus at its start.
+        let outflow = delta.map(|d| -d / minutes);
+        v.push(bikes.zip(outflow).map(|(bk, r)| minutes_to(bk, r)));
+        v.push(docks.zip(outflow).map(|(dk, r)| minutes_to(dk, -r)));
         v.push(covered.then(|| w.empty_ms as f32 / MIN_MS));
         v.push(covered.then(|| w.full_ms as f32 / MIN_MS));
         v.push(Some(w.reports as f32));
@@ -228,6 +250,24 @@ pub(crate) fn compute(
         v.push((n > 0).then_some(empty as f32));
         v.push((n > 0).then_some(full as f32));
         v.push((n > 0).then_some(trend));
+    }
+
+    // The demand profile by hour of week, over the next 30 minutes.
+    match st.history.profile().expected(t, PROFILE_SPAN_MS) {
+        None => v.extend(std::iter::repeat_n(None, 9)),
+        Some(e) => {
+            let net = e.arrivals - e.departures;
+            let outflow = -net / (PROFILE_SPAN_MS as f32 / MIN_MS);
+            v.push(Some(f32::from(e.weeks)));
+            v.push(Some(e.departures));
+            v.push(Some(e.arrivals));
+            v.push(Some(e.empty_share));
+            v.push(Some(e.full_share));
+            v.push(bikes.map(|bk| bk + net));
+            v.push(docks.map(|dk| dk - net));
+            v.push(bikes.map(|bk| minutes_to(bk, outflow)));
+            v.push(docks.map(|dk| minutes_to(dk, -outflow)));
+        }
     }
 
     // Weather.

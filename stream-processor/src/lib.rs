@@ -5,6 +5,7 @@
 //! - [`window`]: per-station rolling windows over the held state, exact and incremental.
 //! - [`labels`]: what happened in the horizon after a prediction (self-labelling).
 //! - [`neighbours`]: each station's k nearest stations within a radius.
+//! - [`profile`]: each station's demand by hour of week, learned as the stream goes.
 //! - [`schema`]: the ordered, versioned feature definitions and their id.
 //! - [`predictor`]: the [`predictor::Scorer`] trait and the transparent baseline.
 //! - [`processor`]: watermarks, the reorder buffer, ticks, features and labels per system.
@@ -22,6 +23,7 @@ pub mod labels;
 pub mod neighbours;
 pub mod predictor;
 pub mod processor;
+pub mod profile;
 pub mod quality;
 pub mod schema;
 mod station;

@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn draining_station_is_riskier_than_a_steady_one() {
-        let s = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let s = FeatureSchema::current(&[5, 15, 30, 60]);
         let b = BaselineScorer::new(&s, 30);
         let base = [
             ("bikes", 3.0),

@@ -45,8 +45,12 @@ pub const WINDOW_STATS: &[(&str, &str)] = &[
         "bikes now minus bikes held at the window start",
     ),
     (
-        "slope_bikes",
-        "delta_bikes divided by the window length in minutes",
+        "minutes_to_empty",
+        "bikes / (departures - arrivals per minute over the window), minutes until no bike at the window's net flow; 0 when empty; 1440 (a day) when not draining, or beyond",
+    ),
+    (
+        "minutes_to_full",
+        "docks / (arrivals - departures per minute over the window), minutes until no dock at the window's net flow; 0 when full; 1440 when not filling, or beyond; missing without docks",
     ),
     (
         "minutes_empty",
@@ -144,6 +148,47 @@ const NEIGHBOURS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The station's demand profile by hour of week ([`crate::profile`]): what the same hours of
+/// past weeks looked like, from hours over by `as_of`, over the next 30 minutes.
+const PROFILE: &[(&str, &str)] = &[
+    (
+        "pf_weeks",
+        "past weeks the profile has seen of the hours of (as_of, as_of + 30 min] (the fewest of the hours seen); missing when none",
+    ),
+    (
+        "pf_departures_30m",
+        "departures the profile expects in (as_of, as_of + 30 min]: per-hour departures of those hours of the week, averaged over past weeks (the first 6 equally, then fading by 1/6 a week), weighted by overlap",
+    ),
+    (
+        "pf_arrivals_30m",
+        "arrivals the profile expects in (as_of, as_of + 30 min], as pf_departures_30m",
+    ),
+    (
+        "pf_empty_share",
+        "share of past weeks with an empty moment in the hours of (as_of, as_of + 30 min], averaged as pf_departures_30m",
+    ),
+    (
+        "pf_full_share",
+        "share of past weeks with a full moment in those hours, as pf_empty_share",
+    ),
+    (
+        "pf_bikes_30m",
+        "bikes + pf_arrivals_30m - pf_departures_30m: bikes in 30 minutes at the profile's net flow (may be negative)",
+    ),
+    (
+        "pf_docks_30m",
+        "docks - pf_arrivals_30m + pf_departures_30m: docks in 30 minutes at the profile's net flow; missing without docks",
+    ),
+    (
+        "minutes_to_empty_profile",
+        "bikes / (pf_departures_30m - pf_arrivals_30m per minute): minutes until no bike at the profile's net flow; 0 when empty; 1440 when not draining, or beyond",
+    ),
+    (
+        "minutes_to_full_profile",
+        "docks / (pf_arrivals_30m - pf_departures_30m per minute), as minutes_to_empty_profile; missing without docks",
+    ),
+];
+
 const WEATHER: &[(&str, &str)] = &[
     (
         "temperature_c",
@@ -162,8 +207,12 @@ const WEATHER: &[(&str, &str)] = &[
 ];
 
 impl FeatureSchema {
-    /// Schema version 1 with the given window lengths (minutes).
-    pub fn v1(window_minutes: &[u32]) -> Self {
+    /// The version this code computes.
+    pub const VERSION: u32 = 2;
+
+    /// The current schema (version [`Self::VERSION`]) with the given window lengths
+    /// (minutes): what the processor computes.
+    pub fn current(window_minutes: &[u32]) -> Self {
         let mut features = Vec::new();
         let mut push =
             |name: String, definition: String| features.push(FeatureDef { name, definition });
@@ -178,22 +227,33 @@ impl FeatureSchema {
                 );
             }
         }
-        for (n, d) in TIME.iter().chain(NEIGHBOURS).chain(WEATHER) {
+        for (n, d) in TIME.iter().chain(NEIGHBOURS).chain(PROFILE).chain(WEATHER) {
             push((*n).into(), (*d).into());
         }
-        let mut parts: Vec<Vec<u8>> = vec![b"feature-schema-v1".to_vec()];
+        let mut parts: Vec<Vec<u8>> =
+            vec![format!("feature-schema-v{}", Self::VERSION).into_bytes()];
         for f in &features {
             parts.push(f.name.as_bytes().to_vec());
             parts.push(f.definition.as_bytes().to_vec());
         }
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let id = FeatureSchemaId(format!("fs1-{}", &deterministic_id(&refs).as_str()[..16]));
+        let id = FeatureSchemaId(format!(
+            "fs{}-{}",
+            Self::VERSION,
+            &deterministic_id(&refs).as_str()[..16]
+        ));
         Self {
-            version: 1,
+            version: Self::VERSION,
             features,
             window_minutes: window_minutes.to_vec(),
             id,
         }
+    }
+
+    /// The current schema, under the name it had before there was a second version
+    /// (callers outside this crate still use it): the same as [`Self::current`].
+    pub fn v1(window_minutes: &[u32]) -> Self {
+        Self::current(window_minutes)
     }
 
     pub fn id(&self) -> &FeatureSchemaId {
@@ -220,11 +280,12 @@ mod tests {
 
     #[test]
     fn id_depends_on_names_definitions_and_order() {
-        let a = FeatureSchema::v1(&[5, 15, 30, 60]);
-        assert_eq!(a.id(), FeatureSchema::v1(&[5, 15, 30, 60]).id());
-        assert_ne!(a.id(), FeatureSchema::v1(&[15, 5, 30, 60]).id());
-        assert_ne!(a.id(), FeatureSchema::v1(&[5, 15, 30]).id());
-        assert_eq!(a.len(), 14 + 4 * WINDOW_STATS.len() + 5 + 7 + 5);
+        let a = FeatureSchema::current(&[5, 15, 30, 60]);
+        assert_eq!(a.id(), FeatureSchema::current(&[5, 15, 30, 60]).id());
+        assert_ne!(a.id(), FeatureSchema::current(&[15, 5, 30, 60]).id());
+        assert_ne!(a.id(), FeatureSchema::current(&[5, 15, 30]).id());
+        assert!(a.id().0.starts_with("fs2-"), "{}", a.id().0);
+        assert_eq!(a.len(), 14 + 4 * WINDOW_STATS.len() + 5 + 7 + 9 + 5);
         let names: std::collections::HashSet<_> = a.names().collect();
         assert_eq!(names.len(), a.len(), "names are unique");
     }

@@ -18,6 +18,10 @@
 //! event and window. Sums are integers, so the incremental result is *exactly* the
 //! brute-force one ([`brute_force`]), which the property tests check.
 //!
+//! The history also keeps the station's slow state, its demand profile by hour of week
+//! ([`crate::profile`]), moved forward by the same [`StationHistory::advance_to`] and
+//! [`StationHistory::apply`], so it is point-in-time correct wherever the windows are.
+//!
 //! Minimum and maximum bikes are read by scanning the reports of the window when features are
 //! computed (a few reports per hour for real feeds: cheaper than keeping deques); all windows
 //! share one backward pass ([`StationHistory::min_max_all`]), ~60 reports for a 60-minute
@@ -30,6 +34,8 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
+
+use crate::profile::DemandProfile;
 
 /// One station report, reduced to what windows and labels need (16 bytes; serialised as a
 /// tuple to keep checkpoints small).
@@ -208,6 +214,9 @@ pub struct StationHistory {
     visible: usize,
     /// The time the windows are computed at (`a`); `None` before anything happened.
     now: Option<i64>,
+    /// The station's demand by hour of week, from the hours over by `now`.
+    #[serde(default)]
+    profile: DemandProfile,
 }
 
 impl StationHistory {
@@ -233,6 +242,7 @@ impl StationHistory {
             windows,
             visible,
             now: None,
+            profile: DemandProfile::default(),
         }
     }
 
@@ -263,6 +273,10 @@ impl StationHistory {
     pub fn now(&self) -> Option<i64> {
         self.now
     }
+    /// The station's demand profile by hour of week, as of [`Self::now`].
+    pub fn profile(&self) -> &DemandProfile {
+        &self.profile
+    }
     /// Reports still held (for memory accounting and tests).
     pub fn retained(&self) -> usize {
         self.reports.len()
@@ -290,12 +304,14 @@ impl StationHistory {
     pub fn advance_to(&mut self, t: i64) {
         let Some(a) = self.now else {
             self.now = Some(t);
+            self.profile.start(t);
             return;
         };
         if t <= a {
             return;
         }
         let latest = self.reports.back().copied();
+        self.profile.advance(latest.as_ref(), a, t);
         let last_abs = self.base + self.reports.len() as u64;
         for wi in 0..self.windows.len() {
             let mut w = self.windows[wi];
@@ -352,8 +368,10 @@ impl StationHistory {
         self.advance_to(r.t);
         if self.now.is_none() {
             self.now = Some(r.t);
+            self.profile.start(r.t);
         }
         self.reports.push_back(r);
+        self.profile.count(&r);
         for w in &mut self.windows {
             w.count_report(&r, 1);
         }
@@ -591,6 +609,8 @@ mod tests {
                         .fold(None, |acc: Option<(u16, u16)>, b| Some(acc.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b)))));
                     prop_assert_eq!(h.min_max_bikes(wi), bf_minmax);
                 }
+                let reference = crate::profile::brute_force(&applied, a);
+                prop_assert_eq!(h.profile().learned(), reference.learned());
                 let mut all = vec![Some((u16::MAX, 0)); lens.len()];
                 h.min_max_all(&mut all);
                 for (wi, mm) in all.iter().enumerate() {

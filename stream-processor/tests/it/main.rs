@@ -3,3 +3,4 @@
 
 mod golden_features;
 mod processor_semantics;
+mod profile_features;
