@@ -300,6 +300,12 @@ pub struct TrainArgs {
     /// all). Cuts XGBoost's memory by about that share.
     #[arg(long, value_name = "SHARE")]
     pub easy_negative_keep: Option<f64>,
+    /// An ablation: train both models again without a group of features and record their
+    /// test measures in the card (`NAME=PATTERN[,PATTERN…]`, a pattern a feature name or a
+    /// name with one `*`, e.g. `profile=pf_*,minutes_to_*_profile`). Repeatable; each group
+    /// costs a full training.
+    #[arg(long, value_name = "NAME=PATTERNS")]
+    pub ablate: Vec<String>,
     /// Register the model directory in the `[registry]` as a new version and put it through
     /// the gate to staging (schema and sanity checks on the test days).
     #[arg(long)]

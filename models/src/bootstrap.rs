@@ -101,7 +101,7 @@ pub fn train_bootstrap(
         .end
         .plus_millis(-i64::from(config.days) * 24 * Timestamp::HOUR_MS);
     let events = history(&config.city, from, config.end)?;
-    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
     let (data, stats) = sampled_rows(config, &schema, events);
     let sample = match config.train_stations {
         Some(n) if n < config.city.stations => {

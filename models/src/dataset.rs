@@ -800,7 +800,7 @@ mod tests {
     use super::*;
 
     fn schema() -> FeatureSchema {
-        FeatureSchema::v1(&[5, 15, 30, 60])
+        FeatureSchema::current(&[5, 15, 30, 60])
     }
 
     fn label(e: bool) -> RowLabel {

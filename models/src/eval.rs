@@ -656,7 +656,7 @@ mod tests {
     #[test]
     fn new_stockout_rows_leave_out_stations_already_in_the_state() {
         use crate::dataset::RowLabel;
-        let schema = bikeshare_stream_processor::FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = bikeshare_stream_processor::FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
         // (empty now, went empty): two already empty, three not, one of which goes empty.
         for (i, (now, went)) in [

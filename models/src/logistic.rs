@@ -297,7 +297,7 @@ mod tests {
     fn a_separating_feature_does_not_make_it_diverge() {
         // "Full now" implies "went full" (a rare state), the rest is noise around a weak
         // trend: Newton's full steps overshoot here.
-        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
         let mut s = 5u64;
         let mut u = || {
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn recovers_a_logistic_relation_and_ignores_constant_and_missing_features() {
-        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
         let mut s = 3u64;
         let mut u = || {

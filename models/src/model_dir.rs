@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn loads_a_directory_and_refuses_another_schema_or_a_missing_file() {
-        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let dir = tempfile::tempdir().unwrap();
         crate::synthetic::write_model_dir(dir.path(), "m", "3", schema.id(), schema.len(), 5, 3)
             .unwrap();
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(s.model().name, "m");
         assert_eq!(s.model().version, "3");
 
-        let other = FeatureSchema::v1(&[5, 60]);
+        let other = FeatureSchema::current(&[5, 60]);
         let err = load(dir.path(), &other).unwrap_err().to_string();
         assert!(err.contains("feature schema"), "{err}");
 

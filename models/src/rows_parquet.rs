@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn rows_round_trip_through_parquet_equal_to_the_rows_loaded_directly() {
-        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.parquet");
         // More than a row group, out of as_of order across stations.

@@ -235,20 +235,70 @@ pub fn train_booster(
     params: &TrainParams,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainedBooster, TrainError> {
+    train_booster_without(data, target, train, valid, params, &[], progress)
+}
+
+/// Rows `range` with the features `withheld` (indices) missing: borrowed when none is.
+fn rows_without<'a>(
+    data: &'a TrainingData,
+    range: Range<usize>,
+    withheld: &[usize],
+) -> std::borrow::Cow<'a, [f32]> {
+    let rows = data.rows(range);
+    if withheld.is_empty() {
+        return std::borrow::Cow::Borrowed(rows);
+    }
+    let mut v = rows.to_vec();
+    blank(&mut v, data.num_features(), withheld);
+    std::borrow::Cow::Owned(v)
+}
+
+/// Sets the columns `withheld` of row-major `values` (`width` wide) to missing.
+fn blank(values: &mut [f32], width: usize, withheld: &[usize]) {
+    for row in values.chunks_exact_mut(width) {
+        for &j in withheld {
+            if let Some(x) = row.get_mut(j) {
+                *x = f32::NAN;
+            }
+        }
+    }
+}
+
+/// [`train_booster`] as if the features `withheld` (indices) were always missing: no tree
+/// can split on them, so the model is the one trained without them (an ablation).
+pub fn train_booster_without(
+    data: &TrainingData,
+    target: Target,
+    train: Range<usize>,
+    valid: Range<usize>,
+    params: &TrainParams,
+    withheld: &[usize],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainedBooster, TrainError> {
     params.validate()?;
     let n = data.num_features();
     let yvalid = data.labels(target, valid.clone());
     let (dtrain, prevalence) = if params.easy_negative_keep < 1.0 {
-        sampled_dmatrix(data, target, train, params)?
+        sampled_dmatrix(data, target, train, params, withheld)?
     } else {
         let ytrain = data.labels(target, train.clone());
         let prevalence = ytrain.iter().map(|&y| f64::from(y)).sum::<f64>() / ytrain.len() as f64;
         (
-            dmatrix(data.rows(train), n, &ytrain, params.nthread)?,
+            dmatrix(
+                &rows_without(data, train, withheld),
+                n,
+                &ytrain,
+                params.nthread,
+            )?,
             prevalence,
         )
     };
-    let dvalid = dmatrix(data.rows(valid), n, &yvalid, params.nthread)?;
+    let dvalid = dmatrix(
+        &rows_without(data, valid, withheld),
+        n,
+        &yvalid,
+        params.nthread,
+    )?;
     let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
     let config = params.booster_config(base_score);
     let map: HashMap<String, String> = config
@@ -349,6 +399,7 @@ fn sampled_dmatrix(
     target: Target,
     train: Range<usize>,
     params: &TrainParams,
+    withheld: &[usize],
 ) -> Result<(DMatrix, f64), TrainError> {
     let keep = params.easy_negative_keep;
     let n = data.num_features();
@@ -360,7 +411,9 @@ fn sampled_dmatrix(
         if easy && !keep_row(data, i, keep, params.seed) {
             continue;
         }
+        let start = values.len();
         values.extend_from_slice(data.row(i));
+        blank(&mut values[start..], n, withheld);
         labels.push(if y { 1.0f32 } else { 0.0 });
         weights.push(if easy { (1.0 / keep) as f32 } else { 1.0 });
     }
@@ -542,6 +595,129 @@ pub struct ModelCard {
     /// Metrics of the model, the baseline predictor and persistence on the test rows, with
     /// the verdict of each target.
     pub evaluation: Evaluation,
+    /// The models retrained without groups of features, on the same rows ([`ablate`]):
+    /// which features moved the test metrics. Empty unless asked for.
+    #[serde(default)]
+    pub ablation: Vec<AblationRow>,
+}
+
+/// One target's test measures in an ablation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AblationScore {
+    pub trees: u32,
+    /// PR-AUC on the target's new-stockout test rows.
+    pub new_stockout_pr_auc: Option<f64>,
+    /// PR-AUC and log loss on all test rows.
+    pub pr_auc: Option<f64>,
+    pub log_loss: f64,
+}
+
+/// The models trained without a group of features, measured on the test rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AblationRow {
+    /// The group's name.
+    pub without: String,
+    /// The features withheld.
+    pub features: Vec<String>,
+    pub empty: AblationScore,
+    pub full: AblationScore,
+}
+
+/// The indices of the features matching `patterns`: a name, or a pattern with one `*`
+/// (`pf_*`, `minutes_to_*_profile`). A pattern that matches nothing is an error.
+pub fn feature_group(names: &[String], patterns: &[&str]) -> Result<Vec<usize>, TrainError> {
+    let mut out = Vec::new();
+    for p in patterns {
+        let matches = |n: &str| match p.split_once('*') {
+            Some((pre, post)) => {
+                n.len() >= pre.len() + post.len() && n.starts_with(pre) && n.ends_with(post)
+            }
+            None => n == *p,
+        };
+        let hits: Vec<usize> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches(n))
+            .map(|(i, _)| i)
+            .collect();
+        if hits.is_empty() {
+            return Err(TrainError::Params(format!(
+                "the feature pattern {p:?} matches no feature of the schema"
+            )));
+        }
+        for i in hits {
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// An ablation: for each named group of features (indices), both models trained again on the
+/// same split and parameters without them, and measured on the test rows. Slow: one full
+/// training per group.
+pub fn ablate(
+    data: &TrainingData,
+    schema: &FeatureSchema,
+    split_config: &SplitConfig,
+    params: &TrainParams,
+    groups: &[(String, Vec<usize>)],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<AblationRow>, TrainError> {
+    let split: Split = data.split(split_config)?;
+    let mut rows = Vec::new();
+    for (name, withheld) in groups {
+        let mut models = Vec::new();
+        for target in Target::BOTH {
+            let b = train_booster_without(
+                data,
+                target,
+                split.train.clone(),
+                split.valid.clone(),
+                params,
+                withheld,
+                progress,
+            )?;
+            models.push((b.best_round + 1, XgbModel::from_json(&b.json)?));
+        }
+        let [(empty_trees, empty), (full_trees, full)]: [(u32, XgbModel); 2] = models
+            .try_into()
+            .map_err(|_| TrainError::Internal("two boosters expected".into()))?;
+        let scorer = XgbScorer::new(
+            ModelRef {
+                name: format!("without {name}"),
+                version: "ablation".into(),
+            },
+            schema.id(),
+            schema,
+            empty,
+            full,
+        )?;
+        let report = crate::eval::evaluate(
+            &scorer,
+            data,
+            split.test.clone(),
+            crate::eval::Thresholds::default(),
+        );
+        let score = |t: Target, trees: u32| AblationScore {
+            trees,
+            new_stockout_pr_auc: report.new_stockout(t).and_then(|m| m.pr_auc),
+            pr_auc: report.target(t).pr_auc,
+            log_loss: report.target(t).log_loss,
+        };
+        rows.push(AblationRow {
+            without: name.clone(),
+            features: withheld
+                .iter()
+                .filter_map(|&j| data.feature_names().get(j).cloned())
+                .collect(),
+            empty: score(Target::WentEmpty, empty_trees),
+            full: score(Target::WentFull, full_trees),
+        });
+    }
+    Ok(rows)
 }
 
 impl ModelCard {
@@ -679,6 +855,7 @@ pub fn train_models(
         empty: per_target(Target::WentEmpty, &empty),
         full: per_target(Target::WentFull, &full),
         evaluation,
+        ablation: Vec::new(),
     };
     Ok(TrainedModels {
         card,
@@ -811,7 +988,7 @@ mod tests {
 
     /// Rows of one informative feature: `went_empty` with probability `x`.
     fn noisy_rows(n: usize) -> TrainingData {
-        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
         let mut state = 7u64;
         let mut next = || {
@@ -863,9 +1040,65 @@ mod tests {
     }
 
     #[test]
+    fn feature_groups_by_name_and_pattern() {
+        let names: Vec<String> = [
+            "bikes",
+            "pf_weeks",
+            "pf_bikes_30m",
+            "minutes_to_empty_profile",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(feature_group(&names, &["bikes"]).unwrap(), vec![0]);
+        assert_eq!(
+            feature_group(&names, &["pf_*", "minutes_to_*_profile", "pf_weeks"]).unwrap(),
+            vec![1, 2, 3]
+        );
+        let err = feature_group(&names, &["nb_*"]).unwrap_err().to_string();
+        assert!(err.contains("nb_*"), "{err}");
+    }
+
+    #[test]
+    fn a_withheld_feature_is_never_split_on() {
+        // Two copies of the one informative feature: withholding the first, the model learns
+        // from the second, and no tree uses the first.
+        let one = noisy_rows(2000);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
+        let mut d = TrainingData::new(&schema, 30);
+        for i in 0..one.len() {
+            let x = one.row(i)[0];
+            let m = one.meta(i);
+            let label = crate::dataset::RowLabel {
+                went_empty: m.went_empty,
+                ..Default::default()
+            };
+            d.push("s", m.as_of, label, [Some(x), Some(x)]);
+        }
+        let params = TrainParams {
+            max_rounds: 20,
+            max_depth: 2,
+            nthread: 1,
+            ..TrainParams::default()
+        };
+        let b = train_booster_without(
+            &d,
+            Target::WentEmpty,
+            0..1400,
+            1400..2000,
+            &params,
+            &[0],
+            &mut |_| {},
+        )
+        .unwrap();
+        let imp = importance(&b.json, d.feature_names()).unwrap();
+        assert_eq!(imp.len(), 1, "{imp:?}");
+        assert_eq!(imp[0].0, d.feature_names()[1]);
+    }
+
+    #[test]
     fn sampled_easy_negatives_weighted_keep_the_probabilities_calibrated() {
         // A rare outcome (~8 %) driven by one feature; most rows are easy negatives.
-        let schema = FeatureSchema::v1(&[5, 15, 30, 60]);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
         let mut state = 11u64;
         let mut next = || {

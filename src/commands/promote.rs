@@ -33,7 +33,7 @@ pub async fn run(args: PromoteArgs, config: Config) -> anyhow::Result<()> {
             .map(|v| v.version)
             .context("no version is in staging: give --model-version")?,
     };
-    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
     let held_out = match &args.rows {
         Some(path) => {
             let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;

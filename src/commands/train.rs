@@ -12,7 +12,7 @@ use bikeshare_models::eval::render;
 use bikeshare_models::model_dir::save_dir;
 use bikeshare_models::promote::HeldOut;
 use bikeshare_models::registry::Stage;
-use bikeshare_models::training::{Progress, RunInfo, train_models};
+use bikeshare_models::training::{Progress, RunInfo, ablate, feature_group, train_models};
 use bikeshare_producers::output::{Output, OutputError};
 use bikeshare_producers::replay::{ReplayConfig, Replayer};
 use bikeshare_stream_processor::FeatureSchema;
@@ -173,13 +173,15 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
     );
     let now = wall_clock().now();
     let (data, source) = load(&args, &config, now).await?;
-    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
     anyhow::ensure!(
         data.schema_id() == schema.id(),
         "the rows were computed with feature schema {}, the configured processor computes {}",
         data.schema_id().0,
         schema.id().0
     );
+    // Checked before training, not after it.
+    ablation_groups(&args, data.feature_names())?;
     let mut params = config.train.params.clone();
     if let Some(r) = args.max_rounds {
         params.max_rounds = r;
@@ -271,12 +273,98 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
             );
         }
     }
-    save_dir(&args.output, card, &trained.empty_json, &trained.full_json)?;
+    let mut card = trained.card.clone();
+    let data = if args.ablate.is_empty() {
+        data
+    } else {
+        let (rows, data) = run_ablation(&args, &config, data, &card.params).await?;
+        card.ablation = rows;
+        print_ablation(&card);
+        data
+    };
+    save_dir(&args.output, &card, &trained.empty_json, &trained.full_json)?;
     eprintln!("wrote {}", args.output.display());
     if args.register {
         register(&args, &config, &data).await?;
     }
     Ok(())
+}
+
+/// The `--ablate` groups as feature indices.
+fn ablation_groups(
+    args: &TrainArgs,
+    names: &[String],
+) -> anyhow::Result<Vec<(String, Vec<usize>)>> {
+    args.ablate
+        .iter()
+        .map(|g| {
+            let (name, patterns) = g
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--ablate {g:?}: give NAME=PATTERN[,PATTERN…]"))?;
+            let patterns: Vec<&str> = patterns.split(',').map(str::trim).collect();
+            let idx = feature_group(names, &patterns).with_context(|| format!("--ablate {g:?}"))?;
+            Ok((name.trim().to_owned(), idx))
+        })
+        .collect()
+}
+
+async fn run_ablation(
+    args: &TrainArgs,
+    config: &Config,
+    data: TrainingData,
+    params: &bikeshare_models::training::TrainParams,
+) -> anyhow::Result<(Vec<bikeshare_models::training::AblationRow>, TrainingData)> {
+    let groups = ablation_groups(args, data.feature_names())?;
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
+    let split = config.train.split.clone();
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut rows = Vec::new();
+        for g in groups {
+            eprintln!(
+                "ablation: training without {} ({} features)",
+                g.0,
+                g.1.len()
+            );
+            rows.extend(ablate(
+                &data,
+                &schema,
+                &split,
+                &params,
+                std::slice::from_ref(&g),
+                &mut print_progress,
+            )?);
+        }
+        anyhow::Ok((rows, data))
+    })
+    .await
+    .context("ablation task")?
+}
+
+/// The ablation table: new-stockout PR-AUC and log loss of each target, with all features
+/// and without each group.
+fn print_ablation(card: &bikeshare_models::training::ModelCard) {
+    let m = &card.evaluation.model;
+    let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+    eprintln!("ablation on the test rows: new-stockout PR-AUC and log loss (empty | full)");
+    eprintln!(
+        "  {:<28} {:>8} {:>8} | {:>8} {:>8}",
+        "all features",
+        f(m.new_empty.as_ref().and_then(|x| x.pr_auc)),
+        format!("{:.4}", m.empty.log_loss),
+        f(m.new_full.as_ref().and_then(|x| x.pr_auc)),
+        format!("{:.4}", m.full.log_loss)
+    );
+    for r in &card.ablation {
+        eprintln!(
+            "  {:<28} {:>8} {:>8} | {:>8} {:>8}",
+            format!("without {} ({})", r.without, r.features.len()),
+            f(r.empty.new_stockout_pr_auc),
+            format!("{:.4}", r.empty.log_loss),
+            f(r.full.new_stockout_pr_auc),
+            format!("{:.4}", r.full.log_loss)
+        );
+    }
 }
 
 /// The model directory as a new registry version, through the gate to staging on the test
@@ -293,7 +381,7 @@ async fn register(args: &TrainArgs, config: &Config, data: &TrainingData) -> any
     );
     let test = data.split(&config.train.split)?.test;
     let held_out = HeldOut::from_training_data(data, test);
-    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
     let gate = crate::app::models::gate(config, registry, &schema, clock);
     let decision = gate
         .evaluate(version.version, Stage::Staging, Some(&held_out))

@@ -68,10 +68,10 @@ fn models_trained_on_simulated_days_beat_the_baselines_on_later_days() {
     assert_eq!(saved.statistics.dataset.item_count, train.len() as u64);
     assert_eq!(saved.constraints, b.data.drift_baseline(train).constraints);
     assert_eq!(&read_card(&out).unwrap(), card);
-    let schema = FeatureSchema::v1(&ProcessorConfig::default().window_minutes);
+    let schema = FeatureSchema::current(&ProcessorConfig::default().window_minutes);
     let scorer = model_dir::load(&out, &schema).unwrap();
     assert_eq!(scorer.model().name, "test-model");
-    let other = FeatureSchema::v1(&[5, 15]);
+    let other = FeatureSchema::current(&[5, 15]);
     assert!(
         model_dir::load(&out, &other).is_err(),
         "another feature schema is refused"
