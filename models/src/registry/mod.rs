@@ -159,8 +159,8 @@ pub enum RegistryError {
     SageMaker {
         operation: String,
         /// The service's error code (`ValidationException`, `AccessDenied`, ...), or why
-        /// there was no answer (`Unreachable`, `Timeout`, `RequestNotBuilt`: e.g. no
-        /// credentials), or `Configuration`.
+        /// there was no answer (`Unreachable`, `Timeout`, `NoCredentials`, ...), or
+        /// `Configuration`.
         code: Option<String>,
         /// HTTP status, when the service answered.
         status: Option<u16>,
@@ -194,7 +194,7 @@ impl Classify for RegistryError {
             } => ErrorClass::User,
             Self::Mlflow { .. } => ErrorClass::External,
             Self::SageMaker { code, status, .. } => match (code.as_deref(), status) {
-                (Some("Configuration" | "RequestNotBuilt"), _) => ErrorClass::User,
+                (Some("Configuration" | "RequestNotBuilt" | "NoCredentials"), _) => ErrorClass::User,
                 (Some(c), _) if c.contains("Throttl") => ErrorClass::External,
                 (_, Some(400..500)) => ErrorClass::User,
                 _ => ErrorClass::External,

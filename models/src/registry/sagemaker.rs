@@ -152,6 +152,7 @@ struct Package {
     version: u64,
     arn: String,
     status: Option<ModelApprovalStatus>,
+    approval: Option<String>,
     metadata: HashMap<String, String>,
     model_data_url: Option<String>,
     created_ms: Option<i64>,
@@ -386,6 +387,7 @@ impl SageMakerRegistry {
                 .unwrap_or(version),
             arn: arn.to_owned(),
             status: out.model_approval_status().cloned(),
+            approval: out.approval_description().map(str::to_owned),
             metadata: out
                 .customer_metadata_properties()
                 .cloned()
@@ -549,10 +551,17 @@ impl SageMakerRegistry {
         for k in remove.iter().filter(|k| p.metadata.contains_key(**k)) {
             req = req.customer_metadata_properties_to_remove(*k);
         }
-        if let Some((status, description)) = status {
-            req = req
-                .model_approval_status(status)
-                .approval_description(truncate(&description, MAX_APPROVAL_DESCRIPTION));
+        // A metadata-only update sends the current status and description again: SageMaker
+        // keeps them when absent, but moto clears them.
+        let (status, description) = match status {
+            Some((s, d)) => (Some(s), Some(d)),
+            None => (p.status.clone(), p.approval.clone()),
+        };
+        if let Some(status) = status {
+            req = req.model_approval_status(status);
+        }
+        if let Some(d) = description {
+            req = req.approval_description(truncate(&d, MAX_APPROVAL_DESCRIPTION));
         }
         req.send()
             .await
@@ -1038,15 +1047,26 @@ where
     sdk_error(operation, e)
 }
 
-/// Why a call got no answer: it could not be signed (no credentials), or never reached the
-/// service.
-fn no_answer_code<E, R>(e: &SdkError<E, R>) -> Option<String> {
-    match e {
-        SdkError::ConstructionFailure(_) => Some("RequestNotBuilt".into()),
-        SdkError::TimeoutError(_) => Some("Timeout".into()),
-        SdkError::DispatchFailure(_) => Some("Unreachable".into()),
-        _ => None,
-    }
+/// Why a call got no answer: it could not be signed (no credentials: the SDK finds no
+/// identity for SigV4 and sends nothing), it timed out, or it never reached the service.
+fn no_answer_code<E, R>(e: &SdkError<E, R>) -> Option<String>
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let code = match e {
+        SdkError::ConstructionFailure(_) => "RequestNotBuilt",
+        SdkError::TimeoutError(_) => "Timeout",
+        SdkError::DispatchFailure(d) if d.is_timeout() => "Timeout",
+        SdkError::DispatchFailure(d) if d.is_io() => "Unreachable",
+        // The SDK's words for a request it cannot sign for want of credentials.
+        SdkError::DispatchFailure(_) if chain(e).contains("no identity resolver") => {
+            "NoCredentials"
+        }
+        SdkError::DispatchFailure(_) => "DispatchFailure",
+        _ => return None,
+    };
+    Some(code.into())
 }
 
 #[cfg(test)]
@@ -1113,6 +1133,7 @@ mod tests {
             version,
             arn: format!("arn/{version}"),
             status: Some(status),
+            approval: None,
             metadata: marks
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.to_string()))

@@ -387,16 +387,16 @@ async fn a_missing_group_no_credentials_and_no_service_are_typed_errors() {
     )
     .unwrap();
     let err = reg.list().await.unwrap_err();
-    assert!(
-        matches!(&err, RegistryError::SageMaker { status: None, .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().to_lowercase().contains("credential")
-            || err.to_string().contains("identity"),
+    let RegistryError::SageMaker { code, status, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (code.as_deref(), *status),
+        (Some("NoCredentials"), None),
         "{err}"
     );
-    assert_eq!(err.class(), ErrorClass::User, "{err}");
+    assert!(err.to_string().contains("credentials"), "{err}");
+    assert_eq!((err.class(), err.retryable()), (ErrorClass::User, false));
 
     // Nothing listening: external and worth retrying, within the timeouts.
     let nowhere = bikeshare_runtime::aws::emulator_loader(
@@ -417,9 +417,13 @@ async fn a_missing_group_no_credentials_and_no_service_are_typed_errors() {
     )
     .unwrap();
     let err = reg.current(Stage::Production).await.unwrap_err();
-    assert!(
-        matches!(&err, RegistryError::SageMaker { status: None, .. }),
-        "{err:?}"
+    let RegistryError::SageMaker { code, status, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (code.as_deref(), *status),
+        (Some("Unreachable"), None),
+        "{err}"
     );
     assert_eq!(
         (err.class(), err.retryable()),
