@@ -107,6 +107,25 @@ impl ReadPacer {
     }
 }
 
+/// Where a shard read (re)starts, in Kinesis' terms: just after `last`, the last record
+/// returned, or at `start` when nothing was returned yet. For `GetShardIterator` and
+/// `SubscribeToShard` alike.
+pub(crate) fn resume_at(
+    start: &StartPosition,
+    last: Option<&SequenceNumber>,
+) -> (ShardIteratorType, Option<String>) {
+    let position = match last {
+        Some(seq) => StartPosition::AfterSequence(seq.clone()),
+        None => start.clone(),
+    };
+    match position {
+        StartPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
+        StartPosition::Latest => (ShardIteratorType::Latest, None),
+        StartPosition::AtSequence(s) => (ShardIteratorType::AtSequenceNumber, Some(s.0)),
+        StartPosition::AfterSequence(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.0)),
+    }
+}
+
 /// A position in one Kinesis shard (see the module docs).
 pub struct KinesisCursor {
     client: Client,
@@ -165,16 +184,7 @@ impl KinesisCursor {
 
     /// A new iterator just after what was returned (or at the start position).
     async fn renew_iterator(&mut self) -> Result<String, StreamError> {
-        let position = match &self.last {
-            Some(seq) => StartPosition::AfterSequence(seq.clone()),
-            None => self.start.clone(),
-        };
-        let (kind, seq) = match position {
-            StartPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
-            StartPosition::Latest => (ShardIteratorType::Latest, None),
-            StartPosition::AtSequence(s) => (ShardIteratorType::AtSequenceNumber, Some(s.0)),
-            StartPosition::AfterSequence(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.0)),
-        };
+        let (kind, seq) = resume_at(&self.start, self.last.as_ref());
         let (client, stream, shard) = (&self.client, &self.stream, &self.shard);
         let call = || async {
             let out = client

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
-    SubscribeToShardEventStream,
+    ConsumerStatus, StartingPosition, SubscribeToShardEvent, SubscribeToShardEventStream,
 };
 use bikeshare_stream::{
     ReadBatch, SequenceNumber, ShardCursor, ShardDescription, ShardId, StartPosition, StreamError,
@@ -35,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Duration;
 
-use crate::cursor::stream_record;
+use crate::cursor::{resume_at, stream_record};
 use crate::error::classify;
 use crate::metrics::KinesisMetrics;
 use crate::stream::KinesisStream;
@@ -224,16 +223,7 @@ impl std::fmt::Debug for FanOutCursor {
 
 impl FanOutCursor {
     async fn subscribe(&mut self) -> Result<mpsc::Receiver<Event>, StreamError> {
-        let position = match &self.last {
-            Some(seq) => StartPosition::AfterSequence(seq.clone()),
-            None => self.start.clone(),
-        };
-        let (kind, seq) = match position {
-            StartPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
-            StartPosition::Latest => (ShardIteratorType::Latest, None),
-            StartPosition::AtSequence(s) => (ShardIteratorType::AtSequenceNumber, Some(s.0)),
-            StartPosition::AfterSequence(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.0)),
-        };
+        let (kind, seq) = resume_at(&self.start, self.last.as_ref());
         let starting = StartingPosition::builder()
             .r#type(kind)
             .set_sequence_number(seq)
