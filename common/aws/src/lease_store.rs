@@ -7,8 +7,14 @@
 //! words, so expressions alias them): a failed condition is
 //! the answer "someone else wrote it", never an error. The table is created on demand
 //! (on-demand billing) when [`DynamoLeaseStore::ensure_table`] is called.
+//!
+//! The lease renewer runs on a runtime of its own; its store
+//! ([`LeaseStore::for_renewer`]) is the same table through a client with its own HTTP
+//! connections, which that runtime drives: a connection opened by the busy processing
+//! runtime is never lent to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -80,6 +86,16 @@ pub struct DynamoLeaseStore {
     table: String,
 }
 
+/// A new HTTPS client (a pool of its own), built as the shared configuration's is
+/// (`bikeshare_runtime::aws::config_loader`) and watched the same way.
+fn own_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    bikeshare_runtime::aws::watched(http)
+}
+
 fn store_error<E>(operation: &str, err: &SdkError<E>) -> LeaseError
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -127,6 +143,21 @@ impl DynamoLeaseStore {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
             Err(e) => Err(store_error("CreateTable", &e)),
+        }
+    }
+
+    /// The same table through a client of the same configuration with its own HTTP
+    /// connections (its own pool), for use from another runtime.
+    pub fn with_own_connections(&self) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .http_client(own_https_client())
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            table: self.table.clone(),
         }
     }
 
@@ -236,5 +267,9 @@ impl LeaseStore for DynamoLeaseStore {
             Err(e) if e.code() == Some(CONDITION_FAILED) => Ok(false),
             Err(e) => Err(store_error("PutItem", &e)),
         }
+    }
+
+    fn for_renewer(&self) -> Option<Arc<dyn LeaseStore>> {
+        Some(Arc::new(self.with_own_connections()))
     }
 }

@@ -4,9 +4,12 @@
 //! - A [`Lease`] has an owner, a counter and an expiry. Every write is conditional on the
 //!   counter the writer last saw ([`LeaseStore::replace`]), and increments it: an instance
 //!   that lost a lease learns it when its renewal fails, never by overwriting.
-//! - **Renewal runs on its own task** ([`LeaseCoordinator::spawn_renewer`]) every third of
-//!   [`LeaseConfig::duration`], independently of processing, so a processing step blocked
-//!   on a slow sink does not let the leases expire.
+//! - **Renewal runs on its own OS thread and runtime** ([`LeaseCoordinator::spawn_renewer`])
+//!   every third of [`LeaseConfig::duration`], independently of processing: neither a
+//!   processing step blocked on a slow sink nor a processing runtime kept busy (a long
+//!   synchronous step, every worker occupied) delays it. A store whose I/O is bound to the
+//!   runtime that made its connections gives the renewer its own
+//!   ([`LeaseStore::for_renewer`]).
 //! - **A safety margin**: a lease counts as held here only until a quarter of its duration
 //!   before it could expire elsewhere ([`LeaseConfig::held_for`], from the moment its last
 //!   successful renewal was sent). An instance whose renewals fail therefore stops using a
@@ -81,6 +84,14 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     /// Writes `lease` only if the stored one still has `expected_counter`; `false` when
     /// that condition failed (someone else wrote it).
     async fn replace(&self, lease: &Lease, expected_counter: u64) -> Result<bool, LeaseError>;
+
+    /// The same leases for the renewer, which runs on a runtime of its own: a store whose
+    /// connections are driven by the runtime that opened them (an SDK client's pool) returns
+    /// one with its own connections, so that a busy processing runtime cannot stall a
+    /// renewal. `None` (the default): this store can be used from any runtime as it is.
+    fn for_renewer(&self) -> Option<Arc<dyn LeaseStore>> {
+        None
+    }
 }
 
 /// Leases in memory: one process.
@@ -211,13 +222,18 @@ pub struct LeaseCoordinator {
     shared: Arc<Shared>,
 }
 
-/// The renewer task of a [`LeaseCoordinator`]; stops when dropped.
+/// The renewer thread of a [`LeaseCoordinator`]; stops when dropped (a renewal under way
+/// finishes first, on that thread).
 #[derive(Debug)]
-pub struct Renewer(tokio::task::JoinHandle<()>);
+pub struct Renewer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 impl Drop for Renewer {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
@@ -314,6 +330,15 @@ impl LeaseCoordinator {
     /// Renews every lease held. A renewal refused (another instance wrote the lease) drops
     /// the shard at once; a failed call leaves it to lapse unless a later renewal succeeds.
     pub async fn renew(&self, now: Timestamp) -> Result<(), LeaseError> {
+        self.renew_through(&self.shared.store, now).await
+    }
+
+    /// [`Self::renew`] through `store` (the renewer's own connections to the same leases).
+    async fn renew_through(
+        &self,
+        store: &Arc<dyn LeaseStore>,
+        now: Timestamp,
+    ) -> Result<(), LeaseError> {
         let _writes = self.shared.writes.lock().await;
         let held: Vec<(ShardId, HeldLease)> =
             self.map().iter().map(|(s, h)| (s.clone(), *h)).collect();
@@ -328,7 +353,7 @@ impl LeaseCoordinator {
                 expires_at,
             };
             let sent = Instant::now();
-            match self.shared.store.replace(&next, h.counter).await {
+            match store.replace(&next, h.counter).await {
                 Ok(true) => {
                     if let Some(entry) = self.map().get_mut(&shard) {
                         entry.counter = next.counter;
@@ -353,18 +378,50 @@ impl LeaseCoordinator {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Renews the leases held every [`LeaseConfig::renew_every`] on its own task, until the
-    /// returned [`Renewer`] is dropped.
+    /// Renews the leases held every [`LeaseConfig::renew_every`] on an OS thread with a
+    /// runtime of its own (through [`LeaseStore::for_renewer`] when the store has one), until
+    /// the returned [`Renewer`] is dropped. The caller's runtime may be as busy as it likes:
+    /// nothing of a renewal runs on it.
     pub fn spawn_renewer(&self, clock: SharedClock) -> Renewer {
         let this = self.clone();
-        Renewer(tokio::spawn(async move {
-            let every = this.shared.config.renew_every();
-            loop {
-                tokio::time::sleep(every).await;
-                // Failures are logged per lease; the lease lapses unless a later one succeeds.
-                let _ = this.renew(clock.now()).await;
-            }
-        }))
+        let store = self
+            .shared
+            .store
+            .for_renewer()
+            .unwrap_or_else(|| self.shared.store.clone());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let owner = self.shared.config.owner.clone();
+        let every = self.shared.config.renew_every();
+        let spawned = std::thread::Builder::new()
+            .name("lease-renewer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(%owner, error = %e, "the lease renewer's runtime could not start: leases lapse unless renewed");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            () = tokio::time::sleep(every) => {}
+                        }
+                        // Failures are logged per lease; the lease lapses unless a later
+                        // renewal succeeds.
+                        let _ = this.renew_through(&store, clock.now()).await;
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(owner = %self.shared.config.owner, error = %e,
+                "the lease renewer thread could not start: leases lapse unless renewed");
+        }
+        Renewer { stop: Some(stop) }
     }
 
     /// Takes free or expired leases and steals one from the busiest instance, as [`plan`]
@@ -519,8 +576,8 @@ mod tests {
         assert_eq!(a.tick(later).await.unwrap().len(), 4);
     }
 
-    /// A clock on tokio's (pausable) time, so lease expiries and the local safety margin
-    /// follow the same virtual time.
+    /// A clock on the monotonic time the safety margin is measured in, so lease expiries and
+    /// the margin follow the same time.
     #[derive(Debug)]
     struct TokioClock(Instant);
 
@@ -566,14 +623,16 @@ mod tests {
         }
     }
 
+    /// Real time (the renewer runs on its own thread and runtime, which a paused test clock
+    /// does not reach): renewed every 500 ms, held for 1,125 ms after a renewal was sent.
     fn short(owner: &str) -> LeaseConfig {
         LeaseConfig {
             owner: owner.into(),
-            duration: Duration::from_millis(900),
+            duration: Duration::from_millis(1_500),
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn renewal_on_its_own_task_keeps_leases_while_processing_is_blocked() {
         let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
         let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
@@ -582,7 +641,7 @@ mod tests {
         a.ensure_leases(&shards(1)).await.unwrap();
         assert_eq!(a.acquire(clock.now()).await.unwrap().len(), 1);
         let _renewer = a.spawn_renewer(clock.clone());
-        // A processing step blocked for five lease durations.
+        // A processing step blocked (awaiting) for three lease durations.
         tokio::time::sleep(Duration::from_millis(4_500)).await;
         assert!(a.holds(&ShardId::from_index(0)), "a kept its lease");
         assert!(
@@ -591,10 +650,33 @@ mod tests {
         );
         let lease = &store.list().await.unwrap()[0];
         assert_eq!(lease.owner.as_deref(), Some("a"));
-        assert!(lease.counter >= 10, "renewed every third: {lease:?}");
+        assert!(lease.counter >= 5, "renewed every third: {lease:?}");
     }
 
-    #[tokio::test(start_paused = true)]
+    /// The processing runtime kept busy: a single-threaded runtime whose only worker is
+    /// blocked (a long synchronous step) for three lease durations. The renewal does not
+    /// wait for it, so the lease is still held when the step ends — checked before the
+    /// runtime gets to run anything else. (On a task of the blocked runtime, the renewer
+    /// never ran and the lease had lapsed here.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn renewal_keeps_leases_while_the_processing_runtime_is_kept_busy() {
+        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
+        let a = LeaseCoordinator::new(store.clone(), short("a"));
+        a.ensure_leases(&shards(1)).await.unwrap();
+        assert_eq!(a.acquire(clock.now()).await.unwrap().len(), 1);
+        let _renewer = a.spawn_renewer(clock.clone());
+        std::thread::sleep(Duration::from_millis(4_500));
+        assert!(
+            a.holds(&ShardId::from_index(0)),
+            "the lease lapsed while the processing runtime was busy"
+        );
+        let lease = &store.list().await.unwrap()[0];
+        assert!(lease.counter >= 5, "renewed every third: {lease:?}");
+        assert!(lease.expires_at > clock.now(), "{lease:?}");
+    }
+
+    #[tokio::test]
     async fn an_instance_that_cannot_renew_gives_up_before_its_lease_can_expire() {
         let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
         let store = Arc::new(Partitioned::default());
@@ -622,7 +704,7 @@ mod tests {
         );
         assert!(a.changes() >= 2, "gained, then lost");
         // Once it has expired, b takes it; a, back online, learns it lost it.
-        tokio::time::sleep(Duration::from_millis(900)).await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert_eq!(b.acquire(clock.now()).await.unwrap().len(), 1);
         store.down.store(false, Ordering::Relaxed);
         a.renew(clock.now()).await.unwrap();

@@ -978,28 +978,13 @@ mod tests {
     }
 
     fn prediction(station: &str, as_of_min: i64, p: f32) -> bikeshare_types::contracts::Prediction {
-        use bikeshare_types::contracts::{
-            FeatureSchemaId, ModelRef, Prediction, PredictionTrigger, ScoredBy,
-        };
-        let (system_id, station_id) = (SystemId::new("c"), StationId::new(station));
-        let as_of = Timestamp(as_of_min * 60_000);
-        Prediction {
-            schema_version: 2,
-            prediction_id: Prediction::id_for(&system_id, &station_id, as_of, 30),
-            system_id,
-            station_id,
-            as_of,
-            horizon_minutes: 30,
-            p_empty: p,
-            p_full: 0.0,
-            model: ModelRef {
-                name: "m".into(),
-                version: "1".into(),
-            },
-            feature_schema_id: FeatureSchemaId("fs".into()),
-            trigger: PredictionTrigger::Tick,
-            scored_by: ScoredBy::InProcess,
-        }
+        bikeshare_testkit::envelopes::prediction(
+            "c",
+            station,
+            Timestamp(as_of_min * 60_000),
+            p,
+            0.0,
+        )
     }
 
     #[test]

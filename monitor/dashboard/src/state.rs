@@ -908,9 +908,7 @@ fn ops_figures(samples: &[MetricSample]) -> OpsFigures {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use bikeshare_types::contracts::{
-        FeatureSchemaId, ModelRef, PredictionTrigger, ScoredBy, StationInfo, StationStatus,
-    };
+    use bikeshare_types::contracts::{StationInfo, StationStatus};
     use bikeshare_types::time::ManualClock;
 
     const MIN: i64 = 60_000;
@@ -920,24 +918,7 @@ mod tests {
     }
 
     fn prediction(station: &str, as_of: i64, p: f32) -> Prediction {
-        let (system_id, station_id) = (SystemId::new("c"), StationId::new(station));
-        Prediction {
-            schema_version: 2,
-            prediction_id: Prediction::id_for(&system_id, &station_id, Timestamp(as_of), 30),
-            system_id,
-            station_id,
-            as_of: Timestamp(as_of),
-            horizon_minutes: 30,
-            p_empty: p,
-            p_full: 0.01,
-            model: ModelRef {
-                name: "m".into(),
-                version: "1".into(),
-            },
-            feature_schema_id: FeatureSchemaId("fs".into()),
-            trigger: PredictionTrigger::Tick,
-            scored_by: ScoredBy::InProcess,
-        }
+        bikeshare_testkit::envelopes::prediction("c", station, Timestamp(as_of), p, 0.01)
     }
 
     fn envelope(event: Event, t: i64) -> Envelope {
@@ -1004,18 +985,10 @@ mod tests {
                 .all(|(a, b)| a.as_of < b.as_of)
         );
         drop(r);
+        // The label of the prediction at 10 minutes: it went empty.
         let label = Label {
-            schema_version: 1,
-            prediction_id: Prediction::id_for(&key.0, &key.1, Timestamp(10 * MIN), 30),
-            system_id: key.0.clone(),
-            station_id: key.1.clone(),
-            as_of: Timestamp(10 * MIN),
-            horizon_minutes: 30,
             went_empty: true,
-            went_full: false,
-            empty_at_as_of: false,
-            full_at_as_of: false,
-            observations: 3,
+            ..bikeshare_testkit::envelopes::label(&prediction("a", 10 * MIN, 0.0), 3)
         };
         s.apply_label(&label);
         let r = s.risk.get(&key).unwrap();
