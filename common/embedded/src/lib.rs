@@ -928,6 +928,12 @@ mod tests {
         String::from_utf8(r.data.to_vec()).unwrap()
     }
 
+    /// The texts of the next batch (up to 100 records) of `cursor`.
+    async fn next_texts(cursor: &mut dyn ShardCursor) -> Vec<String> {
+        let batch = cursor.next_batch(100).await.unwrap();
+        batch.records.iter().map(text).collect()
+    }
+
     #[tokio::test]
     async fn sequence_numbers_increase_within_each_shard() {
         let dir = tempfile::tempdir().unwrap();
@@ -1024,28 +1030,14 @@ mod tests {
             .unwrap();
         assert_eq!(text(&at.next_batch(1).await.unwrap().records[0]), "r4");
         // The first cursor goes on where it stopped.
-        let rest: Vec<_> = cursor
-            .next_batch(100)
-            .await
-            .unwrap()
-            .records
-            .iter()
-            .map(text)
-            .collect();
+        let rest = next_texts(&mut *cursor).await;
         assert_eq!(rest, ["r5", "r6", "r7", "r8", "r9", "r10"]);
         assert!(cursor.next_batch(100).await.unwrap().records.is_empty());
 
         let mut latest = stream.open(&shard, StartPosition::Latest).await.unwrap();
         assert!(latest.next_batch(100).await.unwrap().records.is_empty());
         stream.put_records(&[record("k", "r11")]).await.unwrap();
-        let new: Vec<_> = latest
-            .next_batch(100)
-            .await
-            .unwrap()
-            .records
-            .iter()
-            .map(text)
-            .collect();
+        let new = next_texts(&mut *latest).await;
         assert_eq!(new, ["r11"]);
         assert_eq!(cursor.next_batch(100).await.unwrap().records.len(), 1);
 
