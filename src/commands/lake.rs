@@ -25,13 +25,11 @@ pub async fn run(args: LakeArgs, config: Config) -> anyhow::Result<()> {
                     "archiving",
                     "records",
                     move || {
-                        let n = |a: &std::sync::atomic::AtomicU64| {
-                            a.load(std::sync::atomic::Ordering::Relaxed)
-                        };
+                        let s = stats.snapshot();
                         crate::app::progress::Reading {
-                            position: n(&stats.events) + n(&stats.dead_letters),
+                            position: s.events + s.dead_letters,
                             total: None,
-                            note: format!("{} files", n(&stats.files)),
+                            note: format!("{} files", s.files),
                         }
                     },
                     crate::app::stopped(stop_rx),
@@ -46,15 +44,15 @@ pub async fn run(args: LakeArgs, config: Config) -> anyhow::Result<()> {
             if let Err(e) = crate::app::streams::trim_streams(&config).await {
                 tracing::warn!(error = %format!("{e:#}"), "stream retention: trim failed");
             }
-            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let s = stats.snapshot();
             eprintln!(
                 "archived {} events and {} dead letters into {} ({} epochs, {} files, {} undecodable records skipped)",
-                n(&stats.events),
-                n(&stats.dead_letters),
+                s.events,
+                s.dead_letters,
                 config.lake.location(&config.data_dir.0),
-                n(&stats.epochs),
-                n(&stats.files),
-                n(&stats.undecodable),
+                s.epochs,
+                s.files,
+                s.undecodable,
             );
             Ok(())
         }

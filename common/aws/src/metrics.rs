@@ -13,7 +13,6 @@
 //! | `records_put`, `records_failed`, `records_throttled` | count | producer outcomes |
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use bikeshare_stream::ShardId;
@@ -32,30 +31,27 @@ pub struct ShardMetrics {
     pub ended: bool,
 }
 
-/// Producer counters of one stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteMetrics {
-    pub put_calls: u64,
-    pub records_put: u64,
-    pub bytes_put: u64,
-    /// Records refused by Kinesis with any code (they are retried by the publisher).
-    pub records_failed: u64,
-    /// Of those, refused for throughput (`ProvisionedThroughputExceededException`).
-    pub records_throttled: u64,
-    /// Records refused before sending (over the size limit, bad partition key).
-    pub records_invalid: u64,
+bikeshare_types::counters! {
+    /// The producer counters of one stream.
+    pub struct WriteCounters => /// A plain copy of [`WriteCounters`].
+    pub struct WriteMetrics {
+        put_calls,
+        records_put,
+        bytes_put,
+        /// Records refused by Kinesis with any code (they are retried by the publisher).
+        records_failed,
+        /// Of those, refused for throughput (`ProvisionedThroughputExceededException`).
+        records_throttled,
+        /// Records refused before sending (over the size limit, bad partition key).
+        records_invalid,
+    }
 }
 
 /// Figures of one stream handle and its cursors; cheap to share.
 #[derive(Debug, Default)]
 pub struct KinesisMetrics {
     shards: Mutex<BTreeMap<ShardId, ShardMetrics>>,
-    put_calls: AtomicU64,
-    records_put: AtomicU64,
-    bytes_put: AtomicU64,
-    records_failed: AtomicU64,
-    records_throttled: AtomicU64,
-    records_invalid: AtomicU64,
+    writes: WriteCounters,
 }
 
 impl KinesisMetrics {
@@ -69,15 +65,7 @@ impl KinesisMetrics {
 
     /// The producer counters.
     pub fn writes(&self) -> WriteMetrics {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        WriteMetrics {
-            put_calls: get(&self.put_calls),
-            records_put: get(&self.records_put),
-            bytes_put: get(&self.bytes_put),
-            records_failed: get(&self.records_failed),
-            records_throttled: get(&self.records_throttled),
-            records_invalid: get(&self.records_invalid),
-        }
+        self.writes.snapshot()
     }
 
     pub(crate) fn shard(&self, shard: &ShardId, update: impl FnOnce(&mut ShardMetrics)) {
@@ -86,17 +74,15 @@ impl KinesisMetrics {
     }
 
     pub(crate) fn put(&self, written: usize, bytes: usize, failed: usize, throttled: usize) {
-        self.put_calls.fetch_add(1, Ordering::Relaxed);
-        self.records_put
-            .fetch_add(written as u64, Ordering::Relaxed);
-        self.bytes_put.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.records_failed
-            .fetch_add(failed as u64, Ordering::Relaxed);
-        self.records_throttled
-            .fetch_add(throttled as u64, Ordering::Relaxed);
+        let w = &self.writes;
+        w.put_calls.incr();
+        w.records_put.add(written);
+        w.bytes_put.add(bytes);
+        w.records_failed.add(failed);
+        w.records_throttled.add(throttled);
     }
 
     pub(crate) fn invalid(&self, n: usize) {
-        self.records_invalid.fetch_add(n as u64, Ordering::Relaxed);
+        self.writes.records_invalid.add(n);
     }
 }

@@ -52,7 +52,6 @@
 //! # });
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -140,21 +139,23 @@ impl Classify for PublishError {
     }
 }
 
-/// Counters since the publisher was spawned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PublisherStats {
-    /// Records the stream acknowledged.
-    pub records_sent: u64,
-    /// Batches formed (each one is one or more `put_records` calls).
-    pub batches: u64,
-    /// `put_records` calls that sent records again (whole batch or failed records only).
-    pub retries: u64,
-    /// Records sent again, summed over retries.
-    pub records_retried: u64,
-    /// Records dropped after a non-retryable error.
-    pub records_failed: u64,
-    /// Records refused by `send` (too large, bad partition key).
-    pub records_refused: u64,
+bikeshare_types::counters! {
+    /// The publisher's counters (shared with its task).
+    struct PublisherCounters => /// Counters since the publisher was spawned.
+    pub struct PublisherStats {
+        /// Records the stream acknowledged.
+        records_sent,
+        /// Batches formed (each one is one or more `put_records` calls).
+        batches,
+        /// `put_records` calls that sent records again (whole batch or failed records only).
+        retries,
+        /// Records sent again, summed over retries.
+        records_retried,
+        /// Records dropped after a non-retryable error.
+        records_failed,
+        /// Records refused by `send` (too large, bad partition key).
+        records_refused,
+    }
 }
 
 /// A batching, retrying front for one stream. Spawned on the current tokio runtime.
@@ -177,23 +178,14 @@ enum Command {
 #[derive(Debug, Default)]
 struct Shared {
     error: Mutex<Option<PublishError>>,
-    records_sent: AtomicU64,
-    batches: AtomicU64,
-    retries: AtomicU64,
-    records_retried: AtomicU64,
-    records_failed: AtomicU64,
-    records_refused: AtomicU64,
+    counts: PublisherCounters,
 }
 
 impl Shared {
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
     /// Counts `records` as dropped and keeps the error for the next caller (the first
     /// error's cause is kept; later drops add to its count).
     fn dropped(&self, records: usize, source: StreamError) {
-        Self::add(&self.records_failed, records);
+        self.counts.records_failed.add(records);
         tracing::error!(records, error = %chain(&source), "publisher dropped records");
         self.keep_error(records, source);
     }
@@ -211,18 +203,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
-    }
-
-    fn snapshot(&self) -> PublisherStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        PublisherStats {
-            records_sent: get(&self.records_sent),
-            batches: get(&self.batches),
-            retries: get(&self.retries),
-            records_retried: get(&self.records_retried),
-            records_failed: get(&self.records_failed),
-            records_refused: get(&self.records_refused),
-        }
     }
 }
 
@@ -267,7 +247,7 @@ impl Publisher {
     pub async fn send(&self, record: PutRecord) -> Result<(), PublishError> {
         let size = record.size();
         if size > self.record_limit {
-            Shared::add(&self.shared.records_refused, 1);
+            self.shared.counts.records_refused.incr();
             return Err(PublishError::RecordTooLarge {
                 size,
                 limit: self.record_limit,
@@ -275,7 +255,7 @@ impl Publisher {
         }
         let chars = record.partition_key.chars().count();
         if chars == 0 || chars > KINESIS_MAX_PARTITION_KEY_CHARS {
-            Shared::add(&self.shared.records_refused, 1);
+            self.shared.counts.records_refused.incr();
             return Err(PublishError::InvalidPartitionKey {
                 chars,
                 limit: KINESIS_MAX_PARTITION_KEY_CHARS,
@@ -303,7 +283,7 @@ impl Publisher {
 
     /// Counters so far.
     pub fn stats(&self) -> PublisherStats {
-        self.shared.snapshot()
+        self.shared.counts.snapshot()
     }
 
     /// Writes everything queued, stops the task and returns the final counters, or the
@@ -321,7 +301,7 @@ impl Publisher {
         })?;
         match shared.take_error() {
             Some(err) => Err(err),
-            None => Ok(shared.snapshot()),
+            None => Ok(shared.counts.snapshot()),
         }
     }
 }
@@ -410,7 +390,7 @@ impl Batcher {
         if batch.is_empty() {
             return;
         }
-        Shared::add(&self.shared.batches, 1);
+        self.shared.counts.batches.incr();
         let mut pending = batch;
         let mut attempt = 0u32;
         loop {
@@ -452,8 +432,8 @@ impl Batcher {
                 "retrying put",
             );
             attempt = attempt.saturating_add(1);
-            Shared::add(&self.shared.retries, 1);
-            Shared::add(&self.shared.records_retried, retry.len());
+            self.shared.counts.retries.incr();
+            self.shared.counts.records_retried.add(retry.len());
             tokio::time::sleep(delay).await;
             pending = retry;
         }
@@ -485,7 +465,7 @@ impl Batcher {
                 }
             }
         }
-        Shared::add(&self.shared.records_sent, written);
+        self.shared.counts.records_sent.add(written);
         if let Some((code, message)) = first_rejection {
             self.shared.dropped(
                 rejected,

@@ -9,8 +9,11 @@
 //! - [`retry`]: exponential backoff with full jitter.
 //! - [`limits`]: AWS service limits as named constants.
 //! - [`metrics`]: every metric's name, unit and labels, and the typed functions that record them.
+//! - [`counters`]: relaxed in-process counters and their snapshot, declared once
+//!   ([`counters!`]).
 
 pub mod contracts;
+pub mod counters;
 pub mod error;
 pub mod ids;
 pub mod limits;

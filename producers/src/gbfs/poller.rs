@@ -34,7 +34,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +41,7 @@ use bikeshare_types::contracts::{
     DeadLetter, Envelope, Event, FeedHeartbeat, STATION_STATUS_FEED, StationInfo, StationStatus,
     SystemInfo,
 };
+use bikeshare_types::counters::Counter;
 use bikeshare_types::error::{Classify, ErrorClass, chain};
 use bikeshare_types::metrics;
 use bikeshare_types::{EventId, SharedClock, StationId, SystemId, Timestamp};
@@ -240,12 +240,12 @@ impl Classify for PollError {
 /// Counters of one poller, shared with whoever exports metrics.
 #[derive(Debug, Default)]
 pub struct PollerStats {
-    polls: AtomicU64,
-    not_modified: AtomicU64,
-    errors: AtomicU64,
-    events: AtomicU64,
-    dead_letters: AtomicU64,
-    skipped: AtomicU64,
+    polls: Counter,
+    not_modified: Counter,
+    errors: Counter,
+    events: Counter,
+    dead_letters: Counter,
+    skipped: Counter,
     errors_by_reason: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -267,14 +267,13 @@ pub struct PollerStatsSnapshot {
 
 impl PollerStats {
     pub fn snapshot(&self) -> PollerStatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PollerStatsSnapshot {
-            polls: get(&self.polls),
-            not_modified: get(&self.not_modified),
-            errors: get(&self.errors),
-            events: get(&self.events),
-            dead_letters: get(&self.dead_letters),
-            skipped: get(&self.skipped),
+            polls: self.polls.get(),
+            not_modified: self.not_modified.get(),
+            errors: self.errors.get(),
+            events: self.events.get(),
+            dead_letters: self.dead_letters.get(),
+            skipped: self.skipped.get(),
             errors_by_reason: self
                 .errors_by_reason
                 .lock()
@@ -283,12 +282,8 @@ impl PollerStats {
         }
     }
 
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
     fn error(&self, reason: &'static str) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.incr();
         if let Ok(mut m) = self.errors_by_reason.lock() {
             *m.entry(reason).or_default() += 1;
         }
@@ -510,7 +505,7 @@ impl GbfsPoller {
 
     /// One poll of every feed that is due. Failures are in the report, already logged.
     pub async fn poll_once(&mut self, output: &dyn Output) -> PollReport {
-        self.stats.polls.fetch_add(1, Ordering::Relaxed);
+        self.stats.polls.incr();
         let mut report = PollReport::default();
         let started = Instant::now();
 
@@ -630,7 +625,7 @@ impl GbfsPoller {
                     metrics::dead_letters("ingest", &rule, 1);
                 }
                 report.dead_letters += n;
-                PollerStats::add(&self.stats.dead_letters, n);
+                self.stats.dead_letters.add(n);
             }
             Err(e) => tracing::warn!(
                 system = %self.system_id,
@@ -731,7 +726,7 @@ impl GbfsPoller {
             .map_err(|source| PollError::Fetch { feed: kind, source })?;
         match fetched {
             Fetched::NotModified => {
-                self.stats.not_modified.fetch_add(1, Ordering::Relaxed);
+                self.stats.not_modified.incr();
                 report.not_modified.push(kind);
                 self.read_ok(kind, None, None);
                 Ok(None)
@@ -947,7 +942,7 @@ impl GbfsPoller {
             .collect();
         self.emit(kind, changed, output, report).await?;
         self.known = Some(KnownStations::from_feed(&parsed));
-        PollerStats::add(&self.stats.skipped, parsed.skipped.len());
+        self.stats.skipped.add(parsed.skipped.len());
         report.skipped += parsed.skipped.len();
         self.stations = parsed
             .records
@@ -1047,7 +1042,7 @@ impl GbfsPoller {
         self.finish_read(kind, read, &parsed.rejected, ttl, output, report)
             .await?;
         report.skipped += parsed.skipped.len();
-        PollerStats::add(&self.stats.skipped, parsed.skipped.len());
+        self.stats.skipped.add(parsed.skipped.len());
         Ok(ttl)
     }
 
@@ -1078,7 +1073,7 @@ impl GbfsPoller {
             metrics::events_out("gbfs", self.system_id.as_str(), k, count);
         }
         report.events += n;
-        PollerStats::add(&self.stats.events, n);
+        self.stats.events.add(n);
         Ok(())
     }
 
@@ -1121,7 +1116,7 @@ impl GbfsPoller {
             for (rule, n) in per_rule {
                 metrics::dead_letters("ingest", &rule, n as u64);
                 report.dead_letters += n;
-                PollerStats::add(&self.stats.dead_letters, n);
+                self.stats.dead_letters.add(n);
             }
         }
         self.last_dead_letters.insert(kind, ids);

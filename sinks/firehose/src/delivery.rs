@@ -19,7 +19,6 @@
 //! Firehose accepted the call), never zero times. Rows carry deterministic ids to dedupe by.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
@@ -100,43 +99,20 @@ impl DeliveryConfig {
     }
 }
 
-/// Counters of one delivery stream (or shared by several); cheap to read.
-#[derive(Debug, Default)]
-pub struct DeliveryStats {
-    /// `PutRecordBatch` calls made, re-sends included.
-    pub calls: AtomicU64,
-    pub records_delivered: AtomicU64,
-    pub bytes_delivered: AtomicU64,
-    /// Records refused (in a partial failure or a whole refused call) and sent again.
-    pub records_retried: AtomicU64,
-    /// Calls refused whole and retried (throttling, unavailable, 5xx, network).
-    pub calls_refused: AtomicU64,
-    /// Records given up on (the `put` returned an error).
-    pub records_undelivered: AtomicU64,
-}
-
-/// A plain copy of [`DeliveryStats`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DeliverySnapshot {
-    pub calls: u64,
-    pub records_delivered: u64,
-    pub bytes_delivered: u64,
-    pub records_retried: u64,
-    pub calls_refused: u64,
-    pub records_undelivered: u64,
-}
-
-impl DeliveryStats {
-    pub fn snapshot(&self) -> DeliverySnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        DeliverySnapshot {
-            calls: g(&self.calls),
-            records_delivered: g(&self.records_delivered),
-            bytes_delivered: g(&self.bytes_delivered),
-            records_retried: g(&self.records_retried),
-            calls_refused: g(&self.calls_refused),
-            records_undelivered: g(&self.records_undelivered),
-        }
+bikeshare_types::counters! {
+    /// Counters of one delivery stream (or shared by several); cheap to read.
+    pub struct DeliveryStats => /// A plain copy of [`DeliveryStats`].
+    pub struct DeliverySnapshot {
+        /// `PutRecordBatch` calls made, re-sends included.
+        calls,
+        records_delivered,
+        bytes_delivered,
+        /// Records refused (in a partial failure or a whole refused call) and sent again.
+        records_retried,
+        /// Calls refused whole and retried (throttling, unavailable, 5xx, network).
+        calls_refused,
+        /// Records given up on (the `put` returned an error).
+        records_undelivered,
     }
 }
 
@@ -238,7 +214,7 @@ impl DeliveryStream {
                     (refused, first)
                 }
                 Answer::Refused(message) => {
-                    self.stats.calls_refused.fetch_add(1, Ordering::Relaxed);
+                    self.stats.calls_refused.incr();
                     (std::mem::take(&mut pending), message)
                 }
             };
@@ -248,9 +224,7 @@ impl DeliveryStream {
                 .delay(retries_without_progress, &mut rand::rng())
                 .filter(|d| started.elapsed() + *d <= self.config.max_elapsed());
             let Some(delay) = delay else {
-                self.stats
-                    .records_undelivered
-                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
+                self.stats.records_undelivered.add(refused.len());
                 bikeshare_types::metrics::firehose_records(
                     &self.name,
                     "undelivered",
@@ -264,9 +238,7 @@ impl DeliveryStream {
                     last,
                 });
             };
-            self.stats
-                .records_retried
-                .fetch_add(refused.len() as u64, Ordering::Relaxed);
+            self.stats.records_retried.add(refused.len());
             bikeshare_types::metrics::firehose_records(&self.name, "retried", refused.len() as u64);
             tracing::warn!(
                 stream = %self.name,
@@ -283,12 +255,8 @@ impl DeliveryStream {
     }
 
     fn delivered(&self, records: usize, bytes: usize) {
-        self.stats
-            .records_delivered
-            .fetch_add(records as u64, Ordering::Relaxed);
-        self.stats
-            .bytes_delivered
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.stats.records_delivered.add(records);
+        self.stats.bytes_delivered.add(bytes);
         bikeshare_types::metrics::firehose_records(&self.name, "delivered", records as u64);
     }
 
@@ -305,7 +273,7 @@ impl DeliveryStream {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.incr();
         let answer = self
             .client
             .put_record_batch()

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bikeshare_stream::checkpoint::{
@@ -78,15 +77,17 @@ impl Default for ArchiverConfig {
     }
 }
 
-/// Live counters of an archiver.
-#[derive(Debug, Default)]
-pub struct ArchiverStats {
-    pub events: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub undecodable: AtomicU64,
-    pub epochs: AtomicU64,
-    pub files: AtomicU64,
-    pub rows_written: AtomicU64,
+bikeshare_types::counters! {
+    /// Live counters of an archiver.
+    pub struct ArchiverStats => /// A plain copy of [`ArchiverStats`].
+    pub struct ArchiverSnapshot {
+        events,
+        dead_letters,
+        undecodable,
+        epochs,
+        files,
+        rows_written,
+    }
 }
 
 /// The archiver's key in its checkpoint store (one archiver per lake).
@@ -195,10 +196,10 @@ impl Archiver {
                     match Envelope::decode(&rec.data) {
                         Ok(env) => {
                             staging.push_event(env);
-                            self.stats.events.fetch_add(1, Ordering::Relaxed);
+                            self.stats.events.incr();
                         }
                         Err(e) => {
-                            self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                            self.stats.undecodable.incr();
                             tracing::debug!(shard = %part.shard, error = %e, "events: undecodable record skipped (the processor dead-letters it)");
                         }
                     }
@@ -212,10 +213,10 @@ impl Archiver {
                     match serde_json::from_slice::<DeadLetter>(&rec.data) {
                         Ok(d) => {
                             staging.dead_letters.push([d]);
-                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                            self.stats.dead_letters.incr();
                         }
                         Err(e) => {
-                            self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                            self.stats.undecodable.incr();
                             tracing::warn!(shard = %part.shard, seq = %rec.sequence, error = %e, "dead-letters: undecodable record skipped");
                         }
                     }
@@ -264,13 +265,9 @@ impl Archiver {
             state: Vec::new(),
         };
         self.store.save(CHECKPOINT_KEY, &cp).await?;
-        self.stats.epochs.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .files
-            .fetch_add(report.files as u64, Ordering::Relaxed);
-        self.stats
-            .rows_written
-            .fetch_add(report.rows as u64, Ordering::Relaxed);
+        self.stats.epochs.incr();
+        self.stats.files.add(report.files);
+        self.stats.rows_written.add(report.rows);
         tracing::debug!(epoch, ?report, "archiver epoch written");
         Ok(())
     }
