@@ -26,6 +26,7 @@
 //!   [`lease`]: which instance reads which shard.
 //! - [`checkpoint`]: per shard, the input position and the operator state, and their stores.
 //! - [`sink`]: the port the stream processor's outputs go through.
+//! - [`pause_between_polls`]: how a consumer's poll loop waits when idle and stops on shutdown.
 
 pub mod checkpoint;
 pub mod consumer;
@@ -339,6 +340,25 @@ pub fn shard_for_key(ranges: &[(u128, u128)], partition_key: &str) -> usize {
         .iter()
         .position(|&(s, e)| s <= h && h <= e)
         .unwrap_or(0)
+}
+
+/// The pause of a consumer's poll loop after one round (the archiver's, the runner's): when
+/// the round found nothing (`idle`), wait `idle_wait` or until `shutdown` resolves;
+/// otherwise only look whether it has. Returns whether to stop.
+pub async fn pause_between_polls<F: std::future::Future<Output = ()> + Unpin>(
+    shutdown: &mut F,
+    idle: bool,
+    idle_wait: std::time::Duration,
+) -> bool {
+    if idle {
+        tokio::select! {
+            () = &mut *shutdown => true,
+            () = tokio::time::sleep(idle_wait) => false,
+        }
+    } else {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(shutdown).poll(&mut cx).is_ready()
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use bikeshare_stream::checkpoint::{
 };
 use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
 use bikeshare_stream::sink::SinkError;
-use bikeshare_stream::{StartPosition, StreamError, StreamReader};
+use bikeshare_stream::{StartPosition, StreamError, StreamReader, pause_between_polls};
 use bikeshare_types::SharedClock;
 use bikeshare_types::contracts::{DeadLetter, Envelope};
 
@@ -229,15 +229,11 @@ impl Archiver {
                     .await?;
                 last_checkpoint = Instant::now();
             }
-            if got == 0 && !changed {
-                if self.config.stop_when_caught_up {
-                    break;
-                }
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            } else if poll_ready(&mut shutdown) {
+            let idle = got == 0 && !changed;
+            if idle && self.config.stop_when_caught_up {
+                break;
+            }
+            if pause_between_polls(&mut shutdown, idle, self.config.idle_wait).await {
                 break;
             }
         }
@@ -271,10 +267,4 @@ impl Archiver {
         tracing::debug!(epoch, ?report, "archiver epoch written");
         Ok(())
     }
-}
-
-fn poll_ready<F: std::future::Future<Output = ()> + Unpin>(f: &mut F) -> bool {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    std::pin::Pin::new(f).poll(&mut cx).is_ready()
 }
