@@ -7,7 +7,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Output;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,16 +18,28 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The error line of a failed run: exactly one, starting `bikeshare:`.
-fn the_error(o: &Output) -> String {
-    assert!(!o.status.success(), "expected a failure: {}", stderr(o));
-    let text = stderr(o);
+/// Runs `c`, which must fail; its error line: exactly one, starting `bikeshare:`.
+fn the_error(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(!o.status.success(), "expected a failure: {}", stderr(&o));
+    let text = stderr(&o);
     let lines: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("bikeshare: "))
         .collect();
     assert_eq!(lines.len(), 1, "the error is printed once: {text}");
     lines[0].to_owned()
+}
+
+/// The events of `data_dir` hold both station status (GBFS) and weather.
+fn assert_gbfs_and_weather_published(data_dir: &Path) {
+    let events = stream_records(data_dir, "events");
+    let kinds: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(
+        kinds.contains("station_status") && kinds.contains("weather"),
+        "GBFS and weather both published: {kinds:?}"
+    );
 }
 
 /// A URL on 127.0.0.1 where nothing listens.
@@ -44,11 +57,12 @@ fn a_replay_of_only_bad_records_fails_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("some.csv");
     std::fs::write(&csv, "a,b,c\n1,2,3\n4,5,6\n7,8,9\n10,11,12\n").unwrap();
-    let out = bikeshare(dir.path())
-        .args(["replay", "--format", "jsonl", csv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let error = the_error(&out);
+    let error = the_error(bikeshare(dir.path()).args([
+        "replay",
+        "--format",
+        "jsonl",
+        csv.to_str().unwrap(),
+    ]));
     assert!(
         error.contains("nothing replayed") && error.contains("5 dead letters"),
         "{error}"
@@ -59,13 +73,12 @@ fn a_replay_of_only_bad_records_fails_and_says_so() {
 fn ingest_of_an_unreachable_feed_fails_naming_the_url_and_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let url = dead_url("/gbfs.json");
-    let out = bikeshare(dir.path())
-        .args(["ingest", "--gbfs-url", &url, "--duration", "30s"])
-        .env("BIKESHARE_GBFS__CLIENT__RETRY__BASE", "10")
-        .env("BIKESHARE_GBFS__CLIENT__RETRY__MAX", "50")
-        .output()
-        .unwrap();
-    let error = the_error(&out);
+    let error = the_error(
+        bikeshare(dir.path())
+            .args(["ingest", "--gbfs-url", &url, "--duration", "30s"])
+            .env("BIKESHARE_GBFS__CLIENT__RETRY__BASE", "10")
+            .env("BIKESHARE_GBFS__CLIENT__RETRY__MAX", "50"),
+    );
     assert!(error.contains(&url) && error.contains("connect"), "{error}");
 }
 
@@ -142,13 +155,7 @@ fn with_a_simulator_token_the_producers_send_it() {
         !stderr(&out).contains("sim-token-for-tests"),
         "the token is never printed"
     );
-    let events = stream_records(dir.path(), "events");
-    let kinds: std::collections::BTreeSet<&str> =
-        events.iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert!(
-        kinds.contains("station_status") && kinds.contains("weather"),
-        "GBFS and weather both published: {kinds:?}"
-    );
+    assert_gbfs_and_weather_published(dir.path());
 }
 
 /// A one-connection-at-a-time HTTP server that answers each connection with the next
@@ -229,11 +236,8 @@ fn subscribe_reads_utf8_split_across_chunks_cr_and_crlf_and_retry() {
 fn subscribe_gives_up_after_its_retry_budget() {
     let dir = tempfile::tempdir().unwrap();
     let url = dead_url("/v1/predictions");
-    let out = bikeshare(dir.path())
-        .args(["subscribe", "--url", &url, "--retries", "2"])
-        .output()
-        .unwrap();
-    let error = the_error(&out);
+    let error =
+        the_error(bikeshare(dir.path()).args(["subscribe", "--url", &url, "--retries", "2"]));
     assert!(
         error.contains(&url) && error.contains("gave up after 2 retries"),
         "{error}"
@@ -275,21 +279,17 @@ fn subscribe_to_an_unknown_station_ends_with_a_clear_message() {
         .await
         .unwrap()
     });
-    let out = bikeshare(dir.path())
-        .args([
-            "subscribe",
-            "--url",
-            &api.url(),
-            "--system-id",
-            "city",
-            "--station-id",
-            "nowhere",
-            "--wait-for-station",
-            "2s",
-        ])
-        .output()
-        .unwrap();
-    let error = the_error(&out);
+    let error = the_error(bikeshare(dir.path()).args([
+        "subscribe",
+        "--url",
+        &api.url(),
+        "--system-id",
+        "city",
+        "--station-id",
+        "nowhere",
+        "--wait-for-station",
+        "2s",
+    ]));
     assert!(
         error.contains("unknown station") && error.contains("nowhere"),
         "{error}"
@@ -301,12 +301,11 @@ fn the_global_data_dir_flag_overrides_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("elsewhere");
     // BIKESHARE_DATA_DIR (set by the helper) points at `dir`; the flag wins.
-    let out = bikeshare(dir.path())
-        .args(["--data-dir", elsewhere.to_str().unwrap()])
-        .args(["tail", "--stream", "events", "--from-start"])
-        .output()
-        .unwrap();
-    let error = the_error(&out);
+    let error = the_error(
+        bikeshare(dir.path())
+            .args(["--data-dir", elsewhere.to_str().unwrap()])
+            .args(["tail", "--stream", "events", "--from-start"]),
+    );
     assert!(
         error.contains(elsewhere.to_str().unwrap()),
         "reads the stream under --data-dir: {error}"
@@ -337,11 +336,5 @@ fn up_with_a_simulator_token_publishes_gbfs_and_weather() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("sim-token-for-tests"));
-    let events = stream_records(dir.path(), "events");
-    let kinds: std::collections::BTreeSet<&str> =
-        events.iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert!(
-        kinds.contains("station_status") && kinds.contains("weather"),
-        "GBFS and weather both published: {kinds:?}"
-    );
+    assert_gbfs_and_weather_published(dir.path());
 }
