@@ -7,29 +7,16 @@ use crate::support;
 
 use bikeshare_models::dataset::TrainingData;
 use bikeshare_models::rows_parquet::read_training_data;
-use support::{bikeshare, ok, simulated_history};
+use support::{History, backfill, bikeshare, ok};
 
 #[test]
 fn parquet_rows_equal_csv_rows_and_train_reads_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        40,
-        3,
-        "2026-04-07T10:00:00Z",
-        "2026-04-07T18:00:00Z",
-    );
-    let csv = dir.path().join("rows.csv");
-    let parquet = dir.path().join("rows.parquet");
+    let history = History::simulate(40, 3, "2026-04-07T10:00:00Z", "2026-04-07T18:00:00Z");
+    let dir = history.dir();
+    let csv = dir.join("rows.csv");
+    let parquet = dir.join("rows.parquet");
     for out in [&csv, &parquet] {
-        ok(bikeshare(dir.path()).args([
-            "backfill",
-            "--format",
-            "jsonl",
-            history.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ]));
+        ok(&mut backfill(dir, "jsonl", history.file(), out));
     }
     let from_csv = TrainingData::from_backfill_csv(
         std::io::BufReader::new(std::fs::File::open(&csv).unwrap()),
@@ -50,8 +37,8 @@ fn parquet_rows_equal_csv_rows_and_train_reads_them() {
             "row {i}: {a:?} vs {b:?}"
         );
     }
-    let model = dir.path().join("model");
-    ok(bikeshare(dir.path()).args([
+    let model = dir.join("model");
+    ok(bikeshare(dir).args([
         "train",
         "--rows",
         parquet.to_str().unwrap(),
@@ -86,30 +73,13 @@ fn a_recording_without_a_time_zone_is_refused_and_leaves_no_rows() {
     )
     .unwrap();
     let rows = dir.path().join("rows.parquet");
-    let out = bikeshare(dir.path())
-        .args([
-            "backfill",
-            "--format",
-            "bluebikes",
-            log.to_str().unwrap(),
-            "-o",
-            rows.to_str().unwrap(),
-        ])
+    let out = backfill(dir.path(), "bluebikes", &log, &rows)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("--time-zone"), "{stderr}");
     assert!(!rows.exists(), "no rows file is left behind");
-    ok(bikeshare(dir.path()).args([
-        "backfill",
-        "--format",
-        "bluebikes",
-        "--time-zone",
-        "America/New_York",
-        log.to_str().unwrap(),
-        "-o",
-        rows.to_str().unwrap(),
-    ]));
+    ok(backfill(dir.path(), "bluebikes", &log, &rows).args(["--time-zone", "America/New_York"]));
     assert!(rows.exists());
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use bikeshare_lake::{CuratedStatus, LakeRecord};
 use bikeshare_types::contracts::{Envelope, FeatureVector, Label, Prediction};
-use support::{bikeshare, lake_rows, ok, ok_with_cpu_time, run_with_kills, simulated_history};
+use support::{History, bikeshare, lake_rows, ok, ok_with_cpu_time, run_with_kills};
 
 /// Every row of `T`'s dataset, as sorted debug strings (a multiset: duplicates stay).
 fn rows<T: LakeRecord + Debug>(data_dir: &Path) -> Vec<String> {
@@ -73,19 +73,9 @@ fn same<T: LakeRecord + Debug>(straight: &Path, killed: &Path, min: usize) {
 
 #[test]
 fn sigkilled_writers_leave_every_row_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        300,
-        7,
-        "2026-03-02T06:10:00Z",
-        "2026-03-02T15:40:00Z",
-    );
-    let straight = dir.path().join("straight");
-    let killed = dir.path().join("killed");
-    for d in [&straight, &killed] {
-        ok(bikeshare(d).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
-    }
+    let history = History::simulate(300, 7, "2026-03-02T06:10:00Z", "2026-03-02T15:40:00Z");
+    let straight = history.replayed("straight");
+    let killed = history.replayed("killed");
 
     let mut kills = 0;
     for (args, seed) in [

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use bikeshare_lake::LakeConfig;
 use bikeshare_types::contracts::{Label, Prediction};
 use serde_json::Value;
-use support::{bikeshare, lake_rows, ok, simulated_history};
+use support::{History, bikeshare, lake_rows, ok};
 
 /// Every `.jsonl` file under `dir`, with its path relative to `dir`.
 fn jsonl_files(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -59,16 +59,8 @@ fn assert_hourly(rel: &str, t: Option<&str>) {
 
 #[test]
 fn capture_and_ground_truth_join_one_to_one_in_sagemakers_formats() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        25,
-        11,
-        "2026-03-02T06:10:00Z",
-        "2026-03-02T09:20:00Z",
-    );
-    let data = dir.path().join("data");
-    ok(bikeshare(&data).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
+    let history = History::simulate(25, 11, "2026-03-02T06:10:00Z", "2026-03-02T09:20:00Z");
+    let data = history.replayed("data");
     ok(bikeshare(&data).args(["process", "--until-caught-up"]));
 
     let predictions: BTreeMap<String, Prediction> = lake_rows::<Prediction>(&data)

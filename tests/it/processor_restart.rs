@@ -9,41 +9,21 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use support::{ok_with_cpu_time, replay, run_with_kills, simulated_history, stream_records};
+use support::{History, ok_with_cpu_time, run_with_kills, stream_records};
 
 /// Output records of `stream`, keyed by their id field; duplicates must be identical.
 fn outputs(data_dir: &Path, stream: &str, id_field: &str) -> BTreeMap<String, serde_json::Value> {
-    let mut map = BTreeMap::new();
-    for v in stream_records(data_dir, stream) {
-        let id = v[id_field].as_str().unwrap().to_owned();
-        if let Some(prev) = map.insert(id.clone(), v.clone()) {
-            assert_eq!(
-                prev, v,
-                "{stream}: record {id} re-emitted with different content"
-            );
-        }
-    }
-    map
+    support::by_id(stream_records(data_dir, stream), stream, id_field)
 }
 
 #[test]
 fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
-    let dir = tempfile::tempdir().unwrap();
     // Big enough that processing, not start-up, is most of a run (the calibrated city reports
     // less often per station than the old one: 80 stations × 8 h was 1,708 records, and a
     // run could finish before its second kill).
-    let history = simulated_history(
-        dir.path(),
-        240,
-        11,
-        "2026-03-02T06:00:00Z",
-        "2026-03-02T16:00:00Z",
-    );
-    let straight = dir.path().join("straight");
-    let killed = dir.path().join("killed");
-    for d in [&straight, &killed] {
-        replay(d, &history);
-    }
+    let history = History::simulate(240, 11, "2026-03-02T06:00:00Z", "2026-03-02T16:00:00Z");
+    let straight = history.replayed("straight");
+    let killed = history.replayed("killed");
 
     // Kill points are fractions of the uninterrupted run's CPU time, so they land mid-run
     // however fast and however busy this machine is.
@@ -86,17 +66,15 @@ fn sigkilled_processor_restarts_from_its_checkpoint_with_identical_outputs() {
 /// labels are those of one replay, by id, content and count.
 #[test]
 fn a_replay_interrupted_and_run_again_changes_no_prediction_or_label() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        120,
-        5,
-        "2026-03-02T06:00:00Z",
-        "2026-03-02T12:00:00Z",
-    );
-    let (once, again) = (dir.path().join("once"), dir.path().join("again"));
-    let args = ["replay", "--format", "jsonl", history.to_str().unwrap()];
-    support::ok(support::bikeshare(&once).args(args));
+    let history = History::simulate(120, 5, "2026-03-02T06:00:00Z", "2026-03-02T12:00:00Z");
+    let once = history.replayed("once");
+    let again = history.dir().join("again");
+    let args = [
+        "replay",
+        "--format",
+        "jsonl",
+        history.file().to_str().unwrap(),
+    ];
     // Killed once it has published part of its records (its stream has grown by a quarter of
     // a whole replay's: a replay reads its whole file before it publishes), then run again to
     // the end: a replay starts over, it does not resume.

@@ -11,7 +11,7 @@
 
 use std::process::Command;
 
-use crate::support::{self, BIN, bikeshare, simulated_history};
+use crate::support::{self, BIN, History, bikeshare};
 
 /// Runs `bikeshare args…` with its output on a pseudo-terminal; returns what it printed.
 fn on_a_terminal(data_dir: &std::path::Path, args: &str) -> String {
@@ -33,19 +33,13 @@ fn long_commands_show_progress_on_a_terminal_only() {
         eprintln!("skipped: util-linux `script` is not installed");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        40,
-        3,
-        "2026-03-02T06:00:00Z",
-        "2026-03-02T10:00:00Z",
-    );
+    let history = History::simulate(40, 3, "2026-03-02T06:00:00Z", "2026-03-02T10:00:00Z");
+    let dir = history.dir();
 
-    let tty = dir.path().join("tty");
+    let tty = dir.join("tty");
     let shown = on_a_terminal(
         &tty,
-        &format!("replay --format jsonl {}", history.display()),
+        &format!("replay --format jsonl {}", history.file().display()),
     );
     assert!(shown.contains("replaying:"), "{shown}");
     assert!(shown.contains("/s"), "a rate: {shown}");
@@ -58,12 +52,12 @@ fn long_commands_show_progress_on_a_terminal_only() {
         shown.contains("monitor baseline: reading feature rows"),
         "{shown}"
     );
-    let csv = dir.path().join("rows.csv");
+    let csv = dir.join("rows.csv");
     let shown = on_a_terminal(
         &tty,
         &format!(
             "backfill --format jsonl {} -o {}",
-            history.display(),
+            history.file().display(),
             csv.display()
         ),
     );
@@ -73,15 +67,16 @@ fn long_commands_show_progress_on_a_terminal_only() {
         &format!(
             "simulate --station-count 40 --start 2026-03-02T00:00:00Z \
              --until 2026-03-03T00:00:00Z --backfill {}",
-            dir.path().join("day.jsonl").display()
+            dir.join("day.jsonl").display()
         ),
     );
     assert!(shown.contains("simulating"), "{shown}");
     assert!(shown.contains("minutes"), "{shown}");
 
-    let piped = dir.path().join("piped");
+    let piped = dir.join("piped");
     let out = bikeshare(&piped)
-        .args(["replay", "--format", "jsonl", history.to_str().unwrap()])
+        .args(["replay", "--format", "jsonl"])
+        .arg(history.file())
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{Envelope, Prediction};
-use support::{bikeshare, lake_rows, ok, replay, simulated_history, stream_records};
+use support::{History, bikeshare, lake_rows, ok, stream_records};
 
 const HOUR: i64 = 3_600_000;
 
@@ -40,16 +40,8 @@ fn span(t: &[i64]) -> (i64, i64) {
 
 #[test]
 fn the_stream_keeps_its_retention_behind_every_consumer() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        20,
-        7,
-        "2026-03-02T06:00:00Z",
-        "2026-03-02T10:00:00Z",
-    );
-    let data = dir.path().join("data");
-    replay(&data, &history);
+    let history = History::simulate(20, 7, "2026-03-02T06:00:00Z", "2026-03-02T10:00:00Z");
+    let data = history.replayed("data");
     let all_events = times(&data, "events", "event_time");
     let (first, last) = span(&all_events);
     assert!(last - first > 3 * HOUR, "{first}..{last}");
@@ -95,16 +87,8 @@ fn the_stream_keeps_its_retention_behind_every_consumer() {
 
 #[test]
 fn events_no_processor_has_read_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = simulated_history(
-        dir.path(),
-        10,
-        3,
-        "2026-03-02T06:00:00Z",
-        "2026-03-02T09:00:00Z",
-    );
-    let data = dir.path().join("data");
-    replay(&data, &history);
+    let history = History::simulate(10, 3, "2026-03-02T06:00:00Z", "2026-03-02T09:00:00Z");
+    let data = history.replayed("data");
     let all = times(&data, "events", "event_time").len();
     run(&data, &["lake", "write", "--until-caught-up"]);
     assert_eq!(times(&data, "events", "event_time").len(), all);

@@ -2,7 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bikeshare");
@@ -65,9 +65,36 @@ pub fn simulated_history(
     seed: u64,
     start: &str,
     until: &str,
-) -> std::path::PathBuf {
+) -> PathBuf {
+    simulate(bikeshare(dir), dir, stations, seed, start, until)
+}
+
+/// [`simulated_history`] of the city `system` (its system id, the partition key of `events`),
+/// written into `dir` (created).
+pub fn simulated_city_history(
+    dir: &Path,
+    system: &str,
+    stations: u32,
+    seed: u64,
+    start: &str,
+    until: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut c = bikeshare(dir);
+    c.env("BIKESHARE_SIMULATOR__CITY__SYSTEM_ID", system);
+    simulate(c, dir, stations, seed, start, until)
+}
+
+fn simulate(
+    mut c: Command,
+    dir: &Path,
+    stations: u32,
+    seed: u64,
+    start: &str,
+    until: &str,
+) -> PathBuf {
     let history = dir.join("history.jsonl");
-    ok(bikeshare(dir).args([
+    ok(c.args([
         "simulate",
         "--backfill",
         history.to_str().unwrap(),
@@ -83,10 +110,73 @@ pub fn simulated_history(
     history
 }
 
+/// `shards` system ids (`city-<n>`), the `i`th of which the partition key of `events` (the
+/// system id) maps to the `i`th of `shards` uniform shards.
+pub fn one_system_per_shard(shards: u32) -> Vec<String> {
+    let ranges = bikeshare_stream::uniform_ranges(shards);
+    let mut systems: Vec<Option<String>> = vec![None; shards as usize];
+    for i in 0.. {
+        let id = format!("city-{i}");
+        let slot = &mut systems[bikeshare_stream::shard_for_key(&ranges, &id)];
+        if slot.is_none() {
+            *slot = Some(id);
+        }
+        if systems.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    systems.into_iter().map(Option::unwrap).collect()
+}
+
+/// A simulated history ([`simulated_history`]) in a temporary directory of its own, where the
+/// test keeps its data directories and other files too.
+#[derive(Debug)]
+pub struct History {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl History {
+    /// `stations` stations over `[start, until)` (RFC 3339), simulated with `seed`.
+    pub fn simulate(stations: u32, seed: u64, start: &str, until: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = simulated_history(dir.path(), stations, seed, start, until);
+        Self { dir, file }
+    }
+
+    /// The temporary directory: the history and whatever else the test writes.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The history file (envelope JSON lines).
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// A new data directory `name` in [`Self::dir`], the history replayed into its event stream.
+    pub fn replayed(&self, name: &str) -> PathBuf {
+        let data = self.dir().join(name);
+        replay(&data, &self.file);
+        data
+    }
+}
+
 /// Replays `history` (envelope JSON lines, e.g. [`simulated_history`]) into the event stream
 /// of `data_dir`.
 pub fn replay(data_dir: &Path, history: &Path) {
     ok(bikeshare(data_dir).args(["replay", "--format", "jsonl", history.to_str().unwrap()]));
+}
+
+/// `bikeshare backfill --format <format> <input> -o <out>`: training rows of a recording, into
+/// CSV or Parquet (by the extension of `out`).
+pub fn backfill(data_dir: &Path, format: &str, input: &Path, out: &Path) -> Command {
+    let mut c = bikeshare(data_dir);
+    c.args(["backfill", "--format", format])
+        .arg(input)
+        .arg("-o")
+        .arg(out);
+    c
 }
 
 /// Every record of `stream` as JSON.
@@ -95,6 +185,74 @@ pub fn stream_records(data_dir: &Path, stream: &str) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// The pipeline on the emulators, for the commands of one test run: the streams on
+/// kinesis-mock (named `<name>-<stream>`, created with `shards` shards), the shard leases in the
+/// DynamoDB table `name` (3 s leases) and the checkpoints in the S3 bucket `name` (every
+/// 400 ms), both on moto and created when missing.
+#[derive(Debug, Clone)]
+pub struct OnEmulators {
+    pub kinesis: String,
+    pub moto: String,
+    pub name: String,
+    pub shards: u32,
+}
+
+impl OnEmulators {
+    /// [`bikeshare`] in `data_dir`, configured for this deployment.
+    pub fn command(&self, data_dir: &Path) -> Command {
+        let mut c = bikeshare(data_dir);
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("BIKESHARE_STREAM__BACKEND", "kinesis")
+            .env("BIKESHARE_STREAM__KINESIS__ENDPOINT_URL", &self.kinesis)
+            .env("BIKESHARE_STREAM__KINESIS__REGION", "us-east-1")
+            .env(
+                "BIKESHARE_STREAM__KINESIS__STREAM_PREFIX",
+                format!("{}-", self.name),
+            )
+            .env("BIKESHARE_STREAM__KINESIS__CREATE_MISSING", "true")
+            .env(
+                "BIKESHARE_STREAM__KINESIS__CREATE_SHARDS",
+                self.shards.to_string(),
+            )
+            .env("BIKESHARE_RUNNER__LEASES__STORE", "dynamodb")
+            .env("BIKESHARE_RUNNER__LEASES__TABLE", &self.name)
+            .env("BIKESHARE_RUNNER__LEASES__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_RUNNER__LEASES__CREATE_TABLE", "true")
+            .env("BIKESHARE_RUNNER__LEASES__DURATION_MS", "3000")
+            .env("BIKESHARE_RUNNER__CHECKPOINTS__STORE", "s3")
+            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__BUCKET", &self.name)
+            .env(
+                "BIKESHARE_RUNNER__CHECKPOINTS__S3__ENDPOINT_URL",
+                &self.moto,
+            )
+            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__CREATE_BUCKET", "true")
+            .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "400");
+        c
+    }
+}
+
+/// Records keyed by their `id_field`; a record seen again (the stream is at-least-once, as
+/// Kinesis) must be identical: `what` names the records in that failure.
+pub fn by_id(
+    records: impl IntoIterator<Item = serde_json::Value>,
+    what: &str,
+    id_field: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut map = std::collections::BTreeMap::new();
+    for v in records {
+        let id = v[id_field].as_str().unwrap().to_owned();
+        if let Some(prev) = map.insert(id.clone(), v.clone()) {
+            assert_eq!(
+                prev, v,
+                "{what}: record {id} re-emitted with different content"
+            );
+        }
+    }
+    map
 }
 
 /// An emulator's endpoint from `var` (`BIKESHARE_TEST_KINESIS_ENDPOINT`,
@@ -241,4 +399,101 @@ pub fn lake_rows<T: bikeshare_lake::LakeRecord>(data_dir: &Path) -> Vec<T> {
         .unwrap()
         .block_on(bikeshare_lake::catalog::read_dataset::<T>(&store))
         .unwrap()
+}
+
+/// Writes a synthetic model (`name` "synthetic", `trees` trees of `depth`, see
+/// `bikeshare_models::synthetic`) for the processor's default feature schema into `model_dir`
+/// and returns that schema.
+pub fn synthetic_model(
+    model_dir: &Path,
+    version: &str,
+    trees: usize,
+    depth: u32,
+) -> bikeshare_stream_processor::FeatureSchema {
+    let schema = bikeshare_stream_processor::Processor::new(Default::default())
+        .schema()
+        .clone();
+    bikeshare_models::synthetic::write_model_dir(
+        model_dir,
+        "synthetic",
+        version,
+        schema.id(),
+        schema.len(),
+        trees,
+        depth,
+    )
+    .unwrap();
+    schema
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for `child` to exit; `None` if it is still running after `limit` (then killed and
+/// reaped).
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The URL a server child (`serve-model`, the image's `serve`) prints on stderr once it listens
+/// (`… on <url> …`); the rest of its stderr is drained in the background.
+pub fn listening_url(server: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let rest = l.split_once(" on ")?.1;
+            Some(
+                rest.split_whitespace()
+                    .next()?
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )
+        })
+        .expect("the server prints where it listens");
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    url
+}
+
+/// The port of a URL such as [`listening_url`]'s (`http://127.0.0.1:<port>`).
+pub fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// `GET /ping`, as [`http`] sends it.
+pub const PING: &str = "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// Sends `request` (raw HTTP/1.1, `Connection: close`) to 127.0.0.1:`port` and returns the
+/// whole answer; `None` when it cannot connect, send or read (10 s read timeout).
+pub fn http(port: u16, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
 }
