@@ -7,13 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, bikeshare, ok};
+use crate::support::{
+    BIN, KillOnDrop, PING, backfill, http, listening_url, ok, port_of, simulated_history,
+    synthetic_model,
+};
 
 fn entrypoint(sm_root: &Path) -> Command {
     let mut c = Command::new("sh");
@@ -28,29 +29,9 @@ fn entrypoint(sm_root: &Path) -> Command {
 
 /// Backfilled training rows of a small simulated city (three days, ten stations).
 fn rows(dir: &Path) -> PathBuf {
-    let history = dir.join("history.jsonl");
-    ok(bikeshare(dir).args([
-        "simulate",
-        "--backfill",
-        history.to_str().unwrap(),
-        "--station-count",
-        "10",
-        "--seed",
-        "3",
-        "--start",
-        "2026-03-02T00:00:00Z",
-        "--until",
-        "2026-03-05T00:00:00Z",
-    ]));
+    let history = simulated_history(dir, 10, 3, "2026-03-02T00:00:00Z", "2026-03-05T00:00:00Z");
     let rows = dir.join("rows.csv");
-    ok(bikeshare(dir).args([
-        "backfill",
-        "--format",
-        "jsonl",
-        history.to_str().unwrap(),
-        "-o",
-        rows.to_str().unwrap(),
-    ]));
+    ok(&mut backfill(dir, "jsonl", &history, &rows));
     rows
 }
 
@@ -133,35 +114,14 @@ fn train_writes_the_failure_reason() {
     assert!(!ml.join("model/card.json").exists());
 }
 
-fn http(port: u16, request: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 #[test]
 fn serve_follows_the_sagemaker_inference_contract() {
     let dir = tempfile::tempdir().unwrap();
     let ml = dir.path().join("ml");
-    let schema = bikeshare_stream_processor::Processor::new(Default::default())
-        .schema()
-        .clone();
-    bikeshare_models::synthetic::write_model_dir(
-        &ml.join("model"),
-        "synthetic",
-        "3",
-        schema.id(),
-        schema.len(),
-        10,
-        4,
-    )
-    .unwrap();
+    let schema = synthetic_model(&ml.join("model"), "3", 10, 4);
     // In SageMaker it binds 0.0.0.0:8080 (with BIKESHARE_MODEL_TOKEN); here loopback, on a port
     // of the system's choosing, read back from what the server prints.
-    let mut server = crate::support::KillOnDrop(
+    let mut server = KillOnDrop(
         entrypoint(&ml)
             .arg("serve")
             .env("SAGEMAKER_BIND_TO_ADDRESS", "127.0.0.1")
@@ -171,32 +131,11 @@ fn serve_follows_the_sagemaker_inference_contract() {
             .spawn()
             .unwrap(),
     );
-    let port: u16 = {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
-        let port = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                let url = l
-                    .split_once(" on ")?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .to_owned();
-                url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
-            })
-            .expect("serve prints where it listens");
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        port
-    };
+    let port = port_of(&listening_url(&mut server.0));
     let deadline = Instant::now() + Duration::from_secs(30);
     let ping = loop {
         assert!(server.try_wait().unwrap().is_none(), "serve exited");
-        if let Some(r) = http(
-            port,
-            "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        ) {
+        if let Some(r) = http(port, PING) {
             break r;
         }
         assert!(Instant::now() < deadline, "no /ping");

@@ -89,15 +89,10 @@ fn new_runner(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = support::simulated_history(
-        dir.path(),
-        40,
-        11,
-        "2026-04-07T06:00:00Z",
-        "2026-04-07T09:00:00Z",
-    );
-    let records: Vec<PutRecord> = std::fs::read_to_string(&history)
+    let history =
+        support::History::simulate(40, 11, "2026-04-07T06:00:00Z", "2026-04-07T09:00:00Z");
+    let dir = history.dir();
+    let records: Vec<PutRecord> = std::fs::read_to_string(history.file())
         .unwrap()
         .lines()
         .map(|l| {
@@ -113,25 +108,15 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
     ];
 
     // The model the endpoint serves, for the processor's schema.
-    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
-    let model_dir = dir.path().join("model");
-    bikeshare_models::synthetic::write_model_dir(
-        &model_dir,
-        "synthetic",
-        "3",
-        schema.id(),
-        schema.len(),
-        30,
-        5,
-    )
-    .unwrap();
+    let model_dir = dir.join("model");
+    let schema = support::synthetic_model(&model_dir, "3", 30, 5);
     let model = bikeshare_models::model_dir::load(&model_dir, &schema).unwrap();
     let addr = free_port();
-    let mut server = serve_model(dir.path(), &model_dir, addr);
+    let mut server = serve_model(dir, &model_dir, addr);
     wait_until_async(|| ping(addr)).await;
 
     // The processor, scoring through the endpoint; the in-process baseline is its fallback.
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "events", 1)
+    let stream = EmbeddedStream::open(dir.join("s.db"), "events", 1)
         .await
         .unwrap();
     let sinks = MemorySinks::new();
@@ -139,7 +124,7 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
     let (runner, _scorer_tx) = new_runner(
         stream.clone(),
         &sinks,
-        &dir.path().join("cp"),
+        &dir.join("cp"),
         baseline.clone(),
         false,
     );
@@ -208,7 +193,7 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
 
     // 3. The endpoint returns: after the open period the probe succeeds and the endpoint
     //    scores again.
-    let mut server = serve_model(dir.path(), &model_dir, addr);
+    let mut server = serve_model(dir, &model_dir, addr);
     wait_until_async(|| ping(addr)).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     stream.put_records(thirds[2]).await.unwrap();
@@ -228,7 +213,7 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
 
     // Nothing lost, nothing doubled: the same predictions (ids) and labels as an
     // uninterrupted in-process run over the same events.
-    let reference_stream = EmbeddedStream::open(dir.path().join("ref.db"), "events", 1)
+    let reference_stream = EmbeddedStream::open(dir.join("ref.db"), "events", 1)
         .await
         .unwrap();
     reference_stream.put_records(&records).await.unwrap();
@@ -236,7 +221,7 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
     let (r, _tx) = new_runner(
         reference_stream,
         &reference,
-        &dir.path().join("cp-ref"),
+        &dir.join("cp-ref"),
         baseline.clone(),
         true,
     );
@@ -292,37 +277,14 @@ where
 /// through `bikeshare serve-model`, and the stream says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_scores_through_serve_model_when_configured() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = support::simulated_history(
-        dir.path(),
-        10,
-        3,
-        "2026-04-07T06:00:00Z",
-        "2026-04-07T07:00:00Z",
-    );
-    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
-    let model_dir = dir.path().join("model");
-    bikeshare_models::synthetic::write_model_dir(
-        &model_dir,
-        "synthetic",
-        "5",
-        schema.id(),
-        schema.len(),
-        10,
-        4,
-    )
-    .unwrap();
+    let history = support::History::simulate(10, 3, "2026-04-07T06:00:00Z", "2026-04-07T07:00:00Z");
+    let model_dir = history.dir().join("model");
+    support::synthetic_model(&model_dir, "5", 10, 4);
     let addr = free_port();
-    let mut server = serve_model(dir.path(), &model_dir, addr);
+    let mut server = serve_model(history.dir(), &model_dir, addr);
     wait_until_async(|| ping(addr)).await;
 
-    let data = dir.path().join("data");
-    support::ok(support::bikeshare(&data).args([
-        "replay",
-        "--format",
-        "jsonl",
-        history.to_str().unwrap(),
-    ]));
+    let data = history.replayed("data");
     support::ok(
         support::bikeshare(&data)
             .args(["process", "--until-caught-up"])

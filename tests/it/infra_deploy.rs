@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bikeshare_stream::{shard_for_key, uniform_ranges};
-use bikeshare_stream_processor::{Processor, ProcessorConfig};
-
-use crate::support::{BIN, KillOnDrop, bikeshare, emulator, ok};
+use crate::support::{
+    BIN, KillOnDrop, PING, bikeshare, emulator, exit_within, http, listening_url, ok,
+    one_system_per_shard, port_of, simulated_city_history, synthetic_model,
+};
 
 const ENV: &str = "dev";
 
@@ -27,15 +27,24 @@ fn root() -> PathBuf {
 }
 
 fn python(py: &str, args: &[&str]) -> String {
+    run_python(
+        py,
+        &[root().join("infra/emulator_deploy.py").to_str().unwrap()],
+        args,
+    )
+}
+
+/// Runs `py <script…> <args…>`, asserting success; returns stdout.
+fn run_python(py: &str, script: &[&str], args: &[&str]) -> String {
     let out = Command::new(py)
-        .arg(root().join("infra/emulator_deploy.py"))
+        .args(script)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "emulator_deploy.py {args:?}: {}",
+        "{script:?} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
@@ -108,18 +117,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Polls `GET /ping` until `serve-model` answers 200 (at most 30 s, while it runs).
 fn wait_ping(port: u16, server: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         assert!(server.try_wait().unwrap().is_none(), "serve-model exited");
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut text = String::new();
-            let _ = s.read_to_string(&mut text);
-            if text.starts_with("HTTP/1.1 200") {
-                return;
-            }
+        if http(port, PING).is_some_and(|text| text.starts_with("HTTP/1.1 200")) {
+            return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -136,27 +140,6 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(90);
 /// Waits for `child` at most `limit` (a process that cannot take its leases never catches up:
 /// killed, the test fails with its log instead of hanging); its exit status (None when killed)
 /// and stderr.
-/// The URL `serve-model` prints once it listens; its stderr is drained afterwards.
-fn serving_url(server: &mut Child) -> String {
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(server.stderr.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            let rest = l.split_once(" on ")?.1;
-            Some(
-                rest.split_whitespace()
-                    .next()?
-                    .trim_end_matches('/')
-                    .to_owned(),
-            )
-        })
-        .expect("serve-model prints where it listens");
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    url
-}
-
 fn finish_within(mut child: Child, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
     let mut stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -164,18 +147,7 @@ fn finish_within(mut child: Child, limit: Duration) -> (Option<std::process::Exi
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_within(&mut child, limit);
     (status, reader.join().unwrap())
 }
 
@@ -270,18 +242,8 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     assert!(created("AWS::SNS::Topic").contains(topic), "{topic}");
 
     // 3. The model server under the endpoint's name, as SageMaker would run the image.
-    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
     let model_dir = dir.path().join("model");
-    bikeshare_models::synthetic::write_model_dir(
-        &model_dir,
-        "synthetic",
-        "7",
-        schema.id(),
-        schema.len(),
-        10,
-        4,
-    )
-    .unwrap();
+    synthetic_model(&model_dir, "7", 10, 4);
     // On a port of the system's choosing, read back from what the server prints (a port
     // found free and then bound by the server could be taken in between).
     let mut server = KillOnDrop(
@@ -293,9 +255,8 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
             .spawn()
             .unwrap(),
     );
-    let serve = serving_url(&mut server.0);
-    let port: u16 = serve.rsplit(':').next().unwrap().parse().unwrap();
-    wait_ping(port, &mut server.0);
+    let serve = listening_url(&mut server.0);
+    wait_ping(port_of(&serve), &mut server.0);
     let app = App {
         moto: moto.clone(),
         serve,
@@ -304,37 +265,11 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     };
 
     // 4. Two cities, one per event shard (the partition key is the system id).
-    let ranges = uniform_ranges(2);
-    let mut systems: Vec<Option<String>> = vec![None, None];
-    for i in 0.. {
-        let id = format!("city-{i}");
-        let slot = &mut systems[shard_for_key(&ranges, &id)];
-        if slot.is_none() {
-            *slot = Some(id);
-        }
-        if systems.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    for (i, system) in systems.iter().flatten().enumerate() {
+    let systems = one_system_per_shard(2);
+    for (i, system) in systems.iter().enumerate() {
+        let (start, until) = ("2026-03-02T06:00:00Z", "2026-03-02T08:00:00Z");
         let d = dir.path().join(system);
-        std::fs::create_dir_all(&d).unwrap();
-        let history = d.join("history.jsonl");
-        ok(bikeshare(&d)
-            .env("BIKESHARE_SIMULATOR__CITY__SYSTEM_ID", system)
-            .args([
-                "simulate",
-                "--backfill",
-                history.to_str().unwrap(),
-                "--station-count",
-                "10",
-                "--seed",
-                &(40 + i).to_string(),
-                "--start",
-                "2026-03-02T06:00:00Z",
-                "--until",
-                "2026-03-02T08:00:00Z",
-            ]));
+        let history = simulated_city_history(&d, system, 10, 40 + i as u64, start, until);
         ok(app.command(&dir.path().join("replay")).args([
             "replay",
             "--format",
@@ -449,39 +384,40 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         "{ls}"
     );
     assert!(ls.contains("predictions"), "{ls}");
+    // `prefix` of the stack's bucket, downloaded into `to`.
+    let download = |prefix: &str, to: &Path| {
+        let (creds, to) = (creds_file.to_str().unwrap(), to.to_str().unwrap());
+        python(
+            &py,
+            &[
+                "download",
+                "--endpoint",
+                &moto,
+                "--credentials",
+                creds,
+                "--bucket",
+                &bucket,
+                "--prefix",
+                prefix,
+                "--to",
+                to,
+            ],
+        );
+    };
     let local_lake = dir.path().join("lake-copy");
-    python(
-        &py,
-        &[
-            "download",
-            "--endpoint",
-            &moto,
-            "--credentials",
-            creds_file.to_str().unwrap(),
-            "--bucket",
-            &bucket,
-            "--prefix",
-            "lake/",
-            "--to",
-            local_lake.to_str().unwrap(),
-        ],
-    );
-    if let Some(duckdb) = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test) {
-        let out = Command::new(duckdb)
-            .arg(root().join("infra/athena/duckdb_lake.py"))
-            .args([
+    download("lake/", &local_lake);
+    let duckdb = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test);
+    if let Some(duckdb) = &duckdb {
+        let script = root().join("infra/athena/duckdb_lake.py");
+        let text = run_python(
+            duckdb,
+            &[script.to_str().unwrap()],
+            &[
                 "--lake",
                 local_lake.to_str().unwrap(),
                 "--query",
                 "scoring_path_by_day",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
         assert!(
             text.contains("endpoint"),
@@ -506,7 +442,7 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         .iter()
         .filter_map(|p| p["system_id"].as_str())
         .collect();
-    let cities: BTreeSet<&str> = systems.iter().flatten().map(String::as_str).collect();
+    let cities: BTreeSet<&str> = systems.iter().map(String::as_str).collect();
     assert_eq!(scored, cities);
     let ids: BTreeSet<&str> = predictions
         .iter()
@@ -524,22 +460,16 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     // (the fenced former owner rolls its lake epoch back, decision 076 / ddb6500).
     let lake_rows = rows.get("predictions").copied().unwrap_or(0);
     assert_eq!(lake_rows, ids.len() as u64, "{ls}");
-    if let Some(duckdb) = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test) {
+    if let Some(duckdb) = &duckdb {
         let glob = local_lake.join("predictions/**/*.parquet");
-        let out = Command::new(duckdb)
-            .args([
+        let text = run_python(
+            duckdb,
+            &[
                 "-c",
                 "import sys, duckdb; print(duckdb.sql(f\"select count(*), count(distinct \
                  prediction_id) from read_parquet('{sys.argv[1]}')\").fetchall()[0])",
-            ])
-            .arg(&glob)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
+            &[glob.to_str().unwrap()],
         );
         assert_eq!(
             text.trim(),
@@ -549,22 +479,7 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     }
     // Firehose delivered each into the bucket's firehose/ prefix (at least once).
     let delivered_dir = dir.path().join("firehose-predictions");
-    python(
-        &py,
-        &[
-            "download",
-            "--endpoint",
-            &moto,
-            "--credentials",
-            creds_file.to_str().unwrap(),
-            "--bucket",
-            &bucket,
-            "--prefix",
-            "firehose/predictions/",
-            "--to",
-            delivered_dir.to_str().unwrap(),
-        ],
-    );
+    download("firehose/predictions/", &delivered_dir);
     let mut delivered: Vec<String> = Vec::new();
     for f in walk(&delivered_dir) {
         for line in std::fs::read_to_string(&f)

@@ -12,45 +12,27 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bikeshare_stream_processor::{Processor, ProcessorConfig};
-
 /// A value that appears nowhere else: any occurrence in a log is the token.
 const TOKEN: &str = "tok-9f3c2a7e51b84d06-never-log-me";
 
 #[test]
 fn process_and_serve_model_never_log_the_model_token_at_trace_level() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = support::simulated_history(
-        dir.path(),
-        6,
-        5,
-        "2026-04-07T06:00:00Z",
-        "2026-04-07T06:40:00Z",
-    );
-    let schema = Processor::new(ProcessorConfig::default()).schema().clone();
-    let model_dir = dir.path().join("model");
-    bikeshare_models::synthetic::write_model_dir(
-        &model_dir,
-        "synthetic",
-        "7",
-        schema.id(),
-        schema.len(),
-        5,
-        3,
-    )
-    .unwrap();
+    let history = support::History::simulate(6, 5, "2026-04-07T06:00:00Z", "2026-04-07T06:40:00Z");
+    let dir = history.dir();
+    let model_dir = dir.join("model");
+    support::synthetic_model(&model_dir, "7", 5, 3);
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let server_log = dir.path().join("serve-model.log");
-    let mut server = support::bikeshare(dir.path())
+    let server_log = dir.join("serve-model.log");
+    let mut server = support::bikeshare(dir)
         .args(["serve-model", "--model-dir"])
         .arg(&model_dir)
         .args(["--bind", &addr.to_string()])
         .env("RUST_LOG", "trace")
         .env("BIKESHARE_MODEL_TOKEN", TOKEN)
-        .stdout(std::fs::File::create(dir.path().join("serve-model.out")).unwrap())
+        .stdout(std::fs::File::create(dir.join("serve-model.out")).unwrap())
         .stderr(std::fs::File::create(&server_log).unwrap())
         .spawn()
         .unwrap();
@@ -63,8 +45,7 @@ fn process_and_serve_model_never_log_the_model_token_at_trace_level() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let data = dir.path().join("data");
-    support::replay(&data, &history);
+    let data = history.replayed("data");
     let out = support::bikeshare(&data)
         .args(["process", "--until-caught-up"])
         .env("RUST_LOG", "trace")
