@@ -10,7 +10,7 @@ use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -105,31 +105,6 @@ async fn a_stalled_kinesis_is_an_error_within_the_timeouts_logged_and_counted() 
     assert!(timeouts_counted >= 1.0, "{timeouts_counted}");
 }
 
-/// Sends SIGTERM to `child`.
-fn sigterm(child: &Child) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits for `child` to exit; `None` if it is still running after `limit` (then killed).
-fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn process_blocked_on_a_stalled_kinesis_stops_within_its_grace_period_after_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,8 +147,8 @@ fn process_blocked_on_a_stalled_kinesis_stops_within_its_grace_period_after_sigt
         std::thread::sleep(Duration::from_millis(50));
     }
     // Blocked in a call that would last 10 minutes.
-    sigterm(&child);
-    let status = exit_within(&mut child, Duration::from_secs(60))
+    support::sigterm(&child);
+    let status = support::exit_within(&mut child, Duration::from_secs(60))
         .expect("process did not stop within a minute of SIGTERM while Kinesis stalled");
     std::thread::sleep(Duration::from_millis(100));
     let text = lines.lock().unwrap().join("\n");
@@ -189,16 +164,8 @@ fn process_blocked_on_a_stalled_kinesis_stops_within_its_grace_period_after_sigt
 
 #[test]
 fn sigterm_stops_a_healthy_process_cleanly_with_a_final_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let history = support::simulated_history(
-        dir.path(),
-        5,
-        2,
-        "2026-04-07T06:00:00Z",
-        "2026-04-07T06:30:00Z",
-    );
-    let data = dir.path().join("data");
-    support::replay(&data, &history);
+    let history = support::History::simulate(5, 2, "2026-04-07T06:00:00Z", "2026-04-07T06:30:00Z");
+    let data = history.replayed("data");
     // No periodic checkpoint during the test: a checkpoint newer than those stored before
     // the signal (taking a shard may store one) is the final one.
     let mut child = support::bikeshare(&data)
@@ -222,8 +189,8 @@ fn sigterm_stops_a_healthy_process_cleanly_with_a_final_checkpoint() {
     let checkpoints = data.join("checkpoints/processor");
     let newest = || newest_epoch(&checkpoints);
     let before = newest();
-    sigterm(&child);
-    let status = exit_within(&mut child, Duration::from_secs(60)).expect("did not stop");
+    support::sigterm(&child);
+    let status = support::exit_within(&mut child, Duration::from_secs(60)).expect("did not stop");
     assert!(status.success(), "{status:?}");
     let after = newest();
     assert!(

@@ -14,68 +14,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bikeshare_stream::{shard_for_key, uniform_ranges};
 use bikeshare_testkit::lines::line_channel;
-use support::{bikeshare, emulator, ok, replay, stream_records};
+use support::{OnEmulators, bikeshare, by_id, emulator, ok, replay, stream_records};
 
 const SHARDS: u32 = 4;
 
-/// Output records parsed from JSON lines, keyed by `id_field`; duplicates (re-emitted after a
-/// take-over) must be identical.
-fn by_id(
-    lines: impl IntoIterator<Item = serde_json::Value>,
-    what: &str,
-    id_field: &str,
-) -> BTreeMap<String, serde_json::Value> {
-    let mut map = BTreeMap::new();
-    for v in lines {
-        let id = v[id_field].as_str().unwrap().to_owned();
-        if let Some(prev) = map.insert(id.clone(), v.clone()) {
-            assert_eq!(prev, v, "{what}: {id} re-emitted with different content");
-        }
-    }
-    map
-}
-
-/// The environment of every command of the Kinesis run.
-struct Aws {
-    kinesis: String,
-    moto: String,
-    name: String,
-}
+/// The environment of every command of the Kinesis run: the emulators' deployment, in
+/// batches of 20.
+struct Aws(OnEmulators);
 
 impl Aws {
     fn command(&self, data_dir: &Path) -> Command {
-        let mut c = bikeshare(data_dir);
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("BIKESHARE_STREAM__BACKEND", "kinesis")
-            .env("BIKESHARE_STREAM__KINESIS__ENDPOINT_URL", &self.kinesis)
-            .env("BIKESHARE_STREAM__KINESIS__REGION", "us-east-1")
-            .env(
-                "BIKESHARE_STREAM__KINESIS__STREAM_PREFIX",
-                format!("{}-", self.name),
-            )
-            .env("BIKESHARE_STREAM__KINESIS__CREATE_MISSING", "true")
-            .env(
-                "BIKESHARE_STREAM__KINESIS__CREATE_SHARDS",
-                SHARDS.to_string(),
-            )
-            .env("BIKESHARE_RUNNER__LEASES__STORE", "dynamodb")
-            .env("BIKESHARE_RUNNER__LEASES__TABLE", &self.name)
-            .env("BIKESHARE_RUNNER__LEASES__ENDPOINT_URL", &self.moto)
-            .env("BIKESHARE_RUNNER__LEASES__CREATE_TABLE", "true")
-            .env("BIKESHARE_RUNNER__LEASES__DURATION_MS", "3000")
-            .env("BIKESHARE_RUNNER__CHECKPOINTS__STORE", "s3")
-            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__BUCKET", &self.name)
-            .env(
-                "BIKESHARE_RUNNER__CHECKPOINTS__S3__ENDPOINT_URL",
-                &self.moto,
-            )
-            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__CREATE_BUCKET", "true")
-            .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "400")
-            .env("BIKESHARE_RUNNER__BATCH", "20");
+        let mut c = self.0.command(data_dir);
+        c.env("BIKESHARE_RUNNER__BATCH", "20");
         c
     }
 
@@ -164,28 +115,6 @@ fn shard_ids(line: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A simulated history of one system (20 stations, 5 hours) as envelope JSON lines.
-fn history(dir: &Path, system: &str, seed: u64) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("history.jsonl");
-    ok(bikeshare(dir)
-        .env("BIKESHARE_SIMULATOR__CITY__SYSTEM_ID", system)
-        .args([
-            "simulate",
-            "--backfill",
-            path.to_str().unwrap(),
-            "--station-count",
-            "20",
-            "--seed",
-            &seed.to_string(),
-            "--start",
-            "2026-03-02T06:00:00Z",
-            "--until",
-            "2026-03-02T11:00:00Z",
-        ]));
-    path
-}
-
 #[test]
 fn two_processors_share_kinesis_shards_and_one_takes_over_after_a_sigkill() {
     let test = "processor_scale_out";
@@ -197,24 +126,16 @@ fn two_processors_share_kinesis_shards_and_one_takes_over_after_a_sigkill() {
     };
     let dir = tempfile::tempdir().unwrap();
 
-    // One system per shard: the partition key of `events` is the system id.
-    let ranges = uniform_ranges(SHARDS);
-    let mut systems: Vec<Option<String>> = vec![None; SHARDS as usize];
-    for i in 0.. {
-        let id = format!("city-{i}");
-        let slot = &mut systems[shard_for_key(&ranges, &id)];
-        if slot.is_none() {
-            *slot = Some(id);
-        }
-        if systems.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    let systems: Vec<String> = systems.into_iter().map(Option::unwrap).collect();
-    let histories: Vec<_> = systems
+    // One system per shard (20 stations, 5 hours each): the partition key of `events` is the
+    // system id.
+    let histories: Vec<_> = support::one_system_per_shard(SHARDS)
         .iter()
         .enumerate()
-        .map(|(i, system)| history(&dir.path().join(system), system, 20 + i as u64))
+        .map(|(i, system)| {
+            let (start, until) = ("2026-03-02T06:00:00Z", "2026-03-02T11:00:00Z");
+            let dir = dir.path().join(system);
+            support::simulated_city_history(&dir, system, 20, 20 + i as u64, start, until)
+        })
         .collect();
 
     // The uninterrupted reference: one instance, embedded stream.
@@ -241,11 +162,12 @@ fn two_processors_share_kinesis_shards_and_one_takes_over_after_a_sigkill() {
     );
 
     // The same events on Kinesis.
-    let aws = Aws {
+    let aws = Aws(OnEmulators {
         kinesis,
         moto,
         name: format!("scale-{}", std::process::id()),
-    };
+        shards: SHARDS,
+    });
     let kdir = dir.path().join("kinesis");
     for h in &histories {
         ok(aws
