@@ -517,10 +517,16 @@ impl Processor {
     /// [`Self::snapshot_systems`]) into this processor; counters add up. Refused, with
     /// nothing changed, when the snapshot was taken with another config (its state would not
     /// fit these windows) or holds a system this processor already has (two owners of one
-    /// partition: the caller must decide which state wins).
+    /// partition: the caller must decide which state wins). The update trigger
+    /// (`score_on_arrival`) may differ: it changes when rows are emitted, not the state, so a
+    /// checkpoint taken with it off resumes with it on (and back).
     pub fn absorb(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let other = Self::restore(bytes)?;
-        if other.config != self.config {
+        let mut other = Self::restore(bytes)?;
+        let same_state = ProcessorConfig {
+            score_on_arrival: self.config.score_on_arrival,
+            ..other.config.clone()
+        } == self.config;
+        if !same_state {
             return Err(SnapshotError(format!(
                 "cannot absorb a snapshot taken with another config ({:?}, this processor has {:?})",
                 other.config, self.config
@@ -534,6 +540,15 @@ impl Processor {
             return Err(SnapshotError(format!(
                 "cannot absorb system {dup}: this processor already holds it"
             )));
+        }
+        if other.config.score_on_arrival != self.config.score_on_arrival {
+            for (id, sys) in &mut other.systems {
+                sys.rebuild(
+                    id.clone(),
+                    self.derived.trend_wi,
+                    self.config.score_on_arrival,
+                );
+            }
         }
         self.systems.extend(other.systems);
         Ok(())
@@ -1418,6 +1433,42 @@ mod tests {
             trigger: row.trigger,
             scored_by: bikeshare_types::contracts::ScoredBy::InProcess,
         }
+    }
+
+    /// A checkpoint taken without the update trigger resumes with it (the app's default
+    /// changed to on; a bounded `process --until-caught-up` runs without it), and back: the
+    /// trigger changes when rows are emitted, not the state.
+    #[test]
+    fn a_snapshot_resumes_with_the_update_trigger_switched() {
+        let t0 = 1_700_000_000_000;
+        let off = ProcessorConfig::default();
+        let on = ProcessorConfig {
+            score_on_arrival: true,
+            ..ProcessorConfig::default()
+        };
+        for (from, to) in [(off.clone(), on.clone()), (on, off)] {
+            let mut p = Processor::new(from);
+            let mut out = Vec::new();
+            for m in 0..5 {
+                p.process(status("a", "s1", t0 + m * MIN_MS, 5 + m as u32), &mut out);
+            }
+            let mut resumed = Processor::new(to.clone());
+            resumed.absorb(&p.snapshot().unwrap()).unwrap();
+            // The next report is scored as the resumed config says.
+            out.clear();
+            resumed.process(status("a", "s1", t0 + 5 * MIN_MS, 4), &mut out);
+            let early = out.iter().any(
+                |e| matches!(e, Emitted::Row(r) if r.vector.as_of.millis() == t0 + 5 * MIN_MS),
+            );
+            assert_eq!(early, to.score_on_arrival, "{out:?}");
+        }
+        // Any other difference is still refused.
+        let mut other = Processor::new(ProcessorConfig {
+            lateness_ms: 0,
+            ..ProcessorConfig::default()
+        });
+        let p = Processor::new(ProcessorConfig::default());
+        assert!(other.absorb(&p.snapshot().unwrap()).is_err());
     }
 
     #[test]
