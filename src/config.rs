@@ -81,7 +81,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RegistrySettings {
-    /// `local` (default: a directory) or `mlflow` (a tracking server).
+    /// `local` (default: a directory), `mlflow` (a tracking server) or `sagemaker` (a
+    /// SageMaker model package group, `[registry.sagemaker]`).
     pub backend: RegistryBackend,
     /// The local registry's directory; relative paths are under `data_dir`.
     pub path: PathBuf,
@@ -93,6 +94,9 @@ pub struct RegistrySettings {
     pub experiment: String,
     /// The registered model's name (predictions carry it with the version).
     pub model_name: String,
+    /// The SageMaker Model Registry (`sagemaker` backend): the model package group (the model
+    /// name when empty), the bucket and prefix of the model archives, the serving image.
+    pub sagemaker: bikeshare_models::registry::sagemaker::SageMakerSettings,
     /// Where downloaded versions are kept; relative paths are under `data_dir`.
     pub cache_dir: PathBuf,
     /// How often a running processor checks for a newly promoted model (0: never).
@@ -111,6 +115,7 @@ impl Default for RegistrySettings {
             tracking_uri: None,
             experiment: "bikeshare".into(),
             model_name: "bikeshare-stockout".into(),
+            sagemaker: Default::default(),
             cache_dir: PathBuf::from("registry-cache"),
             poll_interval_ms: 5_000,
             recent_hours: 48,
@@ -124,6 +129,7 @@ impl Default for RegistrySettings {
 pub enum RegistryBackend {
     Local,
     Mlflow,
+    Sagemaker,
 }
 
 /// Checkpointing and reading of the processor.
@@ -431,6 +437,29 @@ mod tests {
             assert_eq!(r.gate.margins.log_loss, 0.01);
             assert_eq!(r.gate.margins.pr_auc, 0.001, "defaults fill the rest");
             assert_eq!(Config::default().registry.backend, RegistryBackend::Local);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn registry_section_with_sagemaker() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "r.toml",
+                "[registry]\nbackend = \"sagemaker\"\n[registry.sagemaker]\n\
+                 model_package_group = \"bikeshare-dev-stockout\"\nbucket = \"b\"\n",
+            )?;
+            jail.set_env("BIKESHARE_REGISTRY__SAGEMAKER__IMAGE", "img:tag");
+            let cfg = Config::load(Some(Path::new("r.toml"))).map_err(|e| e.to_string())?;
+            let r = &cfg.registry;
+            assert_eq!(r.backend, RegistryBackend::Sagemaker);
+            assert_eq!(r.sagemaker.model_package_group, "bikeshare-dev-stockout");
+            assert_eq!(
+                (r.sagemaker.bucket.as_str(), r.sagemaker.image.as_str()),
+                ("b", "img:tag")
+            );
+            assert_eq!(r.sagemaker.prefix, "models/", "defaults fill the rest");
+            assert!(!r.sagemaker.create_group);
             Ok(())
         });
     }

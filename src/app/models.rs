@@ -10,6 +10,7 @@ use bikeshare_models::hotswap::ProductionWatcher;
 use bikeshare_models::promote::{Gate, HeldOut, PromotionDecision};
 use bikeshare_models::registry::local::LocalRegistry;
 use bikeshare_models::registry::mlflow::{MlflowRegistry, MlflowSettings};
+use bikeshare_models::registry::sagemaker::SageMakerRegistry;
 use bikeshare_models::registry::{Registry, Stage};
 use bikeshare_stream_processor::{BaselineScorer, FeatureSchema, Scorer};
 use bikeshare_types::SharedClock;
@@ -34,6 +35,19 @@ pub fn open_registry(config: &Config, clock: SharedClock) -> anyhow::Result<Arc<
             let mut settings = MlflowSettings::new(uri, &r.model_name);
             settings.experiment = r.experiment.clone();
             Arc::new(MlflowRegistry::new(settings, clock)?)
+        }
+        // The process's one AWS configuration, loaded when the registry is first read.
+        RegistryBackend::Sagemaker => {
+            let config = Arc::new(config.clone());
+            Arc::new(SageMakerRegistry::lazy(
+                &r.model_name,
+                r.sagemaker.clone(),
+                clock,
+                Arc::new(move || {
+                    let config = config.clone();
+                    Box::pin(async move { crate::app::aws::sdk_config(&config, None).await })
+                }),
+            )?)
         }
     })
 }
