@@ -308,6 +308,31 @@ mod tests {
     use bikeshare_models::registry::local::LocalRegistry;
     use bikeshare_monitor::drift::baseline_from_rows;
 
+    /// A synthetic model `m` of `version` on `schema`, in its own folder below `root`.
+    fn model_dir(root: &Path, version: &str, schema: &FeatureSchema) -> PathBuf {
+        let dir = root.join(format!("v{version}"));
+        bikeshare_models::synthetic::write_model_dir(
+            &dir,
+            "m",
+            version,
+            schema.id(),
+            schema.len(),
+            3,
+            2,
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Registers the model in `dir` and puts it in production.
+    async fn promote(registry: &LocalRegistry, dir: &Path) {
+        let v = registry.register(dir).await.unwrap();
+        registry
+            .set_stage(v.version, Stage::Production)
+            .await
+            .unwrap();
+    }
+
     /// The job's drift baseline is the one saved with the production model: none before a
     /// model is in production, none for a model without one, that model's once promoted.
     #[tokio::test]
@@ -317,61 +342,21 @@ mod tests {
         let registry =
             LocalRegistry::new(dir.path().join("registry"), "m", crate::app::wall_clock());
         let cache = dir.path().join("cache");
-        assert!(
-            production_baseline(&registry, &cache)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        let baseline = || production_baseline(&registry, &cache);
+        assert!(baseline().await.unwrap().is_none());
 
         // v1 without a baseline, in production: nothing to compare with.
-        let plain = dir.path().join("plain");
-        bikeshare_models::synthetic::write_model_dir(
-            &plain,
-            "m",
-            "1",
-            schema.id(),
-            schema.len(),
-            3,
-            2,
-        )
-        .unwrap();
-        let v1 = registry.register(&plain).await.unwrap();
-        registry
-            .set_stage(v1.version, Stage::Production)
-            .await
-            .unwrap();
-        assert!(
-            production_baseline(&registry, &cache)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        let plain = model_dir(dir.path(), "1", &schema);
+        promote(&registry, &plain).await;
+        assert!(baseline().await.unwrap().is_none());
 
         // v2 with the baseline of its training rows, promoted: that one.
-        let with = dir.path().join("with");
-        bikeshare_models::synthetic::write_model_dir(
-            &with,
-            "m",
-            "2",
-            schema.id(),
-            schema.len(),
-            3,
-            2,
-        )
-        .unwrap();
+        let with = model_dir(dir.path(), "2", &schema);
         let rows = (0..50).map(|i| vec![Some(f64::from(i)); schema.len()]);
         let saved = baseline_from_rows(schema.names(), rows);
         saved.write(&with).unwrap();
-        let v2 = registry.register(&with).await.unwrap();
-        registry
-            .set_stage(v2.version, Stage::Production)
-            .await
-            .unwrap();
-        let found = production_baseline(&registry, &cache)
-            .await
-            .unwrap()
-            .unwrap();
+        promote(&registry, &with).await;
+        let found = baseline().await.unwrap().unwrap();
         let read = read_baseline(&schema, &found).unwrap();
         assert_eq!(read.constraints, saved.constraints);
         assert_eq!(read.statistics.dataset, saved.statistics.dataset);

@@ -3,6 +3,7 @@
 use crate::app::sinks::archiver;
 use std::io::Write;
 
+use bikeshare_lake::layout::Hour;
 use bikeshare_lake::{Dataset, open_store};
 
 use crate::app::shutdown_signal;
@@ -86,52 +87,55 @@ async fn list(config: &Config, only: Option<&str>) -> anyhow::Result<()> {
         .into_iter()
         .filter(|d| only_monitor.is_none() && only.is_none_or(|o| o == *d))
     {
-        let mine: Vec<_> = parts.iter().filter(|p| p.dataset == d).collect();
-        let rows: u64 = mine.iter().map(|p| p.rows).sum();
-        let bytes: u64 = mine.iter().map(|p| p.bytes).sum();
-        let files: usize = mine.iter().map(|p| p.files).sum();
-        writeln!(
-            out,
-            "{d}: {} partitions, {files} files, {rows} rows, {bytes} bytes",
-            mine.len()
-        )?;
-        for p in mine {
-            writeln!(
-                out,
-                "  {d}/{}  {:>5} files {:>10} rows {:>12} bytes",
-                p.hour.path(),
-                p.files,
-                p.rows,
-                p.bytes
-            )?;
-        }
+        let mine: Vec<_> = parts
+            .iter()
+            .filter(|p| p.dataset == d)
+            .map(|p| (p.hour, p.files, p.rows, p.bytes))
+            .collect();
+        write_partitions(&mut out, d.name(), d.name(), &mine)?;
     }
     // Model Monitor's JSON lines (rows = lines), sampled at `sampling_percentage`.
     for t in MonitorTree::ALL
         .into_iter()
         .filter(|t| only.is_none() && only_monitor.is_none_or(|o| o == *t))
     {
-        let mine: Vec<_> = monitor_parts.iter().filter(|p| p.tree == t).collect();
-        let rows: u64 = mine.iter().map(|p| p.rows).sum();
-        let bytes: u64 = mine.iter().map(|p| p.bytes).sum();
-        let files: usize = mine.iter().map(|p| p.files).sum();
+        let mine: Vec<_> = monitor_parts
+            .iter()
+            .filter(|p| p.tree == t)
+            .map(|p| (p.hour, p.files, p.rows, p.bytes))
+            .collect();
+        let heading = format!(
+            "{t} ({}, {}% sampled)",
+            t.root(monitor),
+            monitor.sampling_percentage
+        );
+        write_partitions(&mut out, t.name(), &heading, &mine)?;
+    }
+    Ok(())
+}
+
+/// A dataset's (or Model Monitor tree's) totals under `heading`, then a line per hourly
+/// partition of `name`: (hour, files, rows, bytes).
+fn write_partitions(
+    out: &mut impl Write,
+    name: &str,
+    heading: &str,
+    partitions: &[(Hour, usize, u64, u64)],
+) -> std::io::Result<()> {
+    let files: usize = partitions.iter().map(|p| p.1).sum();
+    let rows: u64 = partitions.iter().map(|p| p.2).sum();
+    let bytes: u64 = partitions.iter().map(|p| p.3).sum();
+    writeln!(
+        out,
+        "{heading}: {} partitions, {files} files, {rows} rows, {bytes} bytes",
+        partitions.len()
+    )?;
+    for (hour, files, rows, bytes) in partitions {
         writeln!(
             out,
-            "{t} ({}, {}% sampled): {} partitions, {files} files, {rows} rows, {bytes} bytes",
-            t.root(monitor),
-            monitor.sampling_percentage,
-            mine.len()
+            "  {name}/{}  {files:>5} files {rows:>10} rows {bytes:>12} bytes",
+            hour.path()
         )?;
-        for p in mine {
-            writeln!(
-                out,
-                "  {t}/{}  {:>5} files {:>10} rows {:>12} bytes",
-                p.hour.path(),
-                p.files,
-                p.rows,
-                p.bytes
-            )?;
-        }
     }
     Ok(())
 }
