@@ -23,8 +23,9 @@
 //!
 //! The clients are built from the process's one AWS configuration
 //! ([`bikeshare_runtime::aws`]); S3 uses path-style addressing so the same code talks to S3
-//! and to moto. The endpoint comes from configuration only (`AWS_ENDPOINT_URL_SAGEMAKER`,
-//! `AWS_ENDPOINT_URL_S3`, or the shared configuration's).
+//! and to moto. The endpoint comes from configuration only
+//! ([`SageMakerSettings::endpoint_url`], `AWS_ENDPOINT_URL_SAGEMAKER`, `AWS_ENDPOINT_URL_S3`,
+//! or the shared configuration's).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -91,6 +92,9 @@ pub struct SageMakerSettings {
     pub image: String,
     /// AWS region; the shared configuration's when absent.
     pub region: Option<String>,
+    /// Endpoint override for SageMaker and S3 (an emulator); `AWS_ENDPOINT_URL_SAGEMAKER` and
+    /// `AWS_ENDPOINT_URL_S3` work as well.
+    pub endpoint_url: Option<String>,
     /// Create the group when it is missing (development, emulators; in AWS the serving stack
     /// creates it, and the roles may not).
     pub create_group: bool,
@@ -104,6 +108,7 @@ impl Default for SageMakerSettings {
             prefix: "models/".into(),
             image: String::new(),
             region: None,
+            endpoint_url: None,
             create_group: false,
         }
     }
@@ -245,13 +250,19 @@ impl SageMakerRegistry {
                     Source::Ready(sdk) => SdkConfig::clone(sdk),
                     Source::Lazy(load) => load().await,
                 };
-                let sdk = match &self.settings.region {
-                    Some(r) => sdk
-                        .to_builder()
-                        .region(aws_sdk_sagemaker::config::Region::new(r.clone()))
-                        .build(),
-                    None => sdk,
-                };
+                let mut b = sdk.to_builder();
+                if let Some(r) = &self.settings.region {
+                    b = b.region(aws_sdk_sagemaker::config::Region::new(r.clone()));
+                }
+                if let Some(url) = self
+                    .settings
+                    .endpoint_url
+                    .as_ref()
+                    .filter(|u| !u.is_empty())
+                {
+                    b = b.endpoint_url(url);
+                }
+                let sdk = b.build();
                 Clients {
                     sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
                     s3: aws_sdk_s3::Client::from_conf(

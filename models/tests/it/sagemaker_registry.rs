@@ -76,6 +76,7 @@ fn settings(group: &str, bucket: &str) -> SageMakerSettings {
         prefix: "models/".into(),
         image: IMAGE.into(),
         region: None,
+        endpoint_url: None,
         create_group: true,
     }
 }
@@ -305,9 +306,19 @@ async fn the_gate_approves_a_package_and_leaves_the_worse_one_pending() {
     let listed = reg.list().await.unwrap();
     assert_eq!(listed[0].stages, [Stage::Staging], "v1 left production");
     assert_eq!(listed[1].stages, [Stage::Production]);
-    // A new instance reads the same state from SageMaker and S3.
-    let again =
-        SageMakerRegistry::new(&sdk, "stockout", settings(&group, &bucket_name), clock).unwrap();
+    // A new instance reads the same state from SageMaker and S3, here through the registry's
+    // own endpoint setting (the shared configuration points nowhere).
+    let elsewhere = emulator_sdk_config("http://127.0.0.1:9").await;
+    let again = SageMakerRegistry::new(
+        &elsewhere,
+        "stockout",
+        SageMakerSettings {
+            endpoint_url: Some(endpoint.clone()),
+            ..settings(&group, &bucket_name)
+        },
+        clock,
+    )
+    .unwrap();
     assert_eq!(support::production_version(&again).await, 2);
     assert_eq!(again.decisions().await.unwrap().len(), 3);
 
