@@ -25,7 +25,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration. Every section has defaults, so an empty file is valid.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Where local state lives: the embedded stream, checkpoints, the lake.
@@ -39,7 +39,8 @@ pub struct Config {
     pub weather: WeatherConfig,
     /// The built-in city simulator (`simulate`, and `up`).
     pub simulator: SimulatorConfig,
-    /// The stream processor: windows, horizon, lateness, ticks, neighbourhoods.
+    /// The stream processor: windows, horizon, lateness, ticks, neighbourhoods. Unlike the
+    /// library's `ProcessorConfig::default()`, the update trigger is on ([`live_processor`]).
     pub processor: ProcessorConfig,
     /// How the processor runs: checkpoints and reads.
     pub runner: RunnerSettings,
@@ -75,6 +76,47 @@ pub struct Config {
     /// into one delivery stream each, `<prefix><dataset>`.
     pub firehose: bikeshare_firehose::FirehoseConfig,
     pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: Default::default(),
+            stream: Default::default(),
+            systems: Default::default(),
+            gbfs: Default::default(),
+            weather: Default::default(),
+            simulator: Default::default(),
+            processor: live_processor(),
+            runner: Default::default(),
+            aws: Default::default(),
+            api: Default::default(),
+            dashboard: Default::default(),
+            predictor: Default::default(),
+            serve_model: Default::default(),
+            registry: Default::default(),
+            metrics: Default::default(),
+            alerts: Default::default(),
+            cloudwatch: Default::default(),
+            train: Default::default(),
+            lake: Default::default(),
+            firehose: Default::default(),
+            log: Default::default(),
+        }
+    }
+}
+
+/// The app's processor defaults: the library's, with the update trigger on
+/// (`score_on_arrival`), so that the live job publishes a report's prediction when the report
+/// arrives instead of `lateness_ms` of event time later (issue 13 item 6, decision 083). A
+/// correction of it, if any, is a later record with the same prediction id; replays and
+/// backfills give the same answers by id (the last row), which every consumer reads. The
+/// library default stays off, so its golden tests keep describing the watermark order alone.
+pub fn live_processor() -> ProcessorConfig {
+    ProcessorConfig {
+        score_on_arrival: true,
+        ..ProcessorConfig::default()
+    }
 }
 
 /// Where model versions live, what the gate demands, how the processor follows production.
@@ -349,6 +391,65 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
+
+    /// Issue 13 item 6: with the app's default configuration, a report that must wait in the
+    /// reorder buffer for the watermark is scored when it arrives (published without waiting
+    /// for the watermark or a tick), and a config file can still turn the trigger off.
+    #[test]
+    fn the_live_job_scores_a_report_when_it_arrives() {
+        use bikeshare_stream_processor::{Emitted, Processor};
+        use bikeshare_testkit::envelopes::status_envelope;
+        use bikeshare_types::contracts::PredictionTrigger;
+
+        let config = Config::default().processor;
+        let t0 = 1_700_000_000_000i64;
+        let mut p = Processor::new(config.clone());
+        let mut out = Vec::new();
+        p.process(status_envelope("a", "test", "s1", t0, 5, 7), &mut out);
+        p.process(
+            status_envelope("a", "test", "s2", t0 + 1_000, 3, 9),
+            &mut out,
+        );
+        out.clear();
+        let t = t0 + 30_000;
+        p.process(status_envelope("a", "test", "s1", t, 4, 8), &mut out);
+        let wm = p
+            .watermark(&bikeshare_types::SystemId::new("a"))
+            .map(|w| w.0);
+        assert!(
+            wm.is_some_and(|wm| wm < t),
+            "the watermark has not passed it: {wm:?}"
+        );
+        let rows: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Emitted::Row(r) => Some((
+                    r.vector.station_id.as_str().to_owned(),
+                    r.vector.as_of.0,
+                    r.trigger,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [("s1".to_owned(), t, PredictionTrigger::Update)],
+            "{out:?}"
+        );
+
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("off.toml", "[processor]\nscore_on_arrival = false\n")?;
+            let c = Config::load(Some(Path::new("off.toml"))).map_err(|e| e.to_string())?;
+            assert!(!c.processor.score_on_arrival);
+            assert!(
+                Config::load(None)
+                    .map_err(|e| e.to_string())?
+                    .processor
+                    .score_on_arrival
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     fn file_then_environment_override_defaults() {

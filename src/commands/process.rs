@@ -4,6 +4,11 @@
 //! instances sharing the shards); outputs go to streams and,
 //! unless `[lake] enabled = false`, to the Parquet lake. After SIGTERM or Ctrl-C it stops
 //! within `[runner] shutdown_grace_ms` (final checkpoint included), or exits non-zero.
+//!
+//! A live run scores each report when it arrives (`[processor] score_on_arrival`, on by
+//! default); a bounded run (`--until-caught-up`: a replay, a backfill into the streams) scores
+//! at the watermark only, so its outputs hold one row per prediction id: nobody waits for its
+//! rows, and its answers by id are the same either way (decision 083).
 
 use crate::app::runner::{build, run_with_grace};
 
@@ -13,7 +18,11 @@ use crate::app::{shutdown_signal, wall_clock};
 use crate::cli::ProcessArgs;
 use crate::config::Config;
 
-pub async fn run(args: ProcessArgs, config: Config) -> anyhow::Result<()> {
+pub async fn run(args: ProcessArgs, mut config: Config) -> anyhow::Result<()> {
+    if args.until_caught_up && config.processor.score_on_arrival {
+        tracing::info!("bounded run (--until-caught-up): reports are scored at the watermark");
+        config.processor.score_on_arrival = false;
+    }
     let (runner, feed) = build(&config, args.features, args.until_caught_up).await?;
     let stats = runner.stats();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,6 +1,9 @@
 //! Backfill equals online: `bikeshare backfill` over a history writes, for every prediction
 //! the online processor labelled, exactly the features and label the online processor
 //! computed (plus the last few predictions, which online labels once newer data arrives).
+//! A live processor with the update trigger (on by default) publishes a report's row when it
+//! arrives and, when the on-time row differs, a correction with the same id later in the
+//! stream: the comparison reads the last row of each prediction, as every consumer does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,18 +39,17 @@ fn backfill_rows_are_the_online_features_with_the_online_labels() {
         let t = bikeshare_types::Timestamp::parse_rfc3339(v["as_of"].as_str().unwrap()).unwrap();
         (v["station_id"].as_str().unwrap().to_owned(), t.millis())
     };
-    let features: BTreeMap<Key, Vec<Option<f32>>> = stream_records(&online, "features")
-        .iter()
-        .map(|v| {
-            let values = v["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().map(|f| f as f32))
-                .collect();
-            (key(v), values)
-        })
-        .collect();
+    // The last row of each prediction (the stream keeps a station's rows in order).
+    let mut features: BTreeMap<Key, Vec<Option<f32>>> = BTreeMap::new();
+    for v in stream_records(&online, "features") {
+        let values = v["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as f32))
+            .collect();
+        features.insert(key(&v), values);
+    }
     let labels: BTreeMap<Key, (bool, bool)> = stream_records(&online, "labels")
         .iter()
         .map(|v| {
