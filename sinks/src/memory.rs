@@ -17,6 +17,12 @@ pub struct MemorySinks {
     pub keep_features: bool,
 }
 
+/// Adds `rows` to the sink's list.
+fn append<T>(list: &Mutex<Vec<T>>, sink: &'static str, rows: Vec<T>) -> Result<(), SinkError> {
+    list.lock().map_err(|_| poisoned(sink))?.extend(rows);
+    Ok(())
+}
+
 fn poisoned(sink: &'static str) -> SinkError {
     SinkError {
         sink,
@@ -37,33 +43,18 @@ impl MemorySinks {
 impl Sinks for MemorySinks {
     async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
         if self.keep_features {
-            self.features
-                .lock()
-                .map_err(|_| poisoned("features"))?
-                .extend(rows);
+            append(&self.features, "features", rows)?;
         }
         Ok(())
     }
     async fn predictions(&self, p: Vec<Prediction>) -> Result<(), SinkError> {
-        self.predictions
-            .lock()
-            .map_err(|_| poisoned("predictions"))?
-            .extend(p);
-        Ok(())
+        append(&self.predictions, "predictions", p)
     }
     async fn labels(&self, l: Vec<Label>) -> Result<(), SinkError> {
-        self.labels
-            .lock()
-            .map_err(|_| poisoned("labels"))?
-            .extend(l);
-        Ok(())
+        append(&self.labels, "labels", l)
     }
     async fn dead_letters(&self, d: Vec<DeadLetter>) -> Result<(), SinkError> {
-        self.dead_letters
-            .lock()
-            .map_err(|_| poisoned("dead_letters"))?
-            .extend(d);
-        Ok(())
+        append(&self.dead_letters, "dead_letters", d)
     }
     async fn flush(&self) -> Result<(), SinkError> {
         Ok(())

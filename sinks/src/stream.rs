@@ -85,8 +85,19 @@ async fn send_all(
     Ok(())
 }
 
-fn station_key(system: &str, station: &str) -> String {
-    format!("{system}/{station}")
+/// Each row as its station's partition key (`<system>/<station>`: a station stays in one
+/// shard and in order) and its JSON.
+fn by_station<'a, T: serde::Serialize>(
+    rows: &'a [T],
+    ids: impl Fn(&T) -> (&str, &str) + 'a,
+) -> impl Iterator<Item = (String, Vec<u8>)> + 'a {
+    rows.iter().map(move |r| {
+        let (system, station) = ids(r);
+        (
+            format!("{system}/{station}"),
+            serde_json::to_vec(r).unwrap_or_default(),
+        )
+    })
 }
 
 #[async_trait]
@@ -98,12 +109,7 @@ impl Sinks for StreamSinks {
         send_all(
             "features",
             p,
-            rows.iter().map(|r| {
-                (
-                    station_key(r.system_id.as_str(), r.station_id.as_str()),
-                    serde_json::to_vec(r).unwrap_or_default(),
-                )
-            }),
+            by_station(&rows, |r| (r.system_id.as_str(), r.station_id.as_str())),
         )
         .await
     }
@@ -111,11 +117,8 @@ impl Sinks for StreamSinks {
         send_all(
             "predictions",
             &self.predictions,
-            predictions.iter().map(|p| {
-                (
-                    station_key(p.system_id.as_str(), p.station_id.as_str()),
-                    serde_json::to_vec(p).unwrap_or_default(),
-                )
+            by_station(&predictions, |p| {
+                (p.system_id.as_str(), p.station_id.as_str())
             }),
         )
         .await
@@ -124,12 +127,7 @@ impl Sinks for StreamSinks {
         send_all(
             "labels",
             &self.labels,
-            labels.iter().map(|l| {
-                (
-                    station_key(l.system_id.as_str(), l.station_id.as_str()),
-                    serde_json::to_vec(l).unwrap_or_default(),
-                )
-            }),
+            by_station(&labels, |l| (l.system_id.as_str(), l.station_id.as_str())),
         )
         .await
     }
