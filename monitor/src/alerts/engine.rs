@@ -439,7 +439,7 @@ mod tests {
         );
         let fired = e.evaluate(t(60), &[lag("a", 600.0)]);
         assert_eq!(kinds(&fired), [NotificationKind::Firing]);
-        assert_eq!(fired[0].summary, "a lag 600");
+        assert_eq!(fired[0].summary, "a lag 10 min");
         assert_eq!(fired[0].labels["system"], "a");
         assert_eq!(e.firing_per_rule()["lag"], 1);
         for s in 61..200 {

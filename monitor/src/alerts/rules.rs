@@ -97,7 +97,9 @@ pub struct Rule {
     #[serde(default)]
     pub for_secs: u64,
     pub severity: Severity,
-    /// One line for people; `{value}`, `{threshold}` and `{<label>}` are replaced.
+    /// One line for people; `{value}`, `{threshold}` and `{<label>}` are replaced. The value
+    /// and threshold of a duration (a gauge in seconds or milliseconds) are written as a
+    /// duration with its unit (`2 min 4 s`), other values to 4 significant digits.
     pub summary: String,
     #[serde(default)]
     pub guard: Option<Guard>,
@@ -243,6 +245,19 @@ impl Rule {
         }
     }
 
+    /// Seconds per unit when the compared value is a duration: a gauge in seconds or
+    /// milliseconds (a counter's rate is a count per second, not a duration).
+    fn duration_unit(&self) -> Option<f64> {
+        if self.rate_secs.is_some() {
+            return None;
+        }
+        match self.def()?.unit {
+            metrics::Unit::Seconds => Some(1.0),
+            metrics::Unit::Milliseconds => Some(0.001),
+            _ => None,
+        }
+    }
+
     /// The window over which [`Rule::unless_falling_per_sec`] measures the fall: the `for`
     /// window, at least a minute.
     pub fn falling_window_secs(&self) -> u64 {
@@ -251,10 +266,17 @@ impl Rule {
 
     /// The summary with `{value}`, `{threshold}` and `{<label>}` filled in.
     pub fn render_summary(&self, labels: &BTreeMap<String, String>, value: f64) -> String {
+        let (value, threshold) = match self.duration_unit() {
+            Some(secs_per_unit) => (
+                human_duration(value * secs_per_unit),
+                human_duration(self.threshold * secs_per_unit),
+            ),
+            None => (fmt_num(round_sig(value)), fmt_num(self.threshold)),
+        };
         let mut s = self
             .summary
-            .replace("{value}", &fmt_num(round_sig(value)))
-            .replace("{threshold}", &fmt_num(self.threshold));
+            .replace("{value}", &value)
+            .replace("{threshold}", &threshold);
         for (k, v) in labels {
             s = s.replace(&format!("{{{k}}}"), v);
         }
@@ -291,6 +313,49 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// A duration for people: `850 ms`, `4.5 s`, `42 s`, `2 min 4 s`, `3 h 12 min`, `2 d 5 h`
+/// (rounded to the smaller unit shown).
+pub fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() {
+        return format!("{secs} s");
+    }
+    if secs < 0.0 {
+        return format!("-{}", human_duration(-secs));
+    }
+    if secs < 1.0 {
+        let ms = (secs * 1000.0).round();
+        return if ms < 1000.0 {
+            format!("{ms} ms")
+        } else {
+            "1 s".into()
+        };
+    }
+    if secs < 10.0 {
+        let tenths = (secs * 10.0).round() / 10.0;
+        if tenths < 10.0 {
+            return format!("{} s", fmt_num(tenths));
+        }
+    }
+    let pair = |n: u64, big: u64, a: &str, b: &str| {
+        let (hi, lo) = (n / big, n % big);
+        if lo == 0 {
+            format!("{hi} {a}")
+        } else {
+            format!("{hi} {a} {lo} {b}")
+        }
+    };
+    let s = secs.round() as u64;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        pair(s, 60, "min", "s")
+    } else if s < 86_400 {
+        pair((secs / 60.0).round() as u64, 60, "h", "min")
+    } else {
+        pair((secs / 3600.0).round() as u64, 24, "d", "h")
+    }
+}
+
 fn round_sig(v: f64) -> f64 {
     if !v.is_finite() || v == 0.0 {
         return v;
@@ -320,10 +385,22 @@ pub fn prometheus_rules_yaml(rules: &[Rule]) -> String {
             "        labels:\n          severity: {}\n",
             r.severity
         ));
+        let (value, threshold) = match r.duration_unit() {
+            // Prometheus' templates humanize durations in seconds only.
+            Some(1.0) => (
+                "{{ $value | humanizeDuration }}".to_owned(),
+                human_duration(r.threshold),
+            ),
+            Some(per) => (
+                "{{ $value | humanize }} ms".to_owned(),
+                human_duration(r.threshold * per),
+            ),
+            None => ("{{ $value | humanize }}".to_owned(), fmt_num(r.threshold)),
+        };
         let mut summary = r
             .summary
-            .replace("{value}", "{{ $value | humanize }}")
-            .replace("{threshold}", &fmt_num(r.threshold));
+            .replace("{value}", &value)
+            .replace("{threshold}", &threshold);
         if let Some(def) = r.def() {
             for l in def.labels {
                 summary = summary.replace(&format!("{{{l}}}"), &format!("{{{{ $labels.{l} }}}}"));
@@ -390,7 +467,7 @@ pub fn default_rules() -> Vec<Rule> {
             60_000.0,
             300,
             Critical,
-            "shard {shard} of {stream} is {value} ms behind the tip (> {threshold} ms)",
+            "shard {shard} of {stream} is {value} behind the tip (> {threshold})",
         ),
         // Not while event time gains on the wall clock at twice real time or more: a city
         // catching up on its morning (`up`'s first minutes), a backlog being worked off.
@@ -405,7 +482,7 @@ pub fn default_rules() -> Vec<Rule> {
                 900.0,
                 300,
                 Warning,
-                "event time of {system} is {value} s behind the wall clock (> {threshold} s)",
+                "event time of {system} is {value} behind the wall clock (> {threshold})",
             )
         },
         rule(
@@ -417,7 +494,7 @@ pub fn default_rules() -> Vec<Rule> {
             300.0,
             60,
             Critical,
-            "no checkpoint stored for {value} s (> {threshold} s)",
+            "no checkpoint stored for {value} (> {threshold})",
         ),
         // Each feed against its own period (GBFS `ttl`, weather's hour): two periods without
         // news already are the wait, so it fires at once.
@@ -579,6 +656,26 @@ mod tests {
     }
 
     #[test]
+    fn durations_read_as_durations() {
+        for (secs, text) in [
+            (0.0, "0 ms"),
+            (0.8504, "850 ms"),
+            (0.9996, "1 s"),
+            (4.54, "4.5 s"),
+            (9.96, "10 s"),
+            (42.4, "42 s"),
+            (59.6, "1 min"),
+            (124.0, "2 min 4 s"),
+            (3_599.6, "1 h"),
+            (11_520.0, "3 h 12 min"),
+            (190_800.0, "2 d 5 h"),
+            (-90.0, "-1 min 30 s"),
+        ] {
+            assert_eq!(human_duration(secs), text, "{secs} s");
+        }
+    }
+
+    #[test]
     fn promql_and_summaries() {
         let rules = default_rules();
         let by = |n: &str| rules.iter().find(|r| r.name == n).unwrap();
@@ -602,6 +699,29 @@ mod tests {
         assert_eq!(
             by("feed_stale").render_summary(&labels, 3.25159),
             "station_information of bluebikes has brought no news for 3.252 of its periods (> 2)"
+        );
+        // Durations with their unit, not raw numbers of seconds or milliseconds.
+        let shard: BTreeMap<String, String> = [
+            ("shard".to_owned(), "shardId-000000000001".to_owned()),
+            ("stream".to_owned(), "events".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            by("shard_lag").render_summary(&shard, 123_456.0),
+            "shard shardId-000000000001 of events is 2 min 3 s behind the tip (> 1 min)"
+        );
+        assert_eq!(
+            by("watermark_lag").render_summary(&labels, 7_512.0),
+            "event time of bluebikes is 2 h 5 min behind the wall clock (> 15 min)"
+        );
+        assert_eq!(
+            by("checkpoint_stale").render_summary(&labels, 301.4),
+            "no checkpoint stored for 5 min 1 s (> 5 min)"
+        );
+        // A counter's rate is no duration, whatever the counter counts.
+        assert_eq!(
+            by("dead_letter_rate").render_summary(&labels, 1.23456),
+            "{component} dead-letters 1.235/s for {reason} (> 1/s)"
         );
         assert_eq!(promql_duration(90), "90s");
         assert_eq!(promql_duration(7200), "2h");

@@ -65,7 +65,7 @@ fn lag_rule(name: &str, system: &str) -> Rule {
         threshold: 600.0,
         for_secs: 30,
         severity: Severity::Critical,
-        summary: "event time of {system} is {value} s behind".into(),
+        summary: "event time of {system} is {value} behind".into(),
         guard: None,
         unless_falling_per_sec: None,
     }
@@ -162,7 +162,7 @@ async fn webhook_gets_one_firing_and_one_recovery_message_in_slack_json() {
     let text1 = bodies[1]["text"].as_str().unwrap();
     assert!(text0.contains("[FIRING] critical webhook_lag"), "{text0}");
     assert!(
-        text0.contains("event time of webhook-sys is 900 s behind"),
+        text0.contains("event time of webhook-sys is 15 min behind"),
         "{text0}"
     );
     assert!(text1.contains("[RESOLVED] critical webhook_lag"), "{text1}");
@@ -276,7 +276,7 @@ async fn sns_on_moto_gets_one_firing_and_one_recovery_message() {
     // Through the configuration, as `up` builds it: SNS only, a long summary to cut.
     let mut rule = lag_rule("sns_lag", "sns-sys");
     rule.summary = format!(
-        "event time of {{system}} is {{value}} s behind {}",
+        "event time of {{system}} is {{value}} behind {}",
         "x".repeat(200)
     );
     let config = AlertsConfig {
