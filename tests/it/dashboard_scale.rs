@@ -13,9 +13,9 @@ use std::time::Duration;
 use bikeshare_dashboard::server::{DashboardConfig, serve};
 use bikeshare_dashboard::state::DashboardState;
 use bikeshare_stream_processor::quality::QualityConfig;
+use bikeshare_testkit::envelopes;
 use bikeshare_types::contracts::{
-    Envelope, Event, FeatureSchemaId, ModelRef, Prediction, PredictionTrigger, ScoredBy,
-    StationInfo, StationStatus,
+    Envelope, Event, ModelRef, Prediction, PredictionTrigger, StationStatus,
 };
 use bikeshare_types::time::ManualClock;
 use bikeshare_types::{StationId, SystemId, Timestamp};
@@ -35,23 +35,17 @@ fn unit(i: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A prediction of model `m` version `1` (the testkit's builder, scored on a tick).
 fn prediction(system: &SystemId, station: &StationId, as_of: i64, p_empty: f32) -> Prediction {
+    let (system, station) = (system.as_str(), station.as_str());
     Prediction {
         schema_version: 2,
-        prediction_id: Prediction::id_for(system, station, Timestamp(as_of), 30),
-        system_id: system.clone(),
-        station_id: station.clone(),
-        as_of: Timestamp(as_of),
-        horizon_minutes: 30,
-        p_empty,
-        p_full: 0.02,
         model: ModelRef {
             name: "m".into(),
             version: "1".into(),
         },
-        feature_schema_id: FeatureSchemaId("fs".into()),
         trigger: PredictionTrigger::Tick,
-        scored_by: ScoredBy::InProcess,
+        ..envelopes::prediction(system, station, Timestamp(as_of), p_empty, 0.02)
     }
 }
 
@@ -62,16 +56,13 @@ fn fill(state: &DashboardState) {
         for j in 0..PER_SYSTEM {
             let i = s * PER_SYSTEM + j;
             let station = StationId::new(format!("st-{i:06}"));
-            let info = StationInfo {
-                station_id: station.clone(),
-                name: format!("Station {i}"),
-                short_name: None,
-                lat: lat0 + 0.3 * (unit(2 * i) - 0.5),
-                lon: lon0 + 0.4 * (unit(2 * i + 1) - 0.5),
-                capacity: Some(20),
-                region_id: None,
-                is_virtual_station: false,
-            };
+            let info = envelopes::station_info(
+                station.as_str(),
+                format!("Station {i}"),
+                lat0 + 0.3 * (unit(2 * i) - 0.5),
+                lon0 + 0.4 * (unit(2 * i + 1) - 0.5),
+                20,
+            );
             let env =
                 |e: Event| Envelope::new(system.clone(), "test", Timestamp(NOW), Timestamp(NOW), e);
             state.apply_event(&env(Event::StationInfo(info)), Timestamp(NOW));

@@ -2,7 +2,7 @@
 
 use bikeshare_types::contracts::{
     Envelope, Event, FeatureSchemaId, Label, ModelRef, Prediction, PredictionTrigger, ScoredBy,
-    StationStatus,
+    StationInfo, StationStatus,
 };
 use bikeshare_types::{StationId, SystemId, Timestamp};
 
@@ -21,6 +21,21 @@ pub fn station_status(station: &str, t: Timestamp, bikes: u32, docks: u32) -> St
         is_returning: true,
         last_reported: t,
         vehicle_types_available: vec![],
+    }
+}
+
+/// A docking station `station` named `name` at (`lat`, `lon`) with `capacity` docks: not
+/// virtual, no short name, no region.
+pub fn station_info(station: &str, name: String, lat: f64, lon: f64, capacity: u32) -> StationInfo {
+    StationInfo {
+        station_id: StationId::new(station),
+        name,
+        short_name: None,
+        lat,
+        lon,
+        capacity: Some(capacity),
+        region_id: None,
+        is_virtual_station: false,
     }
 }
 
