@@ -11,9 +11,10 @@ use bikeshare_aws::{INVALID_RECORD_CODE, KinesisStream, client};
 use bikeshare_producers::output::{Output, RULE_RECORD_TOO_LARGE, StreamOutput};
 use bikeshare_stream::publisher::{PublishError, Publisher, PublisherConfig};
 use bikeshare_stream::{PutOutcome, PutRecord, StreamWriter};
+use bikeshare_testkit::envelopes::station_info;
 use bikeshare_testkit::fault_proxy::{FaultProxy, kinesis};
-use bikeshare_types::contracts::{DeadLetter, Envelope, Event, StationInfo};
-use bikeshare_types::{StationId, SystemClock, SystemId, Timestamp};
+use bikeshare_types::contracts::{DeadLetter, Envelope, Event};
+use bikeshare_types::{SystemClock, SystemId, Timestamp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_records_arrive_once_each_in_order_per_station() {
@@ -23,17 +24,9 @@ async fn hundred_thousand_records_arrive_once_each_in_order_per_station() {
     // kinesis-mock appends to a shard in time that grows with the shard's size: many
     // shards keep 100,000 records to about two minutes.
     let stream = support::new_stream(&sdk, "volume", 128).await;
-    let publisher = Publisher::spawn(Arc::new(stream.clone()), PublisherConfig::default());
-    let started = std::time::Instant::now();
-    let sent = support::send_interleaved(&publisher, 400, 250, None).await;
-    let stats = publisher.close().await.unwrap();
-    assert_eq!(stats.records_sent, 100_000);
-    eprintln!("wrote 100,000 records in {:?}", started.elapsed());
-
-    let started = std::time::Instant::now();
-    let records = support::read_all(&stream, 10_000, 100_000, Duration::from_secs(240)).await;
-    eprintln!("read {} records in {:?}", records.len(), started.elapsed());
-    support::assert_complete_and_ordered(&records, &sent);
+    let config = PublisherConfig::default();
+    let timeout = Duration::from_secs(240);
+    support::publish_and_read_back(&stream, config, 400, 250, 10_000, timeout).await;
     let shards = stream.metrics().shards();
     assert_eq!(shards.len(), 128, "every shard was read");
     let read: u64 = shards.values().map(|m| m.records_read).sum();
@@ -60,17 +53,8 @@ async fn partial_failures_and_throttling_lose_nothing_and_keep_order() {
         linger: Duration::from_millis(5),
         ..PublisherConfig::default()
     };
-    let publisher = Publisher::spawn(Arc::new(stream.clone()), config);
-    let started = std::time::Instant::now();
-    let sent = support::send_interleaved(&publisher, 20, 100, None).await;
-    let stats = publisher.close().await.unwrap();
-    assert_eq!(stats.records_sent, 2_000);
-    eprintln!("wrote 2,000 records in {:?}: {stats:?}", started.elapsed());
-
-    let started = std::time::Instant::now();
-    let records = support::read_all(&stream, 500, 2_000, Duration::from_secs(120)).await;
-    eprintln!("read {} records in {:?}", records.len(), started.elapsed());
-    support::assert_complete_and_ordered(&records, &sent);
+    let timeout = Duration::from_secs(120);
+    let stats = support::publish_and_read_back(&stream, config, 20, 100, 500, timeout).await;
 
     let faults = proxy.faults();
     assert!(
@@ -148,16 +132,8 @@ async fn an_oversize_record_is_refused_alone_and_dead_lettered() {
         PublisherConfig::default(),
         Arc::new(SystemClock),
     );
-    let station = StationInfo {
-        station_id: StationId::new("s1".to_owned()),
-        name: "n".repeat(bikeshare_types::limits::KINESIS_MAX_RECORD_BYTES),
-        short_name: None,
-        lat: 42.0,
-        lon: -71.0,
-        capacity: Some(10),
-        region_id: None,
-        is_virtual_station: false,
-    };
+    let name = "n".repeat(bikeshare_types::limits::KINESIS_MAX_RECORD_BYTES);
+    let station = station_info("s1", name, 42.0, -71.0, 10);
     let system = SystemId::new("bluebikes".to_owned());
     let env = Envelope::new(
         system,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bikeshare_aws::{KinesisStream, client};
 use bikeshare_runtime::aws::SdkConfig;
 use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
-use bikeshare_stream::publisher::Publisher;
+use bikeshare_stream::publisher::{Publisher, PublisherConfig, PublisherStats};
 use bikeshare_stream::{
     PutRecord, ShardCursor, ShardId, StartPosition, StreamReader, StreamRecord,
 };
@@ -120,6 +120,36 @@ pub async fn read_all(
         }
     }
     out
+}
+
+/// Publishes `per_key` records for each of `keys` keys into `stream` ([`send_interleaved`]),
+/// closes the publisher, reads everything back (`limit` records a read, within `timeout`)
+/// and checks that every record arrived once and in order per key; prints how long each
+/// half took. Returns the publisher's stats.
+pub async fn publish_and_read_back(
+    stream: &KinesisStream,
+    config: PublisherConfig,
+    keys: usize,
+    per_key: usize,
+    limit: usize,
+    timeout: Duration,
+) -> PublisherStats {
+    let total = keys * per_key;
+    let publisher = Publisher::spawn(Arc::new(stream.clone()), config);
+    let started = std::time::Instant::now();
+    let sent = send_interleaved(&publisher, keys, per_key, None).await;
+    let stats = publisher.close().await.unwrap();
+    assert_eq!(stats.records_sent, total as u64);
+    eprintln!(
+        "wrote {total} records in {:?}: {stats:?}",
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    let records = read_all(stream, limit, total, timeout).await;
+    eprintln!("read {} records in {:?}", records.len(), started.elapsed());
+    assert_complete_and_ordered(&records, &sent);
+    stats
 }
 
 /// Payloads are `key:index`; checks that every index of every key arrived exactly once and
