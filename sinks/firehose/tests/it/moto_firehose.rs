@@ -21,11 +21,11 @@ use bikeshare_firehose::{
 use bikeshare_lake::{Dataset, JsonRow};
 use bikeshare_stream::sink::Sinks;
 use bikeshare_testkit::emulators::moto_endpoint;
+use bikeshare_testkit::envelopes;
 use bikeshare_testkit::fault_proxy::FaultProxy;
 use bikeshare_testkit::fault_proxy::firehose::{Mode, Policy};
 use bikeshare_types::contracts::{
     DeadLetter, FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction, PredictionTrigger,
-    ScoredBy,
 };
 use bikeshare_types::retry::Backoff;
 use bikeshare_types::{EventId, StationId, SystemId, Timestamp};
@@ -123,43 +123,36 @@ async fn delivered(sdk: &SdkConfig, bucket: &str, d: Dataset) -> Vec<Vec<u8>> {
     lines
 }
 
+/// The `i`th prediction (id `p-<i>`) of model `xgb` version 7, a minute after the one before;
+/// every 13th with a NaN `p_full`.
 fn prediction(i: usize) -> Prediction {
+    let station = format!("st-{}", i % 97);
+    let as_of = Timestamp(1_700_000_000_000 + i as i64 * 60_000);
+    let p_empty = (i % 100) as f32 / 100.0 + 0.001;
+    let p_full = if i.is_multiple_of(13) { f32::NAN } else { 0.25 };
     Prediction {
         schema_version: 2,
         prediction_id: EventId::new(format!("p-{i:06}")),
-        system_id: SystemId::new("bluebikes"),
-        station_id: StationId::new(format!("st-{}", i % 97)),
-        as_of: Timestamp(1_700_000_000_000 + i as i64 * 60_000),
-        horizon_minutes: 30,
-        p_empty: (i % 100) as f32 / 100.0 + 0.001,
-        p_full: if i.is_multiple_of(13) { f32::NAN } else { 0.25 },
         model: ModelRef {
             name: "xgb".into(),
             version: "7".into(),
         },
-        feature_schema_id: FeatureSchemaId("fs1".into()),
         trigger: if i.is_multiple_of(2) {
             PredictionTrigger::Tick
         } else {
             PredictionTrigger::Update
         },
-        scored_by: ScoredBy::InProcess,
+        ..envelopes::prediction("bluebikes", &station, as_of, p_empty, p_full)
     }
 }
 
+/// The label of [`prediction`] `i`.
 fn label(i: usize) -> Label {
     Label {
-        schema_version: 1,
-        prediction_id: EventId::new(format!("p-{i:06}")),
-        system_id: SystemId::new("bluebikes"),
-        station_id: StationId::new(format!("st-{}", i % 97)),
-        as_of: Timestamp(1_700_000_000_000 + i as i64 * 60_000),
-        horizon_minutes: 30,
         went_empty: i.is_multiple_of(3),
         went_full: i.is_multiple_of(5),
-        empty_at_as_of: false,
         full_at_as_of: i.is_multiple_of(7),
-        observations: (i % 4) as u32,
+        ..envelopes::label(&prediction(i), (i % 4) as u32)
     }
 }
 
