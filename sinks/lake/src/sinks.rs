@@ -3,7 +3,10 @@
 //! Rows are staged in memory per input shard ([`Sinks::scope`]) and written at the runner's
 //! checkpoint barrier ([`Sinks::commit`]) as the files of that shard's epoch;
 //! [`Sinks::open_shard`] discards what epochs after the shard's restored checkpoint left
-//! behind. See [`crate::writer`].
+//! behind: this writer's, and — when the shard is taken — other instances' of the same role
+//! (a former owner killed between its lake commit and its refused checkpoint leaves such an
+//! epoch; the new owner removes it, so the lake holds each row once). See
+//! [`crate::writer`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use async_trait::async_trait;
 use bikeshare_stream::sink::{SinkError, Sinks};
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 use object_store::ObjectStore;
+use object_store::path::Path;
 
 use crate::model_monitor::{ModelMonitorConfig, MonitorStaging};
 use crate::staging::Staging;
@@ -100,6 +104,36 @@ impl LakeSinks {
         Ok(())
     }
 
+    /// The other writers of `shard` in this role: `_epochs/<role>[-<instance>]-<shard>`
+    /// other than this one (the role is this writer's id up to its first `-`).
+    async fn peers(&self, shard: &str) -> Result<Vec<String>, SinkError> {
+        let own = format!("{}-{shard}", self.writer);
+        let role = self.writer.split('-').next().unwrap_or(&self.writer);
+        let (bare, prefix, suffix) = (
+            format!("{role}-{shard}"),
+            format!("{role}-"),
+            format!("-{shard}"),
+        );
+        let dir = Path::from("_epochs");
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| SinkError {
+                sink: "lake",
+                message: format!("listing {dir}: {}", bikeshare_types::error::chain(&e)),
+            })?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter(|d| {
+                *d != own && (*d == bare || (d.starts_with(&prefix) && d.ends_with(&suffix)))
+            })
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Rows staged and not yet written.
     pub fn staged_rows(&self) -> usize {
         self.state
@@ -156,13 +190,21 @@ impl Sinks for LakeSinks {
             st.scope = shard.to_owned();
         }
     }
+    /// Discards the epochs after `restored_epoch`: this writer's always. When the shard is
+    /// taken (this writer's last epoch of it is at most `restored_epoch`), also other writers'
+    /// of this role: the taker has just claimed the shard's checkpoint, so a later epoch of
+    /// another writer was never checkpointed (its owner was killed between its commit and
+    /// its refused checkpoint). When this writer's own epoch goes back (the runner rolling
+    /// back an epoch whose checkpoint was refused: the shard is another's now), the other
+    /// writers' epochs are the new owner's and are left alone.
     async fn open_shard(&self, shard: &str, restored_epoch: u64) -> Result<(), SinkError> {
-        {
+        let taken = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             // Anything staged for it from an earlier holding is about to be emitted again.
             st.staged.remove(shard);
-            st.epochs.insert(shard.to_owned(), restored_epoch);
-        }
+            let previous = st.epochs.insert(shard.to_owned(), restored_epoch);
+            previous.is_none_or(|e| e <= restored_epoch)
+        };
         let r = self
             .epoch_writer(shard)
             .recover(restored_epoch)
@@ -170,6 +212,18 @@ impl Sinks for LakeSinks {
             .map_err(|e| sink_err(&e))?;
         if r.files_deleted > 0 {
             tracing::info!(shard, ?r, "lake: uncommitted epochs discarded");
+        }
+        if taken {
+            for peer in self.peers(shard).await? {
+                let r = EpochWriter::new(self.store.clone(), peer.clone())
+                    .recover(restored_epoch)
+                    .await
+                    .map_err(|e| sink_err(&e))?;
+                if r.files_deleted > 0 {
+                    tracing::warn!(shard, writer = %peer, restored_epoch, ?r,
+                        "lake: a former owner's epochs after the checkpoint taken over discarded (never checkpointed)");
+                }
+            }
         }
         Ok(())
     }
@@ -192,5 +246,112 @@ impl Sinks for LakeSinks {
             tracing::debug!(shard, epoch, ?report, "lake epoch written");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use bikeshare_testkit::envelopes;
+    use bikeshare_types::Timestamp;
+    use futures::TryStreamExt;
+    use object_store::memory::InMemory;
+
+    const T0: i64 = 1_772_431_200_000;
+
+    fn sinks(store: &Arc<dyn ObjectStore>, writer: &str) -> LakeSinks {
+        LakeSinks::new(
+            store.clone(),
+            writer,
+            LakeOutputs {
+                features: false,
+                dead_letters: false,
+            },
+        )
+    }
+
+    /// Stages one prediction of `shard` and commits it as `epoch`.
+    async fn epoch(s: &LakeSinks, shard: &str, epoch: u64) {
+        s.scope(shard);
+        let p = envelopes::prediction("demo", &format!("st-{epoch}"), Timestamp(T0), 0.25, 0.5);
+        s.predictions(vec![p]).await.unwrap();
+        s.commit(&[(shard.to_owned(), epoch)]).await.unwrap();
+    }
+
+    /// The data files in the lake: `(writer-shard, epoch)` from their names.
+    async fn files(store: &Arc<dyn ObjectStore>) -> Vec<String> {
+        let mut out: Vec<String> = store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .filter_map(|p| p.rsplit('/').next().map(str::to_owned))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn named(writer_shard: &str, epoch: u64) -> String {
+        format!("{writer_shard}-{epoch:012}.parquet")
+    }
+
+    /// Instance a writes epochs 1 (checkpointed) and 2 of shard 1, and is SIGKILLed before
+    /// its checkpoint 2 (refused: b had claimed the shard at 1) — nothing rolls epoch 2 back.
+    /// b takes shard 1 from checkpoint 1: epoch 2 of a is discarded; a's epoch 1 and a's
+    /// epochs of shard 2 stay.
+    #[tokio::test]
+    async fn a_taker_discards_a_killed_former_owners_epochs_after_the_checkpoint() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = sinks(&store, "processor-a");
+        a.open_shard("shardId-1", 0).await.unwrap();
+        epoch(&a, "shardId-1", 1).await;
+        epoch(&a, "shardId-1", 2).await;
+        epoch(&a, "shardId-2", 1).await;
+        epoch(&a, "shardId-2", 2).await;
+        drop(a); // SIGKILL
+        let b = sinks(&store, "processor-b");
+        b.open_shard("shardId-1", 1).await.unwrap();
+        assert_eq!(
+            files(&store).await,
+            vec![
+                named("processor-a-shardId-1", 1),
+                named("processor-a-shardId-2", 1),
+                named("processor-a-shardId-2", 2),
+            ]
+        );
+        // b's own epochs then continue from 2.
+        epoch(&b, "shardId-1", 2).await;
+        assert!(
+            files(&store)
+                .await
+                .contains(&named("processor-b-shardId-1", 2))
+        );
+    }
+
+    /// The runner rolling back an epoch whose checkpoint was refused (the shard went to b):
+    /// only a's own epoch goes; b's epochs after a's checkpoint are b's and stay.
+    #[tokio::test]
+    async fn a_refused_owner_rolling_back_leaves_the_new_owners_epochs() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = sinks(&store, "processor-a");
+        let b = sinks(&store, "processor-b");
+        a.open_shard("shardId-1", 0).await.unwrap();
+        epoch(&a, "shardId-1", 1).await;
+        b.open_shard("shardId-1", 1).await.unwrap();
+        epoch(&b, "shardId-1", 2).await;
+        epoch(&a, "shardId-1", 2).await; // then its checkpoint 2 is refused
+        a.open_shard("shardId-1", 1).await.unwrap();
+        assert_eq!(
+            files(&store).await,
+            vec![
+                named("processor-a-shardId-1", 1),
+                named("processor-b-shardId-1", 2),
+            ]
+        );
     }
 }
