@@ -76,11 +76,7 @@ impl Default for CloudWatchConfig {
             region: None,
             endpoint_url: None,
             timeout_ms: 10_000,
-            retry: Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(5),
-                max_retries: Some(3),
-            },
+            retry: Backoff::SHORT,
         }
     }
 }

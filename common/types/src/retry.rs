@@ -28,6 +28,14 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Three retries within seconds (200 ms doubling, at most 5 s apart): for a call whose
+    /// caller goes on without it once they are spent (an alert notification, a metrics push).
+    pub const SHORT: Backoff = Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        max_retries: Some(3),
+    };
+
     /// The delay before retry number `attempt` (0-based), or `None` when retries are spent.
     pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Option<Duration> {
         if self.max_retries.is_some_and(|m| attempt >= m) {

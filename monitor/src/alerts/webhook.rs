@@ -37,11 +37,7 @@ impl Default for WebhookConfig {
         Self {
             url: None,
             timeout_ms: 5_000,
-            retry: Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(5),
-                max_retries: Some(3),
-            },
+            retry: Backoff::SHORT,
         }
     }
 }
