@@ -105,6 +105,12 @@ def create_instead(rtype, props, endpoint, creds):
                 "BufferingHints": {"IntervalInSeconds": 60, "SizeInMBs": 64},
             })
         return name
+    if rtype == "AWS::SageMaker::ModelPackageGroup":
+        name = props["ModelPackageGroupName"]
+        client("sagemaker", endpoint, creds).create_model_package_group(
+            ModelPackageGroupName=name,
+            ModelPackageGroupDescription=props.get("ModelPackageGroupDescription", ""))
+        return name
     if rtype == "AWS::Glue::Database":
         name = props["DatabaseInput"]["Name"]
         client("glue", endpoint, creds).create_database(DatabaseInput=props["DatabaseInput"])

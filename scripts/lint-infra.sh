@@ -53,6 +53,7 @@ ALLOWED_STAR_ACTIONS = {
     "cloudwatch:PutMetricData",      # limited by namespace
     "ecr:GetAuthorizationToken",     # limited by region
     "cloudformation:ValidateTemplate",
+    "sagemaker:ListModelPackages",   # limited by region (the registry lists its group)
 }
 bad = []
 

@@ -1,7 +1,8 @@
 //! `bikeshare infra`: what the infrastructure templates must hold for this configuration.
 //!
 //! - `names`: every AWS name the loaded configuration would use (streams, lease table,
-//!   buckets and prefixes, delivery streams, endpoint, topic, metric namespace), as JSON, each
+//!   buckets and prefixes, delivery streams, endpoint, model package group, topic, metric
+//!   namespace), as JSON, each
 //!   with whether the configuration uses it. `tests/it/infra_names.rs` holds every
 //!   `infra/environments/<env>.toml` against the CloudFormation templates through it.
 //! - `catalog`: the CloudFormation template of the lake's Glue database, one Glue table per
@@ -17,7 +18,9 @@ use bikeshare_lake::athena::{QUERIES_SQL, parse_queries, parse_tables, tables_sq
 use serde_json::json;
 
 use crate::cli::{InfraArgs, InfraCommand};
-use crate::config::{CheckpointStoreKind, Config, PredictorBackend, StreamBackend};
+use crate::config::{
+    CheckpointStoreKind, Config, PredictorBackend, RegistryBackend, StreamBackend,
+};
 
 pub async fn run(args: InfraArgs, config: Config) -> anyhow::Result<()> {
     let text = match args.command {
@@ -86,6 +89,12 @@ fn names(config: &Config) -> serde_json::Value {
         })
         .collect();
     let endpoint = &config.predictor.sagemaker;
+    let registry = &config.registry;
+    let group = if registry.sagemaker.model_package_group.is_empty() {
+        &registry.model_name
+    } else {
+        &registry.sagemaker.model_package_group
+    };
     json!({
         "region": config.stream.kinesis.region,
         "streams": streams,
@@ -110,6 +119,13 @@ fn names(config: &Config) -> serde_json::Value {
         "endpoint": {
             "name": endpoint.endpoint_name,
             "used": config.predictor.backend == PredictorBackend::Sagemaker,
+        },
+        "registry": {
+            "model_package_group": group,
+            "bucket": registry.sagemaker.bucket,
+            "prefix": registry.sagemaker.prefix,
+            "create_group": registry.sagemaker.create_group,
+            "used": registry.backend == RegistryBackend::Sagemaker,
         },
         "sns_topic_arn": config.alerts.sns.topic_arn,
         "cloudwatch_namespace": config.cloudwatch.enabled.then_some(&config.cloudwatch.namespace),

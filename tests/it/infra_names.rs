@@ -1,10 +1,10 @@
 //! One source of truth for AWS names: every `infra/environments/<env>.toml`, loaded through the
 //! app's own loader (`bikeshare infra names --config ...`), names only streams, tables (with
-//! the key the code writes), buckets and prefixes, delivery streams, the endpoint, the topic
-//! and the metric namespace that the CloudFormation templates create for that environment;
-//! the role that runs each command allows every action of `infra/permissions.toml` on its
-//! resource; and `infra/cloudformation/lake-catalog.yaml` is exactly what `bikeshare infra
-//! catalog` generates from the lake's Arrow schemas.
+//! the key the code writes), buckets and prefixes, delivery streams, the endpoint, the model
+//! package group, the topic and the metric namespace that the CloudFormation templates create
+//! for that environment; the role that runs each command allows every action of
+//! `infra/permissions.toml` on its resource; and `infra/cloudformation/lake-catalog.yaml` is
+//! exactly what `bikeshare infra catalog` generates from the lake's Arrow schemas.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -199,6 +199,33 @@ fn every_environment_names_only_what_the_stacks_create() {
             capture.contains(&want),
             "{env}: data capture {want} not in {capture:?}"
         );
+
+        // The SageMaker registry: the serving stack's group, archives under models/ in the
+        // stack's bucket (where its Model reads models/<ModelVersion>/model.tar.gz).
+        let registry = &names["registry"];
+        let groups = names_of(
+            &all,
+            "AWS::SageMaker::ModelPackageGroup",
+            "ModelPackageGroupName",
+            env,
+        );
+        let group = registry["model_package_group"].as_str().unwrap();
+        assert!(
+            groups.contains(group),
+            "{env}: model package group {group} not in {groups:?}"
+        );
+        assert!(
+            buckets.contains(registry["bucket"].as_str().unwrap()),
+            "{env}: {registry}"
+        );
+        assert_eq!(registry["prefix"], "models/", "{env}: {registry}");
+        assert_eq!(
+            registry["create_group"], false,
+            "{env}: the stack creates the group"
+        );
+        if env != "dev" {
+            assert!(used(registry), "{env}: the registry is SageMaker's");
+        }
 
         let topics = names_of(&all, "AWS::SNS::Topic", "TopicName", env);
         let arn = names["sns_topic_arn"].as_str().unwrap();
