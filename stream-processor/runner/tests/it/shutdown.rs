@@ -6,82 +6,15 @@
 
 use crate::support::{self, ReshardableStream, by_id, city, prediction_key, predictions, until};
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bikeshare_runner::RunnerConfig;
 use bikeshare_sinks::memory::MemorySinks;
+use bikeshare_stream::ShardId;
 use bikeshare_stream::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use bikeshare_stream::lease::MemoryLeaseStore;
-use bikeshare_stream::{
-    ReadBatch, ShardCursor, ShardDescription, ShardId, StartPosition, StreamError, StreamReader,
-};
-
-type StreamFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StreamError>> + Send + 'a>>;
-
-/// A stream whose reads hang forever once `answers` reads were answered (a frozen emulator).
-#[derive(Debug, Clone)]
-struct FreezingStream {
-    inner: ReshardableStream,
-    answers: Arc<AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct FreezingCursor {
-    inner: Box<dyn ShardCursor>,
-    answers: Arc<AtomicUsize>,
-}
-
-impl ShardCursor for FreezingCursor {
-    fn next_batch<'a, 'b>(&'a mut self, limit: usize) -> StreamFuture<'b, ReadBatch>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        let left = self
-            .answers
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if left.is_err() {
-            return Box::pin(std::future::pending());
-        }
-        self.inner.next_batch(limit)
-    }
-}
-
-impl StreamReader for FreezingStream {
-    fn stream_name(&self) -> &str {
-        "events"
-    }
-    fn list_shards<'a, 'b>(&'a self) -> StreamFuture<'b, Vec<ShardDescription>>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        self.inner.list_shards()
-    }
-    fn open<'a, 'c, 'b>(
-        &'a self,
-        shard: &'c ShardId,
-        from: StartPosition,
-    ) -> StreamFuture<'b, Box<dyn ShardCursor>>
-    where
-        'a: 'b,
-        'c: 'b,
-        Self: 'b,
-    {
-        Box::pin(async move {
-            let inner = self.inner.open(shard, from).await?;
-            let cursor: Box<dyn ShardCursor> = Box::new(FreezingCursor {
-                inner,
-                answers: self.answers.clone(),
-            });
-            Ok(cursor)
-        })
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_during_a_stalled_read_still_stores_the_final_checkpoint() {
@@ -90,10 +23,7 @@ async fn a_shutdown_during_a_stalled_read_still_stores_the_final_checkpoint() {
     let stream = ReshardableStream::new(1);
     stream.put(&records);
     let answers = 5;
-    let frozen = FreezingStream {
-        inner: stream.clone(),
-        answers: Arc::new(AtomicUsize::new(answers)),
-    };
+    let frozen = stream.freezing_after(answers);
     let checkpoints = Arc::new(MemoryCheckpointStore::default());
     let sinks = MemorySinks::new();
     let batch = 40;

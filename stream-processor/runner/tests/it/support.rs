@@ -4,24 +4,26 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bikeshare_embedded::EmbeddedStream;
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::checkpoint::CheckpointStore;
+use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore};
 use bikeshare_stream::lease::{LeaseConfig, LeaseStore};
 use bikeshare_stream::sink::{SinkError, Sinks};
 use bikeshare_stream::{
     PutRecord, ReadBatch, SequenceNumber, ShardCursor, ShardDescription, ShardId, StartPosition,
-    StreamError, StreamReader, StreamRecord,
+    StreamError, StreamReader, StreamRecord, StreamWriter,
 };
 use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
 use bikeshare_testkit::envelopes::status_envelope;
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
-use bikeshare_types::time::SystemClock;
+use bikeshare_types::time::{ManualClock, SystemClock};
 use bikeshare_types::{SharedClock, Timestamp};
 use tokio::sync::{Notify, watch};
 
@@ -109,6 +111,44 @@ pub fn runner(
         },
     )
     .with_lease_store(leases)
+}
+
+/// An embedded `events` stream of `shards` shards in `dir`.
+pub async fn embedded_events(dir: &Path, shards: u32) -> EmbeddedStream {
+    EmbeddedStream::open(dir.join("s.db"), "events", shards)
+        .await
+        .unwrap()
+}
+
+/// Publishes `records` into `stream`, 500 (the PutRecords limit) at a time.
+pub async fn put_all(stream: &EmbeddedStream, records: &[PutRecord]) {
+    for chunk in records.chunks(500) {
+        stream.put_records(chunk).await.unwrap();
+    }
+}
+
+/// A runner without leases over the embedded `stream`, with `processor`, scoring with the
+/// baseline, its checkpoints in the directory `checkpoints`, its clock fixed at [`T0`].
+pub fn local_runner(
+    stream: &EmbeddedStream,
+    sinks: &MemorySinks,
+    checkpoints: &Path,
+    processor: Processor,
+    config: RunnerConfig,
+) -> Runner {
+    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(processor.schema(), 30));
+    let (tx, rx) = watch::channel(scorer);
+    std::mem::forget(tx); // the scorer never changes
+    let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(T0)));
+    Runner::new(
+        Arc::new(stream.clone()),
+        Arc::new(sinks.clone()),
+        Arc::new(LocalCheckpointStore::new(checkpoints)),
+        rx,
+        clock,
+        processor,
+        config,
+    )
 }
 
 /// Outputs by id (`key` gives the id and the content); an id emitted twice must have the
@@ -291,7 +331,11 @@ pub fn now() -> Timestamp {
 /// (they end once read to their last record, naming their children) and new records go to
 /// the open shard whose hash-key range holds the MD5 of their partition key.
 #[derive(Debug, Clone, Default)]
-pub struct ReshardableStream(Arc<std::sync::Mutex<Shards>>);
+pub struct ReshardableStream {
+    shards: Arc<std::sync::Mutex<Shards>>,
+    /// Reads answered before reads hang ([`ReshardableStream::freezing_after`]); `None`: never.
+    answers: Option<Arc<AtomicUsize>>,
+}
 
 #[derive(Debug, Default)]
 struct Shards {
@@ -315,7 +359,7 @@ impl ReshardableStream {
     pub fn new(shards: u32) -> Self {
         let stream = Self::default();
         {
-            let mut s = stream.0.lock().unwrap();
+            let mut s = stream.shards.lock().unwrap();
             for (start, end) in bikeshare_stream::uniform_ranges(shards) {
                 s.add(ShardDescription {
                     id: ShardId::from_index(0),
@@ -330,8 +374,18 @@ impl ReshardableStream {
         stream
     }
 
+    /// The same stream as a frozen emulator serves it: once `answers` reads were answered
+    /// through this handle (and the cursors it opens), every further read hangs forever.
+    /// Other handles read on.
+    pub fn freezing_after(&self, answers: usize) -> Self {
+        Self {
+            shards: self.shards.clone(),
+            answers: Some(Arc::new(AtomicUsize::new(answers))),
+        }
+    }
+
     pub fn put(&self, records: &[PutRecord]) {
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.shards.lock().unwrap();
         for r in records {
             let h = bikeshare_stream::hash_key(&r.partition_key);
             s.next_sequence += 1;
@@ -353,7 +407,7 @@ impl ReshardableStream {
 
     /// The open shards, in hash-key order.
     pub fn open_shards(&self) -> Vec<ShardDescription> {
-        let s = self.0.lock().unwrap();
+        let s = self.shards.lock().unwrap();
         let mut open: Vec<ShardDescription> = s
             .shards
             .iter()
@@ -366,7 +420,7 @@ impl ReshardableStream {
 
     /// Splits `shard` at the middle of its range; returns the two children.
     pub fn split(&self, shard: &ShardId) -> (ShardId, ShardId) {
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.shards.lock().unwrap();
         let parent = s.find(shard);
         parent.0.closed = true;
         let p = parent.0.clone();
@@ -386,7 +440,7 @@ impl ReshardableStream {
 
     /// Merges two adjacent open shards; returns the child.
     pub fn merge(&self, a: &ShardId, b: &ShardId) -> ShardId {
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.shards.lock().unwrap();
         s.find(a).0.closed = true;
         s.find(b).0.closed = true;
         let (da, db) = (s.find(a).0.clone(), s.find(b).0.clone());
@@ -416,7 +470,7 @@ impl StreamReader for ReshardableStream {
         Self: 'b,
     {
         let list = self
-            .0
+            .shards
             .lock()
             .unwrap()
             .shards
@@ -464,7 +518,14 @@ impl ShardCursor for MemoryCursor {
         'a: 'b,
         Self: 'b,
     {
-        let mut s = self.stream.0.lock().unwrap();
+        if let Some(answers) = &self.stream.answers
+            && answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Box::pin(std::future::pending());
+        }
+        let mut s = self.stream.shards.lock().unwrap();
         let children: Vec<ShardId> = s
             .shards
             .iter()
