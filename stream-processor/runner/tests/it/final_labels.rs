@@ -6,53 +6,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use bikeshare_embedded::EmbeddedStream;
-use bikeshare_runner::{Runner, RunnerConfig};
+use bikeshare_runner::RunnerConfig;
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::StreamWriter;
-use bikeshare_stream::checkpoint::LocalCheckpointStore;
-use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
-use bikeshare_types::time::ManualClock;
-use bikeshare_types::{SharedClock, Timestamp};
-use tokio::sync::watch;
+use bikeshare_stream_processor::{Processor, ProcessorConfig};
 
-use crate::support::{MIN, T0, city};
+use crate::support::{MIN, T0, city, embedded_events, local_runner, put_all};
 
 #[tokio::test]
 async fn every_label_the_input_covers_is_emitted_before_stopping() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "events", 2)
-        .await
-        .unwrap();
+    let stream = embedded_events(dir.path(), 2).await;
     let systems = ["north".to_owned(), "south".to_owned()];
     // 91 minutes of reports every 2 minutes: the last at T0 + 90 min, off the lateness.
-    let records = city(&systems, 91);
-    for chunk in records.chunks(500) {
-        stream.put_records(chunk).await.unwrap();
-    }
+    put_all(&stream, &city(&systems, 91)).await;
     // The default lateness (the watermark trails the newest event by 2 minutes).
     let processor = Processor::new(ProcessorConfig::default());
     assert!(processor.config().lateness_ms > 0);
-    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(processor.schema(), 30));
-    let (_tx, rx) = watch::channel(scorer);
-    let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(T0)));
     let sinks = MemorySinks::new();
-    let runner = Runner::new(
-        Arc::new(stream.clone()),
-        Arc::new(sinks.clone()),
-        Arc::new(LocalCheckpointStore::new(dir.path().join("cp"))),
-        rx,
-        clock,
-        processor,
-        RunnerConfig {
-            batch: 50,
-            stop_when_caught_up: true,
-            label_to_end: true,
-            ..RunnerConfig::default()
-        },
-    );
+    let config = RunnerConfig {
+        batch: 50,
+        stop_when_caught_up: true,
+        label_to_end: true,
+        ..RunnerConfig::default()
+    };
+    let runner = local_runner(&stream, &sinks, &dir.path().join("cp"), processor, config);
     runner.run(std::future::pending()).await.unwrap();
 
     let last = T0 + 90 * MIN;

@@ -6,54 +6,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bikeshare_embedded::EmbeddedStream;
-use bikeshare_runner::{Runner, RunnerConfig};
+use bikeshare_runner::RunnerConfig;
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::checkpoint::LocalCheckpointStore;
-use bikeshare_stream::{PutRecord, StreamWriter};
+use bikeshare_stream::PutRecord;
 use bikeshare_stream_processor::quality::{QualityConfig, QualityReport, TargetQuality};
-use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
-use bikeshare_testkit::envelopes::status_envelope;
-use bikeshare_types::contracts::Envelope;
-use bikeshare_types::time::ManualClock;
-use bikeshare_types::{SharedClock, SystemId, Timestamp};
-use tokio::sync::watch;
+use bikeshare_stream_processor::{Processor, ProcessorConfig};
+use bikeshare_types::SystemId;
 
-const T0: i64 = 1_700_000_000_000;
-const MIN: i64 = 60_000;
-const CAPACITY: u32 = 12;
-
-fn status(station: &str, t: i64, bikes: u32) -> Envelope {
-    status_envelope("city", "test", station, t, bikes, CAPACITY - bikes)
-}
+use crate::support::{city, embedded_events, local_runner, put_all};
 
 /// Six stations reporting every 2 minutes for `minutes`: some drain to empty, some fill up,
 /// some wander (a deterministic walk), so both outcomes of both targets occur.
 fn history(minutes: i64) -> Vec<PutRecord> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut bikes = [6i64, 3, 9, 6, 1, 11];
-    let mut out = Vec::new();
-    for m in (0..minutes).step_by(2) {
-        for (i, b) in bikes.iter_mut().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let drift = match i {
-                0 | 1 => -1,
-                4 | 5 => 1,
-                _ => 0,
-            };
-            let step = (x % 3) as i64 - 1 + if m % 40 < 20 { drift } else { -drift };
-            *b = (*b + step).clamp(0, i64::from(CAPACITY));
-            out.push(PutRecord::new(
-                "city",
-                status(&format!("s{i}"), T0 + m * MIN, *b as u32).encode(),
-            ));
-        }
-    }
-    out
+    city(&["city".to_owned()], minutes)
 }
 
 fn config() -> ProcessorConfig {
@@ -67,12 +34,6 @@ fn config() -> ProcessorConfig {
     }
 }
 
-async fn put(stream: &EmbeddedStream, records: &[PutRecord]) {
-    for chunk in records.chunks(500) {
-        stream.put_records(chunk).await.unwrap();
-    }
-}
-
 struct Run {
     processor: Processor,
     sinks: MemorySinks,
@@ -81,22 +42,12 @@ struct Run {
 
 async fn run(stream: &EmbeddedStream, cp: &std::path::Path, sinks: MemorySinks) -> Run {
     let processor = Processor::new(config());
-    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(processor.schema(), 30));
-    let (_tx, rx) = watch::channel(scorer);
-    let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(T0)));
-    let runner = Runner::new(
-        Arc::new(stream.clone()),
-        Arc::new(sinks.clone()),
-        Arc::new(LocalCheckpointStore::new(cp)),
-        rx,
-        clock,
-        processor,
-        RunnerConfig {
-            batch: 50,
-            stop_when_caught_up: true,
-            ..RunnerConfig::default()
-        },
-    );
+    let config = RunnerConfig {
+        batch: 50,
+        stop_when_caught_up: true,
+        ..RunnerConfig::default()
+    };
+    let runner = local_runner(stream, &sinks, cp, processor, config);
     let view = runner.live_quality();
     let processor = runner.run(std::future::pending()).await.unwrap();
     let view = view.get(&SystemId::new("city")).map(|r| r.clone());
@@ -142,10 +93,8 @@ fn brute_force(sinks: &MemorySinks, window_ms: i64) -> (TargetQuality, TargetQua
 async fn quality_gauges_are_set_from_the_processors_own_labels() {
     let handle = bikeshare_monitor::exporter::install().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "events", 1)
-        .await
-        .unwrap();
-    put(&stream, &history(5 * 60)).await;
+    let stream = embedded_events(dir.path(), 1).await;
+    put_all(&stream, &history(5 * 60)).await;
     let r = run(&stream, &dir.path().join("cp"), MemorySinks::new()).await;
 
     let report = r.processor.quality(&SystemId::new("city")).unwrap();
@@ -216,17 +165,17 @@ async fn a_run_resumed_from_its_checkpoint_ends_with_the_same_quality() {
     let straight = EmbeddedStream::open(dir.path().join("a.db"), "events", 1)
         .await
         .unwrap();
-    put(&straight, &records).await;
+    put_all(&straight, &records).await;
     let a = run(&straight, &dir.path().join("cp-a"), MemorySinks::new()).await;
 
     let resumed = EmbeddedStream::open(dir.path().join("b.db"), "events", 1)
         .await
         .unwrap();
-    put(&resumed, &records[..half]).await;
+    put_all(&resumed, &records[..half]).await;
     let first = run(&resumed, &dir.path().join("cp-b"), MemorySinks::new()).await;
     let midway = first.processor.quality(&SystemId::new("city")).unwrap();
     drop(first);
-    put(&resumed, &records[half..]).await;
+    put_all(&resumed, &records[half..]).await;
     let b = run(&resumed, &dir.path().join("cp-b"), MemorySinks::new()).await;
 
     let (qa, qb) = (

@@ -3,19 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
-use bikeshare_embedded::EmbeddedStream;
-use bikeshare_runner::{Runner, RunnerConfig};
+use bikeshare_runner::RunnerConfig;
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::checkpoint::LocalCheckpointStore;
 use bikeshare_stream::{PutRecord, StreamWriter};
-use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Scorer};
+use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig};
 use bikeshare_testkit::envelopes::status_envelope;
 use bikeshare_types::contracts::{Envelope, PredictionTrigger};
-use bikeshare_types::time::ManualClock;
-use bikeshare_types::{SharedClock, Timestamp};
-use tokio::sync::watch;
+
+use crate::support::{T0, embedded_events, local_runner, processor_config};
 
 fn status(station: &str, t: i64, bikes: u32) -> Envelope {
     status_envelope("city", "test", station, t, bikes, 10 - bikes)
@@ -24,18 +19,15 @@ fn status(station: &str, t: i64, bikes: u32) -> Envelope {
 #[tokio::test]
 async fn malformed_and_unknown_version_records_become_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "events", 1)
-        .await
-        .unwrap();
-    let t0 = 1_700_000_000_000;
+    let stream = embedded_events(dir.path(), 1).await;
     let good = |i: i64| {
         PutRecord::new(
             "city",
-            status("a", t0 + i * 60_000, (i % 10) as u32).encode(),
+            status("a", T0 + i * 60_000, (i % 10) as u32).encode(),
         )
     };
     let mut unknown_version: serde_json::Value =
-        serde_json::from_slice(&status("b", t0, 1).encode()).unwrap();
+        serde_json::from_slice(&status("b", T0, 1).encode()).unwrap();
     unknown_version["schema_version"] = 7.into();
     let records = vec![
         good(0),
@@ -48,25 +40,12 @@ async fn malformed_and_unknown_version_records_become_dead_letters() {
     stream.put_records(&records).await.unwrap();
 
     let sinks = MemorySinks::new();
-    let processor = Processor::new(ProcessorConfig {
-        lateness_ms: 0,
-        ..ProcessorConfig::default()
-    });
-    let scorer: Arc<dyn Scorer> = Arc::new(BaselineScorer::new(processor.schema(), 30));
-    let (_tx, rx) = watch::channel(scorer);
-    let clock: SharedClock = Arc::new(ManualClock::new(Timestamp(t0)));
-    let runner = Runner::new(
-        Arc::new(stream),
-        Arc::new(sinks.clone()),
-        Arc::new(LocalCheckpointStore::new(dir.path().join("cp"))),
-        rx,
-        clock,
-        processor,
-        RunnerConfig {
-            stop_when_caught_up: true,
-            ..RunnerConfig::default()
-        },
-    );
+    let processor = Processor::new(processor_config());
+    let config = RunnerConfig {
+        stop_when_caught_up: true,
+        ..RunnerConfig::default()
+    };
+    let runner = local_runner(&stream, &sinks, &dir.path().join("cp"), processor, config);
     let processor = runner.run(std::future::pending()).await.unwrap();
 
     let dead = sinks.dead_letters.lock().unwrap().clone();
