@@ -88,8 +88,9 @@ pub struct ProcessorConfig {
     pub quality: QualityConfig,
     /// The update trigger: score a report that waits in the reorder buffer when it arrives
     /// (an early firing), and again at release only if that row differs (a correction with
-    /// the same prediction id). Off by default: downstream, the lake, Model Monitor's capture
-    /// and the online/offline comparison still expect one row per prediction id.
+    /// the same prediction id). Off in this library default, so the golden tests describe the
+    /// watermark order alone; the app turns it on for the live job (decision 083), and its
+    /// consumers read the last row of a prediction id.
     pub score_on_arrival: bool,
 }
 
