@@ -10,7 +10,14 @@
 //!   parents. Records of one partition key therefore come out in order across a reshard:
 //!   all of the key's records in the parent before any in the child.
 //! - A closed shard ends cleanly: its cursor reports the children, the shard is marked
-//!   finished and never opened again.
+//!   finished and never opened again. With [`ShardConsumer::defer_finish`] (the runner) the
+//!   mark waits for [`ShardConsumer::finish`]: the caller marks a shard finished only once
+//!   its last records are processed and checkpointed, so no decision taken meanwhile (which
+//!   systems' state to keep, whether the children may be read) treats it as done early.
+//! - [`ShardConsumer::poll`] is cancel-safe: nothing it changes (positions, finished
+//!   shards) changes before every read of the poll has returned, and a poll cancelled (or
+//!   failed) mid-read makes the next one reopen the cursors from the positions, so no cursor
+//!   stays past records that were never returned. A shutdown may abandon a poll anywhere.
 //! - Positions ([`ShardConsumer::positions`]) map each shard to the last sequence number
 //!   returned, or to [`SHARD_END`] once finished; they are what a checkpoint stores, and
 //!   what [`ShardConsumer::new`] resumes from.
@@ -145,6 +152,13 @@ pub struct ShardConsumer {
     positions: BTreeMap<String, String>,
     owned: Option<BTreeSet<ShardId>>,
     next_discovery: Option<Instant>,
+    /// Shards mark themselves finished only through [`Self::finish`].
+    deferred: bool,
+    /// Shards read to their end whose finish waits for [`Self::finish`] (deferred only).
+    ending: BTreeSet<ShardId>,
+    /// A poll started and has not returned yet: if the next one finds it set, that poll was
+    /// cancelled or failed mid-read and the cursors may be past records never returned.
+    in_poll: bool,
 }
 
 impl ShardConsumer {
@@ -169,7 +183,31 @@ impl ShardConsumer {
             positions,
             owned: None,
             next_discovery: None,
+            deferred: false,
+            ending: BTreeSet::new(),
+            in_poll: false,
         }
+    }
+
+    /// A shard read to its end is reported ([`ShardRecords::ended`]) but marked finished —
+    /// position [`SHARD_END`], children readable — only by [`Self::finish`], once the caller
+    /// has processed and checkpointed its last records. Until then it is neither read nor
+    /// finished.
+    pub fn defer_finish(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// Marks `shard` finished: its position becomes [`SHARD_END`] and its children are
+    /// opened at the next poll. With [`Self::defer_finish`], call it once the records of the
+    /// poll that reported the shard's end are processed and checkpointed.
+    pub fn finish(&mut self, shard: &ShardId) {
+        tracing::debug!(stream = self.reader.stream_name(), %shard, "shard finished");
+        self.ending.remove(shard);
+        self.cursors.remove(shard);
+        self.progress.finish(shard);
+        self.positions.insert(shard.0.clone(), SHARD_END.to_owned());
+        self.next_discovery = None;
     }
 
     /// Reads only these shards from now on (`None`: all). Cursors of shards no longer owned
@@ -193,6 +231,7 @@ impl ShardConsumer {
         if position == SHARD_END {
             self.progress.finish(shard);
         }
+        self.ending.remove(shard);
         self.cursors.remove(shard);
         self.positions.insert(shard.0.clone(), position);
         self.next_discovery = None;
@@ -203,6 +242,7 @@ impl ShardConsumer {
     /// its checkpoint ([`Self::adopt_position`]) or it starts over.
     pub fn forget(&mut self, shard: &ShardId) {
         self.cursors.remove(shard);
+        self.ending.remove(shard);
         self.positions.remove(shard.as_str());
         self.progress.finished.remove(shard);
         self.next_discovery = None;
@@ -226,6 +266,7 @@ impl ShardConsumer {
         let mut opened = false;
         for shard in self.progress.readable_shards() {
             if self.cursors.contains_key(&shard)
+                || self.ending.contains(&shard)
                 || self.owned.as_ref().is_some_and(|o| !o.contains(&shard))
             {
                 continue;
@@ -245,39 +286,55 @@ impl ShardConsumer {
     }
 
     /// Pulls up to `limit` records from each open shard (listing the shards first when
-    /// due). Positions move past every record returned.
+    /// due). Positions move past every record returned; a shard that ended is finished
+    /// (unless [`Self::defer_finish`]) and its children are opened at the next poll.
+    ///
+    /// Cancel-safe: positions and finished shards change only once every read has
+    /// returned, after the last `.await`; a poll cancelled or failed before that changes
+    /// neither, and the next poll reopens every cursor from the positions.
     pub async fn poll(&mut self, limit: usize) -> Result<Poll, StreamError> {
+        if std::mem::replace(&mut self.in_poll, true) {
+            // The last poll did not return: its cursors may have moved past records that
+            // were never returned.
+            tracing::debug!(
+                stream = self.reader.stream_name(),
+                "the last poll was abandoned: reopening the cursors from the positions"
+            );
+            self.cursors.clear();
+            self.next_discovery = None;
+        }
         let mut poll = Poll::default();
         if self.next_discovery.is_none_or(|at| Instant::now() >= at) {
             poll.changed |= self.discover().await?;
         }
-        let mut ended = Vec::new();
+        let mut batches = Vec::with_capacity(self.cursors.len());
         for (shard, cursor) in &mut self.cursors {
-            let batch = cursor.next_batch(limit).await?;
+            batches.push((shard.clone(), cursor.next_batch(limit).await?));
+        }
+        // No `.await` below: what follows happens entirely or not at all.
+        self.in_poll = false;
+        for (shard, batch) in batches {
             if let Some(last) = batch.records.last() {
                 self.positions
                     .insert(shard.0.clone(), last.sequence.0.clone());
             }
-            let end = batch.shard_end.is_some();
-            if end {
-                ended.push(shard.clone());
+            let ended = batch.shard_end.is_some();
+            if ended {
+                poll.changed = true;
+                self.cursors.remove(&shard);
+                if self.deferred {
+                    tracing::debug!(stream = self.reader.stream_name(), %shard, "shard read to its end");
+                    self.ending.insert(shard.clone());
+                } else {
+                    self.finish(&shard);
+                }
             }
             poll.shards.push(ShardRecords {
-                shard: shard.clone(),
+                shard,
                 records: batch.records,
                 millis_behind_latest: batch.millis_behind_latest,
-                ended: end,
+                ended,
             });
-        }
-        for shard in &ended {
-            tracing::debug!(stream = self.reader.stream_name(), %shard, "shard finished");
-            self.cursors.remove(shard);
-            self.progress.finish(shard);
-            self.positions.insert(shard.0.clone(), SHARD_END.to_owned());
-        }
-        if !ended.is_empty() {
-            poll.changed = true;
-            self.discover().await?;
         }
         Ok(poll)
     }
@@ -300,6 +357,190 @@ mod tests {
 
     fn ids(v: &[u32]) -> Vec<ShardId> {
         v.iter().map(|&n| ShardId::from_index(n)).collect()
+    }
+
+    /// A stream in memory: shard 0 closed with three records and a child, shard 1 open
+    /// with one record. Listing answers `lists` times, then hangs; reading shard 1 hangs
+    /// when `stall_open_shard` is set.
+    #[derive(Debug)]
+    struct Scripted {
+        lists: std::sync::atomic::AtomicUsize,
+        stall_open_shard: bool,
+    }
+
+    fn record(shard: u32, seq: u64) -> StreamRecord {
+        StreamRecord {
+            shard: ShardId::from_index(shard),
+            sequence: SequenceNumber::from_u64(seq),
+            partition_key: format!("key-{seq}"),
+            data: bytes::Bytes::from_static(b"x"),
+            arrival: bikeshare_types::time::Timestamp(0),
+        }
+    }
+
+    #[derive(Debug)]
+    struct ScriptedCursor {
+        shard: u32,
+        after: u64,
+        stall: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl ShardCursor for ScriptedCursor {
+        async fn next_batch(&mut self, limit: usize) -> Result<crate::ReadBatch, StreamError> {
+            if self.stall {
+                std::future::pending::<()>().await;
+            }
+            let (last, closed) = match self.shard {
+                0 => (3, true),
+                1 => (1, false),
+                _ => (0, false),
+            };
+            let records: Vec<StreamRecord> = (self.after + 1..=last)
+                .take(limit)
+                .map(|n| record(self.shard, n))
+                .collect();
+            if let Some(r) = records.last() {
+                self.after = r.sequence.as_u64().unwrap_or(0);
+            }
+            Ok(crate::ReadBatch {
+                records,
+                millis_behind_latest: Some(0),
+                shard_end: (closed && self.after == last).then(|| ids(&[2])),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl StreamReader for Scripted {
+        fn stream_name(&self) -> &str {
+            "scripted"
+        }
+        async fn list_shards(&self) -> Result<Vec<ShardDescription>, StreamError> {
+            if self.lists.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(vec![
+                shard(0, &[], true),
+                shard(1, &[], false),
+                shard(2, &[0], false),
+            ])
+        }
+        async fn open(
+            &self,
+            shard: &ShardId,
+            from: StartPosition,
+        ) -> Result<Box<dyn ShardCursor>, StreamError> {
+            let n = (0..3)
+                .find(|&n| *shard == ShardId::from_index(n))
+                .unwrap_or(2);
+            let after = match from {
+                StartPosition::AfterSequence(s) => s.as_u64().unwrap_or(0),
+                _ => 0,
+            };
+            Ok(Box::new(ScriptedCursor {
+                shard: n,
+                after,
+                stall: n == 1 && self.stall_open_shard,
+            }))
+        }
+    }
+
+    fn scripted(lists: usize, stall_open_shard: bool) -> ShardConsumer {
+        ShardConsumer::new(
+            Arc::new(Scripted {
+                lists: std::sync::atomic::AtomicUsize::new(lists),
+                stall_open_shard,
+            }),
+            BTreeMap::new(),
+            ConsumerConfig::default(),
+        )
+    }
+
+    fn sequences(poll: &Poll, n: u32) -> Vec<u64> {
+        poll.shards
+            .iter()
+            .filter(|s| s.shard == ShardId::from_index(n))
+            .flat_map(|s| s.records.iter().filter_map(|r| r.sequence.as_u64()))
+            .collect()
+    }
+
+    /// Shutdown and a reshard together: a poll cancelled right after it read a closed
+    /// shard's last records (the listing that follows a shard's end hangs) must not have
+    /// finished the shard nor moved its position past records it never returned.
+    #[tokio::test]
+    async fn a_poll_cancelled_after_reading_a_shard_end_finishes_nothing() {
+        let mut consumer = scripted(1, false);
+        let parent = ShardId::from_index(0);
+        match tokio::time::timeout(Duration::from_millis(200), consumer.poll(10)).await {
+            Err(_cancelled) => {
+                assert!(
+                    !consumer.progress().is_finished(&parent),
+                    "the parent is marked finished though its records were never returned"
+                );
+                assert_eq!(consumer.positions().get(parent.as_str()), None);
+            }
+            Ok(poll) => assert_eq!(sequences(&poll.unwrap(), 0), vec![1, 2, 3]),
+        }
+    }
+
+    /// A poll cancelled while a second shard's read hangs: the first shard's records were
+    /// never returned, so its position stays and the next poll returns them.
+    #[tokio::test]
+    async fn a_poll_cancelled_mid_read_moves_no_position_and_loses_no_record() {
+        let mut consumer = scripted(usize::MAX, true);
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), consumer.poll(10)).await;
+        assert!(cancelled.is_err(), "shard 1's read hangs");
+        assert_eq!(
+            consumer.positions().get(ShardId::from_index(0).as_str()),
+            None
+        );
+        assert!(!consumer.progress().is_finished(&ShardId::from_index(0)));
+        // Without the hang, the next poll returns shard 0's records after all.
+        consumer.set_owned(Some(BTreeSet::from([ShardId::from_index(0)])));
+        let poll = consumer.poll(10).await.unwrap();
+        assert_eq!(sequences(&poll, 0), vec![1, 2, 3]);
+    }
+
+    /// Deferred: a shard read to its end is reported but neither finished nor read again,
+    /// and its children wait, until the caller says its records are processed and
+    /// checkpointed.
+    #[tokio::test]
+    async fn a_deferred_shard_end_waits_for_finish() {
+        let mut consumer = scripted(usize::MAX, false).defer_finish();
+        let (parent, child) = (ShardId::from_index(0), ShardId::from_index(2));
+        let poll = consumer.poll(10).await.unwrap();
+        assert_eq!(sequences(&poll, 0), vec![1, 2, 3]);
+        assert!(poll.shards.iter().any(|s| s.shard == parent && s.ended));
+        assert!(!consumer.progress().is_finished(&parent));
+        assert_eq!(
+            consumer
+                .positions()
+                .get(parent.as_str())
+                .map(String::as_str),
+            Some("3")
+        );
+        let again = consumer.poll(10).await.unwrap();
+        assert!(
+            again
+                .shards
+                .iter()
+                .all(|s| s.shard != parent && s.shard != child),
+            "neither the parent again nor its child yet: {again:?}"
+        );
+        consumer.finish(&parent);
+        assert_eq!(
+            consumer
+                .positions()
+                .get(parent.as_str())
+                .map(String::as_str),
+            Some(SHARD_END)
+        );
+        consumer.poll(10).await.unwrap();
+        assert!(
+            consumer.reading().any(|s| *s == child),
+            "the child is read now"
+        );
     }
 
     #[test]

@@ -330,7 +330,9 @@ impl Runner {
                 initial: StartPosition::TrimHorizon,
                 discovery_interval: self.config.discovery_interval,
             },
-        );
+        )
+        // A shard read to its end is finished here, after its final checkpoint.
+        .defer_finish();
         consumer.set_owned(Some(BTreeSet::new()));
         let mut book = ShardBook::default();
         let take_every = leases.config().renew_every();
@@ -440,7 +442,10 @@ impl Runner {
             }
             if !ended.is_empty() {
                 // Before any record of a child: the parent's final state and position.
-                let positions = consumer.positions().clone();
+                let mut positions = consumer.positions().clone();
+                for shard in &ended {
+                    positions.insert(shard.0.clone(), SHARD_END.to_owned());
+                }
                 self.finish_shards(&ended, &positions, &leases, &mut consumer, &mut book)
                     .await?;
                 changed = true;
@@ -854,7 +859,10 @@ impl Runner {
             .await?;
         for shard in ended {
             if book.held.contains(shard) {
+                // Only now, its last records processed and checkpointed: its children may
+                // be read, and its systems live on in them.
                 book.finalized.insert(shard.clone());
+                consumer.finish(shard);
             }
         }
         self.drop_uncovered(consumer, book);

@@ -10,15 +10,20 @@ use crate::support::{
 };
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bikeshare_runner::{RunnerConfig, RunnerStats};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use bikeshare_stream::lease::{LeaseStore, MemoryLeaseStore};
-use bikeshare_stream::{PutRecord, StreamReader};
+use bikeshare_stream::{
+    PutRecord, ReadBatch, ShardCursor, ShardDescription, ShardId, StartPosition, StreamError,
+    StreamReader,
+};
 
 type Outputs = (
     BTreeMap<String, serde_json::Value>,
@@ -235,11 +240,96 @@ async fn a_split_then_a_merge_hand_the_state_over_between_two_instances() {
     check(Reshard::SplitThenMerge, 2).await;
 }
 
+type ReadFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StreamError>> + Send + 'a>>;
+
+/// A stream whose shard `gated` answers `passes` reads, then only empty reads behind the tip
+/// (so the runner neither moves on nor thinks it caught up) until the gate opens.
+#[derive(Debug, Clone)]
+struct Gated {
+    inner: ReshardableStream,
+    gated: ShardId,
+    passes: Arc<AtomicUsize>,
+    open: Arc<AtomicBool>,
+}
+
+impl StreamReader for Gated {
+    fn stream_name(&self) -> &str {
+        self.inner.stream_name()
+    }
+    fn list_shards<'a, 'b>(&'a self) -> ReadFuture<'b, Vec<ShardDescription>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.list_shards()
+    }
+    fn open<'a, 'c, 'b>(
+        &'a self,
+        shard: &'c ShardId,
+        from: StartPosition,
+    ) -> ReadFuture<'b, Box<dyn ShardCursor>>
+    where
+        'a: 'b,
+        'c: 'b,
+        Self: 'b,
+    {
+        Box::pin(async move {
+            let inner = self.inner.open(shard, from).await?;
+            Ok(if *shard == self.gated {
+                Box::new(GatedCursor {
+                    inner,
+                    passes: self.passes.clone(),
+                    open: self.open.clone(),
+                }) as Box<dyn ShardCursor>
+            } else {
+                inner
+            })
+        })
+    }
+}
+
+#[derive(Debug)]
+struct GatedCursor {
+    inner: Box<dyn ShardCursor>,
+    passes: Arc<AtomicUsize>,
+    open: Arc<AtomicBool>,
+}
+
+impl ShardCursor for GatedCursor {
+    fn next_batch<'a, 'b>(&'a mut self, limit: usize) -> ReadFuture<'b, ReadBatch>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let pass = self.open.load(Ordering::SeqCst)
+            || self
+                .passes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if pass {
+            self.inner.next_batch(limit)
+        } else {
+            Box::pin(async {
+                Ok(ReadBatch {
+                    records: Vec::new(),
+                    millis_behind_latest: Some(1),
+                    shard_end: None,
+                })
+            })
+        }
+    }
+}
+
 /// One instance, a backlog: shard 0 is split before the runner starts, and once it holds
 /// the four shards the upper child is merged with shard 1, whose backlog is the longest. The
 /// merge's child is then leased while shard 1 is still being read; taking it must not drop
 /// the state of shard 1's systems (it did: shard 1's final checkpoint then handed the child
 /// a stripped state, and about a thousand predictions differed and 500 labels were lost).
+///
+/// Exact, not a race with the runner's `stop_when_caught_up`: shard 1 answers three reads
+/// (its systems have state here), then holds its backlog — the runner can neither catch up
+/// and stop nor finish shard 1 — until the merge is done, the rest of the records are in and
+/// the merge's child is leased.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_state() {
     support::logs();
@@ -251,10 +341,16 @@ async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_sta
     let open = stream.open_shards();
     stream.split(&open[0].id);
     stream.put(&records[third..2 * third]);
+    let gate = Gated {
+        inner: stream.clone(),
+        gated: ShardId::from_index(1),
+        passes: Arc::new(AtomicUsize::new(3)),
+        open: Arc::new(AtomicBool::new(false)),
+    };
     let sinks = MemorySinks::new();
     let runner = support::runner(
         "backlog",
-        Arc::new(stream.clone()),
+        Arc::new(gate.clone()),
         Arc::new(sinks.clone()),
         Arc::new(MemoryCheckpointStore::default()),
         Arc::new(MemoryLeaseStore::default()),
@@ -270,9 +366,23 @@ async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_sta
         stats.shards_held.load(Ordering::Relaxed) == 4
     })
     .await;
+    until("shard 1 read three times, then held at its gate", || {
+        gate.passes.load(Ordering::SeqCst) == 0
+    })
+    .await;
     let open = stream.open_shards();
+    assert!(
+        [&open[1].id, &open[2].id].contains(&&gate.gated),
+        "shard 1 is a parent of the merge: {open:?}"
+    );
     stream.merge(&open[1].id, &open[2].id);
     stream.put(&records[2 * third..]);
+    until(
+        "the merge's child leased while shard 1 is still read",
+        || stats.shards_held.load(Ordering::Relaxed) == 5,
+    )
+    .await;
+    gate.open.store(true, Ordering::SeqCst);
     run.await.unwrap().unwrap();
     let got = outputs(&[sinks]);
     let differing = want
