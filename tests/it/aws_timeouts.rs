@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, TestEnv};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -121,9 +121,7 @@ fn process_blocked_on_a_stalled_kinesis_stops_within_its_grace_period_after_sigt
         .env("BIKESHARE_AWS__OPERATION_TIMEOUT_MS", "600000")
         .env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "1000")
         .env("BIKESHARE_LAKE__ENABLED", "false")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .emulator_credentials()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -35,6 +35,22 @@ fn rows(dir: &Path) -> PathBuf {
     rows
 }
 
+/// A SageMaker training job's `/opt/ml` tree at `dir/name`: [`rows`] in the `train` channel
+/// and `hyperparameters` (JSON) in its config.
+fn training_job(dir: &Path, name: &str, hyperparameters: &str) -> PathBuf {
+    let rows = rows(dir);
+    let ml = dir.join(name);
+    std::fs::create_dir_all(ml.join("input/data/train")).unwrap();
+    std::fs::create_dir_all(ml.join("input/config")).unwrap();
+    std::fs::copy(&rows, ml.join("input/data/train/rows.csv")).unwrap();
+    std::fs::write(
+        ml.join("input/config/hyperparameters.json"),
+        hyperparameters,
+    )
+    .unwrap();
+    ml
+}
+
 fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -45,17 +61,12 @@ fn text(o: &Output) -> (String, String) {
 #[test]
 fn train_follows_the_sagemaker_training_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let rows = rows(dir.path());
-    let ml = dir.path().join("ml");
-    std::fs::create_dir_all(ml.join("input/data/train")).unwrap();
-    std::fs::create_dir_all(ml.join("input/config")).unwrap();
-    std::fs::copy(&rows, ml.join("input/data/train/rows.csv")).unwrap();
     // SageMaker sends every hyperparameter as a string.
-    std::fs::write(
-        ml.join("input/config/hyperparameters.json"),
+    let ml = training_job(
+        dir.path(),
+        "ml",
         "{\"max_rounds\": \"4\", \"nthread\": \"1\"}",
-    )
-    .unwrap();
+    );
     let out = entrypoint(&ml).arg("train").output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
@@ -96,16 +107,7 @@ fn train_writes_the_failure_reason() {
     assert!(reason.contains("input/data/train"), "{reason}");
 
     // A hyperparameter the trainer refuses: the failure names it.
-    let rows = rows(dir.path());
-    let ml = dir.path().join("ml2");
-    std::fs::create_dir_all(ml.join("input/data/train")).unwrap();
-    std::fs::create_dir_all(ml.join("input/config")).unwrap();
-    std::fs::copy(&rows, ml.join("input/data/train/rows.csv")).unwrap();
-    std::fs::write(
-        ml.join("input/config/hyperparameters.json"),
-        "{\"max_rounds\": \"many\"}",
-    )
-    .unwrap();
+    let ml = training_job(dir.path(), "ml2", "{\"max_rounds\": \"many\"}");
     let out = entrypoint(&ml).arg("train").output().unwrap();
     assert!(!out.status.success());
     let reason = std::fs::read_to_string(ml.join("output/failure")).unwrap();

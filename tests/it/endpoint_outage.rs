@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, TestEnv};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -293,9 +293,7 @@ async fn process_scores_through_serve_model_when_configured() {
                 "BIKESHARE_PREDICTOR__SAGEMAKER__ENDPOINT_URL",
                 format!("http://{addr}"),
             )
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test"),
+            .emulator_credentials(),
     );
     server.kill().unwrap();
     let _ = server.wait();

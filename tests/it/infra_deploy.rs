@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BIN, KillOnDrop, PING, bikeshare, emulator, exit_within, http, listening_url, ok,
+    BIN, KillOnDrop, PING, bikeshare, emulator, emulators, exit_within, http, listening_url, ok,
     one_system_per_shard, port_of, simulated_city_history, synthetic_model,
 };
 
@@ -154,10 +154,8 @@ fn finish_within(mut child: Child, limit: Duration) -> (Option<std::process::Exi
 #[test]
 fn the_app_runs_on_what_the_stacks_create_in_moto() {
     let test = "infra_deploy";
-    let Some(moto) = emulator("BIKESHARE_TEST_MOTO_ENDPOINT", test) else {
-        return;
-    };
-    let Some(py) = emulator("BIKESHARE_TEST_MOTO_PYTHON", test) else {
+    let vars = ["BIKESHARE_TEST_MOTO_ENDPOINT", "BIKESHARE_TEST_MOTO_PYTHON"];
+    let Some([moto, py]) = emulators(test, vars) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -267,9 +265,9 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     // 4. Two cities, one per event shard (the partition key is the system id).
     let systems = one_system_per_shard(2);
     for (i, system) in systems.iter().enumerate() {
-        let (start, until) = ("2026-03-02T06:00:00Z", "2026-03-02T08:00:00Z");
+        let span = ("2026-03-02T06:00:00Z", "2026-03-02T08:00:00Z");
         let d = dir.path().join(system);
-        let history = simulated_city_history(&d, system, 10, 40 + i as u64, start, until);
+        let history = simulated_city_history(&d, system, 10, 40 + i as u64, span);
         ok(app.command(&dir.path().join("replay")).args([
             "replay",
             "--format",

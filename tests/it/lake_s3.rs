@@ -23,7 +23,7 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use support::{bikeshare, emulator, ok};
+use support::{TestEnv, bikeshare, emulator, ok};
 
 const T0: i64 = 1_772_431_200_000; // 2026-03-02T06:00:00Z
 const PREFIX: &str = "env/lake";
@@ -253,9 +253,7 @@ async fn lake_on_s3_reads_back_in_the_athena_layout_and_recovers_unfinished_epoc
         .args(["lake", "ls"])
         .env("BIKESHARE_LAKE__URL", format!("s3://{bucket}/{PREFIX}"))
         .env("BIKESHARE_LAKE__ENDPOINT", &moto)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1"));
+        .emulator_credentials());
     let parts = partitions(&store).await.unwrap();
     let hours = parts
         .iter()

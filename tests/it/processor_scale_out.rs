@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bikeshare_testkit::lines::line_channel;
-use support::{OnEmulators, bikeshare, by_id, emulator, ok, replay, stream_records};
+use support::{OnEmulators, bikeshare, by_id, ok, replay, stream_records};
 
 const SHARDS: u32 = 4;
 
@@ -118,10 +118,11 @@ fn shard_ids(line: &str) -> BTreeSet<String> {
 #[test]
 fn two_processors_share_kinesis_shards_and_one_takes_over_after_a_sigkill() {
     let test = "processor_scale_out";
-    let Some(kinesis) = emulator("BIKESHARE_TEST_KINESIS_ENDPOINT", test) else {
-        return;
-    };
-    let Some(moto) = emulator("BIKESHARE_TEST_MOTO_ENDPOINT", test) else {
+    let vars = [
+        "BIKESHARE_TEST_KINESIS_ENDPOINT",
+        "BIKESHARE_TEST_MOTO_ENDPOINT",
+    ];
+    let Some([kinesis, moto]) = support::emulators(test, vars) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -132,9 +133,9 @@ fn two_processors_share_kinesis_shards_and_one_takes_over_after_a_sigkill() {
         .iter()
         .enumerate()
         .map(|(i, system)| {
-            let (start, until) = ("2026-03-02T06:00:00Z", "2026-03-02T11:00:00Z");
+            let span = ("2026-03-02T06:00:00Z", "2026-03-02T11:00:00Z");
             let dir = dir.path().join(system);
-            support::simulated_city_history(&dir, system, 20, 20 + i as u64, start, until)
+            support::simulated_city_history(&dir, system, 20, 20 + i as u64, span)
         })
         .collect();
 

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, TestEnv};
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -56,9 +56,7 @@ fn process_and_serve_model_never_log_the_model_token_at_trace_level() {
             format!("http://{addr}"),
         )
         .env("BIKESHARE_LAKE__ENABLED", "false")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .emulator_credentials()
         .output()
         .unwrap();
     server.kill().unwrap();

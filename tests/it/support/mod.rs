@@ -22,6 +22,20 @@ pub fn bikeshare(data_dir: &Path) -> Command {
     c
 }
 
+/// The settings the tests add to a command.
+pub trait TestEnv {
+    /// The fixed credentials (`test`/`test`) and region (`us-east-1`) the emulators accept.
+    fn emulator_credentials(&mut self) -> &mut Self;
+}
+
+impl TestEnv for Command {
+    fn emulator_credentials(&mut self) -> &mut Self {
+        self.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+    }
+}
+
 /// Runs to completion, asserting success; returns stdout.
 pub fn ok(c: &mut Command) -> String {
     let out = c.output().expect("run bikeshare");
@@ -66,33 +80,26 @@ pub fn simulated_history(
     start: &str,
     until: &str,
 ) -> PathBuf {
-    simulate(bikeshare(dir), dir, stations, seed, start, until)
+    simulate(bikeshare(dir), dir, stations, seed, (start, until))
 }
 
-/// [`simulated_history`] of the city `system` (its system id, the partition key of `events`),
-/// written into `dir` (created).
+/// [`simulated_history`] of the city `system` (its system id, the partition key of `events`)
+/// over `span` (start and end, RFC 3339), written into `dir` (created).
 pub fn simulated_city_history(
     dir: &Path,
     system: &str,
     stations: u32,
     seed: u64,
-    start: &str,
-    until: &str,
+    span: (&str, &str),
 ) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let mut c = bikeshare(dir);
     c.env("BIKESHARE_SIMULATOR__CITY__SYSTEM_ID", system);
-    simulate(c, dir, stations, seed, start, until)
+    simulate(c, dir, stations, seed, span)
 }
 
-fn simulate(
-    mut c: Command,
-    dir: &Path,
-    stations: u32,
-    seed: u64,
-    start: &str,
-    until: &str,
-) -> PathBuf {
+fn simulate(mut c: Command, dir: &Path, stations: u32, seed: u64, span: (&str, &str)) -> PathBuf {
+    let (start, until) = span;
     let history = dir.join("history.jsonl");
     ok(c.args([
         "simulate",
@@ -203,9 +210,7 @@ impl OnEmulators {
     /// [`bikeshare`] in `data_dir`, configured for this deployment.
     pub fn command(&self, data_dir: &Path) -> Command {
         let mut c = bikeshare(data_dir);
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
+        c.emulator_credentials()
             .env("BIKESHARE_STREAM__BACKEND", "kinesis")
             .env("BIKESHARE_STREAM__KINESIS__ENDPOINT_URL", &self.kinesis)
             .env("BIKESHARE_STREAM__KINESIS__REGION", "us-east-1")
@@ -259,6 +264,16 @@ pub fn by_id(
 /// `BIKESHARE_TEST_MOTO_ENDPOINT`, set by `scripts/test.sh`). Without it the test is
 /// skipped, except in CI (`CI=true`), where a missing emulator is a failure.
 pub use bikeshare_testkit::emulators::env_or_skip as emulator;
+
+/// Every endpoint of `vars`, looked up in order as [`emulator`] does; `None` (the test is
+/// skipped) at the first one missing.
+pub fn emulators<const N: usize>(test: &str, vars: [&str; N]) -> Option<[String; N]> {
+    let mut found = Vec::with_capacity(N);
+    for var in vars {
+        found.push(emulator(var, test)?);
+    }
+    found.try_into().ok()
+}
 
 /// The state and CPU time (user + system) of a process, from `/proc/<pid>/stat`. Kill points
 /// are measured in the CPU time of the process itself, not in wall time, so a machine busy with
