@@ -235,10 +235,7 @@ pub fn vehicle_types(
     header: Header,
     language: &str,
 ) -> Result<Vec<u8>, SimulatorError> {
-    let name = |text: &str| match version {
-        GbfsVersion::V2_3 => json!(text),
-        GbfsVersion::V3_0 => json!(localized(text, language)),
-    };
+    let name = |text| gbfs_name(version, text, language);
     let data = json!({ "vehicle_types": [
         {
             "vehicle_type_id": CLASSIC_VEHICLE_TYPE,
@@ -284,7 +281,8 @@ struct InfoItem<'a> {
     capacity: Option<u32>,
 }
 
-fn station_name<'a>(version: GbfsVersion, text: &'a str, language: &'a str) -> Name<'a> {
+/// A name in the version's form: plain text in 2.3, localized text in 3.0.
+fn gbfs_name<'a>(version: GbfsVersion, text: &'a str, language: &'a str) -> Name<'a> {
     match version {
         GbfsVersion::V2_3 => Name::Plain(text),
         GbfsVersion::V3_0 => Name::Localized([Localized { text, language }]),
@@ -302,11 +300,11 @@ pub fn station_information(
         .iter()
         .map(|s| InfoItem {
             station_id: s.station_id.as_str(),
-            name: station_name(version, &s.name, language),
+            name: gbfs_name(version, &s.name, language),
             short_name: s
                 .short_name
                 .as_deref()
-                .map(|n| station_name(version, n, language)),
+                .map(|n| gbfs_name(version, n, language)),
             lat: s.lat,
             lon: s.lon,
             region_id: s.region_id.as_deref(),
