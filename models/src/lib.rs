@@ -7,6 +7,8 @@
 //!   exact to the bit with XGBoost's own prediction, for the processor's hot path.
 //! - [`scorer`]: [`scorer::XgbScorer`], the processor's `Scorer` made of two such models
 //!   (went empty, went full), refusing features of another schema.
+//! - [`calibration`]: isotonic maps fitted on validation rows when the model's reliability is
+//!   off, shipped in the model directory and applied by every loader.
 //! - [`model_dir`]: the model directory (`card.json`, `empty.json`, `full.json`): written
 //!   atomically, its card read back, and loaded by the one loader.
 //! - [`serve`]: `bikeshare serve-model`, the SageMaker inference-container contract
@@ -33,6 +35,7 @@
 //! - [`bootstrap`]: a first model from a simulated history, when there is none.
 
 pub mod bootstrap;
+pub mod calibration;
 pub mod dataset;
 pub mod endpoint;
 pub mod eval;

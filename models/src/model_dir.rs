@@ -7,7 +7,9 @@
 //! - `card.json`: the [`ModelCard`] — name, version, feature schema id, horizon, training
 //!   window, split boundaries, parameters, data sizes, metrics and baselines;
 //!
-//! and, when training saved it ([`save_trained`]), the data-quality baseline of the training
+//! and `calibrator.json` when training fitted one ([`crate::calibration`]: the isotonic maps
+//! of the targets whose validation reliability was off; a directory without it loads as
+//! before, raw probabilities), and, when training saved it ([`save_trained`]), the data-quality baseline of the training
 //! rows in Model Monitor's files (`statistics.json`, `constraints.json`, and
 //! `statistics_by_hour.json`), so the registry carries it with the version and the drift
 //! check of a job compares live features with the rows its production model learned from
@@ -28,6 +30,7 @@ use serde_json::Value;
 
 use bikeshare_monitor::drift::{Baseline, BaselineError};
 
+use crate::calibration::Calibrator;
 use crate::scorer::XgbScorer;
 use crate::training::{ModelCard, TrainedModels};
 use crate::xgboost::{ModelError, XgbModel};
@@ -35,6 +38,7 @@ use crate::xgboost::{ModelError, XgbModel};
 pub const CARD_FILE: &str = "card.json";
 pub const EMPTY_FILE: &str = "empty.json";
 pub const FULL_FILE: &str = "full.json";
+pub const CALIBRATOR_FILE: &str = "calibrator.json";
 
 /// Why a model directory cannot be written, or its card read ([`save_dir`], [`read_card`]).
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +95,9 @@ pub fn save_dir(
     card: &ModelCard,
     empty_json: &[u8],
     full_json: &[u8],
+    calibrator: Option<&Calibrator>,
 ) -> Result<(), ArtifactError> {
-    save(dir, card, empty_json, full_json, None)
+    save(dir, card, empty_json, full_json, calibrator, None)
 }
 
 /// Writes what training produced at `dir` (which must not exist yet), atomically: the three
@@ -103,6 +108,7 @@ pub fn save_trained(dir: &Path, trained: &TrainedModels) -> Result<(), ArtifactE
         &trained.card,
         &trained.empty_json,
         &trained.full_json,
+        trained.calibrator.as_ref(),
         Some(&trained.baseline),
     )
 }
@@ -128,6 +134,7 @@ fn save(
     card: &ModelCard,
     empty_json: &[u8],
     full_json: &[u8],
+    calibrator: Option<&Calibrator>,
     baseline: Option<&Baseline>,
 ) -> Result<(), ArtifactError> {
     if dir.exists() {
@@ -153,6 +160,17 @@ fn save(
             (CARD_FILE, &card_json[..]),
         ] {
             let path = tmp.join(name);
+            std::fs::write(&path, bytes).map_err(io(&path))?;
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&path))?;
+        }
+        if let Some(c) = calibrator.filter(|c| !c.is_empty()) {
+            let path = tmp.join(CALIBRATOR_FILE);
+            let bytes = serde_json::to_vec(c).map_err(|e| ArtifactError::Card {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             std::fs::write(&path, bytes).map_err(io(&path))?;
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())
@@ -221,10 +239,38 @@ pub fn load(dir: &Path, schema: &FeatureSchema) -> Result<XgbScorer, LoadError> 
         })
     };
     let (empty, full) = (load_model(EMPTY_FILE)?, load_model(FULL_FILE)?);
-    XgbScorer::new(model, &trained_on, schema, empty, full).map_err(|source| LoadError::Model {
-        file: dir.display().to_string(),
-        source,
-    })
+    let calibrator = read_calibrator(dir)?;
+    let scorer = XgbScorer::new(model, &trained_on, schema, empty, full).map_err(|source| {
+        LoadError::Model {
+            file: dir.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(scorer.with_calibrator(calibrator))
+}
+
+/// The calibrator of `dir`, `None` when it has none; a file that is not a valid one is an
+/// error (a model must not be served with a calibrator silently dropped).
+pub fn read_calibrator(dir: &Path) -> Result<Option<Calibrator>, LoadError> {
+    let path = dir.join(CALIBRATOR_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LoadError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let bad = |message: String| LoadError::Card {
+        path: path.display().to_string(),
+        message,
+    };
+    let c: Calibrator =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a calibrator: {e}")))?;
+    c.check().map_err(bad)?;
+    Ok(Some(c))
 }
 
 #[cfg(test)]
@@ -245,6 +291,36 @@ mod tests {
         let other = FeatureSchema::current(&[5, 60]);
         let err = load(dir.path(), &other).unwrap_err().to_string();
         assert!(err.contains("feature schema"), "{err}");
+
+        assert!(
+            s.calibrator().is_none(),
+            "a directory without a calibrator loads raw"
+        );
+
+        // With a calibrator, every loader's scorer applies it; a bad one is refused.
+        let row: Vec<Option<f32>> = (0..schema.len()).map(|j| Some(j as f32 * 0.1)).collect();
+        let raw = s.score(&row);
+        let halve = |p: f32| crate::calibration::Isotonic {
+            x: vec![0.0, p, 1.0],
+            y: vec![0.0, p / 2.0, 1.0],
+            rows: 3,
+        };
+        let c = crate::calibration::Calibrator {
+            method: "isotonic".into(),
+            empty: Some(halve(raw.p_empty)),
+            full: None,
+        };
+        std::fs::write(
+            dir.path().join(CALIBRATOR_FILE),
+            serde_json::to_vec(&c).unwrap(),
+        )
+        .unwrap();
+        let calibrated = load(dir.path(), &schema).unwrap().score(&row);
+        assert!((calibrated.p_empty - raw.p_empty / 2.0).abs() < 1e-6);
+        assert_eq!(calibrated.p_full, raw.p_full);
+        std::fs::write(dir.path().join(CALIBRATOR_FILE), br#"{"method":"platt"}"#).unwrap();
+        let err = load(dir.path(), &schema).unwrap_err().to_string();
+        assert!(err.contains(CALIBRATOR_FILE), "{err}");
 
         std::fs::remove_file(dir.path().join("full.json")).unwrap();
         let err = load(dir.path(), &schema).unwrap_err().to_string();

@@ -1,8 +1,10 @@
-//! The processor's [`Scorer`] backed by two XGBoost models.
+//! The processor's [`Scorer`] backed by two XGBoost models, and their calibrators when the
+//! model directory has them ([`crate::calibration`]).
 
 use bikeshare_stream_processor::{FeatureSchema, Scorer, Scores};
 use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 
+use crate::calibration::Calibrator;
 use crate::xgboost::{ModelError, XgbModel};
 
 /// Two binary models over the same feature schema: went empty, went full.
@@ -12,9 +14,20 @@ pub struct XgbScorer {
     schema_id: FeatureSchemaId,
     empty: XgbModel,
     full: XgbModel,
+    calibrator: Option<Calibrator>,
 }
 
 impl XgbScorer {
+    /// The same models with their probabilities mapped by `calibrator` (`None`: raw).
+    pub fn with_calibrator(mut self, calibrator: Option<Calibrator>) -> Self {
+        self.calibrator = calibrator.filter(|c| !c.is_empty());
+        self
+    }
+
+    pub fn calibrator(&self) -> Option<&Calibrator> {
+        self.calibrator.as_ref()
+    }
+
     /// The same models under another name: a registry version names what it serves.
     pub fn with_model(mut self, model: ModelRef) -> Self {
         self.model = model;
@@ -51,6 +64,7 @@ impl XgbScorer {
             schema_id: schema.id().clone(),
             empty,
             full,
+            calibrator: None,
         })
     }
 }
@@ -74,9 +88,15 @@ impl Scorer for XgbScorer {
             dense = values.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
             &dense
         };
-        Scores {
-            p_empty: self.empty.predict(row),
-            p_full: self.full.predict(row),
+        let (mut p_empty, mut p_full) = (self.empty.predict(row), self.full.predict(row));
+        if let Some(c) = &self.calibrator {
+            if let Some(m) = &c.empty {
+                p_empty = m.apply(p_empty);
+            }
+            if let Some(m) = &c.full {
+                p_full = m.apply(p_full);
+            }
         }
+        Scores { p_empty, p_full }
     }
 }

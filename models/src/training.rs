@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xgboost_rs::{Booster, DMatrix};
 
+use crate::calibration::{Calibrator, Isotonic};
 use crate::dataset::{DataError, Split, SplitBoundaries, SplitConfig, Target, TrainingData};
 use crate::eval::{Evaluation, evaluate_against_baselines};
 use crate::scorer::XgbScorer;
@@ -564,13 +565,69 @@ pub struct TargetTraining {
     /// Features no kept tree splits on.
     #[serde(default)]
     pub unused_features: Vec<String>,
-    /// The model's reliability on the validation rows: off by more than two points in a
-    /// bin of at least 100 rows means a calibrator is due (none is fitted yet).
+    /// The raw model's reliability on the validation rows: off by more than two points in
+    /// a bin of at least 100 rows, and a calibrator is fitted (`calibrator`).
     #[serde(default)]
     pub calibration: Option<crate::eval::CalibrationCheck>,
+    /// The calibrator fitted on the validation rows and shipped in `calibrator.json`, with
+    /// the test rows' reliability before and after it; `None` when the raw model was
+    /// calibrated already (the test metrics are then the raw model's).
+    #[serde(default)]
+    pub calibrator: Option<CalibratorSummary>,
     pub train_positives: usize,
     pub valid_positives: usize,
     pub test_positives: usize,
+}
+
+/// What calibrating a target did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibratorSummary {
+    /// `"isotonic"`.
+    pub method: String,
+    pub knots: usize,
+    /// Validation rows it was fitted on.
+    pub fitted_rows: u64,
+    /// The test rows' reliability (bins of 100+ rows) of the raw and the calibrated model.
+    pub test_before: crate::eval::CalibrationCheck,
+    pub test_after: crate::eval::CalibrationCheck,
+}
+
+/// Fits a calibrator for each target of `scorer` (raw) whose reliability on rows `valid`
+/// is off ([`crate::eval::calibration_check`]); returns it (empty when none was due) and
+/// each target's check.
+pub fn fit_calibrator(
+    scorer: &XgbScorer,
+    data: &TrainingData,
+    valid: Range<usize>,
+) -> (Calibrator, [crate::eval::CalibrationCheck; 2]) {
+    let scores = crate::eval::score_rows(scorer, data, valid.clone());
+    let mut c = Calibrator {
+        method: Calibrator::METHOD.into(),
+        empty: None,
+        full: None,
+    };
+    let mut checks = Vec::new();
+    for t in Target::BOTH {
+        let p: Vec<f32> = scores
+            .iter()
+            .map(|s| match t {
+                Target::WentEmpty => s.p_empty,
+                Target::WentFull => s.p_full,
+            })
+            .collect();
+        let y: Vec<bool> = valid.clone().map(|i| t.label(data.meta(i))).collect();
+        let check = crate::eval::calibration_check(&crate::eval::reliability(&p, &y), 100);
+        if check.off {
+            let fitted = Isotonic::fit(&p, &y);
+            match t {
+                Target::WentEmpty => c.empty = fitted,
+                Target::WentFull => c.full = fitted,
+            }
+        }
+        checks.push(check);
+    }
+    let checks: [crate::eval::CalibrationCheck; 2] = [checks[0].clone(), checks[1].clone()];
+    (c, checks)
 }
 
 /// Everything known about a trained pair of models.
@@ -695,6 +752,9 @@ pub fn ablate(
             empty,
             full,
         )?;
+        // Calibrated as the reference model is, so their log losses compare.
+        let (calibrator, _) = fit_calibrator(&scorer, data, split.valid.clone());
+        let scorer = scorer.with_calibrator(Some(calibrator));
         let report = crate::eval::evaluate(
             &scorer,
             data,
@@ -747,6 +807,9 @@ pub struct TrainedModels {
     pub card: ModelCard,
     pub empty_json: Vec<u8>,
     pub full_json: Vec<u8>,
+    /// The calibrator fitted on the validation rows (`None`: none was due); `scorer`
+    /// applies it, and the model directory ships it.
+    pub calibrator: Option<Calibrator>,
     pub scorer: XgbScorer,
     /// The data-quality baseline of the training rows, saved with the model (what the
     /// drift check of the job that serves it compares live features with).
@@ -803,13 +866,36 @@ pub fn train_models(
         XgbModel::from_json(&empty.json)?,
         XgbModel::from_json(&full.json)?,
     )?;
+    let (calibrator, valid_checks) = fit_calibrator(&scorer, data, split.valid.clone());
+    let raw = scorer.clone();
+    let scorer = scorer.with_calibrator(Some(calibrator.clone()));
     let evaluation = evaluate_against_baselines(&scorer, schema, data, &split);
-    let on_valid = crate::eval::evaluate(
-        &scorer,
-        data,
-        split.valid.clone(),
-        crate::eval::Thresholds::default(),
-    );
+    // The test reliability of the raw model, for the targets that were calibrated.
+    let raw_test = (!calibrator.is_empty()).then(|| {
+        crate::eval::evaluate(
+            &raw,
+            data,
+            split.test.clone(),
+            crate::eval::Thresholds::default(),
+        )
+    });
+    let summary = |t: Target| -> Option<CalibratorSummary> {
+        let iso = match t {
+            Target::WentEmpty => calibrator.empty.as_ref(),
+            Target::WentFull => calibrator.full.as_ref(),
+        }?;
+        let before = &raw_test.as_ref()?.target(t).reliability;
+        Some(CalibratorSummary {
+            method: calibrator.method.clone(),
+            knots: iso.x.len(),
+            fitted_rows: iso.rows,
+            test_before: crate::eval::calibration_check(before, 100),
+            test_after: crate::eval::calibration_check(
+                &evaluation.model.target(t).reliability,
+                100,
+            ),
+        })
+    };
     let positives = |t: Target, r: Range<usize>| r.filter(|&i| t.label(data.meta(i))).count();
     let (first, last) = data
         .window()
@@ -822,10 +908,8 @@ pub fn train_models(
         hit_round_cap: b.hit_round_cap,
         feature_importance: importance(&b.json, data.feature_names()).unwrap_or_default(),
         unused_features: unused(&b.json, data.feature_names()).unwrap_or_default(),
-        calibration: Some(crate::eval::calibration_check(
-            &on_valid.target(t).reliability,
-            100,
-        )),
+        calibration: Some(valid_checks[usize::from(t == Target::WentFull)].clone()),
+        calibrator: summary(t),
         train_positives: positives(t, split.train.clone()),
         valid_positives: positives(t, split.valid.clone()),
         test_positives: positives(t, split.test.clone()),
@@ -861,6 +945,7 @@ pub fn train_models(
         card,
         empty_json: empty.json,
         full_json: full.json,
+        calibrator: (!calibrator.is_empty()).then_some(calibrator),
         scorer,
         baseline: data.drift_baseline(split.train.clone()),
     })

@@ -257,12 +257,22 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
         );
         if let Some(c) = t.calibration.as_ref().filter(|c| c.off) {
             eprintln!(
-                "WARNING: the {what} model is off by {:.1} points in the [{:.1}, {:.1}) bin of \
-                 its validation reliability table (more than 2): its probabilities need a \
-                 calibrator",
+                "the raw {what} model is off by {:.1} points in the [{:.1}, {:.1}) bin of its \
+                 validation reliability table (more than 2): calibrated",
                 c.max_gap * 100.0,
                 c.bin_lower,
                 c.bin_lower + 0.1
+            );
+        }
+        if let Some(s) = &t.calibrator {
+            eprintln!(
+                "  {} calibrator, {} knots from {} validation rows: test reliability off by at \
+                 most {:.1} points raw, {:.1} calibrated (bins of 100+ rows)",
+                s.method,
+                s.knots,
+                s.fitted_rows,
+                s.test_before.max_gap * 100.0,
+                s.test_after.max_gap * 100.0
             );
         }
         if t.hit_round_cap {
@@ -282,7 +292,13 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
         print_ablation(&card);
         data
     };
-    save_dir(&args.output, &card, &trained.empty_json, &trained.full_json)?;
+    save_dir(
+        &args.output,
+        &card,
+        &trained.empty_json,
+        &trained.full_json,
+        trained.calibrator.as_ref(),
+    )?;
     eprintln!("wrote {}", args.output.display());
     if args.register {
         register(&args, &config, &data).await?;
