@@ -30,3 +30,4 @@ mod readme_examples;
 mod secret_logs;
 mod stream_retention;
 mod up_bootstrap;
+mod up_stall;
