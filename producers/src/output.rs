@@ -36,34 +36,33 @@ pub struct MemoryOutput {
 
 impl MemoryOutput {
     pub fn take_events(&self) -> Vec<Envelope> {
-        self.events
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
+        take_all(&self.events)
     }
     pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead_letters
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
+        take_all(&self.dead_letters)
     }
+}
+
+/// Everything in `list`, leaving it empty (nothing from a poisoned lock).
+fn take_all<T>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    list.lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+}
+
+/// Adds `items` to `list`.
+fn append<T>(list: &Mutex<Vec<T>>, items: Vec<T>) -> Result<(), OutputError> {
+    list.lock().map_err(|_| OutputError::Closed)?.extend(items);
+    Ok(())
 }
 
 #[async_trait]
 impl Output for MemoryOutput {
     async fn events(&self, events: Vec<Envelope>) -> Result<(), OutputError> {
-        self.events
-            .lock()
-            .map_err(|_| OutputError::Closed)?
-            .extend(events);
-        Ok(())
+        append(&self.events, events)
     }
     async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), OutputError> {
-        self.dead_letters
-            .lock()
-            .map_err(|_| OutputError::Closed)?
-            .extend(dead_letters);
-        Ok(())
+        append(&self.dead_letters, dead_letters)
     }
 }
 
