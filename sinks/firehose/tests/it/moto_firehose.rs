@@ -82,6 +82,29 @@ async fn setup(sdk: &SdkConfig, test: &str) -> (String, String) {
     (bucket, prefix)
 }
 
+/// moto with a fresh bucket and delivery streams ([`setup`]).
+struct Moto {
+    endpoint: String,
+    sdk: SdkConfig,
+    bucket: String,
+    prefix: String,
+}
+
+impl Moto {
+    /// For `test` (`None`: skipped without moto), the bucket and streams named after `name`.
+    async fn fresh(test: &str, name: &str) -> Option<Self> {
+        let endpoint = moto_endpoint(test)?;
+        let sdk = sdk_config(&endpoint).await;
+        let (bucket, prefix) = setup(&sdk, name).await;
+        Some(Self {
+            endpoint,
+            sdk,
+            bucket,
+            prefix,
+        })
+    }
+}
+
 /// Every line of every object under `<dataset>/` (moto writes one object per call and adds
 /// no separator: our records end in '\n').
 async fn delivered(sdk: &SdkConfig, bucket: &str, d: Dataset) -> Vec<Vec<u8>> {
@@ -227,12 +250,10 @@ fn fast_retries() -> DeliveryConfig {
 
 #[tokio::test]
 async fn every_record_arrives_once_as_sent_and_oversized_rows_become_dead_letters() {
-    let Some(moto) = moto_endpoint("every_record_arrives_once_as_sent") else {
+    let Some(m) = Moto::fresh("every_record_arrives_once_as_sent", "clean").await else {
         return;
     };
-    let sdk = sdk_config(&moto).await;
-    let (bucket, prefix) = setup(&sdk, "clean").await;
-    let sink = sinks(&sdk, &moto, &prefix, DeliveryConfig::default());
+    let sink = sinks(&m.sdk, &m.endpoint, &m.prefix, DeliveryConfig::default());
 
     // 1,234 predictions in three calls of ≤ 500, handed over in uneven pieces.
     let predictions: Vec<Prediction> = (0..1234).map(prediction).collect();
@@ -271,15 +292,15 @@ async fn every_record_arrives_once_as_sent_and_oversized_rows_become_dead_letter
     assert_eq!(sink.buffered(), 0);
 
     let lines = |rows: &[Prediction]| rows.iter().map(JsonRow::json_line).collect::<Vec<_>>();
-    let got = delivered(&sdk, &bucket, Dataset::Predictions).await;
+    let got = delivered(&m.sdk, &m.bucket, Dataset::Predictions).await;
     assert_exactly_once(&lines(&predictions), &got, "prediction_id", "predictions");
     let sent: Vec<_> = labels.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&sdk, &bucket, Dataset::Labels).await;
+    let got = delivered(&m.sdk, &m.bucket, Dataset::Labels).await;
     assert_exactly_once(&sent, &got, "prediction_id", "labels");
     let sent: Vec<_> = wide.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&sdk, &bucket, Dataset::Features).await;
+    let got = delivered(&m.sdk, &m.bucket, Dataset::Features).await;
     assert_exactly_once(&sent, &got, "station_id", "features");
-    let got = delivered(&sdk, &bucket, Dataset::DeadLetters).await;
+    let got = delivered(&m.sdk, &m.bucket, Dataset::DeadLetters).await;
     let (too_large, others): (Vec<_>, Vec<_>) = got.into_iter().partition(|l| {
         serde_json::from_slice::<serde_json::Value>(l).unwrap()["rule"] == RECORD_TOO_LARGE_RULE
     });
@@ -303,17 +324,15 @@ async fn every_record_arrives_once_as_sent_and_oversized_rows_become_dead_letter
 
 #[tokio::test]
 async fn partial_failures_and_refused_calls_resend_only_what_failed() {
-    let Some(moto) = moto_endpoint("partial_failures_and_refused_calls") else {
+    let Some(m) = Moto::fresh("partial_failures_and_refused_calls", "faults").await else {
         return;
     };
-    let sdk = sdk_config(&moto).await;
-    let (bucket, prefix) = setup(&sdk, "faults").await;
     let mode = Mode::Faults {
         refuse_call: 0.2,
         fail_record: 0.1,
     };
-    let proxy = FaultProxy::start(&moto, Policy::new(7, mode)).await;
-    let sink = sinks(&sdk, &proxy.endpoint(), &prefix, fast_retries());
+    let proxy = FaultProxy::start(&m.endpoint, Policy::new(7, mode)).await;
+    let sink = sinks(&m.sdk, &proxy.endpoint(), &m.prefix, fast_retries());
 
     let predictions: Vec<Prediction> = (0..3000).map(prediction).collect();
     for chunk in predictions.chunks(250) {
@@ -325,10 +344,10 @@ async fn partial_failures_and_refused_calls_resend_only_what_failed() {
     sink.flush().await.unwrap();
 
     let sent: Vec<_> = predictions.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&sdk, &bucket, Dataset::Predictions).await;
+    let got = delivered(&m.sdk, &m.bucket, Dataset::Predictions).await;
     assert_exactly_once(&sent, &got, "prediction_id", "predictions");
     let sent: Vec<_> = labels.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&sdk, &bucket, Dataset::Labels).await;
+    let got = delivered(&m.sdk, &m.bucket, Dataset::Labels).await;
     assert_exactly_once(&sent, &got, "prediction_id", "labels");
 
     let f = proxy.faults();
@@ -348,15 +367,13 @@ async fn partial_failures_and_refused_calls_resend_only_what_failed() {
 
 #[tokio::test]
 async fn records_that_cannot_be_delivered_are_an_error_not_a_loss() {
-    let Some(moto) = moto_endpoint("records_that_cannot_be_delivered") else {
+    let Some(m) = Moto::fresh("records_that_cannot_be_delivered", "down").await else {
         return;
     };
-    let sdk = sdk_config(&moto).await;
-    let (_bucket, prefix) = setup(&sdk, "down").await;
-    let proxy = FaultProxy::start(&moto, Policy::new(1, Mode::RefuseAll)).await;
+    let proxy = FaultProxy::start(&m.endpoint, Policy::new(1, Mode::RefuseAll)).await;
     let mut delivery = fast_retries();
     delivery.backoff.max_retries = Some(3);
-    let sink = sinks(&sdk, &proxy.endpoint(), &prefix, delivery);
+    let sink = sinks(&m.sdk, &proxy.endpoint(), &m.prefix, delivery);
     sink.labels((0..10).map(label).collect()).await.unwrap();
     let err = sink
         .commit(&[("shardId-0".into(), 1)])
@@ -373,7 +390,7 @@ async fn records_that_cannot_be_delivered_are_an_error_not_a_loss() {
     assert_eq!(proxy.faults().calls, 4);
 
     // A stream that does not exist is refused at once, without retries.
-    let sink = sinks(&sdk, &moto, "no-such-prefix-", fast_retries());
+    let sink = sinks(&m.sdk, &m.endpoint, "no-such-prefix-", fast_retries());
     sink.labels(vec![label(1)]).await.unwrap();
     let err = sink.flush().await.expect_err("missing stream");
     assert!(err.to_string().contains("refused"), "{err}");
