@@ -26,6 +26,13 @@ fn prediction(i: usize) -> PutRecord {
     )
 }
 
+/// An embedded `predictions` stream of `shards` shards in `dir`.
+async fn predictions_stream(dir: &std::path::Path, shards: u32) -> EmbeddedStream {
+    EmbeddedStream::open(dir.join("s.db"), "predictions", shards)
+        .await
+        .unwrap()
+}
+
 async fn write(stream: &EmbeddedStream, range: std::ops::Range<usize>) {
     let records: Vec<PutRecord> = range.map(prediction).collect();
     stream.put_records(&records).await.unwrap();
@@ -60,9 +67,7 @@ async fn status(url: &str, token: Option<&str>) -> reqwest::StatusCode {
 
 async fn setup() -> (tempfile::TempDir, EmbeddedStream, String) {
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "predictions", 2)
-        .await
-        .unwrap();
+    let stream = predictions_stream(dir.path(), 2).await;
     let clock: SharedClock = Arc::new(SystemClock);
     let api = serve(
         SubscribeConfig {
@@ -147,9 +152,7 @@ async fn filters_and_latest() {
 #[tokio::test]
 async fn beyond_loopback_a_token_is_required_and_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "predictions", 1)
-        .await
-        .unwrap();
+    let stream = predictions_stream(dir.path(), 1).await;
     let clock: SharedClock = Arc::new(SystemClock);
     let open = SubscribeConfig {
         bind: "0.0.0.0:0".parse().unwrap(),
@@ -184,9 +187,7 @@ async fn beyond_loopback_a_token_is_required_and_checked() {
 #[tokio::test]
 async fn shutdown_ends_open_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = EmbeddedStream::open(dir.path().join("s.db"), "predictions", 1)
-        .await
-        .unwrap();
+    let stream = predictions_stream(dir.path(), 1).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let api = serve(
         SubscribeConfig {
