@@ -62,11 +62,8 @@ fn text(o: &Output) -> (String, String) {
 fn train_follows_the_sagemaker_training_contract() {
     let dir = tempfile::tempdir().unwrap();
     // SageMaker sends every hyperparameter as a string.
-    let ml = training_job(
-        dir.path(),
-        "ml",
-        "{\"max_rounds\": \"4\", \"nthread\": \"1\"}",
-    );
+    let hyperparameters = r#"{"max_rounds": "4", "nthread": "1"}"#;
+    let ml = training_job(dir.path(), "ml", hyperparameters);
     let out = entrypoint(&ml).arg("train").output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
