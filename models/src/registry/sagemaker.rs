@@ -455,7 +455,7 @@ impl SageMakerRegistry {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_error(&format!("GetObject {}", self.s3_url(key)), &e))?;
+            .map_err(|e| sdk_error(&format!("GetObject {}", self.s3_url(key)), &e))?;
         let bytes = out
             .body
             .collect()
@@ -485,7 +485,7 @@ impl SageMakerRegistry {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| s3_error(&format!("PutObject {}", self.s3_url(key)), &e))?;
+            .map_err(|e| sdk_error(&format!("PutObject {}", self.s3_url(key)), &e))?;
         Ok(())
     }
 
@@ -892,7 +892,7 @@ impl Registry for SageMakerRegistry {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| s3_error(&format!("ListObjectsV2 {}", self.s3_url(&prefix)), &e))?;
+                .map_err(|e| sdk_error(&format!("ListObjectsV2 {}", self.s3_url(&prefix)), &e))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -1039,6 +1039,7 @@ where
             .is_some_and(|m| m.contains("does not exist") || m.contains("not found"))
 }
 
+/// A failed SageMaker or S3 call (both SDKs share the error type).
 fn sdk_error<E>(operation: &str, e: &SdkError<E>) -> RegistryError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
@@ -1049,13 +1050,6 @@ where
         status: e.raw_response().map(|r| r.status().as_u16()),
         message: chain(e),
     }
-}
-
-fn s3_error<E>(operation: &str, e: &SdkError<E>) -> RegistryError
-where
-    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-{
-    sdk_error(operation, e)
 }
 
 /// Why a call got no answer: it could not be signed (no credentials: the SDK finds no
