@@ -908,7 +908,7 @@ fn ops_figures(samples: &[MetricSample]) -> OpsFigures {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use bikeshare_types::contracts::{StationInfo, StationStatus};
+    use bikeshare_types::contracts::StationStatus;
     use bikeshare_types::time::ManualClock;
 
     const MIN: i64 = 60_000;
@@ -948,16 +948,7 @@ mod tests {
             .collect();
         assert_eq!(since, vec!["a".to_owned()]);
         // The same description again is no change.
-        let info = StationInfo {
-            station_id: StationId::new("a"),
-            name: "A".into(),
-            short_name: None,
-            lat: 42.0,
-            lon: -71.0,
-            capacity: Some(10),
-            region_id: None,
-            is_virtual_station: false,
-        };
+        let info = bikeshare_testkit::envelopes::station_info("a", "A".into(), 42.0, -71.0, 10);
         s.apply_event(&envelope(Event::StationInfo(info.clone()), 0), Timestamp(0));
         let v = s.version();
         s.apply_event(&envelope(Event::StationInfo(info), 0), Timestamp(0));

@@ -896,16 +896,13 @@ mod tests {
 
     #[test]
     fn over_capacity_uses_the_known_capacity() {
-        let infos = [StationInfo {
-            station_id: StationId::new("1"),
-            name: "A".into(),
-            short_name: None,
-            lat: 42.0,
-            lon: -71.0,
-            capacity: Some(10),
-            region_id: None,
-            is_virtual_station: false,
-        }];
+        let infos = [bikeshare_testkit::envelopes::station_info(
+            "1",
+            "A".into(),
+            42.0,
+            -71.0,
+            10,
+        )];
         let known = KnownStations::from_infos(&infos);
         let feed_json = status_feed(None, json!([v1_station("1", 8, 8)]));
         let with = parse_station_status(&feed_json, &ctx(), Some(&known)).unwrap();
