@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_sagemaker::types::ModelApprovalStatus;
+use bikeshare_models::hotswap::ProductionWatcher;
 use bikeshare_models::promote::{Gate, GateConfig, HeldOut};
 use bikeshare_models::registry::sagemaker::{SageMakerRegistry, SageMakerSettings};
 use bikeshare_models::registry::{self, Registry, RegistryError, Stage};
 use bikeshare_runtime::aws::{ClientSettings, Timeouts, config_loader, emulator_sdk_config};
-use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig};
+use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig, Scorer};
 use bikeshare_types::Timestamp;
 use bikeshare_types::error::{Classify, ErrorClass};
 use bikeshare_types::time::ManualClock;
@@ -281,7 +282,14 @@ async fn the_gate_approves_a_package_and_leaves_the_worse_one_pending() {
     let scorer = registry::load_version(reg.as_ref(), &production, &cache, &schema)
         .await
         .unwrap();
-    let _ = scorer;
+    assert_eq!(
+        (
+            scorer.model().name.as_str(),
+            scorer.model().version.as_str()
+        ),
+        ("stockout", "1"),
+        "predictions name the registry's model and version"
+    );
     let fetched = registry::fetch(reg.as_ref(), 2, &cache).await.unwrap();
     assert_eq!(
         std::fs::read(fetched.join("empty.json")).unwrap(),
@@ -306,6 +314,18 @@ async fn the_gate_approves_a_package_and_leaves_the_worse_one_pending() {
     let listed = reg.list().await.unwrap();
     assert_eq!(listed[0].stages, [Stage::Staging], "v1 left production");
     assert_eq!(listed[1].stages, [Stage::Production]);
+    // The processor's watcher follows: it loads v2 from the registry.
+    let watcher = ProductionWatcher {
+        registry: reg.clone(),
+        schema: schema.clone(),
+        cache: tmp.path().join("watcher-cache"),
+        interval: std::time::Duration::from_secs(1),
+    };
+    let (followed, scorer) = watcher.load_current().await.unwrap().unwrap();
+    assert_eq!(
+        (followed.version, scorer.model().version.as_str()),
+        (2, "2")
+    );
     // A new instance reads the same state from SageMaker and S3, here through the registry's
     // own endpoint setting (the shared configuration points nowhere).
     let elsewhere = emulator_sdk_config("http://127.0.0.1:9").await;
