@@ -43,7 +43,8 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Train the two models (went empty, went full) on labelled rows — a backfill CSV, a
     /// recorded history, or a simulated one — evaluate them on held-out later days against
-    /// the baselines, and write a model directory (card.json, empty.json, full.json).
+    /// the baselines, and write a model directory (card.json, empty.json, full.json, and
+    /// calibrator.json when a model's validation reliability is off).
     Train(TrainArgs),
     /// Print a stream's records (events, dead letters, predictions, labels, features) as
     /// JSON lines, merged across shards; without --follow it stops at the newest record.
