@@ -103,6 +103,14 @@ impl Moto {
             prefix,
         })
     }
+
+    /// Every one of `rows` reached `d`'s prefix exactly once, as sent (lines told apart by
+    /// their `key` field).
+    async fn assert_delivered_once<T: JsonRow>(&self, d: Dataset, rows: &[T], key: &str) {
+        let sent: Vec<_> = rows.iter().map(JsonRow::json_line).collect();
+        let got = delivered(&self.sdk, &self.bucket, d).await;
+        assert_exactly_once(&sent, &got, key, d.name());
+    }
 }
 
 /// Every line of every object under `<dataset>/` (moto writes one object per call and adds
@@ -291,15 +299,12 @@ async fn every_record_arrives_once_as_sent_and_oversized_rows_become_dead_letter
     sink.commit(&[("shardId-0".into(), 1)]).await.unwrap();
     assert_eq!(sink.buffered(), 0);
 
-    let lines = |rows: &[Prediction]| rows.iter().map(JsonRow::json_line).collect::<Vec<_>>();
-    let got = delivered(&m.sdk, &m.bucket, Dataset::Predictions).await;
-    assert_exactly_once(&lines(&predictions), &got, "prediction_id", "predictions");
-    let sent: Vec<_> = labels.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&m.sdk, &m.bucket, Dataset::Labels).await;
-    assert_exactly_once(&sent, &got, "prediction_id", "labels");
-    let sent: Vec<_> = wide.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&m.sdk, &m.bucket, Dataset::Features).await;
-    assert_exactly_once(&sent, &got, "station_id", "features");
+    m.assert_delivered_once(Dataset::Predictions, &predictions, "prediction_id")
+        .await;
+    m.assert_delivered_once(Dataset::Labels, &labels, "prediction_id")
+        .await;
+    m.assert_delivered_once(Dataset::Features, &wide, "station_id")
+        .await;
     let got = delivered(&m.sdk, &m.bucket, Dataset::DeadLetters).await;
     let (too_large, others): (Vec<_>, Vec<_>) = got.into_iter().partition(|l| {
         serde_json::from_slice::<serde_json::Value>(l).unwrap()["rule"] == RECORD_TOO_LARGE_RULE
@@ -343,12 +348,10 @@ async fn partial_failures_and_refused_calls_resend_only_what_failed() {
     sink.labels(labels.clone()).await.unwrap();
     sink.flush().await.unwrap();
 
-    let sent: Vec<_> = predictions.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&m.sdk, &m.bucket, Dataset::Predictions).await;
-    assert_exactly_once(&sent, &got, "prediction_id", "predictions");
-    let sent: Vec<_> = labels.iter().map(JsonRow::json_line).collect();
-    let got = delivered(&m.sdk, &m.bucket, Dataset::Labels).await;
-    assert_exactly_once(&sent, &got, "prediction_id", "labels");
+    m.assert_delivered_once(Dataset::Predictions, &predictions, "prediction_id")
+        .await;
+    m.assert_delivered_once(Dataset::Labels, &labels, "prediction_id")
+        .await;
 
     let f = proxy.faults();
     let s = sink.stats().snapshot();
