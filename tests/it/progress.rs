@@ -27,6 +27,16 @@ fn on_a_terminal(data_dir: &std::path::Path, args: &str) -> String {
     text
 }
 
+/// Runs `c` with its stderr to a pipe, asserting success and that stderr holds plain lines
+/// (no carriage return, no colour code); returns stderr.
+fn piped_plain(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+    err
+}
+
 #[test]
 fn long_commands_show_progress_on_a_terminal_only() {
     if Command::new("script").arg("--version").output().is_err() {
@@ -74,23 +84,14 @@ fn long_commands_show_progress_on_a_terminal_only() {
     assert!(shown.contains("minutes"), "{shown}");
 
     let piped = dir.join("piped");
-    let out = bikeshare(&piped)
-        .args(["replay", "--format", "jsonl"])
-        .arg(history.file())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = piped_plain(
+        bikeshare(&piped)
+            .args(["replay", "--format", "jsonl"])
+            .arg(history.file()),
+    );
     assert!(!err.contains("replaying:"), "{err}");
-    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
-    let out = bikeshare(&piped)
-        .args(["process", "--until-caught-up"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = piped_plain(bikeshare(&piped).args(["process", "--until-caught-up"]));
     assert!(!err.contains("processing ["), "{err}");
-    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
     support::stream_records(&piped, "predictions")
         .first()
         .expect("the piped run predicted");
