@@ -170,25 +170,26 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     for (name, stack) in deployed["stacks"].as_object().unwrap() {
         assert_eq!(stack["status"], "CREATE_COMPLETE", "{name}: {stack}");
     }
+    // The names of the resources of type `ty`: those moto created (`physical`) and those the
+    // helper created instead (`name`).
     let created = |ty: &str| -> BTreeSet<String> {
+        let named = |resources: &serde_json::Value, field: &str| -> Vec<String> {
+            resources
+                .as_object()
+                .unwrap()
+                .values()
+                .filter(|r| r["type"] == ty)
+                .map(|r| r[field].as_str().unwrap().to_owned())
+                .collect()
+        };
         deployed["stacks"]
             .as_object()
             .unwrap()
             .values()
             .flat_map(|s| {
-                let moto = s["resources"]
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .filter(|r| r["type"] == ty)
-                    .map(|r| r["physical"].as_str().unwrap().to_owned());
-                let instead = s["created_instead"]
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .filter(|r| r["type"] == ty)
-                    .map(|r| r["name"].as_str().unwrap().to_owned());
-                moto.chain(instead).collect::<Vec<_>>()
+                let mut names = named(&s["resources"], "physical");
+                names.extend(named(&s["created_instead"], "name"));
+                names
             })
             .collect()
     };
