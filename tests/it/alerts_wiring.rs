@@ -11,12 +11,11 @@ use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bikeshare_testkit::lines::line_channel;
-use support::bikeshare;
+use support::{TestEnv, bikeshare};
 
 /// A one-route HTTP/1.1 receiver on 127.0.0.1: every POST body goes to the channel.
 fn receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
@@ -70,10 +69,7 @@ fn a_stale_feed_fires_in_the_running_job_to_the_log_and_the_webhook() {
         .env("BIKESHARE_ALERTS__INTERVAL_MS", "200")
         .env("BIKESHARE_ALERTS__WEBHOOK__URL", &url)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reading_stderr();
     let log_rx = line_channel(child.stderr.take().unwrap());
 
     let body = bodies.recv_timeout(Duration::from_secs(60));

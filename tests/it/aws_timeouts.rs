@@ -122,10 +122,7 @@ fn process_blocked_on_a_stalled_kinesis_stops_within_its_grace_period_after_sigt
         .env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "1000")
         .env("BIKESHARE_LAKE__ENABLED", "false")
         .emulator_credentials()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reading_stderr();
     let stderr = child.stderr.take().unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = lines.clone();

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BIN, KillOnDrop, PING, backfill, http, listening_url, ok, port_of, simulated_history,
+    BIN, KillOnDrop, PING, TestEnv, backfill, http, listening_url, ok, port_of, simulated_history,
     synthetic_model,
 };
 
@@ -125,10 +125,7 @@ fn serve_follows_the_sagemaker_inference_contract() {
             .arg("serve")
             .env("SAGEMAKER_BIND_TO_ADDRESS", "127.0.0.1")
             .env("SAGEMAKER_BIND_TO_PORT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .spawn_reading_stderr(),
     );
     let port = port_of(&listening_url(&mut server.0));
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -14,10 +14,9 @@ use crate::dashboard_browser::{Browser, chromium_or_skip, output_dir};
 use crate::support;
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
-use support::{KillOnDrop, bikeshare};
+use support::{KillOnDrop, TestEnv, bikeshare};
 
 #[test]
 fn the_dashboard_is_used_as_a_person_would() {
@@ -43,10 +42,7 @@ fn the_dashboard_is_used_as_a_person_would() {
             .env("BIKESHARE_API__BIND", "127.0.0.1:0")
             .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
             .env("BIKESHARE_DASHBOARD__SAMPLE_EVERY_MS", "1000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .spawn_reading_stderr(),
     );
     let mut stderr = BufReader::new(up.stderr.take().unwrap()).lines();
     let mut url = None;

@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BIN, KillOnDrop, PING, bikeshare, emulator, emulators, exit_within, http, listening_url, ok,
-    one_system_per_shard, port_of, simulated_city_history, synthetic_model,
+    BIN, KillOnDrop, PING, TestEnv, bikeshare, emulator, emulators, exit_within, http,
+    listening_url, ok, one_system_per_shard, port_of, simulated_city_history, synthetic_model,
 };
 
 const ENV: &str = "dev";
@@ -249,10 +249,7 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         bikeshare(dir.path())
             .args(["serve-model", "--model-dir", model_dir.to_str().unwrap()])
             .args(["--bind", "127.0.0.1:0", "--endpoint-name", &endpoint])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .spawn_reading_stderr(),
     );
     let serve = listening_url(&mut server.0);
     wait_ping(port_of(&serve), &mut server.0);
@@ -286,10 +283,7 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
                 .env("BIKESHARE_LAKE__INSTANCE", who)
                 .env("BIKESHARE_RUNNER__LEASES__OWNER", format!("task-{who}"))
                 .args(["process", "--duration", PROCESS_RUN])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+                .spawn_reading_stderr()
         })
         .collect();
     // Both end (or are killed at the limit) before either is judged: a failing first one

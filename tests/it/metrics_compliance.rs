@@ -13,7 +13,7 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bikeshare_types::metrics::{
@@ -29,7 +29,7 @@ static QUALITY: [MetricDef; 5] = [
     MODEL_ROC_AUC,
     MODEL_PR_AUC,
 ];
-use support::bikeshare;
+use support::{TestEnv, bikeshare};
 
 /// 12:00 UTC on the latest Tuesday before yesterday: 07:00 in Toronto (the simulated city's
 /// time zone; 08:00 in summer), so the run covers a weekday morning rush. The live-quality
@@ -61,10 +61,7 @@ fn spawn(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
         .env("BIKESHARE_SIMULATOR__TIME_SCALE", "120")
         .env("BIKESHARE_SIMULATOR__BIND", "127.0.0.1:0")
         .env("BIKESHARE_SIMULATOR__CITY__STATIONS", "60")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reading_stderr();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     let url = loop {

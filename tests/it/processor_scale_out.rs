@@ -10,12 +10,12 @@ use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bikeshare_testkit::lines::line_channel;
-use support::{OnEmulators, bikeshare, by_id, ok, replay, stream_records};
+use support::{OnEmulators, TestEnv, bikeshare, by_id, ok, replay, stream_records};
 
 const SHARDS: u32 = 4;
 
@@ -64,10 +64,7 @@ impl Instance {
                 "warn,bikeshare_runner=info,bikeshare_stream::consumer=info,bikeshare_stream::lease=info",
             )
             .args(["process", "--until-caught-up"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn_reading_stderr();
         let lines = line_channel(child.stderr.take().unwrap());
         Self {
             child,

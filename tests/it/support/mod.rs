@@ -26,6 +26,9 @@ pub fn bikeshare(data_dir: &Path) -> Command {
 pub trait TestEnv {
     /// The fixed credentials (`test`/`test`) and region (`us-east-1`) the emulators accept.
     fn emulator_credentials(&mut self) -> &mut Self;
+
+    /// Starts the command with stdout discarded and stderr piped, to read what it prints.
+    fn spawn_reading_stderr(&mut self) -> std::process::Child;
 }
 
 impl TestEnv for Command {
@@ -33,6 +36,13 @@ impl TestEnv for Command {
         self.env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
+    }
+
+    fn spawn_reading_stderr(&mut self) -> std::process::Child {
+        self.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 }
 
