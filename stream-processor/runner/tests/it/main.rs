@@ -6,6 +6,7 @@ mod support;
 mod fencing;
 mod final_labels;
 mod live_quality;
+mod renewal;
 mod resharding;
 mod runner_bad_input;
 mod shutdown;
