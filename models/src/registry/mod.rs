@@ -194,7 +194,9 @@ impl Classify for RegistryError {
             } => ErrorClass::User,
             Self::Mlflow { .. } => ErrorClass::External,
             Self::SageMaker { code, status, .. } => match (code.as_deref(), status) {
-                (Some("Configuration" | "RequestNotBuilt" | "NoCredentials"), _) => ErrorClass::User,
+                (Some("Configuration" | "RequestNotBuilt" | "NoCredentials"), _) => {
+                    ErrorClass::User
+                }
                 (Some(c), _) if c.contains("Throttl") => ErrorClass::External,
                 (_, Some(400..500)) => ErrorClass::User,
                 _ => ErrorClass::External,
