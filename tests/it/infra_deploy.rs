@@ -442,17 +442,20 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         .map(|p| p["prediction_id"].as_str().unwrap())
         .collect();
     // A lease that moves between the tasks replays its shard from the last checkpoint: a
-    // prediction may reach the stream twice (at least once), always with the same content.
-    let mut seen: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
-    for p in &predictions {
-        if let Some(prev) = seen.insert(p["prediction_id"].as_str().unwrap(), p) {
-            assert_eq!(prev, p, "re-emitted with different content");
-        }
-    }
-    // The lake in the stack's bucket holds each of them exactly once, even when a lease moved
+    // record may reach the stream twice (at least once), with the same content. A prediction
+    // id may also carry a correction (the live job's update trigger, decision 083): a second
+    // record of the id whose scores differ, later in the stream. Distinct records, then:
+    let records: BTreeSet<String> = predictions.iter().map(|p| p.to_string()).collect();
+    let corrections = records.len() - ids.len();
+    assert!(
+        corrections <= ids.len() / 2,
+        "{corrections} corrections for {} predictions: the update trigger corrects a few",
+        ids.len()
+    );
+    // The lake in the stack's bucket holds each record exactly once, even when a lease moved
     // (the fenced former owner rolls its lake epoch back, decision 076 / ddb6500).
     let lake_rows = rows.get("predictions").copied().unwrap_or(0);
-    assert_eq!(lake_rows, ids.len() as u64, "{ls}");
+    assert_eq!(lake_rows, records.len() as u64, "{ls}");
     if let Some(duckdb) = &duckdb {
         let glob = local_lake.join("predictions/**/*.parquet");
         let text = run_python(
