@@ -1181,6 +1181,52 @@ mod tests {
     }
 
     #[test]
+    fn the_ablation_without_the_informative_feature_ranks_worse() {
+        // Feature 0 drives the outcome, feature 1 is noise.
+        let one = noisy_rows(3000);
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
+        let mut d = TrainingData::new(&schema, 30);
+        for i in 0..one.len() {
+            let m = one.meta(i);
+            let label = crate::dataset::RowLabel {
+                went_empty: m.went_empty,
+                ..Default::default()
+            };
+            let noise = ((i * 7919) % 1000) as f32 / 1000.0;
+            d.push("s", m.as_of, label, [Some(one.row(i)[0]), Some(noise)]);
+        }
+        let params = TrainParams {
+            max_rounds: 20,
+            max_depth: 2,
+            nthread: 1,
+            ..TrainParams::default()
+        };
+        let groups = [
+            ("informative".to_owned(), vec![0]),
+            ("noise".to_owned(), vec![1]),
+        ];
+        let rows = ablate(
+            &d,
+            &schema,
+            &SplitConfig::default(),
+            &params,
+            &groups,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].features, vec![d.feature_names()[0].clone()]);
+        let pr = |r: &AblationRow| r.empty.new_stockout_pr_auc.unwrap();
+        assert!(
+            pr(&rows[0]) + 0.1 < pr(&rows[1]),
+            "without the informative feature {} vs without the noise {}",
+            pr(&rows[0]),
+            pr(&rows[1])
+        );
+        assert!(rows[0].empty.log_loss > rows[1].empty.log_loss);
+    }
+
+    #[test]
     fn sampled_easy_negatives_weighted_keep_the_probabilities_calibrated() {
         // A rare outcome (~8 %) driven by one feature; most rows are easy negatives.
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
