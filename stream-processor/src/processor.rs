@@ -254,9 +254,16 @@ struct BufferedReports(std::collections::HashMap<String, Vec<(i64, u64)>>);
 
 impl BufferedReports {
     fn insert(&mut self, station: &str, key: (i64, u64)) {
-        let keys = self.0.entry(station.to_owned()).or_default();
-        let at = keys.partition_point(|k| *k < key);
-        keys.insert(at, key);
+        // No `entry`: it would allocate the id even when the station has a list already.
+        match self.0.get_mut(station) {
+            Some(keys) => {
+                let at = keys.partition_point(|k| *k < key);
+                keys.insert(at, key);
+            }
+            None => {
+                self.0.insert(station.to_owned(), vec![key]);
+            }
+        }
     }
 
     fn remove(&mut self, station: &str, key: (i64, u64)) {
