@@ -92,6 +92,12 @@ impl App {
             .env("BIKESHARE_FIREHOSE__ENDPOINT_URL", &self.moto)
             .env("BIKESHARE_ALERTS__SNS__ENDPOINT_URL", &self.moto)
             .env("BIKESHARE_CLOUDWATCH__ENDPOINT_URL", &self.moto)
+            .env("BIKESHARE_REGISTRY__SAGEMAKER__ENDPOINT_URL", &self.moto)
+            // What the model workflow passes (the image it pushed); registering needs one.
+            .env(
+                "BIKESHARE_REGISTRY__SAGEMAKER__IMAGE",
+                "387706002632.dkr.ecr.ca-central-1.amazonaws.com/bikeshare-dev:test",
+            )
             .env("BIKESHARE_PREDICTOR__SAGEMAKER__ENDPOINT_URL", &self.serve)
             // A debug-build serve-model on a busy machine can take a second: the test checks
             // that every prediction is the endpoint's, so the fallback must not cut in.
@@ -399,6 +405,12 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     };
     let local_lake = dir.path().join("lake-copy");
     download("lake/", &local_lake);
+    // The registry is the stack's model package group (the SageMaker registry, decision 086):
+    // dev's configuration reads it (a missing group would be a user error naming it).
+    let status = ok(app
+        .command(&dir.path().join("promote"))
+        .args(["promote", "--status"]));
+    assert!(status.contains("bikeshare-dev-stockout"), "{status}");
     let duckdb = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test);
     if let Some(duckdb) = &duckdb {
         let script = root().join("infra/athena/duckdb_lake.py");
