@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use support::{bikeshare, ok, replay, simulated_history, stream_records};
 
@@ -41,7 +41,9 @@ fn backfill_rows_are_the_online_features_with_the_online_labels() {
     };
     // The last row of each prediction (the stream keeps a station's rows in order).
     let mut features: BTreeMap<Key, Vec<Option<f32>>> = BTreeMap::new();
+    let mut online_schema = BTreeSet::new();
     for v in stream_records(&online, "features") {
+        online_schema.insert(v["schema_id"].as_str().unwrap().to_owned());
         let values = v["values"]
             .as_array()
             .unwrap()
@@ -75,11 +77,12 @@ fn backfill_rows_are_the_online_features_with_the_online_labels() {
     ]));
     let text = std::fs::read_to_string(&csv_path).unwrap();
     let mut lines = text.lines();
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .starts_with("# feature_schema_id=fs1-")
+    // Backfill's rows carry the schema the online processor used.
+    let online_schema = Vec::from_iter(online_schema);
+    assert_eq!(online_schema.len(), 1, "{online_schema:?}");
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("# feature_schema_id={}", online_schema[0])
     );
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let first_feature = header.iter().position(|h| *h == "bikes").unwrap();

@@ -65,9 +65,7 @@ async fn read_all(db: &Path, name: &str) -> anyhow::Result<Vec<StreamRecord>> {
         .with_context(|| format!("opening stream {name} in {}", db.display()))?;
     let mut out = Vec::new();
     for shard in stream.list_shards().await? {
-        let mut cursor = stream
-            .open(&shard.id, StartPosition::TrimHorizon)
-            .await?;
+        let mut cursor = stream.open(&shard.id, StartPosition::TrimHorizon).await?;
         loop {
             let batch = cursor.next_batch(10_000).await?;
             if batch.records.is_empty() {
