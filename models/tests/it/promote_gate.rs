@@ -15,44 +15,9 @@ use std::sync::Arc;
 use bikeshare_models::promote::{Gate, GateConfig, HeldOut, PromotionDecision};
 use bikeshare_models::registry::local::LocalRegistry;
 use bikeshare_models::registry::{Registry, Stage};
-use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig};
+use bikeshare_stream_processor::{Processor, ProcessorConfig};
 use bikeshare_types::Timestamp;
 use bikeshare_types::time::ManualClock;
-
-/// 2,000 rows: `x` uniform in [0, 1) drives both outcomes; everything the baseline reads is
-/// a steady station with 5 bikes and 5 docks.
-fn heldout(schema: &FeatureSchema, signal: usize) -> HeldOut {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut h = HeldOut::default();
-    for i in 0..2000 {
-        let x = next() as f32;
-        let mut v = vec![None; schema.len()];
-        for (name, value) in [
-            ("bikes", 5.0),
-            ("docks", 5.0),
-            ("is_renting", 1.0),
-            ("is_returning", 1.0),
-        ] {
-            v[schema.index(name).unwrap()] = Some(value);
-        }
-        v[signal] = Some(x);
-        let flip = |b: bool, r: f64| if r < 0.1 { !b } else { b };
-        h.values.push(v);
-        h.as_of.push(Timestamp(1_790_000_000_000 + i * 60_000));
-        h.went_empty.push(flip(x > 0.8, next()));
-        h.went_full.push(flip(x < 0.15, next()));
-        // Steady stations: none is empty or full at as_of, every row a new-stockout row.
-        h.empty_now.push(false);
-        h.full_now.push(false);
-    }
-    h
-}
 
 /// One tree on the signal feature: `(threshold, left, right)`.
 type Stump = (f32, f32, f32);
@@ -73,7 +38,7 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
             "the signal must be a feature the baseline ignores"
         );
     }
-    let data = heldout(&schema, signal);
+    let data = support::heldout(&schema, signal);
     let n = schema.len();
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(Timestamp(1_790_100_000_000)));

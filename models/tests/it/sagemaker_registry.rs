@@ -14,51 +14,16 @@ use std::sync::Arc;
 
 use aws_sdk_sagemaker::types::ModelApprovalStatus;
 use bikeshare_models::hotswap::ProductionWatcher;
-use bikeshare_models::promote::{Gate, GateConfig, HeldOut};
+use bikeshare_models::promote::{Gate, GateConfig};
 use bikeshare_models::registry::sagemaker::{SageMakerRegistry, SageMakerSettings};
 use bikeshare_models::registry::{self, Registry, RegistryError, Stage};
 use bikeshare_runtime::aws::{ClientSettings, Timeouts, config_loader, emulator_sdk_config};
-use bikeshare_stream_processor::{FeatureSchema, Processor, ProcessorConfig, Scorer};
+use bikeshare_stream_processor::{Processor, ProcessorConfig, Scorer};
 use bikeshare_types::Timestamp;
 use bikeshare_types::error::{Classify, ErrorClass};
 use bikeshare_types::time::ManualClock;
 
 const IMAGE: &str = "387706002632.dkr.ecr.ca-central-1.amazonaws.com/bikeshare-dev:test";
-
-/// 2,000 held-out rows whose outcomes follow feature `signal` (which the baseline ignores),
-/// 10% of labels flipped: a stump on it in the right direction beats the baseline, the
-/// reversed one does not.
-fn heldout(schema: &FeatureSchema, signal: usize) -> HeldOut {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut h = HeldOut::default();
-    for i in 0..2000 {
-        let x = next() as f32;
-        let mut v = vec![None; schema.len()];
-        for (name, value) in [
-            ("bikes", 5.0),
-            ("docks", 5.0),
-            ("is_renting", 1.0),
-            ("is_returning", 1.0),
-        ] {
-            v[schema.index(name).unwrap()] = Some(value);
-        }
-        v[signal] = Some(x);
-        let flip = |b: bool, r: f64| if r < 0.1 { !b } else { b };
-        h.values.push(v);
-        h.as_of.push(Timestamp(1_790_000_000_000 + i * 60_000));
-        h.went_empty.push(flip(x > 0.8, next()));
-        h.went_full.push(flip(x < 0.15, next()));
-        h.empty_now.push(false);
-        h.full_now.push(false);
-    }
-    h
-}
 
 /// A bucket for this test run in moto's S3.
 async fn bucket(sdk: &bikeshare_runtime::aws::SdkConfig, name: &str) {
@@ -216,7 +181,7 @@ async fn the_gate_approves_a_package_and_leaves_the_worse_one_pending() {
     assert_ne!(described(&sm, &group, 2).await.data_url, p1.data_url);
 
     // The gate: v1 to staging, then production against the baseline; v2 refused against v1.
-    let data = heldout(&schema, signal);
+    let data = support::heldout(&schema, signal);
     let gate = Gate {
         registry: reg.clone(),
         schema: schema.clone(),

@@ -103,3 +103,44 @@ pub fn unique_name(prefix: &str) -> String {
         .as_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
+
+/// 2,000 held-out rows: `x` (feature `signal`, which the baseline ignores) uniform in [0, 1)
+/// drives both outcomes, 10% of labels flipped; everything the baseline reads is a steady
+/// station with 5 bikes and 5 docks. A stump on `x` in the right direction beats the
+/// baseline, the reversed one does not.
+pub fn heldout(
+    schema: &bikeshare_stream_processor::FeatureSchema,
+    signal: usize,
+) -> bikeshare_models::promote::HeldOut {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut h = bikeshare_models::promote::HeldOut::default();
+    for i in 0..2000 {
+        let x = next() as f32;
+        let mut v = vec![None; schema.len()];
+        for (name, value) in [
+            ("bikes", 5.0),
+            ("docks", 5.0),
+            ("is_renting", 1.0),
+            ("is_returning", 1.0),
+        ] {
+            v[schema.index(name).unwrap()] = Some(value);
+        }
+        v[signal] = Some(x);
+        let flip = |b: bool, r: f64| if r < 0.1 { !b } else { b };
+        h.values.push(v);
+        h.as_of
+            .push(bikeshare_types::Timestamp(1_790_000_000_000 + i * 60_000));
+        h.went_empty.push(flip(x > 0.8, next()));
+        h.went_full.push(flip(x < 0.15, next()));
+        // Steady stations: none is empty or full at as_of, every row a new-stockout row.
+        h.empty_now.push(false);
+        h.full_now.push(false);
+    }
+    h
+}
