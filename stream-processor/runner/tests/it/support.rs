@@ -190,13 +190,16 @@ pub fn labels(sinks: &MemorySinks) -> Vec<Label> {
 }
 
 /// [`MemorySinks`] that can stall: the first `predictions` call sleeps `stall` (a slow
-/// Kinesis write), and `commit` (the checkpoint barrier) waits at the gate while it is
-/// closed.
+/// Kinesis write; with [`Self::blocking`], a long synchronous step that keeps the calling
+/// thread, so nothing else of a single-threaded runtime runs), and `commit` (the
+/// checkpoint barrier) waits at the gate while it is closed.
 #[derive(Debug, Clone)]
 pub struct StallingSinks {
     pub inner: MemorySinks,
     pub stall: Option<Duration>,
-    stalled: Arc<AtomicBool>,
+    blocking: bool,
+    /// Whether the stall happened.
+    pub stalled: Arc<AtomicBool>,
     pub gate_closed: Arc<AtomicBool>,
     pub at_gate: Arc<Notify>,
     pub opened: Arc<Notify>,
@@ -211,12 +214,21 @@ impl StallingSinks {
         Self {
             inner: MemorySinks::new(),
             stall,
+            blocking: false,
             stalled: Arc::new(AtomicBool::new(false)),
             gate_closed: Arc::new(AtomicBool::new(gate_closed)),
             at_gate: Arc::new(Notify::new()),
             opened: Arc::new(Notify::new()),
             at_first_commit: Arc::new(AtomicUsize::new(usize::MAX)),
             opened_shards: Arc::default(),
+        }
+    }
+
+    /// The first `predictions` call blocks its thread for `stall`.
+    pub fn blocking(stall: Duration) -> Self {
+        Self {
+            blocking: true,
+            ..Self::new(Some(stall), false)
         }
     }
 
@@ -246,7 +258,11 @@ impl Sinks for StallingSinks {
             if let Some(stall) = self.stall
                 && !self.stalled.swap(true, Ordering::SeqCst)
             {
-                tokio::time::sleep(stall).await;
+                if self.blocking {
+                    std::thread::sleep(stall);
+                } else {
+                    tokio::time::sleep(stall).await;
+                }
             }
             self.inner.predictions(p).await
         })
