@@ -186,33 +186,14 @@ fn pings(addr: std::net::SocketAddr) -> bool {
 
 impl Env {
     fn command(&self, data_dir: &Path) -> Command {
-        let mut c = bikeshare(data_dir);
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("BIKESHARE_STREAM__BACKEND", "kinesis")
-            .env("BIKESHARE_STREAM__KINESIS__ENDPOINT_URL", &self.kinesis)
-            .env("BIKESHARE_STREAM__KINESIS__REGION", "us-east-1")
-            .env(
-                "BIKESHARE_STREAM__KINESIS__STREAM_PREFIX",
-                format!("{}-", self.name),
-            )
-            .env("BIKESHARE_STREAM__KINESIS__CREATE_MISSING", "true")
-            .env("BIKESHARE_STREAM__KINESIS__CREATE_SHARDS", "2")
-            .env("BIKESHARE_RUNNER__LEASES__STORE", "dynamodb")
-            .env("BIKESHARE_RUNNER__LEASES__TABLE", &self.name)
-            .env("BIKESHARE_RUNNER__LEASES__ENDPOINT_URL", &self.moto)
-            .env("BIKESHARE_RUNNER__LEASES__CREATE_TABLE", "true")
-            .env("BIKESHARE_RUNNER__LEASES__DURATION_MS", "3000")
-            .env("BIKESHARE_RUNNER__CHECKPOINTS__STORE", "s3")
-            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__BUCKET", &self.name)
-            .env(
-                "BIKESHARE_RUNNER__CHECKPOINTS__S3__ENDPOINT_URL",
-                &self.moto,
-            )
-            .env("BIKESHARE_RUNNER__CHECKPOINTS__S3__CREATE_BUCKET", "true")
-            .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "400")
-            .env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "5000")
+        let mut c = crate::support::OnEmulators {
+            kinesis: self.kinesis.clone(),
+            moto: self.moto.clone(),
+            name: self.name.clone(),
+            shards: 2,
+        }
+        .command(data_dir);
+        c.env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "5000")
             .env("BIKESHARE_RUNNER__BATCH", "50")
             // A frozen Kinesis is an error within 3 s, not 10 (kinesis-mock, shared with other
             // tests and slower as it fills, answers a busy PutRecords in over a second).
