@@ -64,7 +64,7 @@ impl DriftTask {
         let longest = config.processor.window_minutes.iter().max().copied();
         let task = Self {
             store: open_store(&config.lake, &config.data_dir.0)?,
-            schema: FeatureSchema::v1(&config.processor.window_minutes),
+            schema: FeatureSchema::current(&config.processor.window_minutes),
             dir: config.data_dir.0.join("monitoring"),
             every: Duration::from_secs(60),
             window_ms: Timestamp::HOUR_MS,
@@ -338,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn the_drift_baseline_is_the_production_models() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = FeatureSchema::v1(&[5, 60]);
+        let schema = FeatureSchema::current(&[5, 60]);
         let registry =
             LocalRegistry::new(dir.path().join("registry"), "m", crate::app::wall_clock());
         let cache = dir.path().join("cache");

@@ -213,7 +213,7 @@ pub async fn bootstrap_if_empty(
     let _ = std::fs::remove_dir_all(&dir);
     write_drift_baseline(config, &trained.data, 0..trained.test.start);
     let held_out = HeldOut::from_training_data(&trained.data, trained.test.clone());
-    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
     let gate = gate(config, registry, &schema, clock);
     let staged = gate
         .evaluate(version.version, Stage::Staging, Some(&held_out))

@@ -18,7 +18,7 @@ use crate::config::Config;
 const VIOLATIONS_EXIT: i32 = 3;
 
 pub async fn run(args: MonitorArgs, config: Config) -> anyhow::Result<()> {
-    let schema = FeatureSchema::v1(&config.processor.window_minutes);
+    let schema = FeatureSchema::current(&config.processor.window_minutes);
     let store = open_store(&config.lake, &config.data_dir.0)?;
     let dir = config.data_dir.0.join("monitoring");
     match args.command {

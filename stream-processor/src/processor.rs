@@ -446,7 +446,7 @@ pub struct Processor {
 }
 
 fn placeholder_schema() -> FeatureSchema {
-    FeatureSchema::v1(&[])
+    FeatureSchema::current(&[])
 }
 
 /// Values computed once from the config.
@@ -477,7 +477,7 @@ impl Derived {
 
 impl Processor {
     pub fn new(config: ProcessorConfig) -> Self {
-        let schema = FeatureSchema::v1(&config.window_minutes);
+        let schema = FeatureSchema::current(&config.window_minutes);
         Self {
             derived: Derived::of(&config),
             config,
@@ -494,7 +494,7 @@ impl Processor {
     /// A processor from [`Self::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut p: Self = rmp_serde::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
-        p.schema = FeatureSchema::v1(&p.config.window_minutes);
+        p.schema = FeatureSchema::current(&p.config.window_minutes);
         p.derived = Derived::of(&p.config);
         for (id, sys) in &mut p.systems {
             sys.rebuild(id.clone(), p.derived.trend_wi, p.config.score_on_arrival);

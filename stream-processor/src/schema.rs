@@ -250,12 +250,6 @@ impl FeatureSchema {
         }
     }
 
-    /// The current schema, under the name it had before there was a second version
-    /// (callers outside this crate still use it): the same as [`Self::current`].
-    pub fn v1(window_minutes: &[u32]) -> Self {
-        Self::current(window_minutes)
-    }
-
     pub fn id(&self) -> &FeatureSchemaId {
         &self.id
     }

@@ -59,7 +59,7 @@ fn hour(
 #[tokio::test]
 async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = FeatureSchema::v1(&ProcessorConfig::default().window_minutes);
+    let schema = FeatureSchema::current(&ProcessorConfig::default().window_minutes);
     let shifted = 3;
     let store = open_store(&LakeConfig::default(), dir.path()).unwrap();
     let writer = EpochWriter::new(store, "processor");

@@ -83,7 +83,7 @@ fn gb(b: u64) -> f64 {
 }
 
 fn write_synthetic(path: &std::path::Path, n: usize, stations: usize) -> anyhow::Result<()> {
-    let schema = FeatureSchema::v1(&ProcessorConfig::default().window_minutes);
+    let schema = FeatureSchema::current(&ProcessorConfig::default().window_minutes);
     let mut w = RowsWriter::create(path, &schema)?;
     let system = SystemId::new("synthetic");
     let ids: Vec<StationId> = (0..stations.max(1))
