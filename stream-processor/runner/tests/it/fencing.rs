@@ -46,12 +46,10 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
 
     // The reference: one runner, no stall.
     let reference = MemorySinks::new();
-    support::runner(
+    support::alone(
         "ref",
         reader.clone(),
         Arc::new(reference.clone()),
-        Arc::new(MemoryCheckpointStore::default()),
-        Arc::new(MemoryLeaseStore::default()),
         lease,
         config.clone(),
     )

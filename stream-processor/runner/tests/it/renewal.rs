@@ -12,8 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bikeshare_runner::RunnerConfig;
-use bikeshare_stream::checkpoint::MemoryCheckpointStore;
-use bikeshare_stream::lease::MemoryLeaseStore;
 
 /// 1.5 s leases: renewed every 500 ms, held here until 1,125 ms after a renewal was sent.
 const LEASE: Duration = Duration::from_millis(1_500);
@@ -26,12 +24,10 @@ async fn a_runner_whose_runtime_is_kept_busy_still_renews_its_leases() {
     stream.put(&city(&systems, 60));
     // The first predictions block the runtime's only worker for three lease durations.
     let sinks = StallingSinks::blocking(LEASE * 3);
-    let runner = support::runner(
+    let runner = support::alone(
         "busy",
         Arc::new(stream),
         Arc::new(sinks.clone()),
-        Arc::new(MemoryCheckpointStore::default()),
-        Arc::new(MemoryLeaseStore::default()),
         LEASE,
         RunnerConfig {
             batch: 40,

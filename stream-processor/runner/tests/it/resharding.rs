@@ -66,12 +66,10 @@ async fn reference(records: &[PutRecord]) -> Outputs {
     let stream = ReshardableStream::new(2);
     stream.put(records);
     let sinks = MemorySinks::new();
-    support::runner(
+    support::alone(
         "reference",
         Arc::new(stream),
         Arc::new(sinks.clone()),
-        Arc::new(MemoryCheckpointStore::default()),
-        Arc::new(MemoryLeaseStore::default()),
         LEASE,
         RunnerConfig {
             stop_when_caught_up: true,
@@ -348,12 +346,10 @@ async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_sta
         open: Arc::new(AtomicBool::new(false)),
     };
     let sinks = MemorySinks::new();
-    let runner = support::runner(
+    let runner = support::alone(
         "backlog",
         Arc::new(gate.clone()),
         Arc::new(sinks.clone()),
-        Arc::new(MemoryCheckpointStore::default()),
-        Arc::new(MemoryLeaseStore::default()),
         LEASE,
         RunnerConfig {
             stop_when_caught_up: true,

@@ -94,12 +94,10 @@ async fn a_shutdown_during_a_stalled_read_still_stores_the_final_checkpoint() {
     .await
     .unwrap();
     let reference = MemorySinks::new();
-    support::runner(
+    support::alone(
         "reference",
         Arc::new(stream),
         Arc::new(reference.clone()),
-        Arc::new(MemoryCheckpointStore::default()),
-        Arc::new(MemoryLeaseStore::default()),
         Duration::from_secs(30),
         RunnerConfig {
             stop_when_caught_up: true,

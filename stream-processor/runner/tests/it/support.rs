@@ -13,8 +13,8 @@ use std::time::Duration;
 use bikeshare_embedded::EmbeddedStream;
 use bikeshare_runner::{Runner, RunnerConfig};
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore};
-use bikeshare_stream::lease::{LeaseConfig, LeaseStore};
+use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore, MemoryCheckpointStore};
+use bikeshare_stream::lease::{LeaseConfig, LeaseStore, MemoryLeaseStore};
 use bikeshare_stream::sink::{SinkError, Sinks};
 use bikeshare_stream::{
     PutRecord, ReadBatch, SequenceNumber, ShardCursor, ShardDescription, ShardId, StartPosition,
@@ -125,6 +125,26 @@ pub async fn put_all(stream: &EmbeddedStream, records: &[PutRecord]) {
     for chunk in records.chunks(500) {
         stream.put_records(chunk).await.unwrap();
     }
+}
+
+/// [`runner`] alone: its own fresh in-memory checkpoint and lease stores (a reference run,
+/// or one instance that nothing else competes with).
+pub fn alone(
+    owner: &str,
+    reader: Arc<dyn StreamReader>,
+    sinks: Arc<dyn Sinks>,
+    lease: Duration,
+    config: RunnerConfig,
+) -> Runner {
+    runner(
+        owner,
+        reader,
+        sinks,
+        Arc::new(MemoryCheckpointStore::default()),
+        Arc::new(MemoryLeaseStore::default()),
+        lease,
+        config,
+    )
 }
 
 /// A runner without leases over the embedded `stream`, with `processor`, scoring with the
