@@ -150,14 +150,7 @@ fn through_endpoint(c: &mut Command, url: &str) {
 
 /// `bikeshare serve-model` of `model_dir` on `addr`, answering `/ping` (bounded wait).
 fn serve_model(data: &Path, model_dir: &Path, addr: std::net::SocketAddr) -> Child {
-    let mut child = bikeshare(data)
-        .args(["serve-model", "--model-dir"])
-        .arg(model_dir)
-        .args(["--bind", &addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::support::serve_model(data, model_dir, addr);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pings(addr) {
         assert!(

@@ -11,7 +11,6 @@ use crate::support::{self, TestEnv};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -32,17 +31,6 @@ fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap()
-}
-
-fn serve_model(data: &Path, model_dir: &Path, addr: SocketAddr) -> Child {
-    support::bikeshare(data)
-        .args(["serve-model", "--model-dir"])
-        .arg(model_dir)
-        .args(["--bind", &addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
         .unwrap()
 }
 
@@ -112,7 +100,7 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
     let schema = support::synthetic_model(&model_dir, "3", 30, 5);
     let model = bikeshare_models::model_dir::load(&model_dir, &schema).unwrap();
     let addr = free_port();
-    let mut server = serve_model(dir, &model_dir, addr);
+    let mut server = support::serve_model(dir, &model_dir, addr);
     wait_until_async(|| ping(addr)).await;
 
     // The processor, scoring through the endpoint; the in-process baseline is its fallback.
@@ -193,7 +181,7 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
 
     // 3. The endpoint returns: after the open period the probe succeeds and the endpoint
     //    scores again.
-    let mut server = serve_model(dir, &model_dir, addr);
+    let mut server = support::serve_model(dir, &model_dir, addr);
     wait_until_async(|| ping(addr)).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     stream.put_records(thirds[2]).await.unwrap();
@@ -281,7 +269,7 @@ async fn process_scores_through_serve_model_when_configured() {
     let model_dir = history.dir().join("model");
     support::synthetic_model(&model_dir, "5", 10, 4);
     let addr = free_port();
-    let mut server = serve_model(history.dir(), &model_dir, addr);
+    let mut server = support::serve_model(history.dir(), &model_dir, addr);
     wait_until_async(|| ping(addr)).await;
 
     let data = history.replayed("data");
