@@ -196,7 +196,10 @@ impl Sinks for LakeSinks {
     /// another writer was never checkpointed (its owner was killed between its commit and
     /// its refused checkpoint). When this writer's own epoch goes back (the runner rolling
     /// back an epoch whose checkpoint was refused: the shard is another's now), the other
-    /// writers' epochs are the new owner's and are left alone.
+    /// writers' epochs are the new owner's and are left alone. A take with no checkpoint
+    /// (`restored_epoch` 0: a new shard, or a checkpoint store that was reset while the lake
+    /// was kept) leaves other writers' epochs alone too: nothing says they were never
+    /// checkpointed, and a duplicate can be removed later where a deleted row is lost.
     async fn open_shard(&self, shard: &str, restored_epoch: u64) -> Result<(), SinkError> {
         let taken = {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
@@ -213,7 +216,7 @@ impl Sinks for LakeSinks {
         if r.files_deleted > 0 {
             tracing::info!(shard, ?r, "lake: uncommitted epochs discarded");
         }
-        if taken {
+        if taken && restored_epoch > 0 {
             for peer in self.peers(shard).await? {
                 let r = EpochWriter::new(self.store.clone(), peer.clone())
                     .recover(restored_epoch)
@@ -330,6 +333,27 @@ mod tests {
             files(&store)
                 .await
                 .contains(&named("processor-b-shardId-1", 2))
+        );
+    }
+
+    /// A take without a checkpoint (a reset checkpoint store over a kept lake) deletes no
+    /// other writer's epochs: their rows may be the only copy.
+    #[tokio::test]
+    async fn a_take_without_a_checkpoint_leaves_other_writers_epochs() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = sinks(&store, "processor-a");
+        a.open_shard("shardId-1", 0).await.unwrap();
+        epoch(&a, "shardId-1", 1).await;
+        epoch(&a, "shardId-1", 2).await;
+        drop(a);
+        let b = sinks(&store, "processor-b");
+        b.open_shard("shardId-1", 0).await.unwrap();
+        assert_eq!(
+            files(&store).await,
+            vec![
+                named("processor-a-shardId-1", 1),
+                named("processor-a-shardId-1", 2),
+            ]
         );
     }
 
