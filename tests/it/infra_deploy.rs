@@ -459,6 +459,18 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     // record of the id whose scores differ, later in the stream. Distinct records, then:
     let records: BTreeSet<String> = predictions.iter().map(|p| p.to_string()).collect();
     let corrections = records.len() - ids.len();
+    // A correction changes the scores only: the same id never carries other content.
+    let mut unscored: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for p in &predictions {
+        let mut rest = p.clone();
+        if let Some(o) = rest.as_object_mut() {
+            o.remove("p_empty");
+            o.remove("p_full");
+        }
+        if let Some(prev) = unscored.insert(p["prediction_id"].as_str().unwrap(), rest.clone()) {
+            assert_eq!(prev, rest, "re-emitted with other content than its scores");
+        }
+    }
     assert!(
         corrections <= ids.len() / 2,
         "{corrections} corrections for {} predictions: the update trigger corrects a few",
