@@ -365,11 +365,7 @@ impl StationHistory {
         if self.now.is_some_and(|a| r.t < a) {
             return Err(Rejected::OutOfOrder);
         }
-        self.advance_to(r.t);
-        if self.now.is_none() {
-            self.now = Some(r.t);
-            self.profile.start(r.t);
-        }
+        self.advance_to(r.t); // sets `now` (and starts the profile) on the first report
         self.reports.push_back(r);
         self.profile.count(&r);
         for w in &mut self.windows {
