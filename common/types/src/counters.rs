@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    /// Adds `n` (saturating at `u64::MAX` where `usize` is wider).
+    /// Adds `n` (a `usize` wider than 64 bits counts as `u64::MAX`; the sum wraps, as
+    /// `AtomicU64::fetch_add` does: a counter would need centuries to reach it).
     pub fn add(&self, n: usize) {
         self.0
             .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
