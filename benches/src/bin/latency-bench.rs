@@ -5,8 +5,8 @@
 //! written to the `predictions` stream (both stream arrival stamps, wall clock).
 //!
 //! ```text
-//! cargo build --release --bin bikeshare -p bikeshare-benches --bin latency-bench
-//! target/release/latency-bench --station-count 1000 --duration 150
+//! cargo build --release -p bikeshare -p bikeshare-benches --bin bikeshare --bin latency-bench
+//! target/release/latency-bench --station-count 5000 --duration 150 --warmup 20
 //! ```
 //!
 //! The city starts `--catch-up` in the past and replays it at 60× before it runs in real
