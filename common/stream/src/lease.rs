@@ -7,7 +7,9 @@
 //! - **Renewal runs on its own OS thread and runtime** ([`LeaseCoordinator::spawn_renewer`])
 //!   every third of [`LeaseConfig::duration`], independently of processing: neither a
 //!   processing step blocked on a slow sink nor a processing runtime kept busy (a long
-//!   synchronous step, every worker occupied) delays it. A store whose I/O is bound to the
+//!   synchronous step, every worker occupied) delays it. One coupling is left: a renewal
+//!   waits for the lease writes' lock, which a lease-taking round on the processing
+//!   runtime holds across its store calls (decision 084). A store whose I/O is bound to the
 //!   runtime that made its connections gives the renewer its own
 //!   ([`LeaseStore::for_renewer`]).
 //! - **A safety margin**: a lease counts as held here only until a quarter of its duration
@@ -381,7 +383,8 @@ impl LeaseCoordinator {
     /// Renews the leases held every [`LeaseConfig::renew_every`] on an OS thread with a
     /// runtime of its own (through [`LeaseStore::for_renewer`] when the store has one), until
     /// the returned [`Renewer`] is dropped. The caller's runtime may be as busy as it likes:
-    /// nothing of a renewal runs on it.
+    /// nothing of a renewal runs on it (a renewal does wait for the writes' lock while a
+    /// lease-taking round, which runs on the caller's runtime, holds it).
     pub fn spawn_renewer(&self, clock: SharedClock) -> Renewer {
         let this = self.clone();
         let store = self
