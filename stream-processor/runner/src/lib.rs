@@ -339,7 +339,6 @@ impl Runner {
         let mut next_lease_round = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut emitted = Vec::new();
-        let mut abandoned = None;
         loop {
             if Instant::now() >= next_lease_round {
                 self.lease_round(&leases, &mut consumer, &mut book).await?;
@@ -348,15 +347,14 @@ impl Runner {
                 self.drop_lost(&leases, &mut consumer, &mut book);
             }
             // The read is the step a stalled stream blocks: a shutdown abandons it, and the
-            // final checkpoint stores the positions from before it (nothing of it was
-            // processed), so a stalled read still ends with a final checkpoint.
-            let before = consumer.positions().clone();
+            // final checkpoint stores the positions from before it (`poll` is cancel-safe:
+            // an abandoned read moves no position), so a stalled read still ends with a final
+            // checkpoint.
             let poll = tokio::select! {
                 biased;
                 poll = consumer.poll(self.config.batch) => poll?,
                 () = &mut shutdown => {
                     tracing::info!("shutdown while reading: the read is abandoned");
-                    abandoned = Some(before);
                     break;
                 }
             };
@@ -490,7 +488,7 @@ impl Runner {
         }
         self.telemetry.quality(&self.processor, &self.quality, true);
         self.drop_lost(&leases, &mut consumer, &mut book);
-        let positions = abandoned.unwrap_or_else(|| consumer.positions().clone());
+        let positions = consumer.positions().clone();
         self.checkpoint_held(&positions, &leases, &mut consumer, &mut book)
             .await?;
         drop(renewer);
