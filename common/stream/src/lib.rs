@@ -342,7 +342,7 @@ pub fn shard_for_key(ranges: &[(u128, u128)], partition_key: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// The pause of a consumer's poll loop after one round (the archiver's): when
+/// The pause of a consumer's poll loop after one round (the archiver's, the runner's): when
 /// the round found nothing (`idle`), wait `idle_wait` or until `shutdown` resolves;
 /// otherwise only look whether it has. Returns whether to stop.
 pub async fn pause_between_polls<F: std::future::Future<Output = ()> + Unpin>(

@@ -471,18 +471,16 @@ impl Runner {
                     .await?;
                 last_checkpoint = Instant::now();
             }
-            if got == 0 && !changed {
-                if self.config.stop_when_caught_up && Self::caught_up(&consumer, &book) {
-                    if self.config.label_to_end {
-                        self.drain_held(&mut book).await?;
-                    }
-                    break;
+            let idle = got == 0 && !changed;
+            if idle && self.config.stop_when_caught_up && Self::caught_up(&consumer, &book) {
+                if self.config.label_to_end {
+                    self.drain_held(&mut book).await?;
                 }
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = tokio::time::sleep(self.config.idle_wait) => {}
-                }
-            } else if futures_poll_ready(&mut shutdown) {
+                break;
+            }
+            if bikeshare_stream::pause_between_polls(&mut shutdown, idle, self.config.idle_wait)
+                .await
+            {
                 break;
             }
         }
@@ -1097,13 +1095,6 @@ impl Runner {
                 .insert((p.system_id.clone(), p.station_id.clone()), p.clone());
         }
     }
-}
-
-/// Polls a future once without waiting.
-fn futures_poll_ready<F: std::future::Future<Output = ()> + Unpin>(f: &mut F) -> bool {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    std::pin::Pin::new(f).poll(&mut cx).is_ready()
 }
 
 /// Scores one row into its prediction.
