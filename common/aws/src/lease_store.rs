@@ -86,16 +86,6 @@ pub struct DynamoLeaseStore {
     table: String,
 }
 
-/// A new HTTPS client (a pool of its own), built as the shared configuration's is
-/// (`bikeshare_runtime::aws::config_loader`) and watched the same way.
-fn own_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    bikeshare_runtime::aws::watched(http)
-}
-
 fn store_error<E>(operation: &str, err: &SdkError<E>) -> LeaseError
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -153,7 +143,7 @@ impl DynamoLeaseStore {
             .client
             .config()
             .to_builder()
-            .http_client(own_https_client())
+            .http_client(bikeshare_runtime::aws::https_client())
             .build();
         Self {
             client: Client::from_conf(config),

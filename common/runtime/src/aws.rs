@@ -101,14 +101,22 @@ impl Timeouts {
     }
 }
 
+/// A new HTTPS client for the SDK (a connection pool of its own: rustls with ring),
+/// [`watched`]. Every configuration [`config_loader`] makes uses one; a client that must not
+/// share connections with it (the lease renewer's) takes another.
+pub fn https_client() -> SharedHttpClient {
+    watched(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https(),
+    )
+}
+
 /// The standard AWS configuration loader with our HTTPS client, region and endpoint applied.
 /// Add credentials or other settings before [`ConfigLoader::load`] if need be.
 pub fn config_loader(settings: &ClientSettings) -> ConfigLoader {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(watched(http))
+        .http_client(https_client())
         .timeout_config(settings.timeouts.config());
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
