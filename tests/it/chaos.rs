@@ -149,7 +149,7 @@ fn through_endpoint(c: &mut Command, url: &str) {
 }
 
 /// `bikeshare serve-model` of `model_dir` on `addr`, answering `/ping` (bounded wait).
-fn serve_model(data: &Path, model_dir: &Path, addr: std::net::SocketAddr) -> Child {
+fn serve_model(data: &Path, model_dir: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
     let mut child = crate::support::serve_model(data, model_dir, addr);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pings(addr) {
@@ -476,7 +476,7 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
         .local_addr()
         .unwrap();
     crate::support::synthetic_model(&model_dir, "5", 10, 4);
-    let mut endpoint = KillOnDrop(serve_model(dir.path(), &model_dir, endpoint_addr));
+    let mut endpoint = serve_model(dir.path(), &model_dir, endpoint_addr);
     let endpoint_url = Some(format!("http://{endpoint_addr}"));
     // The fault schedule: every kind once per round, a reshard twice (a split up to four
     // shards, then a merge back to two), in a seeded order.
@@ -660,7 +660,7 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
             let _ = up.0.kill();
             let _ = up.0.wait();
             std::thread::sleep(Duration::from_secs(4));
-            *up = KillOnDrop(serve_model(dir.path(), &model_dir, endpoint_addr));
+            *up = serve_model(dir.path(), &model_dir, endpoint_addr);
             entry.0 += 1;
         }
         if fault == Fault::Freeze {

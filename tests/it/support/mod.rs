@@ -481,20 +481,19 @@ pub fn exit_within(
 }
 
 /// `bikeshare serve-model` of `model_dir` bound to `addr` (a fixed address, so a restarted
-/// server comes back where the clients look), output discarded.
-pub fn serve_model(
-    data_dir: &Path,
-    model_dir: &Path,
-    addr: std::net::SocketAddr,
-) -> std::process::Child {
-    bikeshare(data_dir)
-        .args(["serve-model", "--model-dir"])
-        .arg(model_dir)
-        .args(["--bind", &addr.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// server comes back where the clients look), output discarded; killed when dropped, so a
+/// failed assertion leaves no server behind.
+pub fn serve_model(data_dir: &Path, model_dir: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
+    KillOnDrop(
+        bikeshare(data_dir)
+            .args(["serve-model", "--model-dir"])
+            .arg(model_dir)
+            .args(["--bind", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The URL a server child (`serve-model`, the image's `serve`) prints on stderr once it listens
