@@ -1446,6 +1446,21 @@ mod tests {
     /// A checkpoint taken without the update trigger resumes with it (the app's default
     /// changed to on; a bounded `process --until-caught-up` runs without it), and back: the
     /// trigger changes when rows are emitted, not the state.
+    /// The last row of every prediction id, and the other emitted items in order.
+    fn answers(out: &[Emitted]) -> (BTreeMap<String, FeatureRow>, Vec<Emitted>) {
+        let mut rows = BTreeMap::new();
+        let mut rest = Vec::new();
+        for e in out {
+            match e {
+                Emitted::Row(r) => {
+                    rows.insert(r.prediction_id.to_string(), r.clone());
+                }
+                other => rest.push(other.clone()),
+            }
+        }
+        (rows, rest)
+    }
+
     #[test]
     fn a_snapshot_resumes_with_the_update_trigger_switched() {
         let t0 = 1_700_000_000_000;
@@ -1460,6 +1475,7 @@ mod tests {
             for m in 0..5 {
                 p.process(status("a", "s1", t0 + m * MIN_MS, 5 + m as u32), &mut out);
             }
+            let before = out.clone();
             let mut resumed = Processor::new(to.clone());
             resumed.absorb(&p.snapshot().unwrap()).unwrap();
             // The next report is scored as the resumed config says.
@@ -1469,6 +1485,38 @@ mod tests {
                 |e| matches!(e, Emitted::Row(r) if r.vector.as_of.millis() == t0 + 5 * MIN_MS),
             );
             assert_eq!(early, to.score_on_arrival, "{out:?}");
+            // And the answers are those of a processor that ran with `to` from the start: the
+            // last row of every prediction id, and everything else emitted, are the same (the
+            // rebuilt buffer index holds the reports still buffered: an early row reads them).
+            let mut all = before;
+            all.extend(out.iter().cloned());
+            let mut native = Processor::new(to.clone());
+            let mut native_all = Vec::new();
+            for m in 0..6 {
+                let bikes = if m < 5 { 5 + m as u32 } else { 4 };
+                native.process(status("a", "s1", t0 + m * MIN_MS, bikes), &mut native_all);
+            }
+            for m in 6..12 {
+                let e = status("a", "s1", t0 + m * MIN_MS, 9 - (m as u32 % 4));
+                resumed.process(e.clone(), &mut all);
+                native.process(e, &mut native_all);
+            }
+            assert_eq!(answers(&all), answers(&native_all));
+            // Reports after the snapshot are scored alike when they arrive too (their first
+            // row), which needs the buffered reports the rebuilt index holds.
+            let first = |out: &[Emitted]| {
+                let mut m = BTreeMap::new();
+                for e in out {
+                    if let Emitted::Row(r) = e
+                        && r.vector.as_of.millis() >= t0 + 5 * MIN_MS
+                    {
+                        m.entry(r.prediction_id.to_string())
+                            .or_insert_with(|| r.clone());
+                    }
+                }
+                m
+            };
+            assert_eq!(first(&all), first(&native_all));
         }
         // Any other difference is still refused.
         let mut other = Processor::new(ProcessorConfig {
