@@ -5,6 +5,9 @@
 //! - `features/station`: the feature vector of one station with 8 neighbours.
 //! - `process/station_event`: `Processor::process` for one station report plus scoring its
 //!   row with the baseline, in a warm city of 1,000 stations reporting every minute.
+//! - `process/station_event_on_arrival`: the same with the update trigger on and the default
+//!   lateness (2 min): each report is scored when it arrives from a copy of its station (the
+//!   early firing) and again at release.
 //! - `decode/station_status`: `Envelope::decode` of a realistic station report.
 
 // A benchmark whose setup fails has nothing to measure: stopping loudly is right.
@@ -73,11 +76,24 @@ fn window(c: &mut Criterion) {
 
 /// A processor with `stations` stations after `minutes` minutes of reports.
 fn warm_processor(stations: u32, minutes: usize) -> (Processor, MinuteFeed) {
+    warm_processor_with(
+        stations,
+        minutes,
+        ProcessorConfig {
+            lateness_ms: 0,
+            ..ProcessorConfig::default()
+        },
+    )
+}
+
+/// [`warm_processor`] with another config.
+fn warm_processor_with(
+    stations: u32,
+    minutes: usize,
+    config: ProcessorConfig,
+) -> (Processor, MinuteFeed) {
     let mut feed = MinuteFeed::new(stations, 7, Timestamp(START_MS)).expect("city");
-    let mut p = Processor::new(ProcessorConfig {
-        lateness_ms: 0,
-        ..ProcessorConfig::default()
-    });
+    let mut p = Processor::new(config);
     let mut out = Vec::new();
     let mut batch = feed.preamble();
     feed.reports(&mut batch);
@@ -105,13 +121,39 @@ fn features(c: &mut Criterion) {
 }
 
 fn process(c: &mut Criterion) {
-    const STATIONS: u32 = 1000;
-    let (mut p, mut feed) = warm_processor(STATIONS, 70);
-    let scorer = BaselineScorer::new(p.schema(), 30);
     let mut g = c.benchmark_group("process");
+    for (name, config) in [
+        (
+            "station_event",
+            ProcessorConfig {
+                lateness_ms: 0,
+                ..ProcessorConfig::default()
+            },
+        ),
+        (
+            "station_event_on_arrival",
+            ProcessorConfig {
+                score_on_arrival: true,
+                ..ProcessorConfig::default()
+            },
+        ),
+    ] {
+        process_one(&mut g, name, config);
+    }
+    g.finish();
+}
+
+fn process_one(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    config: ProcessorConfig,
+) {
+    const STATIONS: u32 = 1000;
+    let (mut p, mut feed) = warm_processor_with(STATIONS, 70, config);
+    let scorer = BaselineScorer::new(p.schema(), 30);
     g.throughput(Throughput::Elements(u64::from(STATIONS)));
     let mut out = Vec::new();
-    g.bench_function("station_event", |b| {
+    g.bench_function(name, |b| {
         b.iter_batched(
             || {
                 // The next minute's reports (ticks and labels happen along the way).
@@ -133,7 +175,6 @@ fn process(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
-    g.finish();
 }
 
 fn decode(c: &mut Criterion) {
