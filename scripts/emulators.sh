@@ -146,7 +146,9 @@ start_emulators() {
   ) >"$EMULATOR_LOG_DIR/kinesis-mock.log" 2>&1 &
   EMULATOR_PIDS+=("$!")
   local kpid="$!"
-  "$MOTO_SERVER" -H 127.0.0.1 -p "$moto" </dev/null >"$EMULATOR_LOG_DIR/moto.log" 2>&1 &
+  # moto's server with SageMaker's UpdateModelPackage semantics (infra/moto_server.py).
+  "$(dirname "$MOTO_SERVER")/python" "$ROOT/infra/moto_server.py" -H 127.0.0.1 -p "$moto" \
+    </dev/null >"$EMULATOR_LOG_DIR/moto.log" 2>&1 &
   EMULATOR_PIDS+=("$!")
   local mpid="$!"
   # A fresh store per run: tests see only their own runs and versions. No telemetry, and no

@@ -135,6 +135,9 @@ impl std::fmt::Debug for Source {
 struct Clients {
     sagemaker: aws_sdk_sagemaker::Client,
     s3: aws_sdk_s3::Client,
+    /// Whether the configuration has a credentials provider: without one the SDK signs
+    /// nothing and sends nothing (its dispatch fails before the request leaves).
+    credentials: bool,
 }
 
 /// A registry in a SageMaker model package group.
@@ -157,7 +160,6 @@ struct Package {
     version: u64,
     arn: String,
     status: Option<ModelApprovalStatus>,
-    approval: Option<String>,
     metadata: HashMap<String, String>,
     model_data_url: Option<String>,
     created_ms: Option<i64>,
@@ -243,6 +245,18 @@ impl SageMakerRegistry {
         &self.group
     }
 
+    /// A failed call of `operation` (made with the clients built).
+    fn failed<E>(&self, operation: &str, e: &SdkError<E>) -> RegistryError
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        sdk_error(
+            operation,
+            e,
+            self.clients.get().is_none_or(|c| c.credentials),
+        )
+    }
+
     async fn clients(&self) -> &Clients {
         self.clients
             .get_or_init(|| async {
@@ -264,6 +278,7 @@ impl SageMakerRegistry {
                 }
                 let sdk = b.build();
                 Clients {
+                    credentials: sdk.credentials_provider().is_some(),
                     sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
                     s3: aws_sdk_s3::Client::from_conf(
                         aws_sdk_s3::config::Builder::from(&sdk)
@@ -318,7 +333,7 @@ impl SageMakerRegistry {
                             ))
                             .send()
                             .await
-                            .map_err(|e| sdk_error("CreateModelPackageGroup", &e))?;
+                            .map_err(|e| self.failed("CreateModelPackageGroup", &e))?;
                         tracing::info!(group = %self.group, "model package group created");
                         Ok(created
                             .model_package_group_arn()
@@ -337,7 +352,7 @@ impl SageMakerRegistry {
                             chain(&e)
                         ),
                     }),
-                    Err(e) => Err(sdk_error("DescribeModelPackageGroup", &e)),
+                    Err(e) => Err(self.failed("DescribeModelPackageGroup", &e)),
                 }
             })
             .await
@@ -361,7 +376,7 @@ impl SageMakerRegistry {
                 .set_next_token(token.take())
                 .send()
                 .await
-                .map_err(|e| sdk_error("ListModelPackages", &e))?;
+                .map_err(|e| self.failed("ListModelPackages", &e))?;
             for s in page.model_package_summary_list() {
                 let (Some(v), Some(arn)) = (s.model_package_version(), s.model_package_arn())
                 else {
@@ -390,26 +405,8 @@ impl SageMakerRegistry {
             .model_package_name(arn)
             .send()
             .await
-            .map_err(|e| sdk_error("DescribeModelPackage", &e))?;
-        Ok(Package {
-            version: out
-                .model_package_version()
-                .and_then(|v| u64::try_from(v).ok())
-                .unwrap_or(version),
-            arn: arn.to_owned(),
-            status: out.model_approval_status().cloned(),
-            approval: out.approval_description().map(str::to_owned),
-            metadata: out
-                .customer_metadata_properties()
-                .cloned()
-                .unwrap_or_default(),
-            model_data_url: out
-                .inference_specification()
-                .and_then(|s| s.containers().first())
-                .and_then(|c| c.model_data_url())
-                .map(str::to_owned),
-            created_ms: out.creation_time().and_then(|t| t.to_millis().ok()),
-        })
+            .map_err(|e| self.failed("DescribeModelPackage", &e))?;
+        Ok(package_of(&out, version, arn))
     }
 
     /// Every package, described, oldest first.
@@ -421,27 +418,40 @@ impl SageMakerRegistry {
         Ok(out)
     }
 
+    /// Version `version`, described by its ARN (one call; the group is not listed).
     async fn package(&self, version: u64) -> Result<Package, RegistryError> {
-        let arn = self
-            .summaries(None)
-            .await?
-            .into_iter()
-            .find(|(v, _)| *v == version)
-            .map(|(_, arn)| arn)
-            .ok_or_else(|| RegistryError::NoSuchVersion {
+        let arn = package_arn(self.ensure_group().await?, version)?;
+        let out = self
+            .clients()
+            .await
+            .sagemaker
+            .describe_model_package()
+            .model_package_name(&arn)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(package_of(&out, version, &arn)),
+            Err(e) if missing(&e) => Err(RegistryError::NoSuchVersion {
                 model: self.model.clone(),
                 version,
-            })?;
-        self.describe(version, &arn).await
+            }),
+            Err(e) => Err(self.failed("DescribeModelPackage", &e)),
+        }
     }
 
-    /// The approved package that is production: the newest `production_since` among the
-    /// `Approved` ones (one, unless a stage change was interrupted).
-    async fn production(&self) -> Result<Option<Package>, RegistryError> {
+    /// The `Approved` packages, described (one, unless a stage change was interrupted).
+    async fn approved(&self) -> Result<Vec<Package>, RegistryError> {
         let mut approved = Vec::new();
         for (v, arn) in self.summaries(Some(ModelApprovalStatus::Approved)).await? {
             approved.push(self.describe(v, &arn).await?);
         }
+        Ok(approved)
+    }
+
+    /// The approved package that is production: the newest `production_since` among the
+    /// `Approved` ones.
+    async fn production(&self) -> Result<Option<Package>, RegistryError> {
+        let approved = self.approved().await?;
         Ok(newest(approved.iter().filter(|p| p.approved()), KEY_PRODUCTION).cloned())
     }
 
@@ -455,7 +465,7 @@ impl SageMakerRegistry {
             .key(key)
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("GetObject {}", self.s3_url(key)), &e))?;
+            .map_err(|e| self.failed(&format!("GetObject {}", self.s3_url(key)), &e))?;
         let bytes = out
             .body
             .collect()
@@ -485,7 +495,7 @@ impl SageMakerRegistry {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| sdk_error(&format!("PutObject {}", self.s3_url(key)), &e))?;
+            .map_err(|e| self.failed(&format!("PutObject {}", self.s3_url(key)), &e))?;
         Ok(())
     }
 
@@ -535,9 +545,10 @@ impl SageMakerRegistry {
         })
     }
 
-    /// Sets the package's status and metadata: `set` added or replaced, `remove` removed.
-    /// The whole resulting map is sent (moto replaces the map; SageMaker merges it), never a
-    /// key in both.
+    /// Sets the package's status (when given) and metadata: `set` added or replaced, `remove`
+    /// removed. One `UpdateModelPackage` with only those ([`Update::of`]): SageMaker keeps
+    /// what a request omits, so keys other writers set meanwhile stay, and an unchanged
+    /// status is not written again.
     async fn update(
         &self,
         p: &Package,
@@ -545,40 +556,106 @@ impl SageMakerRegistry {
         set: &[(&str, String)],
         remove: &[&str],
     ) -> Result<(), RegistryError> {
-        let mut metadata = p.metadata.clone();
-        for k in remove {
-            metadata.remove(*k);
-        }
-        for (k, v) in set {
-            metadata.insert((*k).to_owned(), metadata_value(v));
-        }
+        let Some(u) = Update::of(p, status, set, remove) else {
+            return Ok(());
+        };
         let mut req = self
             .clients()
             .await
             .sagemaker
             .update_model_package()
             .model_package_arn(&p.arn)
-            .set_customer_metadata_properties(Some(metadata));
-        for k in remove.iter().filter(|k| p.metadata.contains_key(**k)) {
-            req = req.customer_metadata_properties_to_remove(*k);
+            .set_customer_metadata_properties((!u.set.is_empty()).then_some(u.set));
+        for k in u.remove {
+            req = req.customer_metadata_properties_to_remove(k);
         }
-        // A metadata-only update sends the current status and description again: SageMaker
-        // keeps them when absent, but moto clears them.
-        let (status, description) = match status {
-            Some((s, d)) => (Some(s), Some(d)),
-            None => (p.status.clone(), p.approval.clone()),
-        };
-        if let Some(status) = status {
-            req = req.model_approval_status(status);
-        }
-        if let Some(d) = description {
-            req = req.approval_description(truncate(&d, MAX_APPROVAL_DESCRIPTION));
+        if let Some((status, description)) = u.status {
+            req = req
+                .model_approval_status(status)
+                .approval_description(description);
         }
         req.send()
             .await
-            .map_err(|e| sdk_error("UpdateModelPackage", &e))?;
+            .map_err(|e| self.failed("UpdateModelPackage", &e))?;
         Ok(())
     }
+}
+
+/// What one `UpdateModelPackage` sends: the metadata that changes, the keys to remove, the
+/// new status with its description.
+#[derive(Debug, PartialEq)]
+struct Update {
+    set: HashMap<String, String>,
+    remove: Vec<String>,
+    status: Option<(ModelApprovalStatus, String)>,
+}
+
+impl Update {
+    /// The update of `p` that sets `status` and the keys of `set` (values cleaned to
+    /// SageMaker's alphabet and length; a key already holding that value is left alone) and
+    /// removes the keys of `remove` it has (a key in both is set). `None`: nothing changes.
+    fn of(
+        p: &Package,
+        status: Option<(ModelApprovalStatus, String)>,
+        set: &[(&str, String)],
+        remove: &[&str],
+    ) -> Option<Self> {
+        let set: HashMap<String, String> = set
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), metadata_value(v)))
+            .filter(|(k, v)| p.metadata.get(k) != Some(v))
+            .collect();
+        let mut remove: Vec<String> = remove
+            .iter()
+            .filter(|k| p.metadata.contains_key(**k) && !set.contains_key(**k))
+            .map(|k| (*k).to_owned())
+            .collect();
+        remove.sort();
+        remove.dedup();
+        let status = status.map(|(s, d)| (s, truncate(&d, MAX_APPROVAL_DESCRIPTION)));
+        (!set.is_empty() || !remove.is_empty() || status.is_some()).then_some(Self {
+            set,
+            remove,
+            status,
+        })
+    }
+}
+
+/// A package as `DescribeModelPackage` answered for `arn` (`version` when it names none).
+fn package_of(
+    out: &aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
+    version: u64,
+    arn: &str,
+) -> Package {
+    Package {
+        version: out
+            .model_package_version()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(version),
+        arn: arn.to_owned(),
+        status: out.model_approval_status().cloned(),
+        metadata: out
+            .customer_metadata_properties()
+            .cloned()
+            .unwrap_or_default(),
+        model_data_url: out
+            .inference_specification()
+            .and_then(|s| s.containers().first())
+            .and_then(|c| c.model_data_url())
+            .map(str::to_owned),
+        created_ms: out.creation_time().and_then(|t| t.to_millis().ok()),
+    }
+}
+
+/// The ARN of version `version` of the group `group_arn`
+/// (`arn:<partition>:sagemaker:<region>:<account>:model-package/<group>/<version>`).
+fn package_arn(group_arn: &str, version: u64) -> Result<String, RegistryError> {
+    group_arn
+        .split_once(":model-package-group/")
+        .map(|(head, group)| format!("{head}:model-package/{group}/{version}"))
+        .ok_or_else(|| {
+            RegistryError::Corrupt(format!("{group_arn:?} is not a model package group ARN"))
+        })
 }
 
 /// The package with the newest `key` timestamp among `packages` (equal ones: the later
@@ -726,25 +803,24 @@ impl Registry for SageMakerRegistry {
             .set_customer_metadata_properties(Some(metadata))
             .send()
             .await
-            .map_err(|e| sdk_error("CreateModelPackage", &e))?;
+            .map_err(|e| self.failed("CreateModelPackage", &e))?;
         let arn = created.model_package_arn().unwrap_or_default().to_owned();
         let p = self.describe(0, &arn).await?;
         tracing::info!(model = %self.model, group = %self.group, version = p.version, %arn,
             "registered in the SageMaker model registry");
-        let (production, staging) = stage_versions(&self.packages().await?);
-        self.to_version(&p, production, staging).await
+        // A new package is in no stage: registered pending, without a staging mark.
+        self.to_version(&p, None, None).await
     }
 
+    /// One package described by its ARN, and the approved ones (production); it is in
+    /// staging when it carries the staging mark (a stage change interrupted between marking
+    /// the new holder and unmarking the old one leaves two marked until the next one;
+    /// `current(staging)` picks the newer).
     async fn get(&self, version: u64) -> Result<ModelVersion, RegistryError> {
-        let all = self.packages().await?;
-        let (production, staging) = stage_versions(&all);
-        let p = all.iter().find(|p| p.version == version).ok_or_else(|| {
-            RegistryError::NoSuchVersion {
-                model: self.model.clone(),
-                version,
-            }
-        })?;
-        self.to_version(p, production, staging).await
+        let p = self.package(version).await?;
+        let production = self.production().await?.map(|q| q.version);
+        let staging = p.since(KEY_STAGING).map(|_| p.version);
+        self.to_version(&p, production, staging).await
     }
 
     async fn list(&self) -> Result<Vec<ModelVersion>, RegistryError> {
@@ -779,18 +855,15 @@ impl Registry for SageMakerRegistry {
     }
 
     async fn set_stage(&self, version: u64, stage: Stage) -> Result<(), RegistryError> {
-        let all = self.packages().await?;
-        let target = all.iter().find(|p| p.version == version).ok_or_else(|| {
-            RegistryError::NoSuchVersion {
-                model: self.model.clone(),
-                version,
-            }
-        })?;
+        let target = &self.package(version).await?;
         let now = self.clock.now().0.to_string();
         match stage {
             Stage::Staging => {
                 self.update(target, None, &[(KEY_STAGING, now)], &[])
                     .await?;
+                // The mark is metadata, which ListModelPackages does not show: every package
+                // is described.
+                let all = self.packages().await?;
                 for other in all
                     .iter()
                     .filter(|p| p.version != version && p.metadata.contains_key(KEY_STAGING))
@@ -811,7 +884,11 @@ impl Registry for SageMakerRegistry {
                     &[],
                 )
                 .await?;
-                for other in all.iter().filter(|p| p.version != version && p.approved()) {
+                let approved = self.approved().await?;
+                for other in approved
+                    .iter()
+                    .filter(|p| p.version != version && p.approved())
+                {
                     self.update(
                         other,
                         Some((
@@ -892,7 +969,7 @@ impl Registry for SageMakerRegistry {
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(|e| sdk_error(&format!("ListObjectsV2 {}", self.s3_url(&prefix)), &e))?;
+                .map_err(|e| self.failed(&format!("ListObjectsV2 {}", self.s3_url(&prefix)), &e))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -1039,39 +1116,39 @@ where
             .is_some_and(|m| m.contains("does not exist") || m.contains("not found"))
 }
 
-/// A failed SageMaker or S3 call (both SDKs share the error type).
-fn sdk_error<E>(operation: &str, e: &SdkError<E>) -> RegistryError
+/// A failed SageMaker or S3 call (both SDKs share the error type); `credentials`: whether
+/// the configuration had a credentials provider.
+fn sdk_error<E>(operation: &str, e: &SdkError<E>, credentials: bool) -> RegistryError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
     RegistryError::SageMaker {
         operation: operation.into(),
-        code: e.code().map(str::to_owned).or_else(|| no_answer_code(e)),
+        code: e
+            .code()
+            .map(str::to_owned)
+            .or_else(|| no_answer_code(e, credentials).map(str::to_owned)),
         status: e.raw_response().map(|r| r.status().as_u16()),
         message: chain(e),
     }
 }
 
-/// Why a call got no answer: it could not be signed (no credentials: the SDK finds no
-/// identity for SigV4 and sends nothing), it timed out, or it never reached the service.
-fn no_answer_code<E, R>(e: &SdkError<E, R>) -> Option<String>
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    let code = match e {
+/// Why a call got no answer, from the SDK's error kinds (never its wording): the request
+/// was not built, it timed out, it never reached the service, or it was not sent. The SDK
+/// fails a dispatch with an "other" connector error, before transmitting, when it cannot
+/// resolve an identity or sign; with no credentials provider configured, that is for want
+/// of credentials.
+fn no_answer_code<E, R>(e: &SdkError<E, R>, credentials: bool) -> Option<&'static str> {
+    Some(match e {
         SdkError::ConstructionFailure(_) => "RequestNotBuilt",
         SdkError::TimeoutError(_) => "Timeout",
         SdkError::DispatchFailure(d) if d.is_timeout() => "Timeout",
         SdkError::DispatchFailure(d) if d.is_io() => "Unreachable",
-        // The SDK's words for a request it cannot sign for want of credentials.
-        SdkError::DispatchFailure(_) if chain(e).contains("no identity resolver") => {
-            "NoCredentials"
-        }
+        SdkError::DispatchFailure(d) if d.is_other() && !credentials => "NoCredentials",
+        SdkError::DispatchFailure(d) if d.is_other() => "RequestNotSent",
         SdkError::DispatchFailure(_) => "DispatchFailure",
         _ => return None,
-    };
-    Some(code.into())
+    })
 }
 
 #[cfg(test)]
@@ -1132,13 +1209,86 @@ mod tests {
         }
     }
 
+    fn package(metadata: &[(&str, &str)]) -> Package {
+        Package {
+            version: 3,
+            arn: "arn:aws:sagemaker:ca-central-1:1:model-package/g/3".into(),
+            status: Some(ModelApprovalStatus::Approved),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            model_data_url: None,
+            created_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_update_sends_only_what_changes() {
+        let p = package(&[
+            (KEY_STAGING, "5"),
+            ("other.writer", "x"),
+            (KEY_FILES, "a b"),
+        ]);
+        // A metadata change: that key only, no status (SageMaker keeps it), and not the
+        // keys another writer may have set meanwhile.
+        let u = Update::of(&p, None, &[(KEY_PRODUCTION, "9".into())], &[]).unwrap();
+        assert_eq!(
+            u,
+            Update {
+                set: HashMap::from([(KEY_PRODUCTION.to_owned(), "9".to_owned())]),
+                remove: vec![],
+                status: None,
+            }
+        );
+        // Removing: only keys the package has; a key both set and removed is set.
+        let u = Update::of(
+            &p,
+            None,
+            &[(KEY_ARTIFACT, "y".into())],
+            &[KEY_STAGING, "absent", KEY_ARTIFACT],
+        )
+        .unwrap();
+        assert_eq!(u.remove, vec![KEY_STAGING.to_owned()]);
+        assert_eq!(u.set.keys().collect::<Vec<_>>(), vec![KEY_ARTIFACT]);
+        // A status change carries its description, cut to SageMaker's limit.
+        let u = Update::of(
+            &p,
+            Some((ModelApprovalStatus::Rejected, "z".repeat(2000))),
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert!(u.set.is_empty() && u.remove.is_empty());
+        let (status, description) = u.status.unwrap();
+        assert_eq!(status, ModelApprovalStatus::Rejected);
+        assert_eq!(description.len(), MAX_APPROVAL_DESCRIPTION);
+        // Nothing to change (a value it already holds, a key it lacks): no call at all.
+        assert_eq!(
+            Update::of(&p, None, &[(KEY_STAGING, "5".into())], &["absent"]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_version_arn_from_its_group_arn() {
+        assert_eq!(
+            package_arn(
+                "arn:aws:sagemaker:ca-central-1:387706002632:model-package-group/bikeshare-dev-stockout",
+                12
+            )
+            .unwrap(),
+            "arn:aws:sagemaker:ca-central-1:387706002632:model-package/bikeshare-dev-stockout/12"
+        );
+        assert!(package_arn("arn:aws:s3:::bucket", 1).is_err());
+    }
+
     #[test]
     fn the_newest_mark_names_the_stage() {
         let p = |version, status: ModelApprovalStatus, marks: &[(&str, i64)]| Package {
             version,
             arn: format!("arn/{version}"),
             status: Some(status),
-            approval: None,
             metadata: marks
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.to_string()))
