@@ -7,11 +7,14 @@
 //! - **Renewal runs on its own OS thread and runtime** ([`LeaseCoordinator::spawn_renewer`])
 //!   every third of [`LeaseConfig::duration`], independently of processing: neither a
 //!   processing step blocked on a slow sink nor a processing runtime kept busy (a long
-//!   synchronous step, every worker occupied) delays it. One coupling is left: a renewal
-//!   waits for the lease writes' lock, which a lease-taking round on the processing
-//!   runtime holds across its store calls (decision 084). A store whose I/O is bound to the
-//!   runtime that made its connections gives the renewer its own
-//!   ([`LeaseStore::for_renewer`]).
+//!   synchronous step, every worker occupied) delays it, and neither does a take round: a
+//!   renewal writes only leases held here and a take round only leases not held here, so
+//!   they share no lock (decision 088; a release racing a renewal is completed by the
+//!   renewal that won). A store whose I/O is bound to the runtime that made its connections
+//!   gives the renewer its own ([`LeaseStore::for_renewer`]).
+//! - **Take rounds can run on that thread too** ([`LeaseCoordinator::spawn_keeper`]): every
+//!   third of the duration, and when asked ([`Renewer::take`]), so a processing step that is
+//!   blocked does not stop free or expired leases being taken.
 //! - **A safety margin**: a lease counts as held here only until a quarter of its duration
 //!   before it could expire elsewhere ([`LeaseConfig::held_for`], from the moment its last
 //!   successful renewal was sent). An instance whose renewals fail therefore stops using a
@@ -212,29 +215,64 @@ struct Shared {
     store: Arc<dyn LeaseStore>,
     config: LeaseConfig,
     held: Mutex<BTreeMap<ShardId, HeldLease>>,
-    /// Serialises this instance's lease writes (the renewer's and the taker's).
-    writes: tokio::sync::Mutex<()>,
+    /// Serialises this instance's take rounds (never held by a renewal: see the module docs).
+    takes: tokio::sync::Mutex<()>,
+    /// Set (under the `held` lock) once [`LeaseCoordinator::release`] has begun: a take
+    /// round still under way frees what it takes instead of keeping it.
+    released: std::sync::atomic::AtomicBool,
     changes: AtomicU64,
 }
 
-/// Holds this instance's leases in a [`LeaseStore`]; cheap to clone (the renewer task holds
+/// Holds this instance's leases in a [`LeaseStore`]; cheap to clone (the lease thread holds
 /// a clone).
 #[derive(Debug, Clone)]
 pub struct LeaseCoordinator {
     shared: Arc<Shared>,
 }
 
-/// The renewer thread of a [`LeaseCoordinator`]; stops when dropped (a renewal under way
-/// finishes first, on that thread).
+/// A take round asked of the lease thread: the shards whose leases to create first, and
+/// where to answer.
+type TakeRequest = (
+    Vec<ShardId>,
+    tokio::sync::oneshot::Sender<Result<(), LeaseError>>,
+);
+
+/// The lease thread of a [`LeaseCoordinator`] (renewals, and take rounds for
+/// [`LeaseCoordinator::spawn_keeper`]); stops when dropped (a renewal under way finishes
+/// first, on that thread).
 #[derive(Debug)]
 pub struct Renewer {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    takes: tokio::sync::mpsc::UnboundedSender<TakeRequest>,
+    /// To take on the caller's runtime when the thread could not start.
+    fallback: (LeaseCoordinator, SharedClock),
 }
 
 impl Drop for Renewer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+}
+
+impl Renewer {
+    /// Creates the leases of `new` shards, then runs a take round ([`LeaseCoordinator::acquire`])
+    /// on the lease thread, and waits for it. The caller's runtime only waits: a take round
+    /// runs on the lease thread whatever the caller's runtime is doing, and it never delays a
+    /// renewal.
+    pub async fn take(&self, new: Vec<ShardId>) -> Result<(), LeaseError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.takes.send((new, reply)) {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err(LeaseError::Store("the lease thread stopped".into()))),
+            Err(tokio::sync::mpsc::error::SendError((new, _))) => {
+                // No lease thread (it could not start): take here.
+                let (coordinator, clock) = &self.fallback;
+                coordinator.ensure_leases(&new).await?;
+                coordinator.acquire(clock.now()).await.map(|_| ())
+            }
         }
     }
 }
@@ -246,7 +284,8 @@ impl LeaseCoordinator {
                 store,
                 config,
                 held: Mutex::new(BTreeMap::new()),
-                writes: tokio::sync::Mutex::new(()),
+                takes: tokio::sync::Mutex::new(()),
+                released: std::sync::atomic::AtomicBool::new(false),
                 changes: AtomicU64::new(0),
             }),
         }
@@ -285,8 +324,15 @@ impl LeaseCoordinator {
 
     /// Creates leases for `shards` that have none (new shards after a listing).
     pub async fn ensure_leases(&self, shards: &[ShardId]) -> Result<(), LeaseError> {
+        Self::create_through(&self.shared.store, shards).await
+    }
+
+    async fn create_through(
+        store: &Arc<dyn LeaseStore>,
+        shards: &[ShardId],
+    ) -> Result<(), LeaseError> {
         for shard in shards {
-            self.shared.store.create(shard).await?;
+            store.create(shard).await?;
         }
         Ok(())
     }
@@ -336,40 +382,75 @@ impl LeaseCoordinator {
     }
 
     /// [`Self::renew`] through `store` (the renewer's own connections to the same leases).
+    ///
+    /// Takes no lock across a store call: a renewal writes only leases held here, which a
+    /// take round never writes (it writes leases not held here), so the two need no
+    /// ordering. A lease given up here while its renewal was under way
+    /// ([`Self::release_shard`], [`Self::release`], or lapsed) is freed by the renewal that
+    /// won the race, so it is not left held in the store by an instance that no longer
+    /// reads it.
     async fn renew_through(
         &self,
         store: &Arc<dyn LeaseStore>,
         now: Timestamp,
     ) -> Result<(), LeaseError> {
-        let _writes = self.shared.writes.lock().await;
         let held: Vec<(ShardId, HeldLease)> =
             self.map().iter().map(|(s, h)| (s.clone(), *h)).collect();
         let expires_at = self.expiry(now);
+        let owner = &self.shared.config.owner;
         let mut lost = 0u64;
         let mut failed = None;
         for (shard, h) in held {
+            if self
+                .map()
+                .get(&shard)
+                .is_none_or(|e| e.counter != h.counter)
+            {
+                continue; // given up since
+            }
             let next = Lease {
                 shard: shard.clone(),
-                owner: Some(self.shared.config.owner.clone()),
+                owner: Some(owner.clone()),
                 counter: h.counter + 1,
                 expires_at,
             };
             let sent = Instant::now();
             match store.replace(&next, h.counter).await {
                 Ok(true) => {
-                    if let Some(entry) = self.map().get_mut(&shard) {
-                        entry.counter = next.counter;
-                        entry.valid_until = sent + self.shared.config.held_for();
+                    let renewed = match self.map().get_mut(&shard) {
+                        Some(entry) if entry.counter == h.counter => {
+                            entry.counter = next.counter;
+                            entry.valid_until = sent + self.shared.config.held_for();
+                            true
+                        }
+                        _ => false,
+                    };
+                    if !renewed {
+                        // Given up here while this renewal was under way: free it.
+                        let free = Lease {
+                            owner: None,
+                            counter: next.counter + 1,
+                            expires_at: Timestamp(0),
+                            ..next
+                        };
+                        if let Err(e) = store.replace(&free, next.counter).await {
+                            tracing::warn!(%owner, %shard, error = %e,
+                                "freeing a lease given up during its renewal failed; it expires instead");
+                        }
                     }
                 }
                 Ok(false) => {
-                    self.map().remove(&shard);
-                    lost += 1;
-                    tracing::warn!(owner = %self.shared.config.owner, %shard,
-                        "lease renewal refused: another instance holds the shard now");
+                    let mut map = self.map();
+                    if map.get(&shard).is_some_and(|e| e.counter == h.counter) {
+                        map.remove(&shard);
+                        drop(map);
+                        lost += 1;
+                        tracing::warn!(%owner, %shard,
+                            "lease renewal refused: another instance holds the shard now");
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(owner = %self.shared.config.owner, %shard, error = %e,
+                    tracing::warn!(%owner, %shard, error = %e,
                         "renewing a shard lease failed; retrying");
                     failed = Some(e);
                 }
@@ -383,9 +464,22 @@ impl LeaseCoordinator {
     /// Renews the leases held every [`LeaseConfig::renew_every`] on an OS thread with a
     /// runtime of its own (through [`LeaseStore::for_renewer`] when the store has one), until
     /// the returned [`Renewer`] is dropped. The caller's runtime may be as busy as it likes:
-    /// nothing of a renewal runs on it (a renewal does wait for the writes' lock while a
-    /// lease-taking round, which runs on the caller's runtime, holds it).
+    /// nothing of a renewal runs on it, and a renewal never waits for a take round. Take
+    /// rounds run on that thread only when asked ([`Renewer::take`]).
     pub fn spawn_renewer(&self, clock: SharedClock) -> Renewer {
+        self.spawn_lease_thread(clock, None)
+    }
+
+    /// [`Self::spawn_renewer`], and a take round ([`Self::acquire`]) every
+    /// [`LeaseConfig::renew_every`] on the same thread, beside the renewals: free and
+    /// expired leases are taken (and one stolen) while the caller's processing is blocked.
+    /// The caller learns what was taken from [`Self::held`].
+    pub fn spawn_keeper(&self, clock: SharedClock) -> Renewer {
+        let every = self.shared.config.renew_every();
+        self.spawn_lease_thread(clock, Some(every))
+    }
+
+    fn spawn_lease_thread(&self, clock: SharedClock, take_every: Option<Duration>) -> Renewer {
         let this = self.clone();
         let store = self
             .shared
@@ -393,8 +487,10 @@ impl LeaseCoordinator {
             .for_renewer()
             .unwrap_or_else(|| self.shared.store.clone());
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (takes, requests) = tokio::sync::mpsc::unbounded_channel::<TakeRequest>();
         let owner = self.shared.config.owner.clone();
         let every = self.shared.config.renew_every();
+        let thread_clock = clock.clone();
         let spawned = std::thread::Builder::new()
             .name("lease-renewer".into())
             .spawn(move || {
@@ -408,7 +504,15 @@ impl LeaseCoordinator {
                         return;
                     }
                 };
+                let clock = thread_clock;
                 runtime.block_on(async move {
+                    // Take rounds on a task of their own: a stalled one delays no renewal.
+                    tokio::spawn(this.clone().take_rounds(
+                        store.clone(),
+                        clock.clone(),
+                        requests,
+                        take_every,
+                    ));
                     loop {
                         tokio::select! {
                             _ = &mut stopped => break,
@@ -424,25 +528,90 @@ impl LeaseCoordinator {
             tracing::error!(owner = %self.shared.config.owner, error = %e,
                 "the lease renewer thread could not start: leases lapse unless renewed");
         }
-        Renewer { stop: Some(stop) }
+        Renewer {
+            stop: Some(stop),
+            takes,
+            fallback: (self.clone(), clock),
+        }
+    }
+
+    /// The lease thread's take rounds: one per request (requests waiting meanwhile share the
+    /// next round) and, with `every`, one every `every`.
+    async fn take_rounds(
+        self,
+        store: Arc<dyn LeaseStore>,
+        clock: SharedClock,
+        mut requests: tokio::sync::mpsc::UnboundedReceiver<TakeRequest>,
+        every: Option<Duration>,
+    ) {
+        loop {
+            let mut new = Vec::new();
+            let mut replies = Vec::new();
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some((shards, reply)) => {
+                        new.extend(shards);
+                        replies.push(reply);
+                    }
+                    None => break,
+                },
+                () = async {
+                    match every {
+                        Some(every) => tokio::time::sleep(every).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            while let Ok((shards, reply)) = requests.try_recv() {
+                new.extend(shards);
+                replies.push(reply);
+            }
+            let round = async {
+                Self::create_through(&store, &new).await?;
+                self.acquire_through(&store, clock.now()).await.map(|_| ())
+            }
+            .await;
+            if replies.is_empty() {
+                if let Err(e) = round {
+                    tracing::warn!(owner = %self.shared.config.owner, error = %e,
+                        "taking shard leases failed; retrying");
+                }
+                continue;
+            }
+            let text = round.err().map(|e| e.to_string());
+            for reply in replies {
+                let _ = reply.send(match &text {
+                    None => Ok(()),
+                    Some(e) => Err(LeaseError::Store(e.clone())),
+                });
+            }
+        }
     }
 
     /// Takes free or expired leases and steals one from the busiest instance, as [`plan`]
     /// decides; notices leases held here that another instance wrote. Returns the shards
-    /// held afterwards.
+    /// held afterwards. Take rounds are serialised; none waits for, or delays, a renewal.
     pub async fn acquire(&self, now: Timestamp) -> Result<BTreeSet<ShardId>, LeaseError> {
-        let _writes = self.shared.writes.lock().await;
-        let leases = self.shared.store.list().await?;
+        self.acquire_through(&self.shared.store, now).await
+    }
+
+    async fn acquire_through(
+        &self,
+        store: &Arc<dyn LeaseStore>,
+        now: Timestamp,
+    ) -> Result<BTreeSet<ShardId>, LeaseError> {
+        let _takes = self.shared.takes.lock().await;
+        let leases = store.list().await?;
         let me = self.shared.config.owner.as_str();
         let mut changes = 0u64;
         {
-            // Held here but written by someone else since: lost.
+            // Held here but written by another instance since (held here means taken
+            // before this listing: only take rounds add leases, one at a time). Our own
+            // renewals may have moved the counter on, before or after the listing: only the
+            // owner tells.
             let mut map = self.map();
             for lease in &leases {
-                let stolen = map.get(&lease.shard).is_some_and(|h| {
-                    lease.counter != h.counter || lease.owner.as_deref() != Some(me)
-                });
-                if stolen {
+                if map.contains_key(&lease.shard) && lease.owner.as_deref() != Some(me) {
                     map.remove(&lease.shard);
                     changes += 1;
                     tracing::warn!(owner = %me, shard = %lease.shard,
@@ -472,16 +641,35 @@ impl LeaseCoordinator {
                 expires_at,
             };
             let sent = Instant::now();
-            if self.shared.store.replace(&next, current.counter).await? {
-                self.map().insert(
-                    shard.clone(),
-                    HeldLease {
-                        counter: next.counter,
-                        taken: next.counter,
-                        valid_until: sent + self.shared.config.held_for(),
-                    },
-                );
+            if !store.replace(&next, current.counter).await? {
+                continue;
+            }
+            let kept = {
+                let mut map = self.map();
+                let keep = !self.shared.released.load(Ordering::SeqCst);
+                if keep {
+                    map.insert(
+                        shard.clone(),
+                        HeldLease {
+                            counter: next.counter,
+                            taken: next.counter,
+                            valid_until: sent + self.shared.config.held_for(),
+                        },
+                    );
+                }
+                keep
+            };
+            if kept {
                 changes += 1;
+            } else {
+                // Released (shutting down) while this round ran: give it back at once.
+                let free = Lease {
+                    owner: None,
+                    counter: next.counter + 1,
+                    expires_at: Timestamp(0),
+                    ..next.clone()
+                };
+                store.replace(&free, next.counter).await?;
             }
         }
         let held: BTreeSet<ShardId> = self.map().keys().cloned().collect();
@@ -497,9 +685,9 @@ impl LeaseCoordinator {
 
     /// Gives up `shard` here and frees its lease if it is still ours (a checkpoint refused
     /// because another instance claimed the shard; if that instance holds the lease, the
-    /// conditional write fails and changes nothing).
+    /// conditional write fails and changes nothing). A renewal of it under way when it is
+    /// given up frees it if it wins the race.
     pub async fn release_shard(&self, shard: &ShardId) -> Result<(), LeaseError> {
-        let _writes = self.shared.writes.lock().await;
         let Some(h) = self.map().remove(shard) else {
             return Ok(());
         };
@@ -518,10 +706,14 @@ impl LeaseCoordinator {
             .map(|_| ())
     }
 
-    /// Frees every lease held (at shutdown), so others take them at once.
+    /// Frees every lease held (at shutdown), so others take them at once; a take round still
+    /// under way frees what it takes.
     pub async fn release(&self) -> Result<(), LeaseError> {
-        let _writes = self.shared.writes.lock().await;
-        let held = std::mem::take(&mut *self.map());
+        let held = {
+            let mut map = self.map();
+            self.shared.released.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *map)
+        };
         for (shard, h) in held {
             let free = Lease {
                 shard,
@@ -631,9 +823,11 @@ mod tests {
     fn short(owner: &str) -> LeaseConfig {
         LeaseConfig {
             owner: owner.into(),
-            duration: Duration::from_millis(1_500),
+            duration: SHORT,
         }
     }
+
+    const SHORT: Duration = Duration::from_millis(1_500);
 
     #[tokio::test]
     async fn renewal_on_its_own_task_keeps_leases_while_processing_is_blocked() {
@@ -677,6 +871,59 @@ mod tests {
         let lease = &store.list().await.unwrap()[0];
         assert!(lease.counter >= 5, "renewed every third: {lease:?}");
         assert!(lease.expires_at > clock.now(), "{lease:?}");
+    }
+
+    /// A lease store whose listings stall while `stalled` is set (a DynamoDB `Scan` that
+    /// hangs, or a take round on a processing runtime starved in the middle of it); its
+    /// conditional writes still answer.
+    #[derive(Debug, Default)]
+    struct StalledListing {
+        inner: MemoryLeaseStore,
+        stalled: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl LeaseStore for StalledListing {
+        async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
+            if self.stalled.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.inner.list().await
+        }
+        async fn create(&self, shard: &ShardId) -> Result<(), LeaseError> {
+            self.inner.create(shard).await
+        }
+        async fn replace(&self, lease: &Lease, expected: u64) -> Result<bool, LeaseError> {
+            self.inner.replace(lease, expected).await
+        }
+    }
+
+    /// A take round stalled in its listing for three lease durations does not delay the
+    /// renewals: the lease is still held and was renewed all along. (With the renewal and the
+    /// take sharing one lock held across the take's store calls, the renewer waited for the
+    /// stalled take and the lease lapsed.)
+    #[tokio::test]
+    async fn a_stalled_take_round_does_not_delay_renewal() {
+        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let store = Arc::new(StalledListing::default());
+        let a = LeaseCoordinator::new(store.clone(), short("a"));
+        a.ensure_leases(&shards(1)).await.unwrap();
+        assert_eq!(a.acquire(clock.now()).await.unwrap().len(), 1);
+        let _renewer = a.spawn_renewer(clock.clone());
+        store.stalled.store(true, Ordering::SeqCst);
+        let take = tokio::spawn({
+            let (a, now) = (a.clone(), clock.now());
+            async move { a.acquire(now).await }
+        });
+        tokio::time::sleep(SHORT * 3).await;
+        assert!(!take.is_finished(), "the take round is still stalled");
+        assert!(
+            a.holds(&ShardId::from_index(0)),
+            "the lease lapsed while a take round was stalled"
+        );
+        let lease = store.inner.list().await.unwrap()[0].clone();
+        assert!(lease.counter >= 4, "renewed all along: {lease:?}");
+        take.abort();
     }
 
     #[tokio::test]
