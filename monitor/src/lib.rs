@@ -9,6 +9,10 @@
 //! - [`alerts`]: rules over the documented metrics, the pending/firing/resolved state
 //!   machine, and notifications to a Slack-compatible webhook and SNS.
 //! - [`cloudwatch`]: the same snapshot pushed to CloudWatch with `PutMetricData`.
+//!
+//! The SNS notifier and the CloudWatch exporter hold AWS SDK clients: they are behind the
+//! `aws` feature (off by default; the CLI turns it on), so a crate that uses [`drift`] or the
+//! alert engine alone links no AWS SDK through this one.
 
 pub mod alerts;
 pub mod cloudwatch;

@@ -45,7 +45,9 @@ pub use notify::{Dispatcher, Notifier, NotifyError};
 pub use rules::{
     Comparator, Guard, Rule, RuleError, Severity, default_rules, prometheus_rules_yaml,
 };
-pub use sns::{SnsConfig, SnsNotifier};
+pub use sns::SnsConfig;
+#[cfg(feature = "aws")]
+pub use sns::SnsNotifier;
 pub use webhook::{WebhookConfig, WebhookNotifier};
 
 use crate::samples::Sample;
@@ -152,7 +154,9 @@ impl AlertsConfig {
         Ok(rules)
     }
 
-    /// The configured notifiers; SNS needs `sdk` (the shared AWS configuration).
+    /// The configured notifiers; SNS needs `sdk` (the shared AWS configuration). With the
+    /// `aws` feature only: without it, build a [`Dispatcher`] of your own notifiers.
+    #[cfg(feature = "aws")]
     pub fn notifiers(
         &self,
         sdk: Option<&aws_config::SdkConfig>,
@@ -220,7 +224,9 @@ impl AlertLoop {
         }
     }
 
-    /// The loop of `config` over the process's own recorder.
+    /// The loop of `config` over the process's own recorder (with the `aws` feature, for
+    /// SNS; without it, [`AlertLoop::new`]).
+    #[cfg(feature = "aws")]
     pub fn from_config(
         config: &AlertsConfig,
         sdk: Option<&aws_config::SdkConfig>,
