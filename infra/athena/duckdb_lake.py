@@ -2,8 +2,7 @@
 """Runs the named Athena queries (queries.sql) on a local lake with DuckDB.
 
 Each table of tables.sql becomes a DuckDB view over the lake's Parquet files, with the DDL's
-column list and types (a file missing a column fails here as it would in Athena) and the
-partition columns year, month, day and hour read from the folder names. Then the named
+column list and types and the partition columns year, month, day and hour read from the folder names. Then the named
 queries run, text unchanged, their `?` parameters bound to the defaults of their `-- param:`
 lines or to --param values.
 
@@ -109,12 +108,15 @@ def view_sql(lake, table, cols):
     select = ",\n  ".join(f"CAST({quote_ident(c)} AS {duckdb_type(t)}) AS {quote_ident(c)}" for c, t in cols)
     pattern = os.path.join(lake, table, "year=*", "month=*", "day=*", "hour=*", "*.parquet")
     if glob.glob(pattern):
+        # union_by_name: a column that older files lack (the predictions' revision before
+        # schema version 3) reads as NULL, as Athena reads Parquet by column name.
         keys = ", ".join(f"'{k}': 'INTEGER'" for k in PARTITION_KEYS)
         parts = ", ".join(quote_ident(k) for k in PARTITION_KEYS)
         path = pattern.replace("'", "''")
         return (
             f"CREATE OR REPLACE VIEW {quote_ident(table)} AS SELECT\n  {select},\n  {parts}\n"
-            f"FROM read_parquet('{path}', hive_partitioning = true, hive_types = {{{keys}}})"
+            f"FROM read_parquet('{path}', hive_partitioning = true, hive_types = {{{keys}}}, "
+            "union_by_name = true)"
         )
     # No file yet: an empty view with the same columns, so the queries still run.
     parts = ", ".join(f"CAST(NULL AS INTEGER) AS {quote_ident(k)}" for k in PARTITION_KEYS)

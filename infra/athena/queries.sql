@@ -13,6 +13,11 @@
 -- parameters when asked (or `--execution-parameters` of `aws athena start-query-execution`).
 -- Times are UTC. On Athena, add `year = ... AND month = ...` (and `day`, `hour`) predicates
 -- to read only those partitions.
+--
+-- A prediction id may have several rows: the update trigger scores a report on arrival and
+-- may correct it later (same prediction_id, revision 1; decision 083). Every query over
+-- predictions reads each id's last revision only (the `answers` step, decision 087); rows
+-- written before schema version 3 have no revision (NULL) and count as revision 0.
 
 -- name: stockout_rate_by_station_hour
 -- description: Share of an installed station's reports that found it empty (no bike to rent)
@@ -34,10 +39,20 @@ ORDER BY system_id, station_id, hour_of_day;
 -- name: model_precision_by_day
 -- description: Precision and recall of each model at the operating threshold, per UTC day of
 -- description: the prediction: predictions joined to their labels by prediction_id (unlabelled
--- description: and unscored predictions are left out). Positive means p >= threshold.
+-- description: and unscored predictions are left out). Positive means p >= threshold. A
+-- description: corrected prediction counts once, with its last revision.
 -- param: threshold double 0.5 the operating threshold (the model's, from its evaluation)
 WITH params AS (
   SELECT CAST(? AS double) AS threshold
+),
+answers AS (
+  SELECT * FROM (
+    SELECT
+      p.*,
+      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
+    FROM predictions p
+  ) ranked
+  WHERE revision_rank = 1
 ),
 scored AS (
   SELECT
@@ -48,7 +63,7 @@ scored AS (
     CASE WHEN p.p_full >= params.threshold THEN 1 ELSE 0 END AS predicted_full,
     CASE WHEN l.went_empty THEN 1 ELSE 0 END AS went_empty,
     CASE WHEN l.went_full THEN 1 ELSE 0 END AS went_full
-  FROM predictions p
+  FROM answers p
   JOIN labels l ON l.prediction_id = p.prediction_id
   CROSS JOIN params
   WHERE p.p_empty IS NOT NULL AND p.p_full IS NOT NULL
@@ -101,10 +116,20 @@ ORDER BY gap_minutes DESC, r.system_id, r.station_id, gap_start;
 
 -- name: top_risky_stations
 -- description: The stations most likely to run empty or full: each station's latest scored
--- description: prediction, ranked by its larger probability (ties by system and station).
+-- description: prediction (its last revision), ranked by its larger probability (ties by
+-- description: system and station).
 -- param: top_n integer 20 how many stations
 WITH params AS (
   SELECT CAST(? AS integer) AS top_n
+),
+answers AS (
+  SELECT * FROM (
+    SELECT
+      p.*,
+      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
+    FROM predictions p
+  ) ranked
+  WHERE revision_rank = 1
 ),
 latest AS (
   SELECT
@@ -116,7 +141,7 @@ latest AS (
     model_name,
     model_version,
     row_number() OVER (PARTITION BY system_id, station_id ORDER BY as_of DESC, prediction_id DESC) AS recency
-  FROM predictions
+  FROM answers
   WHERE p_empty IS NOT NULL AND p_full IS NOT NULL
 ),
 ranked AS (
@@ -155,10 +180,20 @@ ORDER BY risk_rank;
 -- name: calibration_by_bin
 -- description: Reliability of the probabilities: labelled predictions in ten equal-width bins
 -- description: of p_empty (target empty) and p_full (target full), the mean predicted
--- description: probability against the observed rate in each bin.
-WITH joined AS (
+-- description: probability against the observed rate in each bin (a corrected prediction
+-- description: once, with its last revision).
+WITH answers AS (
+  SELECT * FROM (
+    SELECT
+      p.*,
+      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
+    FROM predictions p
+  ) ranked
+  WHERE revision_rank = 1
+),
+joined AS (
   SELECT p.p_empty, p.p_full, l.went_empty, l.went_full
-  FROM predictions p
+  FROM answers p
   JOIN labels l ON l.prediction_id = p.prediction_id
   WHERE p.p_empty IS NOT NULL AND p.p_full IS NOT NULL
 ),
@@ -187,13 +222,23 @@ ORDER BY target, bin;
 
 -- name: scoring_path_by_day
 -- description: Who scored the predictions, per UTC day: the in-process model, the endpoint,
--- description: the fallback for a failed endpoint, or nobody (unavailable), with each share.
-WITH daily AS (
+-- description: the fallback for a failed endpoint, or nobody (unavailable), with each share:
+-- description: predictions by who scored their last revision.
+WITH answers AS (
+  SELECT * FROM (
+    SELECT
+      p.*,
+      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
+    FROM predictions p
+  ) ranked
+  WHERE revision_rank = 1
+),
+daily AS (
   SELECT
     CAST(as_of AS date) AS prediction_day,
     scored_by,
     count(*) AS predictions
-  FROM predictions
+  FROM answers
   GROUP BY 1, 2
 )
 SELECT

@@ -132,7 +132,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS ${database}.predictions (
   feature_schema_id string,
   `trigger`         string,
   scored_by         string,
-  schema_version    int
+  schema_version    int,
+  revision          int
 )
 PARTITIONED BY (year int, month int, day int, hour int)
 STORED AS PARQUET

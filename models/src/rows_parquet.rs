@@ -340,6 +340,7 @@ mod tests {
                 trigger: PredictionTrigger::Tick,
                 vector,
                 horizon_minutes: 30,
+                revision: 0,
             },
             label: Label {
                 schema_version: LABEL_SCHEMA_VERSION,

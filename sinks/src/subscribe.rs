@@ -6,11 +6,14 @@
 //! ```text
 //! id: <cursor>
 //! event: prediction
-//! data: {"schema_version":2,"prediction_id":...,"p_empty":0.12,"p_full":0.01,...}
+//! data: {"schema_version":3,"prediction_id":...,"p_empty":0.12,"p_full":0.01,...,"revision":0}
 //! ```
 //!
-//! `data` is a [`Prediction`](bikeshare_types::contracts::Prediction) as JSON, version 2 (a
-//! new version is a new `schema_version`, never a silent change). `id` is a cursor: send it
+//! `data` is a [`Prediction`](bikeshare_types::contracts::Prediction) as JSON, version 3 (a
+//! new version is a new `schema_version`, never a silent change). The same `prediction_id`
+//! may come again with a higher `revision`: a correction of an early prediction (the update
+//! trigger, decision 083), whose scores replace the earlier row's; a client keeps, per id,
+//! the row of the highest revision (decision 087). `id` is a cursor: send it
 //! back as `Last-Event-ID` (browsers' `EventSource` does it on reconnect) or `?after=` to
 //! resume exactly after that event, with no gap and no repeat. Comments (`: keep-alive`) are
 //! sent every 15 s so proxies keep the connection open.

@@ -118,6 +118,9 @@ pub struct FeatureRow {
     pub prediction_id: EventId,
     /// The horizon the prediction id and its label use (the processor's configuration).
     pub horizon_minutes: u32,
+    /// [`Prediction::revision`]: 0, or 1 for a correction (the on-time row of a report
+    /// whose differing update row was emitted on arrival).
+    pub revision: u32,
 }
 
 /// Why an input event was not applied.
@@ -1008,7 +1011,9 @@ impl Op<'_> {
                         );
                         if scored != Some(values_hash(&row.vector.values)) {
                             sys.stats.rows += 1;
-                            out.push(Emitted::Row(row));
+                            // After the early row of the same report: its correction.
+                            let revision = u32::from(scored.is_some());
+                            out.push(Emitted::Row(FeatureRow { revision, ..row }));
                         }
                     }
                     Err(Rejected::Duplicate) => {
@@ -1307,6 +1312,7 @@ fn row_of(
         vector,
         trigger,
         horizon_minutes: config.horizon_minutes,
+        revision: 0,
     }
 }
 
@@ -1440,6 +1446,7 @@ mod tests {
             feature_schema_id: row.vector.schema_id.clone(),
             trigger: row.trigger,
             scored_by: bikeshare_types::contracts::ScoredBy::InProcess,
+            revision: row.revision,
         }
     }
 

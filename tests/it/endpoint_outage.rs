@@ -291,6 +291,6 @@ async fn process_scores_through_serve_model_when_configured() {
         assert_eq!(p["scored_by"], "endpoint", "{p}");
         assert_eq!(p["model"]["name"], "synthetic");
         assert_eq!(p["model"]["version"], "5");
-        assert_eq!(p["schema_version"], 2);
+        assert_eq!(p["schema_version"], 3);
     }
 }

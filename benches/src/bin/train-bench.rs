@@ -129,6 +129,7 @@ fn write_synthetic(path: &std::path::Path, n: usize, stations: usize) -> anyhow:
                 trigger: PredictionTrigger::Tick,
                 prediction_id: prediction_id.clone(),
                 horizon_minutes: 30,
+                revision: 0,
             },
             label: Label {
                 schema_version: LABEL_SCHEMA_VERSION,

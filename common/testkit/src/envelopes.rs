@@ -86,6 +86,7 @@ pub fn prediction(
         feature_schema_id: FeatureSchemaId("fs1".into()),
         trigger: PredictionTrigger::Update,
         scored_by: ScoredBy::InProcess,
+        revision: 0,
     }
 }
 

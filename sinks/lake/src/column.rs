@@ -252,6 +252,13 @@ impl<'a> Columns<'a> {
             .as_primitive_opt::<Int32Type>()
             .ok_or_else(|| self.err(name, "not an int32 column"))
     }
+    /// An int32 column that older files may lack (`None` then).
+    pub(crate) fn opt_int(&self, name: &str) -> Result<Option<&'a Int32Array>, LakeError> {
+        match self.batch.column_by_name(name) {
+            None => Ok(None),
+            Some(_) => self.int(name).map(Some),
+        }
+    }
     pub(crate) fn float(&self, name: &str) -> Result<&'a Float32Array, LakeError> {
         self.col(name)?
             .as_primitive_opt::<Float32Type>()

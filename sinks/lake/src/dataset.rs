@@ -376,6 +376,8 @@ impl LakeRecord for Prediction {
         Column::str("trigger", |p| trigger_str(p.trigger)),
         Column::str("scored_by", |p| p.scored_by.as_str()),
         Column::int("schema_version", |p| p.schema_version.into()),
+        // The last revision of a prediction id is its answer (decision 087).
+        Column::int("revision", |p| p.revision.into()),
     ];
     fn event_time(&self) -> Timestamp {
         self.as_of
@@ -393,6 +395,8 @@ impl LakeRecord for Prediction {
             c.str("scored_by")?,
             c.int("schema_version")?,
         );
+        // Files written before schema 3 have no revision column: their rows are revision 0.
+        let rev = c.opt_int("revision")?;
         c.rows()
             .map(|i| {
                 let trigger = match tr.value(i) {
@@ -418,6 +422,7 @@ impl LakeRecord for Prediction {
                     trigger,
                     scored_by: serde_json::from_value(serde_json::Value::from(sb.value(i)))
                         .map_err(|e| c.err("scored_by", &e.to_string()))?,
+                    revision: rev.map_or(0, |r| uint(r.value(i))),
                 })
             })
             .collect()

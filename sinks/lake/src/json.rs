@@ -83,6 +83,7 @@ mod tests {
             feature_schema_id: bikeshare_types::contracts::FeatureSchemaId("fs".into()),
             trigger: PredictionTrigger::Tick,
             scored_by: ScoredBy::Endpoint,
+            revision: 0,
         }
     }
 

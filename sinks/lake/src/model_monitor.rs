@@ -468,6 +468,7 @@ mod tests {
             feature_schema_id: FeatureSchemaId("fs".into()),
             trigger: PredictionTrigger::Tick,
             scored_by: ScoredBy::InProcess,
+            revision: 0,
         }
     }
 

@@ -1118,6 +1118,7 @@ pub fn prediction(row: &FeatureRow, s: Scores, model: ModelRef, scored_by: Score
         feature_schema_id: row.vector.schema_id.clone(),
         trigger: row.trigger,
         scored_by,
+        revision: row.revision,
     }
 }
 

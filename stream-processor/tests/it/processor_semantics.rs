@@ -475,6 +475,7 @@ fn a_report_is_scored_on_arrival_and_corrected_only_when_its_inputs_changed() {
     assert_eq!(at_2.len(), 2, "early row, then the correction");
     assert_eq!(at_2[0].prediction_id, at_2[1].prediction_id);
     assert_ne!(at_2[0].vector.values, at_2[1].vector.values);
+    assert_eq!((at_2[0].revision, at_2[1].revision), (0, 1), "the correction's revision");
 }
 
 #[test]

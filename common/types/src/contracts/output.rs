@@ -7,7 +7,8 @@ use crate::time::Timestamp;
 
 /// Version 2 added [`Prediction::scored_by`] and unavailable predictions (`p_empty` and
 /// `p_full` `null` in JSON, NaN in Rust). A version-1 record reads as `scored_by: in_process`.
-pub const PREDICTION_SCHEMA_VERSION: u16 = 2;
+/// Version 3 added [`Prediction::revision`]; an earlier record reads as revision 0.
+pub const PREDICTION_SCHEMA_VERSION: u16 = 3;
 pub const LABEL_SCHEMA_VERSION: u16 = 1;
 /// The prediction horizon: will the station go empty/full within the next 30 minutes?
 pub const DEFAULT_HORIZON_MINUTES: u32 = 30;
@@ -94,6 +95,14 @@ pub struct Prediction {
     /// Since version 2; absent in version 1, where it was always the in-process model.
     #[serde(default)]
     pub scored_by: ScoredBy,
+    /// Orders the rows of one [`Self::prediction_id`]: 0 for its first row, one more for each
+    /// correction (the update trigger's on-time row replacing an early one, decision 083).
+    /// The row with the highest revision is the prediction's answer; readers that count
+    /// predictions keep only that one. Derived from the input (never a clock), so a replay or
+    /// a restore from a checkpoint numbers the rows alike. Since version 3; absent (an earlier
+    /// version, which had no corrections) it reads as 0.
+    #[serde(default)]
+    pub revision: u32,
 }
 
 /// `null` (how serde_json writes NaN) reads back as NaN.
@@ -168,6 +177,7 @@ mod tests {
             feature_schema_id: FeatureSchemaId("fs1-x".into()),
             trigger: PredictionTrigger::Tick,
             scored_by,
+            revision: 0,
         }
     }
 
@@ -190,5 +200,27 @@ mod tests {
         v1["schema_version"] = 1.into();
         let back: Prediction = serde_json::from_value(v1).unwrap();
         assert_eq!(back.scored_by, ScoredBy::InProcess);
+        assert_eq!(back.revision, 0);
+    }
+
+    /// A correction carries its revision through JSON; a version-2 record (no field) is the
+    /// first row of its id.
+    #[test]
+    fn a_revision_round_trips_and_version_2_reads_as_revision_0() {
+        let corrected = Prediction {
+            revision: 1,
+            ..prediction(ScoredBy::Endpoint, 0.75)
+        };
+        let json = serde_json::to_value(&corrected).unwrap();
+        assert_eq!(json["revision"], 1);
+        assert_eq!(json["schema_version"], 3);
+        let back: Prediction = serde_json::from_value(json).unwrap();
+        assert_eq!(back, corrected);
+
+        let mut v2 = serde_json::to_value(prediction(ScoredBy::Endpoint, 0.5)).unwrap();
+        v2.as_object_mut().unwrap().remove("revision");
+        v2["schema_version"] = 2.into();
+        let back: Prediction = serde_json::from_value(v2).unwrap();
+        assert_eq!((back.revision, back.schema_version), (0, 2));
     }
 }

@@ -237,13 +237,46 @@ fn predictions() -> Vec<Prediction> {
         p_full: 0.92,
         ..out[0].clone()
     });
+    // Corrections (the update trigger's later rows of an id, decision 083), in the second
+    // epoch: each id's last revision is its answer, and an earlier one must not count.
+    // 1: a fallback's 0.5 becomes the endpoint's 0.92; 6: unavailable, then scored; 12:
+    // corrected twice; 38: station C's latest, now the riskiest of all.
+    for (i, revision, p_empty, p_full, scored_by) in [
+        (1, 1, 0.92, 0.05, ScoredBy::Endpoint),
+        (6, 1, 0.61, 0.3, ScoredBy::Endpoint),
+        (12, 1, 0.15, 0.8, ScoredBy::Endpoint),
+        (12, 2, 0.45, 0.55, ScoredBy::Fallback),
+        (38, 1, 0.99, 0.01, ScoredBy::InProcess),
+    ] {
+        out.push(Prediction {
+            revision,
+            p_empty,
+            p_full,
+            scored_by,
+            ..out[i].clone()
+        });
+    }
     out
 }
 
-/// Labels of most predictions (every fifth has none yet), written in reverse order.
+/// Each prediction id's answer: its row of the highest revision.
+fn answers(preds: Vec<Prediction>) -> Vec<Prediction> {
+    let mut last: BTreeMap<String, Prediction> = BTreeMap::new();
+    for p in preds {
+        let id = p.prediction_id.as_str().to_owned();
+        if last.get(&id).is_none_or(|q| q.revision < p.revision) {
+            last.insert(id, p);
+        }
+    }
+    last.into_values().collect()
+}
+
+/// Labels of most predictions (every fifth has none yet), written in reverse order: one per
+/// prediction id, whatever its revisions.
 fn labels(preds: &[Prediction]) -> Vec<Label> {
     let mut out: Vec<Label> = preds
         .iter()
+        .filter(|p| p.revision == 0)
         .enumerate()
         .filter(|(i, _)| i % 5 != 4)
         .map(|(i, p)| Label {
@@ -361,7 +394,7 @@ fn labelled_scored() -> Vec<(Prediction, Label)> {
         .into_iter()
         .map(|l| (l.prediction_id.as_str().to_owned(), l))
         .collect();
-    preds
+    answers(preds)
         .into_iter()
         .filter(|p| !p.p_empty.is_nan() && !p.p_full.is_nan())
         .filter_map(|p| {
@@ -450,7 +483,7 @@ fn expect_gaps(min_gap_minutes: f64) -> Vec<Value> {
 
 fn expect_top_risky(top_n: usize) -> Vec<Value> {
     let mut latest: BTreeMap<(String, String), Prediction> = BTreeMap::new();
-    for p in predictions() {
+    for p in answers(predictions()) {
         if p.p_empty.is_nan() || p.p_full.is_nan() {
             continue;
         }
@@ -530,7 +563,7 @@ fn expect_calibration() -> Vec<Value> {
 fn expect_scoring_paths() -> Vec<Value> {
     let mut counts: BTreeMap<(String, &str), u64> = BTreeMap::new();
     let mut per_day: BTreeMap<String, u64> = BTreeMap::new();
-    for p in predictions() {
+    for p in answers(predictions()) {
         *counts
             .entry((day(p.as_of), p.scored_by.as_str()))
             .or_default() += 1;

@@ -110,6 +110,7 @@ fn predictions(n: u32) -> Vec<Prediction> {
                 },
                 scored_by: [ScoredBy::InProcess, ScoredBy::Endpoint, ScoredBy::Fallback]
                     [i as usize % 3],
+                revision: i % 4 / 3,
                 ..envelopes::prediction("demo", &station, as_of, p_empty, 1.0 - p_empty)
             }
         })
@@ -167,6 +168,24 @@ fn every_dataset_reads_back_equal_to_the_records_written() {
     round_trip(predictions(300));
     round_trip(labels(300));
     round_trip(dead_letters(50));
+}
+
+/// A predictions file written before schema version 3 has no `revision` column: its rows
+/// read back as revision 0 (each id's first row; there were no corrections then).
+#[test]
+fn a_predictions_file_without_the_revision_column_reads_as_revision_0() {
+    let rows = predictions(8);
+    assert!(rows.iter().any(|p| p.revision > 0));
+    let batch = Prediction::encode(&rows).unwrap();
+    let at = batch.schema().index_of("revision").unwrap();
+    let mut old = batch.clone();
+    old.remove_column(at);
+    let back = Prediction::decode(&old).unwrap();
+    let want: Vec<Prediction> = rows
+        .into_iter()
+        .map(|p| Prediction { revision: 0, ..p })
+        .collect();
+    assert_eq!(back, want);
 }
 
 #[test]
