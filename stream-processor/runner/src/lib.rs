@@ -18,9 +18,13 @@
 //!   owner, counter, expiry, conditional writes). The lease store is in memory by default
 //!   (one instance takes every lease; no DynamoDB needed) or shared (DynamoDB) so that
 //!   several instances split the shards, take over the leases of an instance that died and
-//!   release theirs at shutdown. Leases are renewed on their own task every third of their
-//!   duration; a shard whose lease lapsed (past the safety margin) or went to another instance
-//!   is given up at once: nothing more is read or emitted for it.
+//!   release theirs at shutdown. Leases are renewed, and free or expired ones taken, on a
+//!   thread of their own every third of their duration
+//!   ([`LeaseCoordinator::spawn_keeper`]): a processing step that blocks delays neither, and
+//!   a stalled take round does not delay a renewal (decisions 084, 088). The runner's own
+//!   lease rounds ask that thread for a take round and adopt what is held. A shard whose
+//!   lease lapsed (past the safety margin) or went to another instance is given up at once:
+//!   nothing more is read or emitted for it.
 //! - **Checkpoints are per shard**: every `checkpoint_interval`, and at shutdown, the runner
 //!   renews its leases, waits for the sinks to acknowledge everything, then stores for each
 //!   shard it still holds `{its position, the state of the systems whose records live in
@@ -55,7 +59,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bikeshare_stream::consumer::{ConsumerConfig, SHARD_END, ShardConsumer};
-use bikeshare_stream::lease::{LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore};
+use bikeshare_stream::lease::{
+    LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore, Renewer,
+};
 use bikeshare_stream::sink::{SinkError, Sinks};
 use bikeshare_stream::{
     ShardDescription, ShardId, StartPosition, StreamReader, StreamRecord, hash_key,
@@ -321,8 +327,9 @@ impl Runner {
     ) -> Result<Processor, RunnerError> {
         tokio::pin!(shutdown);
         let leases = LeaseCoordinator::new(self.leases.clone(), self.config.lease.clone());
-        // Renewal on its own task: a step blocked on a slow sink does not let leases expire.
-        let renewer = leases.spawn_renewer(self.clock.clone());
+        // Renewals and take rounds on their own thread: a step blocked on a slow sink (or a
+        // busy runtime) neither lets leases expire nor stops free leases being taken.
+        let keeper = leases.spawn_keeper(self.clock.clone());
         let mut consumer = ShardConsumer::new(
             self.reader.clone(),
             BTreeMap::new(),
@@ -341,7 +348,8 @@ impl Runner {
         let mut emitted = Vec::new();
         loop {
             if Instant::now() >= next_lease_round {
-                self.lease_round(&leases, &mut consumer, &mut book).await?;
+                self.lease_round(&leases, &keeper, &mut consumer, &mut book)
+                    .await?;
                 next_lease_round = Instant::now() + take_every;
             } else {
                 self.drop_lost(&leases, &mut consumer, &mut book);
@@ -464,7 +472,8 @@ impl Runner {
                 .quality(&self.processor, &self.quality, false);
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 // Take new leases first; only shards still held are checkpointed.
-                self.lease_round(&leases, &mut consumer, &mut book).await?;
+                self.lease_round(&leases, &keeper, &mut consumer, &mut book)
+                    .await?;
                 next_lease_round = Instant::now() + take_every;
                 let positions = consumer.positions().clone();
                 self.checkpoint_held(&positions, &leases, &mut consumer, &mut book)
@@ -489,7 +498,7 @@ impl Runner {
         let positions = consumer.positions().clone();
         self.checkpoint_held(&positions, &leases, &mut consumer, &mut book)
             .await?;
-        drop(renewer);
+        drop(keeper);
         if let Err(e) = leases.release().await {
             tracing::warn!(error = %e, "releasing the shard leases failed; they expire instead");
         }
@@ -533,11 +542,13 @@ impl Runner {
             })
     }
 
-    /// Lists the shards, creates missing leases, takes/steals leases (renewal runs on its
-    /// own task), adopts the checkpoints of shards gained and drops the shards lost.
+    /// Lists the shards, has the lease thread create missing leases and take/steal leases
+    /// (and waits for that round), adopts the checkpoints of shards gained (here or by the
+    /// lease thread's own rounds since) and drops the shards lost.
     async fn lease_round(
         &mut self,
         leases: &LeaseCoordinator,
+        keeper: &Renewer,
         consumer: &mut ShardConsumer,
         book: &mut ShardBook,
     ) -> Result<(), RunnerError> {
@@ -553,16 +564,10 @@ impl Runner {
             .filter(|s| !book.leased.contains(*s))
             .cloned()
             .collect();
-        let acquired = match leases.ensure_leases(&new).await {
-            Ok(()) => {
-                book.leased.extend(new);
-                leases.acquire(self.clock.now()).await.map(|_| ())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = acquired {
+        match keeper.take(new.clone()).await {
+            Ok(()) => book.leased.extend(new),
             // The leases held stay held while their renewals succeed (or lapse).
-            tracing::warn!(error = %e, "taking shard leases failed; retrying");
+            Err(e) => tracing::warn!(error = %e, "taking shard leases failed; retrying"),
         }
         self.drop_lost(leases, consumer, book);
         let held = leases.held();
