@@ -46,16 +46,17 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
 
     // The reference: one runner, no stall.
     let reference = MemorySinks::new();
-    support::alone(
-        "ref",
-        reader.clone(),
-        Arc::new(reference.clone()),
-        lease,
-        config.clone(),
+    support::run_to_end(
+        "the reference run",
+        support::alone(
+            "ref",
+            reader.clone(),
+            Arc::new(reference.clone()),
+            lease,
+            config.clone(),
+        ),
     )
-    .run(std::future::pending())
-    .await
-    .unwrap();
+    .await;
 
     // a's first publish stalls for four lease durations; b waits for a free lease meanwhile.
     let a_sinks = StallingSinks::new(Some(lease * 4), false);
@@ -94,7 +95,7 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     }));
     let a = tokio::time::timeout(Duration::from_secs(60), a).await;
     let _ = stop_b.send(());
-    b.await.unwrap().unwrap();
+    support::joined("b", b).await;
     a.expect("a did not finish within 60 s: it lost the shard to b")
         .unwrap()
         .unwrap();
@@ -191,7 +192,7 @@ async fn a_former_owner_is_fenced_at_its_checkpoint_drops_the_shard_and_emits_no
     // Give a the time to misbehave if it would: it reads on unless it dropped the shard.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = stop_a.send(());
-    a.await.unwrap().unwrap();
+    support::joined("a", a).await;
 
     let after = checkpoints.load(shard.as_str()).await.unwrap();
     assert_eq!(

@@ -11,7 +11,7 @@ use bikeshare_runner::RunnerConfig;
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream_processor::{Processor, ProcessorConfig};
 
-use crate::support::{MIN, T0, city, embedded_events, local_runner, put_all};
+use crate::support::{self, MIN, T0, city, embedded_events, local_runner, put_all};
 
 #[tokio::test]
 async fn every_label_the_input_covers_is_emitted_before_stopping() {
@@ -31,7 +31,7 @@ async fn every_label_the_input_covers_is_emitted_before_stopping() {
         ..RunnerConfig::default()
     };
     let runner = local_runner(&stream, &sinks, &dir.path().join("cp"), processor, config);
-    runner.run(std::future::pending()).await.unwrap();
+    support::run_to_end("the run to the end of the input", runner).await;
 
     let last = T0 + 90 * MIN;
     let due: BTreeMap<String, i64> = sinks

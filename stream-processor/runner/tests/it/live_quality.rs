@@ -15,7 +15,7 @@ use bikeshare_stream_processor::quality::{QualityConfig, QualityReport, TargetQu
 use bikeshare_stream_processor::{Processor, ProcessorConfig};
 use bikeshare_types::SystemId;
 
-use crate::support::{city, embedded_events, local_runner, put_all};
+use crate::support::{self, city, embedded_events, local_runner, put_all};
 
 /// Six stations reporting every 2 minutes for `minutes`: some drain to empty, some fill up,
 /// some wander (a deterministic walk), so both outcomes of both targets occur.
@@ -49,7 +49,7 @@ async fn run(stream: &EmbeddedStream, cp: &std::path::Path, sinks: MemorySinks) 
     };
     let runner = local_runner(stream, &sinks, cp, processor, config);
     let view = runner.live_quality();
-    let processor = runner.run(std::future::pending()).await.unwrap();
+    let processor = support::run_to_end("the run", runner).await;
     let view = view.get(&SystemId::new("city")).map(|r| r.clone());
     Run {
         processor,

@@ -66,19 +66,20 @@ async fn reference(records: &[PutRecord]) -> Outputs {
     let stream = ReshardableStream::new(2);
     stream.put(records);
     let sinks = MemorySinks::new();
-    support::alone(
-        "reference",
-        Arc::new(stream),
-        Arc::new(sinks.clone()),
-        LEASE,
-        RunnerConfig {
-            stop_when_caught_up: true,
-            ..config()
-        },
+    support::run_to_end(
+        "the reference run",
+        support::alone(
+            "reference",
+            Arc::new(stream),
+            Arc::new(sinks.clone()),
+            LEASE,
+            RunnerConfig {
+                stop_when_caught_up: true,
+                ..config()
+            },
+        ),
     )
-    .run(std::future::pending())
-    .await
-    .unwrap();
+    .await;
     outputs(&[sinks])
 }
 
@@ -158,7 +159,7 @@ async fn live(
     }
     stop.send(true).unwrap();
     for task in tasks {
-        task.await.unwrap().unwrap();
+        support::joined("an instance, told to stop,", task).await;
     }
     outputs(&sinks)
 }
@@ -379,7 +380,7 @@ async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_sta
     )
     .await;
     gate.open.store(true, Ordering::SeqCst);
-    run.await.unwrap().unwrap();
+    support::joined("the run once the gate opened", run).await;
     let got = outputs(&[sinks]);
     let differing = want
         .0

@@ -10,7 +10,7 @@ use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig};
 use bikeshare_testkit::envelopes::status_envelope;
 use bikeshare_types::contracts::{Envelope, PredictionTrigger};
 
-use crate::support::{T0, embedded_events, local_runner, processor_config};
+use crate::support::{self, T0, embedded_events, local_runner, processor_config};
 
 fn status(station: &str, t: i64, bikes: u32) -> Envelope {
     status_envelope("city", "test", station, t, bikes, 10 - bikes)
@@ -46,7 +46,7 @@ async fn malformed_and_unknown_version_records_become_dead_letters() {
         ..RunnerConfig::default()
     };
     let runner = local_runner(&stream, &sinks, &dir.path().join("cp"), processor, config);
-    let processor = runner.run(std::future::pending()).await.unwrap();
+    let processor = support::run_to_end("the run over bad input", runner).await;
 
     let dead = sinks.dead_letters.lock().unwrap().clone();
     let rules: Vec<&str> = dead.iter().map(|d| d.rule.as_str()).collect();

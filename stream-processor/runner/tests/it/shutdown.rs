@@ -78,35 +78,37 @@ async fn a_shutdown_during_a_stalled_read_still_stores_the_final_checkpoint() {
 
     // A restart from it, unstalled, gives the rest: together, the outputs of one clean run.
     let rest = MemorySinks::new();
-    support::runner(
-        "restart",
-        Arc::new(stream.clone()),
-        Arc::new(rest.clone()),
-        checkpoints,
-        Arc::new(MemoryLeaseStore::default()),
-        Duration::from_secs(30),
-        RunnerConfig {
-            stop_when_caught_up: true,
-            ..config.clone()
-        },
+    support::run_to_end(
+        "the restart",
+        support::runner(
+            "restart",
+            Arc::new(stream.clone()),
+            Arc::new(rest.clone()),
+            checkpoints,
+            Arc::new(MemoryLeaseStore::default()),
+            Duration::from_secs(30),
+            RunnerConfig {
+                stop_when_caught_up: true,
+                ..config.clone()
+            },
+        ),
     )
-    .run(std::future::pending())
-    .await
-    .unwrap();
+    .await;
     let reference = MemorySinks::new();
-    support::alone(
-        "reference",
-        Arc::new(stream),
-        Arc::new(reference.clone()),
-        Duration::from_secs(30),
-        RunnerConfig {
-            stop_when_caught_up: true,
-            ..config
-        },
+    support::run_to_end(
+        "the reference run",
+        support::alone(
+            "reference",
+            Arc::new(stream),
+            Arc::new(reference.clone()),
+            Duration::from_secs(30),
+            RunnerConfig {
+                stop_when_caught_up: true,
+                ..config
+            },
+        ),
     )
-    .run(std::future::pending())
-    .await
-    .unwrap();
+    .await;
     let mut both = predictions(&sinks);
     let first = both.len();
     both.extend(predictions(&rest));

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bikeshare_embedded::EmbeddedStream;
-use bikeshare_runner::{Runner, RunnerConfig};
+use bikeshare_runner::{Runner, RunnerConfig, RunnerError};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore, MemoryCheckpointStore};
 use bikeshare_stream::lease::{LeaseConfig, LeaseStore, MemoryLeaseStore};
@@ -26,6 +26,7 @@ use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 use bikeshare_types::time::{ManualClock, SystemClock};
 use bikeshare_types::{SharedClock, Timestamp};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 pub const T0: i64 = 1_700_000_000_000;
 pub const MIN: i64 = 60_000;
@@ -344,6 +345,30 @@ impl Sinks for StallingSinks {
             }
             Ok(())
         })
+    }
+}
+
+/// How long a run of these tests may take to stop (by itself with `stop_when_caught_up`, or
+/// once told to) before the test fails: a hang must fail with a message, not stall CI. The
+/// runs take seconds; the bound is wide for a shared, busy machine.
+pub const RUN_BOUND: Duration = Duration::from_secs(120);
+
+/// Runs `runner` until it stops by itself (`stop_when_caught_up`); the test fails, naming
+/// `what`, if it has not stopped within [`RUN_BOUND`].
+pub async fn run_to_end(what: &str, runner: Runner) -> Processor {
+    match tokio::time::timeout(RUN_BOUND, runner.run(std::future::pending())).await {
+        Ok(run) => run.unwrap_or_else(|e| panic!("{what} failed: {e}")),
+        Err(_) => panic!("{what} did not stop within {RUN_BOUND:?}: it never caught up"),
+    }
+}
+
+/// Waits for a spawned run to end; the test fails, naming `what`, if it has not within
+/// [`RUN_BOUND`].
+pub async fn joined(what: &str, run: JoinHandle<Result<Processor, RunnerError>>) -> Processor {
+    match tokio::time::timeout(RUN_BOUND, run).await {
+        Ok(Ok(run)) => run.unwrap_or_else(|e| panic!("{what} failed: {e}")),
+        Ok(Err(e)) => panic!("{what} panicked: {e}"),
+        Err(_) => panic!("{what} did not stop within {RUN_BOUND:?}"),
     }
 }
 
