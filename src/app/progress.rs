@@ -68,6 +68,22 @@ pub fn spawn(
     })
 }
 
+/// Runs `work` with a bar of `probe`'s readings under `label` (see [`spawn`]), clears the bar
+/// when the work ends, and returns its result.
+pub async fn while_probing<T>(
+    label: &'static str,
+    unit: &'static str,
+    probe: impl FnMut() -> Reading + Send + 'static,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let bar = spawn(label, unit, probe, crate::app::stopped(stop_rx));
+    let out = work.await;
+    let _ = stop_tx.send(true);
+    let _ = bar.await;
+    out
+}
+
 /// Runs `work` with a spinner saying `note` under `label` (work with no count to show, such as
 /// one read of the lake), and returns its result.
 pub async fn while_running<T>(
@@ -75,20 +91,11 @@ pub async fn while_running<T>(
     note: &'static str,
     work: impl std::future::Future<Output = T>,
 ) -> T {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let bar = spawn(
-        label,
-        "",
-        move || Reading {
-            note: note.to_owned(),
-            ..Reading::default()
-        },
-        crate::app::stopped(stop_rx),
-    );
-    let out = work.await;
-    let _ = stop_tx.send(true);
-    let _ = bar.await;
-    out
+    let probe = move || Reading {
+        note: note.to_owned(),
+        ..Reading::default()
+    };
+    while_probing(label, "", probe, work).await
 }
 
 /// A reading for work measured by how far behind its input it is (`behind_ms`, e.g. a

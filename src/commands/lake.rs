@@ -19,26 +19,24 @@ pub async fn run(args: LakeArgs, config: Config) -> anyhow::Result<()> {
         } => {
             let archiver = archiver(&config, until_caught_up).await?;
             let stats = archiver.stats();
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let progress = {
+            let probe = {
                 let stats = stats.clone();
-                crate::app::progress::spawn(
-                    "archiving",
-                    "records",
-                    move || {
-                        let s = stats.snapshot();
-                        crate::app::progress::Reading {
-                            position: s.events + s.dead_letters,
-                            total: None,
-                            note: format!("{} files", s.files),
-                        }
-                    },
-                    crate::app::stopped(stop_rx),
-                )
+                move || {
+                    let s = stats.snapshot();
+                    crate::app::progress::Reading {
+                        position: s.events + s.dead_letters,
+                        total: None,
+                        note: format!("{} files", s.files),
+                    }
+                }
             };
-            let archived = archiver.run(shutdown_signal(duration)).await;
-            let _ = stop_tx.send(true);
-            let _ = progress.await;
+            let archived = crate::app::progress::while_probing(
+                "archiving",
+                "records",
+                probe,
+                archiver.run(shutdown_signal(duration)),
+            )
+            .await;
             archived?;
             // The archiver is a consumer of the embedded stream: trim what it has now passed.
             // Its rows are in the lake whatever happens here: a failed trim is only logged.

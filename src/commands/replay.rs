@@ -18,26 +18,24 @@ pub async fn run(args: ReplayArgs, config: Config) -> anyhow::Result<()> {
     let replayer = Replayer::new(rc, clock.clone()).context("replay settings")?;
     let streams = open_streams(&config).await?;
     let output = std::sync::Arc::new(stream_output(&streams, clock));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let progress = {
+    let probe = {
         let output = output.clone();
-        crate::app::progress::spawn(
-            "replaying",
-            "events",
-            move || {
-                let (events, dead) = output.stats();
-                crate::app::progress::Reading {
-                    position: events.records_sent,
-                    total: None,
-                    note: format!("published, {} dead letters", dead.records_sent),
-                }
-            },
-            crate::app::stopped(stop_rx),
-        )
+        move || {
+            let (events, dead) = output.stats();
+            crate::app::progress::Reading {
+                position: events.records_sent,
+                total: None,
+                note: format!("published, {} dead letters", dead.records_sent),
+            }
+        }
     };
-    let result = replayer.run(&source, output.as_ref()).await;
-    let _ = stop_tx.send(true);
-    let _ = progress.await;
+    let result = crate::app::progress::while_probing(
+        "replaying",
+        "events",
+        probe,
+        replayer.run(&source, output.as_ref()),
+    )
+    .await;
     let stats = result.context("replay failed")?;
     let output = std::sync::Arc::try_unwrap(output)
         .map_err(|_| anyhow::anyhow!("the stream output is still in use"))?;

@@ -33,30 +33,23 @@ pub async fn run(args: SimulateArgs, config: Config) -> anyhow::Result<()> {
         let to = args.until.unwrap_or(now);
         // The bar follows the simulated clock: minutes of history written out of all.
         let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(from.millis()));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let progress = {
+        let minutes = move |t: i64| u64::try_from((t - from.millis()) / 60_000).unwrap_or(0);
+        let probe = {
             let written = written.clone();
-            let minutes = move |t: i64| u64::try_from((t - from.millis()) / 60_000).unwrap_or(0);
-            crate::app::progress::spawn(
-                "simulating",
-                "minutes",
-                move || crate::app::progress::Reading {
-                    position: minutes(written.load(std::sync::atomic::Ordering::Relaxed)),
-                    total: Some(minutes(to.millis())),
-                    note: "of city history".to_owned(),
-                },
-                crate::app::stopped(stop_rx),
-            )
+            move || crate::app::progress::Reading {
+                position: minutes(written.load(std::sync::atomic::Ordering::Relaxed)),
+                total: Some(minutes(to.millis())),
+                note: "of city history".to_owned(),
+            }
         };
-        let result = tokio::task::spawn_blocking({
+        let write = tokio::task::spawn_blocking({
             let (city, path) = (sim.city.clone(), path.clone());
             move || {
                 bikeshare_simulator::write_history_with_progress(&city, from, to, &path, &written)
             }
-        })
-        .await;
-        let _ = stop_tx.send(true);
-        let _ = progress.await;
+        });
+        let result =
+            crate::app::progress::while_probing("simulating", "minutes", probe, write).await;
         let summary = result.context("backfill task")??;
         eprintln!(
             "wrote {} events ({} station reports, {} stations, {} weather hours) from {from} to {to} into {}",
