@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use bikeshare_stream::sink::{SinkError, Sinks};
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 
-/// Hands every output to each sink in order; barriers (`flush`, `open_shard`, `commit`) resolve
-/// when every sink's has.
+/// Hands every output to each sink in order; barriers (`flush`, `open_shard`,
+/// `abandon_shard`, `commit`) resolve when every sink's has.
 #[derive(Debug)]
 pub struct FanOut {
     sinks: Vec<Arc<dyn Sinks>>,
@@ -54,6 +54,12 @@ impl Sinks for FanOut {
     async fn open_shard(&self, shard: &str, restored_epoch: u64) -> Result<(), SinkError> {
         for s in &self.sinks {
             s.open_shard(shard, restored_epoch).await?;
+        }
+        Ok(())
+    }
+    async fn abandon_shard(&self, shard: &str, stored_epoch: u64) -> Result<(), SinkError> {
+        for s in &self.sinks {
+            s.abandon_shard(shard, stored_epoch).await?;
         }
         Ok(())
     }

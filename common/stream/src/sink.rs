@@ -5,10 +5,13 @@
 //! once everything handed over before it is durable.
 //!
 //! Checkpoints are per input shard, so sinks that write per checkpoint epoch (the lake) also
-//! hear which shard outputs come from and which epochs are about to be stored, through three
+//! hear which shard outputs come from and which epochs are about to be stored, through four
 //! defaulted methods (other sinks ignore them):
 //! - [`Sinks::open_shard`] when the runner takes a shard, with the epoch of the checkpoint it
 //!   resumes from: outputs after it are about to be emitted again;
+//! - [`Sinks::abandon_shard`] when the runner gives a shard up because its checkpoint write
+//!   was refused (another instance took it), with the last epoch it stored: what it handed
+//!   over since is the new owner's to emit;
 //! - [`Sinks::scope`] before handing over the outputs of one shard's records;
 //! - [`Sinks::commit`] at the barrier, with the `(shard, epoch)` checkpoints stored right after
 //!   it returns (the default is `flush`).
@@ -37,6 +40,15 @@ pub trait Sinks: Send + Sync + std::fmt::Debug {
     /// The runner took `shard`, resuming from its checkpoint `restored_epoch` (0: none).
     async fn open_shard(&self, _shard: &str, _restored_epoch: u64) -> Result<(), SinkError> {
         Ok(())
+    }
+    /// The runner gave `shard` up after its checkpoint write was refused: another instance
+    /// took it, and what was handed over after `stored_epoch` (the last checkpoint this one
+    /// stored) will never be checkpointed here. Unlike [`Self::open_shard`] (a take), it
+    /// says nothing about other instances' outputs. The default treats it as
+    /// `open_shard(shard, stored_epoch)`, which is the same for a sink that keeps nothing
+    /// per shard.
+    async fn abandon_shard(&self, shard: &str, stored_epoch: u64) -> Result<(), SinkError> {
+        self.open_shard(shard, stored_epoch).await
     }
     /// Outputs handed over from now on come from records of `shard`.
     fn scope(&self, _shard: &str) {}

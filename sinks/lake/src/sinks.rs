@@ -1,12 +1,16 @@
 //! The stream processor's outputs into the lake: [`LakeSinks`].
 //!
 //! Rows are staged in memory per input shard ([`Sinks::scope`]) and written at the runner's
-//! checkpoint barrier ([`Sinks::commit`]) as the files of that shard's epoch;
-//! [`Sinks::open_shard`] discards what epochs after the shard's restored checkpoint left
-//! behind: this writer's, and — when the shard is taken — other instances' of the same role
-//! (a former owner killed between its lake commit and its refused checkpoint leaves such an
-//! epoch; the new owner removes it, so the lake holds each row once). See
-//! [`crate::writer`].
+//! checkpoint barrier ([`Sinks::commit`]) as the files of that shard's epoch. A take
+//! ([`Sinks::open_shard`]) discards what epochs after the shard's restored checkpoint left
+//! behind: this writer's, and other instances' of the same role (a former owner killed
+//! between its lake commit and its refused checkpoint leaves such an epoch; the new owner
+//! removes it, so the lake holds each row once). A former owner may also commit that epoch
+//! *after* the take's clean-up (its lease lost while it wrote) and be killed before it rolls
+//! it back: so every later commit of the taker removes other writers' epochs between the
+//! take and its own last stored checkpoint, which no one else can have checkpointed
+//! (decision 087). A refused owner rolls back with [`Sinks::abandon_shard`], which touches
+//! only its own epochs. See [`crate::writer`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +54,8 @@ struct State {
     staged: BTreeMap<String, Staging>,
     /// The last epoch committed or restored, per shard.
     epochs: BTreeMap<String, u64>,
+    /// The checkpoint epoch each held shard was taken at (shards taken with a checkpoint).
+    taken: BTreeMap<String, u64>,
 }
 
 fn sink_err(e: &crate::LakeError) -> SinkError {
@@ -134,6 +140,38 @@ impl LakeSinks {
             .collect())
     }
 
+    /// Discards this writer's epochs of `shard` after `epoch`.
+    async fn rollback(&self, shard: &str, epoch: u64) -> Result<(), SinkError> {
+        let r = self
+            .epoch_writer(shard)
+            .recover(epoch)
+            .await
+            .map_err(|e| sink_err(&e))?;
+        if r.files_deleted > 0 {
+            tracing::info!(shard, ?r, "lake: uncommitted epochs discarded");
+        }
+        Ok(())
+    }
+
+    /// Discards the other writers' epochs of `shard` in `after + 1 ..= up_to` (never
+    /// checkpointed: see [`Sinks::open_shard`] and [`Sinks::commit`]).
+    async fn discard_peers(&self, shard: &str, after: u64, up_to: u64) -> Result<(), SinkError> {
+        for peer in self.peers(shard).await? {
+            let w = EpochWriter::new(self.store.clone(), peer.clone());
+            let r = if up_to == u64::MAX {
+                w.recover(after).await
+            } else {
+                w.discard(after, up_to).await
+            }
+            .map_err(|e| sink_err(&e))?;
+            if r.files_deleted > 0 {
+                tracing::warn!(shard, writer = %peer, after, ?r,
+                    "lake: a former owner's epochs after the checkpoint taken over discarded (never checkpointed)");
+            }
+        }
+        Ok(())
+    }
+
     /// Rows staged and not yet written.
     pub fn staged_rows(&self) -> usize {
         self.state
@@ -190,52 +228,59 @@ impl Sinks for LakeSinks {
             st.scope = shard.to_owned();
         }
     }
-    /// Discards the epochs after `restored_epoch`: this writer's always. When the shard is
-    /// taken (this writer's last epoch of it is at most `restored_epoch`), also other writers'
-    /// of this role: the taker has just claimed the shard's checkpoint, so a later epoch of
+    /// A take: discards the epochs after `restored_epoch`, this writer's and other writers'
+    /// of this role. The taker has just claimed the shard's checkpoint, so a later epoch of
     /// another writer was never checkpointed (its owner was killed between its commit and
-    /// its refused checkpoint). When this writer's own epoch goes back (the runner rolling
-    /// back an epoch whose checkpoint was refused: the shard is another's now), the other
-    /// writers' epochs are the new owner's and are left alone. A take with no checkpoint
-    /// (`restored_epoch` 0: a new shard, or a checkpoint store that was reset while the lake
-    /// was kept) leaves other writers' epochs alone too: nothing says they were never
-    /// checkpointed, and a duplicate can be removed later where a deleted row is lost.
+    /// its refused checkpoint). A take with no checkpoint (`restored_epoch` 0: a new shard,
+    /// or a checkpoint store that was reset while the lake was kept) leaves other writers'
+    /// epochs alone: nothing says they were never checkpointed, and a duplicate can be
+    /// removed later where a deleted row is lost.
     async fn open_shard(&self, shard: &str, restored_epoch: u64) -> Result<(), SinkError> {
-        let taken = {
+        {
             let mut st = self.state.lock().map_err(|_| poisoned())?;
             // Anything staged for it from an earlier holding is about to be emitted again.
             st.staged.remove(shard);
-            let previous = st.epochs.insert(shard.to_owned(), restored_epoch);
-            previous.is_none_or(|e| e <= restored_epoch)
-        };
-        let r = self
-            .epoch_writer(shard)
-            .recover(restored_epoch)
-            .await
-            .map_err(|e| sink_err(&e))?;
-        if r.files_deleted > 0 {
-            tracing::info!(shard, ?r, "lake: uncommitted epochs discarded");
-        }
-        if taken && restored_epoch > 0 {
-            for peer in self.peers(shard).await? {
-                let r = EpochWriter::new(self.store.clone(), peer.clone())
-                    .recover(restored_epoch)
-                    .await
-                    .map_err(|e| sink_err(&e))?;
-                if r.files_deleted > 0 {
-                    tracing::warn!(shard, writer = %peer, restored_epoch, ?r,
-                        "lake: a former owner's epochs after the checkpoint taken over discarded (never checkpointed)");
-                }
+            st.epochs.insert(shard.to_owned(), restored_epoch);
+            if restored_epoch > 0 {
+                st.taken.insert(shard.to_owned(), restored_epoch);
+            } else {
+                st.taken.remove(shard);
             }
+        }
+        self.rollback(shard, restored_epoch).await?;
+        if restored_epoch > 0 {
+            self.discard_peers(shard, restored_epoch, u64::MAX).await?;
         }
         Ok(())
     }
+    /// The runner gave the shard up (its checkpoint was refused): only this writer's epochs
+    /// after `stored_epoch` go; other writers' are the new owner's.
+    async fn abandon_shard(&self, shard: &str, stored_epoch: u64) -> Result<(), SinkError> {
+        {
+            let mut st = self.state.lock().map_err(|_| poisoned())?;
+            st.staged.remove(shard);
+            st.epochs.insert(shard.to_owned(), stored_epoch);
+            st.taken.remove(shard);
+        }
+        self.rollback(shard, stored_epoch).await
+    }
+    /// Writes each shard's staged rows as its epoch. For a shard taken at checkpoint `T`,
+    /// first removes other writers' epochs `T+1 ..= epoch-1`: this writer stored those
+    /// checkpoints (the runner commits `epoch` only after `epoch-1` is stored), so another
+    /// writer's epoch there was never checkpointed — a former owner's, committed after the
+    /// take's clean-up. Later epochs may be a next owner's and are left alone.
     async fn commit(&self, checkpoints: &[(String, u64)]) -> Result<(), SinkError> {
         for (shard, epoch) in checkpoints {
-            let staged = {
+            let (staged, taken) = {
                 let mut st = self.state.lock().map_err(|_| poisoned())?;
-                st.staged.remove(shard).unwrap_or_default()
+                (
+                    st.staged.remove(shard).unwrap_or_default(),
+                    st.taken.get(shard).copied(),
+                )
             };
+            if let Some(t) = taken.filter(|t| epoch.saturating_sub(1) > *t) {
+                self.discard_peers(shard, t, epoch - 1).await?;
+            }
             let report = self
                 .epoch_writer(shard)
                 .commit(*epoch, staged)
@@ -369,12 +414,66 @@ mod tests {
         b.open_shard("shardId-1", 1).await.unwrap();
         epoch(&b, "shardId-1", 2).await;
         epoch(&a, "shardId-1", 2).await; // then its checkpoint 2 is refused
-        a.open_shard("shardId-1", 1).await.unwrap();
+        a.abandon_shard("shardId-1", 1).await.unwrap();
         assert_eq!(
             files(&store).await,
             vec![
                 named("processor-a-shardId-1", 1),
                 named("processor-b-shardId-1", 2),
+            ]
+        );
+    }
+
+    /// a, whose lease b took at checkpoint 1, commits its epoch 2 *after* b's clean-up at the
+    /// take, and is SIGKILLed before rolling it back. b's next commits remove it: the rows of
+    /// epoch 2 are in the lake once, b's.
+    #[tokio::test]
+    async fn a_fenced_former_owners_late_epoch_is_removed_by_the_new_owners_commits() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = sinks(&store, "processor-a");
+        a.open_shard("shardId-1", 0).await.unwrap();
+        epoch(&a, "shardId-1", 1).await;
+        let b = sinks(&store, "processor-b");
+        b.open_shard("shardId-1", 1).await.unwrap();
+        epoch(&a, "shardId-1", 2).await; // late; its checkpoint is refused, then SIGKILL
+        drop(a);
+        epoch(&b, "shardId-1", 2).await;
+        epoch(&b, "shardId-1", 3).await; // after b stored checkpoint 2
+        assert_eq!(
+            files(&store).await,
+            vec![
+                named("processor-a-shardId-1", 1),
+                named("processor-b-shardId-1", 2),
+                named("processor-b-shardId-1", 3),
+            ]
+        );
+    }
+
+    /// The clean-up at a commit spares a later owner: b took shard 1 at 1 and stored 2, c
+    /// took it at 2; b, not yet aware, commits its epoch 3 (then abandons it when its
+    /// checkpoint is refused). c's epoch 3 stays; b's goes.
+    #[tokio::test]
+    async fn a_stale_owners_commit_leaves_the_next_owners_epochs() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = sinks(&store, "processor-a");
+        a.open_shard("shardId-1", 0).await.unwrap();
+        epoch(&a, "shardId-1", 1).await;
+        let b = sinks(&store, "processor-b");
+        b.open_shard("shardId-1", 1).await.unwrap();
+        epoch(&b, "shardId-1", 2).await;
+        let c = sinks(&store, "processor-c");
+        c.open_shard("shardId-1", 2).await.unwrap();
+        epoch(&c, "shardId-1", 3).await;
+        epoch(&b, "shardId-1", 3).await;
+        b.abandon_shard("shardId-1", 2).await.unwrap();
+        epoch(&c, "shardId-1", 4).await;
+        assert_eq!(
+            files(&store).await,
+            vec![
+                named("processor-a-shardId-1", 1),
+                named("processor-b-shardId-1", 2),
+                named("processor-c-shardId-1", 3),
+                named("processor-c-shardId-1", 4),
             ]
         );
     }

@@ -116,36 +116,59 @@ impl EpochWriter {
         let mut report = RecoveryReport::default();
         for (epoch, path) in self.manifests().await? {
             if epoch > restored_epoch {
-                let bytes = self
-                    .store
-                    .get(&path)
-                    .await
-                    .map_err(store_err(path.to_string()))?
-                    .bytes()
-                    .await
-                    .map_err(store_err(path.to_string()))?;
-                let m: Manifest =
-                    serde_json::from_slice(&bytes).map_err(|e| LakeError::Manifest {
-                        path: path.to_string(),
-                        message: e.to_string(),
-                    })?;
-                for f in &m.files {
-                    if self.delete(&Path::from(f.as_str())).await? {
-                        report.files_deleted += 1;
-                    }
-                }
-                report.epochs_discarded += 1;
-                tracing::info!(
-                    writer = %self.writer,
-                    epoch,
-                    restored_epoch,
-                    files = m.files.len(),
-                    "discarded the files of an epoch whose checkpoint was never stored"
-                );
+                self.discard_epoch(epoch, &path, &mut report).await?;
             }
             self.delete(&path).await?;
         }
         Ok(report)
+    }
+
+    /// Removes what this writer's epochs in `after + 1 ..= up_to` wrote, and nothing else:
+    /// another writer's clean-up of epochs it knows were never checkpointed by this one
+    /// (decision 087).
+    pub async fn discard(&self, after: u64, up_to: u64) -> Result<RecoveryReport, LakeError> {
+        let mut report = RecoveryReport::default();
+        for (epoch, path) in self.manifests().await? {
+            if epoch > after && epoch <= up_to {
+                self.discard_epoch(epoch, &path, &mut report).await?;
+                self.delete(&path).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes the files the manifest at `path` (of `epoch`) lists.
+    async fn discard_epoch(
+        &self,
+        epoch: u64,
+        path: &Path,
+        report: &mut RecoveryReport,
+    ) -> Result<(), LakeError> {
+        let bytes = self
+            .store
+            .get(path)
+            .await
+            .map_err(store_err(path.to_string()))?
+            .bytes()
+            .await
+            .map_err(store_err(path.to_string()))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| LakeError::Manifest {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        for f in &m.files {
+            if self.delete(&Path::from(f.as_str())).await? {
+                report.files_deleted += 1;
+            }
+        }
+        report.epochs_discarded += 1;
+        tracing::info!(
+            writer = %self.writer,
+            epoch,
+            files = m.files.len(),
+            "discarded the files of an epoch whose checkpoint was never stored"
+        );
+        Ok(())
     }
 
     /// Encodes and writes everything staged as epoch `epoch` (see the module docs).

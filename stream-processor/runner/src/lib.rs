@@ -919,7 +919,7 @@ impl Runner {
                     // The sinks' epoch just committed for it will never be checkpointed: its
                     // outputs are the new owner's to emit again. Rolled back to the last
                     // epoch stored (the lake deletes that epoch's files).
-                    if let Err(e) = self.sinks.open_shard(shard.as_str(), stored).await {
+                    if let Err(e) = self.sinks.abandon_shard(shard.as_str(), stored).await {
                         tracing::warn!(%shard, error = %e, "rolling the sinks back to the last stored epoch failed");
                     }
                     if let Err(e) = leases.release_shard(shard).await {
