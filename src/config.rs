@@ -72,6 +72,9 @@ pub struct Config {
     /// The Parquet lake (`[lake]`: where, and the archiver's checkpoints); `up` and `process`
     /// write it, `bikeshare lake` lists it.
     pub lake: bikeshare_lake::LakeConfig,
+    /// The lake archiver (`bikeshare lake write`): where its checkpoints live
+    /// (`[archiver.checkpoints]`, local under `lake.checkpoint_dir` by default).
+    pub archiver: ArchiverSettings,
     /// The Firehose sink (`[firehose]`, off by default): the lake's datasets as JSON lines
     /// into one delivery stream each, `<prefix><dataset>`.
     pub firehose: bikeshare_firehose::FirehoseConfig,
@@ -100,6 +103,7 @@ impl Default for Config {
             cloudwatch: Default::default(),
             train: Default::default(),
             lake: Default::default(),
+            archiver: Default::default(),
             firehose: Default::default(),
             log: Default::default(),
         }
@@ -233,6 +237,32 @@ pub struct CheckpointSettings {
     pub store: CheckpointStoreKind,
     /// `[runner.checkpoints.s3]`: bucket, prefix, region, endpoint_url, create_bucket.
     pub s3: bikeshare_aws::S3CheckpointSettings,
+}
+
+/// `[archiver]`: the lake archiver's checkpoints. Like the processor's, they must outlive the
+/// task in a deployed environment (`store = "s3"`, in the stack's bucket under
+/// `checkpoints/lake/`), or a restarted Fargate task would archive its streams again from the
+/// oldest record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ArchiverSettings {
+    /// `local` (default: files under `lake.checkpoint_dir`) or `s3`
+    /// (`[archiver.checkpoints.s3]`: bucket, prefix, region, endpoint_url, create_bucket).
+    pub checkpoints: CheckpointSettings,
+}
+
+impl Default for ArchiverSettings {
+    fn default() -> Self {
+        Self {
+            checkpoints: CheckpointSettings {
+                store: CheckpointStoreKind::Local,
+                s3: bikeshare_aws::S3CheckpointSettings {
+                    prefix: "checkpoints/lake/".into(),
+                    ..Default::default()
+                },
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -588,6 +618,29 @@ mod tests {
             let defaults = Config::default().runner;
             assert_eq!(defaults.checkpoints.store, CheckpointStoreKind::Local);
             assert_eq!(defaults.leases.store, bikeshare_aws::LeaseStoreKind::Memory);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn archiver_checkpoints_in_s3_under_their_own_prefix() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "a.toml",
+                "[archiver.checkpoints]\nstore = \"s3\"\n[archiver.checkpoints.s3]\nbucket = \"cp\"\n",
+            )?;
+            let cfg = Config::load(Some(Path::new("a.toml"))).map_err(|e| e.to_string())?;
+            let c = &cfg.archiver.checkpoints;
+            assert_eq!(c.store, CheckpointStoreKind::S3);
+            assert_eq!(c.s3.bucket, "cp");
+            assert_eq!(
+                c.s3.prefix, "checkpoints/lake/",
+                "not the processor's prefix: the two must not share keys"
+            );
+            assert_eq!(
+                Config::default().archiver.checkpoints.store,
+                CheckpointStoreKind::Local
+            );
             Ok(())
         });
     }

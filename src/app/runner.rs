@@ -5,7 +5,7 @@ use crate::app::models::{ScorerFeed, scorer_feed};
 use crate::app::sinks::{FirehoseRole, firehose_sinks};
 use crate::app::streams::Backend;
 use crate::app::wall_clock;
-use crate::config::{CheckpointStoreKind, Config, PredictorBackend};
+use crate::config::{CheckpointSettings, CheckpointStoreKind, Config, PredictorBackend};
 use anyhow::Context;
 use bikeshare_aws::{DynamoLeaseStore, LeaseStoreKind, S3CheckpointStore};
 use bikeshare_models::endpoint::SageMakerPredictor;
@@ -149,11 +149,26 @@ pub async fn run_with_grace(
 
 /// The configured checkpoint store (`[runner.checkpoints]`).
 pub async fn checkpoint_store(config: &Config) -> anyhow::Result<Arc<dyn CheckpointStore>> {
-    let settings = &config.runner.checkpoints;
+    checkpoint_store_of(
+        config,
+        &config.runner.checkpoints,
+        &config.runner.checkpoint_dir,
+    )
+    .await
+}
+
+/// The checkpoint store `settings` name: files under `local_dir` (relative to the data
+/// directory) or objects in S3 (the processor's `[runner.checkpoints]`, the lake archiver's
+/// `[archiver.checkpoints]`).
+pub async fn checkpoint_store_of(
+    config: &Config,
+    settings: &CheckpointSettings,
+    local_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn CheckpointStore>> {
     Ok(match settings.store {
-        CheckpointStoreKind::Local => Arc::new(LocalCheckpointStore::new(
-            config.data_path(&config.runner.checkpoint_dir),
-        )),
+        CheckpointStoreKind::Local => {
+            Arc::new(LocalCheckpointStore::new(config.data_path(local_dir)))
+        }
         CheckpointStoreKind::S3 => {
             let sdk = crate::app::aws::sdk_config(config, settings.s3.region.as_ref()).await;
             let store = S3CheckpointStore::new(&sdk, &settings.s3)?;

@@ -6,7 +6,6 @@ use crate::config::Config;
 use bikeshare_lake::archive::{Archiver, ArchiverConfig};
 use bikeshare_lake::sinks::{LakeOutputs, LakeSinks};
 use bikeshare_lake::{EpochWriter, open_store};
-use bikeshare_stream::checkpoint::LocalCheckpointStore;
 use bikeshare_stream::names;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +41,19 @@ pub async fn firehose_sinks(
     )))
 }
 
+/// The lake archiver's checkpoint store (`[archiver.checkpoints]`: local files under
+/// `lake.checkpoint_dir`, or S3).
+pub async fn archiver_checkpoint_store(
+    config: &Config,
+) -> anyhow::Result<Arc<dyn bikeshare_stream::checkpoint::CheckpointStore>> {
+    crate::app::runner::checkpoint_store_of(
+        config,
+        &config.archiver.checkpoints,
+        &config.lake.checkpoint_dir,
+    )
+    .await
+}
+
 /// The archiver of the configured streams into the configured lake.
 pub async fn archiver(config: &Config, until_caught_up: bool) -> anyhow::Result<Archiver> {
     let backend = Backend::from_config(config).await?;
@@ -50,9 +62,7 @@ pub async fn archiver(config: &Config, until_caught_up: bool) -> anyhow::Result<
     let archiver = Archiver::new(
         backend.reader(names::EVENTS).await?,
         backend.reader(names::DEAD_LETTERS).await?,
-        Arc::new(LocalCheckpointStore::new(
-            config.data_path(&config.lake.checkpoint_dir),
-        )),
+        archiver_checkpoint_store(config).await?,
         EpochWriter::new(store, config.lake.writer_id("archive")?),
         wall_clock(),
         ArchiverConfig {

@@ -208,9 +208,8 @@ async fn consumers_of(
     name: &str,
     shards: &[bikeshare_stream::ShardDescription],
 ) -> anyhow::Result<Option<std::collections::BTreeMap<String, u64>>> {
-    use bikeshare_stream::checkpoint::{CheckpointStore, LocalCheckpointStore};
     let archive = || async {
-        let store = LocalCheckpointStore::new(config.data_path(&config.lake.checkpoint_dir));
+        let store = crate::app::sinks::archiver_checkpoint_store(config).await?;
         let cp = store
             .latest(bikeshare_lake::archive::CHECKPOINT_KEY)
             .await

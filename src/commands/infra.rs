@@ -56,6 +56,7 @@ fn names(config: &Config) -> serde_json::Value {
     ]);
     let leases = &config.runner.leases;
     let cp = &config.runner.checkpoints;
+    let acp = &config.archiver.checkpoints;
     let lake = s3_parts(&config.lake.url);
     let capture = lake.as_ref().map(|(bucket, prefix)| {
         let mm = &config.lake.model_monitor;
@@ -108,6 +109,12 @@ fn names(config: &Config) -> serde_json::Value {
             "prefix": cp.s3.prefix,
             "used": cp.store == CheckpointStoreKind::S3,
             "create_bucket": cp.s3.create_bucket,
+        },
+        "archiver_checkpoints": {
+            "bucket": acp.s3.bucket,
+            "prefix": acp.s3.prefix,
+            "used": config.lake.enabled && acp.store == CheckpointStoreKind::S3,
+            "create_bucket": acp.s3.create_bucket,
         },
         "lake": lake.as_ref().map(|(bucket, prefix)| json!({
             "bucket": bucket,

@@ -88,6 +88,10 @@ impl App {
                 "BIKESHARE_RUNNER__CHECKPOINTS__S3__ENDPOINT_URL",
                 &self.moto,
             )
+            .env(
+                "BIKESHARE_ARCHIVER__CHECKPOINTS__S3__ENDPOINT_URL",
+                &self.moto,
+            )
             .env("BIKESHARE_LAKE__ENDPOINT", &self.moto)
             .env("BIKESHARE_FIREHOSE__ENDPOINT_URL", &self.moto)
             .env("BIKESHARE_ALERTS__SNS__ENDPOINT_URL", &self.moto)
@@ -349,6 +353,16 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         under(names["checkpoints"]["prefix"].as_str().unwrap()) > 0,
         "no checkpoints: {keys:?}"
     );
+    // The archiver's checkpoint is in the stack's bucket too (a restarted task resumes from
+    // it), not in the task's local directory.
+    assert!(
+        under(names["archiver_checkpoints"]["prefix"].as_str().unwrap()) > 0,
+        "no archiver checkpoint: {keys:?}"
+    );
+    assert!(
+        !dir.path().join("archiver/checkpoints/lake").exists(),
+        "the archiver checkpointed locally"
+    );
     for d in [
         "raw_events",
         "station_status",
@@ -459,13 +473,15 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
     // record of the id whose scores differ, later in the stream. Distinct records, then:
     let records: BTreeSet<String> = predictions.iter().map(|p| p.to_string()).collect();
     let corrections = records.len() - ids.len();
-    // A correction changes the scores only: the same id never carries other content.
+    // A correction changes the scores and its revision only (contract 3): the same id
+    // never carries other content.
     let mut unscored: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     for p in &predictions {
         let mut rest = p.clone();
         if let Some(o) = rest.as_object_mut() {
             o.remove("p_empty");
             o.remove("p_full");
+            o.remove("revision");
         }
         if let Some(prev) = unscored.insert(p["prediction_id"].as_str().unwrap(), rest.clone()) {
             assert_eq!(prev, rest, "re-emitted with other content than its scores");

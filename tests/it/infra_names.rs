@@ -133,19 +133,30 @@ fn every_environment_names_only_what_the_stacks_create() {
         assert_eq!(keys, ["shard"], "{env}: lease table key schema");
 
         let buckets = names_of(&all, "AWS::S3::Bucket", "BucketName", env);
-        let cp = &names["checkpoints"];
-        assert!(
-            used(cp),
-            "{env}: checkpoints must be in S3 (Fargate tasks restart)"
+        // The processor's and the lake archiver's checkpoints, each under its own prefix.
+        for who in ["checkpoints", "archiver_checkpoints"] {
+            let cp = &names[who];
+            assert!(
+                used(cp),
+                "{env}: {who} must be in S3 (Fargate tasks restart): {cp}"
+            );
+            assert_eq!(cp["create_bucket"], false, "{env}");
+            assert!(
+                buckets.contains(cp["bucket"].as_str().unwrap()),
+                "{env}: {cp}"
+            );
+            assert!(
+                cp["prefix"].as_str().unwrap().starts_with("checkpoints/"),
+                "{env}: {cp}"
+            );
+        }
+        let (processor, archiver) = (
+            names["checkpoints"]["prefix"].as_str().unwrap(),
+            names["archiver_checkpoints"]["prefix"].as_str().unwrap(),
         );
-        assert_eq!(cp["create_bucket"], false, "{env}");
         assert!(
-            buckets.contains(cp["bucket"].as_str().unwrap()),
-            "{env}: {cp}"
-        );
-        assert!(
-            cp["prefix"].as_str().unwrap().starts_with("checkpoints/"),
-            "{env}: {cp}"
+            !processor.starts_with(archiver) && !archiver.starts_with(processor),
+            "{env}: the processor's and the archiver's checkpoints share keys: {processor} {archiver}"
         );
         let lake = &names["lake"];
         assert!(used(lake), "{env}: the lake must be in S3");
