@@ -819,7 +819,9 @@ mod tests {
     }
 
     /// Real time (the renewer runs on its own thread and runtime, which a paused test clock
-    /// does not reach): renewed every 500 ms, held for 1,125 ms after a renewal was sent.
+    /// does not reach), so the timings leave room for a shared, busy machine: renewed every
+    /// second and held for 2.25 s after a renewal was sent, so a renewal may start up to
+    /// 1.25 s late (a thread not scheduled, a slow store call) before a lease lapses here.
     fn short(owner: &str) -> LeaseConfig {
         LeaseConfig {
             owner: owner.into(),
@@ -827,7 +829,18 @@ mod tests {
         }
     }
 
-    const SHORT: Duration = Duration::from_millis(1_500);
+    const SHORT: Duration = Duration::from_secs(3);
+
+    /// How long the tests block processing: one and a half lease durations, longer than a
+    /// lease lasts and twice as long as it counts as held without a renewal.
+    const BLOCKED: Duration = Duration::from_millis(4_500);
+
+    /// At least half the renewals due in [`BLOCKED`] (one every third of [`SHORT`]), on top
+    /// of the write that took the lease: renewal went on while processing was blocked.
+    fn renewed_while_blocked(lease: &Lease) -> bool {
+        let due = BLOCKED.as_millis() / (SHORT / 3).as_millis();
+        u128::from(lease.counter) > due / 2
+    }
 
     #[tokio::test]
     async fn renewal_on_its_own_task_keeps_leases_while_processing_is_blocked() {
@@ -838,8 +851,8 @@ mod tests {
         a.ensure_leases(&shards(1)).await.unwrap();
         assert_eq!(a.acquire(clock.now()).await.unwrap().len(), 1);
         let _renewer = a.spawn_renewer(clock.clone());
-        // A processing step blocked (awaiting) for three lease durations.
-        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        // A processing step blocked (awaiting) for longer than a lease lasts.
+        tokio::time::sleep(BLOCKED).await;
         assert!(a.holds(&ShardId::from_index(0)), "a kept its lease");
         assert!(
             b.acquire(clock.now()).await.unwrap().is_empty(),
@@ -847,11 +860,14 @@ mod tests {
         );
         let lease = &store.list().await.unwrap()[0];
         assert_eq!(lease.owner.as_deref(), Some("a"));
-        assert!(lease.counter >= 5, "renewed every third: {lease:?}");
+        assert!(
+            renewed_while_blocked(lease),
+            "renewed every third: {lease:?}"
+        );
     }
 
     /// The processing runtime kept busy: a single-threaded runtime whose only worker is
-    /// blocked (a long synchronous step) for three lease durations. The renewal does not
+    /// blocked (a long synchronous step) for longer than a lease lasts. The renewal does not
     /// wait for it, so the lease is still held when the step ends — checked before the
     /// runtime gets to run anything else. (On a task of the blocked runtime, the renewer
     /// never ran and the lease had lapsed here.)
@@ -863,13 +879,16 @@ mod tests {
         a.ensure_leases(&shards(1)).await.unwrap();
         assert_eq!(a.acquire(clock.now()).await.unwrap().len(), 1);
         let _renewer = a.spawn_renewer(clock.clone());
-        std::thread::sleep(Duration::from_millis(4_500));
+        std::thread::sleep(BLOCKED);
         assert!(
             a.holds(&ShardId::from_index(0)),
             "the lease lapsed while the processing runtime was busy"
         );
         let lease = &store.list().await.unwrap()[0];
-        assert!(lease.counter >= 5, "renewed every third: {lease:?}");
+        assert!(
+            renewed_while_blocked(lease),
+            "renewed every third: {lease:?}"
+        );
         assert!(lease.expires_at > clock.now(), "{lease:?}");
     }
 
@@ -898,7 +917,7 @@ mod tests {
         }
     }
 
-    /// A take round stalled in its listing for three lease durations does not delay the
+    /// A take round stalled in its listing for longer than a lease lasts does not delay the
     /// renewals: the lease is still held and was renewed all along. (With the renewal and the
     /// take sharing one lock held across the take's store calls, the renewer waited for the
     /// stalled take and the lease lapsed.)
@@ -915,14 +934,17 @@ mod tests {
             let (a, now) = (a.clone(), clock.now());
             async move { a.acquire(now).await }
         });
-        tokio::time::sleep(SHORT * 3).await;
+        tokio::time::sleep(BLOCKED).await;
         assert!(!take.is_finished(), "the take round is still stalled");
         assert!(
             a.holds(&ShardId::from_index(0)),
             "the lease lapsed while a take round was stalled"
         );
         let lease = store.inner.list().await.unwrap()[0].clone();
-        assert!(lease.counter >= 4, "renewed all along: {lease:?}");
+        assert!(
+            renewed_while_blocked(&lease),
+            "renewed all along: {lease:?}"
+        );
         take.abort();
     }
 
@@ -935,7 +957,9 @@ mod tests {
         a.ensure_leases(&shards(1)).await.unwrap();
         a.acquire(clock.now()).await.unwrap();
         let _renewer = a.spawn_renewer(clock.clone());
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        while store.inner.list().await.unwrap()[0].counter < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await; // until a renewal
+        }
         store.down.store(true, Ordering::Relaxed); // a can no longer reach the store
         let shard = ShardId::from_index(0);
         while a.holds(&shard) {
@@ -954,7 +978,9 @@ mod tests {
         );
         assert!(a.changes() >= 2, "gained, then lost");
         // Once it has expired, b takes it; a, back online, learns it lost it.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        while clock.now() <= lease.expires_at {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(b.acquire(clock.now()).await.unwrap().len(), 1);
         store.down.store(false, Ordering::Relaxed);
         a.renew(clock.now()).await.unwrap();
