@@ -928,6 +928,16 @@ mod tests {
         String::from_utf8(r.data.to_vec()).unwrap()
     }
 
+    /// A new `events` stream of `shards` shards in a file of its own (kept while the
+    /// directory lives).
+    pub(crate) async fn fresh(shards: u32) -> (tempfile::TempDir, EmbeddedStream) {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = EmbeddedStream::open(dir.path().join("s.db"), names::EVENTS, shards)
+            .await
+            .unwrap();
+        (dir, stream)
+    }
+
     /// The texts of the next batch (up to 100 records) of `cursor`.
     async fn next_texts(cursor: &mut dyn ShardCursor) -> Vec<String> {
         let batch = cursor.next_batch(100).await.unwrap();
@@ -936,10 +946,7 @@ mod tests {
 
     #[tokio::test]
     async fn sequence_numbers_increase_within_each_shard() {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = EmbeddedStream::open(dir.path().join("s.db"), names::EVENTS, 3)
-            .await
-            .unwrap();
+        let (_dir, stream) = fresh(3).await;
         let mut last: HashMap<ShardId, u64> = HashMap::new();
         for batch in 0..5 {
             let records: Vec<_> = (0..40)
@@ -968,10 +975,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_go_to_the_shard_of_their_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = EmbeddedStream::open(dir.path().join("s.db"), names::EVENTS, 4)
-            .await
-            .unwrap();
+        let (_dir, stream) = fresh(4).await;
         let ranges = uniform_ranges(4);
         let shards = stream.list_shards().await.unwrap();
         assert_eq!(shards.len(), 4);
@@ -1002,10 +1006,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_start_and_resume_at_the_right_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = EmbeddedStream::open(dir.path().join("s.db"), names::EVENTS, 1)
-            .await
-            .unwrap();
+        let (_dir, stream) = fresh(1).await;
         let shard = ShardId::from_index(0);
         let records: Vec<_> = (1..=10).map(|i| record("k", &format!("r{i}"))).collect();
         stream.put_records(&records).await.unwrap();
@@ -1181,10 +1182,7 @@ mod tests {
 
     #[tokio::test]
     async fn batch_limits_refuse_the_batch_and_bad_records_fail_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = EmbeddedStream::open(dir.path().join("s.db"), names::EVENTS, 1)
-            .await
-            .unwrap();
+        let (_dir, stream) = fresh(1).await;
         let too_many: Vec<_> = (0..=KINESIS_MAX_RECORDS_PER_PUT)
             .map(|_| record("k", "x"))
             .collect();

@@ -243,11 +243,8 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_the_retention_behind_the_slowest_consumer_and_nothing_it_has_not_passed() {
-        let dir = tempfile::tempdir().unwrap();
         // Minutes 0, 30, ..., 300 at sequence numbers 1..=11.
-        let s = EmbeddedStream::open(dir.path().join("s.db"), names::EVENTS, 1)
-            .await
-            .unwrap();
+        let (_dir, s) = crate::tests::fresh(1).await;
         let recs: Vec<PutRecord> = (0..=10).map(|i| at(i * 30)).collect();
         s.put_records(&recs).await.unwrap();
         let shard = ShardId::from_index(0).as_str().to_owned();
