@@ -34,7 +34,9 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     let reader = one_shard_stream(dir.path(), 180).await;
     let leases: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
     let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
-    let lease = Duration::from_millis(300);
+    // Renewed every 400 ms and held for 900 ms after a renewal was sent: a renewal may start
+    // 500 ms late on a busy machine before the lease lapses here.
+    let lease = Duration::from_millis(1_200);
     let config = RunnerConfig {
         batch: 50,
         checkpoint_interval: Duration::from_millis(50),
@@ -58,8 +60,8 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     )
     .await;
 
-    // a's first publish stalls for four lease durations; b waits for a free lease meanwhile.
-    let a_sinks = StallingSinks::new(Some(lease * 4), false);
+    // a's first publish stalls for two lease durations; b waits for a free lease meanwhile.
+    let a_sinks = StallingSinks::new(Some(lease * 2), false);
     let a = support::runner(
         "a",
         reader.clone(),

@@ -1,8 +1,9 @@
 //! Lease renewal does not depend on the processing runtime (issue 14, leftover 2; decision
 //! 084): a runner on a single-threaded runtime whose one worker a processing step keeps busy
-//! (a sink that blocks the thread) for three lease durations keeps its shards. With the
+//! (a sink that blocks the thread) for longer than a lease lasts keeps its shards. With the
 //! renewer on a task of that runtime, the lease lapsed during the step and the runner gave
-//! its shards up as soon as the step ended.
+//! its shards up as soon as the step ended. And taking does not wait for processing either
+//! (decision 088).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::support::{self, ReshardableStream, StallingSinks, by_id, city, prediction_key};
@@ -18,8 +19,12 @@ use bikeshare_stream::checkpoint::MemoryCheckpointStore;
 use bikeshare_stream::lease::{Lease, LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore};
 use bikeshare_types::time::SystemClock;
 
-/// 1.5 s leases: renewed every 500 ms, held here until 1,125 ms after a renewal was sent.
-const LEASE: Duration = Duration::from_millis(1_500);
+/// 3 s leases: renewed (and free ones taken) every second, held here until 2.25 s after a
+/// renewal was sent, so a renewal may start 1.25 s late on a shared, busy machine.
+const LEASE: Duration = Duration::from_secs(3);
+
+/// How long a step blocks: longer than a lease lasts (one and a half leases).
+const BLOCKED: Duration = Duration::from_millis(4_500);
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_runner_whose_runtime_is_kept_busy_still_renews_its_leases() {
@@ -27,8 +32,8 @@ async fn a_runner_whose_runtime_is_kept_busy_still_renews_its_leases() {
     let systems: Vec<String> = (0..4).map(|i| format!("city-{i}")).collect();
     let stream = ReshardableStream::new(2);
     stream.put(&city(&systems, 60));
-    // The first predictions block the runtime's only worker for three lease durations.
-    let sinks = StallingSinks::blocking(LEASE * 3);
+    // The first predictions block the runtime's only worker for longer than a lease lasts.
+    let sinks = StallingSinks::blocking(BLOCKED);
     let runner = support::alone(
         "busy",
         Arc::new(stream),
@@ -59,7 +64,7 @@ async fn a_runner_whose_runtime_is_kept_busy_still_renews_its_leases() {
 }
 
 /// Taking does not wait for processing (decision 088): a runner whose processing step is
-/// blocked (a sink write that hangs for four lease durations) still takes a lease freed
+/// blocked (a sink write that hangs for two lease durations) still takes a lease freed
 /// meanwhile, within a few take rounds, and once the step ends reads that shard too: its
 /// outputs are the reference's. With the take round on the runner's loop, nothing was taken
 /// until the step ended.
@@ -102,7 +107,7 @@ async fn a_runner_blocked_in_a_step_still_takes_a_freed_lease() {
     b.ensure_leases(&shards).await.unwrap();
     assert_eq!(b.acquire(support::now()).await.unwrap().len(), 2);
     let b_renewer = b.spawn_renewer(Arc::new(SystemClock));
-    let stall = LEASE * 4;
+    let stall = LEASE * 2;
     let sinks = StallingSinks::new(Some(stall), false);
     let a = support::runner(
         "a",
