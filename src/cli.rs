@@ -54,6 +54,10 @@ pub enum Command {
     /// Subscribe to live predictions over HTTP (server-sent events), resuming after
     /// disconnects without gaps or repeats.
     Subscribe(SubscribeArgs),
+    /// Serve the subscription API alone: live predictions as server-sent events, read from
+    /// the prediction stream (`up` serves it too; a deployed environment runs it as its own
+    /// service behind the load balancer).
+    Api(ApiArgs),
     /// Serve a model over HTTP like a SageMaker inference container (`GET /ping`,
     /// `POST /invocations`, CSV or JSON lines, many stations per request); the SageMaker
     /// runtime API path answers too, so the processor can use it as its endpoint.
@@ -92,11 +96,17 @@ pub enum InfraCommand {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     /// Show versions, stages and recent decisions; decide nothing.
-    #[arg(long, conflicts_with_all = ["model_version", "to", "rows"])]
+    #[arg(long, conflicts_with_all = ["model_version", "to", "rows", "register"])]
     pub status: bool,
     /// The registered version number to promote (default: the one in staging).
     #[arg(long, value_name = "N")]
     pub model_version: Option<u64>,
+    /// Register this model directory (what `bikeshare train` writes, or a SageMaker
+    /// training job's model.tar.gz unpacked) as a new version first, then put that version
+    /// through the gate. Prints `version=N` and `source=<where the registry keeps it>` on
+    /// stdout, for scripts.
+    #[arg(long, value_name = "DIR", conflicts_with = "model_version")]
+    pub register: Option<PathBuf>,
     /// The stage to promote to.
     #[arg(long, value_enum, default_value = "production")]
     pub to: PromoteStage,
@@ -298,9 +308,18 @@ pub struct TrainArgs {
     pub nthread: Option<u32>,
     /// Keep this share of the easy negatives of the training rows, weighted so that
     /// probabilities stay calibrated (overrides `train.params.easy_negative_keep`; 1 keeps
-    /// all). Cuts XGBoost's memory by about that share.
+    /// all). Cuts XGBoost's memory by about that share. With Parquet `--rows` the rows are
+    /// sampled while reading (rows easy for both targets, before the validation weeks), so
+    /// the table itself shrinks too.
     #[arg(long, value_name = "SHARE")]
     pub easy_negative_keep: Option<f64>,
+    /// Hyper-parameter search: train N parameter sets (the configured one, then draws of
+    /// depth, eta, min child weight and subsampling seeded by `train.params.seed`; rounds by
+    /// early stopping) and keep the best on the validation weeks by new-stockout PR-AUC;
+    /// every trial goes in the card (overrides `train.params.search_trials`). Costs N
+    /// trainings.
+    #[arg(long, value_name = "N")]
+    pub search: Option<u32>,
     /// An ablation: train both models again without a group of features and record their
     /// test measures in the card (`NAME=PATTERN[,PATTERN…]`, a pattern a feature name or a
     /// name with one `*`, e.g. `profile=pf_*,minutes_to_*_profile`). Repeatable; each group
@@ -354,6 +373,14 @@ pub struct TailArgs {
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
     /// Address to serve on (127.0.0.1 by default; anything else needs BIKESHARE_DASHBOARD_TOKEN).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to serve on (`[api] bind`, 127.0.0.1:8090 by default; anything else needs
+    /// BIKESHARE_API_TOKEN).
     #[arg(long)]
     pub bind: Option<SocketAddr>,
 }

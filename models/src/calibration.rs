@@ -13,7 +13,10 @@
 //! Isotonic rather than Platt: the trees' misses are not one sigmoid's (on real data the
 //! middle bins over-predict while both ends are right).
 
+use bikeshare_stream_processor::Scores;
 use serde::{Deserialize, Serialize};
+
+use crate::dataset::Target;
 
 /// The most blocks the fit starts from (each of at least `rows / MAX_BLOCKS` rows).
 pub const MAX_BLOCKS: usize = 1000;
@@ -177,6 +180,31 @@ impl Calibrator {
     pub fn is_empty(&self) -> bool {
         self.empty.is_none() && self.full.is_none()
     }
+
+    /// The map of target `t`, if it has one.
+    pub fn map(&self, t: Target) -> Option<&Isotonic> {
+        match t {
+            Target::WentEmpty => self.empty.as_ref(),
+            Target::WentFull => self.full.as_ref(),
+        }
+    }
+
+    /// Sets (or removes) the map of target `t`.
+    pub fn set_map(&mut self, t: Target, map: Option<Isotonic>) {
+        match t {
+            Target::WentEmpty => self.empty = map,
+            Target::WentFull => self.full = map,
+        }
+    }
+
+    /// Both probabilities of `s` mapped (a target without a map keeps its raw one).
+    pub fn apply(&self, s: Scores) -> Scores {
+        let one = |t: Target, p: f32| self.map(t).map_or(p, |m| m.apply(p));
+        Scores {
+            p_empty: one(Target::WentEmpty, s.p_empty),
+            p_full: one(Target::WentFull, s.p_full),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,9 +238,15 @@ mod tests {
         let iso = Isotonic::fit(&p_fit, &y_fit).unwrap();
         iso.check().unwrap();
         assert!(iso.x.len() <= MAX_BLOCKS);
-        let before = calibration_check(&reliability(&p_test, &y_test), 100);
+        let before = calibration_check(
+            &reliability(&p_test, &y_test),
+            crate::eval::CALIBRATION_MIN_ROWS,
+        );
         let calibrated: Vec<f32> = p_test.iter().map(|&p| iso.apply(p)).collect();
-        let after = calibration_check(&reliability(&calibrated, &y_test), 100);
+        let after = calibration_check(
+            &reliability(&calibrated, &y_test),
+            crate::eval::CALIBRATION_MIN_ROWS,
+        );
         assert!(before.off && before.max_gap > 0.1, "{before:?}");
         assert!(!after.off, "held-out rows after calibration: {after:?}");
         let ll = |p: &[f32]| crate::eval::log_loss(p, &y_test).unwrap();

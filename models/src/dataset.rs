@@ -73,6 +73,9 @@ pub struct RowMeta {
     pub full_now: bool,
     /// Local hour of day (0–23) from the `hour_sin`/`hour_cos` features, else the UTC hour.
     pub hour: u8,
+    /// How many rows of the source this row stands for: 1, or `1 / keep` for an easy row
+    /// kept by a sampled load ([`LoadSample`]), the inverse of its inclusion probability.
+    pub weight: f32,
 }
 
 /// Features of the schema that a drift check leaves out of the distribution comparison,
@@ -182,6 +185,10 @@ pub struct TrainingData {
     stations: Vec<String>,
     station_index: std::collections::HashMap<String, u32>,
     sorted: bool,
+    /// How the rows were sampled while loading, if they were, and the first and last `as_of`
+    /// of the source (the split is cut on those, so a sampled load splits where a full one
+    /// does).
+    sampled: Option<(LoadSample, Timestamp, Timestamp)>,
 }
 
 impl TrainingData {
@@ -223,7 +230,19 @@ impl TrainingData {
             stations: Vec::new(),
             station_index: std::collections::HashMap::new(),
             sorted: true,
+            sampled: None,
         }
+    }
+
+    /// Records that the rows were sampled while loading by `sample` from a source whose rows
+    /// span `first..=last` (their weights say how many rows each stands for).
+    pub(crate) fn set_sampled(&mut self, sample: LoadSample, first: Timestamp, last: Timestamp) {
+        self.sampled = Some((sample, first, last));
+    }
+
+    /// How the rows were sampled while loading (`None`: every row of the source is here).
+    pub fn load_sample(&self) -> Option<&LoadSample> {
+        self.sampled.as_ref().map(|(s, _, _)| s)
     }
 
     fn station(&mut self, station_id: &str) -> u32 {
@@ -265,6 +284,16 @@ impl TrainingData {
     }
 
     fn push_meta(&mut self, station_id: &str, as_of: Timestamp, label: RowLabel) {
+        self.push_weighted_meta(station_id, as_of, label, 1.0);
+    }
+
+    fn push_weighted_meta(
+        &mut self,
+        station_id: &str,
+        as_of: Timestamp,
+        label: RowLabel,
+        weight: f32,
+    ) {
         if self.meta.last().is_some_and(|m| m.as_of > as_of) {
             self.sorted = false;
         }
@@ -277,15 +306,29 @@ impl TrainingData {
             empty_now: label.empty_now,
             full_now: label.full_now,
             hour: 0,
+            weight,
         });
     }
 
     /// Adds a row's keys with every feature missing, for a column-wise loader: it then fills
     /// the features with [`Self::set_feature_column`] and calls [`Self::finish_keys`].
-    pub(crate) fn push_keys(&mut self, station_id: &str, as_of: Timestamp, label: RowLabel) {
+    pub(crate) fn push_keys(
+        &mut self,
+        station_id: &str,
+        as_of: Timestamp,
+        label: RowLabel,
+        weight: f32,
+    ) {
         let width = self.feature_names.len();
         self.values.resize(self.values.len() + width, f32::NAN);
-        self.push_meta(station_id, as_of, label);
+        self.push_weighted_meta(station_id, as_of, label, weight);
+    }
+
+    /// Gives back the matrix's spare capacity (a loader that reserved for more rows than it
+    /// kept).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.values.shrink_to_fit();
+        self.meta.shrink_to_fit();
     }
 
     /// Sets feature `j` of rows `first..` to `value(r)` for `r = 0, 1, …`.
@@ -542,6 +585,13 @@ impl TrainingData {
     pub fn meta(&self, i: usize) -> &RowMeta {
         &self.meta[i]
     }
+    /// The weights of rows `range` ([`RowMeta::weight`]), or `None` when every one is 1.
+    pub fn weights(&self, range: Range<usize>) -> Option<Vec<f32>> {
+        let rows = &self.meta[range];
+        rows.iter()
+            .any(|m| m.weight != 1.0)
+            .then(|| rows.iter().map(|m| m.weight).collect())
+    }
     /// The labels of `target` for `range`, as 0/1.
     pub fn labels(&self, target: Target, range: Range<usize>) -> Vec<f32> {
         self.meta[range]
@@ -549,8 +599,12 @@ impl TrainingData {
             .map(|m| if target.label(m) { 1.0 } else { 0.0 })
             .collect()
     }
-    /// First and last `as_of`.
+    /// First and last `as_of` of the source (of a sampled load: of every row it read, kept
+    /// or not).
     pub fn window(&self) -> Option<(Timestamp, Timestamp)> {
+        if let Some((_, first, last)) = &self.sampled {
+            return Some((*first, *last));
+        }
         Some((self.meta.first()?.as_of, self.meta.last()?.as_of))
     }
 
@@ -559,27 +613,7 @@ impl TrainingData {
         let (first, last) = self
             .window()
             .ok_or_else(|| DataError::TooLittle("no labelled rows".into()))?;
-        let span = last.millis() - first.millis();
-        let (valid_start, test_start, method) =
-            if span >= i64::from(config.valid_days + config.test_days + 1) * DAY_MS {
-                let end = last
-                    .plus_millis(Timestamp::HOUR_MS - 1)
-                    .floor_to(Timestamp::HOUR_MS)
-                    .millis();
-                let test = end - i64::from(config.test_days) * DAY_MS;
-                (
-                    test - i64::from(config.valid_days) * DAY_MS,
-                    test,
-                    SplitMethod::Days,
-                )
-            } else {
-                let at = |f: f64| {
-                    Timestamp(first.millis() + (span as f64 * f) as i64)
-                        .floor_to(Timestamp::MINUTE_MS)
-                        .millis()
-                };
-                (at(0.6), at(0.8), SplitMethod::Fractions)
-            };
+        let (valid_start, test_start, method) = config.boundaries(first, last);
         let gap_minutes = config.gap_minutes.unwrap_or(self.horizon_minutes);
         if gap_minutes < self.horizon_minutes {
             return Err(DataError::Split(format!(
@@ -729,6 +763,79 @@ impl Default for SplitConfig {
             min_rows: 100,
         }
     }
+}
+
+impl SplitConfig {
+    /// Where the validation and the test periods start (milliseconds) for rows spanning
+    /// `first..=last`, and how that was decided.
+    pub fn boundaries(&self, first: Timestamp, last: Timestamp) -> (i64, i64, SplitMethod) {
+        let span = last.millis() - first.millis();
+        if span >= i64::from(self.valid_days + self.test_days + 1) * DAY_MS {
+            let end = last
+                .plus_millis(Timestamp::HOUR_MS - 1)
+                .floor_to(Timestamp::HOUR_MS)
+                .millis();
+            let test = end - i64::from(self.test_days) * DAY_MS;
+            (
+                test - i64::from(self.valid_days) * DAY_MS,
+                test,
+                SplitMethod::Days,
+            )
+        } else {
+            let at = |f: f64| {
+                Timestamp(first.millis() + (span as f64 * f) as i64)
+                    .floor_to(Timestamp::MINUTE_MS)
+                    .millis()
+            };
+            (at(0.6), at(0.8), SplitMethod::Fractions)
+        }
+    }
+}
+
+/// Sampling of easy rows while loading, so the table itself shrinks (issue 15 item 1;
+/// decision 089).
+///
+/// A row is **hard** when either target happened or its station was already in that state
+/// at `as_of` (empty or full now); every other row is **easy**. Rows before `before` (the
+/// start of the validation period: training rows, and those the purge gap drops) that are
+/// easy are kept with probability `keep` and weigh `1 / keep`; hard rows and every row from
+/// `before` on are kept and weigh 1. The inclusion probability does not depend on the
+/// target, so the weighted sums over the kept rows are unbiased estimates of the sums over
+/// all rows for both targets (Horvitz–Thompson): the weighted rate of each outcome, and the
+/// probabilities a model learns, stay those of all rows. Whether a row is kept is a hash of
+/// its station id, `as_of` and `seed`: deterministic, independent of the file's row order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadSample {
+    /// Share of the easy training rows kept, in (0, 1].
+    pub keep: f64,
+    pub seed: u64,
+    /// Rows from here on are never sampled (the validation period starts here).
+    pub before: Timestamp,
+}
+
+impl LoadSample {
+    /// The weight of a row if it is kept, `None` if it is dropped.
+    pub fn weight(&self, station_id: &str, as_of: Timestamp, label: &RowLabel) -> Option<f32> {
+        let hard = label.went_empty || label.went_full || label.empty_now || label.full_now;
+        if hard || as_of >= self.before || self.keep >= 1.0 {
+            return Some(1.0);
+        }
+        (unit_hash(station_id, as_of, self.seed) < self.keep).then(|| (1.0 / self.keep) as f32)
+    }
+}
+
+/// A uniform number in [0, 1) from a row's station id, `as_of` and a seed (FNV-1a of the id,
+/// then SplitMix64's finaliser).
+fn unit_hash(station_id: &str, as_of: Timestamp, seed: u64) -> f64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in station_id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= (as_of.millis() as u64).rotate_left(17) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

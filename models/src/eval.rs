@@ -126,6 +126,11 @@ impl Default for Thresholds {
     }
 }
 
+/// The fewest rows a reliability bin needs for a calibration check to judge it
+/// ([`calibration_check`]): training's check, the calibrator's test summary and the tests use
+/// this one number.
+pub const CALIBRATION_MIN_ROWS: u64 = 100;
+
 /// Scores rows `range` of `data`.
 pub fn score_rows(scorer: &dyn Scorer, data: &TrainingData, range: Range<usize>) -> Vec<Scores> {
     let mut buf: Vec<Option<f32>> = Vec::with_capacity(data.num_features());
@@ -151,7 +156,15 @@ pub fn choose_thresholds(
     data: &TrainingData,
     range: Range<usize>,
 ) -> Thresholds {
-    let scores = score_rows(scorer, data, range.clone());
+    thresholds_of_scores(&score_rows(scorer, data, range.clone()), data, range)
+}
+
+/// [`choose_thresholds`] of rows already scored (`scores[k]` is row `range.start + k`).
+pub fn thresholds_of_scores(
+    scores: &[Scores],
+    data: &TrainingData,
+    range: Range<usize>,
+) -> Thresholds {
     let best = |t: Target| {
         let p: Vec<f32> = scores.iter().map(|s| pick(s, t)).collect();
         let y: Vec<bool> = range.clone().map(|i| t.label(data.meta(i))).collect();
@@ -171,6 +184,17 @@ pub fn evaluate(
     thresholds: Thresholds,
 ) -> ScorerReport {
     let scores = score_rows(scorer, data, range.clone());
+    evaluate_scores(scorer.model(), &scores, data, range, thresholds)
+}
+
+/// [`evaluate`] of rows already scored (`scores[k]` is row `range.start + k`) by `model`.
+pub fn evaluate_scores(
+    model: &ModelRef,
+    scores: &[Scores],
+    data: &TrainingData,
+    range: Range<usize>,
+    thresholds: Thresholds,
+) -> ScorerReport {
     let hours: Vec<u8> = range.clone().map(|i| data.meta(i).hour).collect();
     let one = |t: Target, threshold: f32, only_new: bool| {
         let (mut p, mut y, mut h) = (Vec::new(), Vec::new(), Vec::new());
@@ -186,7 +210,7 @@ pub fn evaluate(
         metrics(&p, &y, &h, threshold)
     };
     ScorerReport {
-        scorer: scorer.model().clone(),
+        scorer: model.clone(),
         empty: one(Target::WentEmpty, thresholds.empty, false),
         full: one(Target::WentFull, thresholds.full, false),
         new_empty: Some(one(Target::WentEmpty, thresholds.empty, true)),
@@ -461,6 +485,17 @@ pub fn evaluate_against_baselines(
     data: &TrainingData,
     split: &Split,
 ) -> Evaluation {
+    compare_with_baselines(evaluate_on_split(model, data, split), schema, data, split)
+}
+
+/// [`evaluate_against_baselines`] of a model already evaluated on the split (`model`:
+/// thresholds from the validation rows, metrics on the test rows).
+pub fn compare_with_baselines(
+    model: ScorerReport,
+    schema: &FeatureSchema,
+    data: &TrainingData,
+    split: &Split,
+) -> Evaluation {
     let baseline = bikeshare_stream_processor::BaselineScorer::new(schema, data.horizon_minutes());
     let persistence = PersistenceScorer::fit(data, split.train.clone());
     let logistic = crate::logistic::LogisticScorer::fit(
@@ -468,7 +503,6 @@ pub fn evaluate_against_baselines(
         split.train.clone(),
         &crate::logistic::LogisticConfig::default(),
     );
-    let model = evaluate_on_split(model, data, split);
     let baseline = evaluate_on_split(&baseline, data, split);
     let persistence = evaluate_on_split(&persistence, data, split);
     let logistic = evaluate_on_split(&logistic, data, split);
@@ -623,13 +657,13 @@ mod tests {
             observed_rate: observed,
         };
         let fine = [bin(0.0, 5000, 0.01, 0.012), bin(0.9, 200, 0.95, 0.94)];
-        let c = calibration_check(&fine, 100);
+        let c = calibration_check(&fine, CALIBRATION_MIN_ROWS);
         assert!(!c.off && (c.max_gap - 0.01).abs() < 1e-12, "{c:?}");
         // A bin 5 points off, but with too few rows to say: still fine.
         let sparse = [fine[0].clone(), bin(0.5, 20, 0.55, 0.5)];
-        assert!(!calibration_check(&sparse, 100).off);
+        assert!(!calibration_check(&sparse, CALIBRATION_MIN_ROWS).off);
         let off = [fine[0].clone(), bin(0.3, 400, 0.34, 0.19)];
-        let c = calibration_check(&off, 100);
+        let c = calibration_check(&off, CALIBRATION_MIN_ROWS);
         assert!(
             c.off && c.bin_lower == 0.3 && (c.max_gap - 0.15).abs() < 1e-12,
             "{c:?}"

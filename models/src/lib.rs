@@ -28,6 +28,8 @@
 //!   into the one matrix.
 //! - [`training`]: both models with XGBoost (`xgboost-rs`), round by round with early
 //!   stopping, evaluated and described by a model card ([`training::ModelCard`]).
+//! - [`search`]: a small seeded hyper-parameter search on the validation rows, every trial
+//!   in the card.
 //! - [`eval`]: metrics of any `Scorer` on labelled rows (the measures are
 //!   `bikeshare_stream_processor::quality`'s) on all rows and on new-stockout rows, the
 //!   baselines, the verdict.
@@ -46,6 +48,7 @@ pub mod promote;
 pub mod registry;
 pub mod rows_parquet;
 pub mod scorer;
+pub mod search;
 pub mod serve;
 pub mod synthetic;
 pub mod training;

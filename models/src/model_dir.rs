@@ -154,23 +154,22 @@ fn save(
             path: tmp.join(CARD_FILE),
             message: e.to_string(),
         })?;
-        for (name, bytes) in [
-            (EMPTY_FILE, empty_json),
-            (FULL_FILE, full_json),
-            (CARD_FILE, &card_json[..]),
-        ] {
-            let path = tmp.join(name);
-            std::fs::write(&path, bytes).map_err(io(&path))?;
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&path))?;
-        }
-        if let Some(c) = calibrator.filter(|c| !c.is_empty()) {
-            let path = tmp.join(CALIBRATOR_FILE);
-            let bytes = serde_json::to_vec(c).map_err(|e| ArtifactError::Card {
-                path: path.clone(),
+        let calibrator_json = match calibrator.filter(|c| !c.is_empty()) {
+            Some(c) => Some(serde_json::to_vec(c).map_err(|e| ArtifactError::Card {
+                path: tmp.join(CALIBRATOR_FILE),
                 message: e.to_string(),
-            })?;
+            })?),
+            None => None,
+        };
+        let files = [
+            (EMPTY_FILE, Some(empty_json)),
+            (FULL_FILE, Some(full_json)),
+            (CARD_FILE, Some(&card_json[..])),
+            (CALIBRATOR_FILE, calibrator_json.as_deref()),
+        ];
+        for (name, bytes) in files {
+            let Some(bytes) = bytes else { continue };
+            let path = tmp.join(name);
             std::fs::write(&path, bytes).map_err(io(&path))?;
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_all())

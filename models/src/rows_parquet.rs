@@ -9,7 +9,10 @@
 //!
 //! [`read_training_data`] reads the file column by column, batch by batch, straight into
 //! [`TrainingData`]'s one row-major `f32` matrix, sized once from the file's row count: no
-//! text parsing, no per-row allocation, no second copy.
+//! text parsing, no per-row allocation, no second copy. [`read_training_data_sampled`]
+//! keeps only a share of the easy training rows ([`LoadSample`]), weighted, so the matrix
+//! holds only the kept rows: a first pass reads the `as_of` column alone to find where the
+//! split will cut, the second reads the rows.
 
 use std::fs::File;
 use std::path::Path;
@@ -31,7 +34,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::dataset::{DataError, RowLabel, TrainingData};
+use crate::dataset::{DataError, LoadSample, RowLabel, SplitConfig, TrainingData};
 
 /// Rows per row group (and per batch the writer buffers).
 pub const ROW_GROUP_ROWS: usize = 65_536;
@@ -218,12 +221,93 @@ pub fn is_parquet(path: &Path) -> bool {
 
 /// Reads a rows file written by [`RowsWriter`] into one [`TrainingData`].
 pub fn read_training_data(path: &Path, horizon_minutes: u32) -> Result<TrainingData, DataError> {
+    read_rows(path, horizon_minutes, None)
+}
+
+/// How to sample a rows file while reading it: keep this share of the easy rows of the
+/// training period that `split` will cut (see [`LoadSample`]).
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    pub keep: f64,
+    pub seed: u64,
+    pub split: SplitConfig,
+}
+
+/// [`read_training_data`] keeping `sampling.keep` of the easy rows before the validation
+/// period (the split of `sampling.split` over the file's first and last `as_of`), each
+/// weighted by the inverse of that share; validation and test rows are all kept.
+pub fn read_training_data_sampled(
+    path: &Path,
+    horizon_minutes: u32,
+    sampling: &Sampling,
+) -> Result<TrainingData, DataError> {
+    if !(sampling.keep > 0.0 && sampling.keep <= 1.0) {
+        return Err(DataError::Split(format!(
+            "the share of easy rows to keep must be in (0, 1], not {}",
+            sampling.keep
+        )));
+    }
+    if sampling.keep >= 1.0 {
+        return read_training_data(path, horizon_minutes);
+    }
+    let (first, last) = as_of_range(path)?
+        .ok_or_else(|| DataError::TooLittle(format!("{}: no rows", path.display())))?;
+    let (before, _, _) = sampling.split.boundaries(first, last);
+    let sample = LoadSample {
+        keep: sampling.keep,
+        seed: sampling.seed,
+        before: Timestamp(before),
+    };
+    read_rows(path, horizon_minutes, Some((sample, first, last)))
+}
+
+/// The number of rows in a rows file (from its footer).
+pub fn count_rows(path: &Path) -> Result<u64, DataError> {
+    let n = open(path)?.metadata().file_metadata().num_rows();
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, DataError> {
     let what = path.display().to_string();
     let file = File::open(path).map_err(|source| DataError::Io {
         what: what.clone(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(&what, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(&what, e))
+}
+
+/// The first and last `as_of` of a rows file, from its `as_of_ms` column alone.
+fn as_of_range(path: &Path) -> Result<Option<(Timestamp, Timestamp)>, DataError> {
+    let what = path.display().to_string();
+    let builder = open(path)?;
+    let index = builder
+        .schema()
+        .index_of("as_of_ms")
+        .map_err(|e| io(&what, e))?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(ROW_GROUP_ROWS)
+        .build()
+        .map_err(|e| io(&what, e))?;
+    let mut range: Option<(i64, i64)> = None;
+    for batch in reader {
+        let batch = batch.map_err(|e| io(&what, e))?;
+        let col: &Int64Array = column(&batch, 0).map_err(|m| io(&what, m))?;
+        for &t in col.values().iter() {
+            range = Some(range.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+        }
+    }
+    Ok(range.map(|(a, b)| (Timestamp(a), Timestamp(b))))
+}
+
+fn read_rows(
+    path: &Path,
+    horizon_minutes: u32,
+    sample: Option<(LoadSample, Timestamp, Timestamp)>,
+) -> Result<TrainingData, DataError> {
+    let what = path.display().to_string();
+    let builder = open(path)?;
     let parse = |message: String| DataError::Parse {
         what: what.clone(),
         line: 0,
@@ -246,6 +330,7 @@ pub fn read_training_data(path: &Path, horizon_minutes: u32) -> Result<TrainingD
     let features: Vec<String> = names[keys..].iter().map(|s| (*s).to_owned()).collect();
     // The file's own count sizes the matrix once; a damaged footer claiming absurd rows must
     // not allocate them (or abort): beyond this, the matrix grows as rows are actually read.
+    // A sampled load reserves as much: pages it never fills are never resident.
     const MAX_PREALLOCATED_ROWS: usize = 64 << 20;
     let total = usize::try_from(builder.metadata().file_metadata().num_rows())
         .unwrap_or(0)
@@ -256,9 +341,20 @@ pub fn read_training_data(path: &Path, horizon_minutes: u32) -> Result<TrainingD
         .map_err(|e| io(&what, e))?;
     let mut data =
         TrainingData::with_capacity(FeatureSchemaId(schema_id), features, horizon_minutes, total);
+    let mut kept = Vec::with_capacity(ROW_GROUP_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| io(&what, e))?;
-        read_batch(&batch, &mut data).map_err(parse)?;
+        read_batch(
+            &batch,
+            &mut data,
+            sample.as_ref().map(|(s, _, _)| s),
+            &mut kept,
+        )
+        .map_err(parse)?;
+    }
+    if let Some((s, first, last)) = sample {
+        data.set_sampled(s, first, last);
+        data.shrink_to_fit();
     }
     data.finish();
     Ok(data)
@@ -273,13 +369,20 @@ fn column<T: 'static>(batch: &RecordBatch, i: usize) -> Result<&T, String> {
     })
 }
 
-/// Appends one batch: keys row by row, features column by column into the matrix.
-fn read_batch(batch: &RecordBatch, data: &mut TrainingData) -> Result<(), String> {
+/// Appends one batch (the rows `sample` keeps, all without one): keys row by row, features
+/// column by column into the matrix. `kept` is scratch space for the kept rows' indices.
+fn read_batch(
+    batch: &RecordBatch,
+    data: &mut TrainingData,
+    sample: Option<&LoadSample>,
+    kept: &mut Vec<usize>,
+) -> Result<(), String> {
     let stations: &StringArray = column(batch, 1)?;
     let as_of: &Int64Array = column(batch, 2)?;
     let flag = |i: usize| column::<BooleanArray>(batch, i);
     let (we, wf, en, fu) = (flag(4)?, flag(5)?, flag(6)?, flag(7)?);
     let first = data.len();
+    kept.clear();
     for r in 0..batch.num_rows() {
         let label = RowLabel {
             went_empty: we.value(r),
@@ -287,16 +390,28 @@ fn read_batch(batch: &RecordBatch, data: &mut TrainingData) -> Result<(), String
             empty_now: en.value(r),
             full_now: fu.value(r),
         };
-        data.push_keys(stations.value(r), Timestamp(as_of.value(r)), label);
+        let (station, t) = (stations.value(r), Timestamp(as_of.value(r)));
+        let weight = match sample {
+            Some(s) => match s.weight(station, t, &label) {
+                Some(w) => w,
+                None => continue,
+            },
+            None => 1.0,
+        };
+        kept.push(r);
+        data.push_keys(station, t, label, weight);
     }
     let keys = KEY_COLUMNS.len();
     for j in 0..data.num_features() {
         let col: &Float32Array = column(batch, keys + j)?;
         let nulls = col.nulls();
         let values = col.values();
-        data.set_feature_column(first, j, |r| match nulls {
-            Some(n) if n.is_null(r) => f32::NAN,
-            _ => values[r],
+        data.set_feature_column(first, j, |k| {
+            let r = kept[k];
+            match nulls {
+                Some(n) if n.is_null(r) => f32::NAN,
+                _ => values[r],
+            }
         });
     }
     data.finish_keys(first);
@@ -397,6 +512,189 @@ mod tests {
         }
         // A 0 stays a 0, a missing value stays missing.
         assert!(read.row(0).contains(&0.0) && read.row(0).iter().any(|x| x.is_nan()));
+    }
+
+    /// Rows of `stations` stations every 5 minutes over `days` days: went-empty with a
+    /// probability that feature 0 sets (~8 %), other flags rarer.
+    fn write_days(path: &Path, schema: &FeatureSchema, stations: usize, days: i64) -> usize {
+        let mut w = RowsWriter::create(path, schema).unwrap();
+        let mut state = 3u64;
+        let mut u = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let t0 = 1_717_200_000_000i64;
+        let ticks = days * 24 * 12;
+        for tick in 0..ticks {
+            for s in 0..stations {
+                let mut r = row(schema, &format!("s{s}"), t0 + tick * 300_000, 1);
+                let x = u();
+                r.row.vector.values[0] = Some(x);
+                r.label.went_empty = u() < 0.16 * x * x * 1.5;
+                r.label.went_full = u() < 0.02;
+                r.label.empty_at_as_of = u() < 0.03;
+                r.label.full_at_as_of = u() < 0.03;
+                w.push(&r).unwrap();
+            }
+        }
+        w.finish().unwrap() as usize
+    }
+
+    #[test]
+    fn a_sampled_load_keeps_every_hard_and_later_row_and_weighs_the_easy_ones() {
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.parquet");
+        let n = write_days(&path, &schema, 20, 5);
+        assert_eq!(count_rows(&path).unwrap(), n as u64);
+        let split = SplitConfig {
+            valid_days: 1,
+            test_days: 1,
+            min_rows: 10,
+            ..SplitConfig::default()
+        };
+        let sampling = Sampling {
+            keep: 0.25,
+            seed: 7,
+            split: split.clone(),
+        };
+        let full = read_training_data(&path, 30).unwrap();
+        let sampled = read_training_data_sampled(&path, 30, &sampling).unwrap();
+        // Deterministic.
+        let again = read_training_data_sampled(&path, 30, &sampling).unwrap();
+        assert_eq!(sampled.len(), again.len());
+        assert!((0..sampled.len()).all(|i| sampled.meta(i) == again.meta(i)));
+        // The split cuts where the full load's does.
+        let (a, b) = (full.split(&split).unwrap(), sampled.split(&split).unwrap());
+        assert_eq!(a.boundaries.valid_start, b.boundaries.valid_start);
+        assert_eq!(a.boundaries.test_start, b.boundaries.test_start);
+        let before = a.boundaries.valid_start;
+        let hard =
+            |m: &crate::dataset::RowMeta| m.went_empty || m.went_full || m.empty_now || m.full_now;
+        // Every row of the full load is in the sampled one (with its features, bit for bit)
+        // unless it is an easy row before the validation period.
+        let key = |d: &TrainingData, i: usize| (d.station_id(i).to_owned(), d.meta(i).as_of);
+        let kept: std::collections::HashMap<_, usize> =
+            (0..sampled.len()).map(|i| (key(&sampled, i), i)).collect();
+        let (mut easy, mut easy_kept, mut easy_weight) = (0usize, 0usize, 0.0f64);
+        for i in 0..full.len() {
+            let m = full.meta(i);
+            let found = kept.get(&key(&full, i));
+            if m.as_of < before && !hard(m) {
+                easy += 1;
+                if let Some(&j) = found {
+                    easy_kept += 1;
+                    easy_weight += f64::from(sampled.meta(j).weight);
+                    assert_eq!(sampled.meta(j).weight, 4.0);
+                }
+            } else {
+                let j = *found.unwrap_or_else(|| panic!("row {i} ({m:?}) dropped"));
+                assert_eq!(sampled.meta(j).weight, 1.0);
+                let (x, y) = (full.row(i), sampled.row(j));
+                assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()));
+            }
+        }
+        assert_eq!(sampled.len(), full.len() - easy + easy_kept);
+        // About a quarter of the easy rows, standing for all of them.
+        let share = easy_kept as f64 / easy as f64;
+        assert!((share - 0.25).abs() < 0.02, "kept {share}");
+        assert!(
+            (easy_weight / easy as f64 - 1.0).abs() < 0.08,
+            "{easy_weight} vs {easy}"
+        );
+        assert_eq!(sampled.load_sample().unwrap().before, before);
+        assert!(full.load_sample().is_none());
+        // A share outside (0, 1] is refused; 1 is the full load.
+        for keep in [0.0, 1.5, f64::NAN] {
+            let bad = Sampling {
+                keep,
+                ..sampling.clone()
+            };
+            assert!(read_training_data_sampled(&path, 30, &bad).is_err());
+        }
+        let all = Sampling {
+            keep: 1.0,
+            ..sampling
+        };
+        assert_eq!(
+            read_training_data_sampled(&path, 30, &all).unwrap().len(),
+            full.len()
+        );
+    }
+
+    #[test]
+    fn a_model_trained_on_a_sampled_load_stays_calibrated() {
+        // Weighted by the inverse of their inclusion probability, a fifth of the easy rows
+        // give the same mean probability on the (never sampled) validation rows as all of
+        // them; unweighted, the rate of the outcome in training would be about 2.5x off.
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.parquet");
+        write_days(&path, &schema, 10, 12);
+        let split_config = SplitConfig {
+            valid_days: 3,
+            test_days: 1,
+            min_rows: 10,
+            ..SplitConfig::default()
+        };
+        let params = crate::training::TrainParams {
+            max_rounds: 60,
+            early_stopping_rounds: 10,
+            max_depth: 3,
+            nthread: 1,
+            ..Default::default()
+        };
+        let mean_predicted = |data: &TrainingData| {
+            let split = data.split(&split_config).unwrap();
+            let b = crate::training::train_booster(
+                data,
+                crate::dataset::Target::WentEmpty,
+                split.train.clone(),
+                split.valid.clone(),
+                &params,
+                &mut |_| {},
+            )
+            .unwrap();
+            let model = crate::xgboost::XgbModel::from_json(&b.json).unwrap();
+            let valid = split.valid.clone();
+            let observed = valid.clone().filter(|&i| data.meta(i).went_empty).count() as f64
+                / valid.len() as f64;
+            let p = valid
+                .clone()
+                .map(|i| f64::from(model.predict(data.row(i))))
+                .sum::<f64>()
+                / valid.len() as f64;
+            (p, observed, b.best_valid_log_loss, split.train.len())
+        };
+        let full = read_training_data(&path, 30).unwrap();
+        let sampled = read_training_data_sampled(
+            &path,
+            30,
+            &Sampling {
+                keep: 0.2,
+                seed: 1,
+                split: split_config.clone(),
+            },
+        )
+        .unwrap();
+        let (p_all, observed, ll_all, n_all) = mean_predicted(&full);
+        let (p_sampled, observed_s, ll_sampled, n_sampled) = mean_predicted(&sampled);
+        assert_eq!(observed, observed_s, "validation rows are never sampled");
+        assert!(
+            n_sampled * 3 < n_all * 2,
+            "{n_sampled} of {n_all} training rows"
+        );
+        assert!(
+            (p_all - observed).abs() < 0.1 * observed,
+            "{p_all} vs {observed}"
+        );
+        assert!(
+            (p_sampled - observed).abs() < 0.15 * observed,
+            "{p_sampled} vs {observed}"
+        );
+        assert!(ll_sampled < ll_all * 1.05, "{ll_sampled} vs {ll_all}");
     }
 
     #[test]

@@ -88,15 +88,13 @@ impl Scorer for XgbScorer {
             dense = values.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
             &dense
         };
-        let (mut p_empty, mut p_full) = (self.empty.predict(row), self.full.predict(row));
-        if let Some(c) = &self.calibrator {
-            if let Some(m) = &c.empty {
-                p_empty = m.apply(p_empty);
-            }
-            if let Some(m) = &c.full {
-                p_full = m.apply(p_full);
-            }
+        let raw = Scores {
+            p_empty: self.empty.predict(row),
+            p_full: self.full.predict(row),
+        };
+        match &self.calibrator {
+            Some(c) => c.apply(raw),
+            None => raw,
         }
-        Scores { p_empty, p_full }
     }
 }

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use bikeshare_stream_processor::FeatureSchema;
+use bikeshare_stream_processor::{FeatureSchema, Scorer as _, Scores};
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ use xgboost_rs::{Booster, DMatrix};
 
 use crate::calibration::{Calibrator, Isotonic};
 use crate::dataset::{DataError, Split, SplitBoundaries, SplitConfig, Target, TrainingData};
-use crate::eval::{Evaluation, evaluate_against_baselines};
+use crate::eval::{Evaluation, compare_with_baselines};
 use crate::scorer::XgbScorer;
 use crate::xgboost::{ModelError, XgbModel};
 
@@ -99,8 +99,14 @@ pub struct TrainParams {
     /// whose target did not happen and whose station was not in that state at `as_of`.
     /// Each kept one weighs `1 / easy_negative_keep`, so the weighted rate of the outcome,
     /// and the probabilities, stay those of all rows; XGBoost's copy of the training rows
-    /// shrinks by about that share. Validation rows are never sampled.
+    /// shrinks by about that share. Validation rows are never sampled. Rows a sampled load
+    /// already weighted ([`crate::dataset::LoadSample`]) keep their weight times this one.
     pub easy_negative_keep: f64,
+    /// Hyper-parameter search: train this many parameter sets (the first is these
+    /// parameters, the others drawn from [`crate::search::SearchSpace`] with `seed`) and
+    /// keep the best on the validation rows ([`crate::search`]). 0 or 1 trains these
+    /// parameters only.
+    pub search_trials: u32,
 }
 
 impl Default for TrainParams {
@@ -118,12 +124,14 @@ impl Default for TrainParams {
             nthread: 2,
             seed: 0,
             easy_negative_keep: 1.0,
+            search_trials: 0,
         }
     }
 }
 
 impl TrainParams {
-    fn validate(&self) -> Result<(), TrainError> {
+    /// Whether the parameters are usable (a [`TrainError::Params`] says which is not).
+    pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: &str| Err(TrainError::Params(m.into()));
         if self.max_rounds == 0 {
             return bad("max_rounds must be at least 1");
@@ -143,6 +151,9 @@ impl TrainParams {
         }
         if !fraction(self.easy_negative_keep) {
             return bad("easy_negative_keep must be in (0, 1]");
+        }
+        if !(self.min_child_weight >= 0.0 && self.min_child_weight.is_finite()) {
+            return bad("min_child_weight must be a finite number ≥ 0");
         }
         Ok(())
     }
@@ -283,16 +294,17 @@ pub fn train_booster_without(
         sampled_dmatrix(data, target, train, params, withheld)?
     } else {
         let ytrain = data.labels(target, train.clone());
-        let prevalence = ytrain.iter().map(|&y| f64::from(y)).sum::<f64>() / ytrain.len() as f64;
-        (
-            dmatrix(
-                &rows_without(data, train, withheld),
-                n,
-                &ytrain,
-                params.nthread,
-            )?,
-            prevalence,
-        )
+        let weights = data.weights(train.clone());
+        let mut m = dmatrix(
+            &rows_without(data, train, withheld),
+            n,
+            &ytrain,
+            params.nthread,
+        )?;
+        if let Some(w) = &weights {
+            m.set_weights(w).map_err(xgb)?;
+        }
+        (m, weighted_rate(&ytrain, weights.as_deref()))
     };
     let dvalid = dmatrix(
         &rows_without(data, valid, withheld),
@@ -393,6 +405,19 @@ fn keep_row(data: &TrainingData, i: usize, keep: f64, seed: u64) -> bool {
     (h >> 11) as f64 / (1u64 << 53) as f64 <= keep
 }
 
+/// The share of positives among `labels`, each row weighing its weight (1 without weights).
+fn weighted_rate(labels: &[f32], weights: Option<&[f32]>) -> f64 {
+    let (mut total, mut positive) = (0.0f64, 0.0f64);
+    for (k, &y) in labels.iter().enumerate() {
+        let w = weights
+            .and_then(|w| w.get(k))
+            .map_or(1.0, |&w| f64::from(w));
+        total += w;
+        positive += w * f64::from(y);
+    }
+    if total > 0.0 { positive / total } else { 0.0 }
+}
+
 /// The training matrix of `train` with its easy negatives sampled (see
 /// [`TrainParams::easy_negative_keep`]), weighted; and the weighted rate of the outcome.
 fn sampled_dmatrix(
@@ -416,17 +441,12 @@ fn sampled_dmatrix(
         values.extend_from_slice(data.row(i));
         blank(&mut values[start..], n, withheld);
         labels.push(if y { 1.0f32 } else { 0.0 });
-        weights.push(if easy { (1.0 / keep) as f32 } else { 1.0 });
+        let w = if easy { (1.0 / keep) as f32 } else { 1.0 };
+        weights.push(w * m.weight);
     }
-    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    let positive: f64 = labels
-        .iter()
-        .zip(&weights)
-        .map(|(&y, &w)| f64::from(y * w))
-        .sum();
     let mut m = dmatrix(&values, n, &labels, params.nthread)?;
     m.set_weights(&weights).map_err(xgb)?;
-    Ok((m, positive / total.max(1.0)))
+    Ok((m, weighted_rate(&labels, Some(&weights))))
 }
 
 fn valid_log_loss(booster: &Booster, dvalid: &DMatrix) -> Result<f64, TrainError> {
@@ -535,7 +555,7 @@ pub struct TrainingWindow {
 }
 
 /// Row counts of the split.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataSizes {
     pub rows: usize,
     pub train: usize,
@@ -543,6 +563,10 @@ pub struct DataSizes {
     pub test: usize,
     /// Rows left out because their label window crosses a split boundary.
     pub purged: usize,
+    /// How the rows were sampled while loading (the counts above are of the kept rows;
+    /// their weights stand for the rest): `None` when every row was loaded.
+    #[serde(default)]
+    pub load_sample: Option<crate::dataset::LoadSample>,
 }
 
 /// How one target's model was trained.
@@ -601,32 +625,43 @@ pub fn fit_calibrator(
     valid: Range<usize>,
 ) -> (Calibrator, [crate::eval::CalibrationCheck; 2]) {
     let scores = crate::eval::score_rows(scorer, data, valid.clone());
+    fit_calibrator_to_scores(&scores, data, valid)
+}
+
+/// The probabilities of target `t` in `scores`.
+fn probabilities(scores: &[Scores], t: Target) -> Vec<f32> {
+    scores
+        .iter()
+        .map(|s| match t {
+            Target::WentEmpty => s.p_empty,
+            Target::WentFull => s.p_full,
+        })
+        .collect()
+}
+
+/// [`fit_calibrator`] of the raw scores of rows `valid` (`scores[k]` is row `valid.start + k`).
+pub fn fit_calibrator_to_scores(
+    scores: &[Scores],
+    data: &TrainingData,
+    valid: Range<usize>,
+) -> (Calibrator, [crate::eval::CalibrationCheck; 2]) {
     let mut c = Calibrator {
         method: Calibrator::METHOD.into(),
         empty: None,
         full: None,
     };
-    let mut checks = Vec::new();
-    for t in Target::BOTH {
-        let p: Vec<f32> = scores
-            .iter()
-            .map(|s| match t {
-                Target::WentEmpty => s.p_empty,
-                Target::WentFull => s.p_full,
-            })
-            .collect();
+    let checks = Target::BOTH.map(|t| {
+        let p = probabilities(scores, t);
         let y: Vec<bool> = valid.clone().map(|i| t.label(data.meta(i))).collect();
-        let check = crate::eval::calibration_check(&crate::eval::reliability(&p, &y), 100);
+        let check = crate::eval::calibration_check(
+            &crate::eval::reliability(&p, &y),
+            crate::eval::CALIBRATION_MIN_ROWS,
+        );
         if check.off {
-            let fitted = Isotonic::fit(&p, &y);
-            match t {
-                Target::WentEmpty => c.empty = fitted,
-                Target::WentFull => c.full = fitted,
-            }
+            c.set_map(t, Isotonic::fit(&p, &y));
         }
-        checks.push(check);
-    }
-    let checks: [crate::eval::CalibrationCheck; 2] = [checks[0].clone(), checks[1].clone()];
+        check
+    });
     (c, checks)
 }
 
@@ -656,6 +691,10 @@ pub struct ModelCard {
     /// which features moved the test metrics. Empty unless asked for.
     #[serde(default)]
     pub ablation: Vec<AblationRow>,
+    /// The hyper-parameter search that chose `params` ([`crate::search`]): every trial
+    /// and its validation measures. `None` unless `params.search_trials` asked for one.
+    #[serde(default)]
+    pub search: Option<crate::search::SearchReport>,
 }
 
 /// One target's test measures in an ablation.
@@ -840,21 +879,30 @@ pub fn train_models(
         .into());
     }
     let split: Split = data.split(split_config)?;
-    let mut boosters = Vec::new();
-    for target in Target::BOTH {
-        let b = train_booster(
-            data,
-            target,
-            split.train.clone(),
-            split.valid.clone(),
-            params,
-            progress,
-        )?;
-        boosters.push(with_feature_names(b, data.feature_names())?);
-    }
-    let [empty, full]: [TrainedBooster; 2] = boosters
-        .try_into()
-        .map_err(|_| TrainError::Internal("two boosters expected".into()))?;
+    let (boosters, params, search) = if params.search_trials > 1 {
+        let (report, boosters, chosen) = crate::search::search(data, &split, params, progress)?;
+        (boosters, chosen, Some(report))
+    } else {
+        let mut boosters = Vec::new();
+        for target in Target::BOTH {
+            boosters.push(train_booster(
+                data,
+                target,
+                split.train.clone(),
+                split.valid.clone(),
+                params,
+                progress,
+            )?);
+        }
+        let boosters: [TrainedBooster; 2] = boosters
+            .try_into()
+            .map_err(|_| TrainError::Internal("two boosters expected".into()))?;
+        (boosters, params.clone(), None)
+    };
+    let params = &params;
+    let [empty, full] = boosters;
+    let empty = with_feature_names(empty, data.feature_names())?;
+    let full = with_feature_names(full, data.feature_names())?;
     let model_ref = ModelRef {
         name: run.name.clone(),
         version: run.version.clone(),
@@ -866,33 +914,37 @@ pub fn train_models(
         XgbModel::from_json(&empty.json)?,
         XgbModel::from_json(&full.json)?,
     )?;
-    let (calibrator, valid_checks) = fit_calibrator(&scorer, data, split.valid.clone());
-    let raw = scorer.clone();
+    // The validation and test rows are scored once, raw; the calibrated scores are the
+    // calibrator applied to them.
+    let raw_valid = crate::eval::score_rows(&scorer, data, split.valid.clone());
+    let raw_test = crate::eval::score_rows(&scorer, data, split.test.clone());
+    let (calibrator, valid_checks) =
+        fit_calibrator_to_scores(&raw_valid, data, split.valid.clone());
+    let calibrated =
+        |raw: &[Scores]| -> Vec<Scores> { raw.iter().map(|&s| calibrator.apply(s)).collect() };
+    let thresholds =
+        crate::eval::thresholds_of_scores(&calibrated(&raw_valid), data, split.valid.clone());
+    let model_report = crate::eval::evaluate_scores(
+        scorer.model(),
+        &calibrated(&raw_test),
+        data,
+        split.test.clone(),
+        thresholds,
+    );
     let scorer = scorer.with_calibrator(Some(calibrator.clone()));
-    let evaluation = evaluate_against_baselines(&scorer, schema, data, &split);
-    // The test reliability of the raw model, for the targets that were calibrated.
-    let raw_test = (!calibrator.is_empty()).then(|| {
-        crate::eval::evaluate(
-            &raw,
-            data,
-            split.test.clone(),
-            crate::eval::Thresholds::default(),
-        )
-    });
+    let evaluation = compare_with_baselines(model_report, schema, data, &split);
     let summary = |t: Target| -> Option<CalibratorSummary> {
-        let iso = match t {
-            Target::WentEmpty => calibrator.empty.as_ref(),
-            Target::WentFull => calibrator.full.as_ref(),
-        }?;
-        let before = &raw_test.as_ref()?.target(t).reliability;
+        let iso = calibrator.map(t)?;
+        let y: Vec<bool> = split.test.clone().map(|i| t.label(data.meta(i))).collect();
+        let before = crate::eval::reliability(&probabilities(&raw_test, t), &y);
         Some(CalibratorSummary {
             method: calibrator.method.clone(),
             knots: iso.x.len(),
             fitted_rows: iso.rows,
-            test_before: crate::eval::calibration_check(before, 100),
+            test_before: crate::eval::calibration_check(&before, crate::eval::CALIBRATION_MIN_ROWS),
             test_after: crate::eval::calibration_check(
                 &evaluation.model.target(t).reliability,
-                100,
+                crate::eval::CALIBRATION_MIN_ROWS,
             ),
         })
     };
@@ -935,11 +987,13 @@ pub fn train_models(
             valid: split.valid.len(),
             test: split.test.len(),
             purged: split.boundaries.purged_rows,
+            load_sample: data.load_sample().cloned(),
         },
         empty: per_target(Target::WentEmpty, &empty),
         full: per_target(Target::WentFull, &full),
         evaluation,
         ablation: Vec::new(),
+        search,
     };
     Ok(TrainedModels {
         card,

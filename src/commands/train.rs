@@ -75,13 +75,37 @@ async fn load(
     let horizon = config.processor.horizon_minutes;
     if let Some(path) = &args.rows {
         if bikeshare_models::rows_parquet::is_parquet(path) {
-            eprintln!("reading {} (Parquet, column by column)", path.display());
+            let keep = args
+                .easy_negative_keep
+                .unwrap_or(config.train.params.easy_negative_keep);
+            let sampling = bikeshare_models::rows_parquet::Sampling {
+                keep,
+                seed: config.train.params.seed,
+                split: config.train.split.clone(),
+            };
+            eprintln!(
+                "reading {} (Parquet, column by column{})",
+                path.display(),
+                if keep < 1.0 {
+                    format!("; keeping {keep} of the training rows easy for both targets, weighted")
+                } else {
+                    String::new()
+                }
+            );
             let path = path.clone();
+            let started = std::time::Instant::now();
             let data = tokio::task::spawn_blocking(move || {
-                bikeshare_models::rows_parquet::read_training_data(&path, horizon)
+                bikeshare_models::rows_parquet::read_training_data_sampled(
+                    &path, horizon, &sampling,
+                )
             })
             .await
             .context("reading task")??;
+            eprintln!(
+                "read {} rows in {:.1} s",
+                data.len(),
+                started.elapsed().as_secs_f64()
+            );
             return Ok((
                 data,
                 format!(
@@ -192,6 +216,13 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
     if let Some(k) = args.easy_negative_keep {
         params.easy_negative_keep = k;
     }
+    if data.load_sample().is_some() {
+        // Sampled while reading (the card's `data.load_sample` says how): not again.
+        params.easy_negative_keep = 1.0;
+    }
+    if let Some(n) = args.search {
+        params.search_trials = n;
+    }
     let run = RunInfo {
         name: config.train.model_name.clone(),
         version: args
@@ -236,6 +267,9 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
         card.split.last,
         card.data.purged
     );
+    if let Some(search) = &card.search {
+        print_search(search);
+    }
     eprint!("{}", render(&card.evaluation));
     for (what, t) in [("went-empty", &card.empty), ("went-full", &card.full)] {
         let top: Vec<String> = t
@@ -304,6 +338,49 @@ pub async fn run(args: TrainArgs, config: Config) -> anyhow::Result<()> {
         register(&args, &config, &data).await?;
     }
     Ok(())
+}
+
+/// Every trial of the hyper-parameter search and the chosen one.
+fn print_search(s: &bikeshare_models::search::SearchReport) {
+    let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+    eprintln!(
+        "hyper-parameter search (seed {}): {} trials; criterion: {}",
+        s.seed,
+        s.trials.len(),
+        s.criterion
+    );
+    eprintln!(
+        "  {:>5} {:>5} {:>6} {:>6} {:>5} | {:>8} {:>8} {:>5} | {:>8} {:>8} {:>5} | {:>7}",
+        "depth",
+        "eta",
+        "mcw",
+        "subs",
+        "",
+        "new PR e",
+        "logloss",
+        "trees",
+        "new PR f",
+        "logloss",
+        "trees",
+        "s"
+    );
+    for (k, t) in s.trials.iter().enumerate() {
+        eprintln!(
+            "  {:>5} {:>5} {:>6} {:>6} {:>5} | {:>8} {:>8.5} {:>5} | {:>8} {:>8.5} {:>5} | {:>7.0}",
+            t.max_depth,
+            t.eta,
+            t.min_child_weight,
+            t.subsample,
+            if k == s.chosen { "<-" } else { "" },
+            f(t.empty.valid_new_stockout_pr_auc),
+            t.empty.valid_log_loss,
+            t.empty.trees,
+            f(t.full.valid_new_stockout_pr_auc),
+            t.full.valid_log_loss,
+            t.full.trees,
+            t.seconds
+        );
+    }
 }
 
 /// The `--ablate` groups as feature indices.

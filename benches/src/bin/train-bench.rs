@@ -6,21 +6,28 @@
 //! bikeshare backfill --format bluebikes --system-id bluebikes --time-zone America/New_York \
 //!   --stations-file $D/stations.csv $D/station_status_2021-0[1-5].csv.bz2 -o rows.parquet
 //! cargo run --release -p bikeshare-benches --bin train-bench -- --rows rows.parquet
-//! # or N synthetic rows of the default schema (written to a temporary Parquet file first):
-//! cargo run --release -p bikeshare-benches --bin train-bench -- --synthetic 2000000
+//! # or N synthetic rows of the default schema (streamed to a temporary Parquet file first,
+//! a row group at a time):
+//! cargo run --release -p bikeshare-benches --bin train-bench -- --synthetic 20000000 --keep 0.05
 //! ```
 //!
 //! Phases, each printed with its wall time: (1) with `--synthetic`, writing the rows
-//! (`RowsWriter`, not measured as training); (2) loading them
-//! (`rows_parquet::read_training_data`: rows/s, resident bytes per row added, and the
-//! table's own bytes per row); (3) training one target (went empty) for `--rounds` rounds on
-//! the first 80 % of rows, validating on the rest (XGBoost `hist`, `--nthread` threads), with
-//! the time per round; `--easy-negative-keep 0.1` samples the training rows' easy negatives. Peak RSS is the process's `VmHWM` (Linux) after each phase.
+//! (`RowsWriter`, one row group in memory at a time; not measured as training); (2) loading
+//! them (`rows_parquet::read_training_data`, or with `--keep K` `read_training_data_sampled`,
+//! which keeps a share K of the easy training rows, weighted, so the table holds only the
+//! kept rows: rows/s, resident bytes per row added, and the table's own bytes per row); (3)
+//! training one target (went empty) for `--rounds` rounds (no early stopping) on the rows
+//! before the last `--valid-days` days, validating on those (XGBoost `hist`, `--nthread`
+//! threads), with the time per round; `--easy-negative-keep 0.1` samples the training rows'
+//! easy negatives once more, in training. Peak RSS is the process's `VmHWM` (Linux) after each
+//! phase; bytes per row are per row of the source, kept or not.
 //!
 //! Synthetic rows: `--stations` stations, one row per station every 5 minutes; features are
-//! uniform, 10 % missing, some exactly 0; the label depends on three of them through a
-//! logistic link, so trees have something to find. Memory and speed depend on the row count
-//! and width, not on what the values mean; real rows (`--rows`) give real missing patterns.
+//! uniform, 10 % missing, some exactly 0; went-empty depends on three of them through a
+//! logistic link (about 7 % of rows), so trees have something to find; went-full about 6 %,
+//! empty or full at `as_of` about 4 % each: about 18 % of the rows are hard (kept by every
+//! sample), near Bluebikes' share. Memory and speed depend on the row count, the width and
+//! that share, not on what the values mean; real rows (`--rows`) give real missing patterns.
 
 #![allow(clippy::print_stdout)]
 
@@ -28,8 +35,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use bikeshare_models::dataset::Target;
-use bikeshare_models::rows_parquet::{RowsWriter, read_training_data};
+use bikeshare_models::dataset::{SplitConfig, Target};
+use bikeshare_models::rows_parquet::{
+    RowsWriter, Sampling, count_rows, read_training_data, read_training_data_sampled,
+};
 use bikeshare_models::training::{TrainParams, train_booster};
 use bikeshare_stream_processor::backfill::TrainingRow;
 use bikeshare_stream_processor::processor::FeatureRow;
@@ -48,6 +57,10 @@ struct Args {
     /// Generate this many synthetic rows instead.
     #[arg(long)]
     synthetic: Option<usize>,
+    /// Write the synthetic rows to this file (kept for later `--rows` runs) instead of a
+    /// temporary one.
+    #[arg(long, requires = "synthetic")]
+    synthetic_file: Option<PathBuf>,
     /// Stations of the synthetic rows.
     #[arg(long, default_value_t = 2000)]
     stations: usize,
@@ -59,9 +72,15 @@ struct Args {
     /// Skip training (load only).
     #[arg(long)]
     load_only: bool,
-    /// Keep this share of the easy negatives of the training rows (weighted).
+    /// Keep this share of the easy negatives of the training rows (weighted), in training.
     #[arg(long, default_value_t = 1.0)]
     easy_negative_keep: f64,
+    /// Keep this share of the easy training rows while loading (weighted; decision 089).
+    #[arg(long, default_value_t = 1.0)]
+    keep: f64,
+    /// Days at the end of the rows to validate on (the rest trains).
+    #[arg(long, default_value_t = 3)]
+    valid_days: u32,
 }
 
 /// The process's peak and current resident set, bytes (Linux `/proc/self/status`).
@@ -115,7 +134,7 @@ fn write_synthetic(path: &std::path::Path, n: usize, stations: usize) -> anyhow:
         let z = 0.3 * values[0].unwrap_or(5.0) - 0.2 * values[1].unwrap_or(5.0)
             + 0.1 * values[2].unwrap_or(0.0)
             - 3.0;
-        let went = u() < 1.0 / (1.0 + (-z).exp());
+        let went = u() < 1.0 / (1.0 + (-(z - 2.5)).exp());
         let prediction_id = Prediction::id_for(&system, station, as_of, 30);
         let row = TrainingRow {
             row: FeatureRow {
@@ -139,9 +158,9 @@ fn write_synthetic(path: &std::path::Path, n: usize, stations: usize) -> anyhow:
                 as_of,
                 horizon_minutes: 30,
                 went_empty: went,
-                went_full: u() < 0.03,
-                empty_at_as_of: went && u() < 0.5,
-                full_at_as_of: false,
+                went_full: u() < 0.06,
+                empty_at_as_of: u() < 0.04,
+                full_at_as_of: u() < 0.04,
                 observations: 1,
             },
         };
@@ -157,7 +176,10 @@ fn main() -> anyhow::Result<()> {
     let path = match (&args.rows, args.synthetic) {
         (Some(p), _) => p.clone(),
         (None, Some(n)) => {
-            let p = tmp.path().join("rows.parquet");
+            let p = args
+                .synthetic_file
+                .clone()
+                .unwrap_or_else(|| tmp.path().join("rows.parquet"));
             let started = Instant::now();
             write_synthetic(&p, n, args.stations)?;
             let bytes = std::fs::metadata(&p)?.len();
@@ -173,24 +195,46 @@ fn main() -> anyhow::Result<()> {
     };
     let (_, before) = rss();
     let started = Instant::now();
-    let data =
-        read_training_data(&path, 30).with_context(|| format!("reading {}", path.display()))?;
+    let split_config = SplitConfig {
+        valid_days: args.valid_days,
+        test_days: 0,
+        gap_minutes: None,
+        min_rows: 0,
+    };
+    let source_rows = usize::try_from(count_rows(&path)?)?;
+    let data = if args.keep < 1.0 {
+        read_training_data_sampled(
+            &path,
+            30,
+            &Sampling {
+                keep: args.keep,
+                seed: 0,
+                split: split_config.clone(),
+            },
+        )
+    } else {
+        read_training_data(&path, 30)
+    }
+    .with_context(|| format!("reading {}", path.display()))?;
     let load_s = started.elapsed().as_secs_f64();
     let (peak, after) = rss();
     let n = data.len();
     let width = data.num_features();
     println!(
-        "load     {n} rows x {width} features in {load_s:.1} s: {:.0} rows/s; resident +{:.0} bytes/row \
-         (the matrix {} bytes/row + keys); peak RSS {:.2} GB",
-        n as f64 / load_s,
-        after.saturating_sub(before) as f64 / n.max(1) as f64,
+        "load     {source_rows} rows x {width} features in {load_s:.1} s: {:.0} rows/s; kept {n} \
+         (--keep {}); resident +{:.0} bytes/row read (the matrix {} bytes/row kept + keys); peak RSS {:.2} GB",
+        source_rows as f64 / load_s,
+        args.keep,
+        after.saturating_sub(before) as f64 / source_rows.max(1) as f64,
         width * 4,
         gb(peak)
     );
     if args.load_only {
         return Ok(());
     }
-    let cut = n * 8 / 10;
+    let split = data.split(&split_config)?;
+    let (train, valid) = (split.train.clone(), split.valid.start..n);
+    let cut = train.len();
     let params = TrainParams {
         max_rounds: args.rounds,
         early_stopping_rounds: 0,
@@ -203,8 +247,8 @@ fn main() -> anyhow::Result<()> {
     let b = train_booster(
         &data,
         Target::WentEmpty,
-        0..cut,
-        cut..n,
+        train,
+        valid.clone(),
         &params,
         &mut |p| {
             if p.round == 0 {
@@ -216,13 +260,19 @@ fn main() -> anyhow::Result<()> {
     let (peak, _) = rss();
     let first = first_round.unwrap_or(0.0);
     println!(
-        "train    {} rounds on {cut} rows in {train_s:.1} s (matrices and first round {first:.1} s, then {:.2} s/round), \
-         validation log loss {:.4}; peak RSS {:.2} GB ({:.0} bytes per row)",
+        "train    {} rounds on {cut} rows, validating on {} in {train_s:.1} s (matrices and first round {first:.1} s, then {:.2} s/round), \
+         validation log loss {:.5}; peak RSS {:.2} GB ({:.0} bytes per row read)",
         b.rounds,
+        valid.len(),
         (train_s - first) / f64::from(b.rounds.saturating_sub(1).max(1)),
         b.best_valid_log_loss,
         gb(peak),
-        peak as f64 / n.max(1) as f64
+        peak as f64 / source_rows.max(1) as f64
+    );
+    println!(
+        "total    {:.1} s from load to trained ({:.0} rows/s of the source)",
+        load_s + train_s,
+        source_rows as f64 / (load_s + train_s)
     );
     Ok(())
 }

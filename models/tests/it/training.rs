@@ -81,6 +81,13 @@ fn models_trained_on_simulated_days_beat_the_baselines_on_later_days() {
     let scorer = model_dir::load(&out, &schema).unwrap();
     assert_eq!(scorer.model().name, "test-model");
     assert_eq!(scorer.calibrator().is_some(), calibrated);
+    // The card's test measures (the raw scores calibrated, each row scored once) are those
+    // of the scorer the directory ships, scoring the rows itself.
+    let split = b.data.split(&config.split).unwrap();
+    let shipped = bikeshare_models::eval::evaluate_on_split(&scorer, &b.data, &split);
+    let mut reported = card.evaluation.model.clone();
+    reported.scorer = shipped.scorer.clone();
+    assert_eq!(reported, shipped);
     let other = FeatureSchema::current(&[5, 15]);
     assert!(
         model_dir::load(&out, &other).is_err(),
