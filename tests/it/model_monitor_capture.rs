@@ -63,8 +63,10 @@ fn capture_and_ground_truth_join_one_to_one_in_sagemakers_formats() {
     let data = history.replayed("data");
     ok(bikeshare(&data).args(["process", "--until-caught-up"]));
 
+    // The capture holds each id's first revision (decision 087).
     let predictions: BTreeMap<String, Prediction> = lake_rows::<Prediction>(&data)
         .into_iter()
+        .filter(|p| p.revision == 0)
         .map(|p| (p.prediction_id.as_str().to_owned(), p))
         .collect();
     let labels = lake_rows::<Label>(&data);

@@ -33,12 +33,18 @@
 //! epoch, listed in the same manifest ([`crate::writer`]): a restart neither duplicates nor
 //! loses a line.
 //!
-//! **One record per inference id, the last.** With the processor's update trigger a
-//! prediction may be published twice: early, when its report arrives, and corrected (same id,
-//! different values) once the watermark passes it. Within one epoch the capture keeps the
-//! last line of an id, in place of the earlier one. A correction staged in a later epoch than
-//! its early row is still a second line (decision 083: holding lines across epochs needs
-//! the lake sink to carry them over, which it does not do yet).
+//! **One record per inference id, its first revision.** With the processor's update trigger
+//! a prediction may be published twice: early, when its report arrives (revision 0), and
+//! corrected (same id, revision 1, other scores) once the watermark passes it, about the
+//! lateness (2 min) later — many 10-second epochs later. The capture holds the revision-0
+//! row only: what the endpoint answered when the prediction was asked for, as a SageMaker
+//! endpoint's capture records an invocation at inference time; a correction is not
+//! captured. So each id is captured once across epochs and restarts with no state carried
+//! from one epoch to the next (revision 0 is emitted once per id, and a restore replays the
+//! rows after its checkpoint only). Model Monitor thus measures the answers served first,
+//! while the Athena queries and live quality read each id's last revision (decision 087).
+//! An id whose first row nobody scored (`unavailable`) is not captured even if a
+//! correction scores it; its ground truth then has no capture to join and is ignored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -308,10 +314,8 @@ pub struct MonitorStaging {
     /// The latest feature rows, until their predictions arrive (the processor hands both
     /// over together).
     inputs: HashMap<StationKey, Vec<Option<f32>>>,
-    /// Capture lines by hour, one per inference id (a later line of an id replaces it).
+    /// Capture lines by hour, one per inference id (its first revision).
     capture: BTreeMap<Hour, Vec<Vec<u8>>>,
-    /// Where each captured inference id's line is: `capture[hour][i]`.
-    captured: HashMap<String, (Hour, usize)>,
     ground_truth: BTreeMap<(Target, Hour), (usize, Vec<u8>)>,
     /// Scored predictions that came without their feature row (not captured).
     pub missing_inputs: usize,
@@ -352,7 +356,8 @@ impl MonitorStaging {
         }
     }
 
-    /// Captures scored predictions with their feature rows.
+    /// Captures scored predictions with their feature rows: each id's first revision only
+    /// (a correction's feature row is consumed and dropped).
     pub fn predictions(&mut self, predictions: &[Prediction]) {
         let Some(config) = self.config.clone() else {
             return;
@@ -366,11 +371,11 @@ impl MonitorStaging {
                 }
                 continue;
             };
-            if !config.samples(p.prediction_id.as_str()) {
+            if p.revision > 0 || !config.samples(p.prediction_id.as_str()) {
                 continue;
             }
             if let Some(l) = capture_line(&config, &features, p) {
-                self.capture_last(p.prediction_id.as_str(), Hour::of(p.as_of), l);
+                self.capture.entry(Hour::of(p.as_of)).or_default().push(l);
             }
         }
         self.inputs.clear();
@@ -381,19 +386,6 @@ impl MonitorStaging {
                 "model monitor: scored predictions without their feature rows were not captured"
             );
         }
-    }
-
-    /// Stages `line` as the capture of `id`, replacing an earlier line of the same id.
-    fn capture_last(&mut self, id: &str, hour: Hour, line: Vec<u8>) {
-        if let Some(&(h, i)) = self.captured.get(id)
-            && let Some(slot) = self.capture.get_mut(&h).and_then(|lines| lines.get_mut(i))
-        {
-            *slot = line;
-            return;
-        }
-        let lines = self.capture.entry(hour).or_default();
-        self.captured.insert(id.to_owned(), (hour, lines.len()));
-        lines.push(line);
     }
 
     /// Ground truth of both targets, for the labels of captured predictions.
@@ -611,13 +603,13 @@ mod tests {
         assert!(twenty.len() > ten.len());
     }
 
-    /// A correction (the update trigger's later row of the same prediction id) replaces the
-    /// early row's capture line: one record per inference id, the last.
+    /// A correction (the update trigger's later row of the same prediction id, revision 1)
+    /// is not captured: one record per inference id, its first revision.
     #[test]
-    fn a_corrected_prediction_is_captured_once_with_its_last_values() {
+    fn a_corrected_prediction_is_captured_once_with_its_first_values() {
         let mut s = MonitorStaging::new(Arc::new(all(100)));
         let p = prediction(0.5);
-        for (p_empty, feature) in [(0.2, 1.0), (0.7, 2.0)] {
+        for (revision, p_empty, feature) in [(0, 0.2, 1.0), (1, 0.7, 2.0)] {
             s.features(&[FeatureVector {
                 system_id: p.system_id.clone(),
                 station_id: p.station_id.clone(),
@@ -627,6 +619,7 @@ mod tests {
             }]);
             s.predictions(&[Prediction {
                 p_empty,
+                revision,
                 ..p.clone()
             }]);
         }
@@ -640,10 +633,10 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 1, "{text}");
         assert_eq!(lines[0]["eventMetadata"]["inferenceId"], "pred-1");
-        assert_eq!(lines[0]["captureData"]["endpointInput"]["data"], "2");
+        assert_eq!(lines[0]["captureData"]["endpointInput"]["data"], "1");
         assert_eq!(
             lines[0]["captureData"]["endpointOutput"]["data"],
-            "0.7,0.01"
+            "0.2,0.01"
         );
         assert_eq!(s.rows(), 1);
     }
