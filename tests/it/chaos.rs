@@ -365,11 +365,12 @@ fn fallback(v: &serde_json::Value) -> bool {
     v["scored_by"] == "fallback"
 }
 
-/// A prediction without what scoring decides (scores, model, who scored).
+/// A prediction without what scoring decides (scores, model, who scored) and the revision
+/// that numbers an id's scorings (contract 3: a correction is revision 1).
 fn unscored(v: &serde_json::Value) -> serde_json::Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
-        for k in ["p_empty", "p_full", "model", "scored_by"] {
+        for k in ["p_empty", "p_full", "model", "scored_by", "revision"] {
             o.remove(k);
         }
     }
