@@ -4,3 +4,4 @@
 mod alerts_notify;
 mod cloudwatch_moto;
 mod infra_monitoring;
+mod linking;
