@@ -16,7 +16,7 @@
 use bikeshare_benches::{MinuteFeed, START_MS};
 use bikeshare_runner::score;
 use bikeshare_stream_processor::window::{Report, StationHistory};
-use bikeshare_stream_processor::{BaselineScorer, Emitted, Processor, ProcessorConfig};
+use bikeshare_stream_processor::{BaselineScorer, Emitted, Processor, ProcessorConfig, Tz};
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::{Envelope, Event};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -26,6 +26,8 @@ const MIN: i64 = 60_000;
 const WINDOWS: [i64; 4] = [5 * MIN, 15 * MIN, 30 * MIN, 60 * MIN];
 /// Horizon + two ticks + lateness, as the processor keeps for labels.
 const RETENTION: i64 = 30 * MIN + 2 * 5 * MIN + 2 * MIN;
+/// The demand profile's hours are local: a zone with daylight saving.
+const TZ: Option<Tz> = Some(Tz::America__Toronto);
 
 fn report(minute: i64) -> Report {
     // A station that fills and drains with a period of 37 minutes.
@@ -47,14 +49,14 @@ fn window(c: &mut Criterion) {
     g.throughput(Throughput::Elements(N as u64));
     let mut warm = StationHistory::with_retention(&WINDOWS, RETENTION);
     for m in 0..120 {
-        let _ = warm.apply(report(m));
+        let _ = warm.apply(report(m), TZ);
     }
     g.bench_function("apply", |b| {
         b.iter_batched_ref(
             || warm.clone(),
             |h| {
                 for m in 120..120 + N {
-                    let _ = black_box(h.apply(report(m)));
+                    let _ = black_box(h.apply(report(m), TZ));
                 }
             },
             BatchSize::SmallInput,
@@ -65,7 +67,7 @@ fn window(c: &mut Criterion) {
             || warm.clone(),
             |h| {
                 for m in 120..120 + N {
-                    h.advance_to(START_MS + m * MIN);
+                    h.advance_to(START_MS + m * MIN, TZ);
                 }
             },
             BatchSize::SmallInput,

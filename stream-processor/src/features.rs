@@ -35,6 +35,10 @@ pub(crate) struct FeatureContext<'a> {
     pub glances: &'a [Glance],
     pub neighbours: &'a [u32],
     pub weather: Option<&'a WeatherObs>,
+    /// The system's time zone: the hours of the demand profile.
+    pub tz: Option<chrono_tz::Tz>,
+    /// What the demand profile looks ahead over: the horizon of the labels.
+    pub profile_span_ms: i64,
 }
 
 /// What a station shows its neighbours: its latest report's counts and flags and the bikes
@@ -112,8 +116,6 @@ fn b(x: bool) -> Option<f32> {
     Some(if x { 1.0 } else { 0.0 })
 }
 
-/// What the demand profile looks ahead over (the horizon of the default labels).
-const PROFILE_SPAN_MS: i64 = 30 * 60_000;
 /// "Not within a day": the cap of the minutes-to features.
 const A_DAY_MIN: f32 = 1440.0;
 
@@ -252,12 +254,13 @@ pub(crate) fn compute(
         v.push((n > 0).then_some(trend));
     }
 
-    // The demand profile by hour of week, over the next 30 minutes.
-    match st.history.profile().expected(t, PROFILE_SPAN_MS) {
+    // The demand profile by local hour of week, over the horizon.
+    let span = ctx.profile_span_ms;
+    match st.history.profile().expected(t, span, ctx.tz) {
         None => v.extend(std::iter::repeat_n(None, 9)),
         Some(e) => {
             let net = e.arrivals - e.departures;
-            let outflow = -net / (PROFILE_SPAN_MS as f32 / MIN_MS);
+            let outflow = -net / (span as f32 / MIN_MS);
             v.push(Some(f32::from(e.weeks)));
             v.push(Some(e.departures));
             v.push(Some(e.arrivals));

@@ -50,14 +50,10 @@ mod tests {
     fn history(reports: &[(i64, u16, u16, bool)]) -> StationHistory {
         let mut h = StationHistory::with_retention(&[5 * MIN], 120 * MIN);
         for &(m, bikes, docks, renting) in reports {
-            h.apply(Report::new(
-                m * MIN,
-                bikes,
-                Some(docks),
-                renting,
-                true,
-                true,
-            ))
+            h.apply(
+                Report::new(m * MIN, bikes, Some(docks), renting, true, true),
+                None,
+            )
             .unwrap();
         }
         h
@@ -99,7 +95,7 @@ mod tests {
         let h = history(&[(0, 0, 0, false)]);
         let mut closed = StationHistory::with_retention(&[5 * MIN], 120 * MIN);
         closed
-            .apply(Report::new(0, 0, Some(0), false, false, true))
+            .apply(Report::new(0, 0, Some(0), false, false, true), None)
             .unwrap();
         let o = outcome(&closed, 0, H).unwrap();
         assert!(!o.went_empty && !o.went_full);

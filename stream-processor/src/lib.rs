@@ -29,6 +29,9 @@ pub mod schema;
 mod station;
 pub mod window;
 
+/// The time zone type of the history's API ([`window::StationHistory::apply`]): a system's
+/// IANA zone, whose local hours the demand profile learns.
+pub use chrono_tz::Tz;
 pub use predictor::{BaselineScorer, Predictor, Scored, Scorer, Scores};
 pub use processor::{
     Emitted, FeatureRow, Processor, ProcessorConfig, ProcessorStats, RejectReason, SnapshotError,

@@ -452,6 +452,11 @@ fn placeholder_schema() -> FeatureSchema {
     FeatureSchema::current(&[])
 }
 
+/// The feature schema a processor with `config` computes.
+fn schema_of(config: &ProcessorConfig) -> FeatureSchema {
+    FeatureSchema::with_horizon(&config.window_minutes, config.horizon_minutes)
+}
+
 /// Values computed once from the config.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Derived {
@@ -480,7 +485,7 @@ impl Derived {
 
 impl Processor {
     pub fn new(config: ProcessorConfig) -> Self {
-        let schema = FeatureSchema::current(&config.window_minutes);
+        let schema = schema_of(&config);
         Self {
             derived: Derived::of(&config),
             config,
@@ -496,12 +501,20 @@ impl Processor {
 
     /// A processor from [`Self::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let mut p: Self = rmp_serde::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
-        p.schema = FeatureSchema::current(&p.config.window_minutes);
-        p.derived = Derived::of(&p.config);
+        let mut p = Self::read_snapshot(bytes)?;
         for (id, sys) in &mut p.systems {
             sys.rebuild(id.clone(), p.derived.trend_wi, p.config.score_on_arrival);
         }
+        Ok(p)
+    }
+
+    /// A processor from snapshot bytes with its config-derived values, but its systems'
+    /// derived fields not rebuilt yet (the caller rebuilds them for the setting it runs
+    /// with).
+    fn read_snapshot(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut p: Self = rmp_serde::from_slice(bytes).map_err(|e| SnapshotError(e.to_string()))?;
+        p.schema = schema_of(&p.config);
+        p.derived = Derived::of(&p.config);
         Ok(p)
     }
 
@@ -532,7 +545,7 @@ impl Processor {
     /// (`score_on_arrival`) may differ: it changes when rows are emitted, not the state, so a
     /// checkpoint taken with it off resumes with it on (and back).
     pub fn absorb(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let mut other = Self::restore(bytes)?;
+        let mut other = Self::read_snapshot(bytes)?;
         let same_state = ProcessorConfig {
             score_on_arrival: self.config.score_on_arrival,
             ..other.config.clone()
@@ -552,14 +565,14 @@ impl Processor {
                 "cannot absorb system {dup}: this processor already holds it"
             )));
         }
-        if other.config.score_on_arrival != self.config.score_on_arrival {
-            for (id, sys) in &mut other.systems {
-                sys.rebuild(
-                    id.clone(),
-                    self.derived.trend_wi,
-                    self.config.score_on_arrival,
-                );
-            }
+        // Once, for this processor's setting of the update trigger (the snapshot's may
+        // differ).
+        for (id, sys) in &mut other.systems {
+            sys.rebuild(
+                id.clone(),
+                self.derived.trend_wi,
+                self.config.score_on_arrival,
+            );
         }
         self.systems.extend(other.systems);
         Ok(())
@@ -927,11 +940,11 @@ impl Op<'_> {
                 ..
             }) = sys.buffer.get(k)
             {
-                let _ = apply_status(&mut st, earlier, k.0);
+                let _ = apply_status(&mut st, earlier, k.0, sys.tz);
             }
         }
         let t = key.0;
-        if apply_status(&mut st, status, t).is_err() {
+        if apply_status(&mut st, status, t, sys.tz).is_err() {
             return;
         }
         let local_time = sys.local_time.get(sys.tz, t);
@@ -964,7 +977,14 @@ impl Op<'_> {
             Event::SystemInfo(info) => {
                 if sys.timezone != info.timezone {
                     sys.timezone = info.timezone.clone();
-                    sys.tz = sys.timezone.parse().ok();
+                    let tz = sys.timezone.parse().ok();
+                    if sys.tz.is_some() && tz != sys.tz {
+                        // The profiles' bins are hours of the old zone.
+                        for st in &mut sys.stations {
+                            st.history.forget_profile();
+                        }
+                    }
+                    sys.tz = tz;
                     sys.local_time = LocalTimeCache::default();
                 }
                 sys.stats.applied += 1;
@@ -995,7 +1015,7 @@ impl Op<'_> {
                     // First time coordinates are known: build now rather than at the tick.
                     rebuild_neighbours(sys, self.config);
                 }
-                match apply_status(&mut sys.stations[idx], status, t) {
+                match apply_status(&mut sys.stations[idx], status, t, sys.tz) {
                     Ok(()) => {
                         sys.refresh_glance(idx, self.derived.trend_wi);
                         sys.stats.applied += 1;
@@ -1044,7 +1064,7 @@ impl Op<'_> {
             let st = &mut sys.stations[idx];
             let mut advanced = false;
             while let Some(as_of) = st.pop_due(horizon_ms, t) {
-                st.history.advance_to(t);
+                st.history.advance_to(t, sys.tz);
                 advanced = true;
                 if let Some(o) = labels::outcome(&st.history, as_of, horizon_ms) {
                     sys.stats.labels += 1;
@@ -1094,7 +1114,7 @@ impl Op<'_> {
             if !active || st.last_pending() == Some(t) {
                 continue;
             }
-            st.history.advance_to(t);
+            st.history.advance_to(t, sys.tz);
             st.pending_ticks.push_back(t);
             sys.refresh_glance(idx, trend_wi);
             let row = make_row(
@@ -1177,10 +1197,15 @@ fn is_resent(sys: &SystemState, s: &StationStatus, t: i64) -> bool {
         .is_some_and(|held| held.t == t && held.same_state(&report_of(s, t)))
 }
 
-fn apply_status(st: &mut Station, s: &StationStatus, t: i64) -> Result<(), Rejected> {
+fn apply_status(
+    st: &mut Station,
+    s: &StationStatus,
+    t: i64,
+    tz: Option<chrono_tz::Tz>,
+) -> Result<(), Rejected> {
     let r = report_of(s, t);
     let prev = st.history.latest().copied();
-    st.history.apply(r)?;
+    st.history.apply(r, tz)?;
     if let Some(p) = prev {
         if p.is_empty() && !r.is_empty() {
             st.empty_ended = Some(t);
@@ -1271,6 +1296,8 @@ fn vector_of(
             .iter()
             .rev()
             .find(|w| w.observed_at.millis() + 60 * MIN_MS <= t),
+        tz: sys.tz,
+        profile_span_ms: i64::from(schema.horizon_minutes) * MIN_MS,
     };
     FeatureVector {
         system_id: sys.id.clone(),

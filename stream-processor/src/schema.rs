@@ -19,6 +19,8 @@ pub struct FeatureSchema {
     pub version: u32,
     pub features: Vec<FeatureDef>,
     pub window_minutes: Vec<u32>,
+    /// The labels' horizon: how far the demand profile's features look ahead.
+    pub horizon_minutes: u32,
     id: FeatureSchemaId,
 }
 
@@ -148,44 +150,45 @@ const NEIGHBOURS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The station's demand profile by hour of week ([`crate::profile`]): what the same hours of
-/// past weeks looked like, from hours over by `as_of`, over the next 30 minutes.
+/// The station's demand profile by local hour of week ([`crate::profile`]): what the same
+/// hours of past weeks looked like, from hours over by `as_of`, over the next `{h}` minutes
+/// (the labels' horizon), names and definitions with `{h}` written out.
 const PROFILE: &[(&str, &str)] = &[
     (
         "pf_weeks",
-        "past weeks the profile has seen of the hours of (as_of, as_of + 30 min] (the fewest of the hours seen); missing when none",
+        "past weeks the profile has seen of the hours of (as_of, as_of + {h} min] (the fewest of the hours seen); missing when none or without the system's time zone",
     ),
     (
-        "pf_departures_30m",
-        "departures the profile expects in (as_of, as_of + 30 min]: per-hour departures of those hours of the week, averaged over past weeks (the first 6 equally, then fading by 1/6 a week), weighted by overlap",
+        "pf_departures_{h}m",
+        "departures the profile expects in (as_of, as_of + {h} min]: per-hour departures of those hours of the week, averaged over past weeks (the first 6 equally, then fading by 1/6 a week), weighted by overlap; hours of the week are local to the system's time zone (bin = the local hour of week in which each UTC-aligned hour starts)",
     ),
     (
-        "pf_arrivals_30m",
-        "arrivals the profile expects in (as_of, as_of + 30 min], as pf_departures_30m",
+        "pf_arrivals_{h}m",
+        "arrivals the profile expects in (as_of, as_of + {h} min], as pf_departures_{h}m",
     ),
     (
         "pf_empty_share",
-        "share of past weeks with an empty moment in the hours of (as_of, as_of + 30 min], averaged as pf_departures_30m",
+        "share of past weeks with an empty moment in the hours of (as_of, as_of + {h} min], averaged as pf_departures_{h}m",
     ),
     (
         "pf_full_share",
         "share of past weeks with a full moment in those hours, as pf_empty_share",
     ),
     (
-        "pf_bikes_30m",
-        "bikes + pf_arrivals_30m - pf_departures_30m: bikes in 30 minutes at the profile's net flow (may be negative)",
+        "pf_bikes_{h}m",
+        "bikes + pf_arrivals_{h}m - pf_departures_{h}m: bikes in {h} minutes at the profile's net flow (may be negative)",
     ),
     (
-        "pf_docks_30m",
-        "docks - pf_arrivals_30m + pf_departures_30m: docks in 30 minutes at the profile's net flow; missing without docks",
+        "pf_docks_{h}m",
+        "docks - pf_arrivals_{h}m + pf_departures_{h}m: docks in {h} minutes at the profile's net flow; missing without docks",
     ),
     (
         "minutes_to_empty_profile",
-        "bikes / (pf_departures_30m - pf_arrivals_30m per minute): minutes until no bike at the profile's net flow; 0 when empty; 1440 when not draining, or beyond",
+        "bikes / (pf_departures_{h}m - pf_arrivals_{h}m per minute): minutes until no bike at the profile's net flow; 0 when empty; 1440 when not draining, or beyond",
     ),
     (
         "minutes_to_full_profile",
-        "docks / (pf_arrivals_30m - pf_departures_30m per minute), as minutes_to_empty_profile; missing without docks",
+        "docks / (pf_arrivals_{h}m - pf_departures_{h}m per minute), as minutes_to_empty_profile; missing without docks",
     ),
 ];
 
@@ -207,12 +210,23 @@ const WEATHER: &[(&str, &str)] = &[
 ];
 
 impl FeatureSchema {
-    /// The version this code computes.
-    pub const VERSION: u32 = 2;
+    /// The version this code computes (3: the demand profile by local hours of the week, and
+    /// over the configured horizon).
+    pub const VERSION: u32 = 3;
+    /// The horizon of [`Self::current`] (the processor's default).
+    pub const DEFAULT_HORIZON_MINUTES: u32 = 30;
 
     /// The current schema (version [`Self::VERSION`]) with the given window lengths
-    /// (minutes): what the processor computes.
+    /// (minutes) and the default horizon ([`Self::DEFAULT_HORIZON_MINUTES`]): what the
+    /// processor computes with that horizon.
     pub fn current(window_minutes: &[u32]) -> Self {
+        Self::with_horizon(window_minutes, Self::DEFAULT_HORIZON_MINUTES)
+    }
+
+    /// The current schema for the given windows and labels' horizon (minutes): what a
+    /// processor with that configuration computes. Another horizon gives other profile
+    /// features (their names say it: `pf_departures_{h}m`), so another id.
+    pub fn with_horizon(window_minutes: &[u32], horizon_minutes: u32) -> Self {
         let mut features = Vec::new();
         let mut push =
             |name: String, definition: String| features.push(FeatureDef { name, definition });
@@ -227,7 +241,14 @@ impl FeatureSchema {
                 );
             }
         }
-        for (n, d) in TIME.iter().chain(NEIGHBOURS).chain(PROFILE).chain(WEATHER) {
+        for (n, d) in TIME.iter().chain(NEIGHBOURS) {
+            push((*n).into(), (*d).into());
+        }
+        let h = horizon_minutes.to_string();
+        for (n, d) in PROFILE {
+            push(n.replace("{h}", &h), d.replace("{h}", &h));
+        }
+        for (n, d) in WEATHER {
             push((*n).into(), (*d).into());
         }
         let mut parts: Vec<Vec<u8>> =
@@ -246,6 +267,7 @@ impl FeatureSchema {
             version: Self::VERSION,
             features,
             window_minutes: window_minutes.to_vec(),
+            horizon_minutes,
             id,
         }
     }
@@ -278,7 +300,15 @@ mod tests {
         assert_eq!(a.id(), FeatureSchema::current(&[5, 15, 30, 60]).id());
         assert_ne!(a.id(), FeatureSchema::current(&[15, 5, 30, 60]).id());
         assert_ne!(a.id(), FeatureSchema::current(&[5, 15, 30]).id());
-        assert!(a.id().0.starts_with("fs2-"), "{}", a.id().0);
+        assert!(a.id().0.starts_with("fs3-"), "{}", a.id().0);
+        let h45 = FeatureSchema::with_horizon(&[5, 15, 30, 60], 45);
+        assert_ne!(a.id(), h45.id(), "the profile looks over the horizon");
+        assert!(h45.index("pf_departures_45m").is_some());
+        assert!(h45.index("pf_departures_30m").is_none());
+        assert_eq!(
+            FeatureSchema::with_horizon(&[5, 15, 30, 60], 30).id(),
+            a.id()
+        );
         assert_eq!(a.len(), 14 + 4 * WINDOW_STATS.len() + 5 + 7 + 9 + 5);
         let names: std::collections::HashSet<_> = a.names().collect();
         assert_eq!(names.len(), a.len(), "names are unique");

@@ -300,8 +300,14 @@ impl StationHistory {
         self.base + self.reports.len() as u64
     }
 
-    /// Moves the windows' time forward to `t` (no-op if `t` is not after the current time).
-    pub fn advance_to(&mut self, t: i64) {
+    /// Forgets the learned demand profile (the system's time zone changed).
+    pub fn forget_profile(&mut self) {
+        self.profile.forget();
+    }
+
+    /// Moves the windows' time forward to `t` (no-op if `t` is not after the current time);
+    /// the profile learns the hours that end by then as hours of `tz` (none without one).
+    pub fn advance_to(&mut self, t: i64, tz: Option<chrono_tz::Tz>) {
         let Some(a) = self.now else {
             self.now = Some(t);
             self.profile.start(t);
@@ -311,7 +317,7 @@ impl StationHistory {
             return;
         }
         let latest = self.reports.back().copied();
-        self.profile.advance(latest.as_ref(), a, t);
+        self.profile.advance(latest.as_ref(), a, t, tz);
         let last_abs = self.base + self.reports.len() as u64;
         for wi in 0..self.windows.len() {
             let mut w = self.windows[wi];
@@ -351,8 +357,9 @@ impl StationHistory {
         self.trim();
     }
 
-    /// Applies a report at its time (advancing the windows to it first).
-    pub fn apply(&mut self, mut r: Report) -> Result<(), Rejected> {
+    /// Applies a report at its time (advancing the windows to it first, see
+    /// [`Self::advance_to`]).
+    pub fn apply(&mut self, mut r: Report, tz: Option<chrono_tz::Tz>) -> Result<(), Rejected> {
         if let Some(last) = self.reports.back() {
             if r.t < last.t {
                 return Err(Rejected::OutOfOrder);
@@ -365,7 +372,7 @@ impl StationHistory {
         if self.now.is_some_and(|a| r.t < a) {
             return Err(Rejected::OutOfOrder);
         }
-        self.advance_to(r.t); // sets `now` (and starts the profile) on the first report
+        self.advance_to(r.t, tz); // sets `now` (and starts the profile) on the first report
         self.reports.push_back(r);
         self.profile.count(&r);
         for w in &mut self.windows {
@@ -493,6 +500,7 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+    const UTC: Option<chrono_tz::Tz> = Some(chrono_tz::UTC);
 
     fn strip(mut w: WindowAgg) -> WindowAgg {
         w.tail = None;
@@ -506,9 +514,9 @@ mod tests {
     #[test]
     fn held_state_is_time_weighted() {
         let mut h = StationHistory::new(&[10 * MIN]);
-        h.apply(rep(0, 4, 6)).unwrap();
-        h.apply(rep(8, 0, 10)).unwrap();
-        h.advance_to(10 * MIN);
+        h.apply(rep(0, 4, 6), UTC).unwrap();
+        h.apply(rep(8, 0, 10), UTC).unwrap();
+        h.advance_to(10 * MIN, UTC);
         let w = h.windows()[0];
         // 4 bikes for 8 min, 0 bikes for 2 min.
         assert_eq!(w.bikes_ms, 4 * 8 * MIN);
@@ -516,7 +524,7 @@ mod tests {
         assert_eq!(w.covered_ms, 10 * MIN);
         assert_eq!(w.departures, 4);
         assert_eq!(h.min_max_bikes(0), Some((0, 4)));
-        h.advance_to(20 * MIN);
+        h.advance_to(20 * MIN, UTC);
         let w = h.windows()[0];
         assert_eq!(w.bikes_ms, 0);
         assert_eq!(w.empty_ms, 10 * MIN);
@@ -528,11 +536,11 @@ mod tests {
     #[test]
     fn duplicates_and_out_of_order_are_refused() {
         let mut h = StationHistory::new(&[5 * MIN]);
-        h.apply(rep(10, 3, 7)).unwrap();
-        assert_eq!(h.apply(rep(10, 3, 7)), Err(Rejected::Duplicate));
-        assert_eq!(h.apply(rep(9, 3, 7)), Err(Rejected::OutOfOrder));
+        h.apply(rep(10, 3, 7), UTC).unwrap();
+        assert_eq!(h.apply(rep(10, 3, 7), UTC), Err(Rejected::Duplicate));
+        assert_eq!(h.apply(rep(9, 3, 7), UTC), Err(Rejected::OutOfOrder));
         assert!(
-            h.apply(rep(10, 2, 8)).is_ok(),
+            h.apply(rep(10, 2, 8), UTC).is_ok(),
             "a correction at the same time applies"
         );
     }
@@ -541,7 +549,7 @@ mod tests {
     fn history_is_trimmed_to_what_windows_need() {
         let mut h = StationHistory::new(&[5 * MIN, 60 * MIN]);
         for m in 0..600 {
-            h.apply(rep(m, (m % 10) as u16, 10 - (m % 10) as u16))
+            h.apply(rep(m, (m % 10) as u16, 10 - (m % 10) as u16), UTC)
                 .unwrap();
         }
         assert!(h.retained() <= 62, "retained {}", h.retained());
@@ -582,7 +590,7 @@ mod tests {
             let mut pi = 0;
             for r in seq {
                 while pi < probes.len() && probes[pi] < r.t {
-                    h.advance_to(probes[pi]);
+                    h.advance_to(probes[pi], UTC);
                     let a = h.now().unwrap();
                     for (wi, &len) in lens.iter().enumerate() {
                         prop_assert_eq!(strip(h.windows()[wi]), brute_force(&applied, len, a));
@@ -593,7 +601,7 @@ mod tests {
                 if let Some(last) = applied.last() {
                     with_delta.delta = (i32::from(r.bikes) - i32::from(last.bikes)) as i16;
                 }
-                if h.apply(r).is_ok() {
+                if h.apply(r, UTC).is_ok() {
                     applied.push(with_delta);
                 }
                 let a = h.now().unwrap();
@@ -605,7 +613,7 @@ mod tests {
                         .fold(None, |acc: Option<(u16, u16)>, b| Some(acc.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b)))));
                     prop_assert_eq!(h.min_max_bikes(wi), bf_minmax);
                 }
-                let reference = crate::profile::brute_force(&applied, a);
+                let reference = crate::profile::brute_force(&applied, a, UTC);
                 prop_assert_eq!(h.profile().learned(), reference.learned());
                 let mut all = vec![Some((u16::MAX, 0)); lens.len()];
                 h.min_max_all(&mut all);
