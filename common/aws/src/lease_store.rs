@@ -11,7 +11,7 @@
 //! The lease renewer runs on a runtime of its own; its store
 //! ([`LeaseStore::for_renewer`]) is the same table through a client with its own HTTP
 //! connections, which that runtime drives: a connection opened by the busy processing
-//! runtime is never lent to it.
+//! runtime is never lent to it (test: `own_connections_renew_while_the_runtime_that_opened_the_shared_ones_is_blocked`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -261,5 +261,97 @@ impl LeaseStore for DynamoLeaseStore {
 
     fn for_renewer(&self) -> Option<Arc<dyn LeaseStore>> {
         Some(Arc::new(self.with_own_connections()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// The renewer's store answers while the runtime that opened the shared client's
+    /// connections runs nothing (the processing runtime with its only worker kept busy):
+    /// through the shared client, a call from the renewer's runtime reuses a pooled
+    /// connection only that runtime drives, and stalls; through
+    /// [`DynamoLeaseStore::with_own_connections`] it opens its own, driven by the calling
+    /// runtime, and the renewal is written.
+    ///
+    /// Against moto's DynamoDB through the testkit's proxy (on a runtime of its own): moto
+    /// closes every connection after one answer, so a client talking to it directly never
+    /// reuses one; the proxy keeps them open, as DynamoDB does. Its Kinesis policy intercepts
+    /// no DynamoDB operation: every call is forwarded unchanged.
+    #[test]
+    fn own_connections_renew_while_the_runtime_that_opened_the_shared_ones_is_blocked() {
+        let Some(moto) = bikeshare_testkit::emulators::moto_endpoint(
+            "own_connections_renew_while_the_runtime_that_opened_the_shared_ones_is_blocked",
+        ) else {
+            return;
+        };
+        let proxy_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let proxy = proxy_runtime.block_on(bikeshare_testkit::fault_proxy::FaultProxy::start(
+            &moto,
+            bikeshare_testkit::fault_proxy::kinesis::Policy::new(0),
+        ));
+        let endpoint = proxy.endpoint();
+        let shard = ShardId::from_index(0);
+        let table = format!("own-connections-{}", std::process::id());
+        // The processing runtime opens the shared client's connections, then runs nothing.
+        let processing = current_thread();
+        let store = processing.block_on(async {
+            let sdk = bikeshare_runtime::aws::emulator_sdk_config(&endpoint).await;
+            let store = DynamoLeaseStore::new(&sdk, table, Some(&endpoint));
+            store.ensure_table().await.unwrap();
+            store.create(&shard).await.unwrap();
+            assert_eq!(store.list().await.unwrap().len(), 1);
+            store
+        });
+        let renewal = Lease {
+            shard: shard.clone(),
+            owner: Some("a".into()),
+            counter: 1,
+            expires_at: Timestamp(1_000_000),
+        };
+        let (shared, own) = (store.clone(), store.with_own_connections());
+        let (through_shared, through_own) = std::thread::spawn(move || {
+            current_thread().block_on(async {
+                // The renewal first: a call that stalls and is abandoned takes its pooled
+                // connection with it, after which a shared client would connect afresh.
+                let through_own =
+                    tokio::time::timeout(Duration::from_secs(10), own.replace(&renewal, 0)).await;
+                // Bounded well below the SDK's operation timeout: a stall, not an error.
+                let through_shared =
+                    tokio::time::timeout(Duration::from_secs(2), shared.list()).await;
+                (through_shared.is_ok(), through_own)
+            })
+        })
+        .join()
+        .unwrap();
+        assert!(
+            !through_shared,
+            "the shared client answered from another runtime: this test shows nothing"
+        );
+        let renewed = through_own
+            .expect("the renewal through its own connections stalled")
+            .unwrap_or_else(|e| panic!("the renewal through its own connections failed: {e}"));
+        assert!(renewed, "the renewal was refused");
+        // The processing runtime, running again, reads the renewal.
+        let leases = processing.block_on(store.list()).unwrap();
+        assert_eq!(leases[0].owner.as_deref(), Some("a"));
+        assert_eq!(leases[0].counter, 1);
+        drop(proxy);
     }
 }
