@@ -153,15 +153,19 @@ impl LakeSinks {
         Ok(())
     }
 
-    /// Discards the other writers' epochs of `shard` in `after + 1 ..= up_to` (never
-    /// checkpointed: see [`Sinks::open_shard`] and [`Sinks::commit`]).
-    async fn discard_peers(&self, shard: &str, after: u64, up_to: u64) -> Result<(), SinkError> {
+    /// Discards the other writers' epochs of `shard` after `after`, up to `up_to` when given
+    /// (never checkpointed: see [`Sinks::open_shard`] and [`Sinks::commit`]).
+    async fn discard_peers(
+        &self,
+        shard: &str,
+        after: u64,
+        up_to: Option<u64>,
+    ) -> Result<(), SinkError> {
         for peer in self.peers(shard).await? {
             let w = EpochWriter::new(self.store.clone(), peer.clone());
-            let r = if up_to == u64::MAX {
-                w.recover(after).await
-            } else {
-                w.discard(after, up_to).await
+            let r = match up_to {
+                None => w.recover(after).await,
+                Some(up_to) => w.discard(after, up_to).await,
             }
             .map_err(|e| sink_err(&e))?;
             if r.files_deleted > 0 {
@@ -249,7 +253,7 @@ impl Sinks for LakeSinks {
         }
         self.rollback(shard, restored_epoch).await?;
         if restored_epoch > 0 {
-            self.discard_peers(shard, restored_epoch, u64::MAX).await?;
+            self.discard_peers(shard, restored_epoch, None).await?;
         }
         Ok(())
     }
@@ -279,7 +283,7 @@ impl Sinks for LakeSinks {
                 )
             };
             if let Some(t) = taken.filter(|t| epoch.saturating_sub(1) > *t) {
-                self.discard_peers(shard, t, epoch - 1).await?;
+                self.discard_peers(shard, t, Some(epoch - 1)).await?;
             }
             let report = self
                 .epoch_writer(shard)
