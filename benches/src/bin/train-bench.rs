@@ -24,10 +24,11 @@
 //!
 //! Synthetic rows: `--stations` stations, one row per station every 5 minutes; features are
 //! uniform, 10 % missing, some exactly 0; went-empty depends on three of them through a
-//! logistic link (about 7 % of rows), so trees have something to find; went-full about 6 %,
-//! empty or full at `as_of` about 4 % each: about 18 % of the rows are hard (kept by every
-//! sample), near Bluebikes' share. Memory and speed depend on the row count, the width and
-//! that share, not on what the values mean; real rows (`--rows`) give real missing patterns.
+//! logistic link, so trees have something to find; went-full 6 %, empty or full at `as_of`
+//! 4 % each: about a fifth of the training rows are hard (kept by every sample; 20 M rows at
+//! `--keep 0.05` keep 6.4 M), more than Bluebikes' 8 % in January–May 2021, so a pessimistic
+//! case for sampling. Memory and speed depend on the row count, the width and that share, not
+//! on what the values mean; real rows (`--rows`) give real missing patterns.
 
 #![allow(clippy::print_stdout)]
 
