@@ -179,3 +179,84 @@ fn other_commands_pass_through_with_the_config_file() {
         text(&out)
     );
 }
+
+/// `docker/base-images.sh` on an env file with `lines`: (success, stdout, stderr).
+fn base_images(dir: &Path, name: &str, lines: &str) -> (bool, String, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, lines).unwrap();
+    let out = Command::new("sh")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/base-images.sh"))
+        .arg(&file)
+        .env_remove("BIKESHARE_RESOLVE_BASE_IMAGES")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    (out.status.success(), stdout, stderr)
+}
+
+#[test]
+fn base_images_are_pinned_by_a_recorded_digest_and_never_by_a_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+    let (ok, stdout, stderr) = base_images(
+        dir.path(),
+        "pinned.env",
+        &format!(
+            "# reviewed\nRUST_IMAGE_TAG=rust:1.95-bookworm\nRUST_IMAGE_DIGEST=sha256:{a}\n\
+             RUNTIME_IMAGE_TAG=debian:bookworm-slim\nRUNTIME_IMAGE_DIGEST=sha256:{b}\n"
+        ),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "RUST_IMAGE=rust:1.95-bookworm@sha256:{a}\n\
+             RUNTIME_IMAGE=debian:bookworm-slim@sha256:{b}\n"
+        )
+    );
+    let runtime =
+        format!("RUNTIME_IMAGE_TAG=debian:bookworm-slim\nRUNTIME_IMAGE_DIGEST=sha256:{b}\n");
+    let zeros = "0".repeat(64);
+    for (name, rust, says) in [
+        (
+            "placeholder.env",
+            format!("RUST_IMAGE_TAG=rust:1.95-bookworm\nRUST_IMAGE_DIGEST=sha256:{zeros}\n"),
+            "placeholder",
+        ),
+        (
+            "unrecorded.env",
+            "RUST_IMAGE_TAG=rust:1.95-bookworm\nRUST_IMAGE_DIGEST=\n".to_owned(),
+            "no digest recorded for rust:1.95-bookworm",
+        ),
+        (
+            "short.env",
+            "RUST_IMAGE_TAG=rust:1.95-bookworm\nRUST_IMAGE_DIGEST=sha256:abc\n".to_owned(),
+            "not sha256:<64 hex digits>",
+        ),
+        (
+            "tagged.env",
+            format!("RUST_IMAGE_TAG=rust:1.95-bookworm@sha256:{a}\nRUST_IMAGE_DIGEST=sha256:{a}\n"),
+            "the tag alone",
+        ),
+    ] {
+        let (ok, stdout, stderr) = base_images(dir.path(), name, &format!("{rust}{runtime}"));
+        assert!(!ok, "{name}: {stdout}");
+        assert!(stdout.is_empty(), "{name}: {stdout}");
+        assert!(stderr.contains(says), "{name}: {stderr}");
+    }
+    // The repository's own file: either both images pinned, or a refusal to build.
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/base-images.env");
+    let (ok, stdout, stderr) = base_images(
+        dir.path(),
+        "repository.env",
+        &std::fs::read_to_string(repo).unwrap(),
+    );
+    if ok {
+        assert_eq!(stdout.lines().count(), 2, "{stdout}");
+        assert!(stdout.lines().all(|l| l.contains("@sha256:")), "{stdout}");
+        assert!(!stdout.contains(&zeros), "{stdout}");
+    } else {
+        assert!(stderr.contains("no digest recorded"), "{stderr}");
+    }
+}
