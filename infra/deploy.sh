@@ -11,7 +11,9 @@
 # - Sets termination protection on every stack and a stack policy that denies replacing or
 #   deleting the stateful resources (streams, lease table, buckets, ECR, keys).
 # Parameters come from environments/<env>.json (each stack receives the ones it declares),
-# plus IMAGE_TAG and MODEL_VERSION from the environment when set. Other settings:
+# plus IMAGE_TAG and MODEL_VERSION from the environment when set; unset, an existing stack
+# keeps the image and model it runs (UsePreviousValue), so deploying the infrastructure never
+# takes down the model the model workflow deployed. Other settings:
 # AWS_REGION is fixed; credentials from the standard AWS chain.
 set -euo pipefail
 ENVIRONMENT="${1:?usage: infra/deploy.sh dev|staging|prod [--yes] [--only STACK]}"
@@ -56,18 +58,24 @@ confirm() {
   fi
 }
 
-# parameters TEMPLATE: "Key=Value" for each parameter the template declares and the
-# environment file (or IMAGE_TAG / MODEL_VERSION) sets.
+# parameters TEMPLATE [DEPLOYED_KEYS]: "Key=Value" for each parameter the template declares
+# and the environment file (or IMAGE_TAG / MODEL_VERSION) sets; ImageTag and ModelVersion,
+# when not set and the deployed stack has them, keep their deployed values.
 parameters() {
-  python3 - "$1" "$HERE/environments/$ENVIRONMENT.json" <<'PY'
+  python3 - "$1" "$HERE/environments/$ENVIRONMENT.json" "${2:-}" <<'PY'
 import json, os, re, sys
 template = open(sys.argv[1]).read()
 declared = set(re.findall(r"^  ([A-Za-z0-9]+):\n    Type:", template.split("\nResources:")[0], re.M))
 values = {p["ParameterKey"]: p["ParameterValue"] for p in json.load(open(sys.argv[2]))}
+deployed = set(sys.argv[3].split())
+out = []
 for key, var in (("ImageTag", "IMAGE_TAG"), ("ModelVersion", "MODEL_VERSION")):
     if os.environ.get(var):
         values[key] = os.environ[var]
-print(" ".join(f"ParameterKey={k},ParameterValue={v}" for k, v in values.items() if k in declared))
+    elif key in declared and key in deployed:
+        out.append(f"ParameterKey={key},UsePreviousValue=true")
+out += [f"ParameterKey={k},ParameterValue={v}" for k, v in values.items() if k in declared]
+print(" ".join(out))
 PY
 }
 
@@ -81,13 +89,18 @@ for name in "${STACKS[@]}"; do
   [ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
   stack="bikeshare-$ENVIRONMENT-$name"
   template="$HERE/cloudformation/$name.yaml"
-  if aws cloudformation describe-stacks --stack-name "$stack" >/dev/null 2>&1; then kind=UPDATE; else kind=CREATE; fi
+  if deployed="$(aws cloudformation describe-stacks --stack-name "$stack" \
+      --query 'Stacks[0].Parameters[].ParameterKey' --output text 2>/dev/null)"; then
+    kind=UPDATE
+  else
+    kind=CREATE; deployed=""
+  fi
   change_set="deploy-$(date -u +%Y%m%dT%H%M%SZ)"
   # shellcheck disable=SC2046
   aws cloudformation create-change-set --stack-name "$stack" --change-set-name "$change_set" \
     --change-set-type "$kind" --template-body "file://$template" \
     --capabilities CAPABILITY_NAMED_IAM \
-    --parameters $(parameters "$template") \
+    --parameters $(parameters "$template" "$deployed") \
     --tags Key=project,Value=mlops-bikeshare Key=environment,Value="$ENVIRONMENT" >/dev/null
   if ! aws cloudformation wait change-set-create-complete --stack-name "$stack" --change-set-name "$change_set" 2>/dev/null; then
     reason="$(aws cloudformation describe-change-set --stack-name "$stack" --change-set-name "$change_set" --query StatusReason --output text)"

@@ -57,14 +57,24 @@ ALLOWED_STAR_ACTIONS = {
 }
 bad = []
 
+def branches(st):
+    # A statement under Fn::If is checked in both branches (AWS::NoValue adds none).
+    if isinstance(st, dict) and list(st) == ["Fn::If"]:
+        for b in st["Fn::If"][1:]:
+            yield from branches(b)
+    elif isinstance(st, dict) and "Ref" not in st:
+        yield st
+
 def statements(res):
     t = res.get("Type")
     props = res.get("Properties", {})
     if t == "AWS::IAM::Role":
         for pol in props.get("Policies", []):
-            yield from pol["PolicyDocument"]["Statement"]
+            for st in pol["PolicyDocument"]["Statement"]:
+                yield from branches(st)
     elif t in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
-        yield from props["PolicyDocument"]["Statement"]
+        for st in props["PolicyDocument"]["Statement"]:
+            yield from branches(st)
 
 def as_list(v):
     return v if isinstance(v, list) else [v]

@@ -54,6 +54,10 @@ pub enum Command {
     /// Subscribe to live predictions over HTTP (server-sent events), resuming after
     /// disconnects without gaps or repeats.
     Subscribe(SubscribeArgs),
+    /// Serve the subscription API alone: live predictions as server-sent events, read from
+    /// the prediction stream (`up` serves it too; a deployed environment runs it as its own
+    /// service behind the load balancer).
+    Api(ApiArgs),
     /// Serve a model over HTTP like a SageMaker inference container (`GET /ping`,
     /// `POST /invocations`, CSV or JSON lines, many stations per request); the SageMaker
     /// runtime API path answers too, so the processor can use it as its endpoint.
@@ -92,11 +96,17 @@ pub enum InfraCommand {
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
     /// Show versions, stages and recent decisions; decide nothing.
-    #[arg(long, conflicts_with_all = ["model_version", "to", "rows"])]
+    #[arg(long, conflicts_with_all = ["model_version", "to", "rows", "model_dir"])]
     pub status: bool,
     /// The registered version number to promote (default: the one in staging).
     #[arg(long, value_name = "N")]
     pub model_version: Option<u64>,
+    /// Register this model directory (what `bikeshare train` writes, or a SageMaker
+    /// training job's model.tar.gz unpacked) as a new version first, then put that version
+    /// through the gate. Prints `version=N` and `source=<where the registry keeps it>` on
+    /// stdout, for scripts.
+    #[arg(long, value_name = "DIR", conflicts_with = "model_version")]
+    pub model_dir: Option<PathBuf>,
     /// The stage to promote to.
     #[arg(long, value_enum, default_value = "production")]
     pub to: PromoteStage,
@@ -363,6 +373,14 @@ pub struct TailArgs {
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
     /// Address to serve on (127.0.0.1 by default; anything else needs BIKESHARE_DASHBOARD_TOKEN).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to serve on (`[api] bind`, 127.0.0.1:8090 by default; anything else needs
+    /// BIKESHARE_API_TOKEN).
     #[arg(long)]
     pub bind: Option<SocketAddr>,
 }

@@ -1,6 +1,7 @@
 //! One module per command; this one holds what they share: opening the streams, the
 //! producers' output, and shutdown.
 
+mod api;
 mod backfill;
 mod dashboard;
 mod infra;
@@ -26,6 +27,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args, config).await,
         Command::Tail(args) => tail::run(args, config).await,
         Command::Subscribe(args) => subscribe::run(args).await,
+        Command::Api(args) => api::run(args, config).await,
         Command::Dashboard(args) => dashboard::run(args, config).await,
         Command::Process(args) => process::run(args, config).await,
         Command::Backfill(args) => backfill::run(args, config).await,

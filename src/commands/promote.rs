@@ -25,13 +25,30 @@ pub async fn run(args: PromoteArgs, config: Config) -> anyhow::Result<()> {
         PromoteStage::Staging => Stage::Staging,
         PromoteStage::Production => Stage::Production,
     };
-    let version = match args.model_version {
-        Some(v) => v,
-        None => registry
+    let version = match (&args.model_dir, args.model_version) {
+        (Some(dir), _) => {
+            let v = registry.register(dir).await?;
+            eprintln!(
+                "registered {} as {} v{} in {}",
+                dir.display(),
+                v.model,
+                v.version,
+                registry.describe()
+            );
+            // For scripts (the model workflow reads them as step outputs).
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "version={}", v.version)?;
+            writeln!(out, "source={}", v.source)?;
+            v.version
+        }
+        (None, Some(v)) => v,
+        (None, None) => registry
             .current(Stage::Staging)
             .await?
             .map(|v| v.version)
-            .context("no version is in staging: give --model-version")?,
+            .context(
+                "no version is in staging: give --model-version, or --model-dir to register one",
+            )?,
     };
     let schema = FeatureSchema::current(&config.processor.window_minutes);
     let held_out = match &args.rows {

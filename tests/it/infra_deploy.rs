@@ -313,6 +313,33 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         .args(["lake", "write", "--until-caught-up"]));
     drop(server);
 
+    // The subscription API service (`bikeshare api`, compute.yaml's api service) over the
+    // stack's prediction stream: a client reads predictions from its start.
+    let mut api = KillOnDrop(
+        app.command(&dir.path().join("api"))
+            .args(["api", "--bind", "127.0.0.1:0"])
+            .spawn_reading_stderr(),
+    );
+    let api_url = listening_url(&mut api.0);
+    let subscribed = ok(app.command(&dir.path().join("subscriber")).args([
+        "subscribe",
+        "--url",
+        &api_url,
+        "--from-start",
+        "-n",
+        "20",
+    ]));
+    let served: Vec<serde_json::Value> = subscribed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(served.len(), 20, "{subscribed}");
+    assert!(
+        served.iter().all(|p| p["prediction_id"].is_string()),
+        "{subscribed}"
+    );
+    drop(api);
+
     // 6. Leases in the stack's table, checkpoints, lake and Firehose objects in its bucket.
     let state: serde_json::Value = serde_json::from_str(&python(
         &py,
@@ -425,6 +452,37 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
         .command(&dir.path().join("promote"))
         .args(["promote", "--status"]));
     assert!(status.contains("bikeshare-dev-stockout"), "{status}");
+    // The model workflow's step (.github/workflows/model.yml): a model directory registered
+    // in the stack's group, its archive in the stack's bucket, through the gate (to staging
+    // here: no held-out rows), with what the workflow reads on stdout.
+    let registered = ok(app.command(&dir.path().join("promote")).args([
+        "promote",
+        "--model-dir",
+        model_dir.to_str().unwrap(),
+        "--to",
+        "staging",
+    ]));
+    let field = |key: &str| {
+        registered
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {registered}"))
+            .to_owned()
+    };
+    let (version, source) = (field("version="), field("source="));
+    assert!(
+        source.starts_with(&format!("s3://{bucket}/models/")) && source.ends_with("/model.tar.gz"),
+        "{registered}"
+    );
+    let status = ok(app
+        .command(&dir.path().join("promote"))
+        .args(["promote", "--status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("v{version} ")) && l.contains("staging")),
+        "v{version} in staging: {status}"
+    );
     let duckdb = emulator("BIKESHARE_TEST_DUCKDB_PYTHON", test);
     if let Some(duckdb) = &duckdb {
         let script = root().join("infra/athena/duckdb_lake.py");
