@@ -819,19 +819,38 @@ impl Processor {
 }
 
 /// A hash of a row's values (bit patterns, `None` apart from every number), to tell whether
-/// the on-time row differs from the early one.
+/// the on-time row differs from the early one. The bytes (1 then the four bytes of a value, 0
+/// for a missing one) are laid out in a stack buffer and hashed in one shot: XXH3 of a
+/// concatenation equals its streaming hash, which fed them one `update` at a time (28 % of
+/// the update trigger's time in a profile), so checkpointed hashes keep their meaning.
 fn values_hash(values: &[Option<f32>]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    const ON_STACK: usize = 128;
+    let mut buf = [0u8; 5 * ON_STACK];
+    if values.len() > ON_STACK {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for v in values {
+            match v {
+                Some(x) => {
+                    h.update(&[1]);
+                    h.update(&x.to_bits().to_le_bytes());
+                }
+                None => h.update(&[0]),
+            }
+        }
+        return h.digest();
+    }
+    let mut n = 0;
     for v in values {
         match v {
             Some(x) => {
-                h.update(&[1]);
-                h.update(&x.to_bits().to_le_bytes());
+                buf[n] = 1;
+                buf[n + 1..n + 5].copy_from_slice(&x.to_bits().to_le_bytes());
+                n += 5;
             }
-            None => h.update(&[0]),
+            None => n += 1,
         }
     }
-    h.digest()
+    xxhash_rust::xxh3::xxh3_64(&buf[..n])
 }
 
 /// Observations kept per system: the newest few hours, whatever order they arrive in.
@@ -1349,6 +1368,27 @@ mod tests {
     use bikeshare_types::contracts::Prediction;
 
     use super::*;
+
+    #[test]
+    fn values_hash_is_the_streaming_hash_of_the_values() {
+        let values: Vec<Option<f32>> = (0..300)
+            .map(|i| (i % 7 != 0).then_some(i as f32 * 0.37))
+            .collect();
+        for len in [0, 1, 88, 128, 129, 300] {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for v in &values[..len] {
+                match v {
+                    Some(x) => {
+                        h.update(&[1]);
+                        h.update(&x.to_bits().to_le_bytes());
+                    }
+                    None => h.update(&[0]),
+                }
+            }
+            assert_eq!(values_hash(&values[..len]), h.digest(), "{len} values");
+        }
+        assert_ne!(values_hash(&[None]), values_hash(&[Some(0.0)]));
+    }
 
     fn status(system: &str, station: &str, t: i64, bikes: u32) -> Envelope {
         status_envelope(system, "test", station, t, bikes, 20 - bikes)
