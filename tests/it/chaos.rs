@@ -150,35 +150,6 @@ fn through_endpoint(c: &mut Command, url: &str) {
         .env("BIKESHARE_PREDICTOR__SAGEMAKER__BREAKER_OPEN_MS", "1000");
 }
 
-/// `bikeshare serve-model` of `model_dir` on `addr`, answering `/ping` (bounded wait).
-fn serve_model(data: &Path, model_dir: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
-    let mut child = crate::support::serve_model(data, model_dir, addr);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !pings(addr) {
-        assert!(
-            child.try_wait().unwrap().is_none() && Instant::now() < deadline,
-            "serve-model did not answer /ping on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-/// Whether `GET /ping` answers 200.
-fn pings(addr: std::net::SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let asked = conn.write_all(
-        format!("GET /ping HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
-    let mut answer = String::new();
-    let _ = conn.read_to_string(&mut answer);
-    asked.is_ok() && answer.starts_with("HTTP/1.1 200")
-}
-
 impl Env {
     fn command(&self, data_dir: &Path) -> Command {
         let mut c = crate::support::OnEmulators {
@@ -201,9 +172,10 @@ impl Env {
     }
 }
 
-/// A running `process` instance logging to a file.
+/// A running `process` instance logging to a file; killed when dropped, so a failed
+/// assertion leaves no process behind.
 struct Processor {
-    child: Child,
+    child: KillOnDrop,
     owner: String,
     log: PathBuf,
 }
@@ -211,18 +183,19 @@ struct Processor {
 impl Processor {
     fn start(env: &Env, dir: &Path, owner: &str) -> Self {
         let log = dir.join(format!("{owner}.log"));
-        let child = env
-            .command(&dir.join(owner))
-            .env("BIKESHARE_RUNNER__LEASES__OWNER", owner)
-            .env(
-                "RUST_LOG",
-                "warn,bikeshare_runner=info,bikeshare_stream::lease=info",
-            )
-            .arg("process")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = KillOnDrop(
+            env.command(&dir.join(owner))
+                .env("BIKESHARE_RUNNER__LEASES__OWNER", owner)
+                .env(
+                    "RUST_LOG",
+                    "warn,bikeshare_runner=info,bikeshare_stream::lease=info",
+                )
+                .arg("process")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         Self {
             child,
             owner: owner.to_owned(),
@@ -503,7 +476,7 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
         .local_addr()
         .unwrap();
     crate::support::synthetic_model(&model_dir, "5", 10, 4);
-    let mut endpoint = serve_model(dir.path(), &model_dir, endpoint_addr);
+    let mut endpoint = crate::support::serve_model(dir.path(), &model_dir, endpoint_addr);
     let endpoint_url = Some(format!("http://{endpoint_addr}"));
     // The fault schedule: every kind once per round, a reshard twice (a split up to four
     // shards, then a merge back to two), in a seeded order.
@@ -616,13 +589,15 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
             continue;
         }
         let replay = |env: &Env| {
-            env.command(&work)
-                .args(["replay", "--format", "jsonl", "--speed", SPEED])
-                .args(&files)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(work.join("producer.log")).unwrap())
-                .spawn()
-                .unwrap()
+            KillOnDrop(
+                env.command(&work)
+                    .args(["replay", "--format", "jsonl", "--speed", SPEED])
+                    .args(&files)
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(work.join("producer.log")).unwrap())
+                    .spawn()
+                    .unwrap(),
+            )
         };
         let mut child = replay(&env);
         if matches!(fault, Fault::ProducerKill | Fault::ProducerTerm) {
@@ -687,7 +662,7 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
             let _ = up.0.kill();
             let _ = up.0.wait();
             std::thread::sleep(Duration::from_secs(4));
-            *up = serve_model(dir.path(), &model_dir, endpoint_addr);
+            *up = crate::support::serve_model(dir.path(), &model_dir, endpoint_addr);
             entry.0 += 1;
         }
         if fault == Fault::Freeze {
@@ -743,14 +718,15 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
             p.owner
         );
     }
-    let mut last = env
-        .command(&work.join("final"))
-        .env("BIKESHARE_RUNNER__LEASES__OWNER", "final")
-        .args(["process", "--until-caught-up"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut last = KillOnDrop(
+        env.command(&work.join("final"))
+            .env("BIKESHARE_RUNNER__LEASES__OWNER", "final")
+            .args(["process", "--until-caught-up"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(
         wait_bounded(&mut last, Duration::from_secs(180)),
         "the final instance did not catch up"

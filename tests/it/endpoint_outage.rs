@@ -42,13 +42,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn ping(addr: SocketAddr) -> bool {
-    match reqwest::get(format!("http://{addr}/ping")).await {
-        Ok(r) => r.status() == 200,
-        Err(_) => false,
-    }
-}
-
 fn new_runner(
     stream: EmbeddedStream,
     sinks: &MemorySinks,
@@ -100,8 +93,8 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
     let schema = support::synthetic_model(&model_dir, "3", 30, 5);
     let model = bikeshare_models::model_dir::load(&model_dir, &schema).unwrap();
     let addr = free_port();
-    let mut server = support::serve_model(dir, &model_dir, addr);
-    wait_until_async(|| ping(addr)).await;
+    // Returns once it answers /ping (a blocking wait; this worker's other tasks move on).
+    let mut server = tokio::task::block_in_place(|| support::serve_model(dir, &model_dir, addr));
 
     // The processor, scoring through the endpoint; the in-process baseline is its fallback.
     let stream = EmbeddedStream::open(dir.join("s.db"), "events", 1)
@@ -181,13 +174,17 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
 
     // 3. The endpoint returns: after the open period the probe succeeds and the endpoint
     //    scores again.
-    let mut server = support::serve_model(dir, &model_dir, addr);
-    wait_until_async(|| ping(addr)).await;
+    // Returns once it answers /ping (a blocking wait; this worker's other tasks move on).
+    let mut server = tokio::task::block_in_place(|| support::serve_model(dir, &model_dir, addr));
     tokio::time::sleep(Duration::from_millis(250)).await;
     stream.put_records(thirds[2]).await.unwrap();
     wait_until("everything read", read(records.len())).await;
     let _ = stop_tx.send(());
-    run.await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the runner did not stop within 120 s of being told to")
+        .unwrap()
+        .unwrap();
     server.kill().unwrap();
     let _ = server.wait();
     let back = scored_by(after_down);
@@ -213,7 +210,10 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
         baseline.clone(),
         true,
     );
-    r.run(std::future::pending()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(120), r.run(std::future::pending()))
+        .await
+        .expect("the reference run did not catch up within 120 s")
+        .unwrap();
     let ids = |ps: &[Prediction]| {
         ps.iter()
             .map(|p| p.prediction_id.clone())
@@ -246,21 +246,6 @@ async fn killed_endpoint_falls_back_without_losing_events_and_recovers() {
     }
 }
 
-async fn wait_until_async<F, Fut>(mut ok: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while !ok().await {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "serve-model did not answer /ping"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `bikeshare process` with `[predictor] backend = "sagemaker"` from the environment scores
 /// through `bikeshare serve-model`, and the stream says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,8 +254,8 @@ async fn process_scores_through_serve_model_when_configured() {
     let model_dir = history.dir().join("model");
     support::synthetic_model(&model_dir, "5", 10, 4);
     let addr = free_port();
-    let mut server = support::serve_model(history.dir(), &model_dir, addr);
-    wait_until_async(|| ping(addr)).await;
+    let mut server =
+        tokio::task::block_in_place(|| support::serve_model(history.dir(), &model_dir, addr));
 
     let data = history.replayed("data");
     support::ok(

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bikeshare");
 
@@ -482,9 +483,10 @@ pub fn exit_within(
 
 /// `bikeshare serve-model` of `model_dir` bound to `addr` (a fixed address, so a restarted
 /// server comes back where the clients look), output discarded; killed when dropped, so a
-/// failed assertion leaves no server behind.
+/// failed assertion leaves no server behind. Returns once it answers `/ping`
+/// ([`wait_for_ping`], at most a minute).
 pub fn serve_model(data_dir: &Path, model_dir: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
-    KillOnDrop(
+    let mut server = KillOnDrop(
         bikeshare(data_dir)
             .args(["serve-model", "--model-dir"])
             .arg(model_dir)
@@ -493,7 +495,29 @@ pub fn serve_model(data_dir: &Path, model_dir: &Path, addr: std::net::SocketAddr
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    )
+    );
+    wait_for_ping(&mut server, addr.port(), Duration::from_secs(60));
+    server
+}
+
+/// Waits until the server child `server` answers `GET /ping` ([`PING`]) with 200 on
+/// 127.0.0.1:`port`, and returns that answer. The test fails, saying which, if the child
+/// exits first or `within` runs out. Every wait for a server's readiness is this one.
+pub fn wait_for_ping(server: &mut std::process::Child, port: u16, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(answer) = http(port, PING).filter(|a| a.starts_with("HTTP/1.1 200")) {
+            return answer;
+        }
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("the server for port {port} exited ({status}) before answering /ping");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server on port {port} did not answer /ping within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The URL a server child (`serve-model`, the image's `serve`) prints on stderr once it listens
