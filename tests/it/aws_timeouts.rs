@@ -163,15 +163,17 @@ fn sigterm_stops_a_healthy_process_cleanly_with_a_final_checkpoint() {
     let data = history.replayed("data");
     // No periodic checkpoint during the test: a checkpoint newer than those stored before
     // the signal (taking a shard may store one) is the final one.
-    let mut child = support::bikeshare(&data)
-        .arg("process")
-        .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "3600000")
-        .env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "30000")
-        .env("BIKESHARE_LAKE__ENABLED", "false")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::KillOnDrop(
+        support::bikeshare(&data)
+            .arg("process")
+            .env("BIKESHARE_RUNNER__CHECKPOINT_INTERVAL_MS", "3600000")
+            .env("BIKESHARE_RUNNER__SHUTDOWN_GRACE_MS", "30000")
+            .env("BIKESHARE_LAKE__ENABLED", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let started = Instant::now();
     while !has_predictions(&data) {
         assert!(

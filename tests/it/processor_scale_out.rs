@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::support;
+use crate::support::{self, KillOnDrop};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -47,24 +47,26 @@ impl Aws {
     }
 }
 
-/// A running `process` instance whose stderr lines arrive on a channel.
+/// A running `process` instance whose stderr lines arrive on a channel; killed when dropped,
+/// so a failed assertion leaves no process behind.
 struct Instance {
-    child: Child,
+    child: KillOnDrop,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
 
 impl Instance {
     fn start(aws: &Aws, dir: &Path, owner: &str) -> Self {
-        let mut child = aws
-            .command(dir)
+        let mut child = KillOnDrop(
+            aws.command(dir)
             .env("BIKESHARE_RUNNER__LEASES__OWNER", owner)
             .env(
                 "RUST_LOG",
                 "warn,bikeshare_runner=info,bikeshare_stream::consumer=info,bikeshare_stream::lease=info",
             )
             .args(["process", "--until-caught-up"])
-            .spawn_reading_stderr();
+            .spawn_reading_stderr(),
+        );
         let lines = line_channel(child.stderr.take().unwrap());
         Self {
             child,
