@@ -32,7 +32,7 @@
 //! | 400 | an unreadable cursor, or a well-formed one the stream cannot resume (a sequence number beyond a shard's end), or a bad `from` |
 //! | 401 | a token is required and missing or wrong |
 //! | 404 | `system` or `station` names nothing the stream has a prediction for (once the API has read the whole stream; a client may retry, as predictions for a new station may follow) |
-//! | 429 + `Retry-After` | this client (IP address) already holds [`SubscribeConfig::max_per_client`] subscriptions |
+//! | 429 + `Retry-After` | this client (IP address; behind a trusted proxy, the address it forwarded: [`SubscribeConfig::trusted_proxies`]) already holds [`SubscribeConfig::max_per_client`] subscriptions |
 //! | 503 + `Retry-After` | [`SubscribeConfig::max_subscriptions`] are open, or the stream cannot be read now |
 //!
 //! Subscriptions are capped because each holds a cursor per shard (with the embedded backend,
@@ -87,6 +87,13 @@ pub struct SubscribeConfig {
     /// Most subscriptions open at once from one client IP address; beyond it 429 with
     /// `Retry-After`.
     pub max_per_client: usize,
+    /// Reverse proxies (CIDR ranges, e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For` is
+    /// believed. From a peer in one of them, the client counted by `max_per_client` is the
+    /// header's rightmost address: the one the proxy appended (an AWS load balancer appends
+    /// the address it was reached from), so addresses a client wrote itself, to its left,
+    /// are never read. From any other peer the header is ignored. Empty by default: a
+    /// direct client could write any address there.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a refused client is told to wait (`Retry-After`).
     pub retry_after_secs: u64,
 }
@@ -99,6 +106,7 @@ impl Default for SubscribeConfig {
             poll_interval_ms: 200,
             max_subscriptions: 256,
             max_per_client: 16,
+            trusted_proxies: Vec::new(),
             retry_after_secs: 5,
         }
     }
@@ -164,6 +172,10 @@ struct Limits {
     open: Arc<Semaphore>,
     per_client: Mutex<HashMap<IpAddr, usize>>,
     max_per_client: usize,
+    /// Peers whose `X-Forwarded-For` names the client ([`SubscribeConfig::trusted_proxies`]).
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether a trusted proxy's unreadable header has been logged (once per server).
+    unreadable_logged: std::sync::atomic::AtomicBool,
     retry_after: HeaderValue,
 }
 
@@ -223,6 +235,29 @@ impl Limits {
         })
     }
 
+    /// The client a request from `peer` counts as: the address a trusted proxy forwarded,
+    /// else the peer. A trusted proxy's missing or unreadable header counts as the proxy
+    /// itself, logged the first time.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        match client_address(peer, headers, &self.trusted_proxies) {
+            Ok(ip) => ip,
+            Err(why) => {
+                if !self
+                    .unreadable_logged
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        %peer,
+                        why,
+                        "subscription API: a trusted proxy's X-Forwarded-For names no client; \
+                         counting the proxy's address (logged once)"
+                    );
+                }
+                peer.to_canonical()
+            }
+        }
+    }
+
     /// The answer to a refused subscription: 429 or 503, with `Retry-After`.
     fn refuse(&self, why: &Refusal) -> Response {
         let mut r = match why {
@@ -243,6 +278,37 @@ impl Limits {
             .insert(header::RETRY_AFTER, self.retry_after.clone());
         r
     }
+}
+
+/// The client address of a request from `peer`: from a peer in `trusted` (a reverse proxy),
+/// the rightmost `X-Forwarded-For` entry, the one that proxy appended; from any other peer,
+/// the peer. `Err` says why a trusted peer's header names no client (absent, not text, or a
+/// rightmost entry that is no address).
+///
+/// Only the rightmost entry is read, never one further left: a client can write any
+/// entries itself, and a client may well sit in a trusted range (a VPN in the VPC's range).
+fn client_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Result<IpAddr, &'static str> {
+    let peer = peer.to_canonical();
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return Ok(peer);
+    }
+    // Several header lines are one list, in order (RFC 9110 §5.3).
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .ok_or("no X-Forwarded-For")?;
+    let last = last.to_str().map_err(|_| "X-Forwarded-For is not text")?;
+    let entry = last.rsplit(',').next().unwrap_or_default().trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| "the rightmost X-Forwarded-For entry is no address")
 }
 
 /// The (system, station) pairs the prediction stream names: read from the oldest record and
@@ -404,6 +470,8 @@ pub async fn serve(
         open: Arc::new(Semaphore::new(config.max_subscriptions)),
         per_client: Mutex::new(HashMap::new()),
         max_per_client: config.max_per_client,
+        trusted_proxies: config.trusted_proxies.clone(),
+        unreadable_logged: std::sync::atomic::AtomicBool::new(false),
         retry_after: HeaderValue::from(config.retry_after_secs.max(1)),
     });
     let known = Arc::new(Catalog::new(Arc::clone(&reader)));
@@ -467,7 +535,7 @@ async fn predictions(
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| state.limits.client(c.0.ip(), &headers));
     let slot = match state.limits.acquire(client) {
         Ok(slot) => slot,
         Err(why) => return state.limits.refuse(&why),
@@ -664,6 +732,57 @@ mod tests {
         );
         for bad in ["", "x;", "5;a", "5;a=", "5;a=1x", "5"] {
             assert_eq!(Cursor::decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_trusted_peer_names_the_client_and_only_by_the_rightmost_entry() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let headers = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append("x-forwarded-for", HeaderValue::from_str(l).unwrap());
+            }
+            h
+        };
+        let alb = ip("10.1.2.3");
+        let xff = headers(&["1.1.1.1, 10.9.9.9"]);
+        // A client inside the trusted range is still the client: no recursion leftwards.
+        assert_eq!(client_address(alb, &xff, &trusted), Ok(ip("10.9.9.9")));
+        assert_eq!(
+            client_address(ip("192.0.2.1"), &xff, &trusted),
+            Ok(ip("192.0.2.1"))
+        );
+        assert_eq!(client_address(alb, &xff, &[]), Ok(alb));
+        // An IPv4 peer seen through an IPv6 socket is still trusted.
+        assert_eq!(
+            client_address(ip("::ffff:10.1.2.3"), &headers(&["203.0.113.5"]), &trusted),
+            Ok(ip("203.0.113.5"))
+        );
+        assert_eq!(
+            client_address(alb, &headers(&["[2001:db8::7]:443"]), &trusted),
+            Ok(ip("2001:db8::7"))
+        );
+        assert!(client_address(alb, &HeaderMap::new(), &trusted).is_err());
+        let mut not_text = HeaderMap::new();
+        not_text.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
+        );
+        assert!(client_address(alb, &not_text, &trusted).is_err());
+        for bad in [
+            "",
+            ",",
+            "1.2.3.4,",
+            "unknown",
+            "1.2.3.4 5.6.7.8",
+            "999.1.1.1",
+        ] {
+            assert!(
+                client_address(alb, &headers(&[bad]), &trusted).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -119,6 +119,105 @@ async fn one_client_cannot_hold_more_than_its_share() {
     assert!(c.headers().contains_key("retry-after"));
 }
 
+/// One subscription request from `peer`'s point of view, with these `X-Forwarded-For` lines.
+async fn subscribe_as(
+    client: &reqwest::Client,
+    url: &str,
+    forwarded: &[&str],
+) -> reqwest::Response {
+    let mut req = client.get(url);
+    for f in forwarded {
+        req = req.header("x-forwarded-for", *f);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_gets_its_own_share() {
+    // The test client plays the load balancer: every request comes from 127.0.0.1.
+    let (_dir, _stream, url, _) = api(SubscribeConfig {
+        max_subscriptions: 10,
+        max_per_client: 1,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..SubscribeConfig::default()
+    })
+    .await;
+    let proxy = reqwest::Client::new();
+    let a = subscribe_as(&proxy, &url, &["203.0.113.1"]).await;
+    assert_eq!(a.status(), 200);
+    let b = subscribe_as(&proxy, &url, &["203.0.113.2"]).await;
+    assert_eq!(b.status(), 200, "another client through the same proxy");
+    // The proxy appends the address it was reached from; what the client wrote to its left
+    // is not read: client 1 again, whatever it claims.
+    let a_again = subscribe_as(&proxy, &url, &["198.51.100.7, 203.0.113.1"]).await;
+    assert_eq!(
+        a_again.status(),
+        429,
+        "rightmost entry: client 1 holds its share"
+    );
+    let a_lines = subscribe_as(&proxy, &url, &["198.51.100.8", "203.0.113.1"]).await;
+    assert_eq!(a_lines.status(), 429, "the last of several header lines");
+    // A client at an IPv6 address, and one the proxy wrote with a port.
+    let c = subscribe_as(&proxy, &url, &["2001:db8::1"]).await;
+    assert_eq!(c.status(), 200);
+    let d = subscribe_as(&proxy, &url, &["192.0.2.4:51000"]).await;
+    assert_eq!(d.status(), 200);
+
+    // No header, or one that names no address: the proxy's own address is the client, so
+    // those requests share one quota (and nothing panics).
+    let none = subscribe_as(&proxy, &url, &[]).await;
+    assert_eq!(none.status(), 200, "no header: counted as the proxy");
+    for bad in ["not an address", "203.0.113.9,", "", "unknown"] {
+        let r = subscribe_as(&proxy, &url, &[bad]).await;
+        assert_eq!(
+            r.status(),
+            429,
+            "{bad:?}: counted as the proxy, which holds its share"
+        );
+    }
+    drop((a, b, c, d, none));
+}
+
+#[tokio::test]
+async fn a_forwarded_address_from_an_untrusted_peer_is_ignored() {
+    for trusted in [vec![], vec!["10.0.0.0/8".parse().unwrap()]] {
+        let (_dir, _stream, url, _) = api(SubscribeConfig {
+            max_subscriptions: 10,
+            max_per_client: 1,
+            trusted_proxies: trusted.clone(),
+            ..SubscribeConfig::default()
+        })
+        .await;
+        let client = reqwest::Client::new();
+        let a = subscribe_as(&client, &url, &["203.0.113.1"]).await;
+        assert_eq!(a.status(), 200);
+        let spoofed = subscribe_as(&client, &url, &["203.0.113.2"]).await;
+        assert_eq!(
+            spoofed.status(),
+            429,
+            "trusted {trusted:?}: 127.0.0.1 is not a trusted proxy, its header is ignored"
+        );
+        drop(a);
+    }
+}
+
+#[tokio::test]
+async fn trusted_proxies_read_from_configuration() {
+    let c: SubscribeConfig = serde_json::from_value(serde_json::json!({
+        "trusted_proxies": ["10.0.0.0/8", "fd00::/8"]
+    }))
+    .unwrap();
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert!(
+        serde_json::from_value::<SubscribeConfig>(
+            serde_json::json!({ "trusted_proxies": ["10.0.0.0/33"] })
+        )
+        .is_err(),
+        "a range that is no range is refused when read"
+    );
+    assert!(SubscribeConfig::default().trusted_proxies.is_empty());
+}
+
 #[tokio::test]
 async fn a_well_formed_cursor_beyond_the_stream_is_a_client_error() {
     let (_dir, stream, url, _) = api(SubscribeConfig::default()).await;
