@@ -352,6 +352,98 @@ fn each_command_role_allows_what_the_command_calls() {
     }
 }
 
+/// The port the container running `command` binds (`--bind ADDR:PORT`).
+fn bound_port(all: &[(String, String, Value)], command: &str) -> Option<u16> {
+    of_type(all, "AWS::ECS::TaskDefinition")
+        .into_iter()
+        .flat_map(|p| {
+            p["ContainerDefinitions"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| {
+            let args: Vec<String> = c["Command"]
+                .as_sequence()?
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            if args.first().map(String::as_str) != Some(command) {
+                return None;
+            }
+            let bind = args.iter().skip_while(|a| *a != "--bind").nth(1)?;
+            bind.rsplit_once(':')?.1.parse().ok()
+        })
+        .next()
+}
+
+fn port_in(rule: &Value, port: u16) -> bool {
+    let n = |v: &Value| v.as_u64().and_then(|n| u16::try_from(n).ok());
+    matches!((n(&rule["FromPort"]), n(&rule["ToPort"])), (Some(a), Some(b)) if a <= port && port <= b)
+}
+
+/// Every environment runs the subscription API (`bikeshare api`) behind the load balancer,
+/// whose connections come from the balancer's addresses: its `[api] trusted_proxies` must
+/// cover the range the balancer reaches the API in (the balancer's security group egress to
+/// the API's port), and its per-client limit must be below the total, or one client could
+/// take every subscription (decision 094).
+#[test]
+fn the_api_behind_the_load_balancer_trusts_it_and_limits_each_client() {
+    let all = resources();
+    let port = bound_port(&all, "api").expect("compute.yaml runs `bikeshare api --bind ADDR:PORT`");
+    // Security groups allowed into the API's port from another security group: the balancer's.
+    let sources: BTreeSet<String> = of_type(&all, "AWS::EC2::SecurityGroupIngress")
+        .into_iter()
+        .filter(|r| port_in(r, port))
+        .filter_map(|r| match &r["SourceSecurityGroupId"] {
+            Value::Tagged(t) if t.tag == "Ref" => t.value.as_str().map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    let balancer_ranges: Vec<ipnet::IpNet> = all
+        .iter()
+        .filter(|(_, id, r)| {
+            sources.contains(id) && r["Type"].as_str() == Some("AWS::EC2::SecurityGroup")
+        })
+        .flat_map(|(_, _, r)| {
+            r["Properties"]["SecurityGroupEgress"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|rule| port_in(rule, port))
+        .map(|rule| {
+            let cidr = rule["CidrIp"].as_str().expect("a literal CidrIp");
+            cidr.parse().unwrap_or_else(|e| panic!("{cidr}: {e}"))
+        })
+        .collect();
+    assert!(
+        !balancer_ranges.is_empty(),
+        "compute.yaml: the API on port {port} is reached only from the load balancer's security group ({sources:?}), whose egress names its range"
+    );
+    for env in ENVIRONMENTS {
+        let file = root().join(format!("infra/environments/{env}.toml"));
+        let api: bikeshare_sinks::subscribe::SubscribeConfig =
+            figment::Figment::from(figment::providers::Toml::file(&file))
+                .extract_inner("api")
+                .unwrap_or_else(|e| panic!("{env}: [api]: {e}"));
+        for range in &balancer_ranges {
+            assert!(
+                api.trusted_proxies.iter().any(|t| t.contains(range)),
+                "{env}: [api] trusted_proxies {:?} must cover the load balancer's range {range}: \
+                 else every client counts as the balancer",
+                api.trusted_proxies
+            );
+        }
+        assert!(
+            api.max_per_client < api.max_subscriptions,
+            "{env}: [api] max_per_client {} must be below max_subscriptions {}",
+            api.max_per_client,
+            api.max_subscriptions
+        );
+    }
+}
+
 #[test]
 fn the_catalog_template_is_generated_from_the_lake_schemas() {
     let committed = root().join("infra/cloudformation/lake-catalog.yaml");
