@@ -283,6 +283,22 @@ impl TrainingData {
         self.meta[i].hour = hour;
     }
 
+    /// [`Self::push`] of a row standing for `weight` rows (what a sampled load keeps).
+    #[cfg(test)]
+    pub(crate) fn push_weighted(
+        &mut self,
+        station_id: &str,
+        as_of: Timestamp,
+        label: RowLabel,
+        values: impl IntoIterator<Item = Option<f32>>,
+        weight: f32,
+    ) {
+        self.push(station_id, as_of, label, values);
+        if let Some(m) = self.meta.last_mut() {
+            m.weight = weight;
+        }
+    }
+
     fn push_meta(&mut self, station_id: &str, as_of: Timestamp, label: RowLabel) {
         self.push_weighted_meta(station_id, as_of, label, 1.0);
     }

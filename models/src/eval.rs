@@ -351,17 +351,19 @@ pub struct PersistenceScorer {
 impl PersistenceScorer {
     pub const NAME: &'static str = "persistence";
 
-    /// Fits the two rates of each target on rows `range` (the training rows).
+    /// Fits the two rates of each target on rows `range` (the training rows), each row
+    /// weighted ([`crate::dataset::RowMeta::weight`]).
     pub fn fit(data: &TrainingData, range: Range<usize>) -> Self {
         let find = |n: &str| data.feature_names().iter().position(|f| f == n);
         let rate = |t: Target| {
-            let mut c = [[0u64; 2]; 2];
+            // Each row counts as the rows it stands for (a sampled load's weight, else 1).
+            let mut c = [[0f64; 2]; 2];
             for i in range.clone() {
                 let m = data.meta(i);
-                c[usize::from(t.state_now(m))][usize::from(t.label(m))] += 1;
+                c[usize::from(t.state_now(m))][usize::from(t.label(m))] += f64::from(m.weight);
             }
             // Add-one smoothing keeps the rates inside (0, 1).
-            c.map(|[neg, pos]| (pos as f32 + 1.0) / ((pos + neg) as f32 + 2.0))
+            c.map(|[neg, pos]| ((pos + 1.0) / (pos + neg + 2.0)) as f32)
         };
         Self {
             model: ModelRef {

@@ -103,7 +103,14 @@ impl LinearModel {
             bias: 0.0,
         };
         let y: Vec<bool> = rows.iter().map(|&r| target.label(data.meta(r))).collect();
-        let prevalence = y.iter().filter(|&&b| b).count() as f64 / y.len().max(1) as f64;
+        // Each row counts as the rows it stands for (a sampled load's weight, else 1).
+        let wt: Vec<f64> = rows
+            .iter()
+            .map(|&r| f64::from(data.meta(r).weight))
+            .collect();
+        let total: f64 = wt.iter().sum();
+        let positive: f64 = y.iter().zip(&wt).filter(|(b, _)| **b).map(|(_, w)| w).sum();
+        let prevalence = if total > 0.0 { positive / total } else { 0.0 };
         let p0 = prevalence.clamp(1e-6, 1.0 - 1e-6);
         model.bias = (p0 / (1.0 - p0)).ln();
         // The standardised rows once (d + 1 columns, the last the intercept's 1).
@@ -119,11 +126,11 @@ impl LinearModel {
         for _ in 0..config.max_iterations {
             let mut grad = vec![0.0f64; k];
             let mut hess = vec![0.0f64; k * k];
-            for (row, &yi) in x.chunks_exact(k).zip(&y) {
+            for ((row, &yi), &wr) in x.chunks_exact(k).zip(&y).zip(&wt) {
                 let z: f64 = row.iter().zip(&beta).map(|(a, b)| a * b).sum();
                 let p = sigmoid(z);
-                let g = p - if yi { 1.0 } else { 0.0 };
-                let w = (p * (1.0 - p)).max(1e-10);
+                let g = wr * (p - if yi { 1.0 } else { 0.0 });
+                let w = wr * (p * (1.0 - p)).max(1e-10);
                 for a in 0..k {
                     let ra = row[a];
                     if ra == 0.0 {
@@ -153,12 +160,12 @@ impl LinearModel {
             };
             // Backtracking: a full Newton step can overshoot (nearly separable features,
             // e.g. "full now" for "went full"); halve it until the objective decreases.
-            let current = objective(&x, &y, &beta, config.l2, d);
+            let current = objective(&x, &y, &wt, &beta, config.l2, d);
             let mut scale = 1.0;
             let mut moved = false;
             for _ in 0..30 {
                 let trial: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b - scale * s).collect();
-                if objective(&x, &y, &trial, config.l2, d) <= current {
+                if objective(&x, &y, &wt, &trial, config.l2, d) <= current {
                     beta = trial;
                     moved = true;
                     break;
@@ -177,11 +184,12 @@ impl LinearModel {
     }
 }
 
-/// The penalised mean log loss of `beta` on the standardised rows `x` (`d + 1` columns).
-fn objective(x: &[f64], y: &[bool], beta: &[f64], l2: f64, d: usize) -> f64 {
+/// The penalised log loss of `beta` on the standardised rows `x` (`d + 1` columns), each row
+/// weighted by `wt`.
+fn objective(x: &[f64], y: &[bool], wt: &[f64], beta: &[f64], l2: f64, d: usize) -> f64 {
     let k = d + 1;
     let mut loss = 0.0;
-    for (row, &yi) in x.chunks_exact(k).zip(y) {
+    for ((row, &yi), &wr) in x.chunks_exact(k).zip(y).zip(wt) {
         let z: f64 = row.iter().zip(beta).map(|(a, b)| a * b).sum();
         // log(1 + e^z) - y z, computed without overflow.
         let softplus = if z > 0.0 {
@@ -189,7 +197,7 @@ fn objective(x: &[f64], y: &[bool], beta: &[f64], l2: f64, d: usize) -> f64 {
         } else {
             z.exp().ln_1p()
         };
-        loss += softplus - if yi { z } else { 0.0 };
+        loss += wr * (softplus - if yi { z } else { 0.0 });
     }
     loss + 0.5 * l2 * beta[..d].iter().map(|b| b * b).sum::<f64>()
 }
@@ -292,6 +300,67 @@ mod tests {
 
     use super::*;
     use crate::dataset::RowLabel;
+
+    #[test]
+    fn a_weighted_row_counts_as_that_many_copies() {
+        // The baselines fitted on a sampled load (each kept easy row weighing 4) equal those
+        // fitted on the rows it stands for (each kept easy row four times).
+        let schema = FeatureSchema::current(&[5, 15, 30, 60]);
+        let (mut copies, mut weighted) = (
+            TrainingData::new(&schema, 30),
+            TrainingData::new(&schema, 30),
+        );
+        let mut s = 9u64;
+        let mut u = || {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut t = 0i64;
+        for i in 0..8000 {
+            let x = u();
+            let label = RowLabel {
+                went_empty: u() < 0.05 + 0.3 * x,
+                empty_now: u() < 0.05,
+                went_full: u() < 0.03,
+                ..RowLabel::default()
+            };
+            let easy = !(label.went_empty || label.empty_now || label.went_full);
+            if easy && i % 4 != 0 {
+                continue;
+            }
+            let v = [
+                Some(x as f32),
+                Some(if label.empty_now { 0.0 } else { 3.0 }),
+            ];
+            let n = if easy { 4 } else { 1 };
+            for _ in 0..n {
+                copies.push("s", Timestamp(t), label, v);
+                t += 1;
+            }
+            weighted.push_weighted("s", Timestamp(t), label, v, n as f32);
+            t += 1;
+        }
+        assert!(copies.len() < 30_000, "every row in the logistic fit");
+        let config = LogisticConfig::default();
+        let a = LogisticScorer::fit(&copies, 0..copies.len(), &config);
+        let b = LogisticScorer::fit(&weighted, 0..weighted.len(), &config);
+        let pa = crate::eval::PersistenceScorer::fit(&copies, 0..copies.len());
+        let pb = crate::eval::PersistenceScorer::fit(&weighted, 0..weighted.len());
+        for k in 0..=10 {
+            for now in [0.0f32, 3.0] {
+                let row = [Some(k as f32 / 10.0), Some(now)];
+                let (sa, sb) = (a.score(&row), b.score(&row));
+                assert!(
+                    (sa.p_empty - sb.p_empty).abs() < 2e-3 && (sa.p_full - sb.p_full).abs() < 2e-3,
+                    "{sa:?} vs {sb:?}"
+                );
+                let (qa, qb) = (pa.score(&row), pb.score(&row));
+                assert!((qa.p_empty - qb.p_empty).abs() < 1e-6, "{qa:?} vs {qb:?}");
+            }
+        }
+    }
 
     #[test]
     fn a_separating_feature_does_not_make_it_diverge() {
