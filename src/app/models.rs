@@ -182,15 +182,11 @@ pub async fn bootstrap_if_empty(
     }
     let started = std::time::Instant::now();
     let now = clock.now();
-    let mut bootstrap = BootstrapConfig::small(
+    let bootstrap = BootstrapConfig::for_up(
         city,
         config.processor.clone(),
         end.floor_to(bikeshare_types::Timestamp::MINUTE_MS),
     );
-    // A whole week to train and validate on, and the day after it to test: the simulated
-    // city's weekdays and weekends differ, and fewer days let the gate refuse a first model
-    // that never saw the kind of day it is tested on.
-    bootstrap.days = 8;
     eprintln!(
         "model:       no production model in {}: training a first one on {} simulated days of {} stations",
         registry.describe(),
@@ -229,7 +225,35 @@ pub async fn bootstrap_if_empty(
         started.elapsed().as_secs_f64(),
         decision.summary
     );
+    if !decision.promoted {
+        let baseline = BaselineScorer::new(&schema, config.processor.horizon_minutes);
+        eprintln!("{}", refused_bootstrap_line(&decision, baseline.model()));
+    }
     Ok(Some(decision))
+}
+
+/// What `up` says once when the gate keeps its bootstrap out of production: each failed
+/// check with its numbers, and that the baseline scores.
+pub fn refused_bootstrap_line(
+    d: &PromotionDecision,
+    baseline: &bikeshare_types::contracts::ModelRef,
+) -> String {
+    let failed: Vec<String> = d
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{} {}", c.name, c.detail))
+        .collect();
+    format!(
+        "model:       the gate refused the bootstrap v{} for {} ({}): scoring with the \
+         net-flow baseline ({} v{}) until a model is promoted \
+         (`bikeshare promote --status` has every number)",
+        d.candidate,
+        d.target,
+        failed.join("; "),
+        baseline.name,
+        baseline.version
+    )
 }
 
 /// The decision, check by check, with the numbers.
