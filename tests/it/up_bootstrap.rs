@@ -52,6 +52,19 @@ fn up_bootstraps_a_production_model_and_scores_with_it() {
         promoted || first.contains("v1 refused for production"),
         "{first}"
     );
+    // A refusal is said once, with the failed measure's numbers, and what scores instead.
+    assert_eq!(
+        first.matches("the gate refused the bootstrap").count(),
+        usize::from(!promoted),
+        "{first}"
+    );
+    if !promoted {
+        assert!(
+            first.contains("scoring with the net-flow baseline (baseline-netflow v1)")
+                && first.contains(" vs "),
+            "{first}"
+        );
+    }
     let (name, version) = if promoted {
         ("bikeshare-stockout", "1")
     } else {
@@ -147,4 +160,42 @@ fn up_on_data_without_a_city_clock_says_so_and_how_to_start_clean() {
     let again = up_with(dir.path(), "3s", &["--no-bootstrap"]);
     assert!(again.contains("WARNING"), "{again}");
     assert!(again.contains("bikeshare up --fresh"), "{again}");
+}
+
+/// When the gate refuses the bootstrap, `up` says so once at start: the failed measure with
+/// both numbers, and that the net-flow baseline scores. (A log-loss margin no model can beat
+/// makes the refusal certain.)
+#[test]
+fn up_says_once_why_the_bootstrap_was_refused_and_what_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bikeshare(dir.path())
+        .args(["up", "--duration", "1s", "--summary-every", "600"])
+        .args(["--catch-up", "2h"])
+        .env("BIKESHARE_SIMULATOR__CITY__STATIONS", "60")
+        .env("BIKESHARE_REGISTRY__GATE__MARGINS__LOG_LOSS", "10")
+        .env("BIKESHARE_API__BIND", "127.0.0.1:0")
+        .env("BIKESHARE_DASHBOARD__BIND", "127.0.0.1:0")
+        .env("BIKESHARE_SIMULATOR__BIND", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "up failed: {err}");
+    let refused: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("the gate refused the bootstrap"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{err}");
+    let line = refused[0];
+    assert!(line.contains("v1 for production"), "{line}");
+    assert!(line.contains("beats.empty.log_loss "), "{line}");
+    assert!(
+        line.contains(" vs ") && line.contains("must be lower by 10"),
+        "{line}"
+    );
+    assert!(
+        line.contains("scoring with the net-flow baseline (baseline-netflow v1)"),
+        "{line}"
+    );
+    assert!(err.contains("model:       baseline-netflow v1"), "{err}");
 }
