@@ -9,11 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{
-    BIN, KillOnDrop, PING, TestEnv, backfill, http, listening_url, ok, port_of, simulated_history,
-    synthetic_model,
+    BIN, KillOnDrop, TestEnv, backfill, http, listening_url, ok, port_of, simulated_history,
+    synthetic_model, wait_for_ping,
 };
 
 fn entrypoint(sm_root: &Path) -> Command {
@@ -128,16 +128,7 @@ fn serve_follows_the_sagemaker_inference_contract() {
             .spawn_reading_stderr(),
     );
     let port = port_of(&listening_url(&mut server.0));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ping = loop {
-        assert!(server.try_wait().unwrap().is_none(), "serve exited");
-        if let Some(r) = http(port, PING) {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "no /ping");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(ping.starts_with("HTTP/1.1 200"), "{ping}");
+    wait_for_ping(&mut server.0, port, Duration::from_secs(30));
     let row: Vec<String> = (0..schema.len()).map(|i| (i % 5).to_string()).collect();
     let body = format!("{}\n{}\n", row.join(","), row.join(","));
     let answer = http(

@@ -13,11 +13,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{
-    BIN, KillOnDrop, PING, TestEnv, bikeshare, emulator, emulators, exit_within, http,
-    listening_url, ok, one_system_per_shard, port_of, simulated_city_history, synthetic_model,
+    BIN, KillOnDrop, TestEnv, bikeshare, emulator, emulators, exit_within, listening_url, ok,
+    one_system_per_shard, port_of, simulated_city_history, synthetic_model, wait_for_ping,
 };
 
 const ENV: &str = "dev";
@@ -125,19 +125,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Polls `GET /ping` until `serve-model` answers 200 (at most 30 s, while it runs).
-fn wait_ping(port: u16, server: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        assert!(server.try_wait().unwrap().is_none(), "serve-model exited");
-        if http(port, PING).is_some_and(|text| text.starts_with("HTTP/1.1 200")) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("serve-model did not answer /ping");
 }
 
 /// How long both `process` tasks run side by side: processing the two cities takes a few
@@ -262,7 +249,7 @@ fn the_app_runs_on_what_the_stacks_create_in_moto() {
             .spawn_reading_stderr(),
     );
     let serve = listening_url(&mut server.0);
-    wait_ping(port_of(&serve), &mut server.0);
+    wait_for_ping(&mut server.0, port_of(&serve), Duration::from_secs(30));
     let app = App {
         moto: moto.clone(),
         serve,
