@@ -44,11 +44,11 @@ pub trait Sinks: Send + Sync + std::fmt::Debug {
     /// The runner gave `shard` up after its checkpoint write was refused: another instance
     /// took it, and what was handed over after `stored_epoch` (the last checkpoint this one
     /// stored) will never be checkpointed here. Unlike [`Self::open_shard`] (a take), it
-    /// says nothing about other instances' outputs. The default treats it as
-    /// `open_shard(shard, stored_epoch)`, which is the same for a sink that keeps nothing
-    /// per shard.
-    async fn abandon_shard(&self, shard: &str, stored_epoch: u64) -> Result<(), SinkError> {
-        self.open_shard(shard, stored_epoch).await
+    /// says nothing about other instances' outputs. The default does nothing, which is right
+    /// for a sink that keeps nothing per shard; it is never a take, which would discard the
+    /// new owner's outputs. A wrapper forwards it (as `FanOut` does).
+    async fn abandon_shard(&self, _shard: &str, _stored_epoch: u64) -> Result<(), SinkError> {
+        Ok(())
     }
     /// Outputs handed over from now on come from records of `shard`.
     fn scope(&self, _shard: &str) {}

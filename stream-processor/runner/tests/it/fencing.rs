@@ -211,10 +211,16 @@ async fn a_former_owner_is_fenced_at_its_checkpoint_drops_the_shard_and_emits_no
     assert_eq!(a_stats.shards_held.load(Ordering::Relaxed), 0);
     // The epoch a committed to its sinks before the refusal is rolled back: its outputs are
     // b's to emit (the lake deletes that epoch's files), back to the last epoch stored (none).
+    // A rollback, not a take: a take would discard the new owner's epochs above 0.
     assert_eq!(
         a_sinks.opened_shards.lock().unwrap().clone(),
-        vec![(shard.0.clone(), 0), (shard.0.clone(), 0)],
-        "a's sinks: opened at the take, then rolled back after the refusal"
+        vec![(shard.0.clone(), 0)],
+        "a's sinks: opened once, at the take"
+    );
+    assert_eq!(
+        a_sinks.abandoned_shards.lock().unwrap().clone(),
+        vec![(shard.0.clone(), 0)],
+        "a's sinks: abandoned after the refusal, back to the last epoch stored (none)"
     );
     let row = leases.list().await.unwrap()[0].clone();
     assert_eq!(row.owner.as_deref(), Some("b"), "a left b's lease alone");

@@ -228,6 +228,8 @@ pub struct StallingSinks {
     pub at_first_commit: Arc<AtomicUsize>,
     /// `open_shard` calls: (shard, restored epoch).
     pub opened_shards: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    /// `abandon_shard` calls: (shard, last stored epoch).
+    pub abandoned_shards: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
 }
 
 impl StallingSinks {
@@ -242,6 +244,7 @@ impl StallingSinks {
             opened: Arc::new(Notify::new()),
             at_first_commit: Arc::new(AtomicUsize::new(usize::MAX)),
             opened_shards: Arc::default(),
+            abandoned_shards: Arc::default(),
         }
     }
 
@@ -319,6 +322,18 @@ impl Sinks for StallingSinks {
             .lock()
             .unwrap()
             .push((shard.to_owned(), restored_epoch));
+        Box::pin(async { Ok(()) })
+    }
+    fn abandon_shard<'a, 'c, 'b>(&'a self, shard: &'c str, stored_epoch: u64) -> SinkFuture<'b>
+    where
+        'a: 'b,
+        'c: 'b,
+        Self: 'b,
+    {
+        self.abandoned_shards
+            .lock()
+            .unwrap()
+            .push((shard.to_owned(), stored_epoch));
         Box::pin(async { Ok(()) })
     }
     fn commit<'a, 'c, 'b>(&'a self, _checkpoints: &'c [(String, u64)]) -> SinkFuture<'b>
