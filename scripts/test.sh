@@ -18,6 +18,9 @@ ensure_cargo_deny
 log "format and lint gates"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The workspace build above turns every feature on (the CLI enables them); the libraries as
+# other crates link them (monitor and runtime without `aws`, models without the registry) too.
+cargo clippy -p bikeshare-monitor -p bikeshare-models -p bikeshare-runtime --lib --locked -- -D warnings
 cargo deny --locked check licenses bans sources
 bash scripts/lint-infra.sh
 
