@@ -102,12 +102,29 @@ impl Output for BackfillOutput {
     }
 }
 
+/// The live job's processor settings for a replay that the replayer hands over in event-time
+/// order: no reorder buffer (lateness 0, the in-order fast path) and no early firing (the
+/// update trigger's early rows are replaced by their on-time rows, the only ones a training
+/// row keeps). Neither changes a feature or a label: in-order input gives the same answers
+/// with any lateness and with the trigger on or off (the processor's golden test), so the
+/// rows are those of the configured processor, computed once instead of up to twice, without
+/// copying a station per buffered report or holding two minutes of envelopes.
+fn offline(
+    live: &bikeshare_stream_processor::ProcessorConfig,
+) -> bikeshare_stream_processor::ProcessorConfig {
+    bikeshare_stream_processor::ProcessorConfig {
+        lateness_ms: 0,
+        score_on_arrival: false,
+        ..live.clone()
+    }
+}
+
 pub async fn run(args: BackfillArgs, config: Config) -> anyhow::Result<()> {
     let source = crate::app::producers::source(&args.history, &config);
     let mut rc = ReplayConfig::new(SystemId::new(&args.history.system_id));
     rc.time_zone = args.history.time_zone.clone();
     let replayer = Replayer::new(rc, wall_clock()).context("replay settings")?;
-    let backfill = Backfill::new(Processor::new(config.processor.clone()));
+    let backfill = Backfill::new(Processor::new(offline(&config.processor)));
     let writer = RowSink::create(&args.output, backfill.schema())?;
     let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let output = BackfillOutput {
