@@ -286,15 +286,15 @@ mod tests {
     /// What `up` does on a fresh directory (`src/app/models.rs`, `bootstrap_if_empty`): its
     /// bootstrap of the default city ending at `end`, registered, then through the gate to
     /// staging and to production on its held-out rows.
-    /// `held_out_all_stations: false` is the bootstrap before decision 093.
-    fn up_verdict(
-        end: &str,
-        held_out_all_stations: bool,
-    ) -> (PromotionDecision, Bootstrapped, f64) {
+    /// `before_093`: the bootstrap before decision 093 (rows of 60 stations, held out too).
+    fn up_verdict(end: &str, before_093: bool) -> (PromotionDecision, Bootstrapped, f64) {
         let end = Timestamp::parse_rfc3339(end).unwrap();
         let city = CityConfig::default();
         let mut boot = BootstrapConfig::for_up(&city, ProcessorConfig::default(), end);
-        boot.held_out_all_stations = held_out_all_stations;
+        if before_093 {
+            boot.train_stations = Some(60);
+            boot.held_out_all_stations = false;
+        }
         let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
         let trained = train_bootstrap(
@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn ups_bootstrap_at_a_refused_hour_is_promoted_and_beats_the_baseline() {
         let end = "2026-12-06T05:56:00Z";
-        let (d, b, seconds) = up_verdict(end, true);
+        let (d, b, seconds) = up_verdict(end, false);
         let line = describe(end, &d, &b, seconds);
         eprintln!("{line}");
         assert!(d.promoted, "{line}\n{}", d.summary);
@@ -398,49 +398,22 @@ mod tests {
     }
 
     /// The verdict across end times (a measurement, not a check): `cargo nextest run -p
-    /// bikeshare-models --release --run-ignored only -E 'test(verdicts_across)'
+    /// bikeshare-models --run-ignored only -E 'test(verdicts_across)'
     /// --no-capture`.
     #[test]
-    #[ignore = "a measurement: twelve bootstraps"]
+    #[ignore = "a measurement: seven bootstraps"]
     fn bootstrap_verdicts_across_end_times() {
-        for end in [
-            "2026-12-05T23:56:00Z",
-            "2026-12-06T02:56:00Z",
-            "2026-12-06T05:56:00Z",
-            "2026-12-06T10:56:00Z",
-            "2026-12-06T12:00:00Z",
-            "2026-12-06T18:00:00Z",
+        for (end, variants) in [
+            ("2026-12-06T05:56:00Z", &[true][..]),
+            ("2026-12-05T23:56:00Z", &[true, false][..]),
+            ("2026-12-06T10:56:00Z", &[true, false][..]),
+            ("2026-12-06T18:00:00Z", &[true, false][..]),
         ] {
-            for all in [false, true] {
-                let (d, b, seconds) = up_verdict(end, all);
-                let rows = if all {
-                    "every station's"
-                } else {
-                    "the sample's"
-                };
-                eprintln!("{rows} held-out rows, {}", describe(end, &d, &b, seconds));
+            for &before in variants {
+                let (d, b, seconds) = up_verdict(end, before);
+                let which = if before { "before 093" } else { "093" };
+                eprintln!("{which}: {}", describe(end, &d, &b, seconds));
             }
         }
-    }
-
-    #[test]
-    fn the_sample_is_at_most_the_cap_and_everyone_without_one() {
-        assert_eq!(sample_size(300, 60), 60);
-        assert!((30..=60).contains(&sample_size(301, 60)));
-        assert_eq!(sample_size(60, 60), 60);
-        assert_eq!(sample_size(10, 60), 10);
-        assert_eq!(stride(1, 0), 1);
-    }
-
-    #[test]
-    fn the_bootstrap_simulates_the_city_that_is_served() {
-        let served = CityConfig {
-            stations: 300,
-            seed: 7,
-            ..CityConfig::default()
-        };
-        let boot = BootstrapConfig::small(&served, ProcessorConfig::default(), Timestamp(0));
-        assert_eq!(boot.city, served, "same station count, seed and settings");
-        assert_eq!(boot.train_stations, Some(60));
     }
 }
