@@ -210,7 +210,7 @@ impl ReplaySource {
                 };
                 (Box::new(bluebikes::BluebikesFormat::new(stations)), dead)
             }
-            Self::Jsonl { .. } => (Box::new(FileByFile(jsonl::read_file)), Vec::new()),
+            Self::Jsonl { .. } => (Box::new(jsonl::JsonlFormat), Vec::new()),
             Self::Snapshots {
                 station_information,
                 ..
@@ -430,6 +430,19 @@ pub trait RecordedFormat: Send + std::fmt::Debug + 'static {
     /// Reads `path` completely; `items` must be sorted by event time.
     fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError>;
 
+    /// Reads `path` as a sequence of pieces handed to `piece` in file order, each with its
+    /// `items` sorted by event time. The replayer merges consecutive pieces as it merges
+    /// consecutive files, so a format whose files are (nearly) in event-time order can stream
+    /// a file in bounded memory. By default the whole file is one piece ([`Self::read_file`]).
+    fn read_pieces(
+        &mut self,
+        path: &Path,
+        ctx: &RowContext,
+        piece: &mut dyn FnMut(ReplayChunk) -> Result<(), ReplayError>,
+    ) -> Result<(), ReplayError> {
+        piece(self.read_file(path, ctx)?)
+    }
+
     /// Events emitted once before the first event, at its time (station descriptions).
     fn prelude(&mut self) -> Vec<(Arc<str>, Event)> {
         Vec::new()
@@ -643,35 +656,67 @@ impl Replayer {
         emitter.prelude.extend(format.prelude());
         let mut pending: Vec<ReplayItem> = Vec::new();
         for path in &files {
+            // The file is read on a blocking thread while the pieces already read are
+            // emitted; at most `PIECES_IN_FLIGHT` pieces wait between the two.
             let (ctx, owned) = (self.context(), path.clone());
-            let (returned, chunk) = blocking(move || {
-                let chunk = format.read_file(&owned, &ctx);
-                Ok((format, chunk))
-            })
-            .await?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<ReplayChunk>(PIECES_IN_FLIGHT);
+            let reader = tokio::task::spawn_blocking(move || {
+                let read = format.read_pieces(&owned, &ctx, &mut |chunk| {
+                    tx.blocking_send(chunk)
+                        .map_err(|_| ReplayError::Task("the replay stopped reading".into()))
+                });
+                (format, read)
+            });
+            let mut emitted = Ok(());
+            while let Some(chunk) = rx.recv().await {
+                emitted = self
+                    .emit_piece(path, chunk, &mut pending, &mut emitter)
+                    .await;
+                if emitted.is_err() {
+                    break;
+                }
+            }
+            drop(rx);
+            let (returned, read) = reader.await.map_err(|e| ReplayError::Task(e.to_string()))?;
             format = returned;
-            let chunk = chunk?;
-            tracing::info!(
-                file = %path.display(),
-                rows = chunk.rows,
-                events = chunk.items.len(),
-                dead_letters = chunk.dead_letters.len(),
-                "replaying file"
-            );
-            emitter.stats.rows += chunk.rows;
-            emitter.dead_letters(chunk.dead_letters).await?;
-            let Some(first) = chunk.items.first().map(ReplayItem::event_time) else {
-                continue;
-            };
-            // Everything pending up to this file's first event is final; the rest is merged.
-            let rest = pending.split_off(pending.partition_point(|i| i.event_time() <= first));
-            emitter.events(std::mem::take(&mut pending)).await?;
-            pending = merge_sorted(rest, chunk.items);
+            emitted?;
+            read?;
         }
         emitter.events(pending).await?;
         emitter.finish().await
     }
+
+    /// Emits what of `pending` is final once `chunk` (the next piece of `path`) is known, and
+    /// merges the rest with the piece.
+    async fn emit_piece(
+        &self,
+        path: &Path,
+        chunk: ReplayChunk,
+        pending: &mut Vec<ReplayItem>,
+        emitter: &mut Emitter<'_>,
+    ) -> Result<(), ReplayError> {
+        tracing::debug!(
+            file = %path.display(),
+            rows = chunk.rows,
+            events = chunk.items.len(),
+            dead_letters = chunk.dead_letters.len(),
+            "replaying a piece of a file"
+        );
+        emitter.stats.rows += chunk.rows;
+        emitter.dead_letters(chunk.dead_letters).await?;
+        let Some(first) = chunk.items.first().map(ReplayItem::event_time) else {
+            return Ok(());
+        };
+        // Everything pending up to this piece's first event is final; the rest is merged.
+        let rest = pending.split_off(pending.partition_point(|i| i.event_time() <= first));
+        emitter.events(std::mem::take(pending)).await?;
+        *pending = merge_sorted(rest, chunk.items);
+        Ok(())
+    }
 }
+
+/// Pieces read ahead of the emitter, per file.
+const PIECES_IN_FLIGHT: usize = 2;
 
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -1114,6 +1159,94 @@ pub(crate) mod tests {
             (1, "replay.decode", "test")
         );
         assert_eq!((stats.rows, stats.events, stats.dead_letters), (2, 1, 1));
+    }
+
+    /// JSON lines read in pieces of two lines, as [`jsonl::JsonlFormat`] reads them in pieces
+    /// of [`jsonl::PIECE_LINES`].
+    #[derive(Debug)]
+    struct TwoLinePieces;
+
+    impl RecordedFormat for TwoLinePieces {
+        fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
+            jsonl::read_file(path, ctx)
+        }
+
+        fn read_pieces(
+            &mut self,
+            path: &Path,
+            ctx: &RowContext,
+            piece: &mut dyn FnMut(ReplayChunk) -> Result<(), ReplayError>,
+        ) -> Result<(), ReplayError> {
+            jsonl::read_pieces(path, ctx, 2, piece)
+        }
+
+        fn needs_time_zone(&self) -> bool {
+            false
+        }
+    }
+
+    /// A JSON-lines file of status reports at `secs`, in that line order.
+    fn jsonl_at(dir: &Path, secs: &[i64]) -> PathBuf {
+        let mut text = Vec::new();
+        for (i, s) in secs.iter().enumerate() {
+            let env = status_envelope("sim", "simulator", &format!("s{i}"), s * 1000, 1, 3);
+            text.extend_from_slice(&env.encode());
+            text.push(b'\n');
+        }
+        let p = dir.join("pieces.jsonl");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn a_file_streamed_in_pieces_is_reordered_within_the_previous_piece_and_counts_the_rest()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        // Pieces [10, 30] [20, 50] [40, 60] [5]: 20 and 40 reach back into the previous piece
+        // (merged into order); 5 reaches back past it (emitted, counted, never dropped).
+        let p = jsonl_at(dir.path(), &[10, 30, 20, 50, 40, 60, 5]);
+        let out = MemoryOutput::default();
+        let stats = replayer(Speed::AsFastAsPossible, 3)
+            .run_format(Box::new(TwoLinePieces), &[p], &out)
+            .await
+            .unwrap();
+        assert_eq!(secs(&out.take_events()), vec![10, 20, 30, 5, 40, 50, 60]);
+        assert_eq!((stats.rows, stats.events, stats.out_of_order), (7, 7, 1));
+    }
+
+    #[tokio::test]
+    async fn an_output_failing_mid_file_stops_the_reading_with_its_own_error() {
+        #[derive(Debug, Default)]
+        struct FailsOnSecondBatch(Mutex<u32>);
+
+        #[async_trait]
+        impl Output for FailsOnSecondBatch {
+            async fn events(&self, _: Vec<Envelope>) -> Result<(), OutputError> {
+                let mut n = self.0.lock().unwrap();
+                *n += 1;
+                if *n >= 2 {
+                    return Err(OutputError::Publish("the stream is gone".into()));
+                }
+                Ok(())
+            }
+
+            async fn dead_letters(&self, _: Vec<DeadLetter>) -> Result<(), OutputError> {
+                Ok(())
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = jsonl_at(dir.path(), &(0..100).collect::<Vec<_>>());
+        let out = FailsOnSecondBatch::default();
+        let err = replayer(Speed::AsFastAsPossible, 1)
+            .run_format(Box::new(TwoLinePieces), &[p], &out)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReplayError::Output(OutputError::Publish(m)) if m == "the stream is gone"),
+            "the output's error, not the reader's: {err:?}"
+        );
+        assert_eq!(*out.0.lock().unwrap(), 2, "no batch after the failed one");
     }
 
     #[test]
