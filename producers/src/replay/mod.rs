@@ -12,10 +12,12 @@
 //!   `station_information` files;
 //! - [`nycflights13`]: hourly airport weather of 2013 (the `NycWeather` source).
 //!
-//! Each file is read (decompressed as a stream, on a blocking thread) and sorted in memory;
-//! consecutive files are merged, so overlapping files still come out in order. Only an event
-//! earlier than one already emitted — possible only when a file reaches back before the
-//! *previous* file's first event — is out of order: it is emitted anyway and counted in
+//! Each file is read (decompressed as a stream, on a blocking thread, while the pieces already
+//! read are emitted) and sorted in memory — whole, or, for JSON lines, in pieces of
+//! [`jsonl::PIECE_LINES`] lines so a long history streams in bounded memory (decision 095);
+//! consecutive files and pieces are merged, so overlapping ones still come out in order. Only an
+//! event earlier than one already emitted — possible only when a file (piece) reaches back
+//! before the *previous* one's first event — is out of order: it is emitted anyway and counted in
 //! [`ReplayStats::out_of_order`] (never silently dropped). Every input row becomes an event or a
 //! dead letter (snapshot rows may also be "unchanged"). Station descriptions, when the source
 //! has them, are emitted first, at the first event's time; a description that changes later
