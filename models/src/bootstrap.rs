@@ -376,7 +376,7 @@ mod tests {
     /// went-full new-stockout PR-AUC of a few dozen positives. The model is better; the gate
     /// must see enough held-out rows to say so. About 65 s in a debug build on 2 cores.
     /// It pins one seeded simulation: a change to the simulator or the features changes the
-    /// city it judges, so re-run `verdicts_across_end_times` (ignored) before relaxing it.
+    /// city it judges, so re-run `bootstrap_verdicts_across_end_times` (ignored) before relaxing it.
     #[test]
     fn ups_bootstrap_at_a_refused_hour_is_promoted_and_beats_the_baseline() {
         let end = "2026-12-06T05:56:00Z";
