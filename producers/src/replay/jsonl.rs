@@ -22,8 +22,19 @@ use super::{ReplayChunk, ReplayError, ReplayItem, RowContext, rule, source_name}
 pub const PIECE_LINES: u64 = 16_384;
 
 /// JSON lines as a [`super::RecordedFormat`]: files stand alone and carry their own times.
+/// Files are read in pieces of `piece_lines` lines ([`PIECE_LINES`] by default).
 #[derive(Debug)]
-pub struct JsonlFormat;
+pub struct JsonlFormat {
+    pub piece_lines: u64,
+}
+
+impl Default for JsonlFormat {
+    fn default() -> Self {
+        Self {
+            piece_lines: PIECE_LINES,
+        }
+    }
+}
 
 impl super::RecordedFormat for JsonlFormat {
     fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
@@ -36,7 +47,7 @@ impl super::RecordedFormat for JsonlFormat {
         ctx: &RowContext,
         piece: &mut dyn FnMut(ReplayChunk) -> Result<(), ReplayError>,
     ) -> Result<(), ReplayError> {
-        read_pieces(path, ctx, PIECE_LINES, piece)
+        read_pieces(path, ctx, self.piece_lines, piece)
     }
 
     fn needs_time_zone(&self) -> bool {

@@ -212,7 +212,7 @@ impl ReplaySource {
                 };
                 (Box::new(bluebikes::BluebikesFormat::new(stations)), dead)
             }
-            Self::Jsonl { .. } => (Box::new(jsonl::JsonlFormat), Vec::new()),
+            Self::Jsonl { .. } => (Box::new(jsonl::JsonlFormat::default()), Vec::new()),
             Self::Snapshots {
                 station_information,
                 ..
@@ -1163,28 +1163,9 @@ pub(crate) mod tests {
         assert_eq!((stats.rows, stats.events, stats.dead_letters), (2, 1, 1));
     }
 
-    /// JSON lines read in pieces of two lines, as [`jsonl::JsonlFormat`] reads them in pieces
-    /// of [`jsonl::PIECE_LINES`].
-    #[derive(Debug)]
-    struct TwoLinePieces;
-
-    impl RecordedFormat for TwoLinePieces {
-        fn read_file(&mut self, path: &Path, ctx: &RowContext) -> Result<ReplayChunk, ReplayError> {
-            jsonl::read_file(path, ctx)
-        }
-
-        fn read_pieces(
-            &mut self,
-            path: &Path,
-            ctx: &RowContext,
-            piece: &mut dyn FnMut(ReplayChunk) -> Result<(), ReplayError>,
-        ) -> Result<(), ReplayError> {
-            jsonl::read_pieces(path, ctx, 2, piece)
-        }
-
-        fn needs_time_zone(&self) -> bool {
-            false
-        }
+    /// JSON lines read in pieces of two lines (the replayer reads [`jsonl::PIECE_LINES`]).
+    fn two_line_pieces() -> Box<jsonl::JsonlFormat> {
+        Box::new(jsonl::JsonlFormat { piece_lines: 2 })
     }
 
     /// A JSON-lines file of status reports at `secs`, in that line order.
@@ -1209,7 +1190,7 @@ pub(crate) mod tests {
         let p = jsonl_at(dir.path(), &[10, 30, 20, 50, 40, 60, 5]);
         let out = MemoryOutput::default();
         let stats = replayer(Speed::AsFastAsPossible, 3)
-            .run_format(Box::new(TwoLinePieces), &[p], &out)
+            .run_format(two_line_pieces(), &[p], &out)
             .await
             .unwrap();
         assert_eq!(secs(&out.take_events()), vec![10, 20, 30, 5, 40, 50, 60]);
@@ -1241,7 +1222,7 @@ pub(crate) mod tests {
         let p = jsonl_at(dir.path(), &(0..100).collect::<Vec<_>>());
         let out = FailsOnSecondBatch::default();
         let err = replayer(Speed::AsFastAsPossible, 1)
-            .run_format(Box::new(TwoLinePieces), &[p], &out)
+            .run_format(two_line_pieces(), &[p], &out)
             .await
             .unwrap_err();
         assert!(
