@@ -62,6 +62,17 @@ impl Lease {
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.owner.is_some() && self.expires_at > now
     }
+
+    /// The write that frees `shard`'s lease, last written at `counter`: no owner, expired, the
+    /// counter moved on (conditional on `counter`, it fails if anyone wrote since).
+    pub fn freed(shard: ShardId, counter: u64) -> Self {
+        Self {
+            shard,
+            owner: None,
+            counter: counter + 1,
+            expires_at: Timestamp(0),
+        }
+    }
 }
 
 /// Why a lease operation failed.
@@ -427,12 +438,7 @@ impl LeaseCoordinator {
                     };
                     if !renewed {
                         // Given up here while this renewal was under way: free it.
-                        let free = Lease {
-                            owner: None,
-                            counter: next.counter + 1,
-                            expires_at: Timestamp(0),
-                            ..next
-                        };
+                        let free = Lease::freed(next.shard, next.counter);
                         if let Err(e) = store.replace(&free, next.counter).await {
                             tracing::warn!(%owner, %shard, error = %e,
                                 "freeing a lease given up during its renewal failed; it expires instead");
@@ -663,12 +669,7 @@ impl LeaseCoordinator {
                 changes += 1;
             } else {
                 // Released (shutting down) while this round ran: give it back at once.
-                let free = Lease {
-                    owner: None,
-                    counter: next.counter + 1,
-                    expires_at: Timestamp(0),
-                    ..next.clone()
-                };
+                let free = Lease::freed(next.shard.clone(), next.counter);
                 store.replace(&free, next.counter).await?;
             }
         }
@@ -693,15 +694,9 @@ impl LeaseCoordinator {
         };
         let held: BTreeSet<ShardId> = self.map().keys().cloned().collect();
         self.changed(1, &held);
-        let free = Lease {
-            shard: shard.clone(),
-            owner: None,
-            counter: h.counter + 1,
-            expires_at: Timestamp(0),
-        };
         self.shared
             .store
-            .replace(&free, h.counter)
+            .replace(&Lease::freed(shard.clone(), h.counter), h.counter)
             .await
             .map(|_| ())
     }
@@ -715,13 +710,10 @@ impl LeaseCoordinator {
             std::mem::take(&mut *map)
         };
         for (shard, h) in held {
-            let free = Lease {
-                shard,
-                owner: None,
-                counter: h.counter + 1,
-                expires_at: Timestamp(0),
-            };
-            self.shared.store.replace(&free, h.counter).await?;
+            self.shared
+                .store
+                .replace(&Lease::freed(shard, h.counter), h.counter)
+                .await?;
         }
         Ok(())
     }
