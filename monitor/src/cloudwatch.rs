@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 #[cfg(feature = "aws")]
 mod push;
@@ -43,40 +44,29 @@ pub const MAX_VALUES: usize = 150;
 pub const MAX_DIMENSION_VALUE: usize = 1024;
 
 /// `[cloudwatch]`: pushing the metrics to CloudWatch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct CloudWatchConfig {
     /// Off by default; on in the AWS environments.
     pub enabled: bool,
     /// The CloudWatch namespace (the IAM policy limits `PutMetricData` to `bikeshare/<env>`).
+    #[default("bikeshare")]
     pub namespace: String,
     /// How often to push.
+    #[default(60_000)]
     pub interval_ms: u64,
     /// Dimensions added to every metric, e.g. `{ environment = "prod" }`.
     pub dimensions: BTreeMap<String, String>,
     /// 60 (standard) or 1 (high resolution).
+    #[default(60)]
     pub storage_resolution: i32,
     /// Default: the standard AWS configuration's region.
     pub region: Option<String>,
     /// An emulator or VPC endpoint (or `AWS_ENDPOINT_URL_CLOUDWATCH`).
     pub endpoint_url: Option<String>,
     /// Per attempt.
+    #[default(10_000)]
     pub timeout_ms: u64,
+    #[default(Backoff::SHORT)]
     pub retry: Backoff,
-}
-
-impl Default for CloudWatchConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            namespace: "bikeshare".into(),
-            interval_ms: 60_000,
-            dimensions: BTreeMap::new(),
-            storage_resolution: 60,
-            region: None,
-            endpoint_url: None,
-            timeout_ms: 10_000,
-            retry: Backoff::SHORT,
-        }
-    }
 }

@@ -19,6 +19,7 @@ use axum::routing::get;
 use bikeshare_runtime::http::{self, ListenError, Secret, Server};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 /// Environment variable holding the `/metrics` token (required beyond loopback).
 pub const TOKEN_ENV: &str = "BIKESHARE_METRICS_TOKEN";
@@ -32,25 +33,17 @@ pub const SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// Settings of the `/metrics` endpoint (`[metrics]` in the configuration).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct MetricsConfig {
     /// Serve `/metrics` at all.
+    #[default(true)]
     pub enabled: bool,
     /// Where to listen; port 0 picks a free port (printed at start).
+    #[default(SocketAddr::from(([127, 0, 0, 1], 9464)))]
     pub bind: SocketAddr,
     #[serde(skip_serializing)]
     pub token: Option<Secret>,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
-            token: None,
-        }
-    }
 }
 
 /// Why the exporter could not start.

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use bikeshare_types::SharedClock;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 pub use engine::{Engine, Notification, NotificationKind};
 pub use notify::{Dispatcher, Notifier, NotifyError};
@@ -64,12 +65,14 @@ pub struct RuleOverride {
 }
 
 /// `[alerts]`: which rules, how often, and where notifications go.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct AlertsConfig {
     /// Evaluate rules at all (default true: with no notifier, alerts go to the log).
+    #[default(true)]
     pub enabled: bool,
     /// How often the rules are evaluated.
+    #[default(15_000)]
     pub interval_ms: u64,
     /// Remind while an alert keeps firing, this often (0: one notification per episode).
     pub renotify_secs: u64,
@@ -81,21 +84,6 @@ pub struct AlertsConfig {
     pub rules: Vec<Rule>,
     pub webhook: WebhookConfig,
     pub sns: SnsConfig,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval_ms: 15_000,
-            renotify_secs: 0,
-            disabled: Vec::new(),
-            overrides: BTreeMap::new(),
-            rules: Vec::new(),
-            webhook: WebhookConfig::default(),
-            sns: SnsConfig::default(),
-        }
-    }
 }
 
 /// Why alerting cannot start.

@@ -12,6 +12,7 @@
 
 use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use super::engine::Notification;
 
@@ -26,7 +27,7 @@ pub const MAX_SUBJECT: usize = 100;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// `[alerts.sns]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct SnsConfig {
     /// The topic (`arn:aws:sns:region:account:name`); none: no SNS notifications.
@@ -36,20 +37,10 @@ pub struct SnsConfig {
     /// An emulator or VPC endpoint (or `AWS_ENDPOINT_URL_SNS`).
     pub endpoint_url: Option<String>,
     /// Per attempt.
+    #[default(5_000)]
     pub timeout_ms: u64,
+    #[default(Backoff::SHORT)]
     pub retry: Backoff,
-}
-
-impl Default for SnsConfig {
-    fn default() -> Self {
-        Self {
-            topic_arn: None,
-            region: None,
-            endpoint_url: None,
-            timeout_ms: 5_000,
-            retry: Backoff::SHORT,
-        }
-    }
 }
 
 /// SNS subjects: printable ASCII, no line breaks, at most [`MAX_SUBJECT`] characters.

@@ -13,13 +13,14 @@ use async_trait::async_trait;
 use bikeshare_types::retry::{Backoff, Failure};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use smart_default::SmartDefault;
 
 use super::engine::{Notification, NotificationKind};
 use super::notify::{Notifier, NotifyError};
 use super::rules::Severity;
 
 /// `[alerts.webhook]`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct WebhookConfig {
     /// The webhook URL (a secret: keep it in a file outside the repository or in
@@ -27,19 +28,11 @@ pub struct WebhookConfig {
     #[serde(skip_serializing)]
     pub url: Option<String>,
     /// Per attempt.
+    #[default(5_000)]
     pub timeout_ms: u64,
     /// Retries of a failed POST (`base`, `max` in ms; `max_retries`).
+    #[default(Backoff::SHORT)]
     pub retry: Backoff,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            timeout_ms: 5_000,
-            retry: Backoff::SHORT,
-        }
-    }
 }
 
 impl std::fmt::Debug for WebhookConfig {
