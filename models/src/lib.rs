@@ -28,6 +28,8 @@
 //!   into the one matrix.
 //! - [`training`]: both models with XGBoost (`xgboost-rs`), round by round with early
 //!   stopping, evaluated and described by a model card ([`training::ModelCard`]).
+//! - [`external`]: XGBoost's external-memory `DMatrix` (rows pulled block by block, kept
+//!   in cache files) and a booster over it: the one module of raw C API calls.
 //! - [`search`]: a small seeded hyper-parameter search on the validation rows, every trial
 //!   in the card.
 //! - [`eval`]: metrics of any `Scorer` on labelled rows (the measures are
@@ -41,6 +43,7 @@ pub mod calibration;
 pub mod dataset;
 pub mod endpoint;
 pub mod eval;
+pub mod external;
 pub mod hotswap;
 pub mod logistic;
 pub mod model_dir;

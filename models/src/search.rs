@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Split, Target, TrainingData};
-use crate::training::{Progress, TrainError, TrainParams, TrainedBooster, train_booster};
+use crate::training::{Progress, TrainError, TrainParams, TrainedBooster, TrainingMatrices};
 use crate::xgboost::XgbModel;
 
 /// The values a trial draws from, one of each list.
@@ -205,6 +205,9 @@ pub fn search_in(
     let mut trials: Vec<Trial> = Vec::new();
     let mut best: Option<([TrainedBooster; 2], TrainParams)> = None;
     let mut chosen: Option<usize> = None;
+    // The trials differ in booster parameters only, not in rows: XGBoost's matrices are
+    // built once for all of them.
+    let mut matrices = TrainingMatrices::new(data, split.train.clone(), base, &[]);
     for (k, p) in sets.into_iter().enumerate() {
         let started = std::time::Instant::now();
         tracing::info!(
@@ -215,18 +218,8 @@ pub fn search_in(
             subsample = p.subsample,
             "hyper-parameter search: training"
         );
-        let train = |t: Target, progress: &mut dyn FnMut(Progress)| {
-            train_booster(
-                data,
-                t,
-                split.train.clone(),
-                split.valid.clone(),
-                &p,
-                progress,
-            )
-        };
-        let empty = train(Target::WentEmpty, progress)?;
-        let full = train(Target::WentFull, progress)?;
+        let empty = matrices.train(Target::WentEmpty, split.valid.clone(), &p, progress)?;
+        let full = matrices.train(Target::WentFull, split.valid.clone(), &p, progress)?;
         let (me, mf) = (
             measure(data, split, Target::WentEmpty, &empty)?,
             measure(data, split, Target::WentFull, &full)?,
@@ -276,6 +269,7 @@ mod tests {
 
     use super::*;
     use crate::dataset::{RowLabel, SplitConfig};
+    use crate::training::train_booster;
 
     /// Both targets driven by one feature each through a different curve, with noise: depth
     /// and eta matter.

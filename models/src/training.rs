@@ -21,7 +21,6 @@
 //! model directory, which [`crate::model_dir`] writes and reads), and gives the drift
 //! baseline of its training rows ([`TrainingData::drift_baseline`]) to be saved beside it.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use bikeshare_stream_processor::{FeatureSchema, Scorer as _, Scores};
@@ -30,6 +29,8 @@ use bikeshare_types::contracts::{FeatureSchemaId, ModelRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xgboost_rs::{Booster, DMatrix};
+
+use crate::external::{ExternalMatrix, RawBooster, RowBlocks};
 
 use crate::calibration::{Calibrator, Isotonic};
 use crate::dataset::{DataError, Split, SplitBoundaries, SplitConfig, Target, TrainingData};
@@ -172,6 +173,8 @@ impl TrainParams {
             ("subsample", self.subsample.to_string()),
             ("colsample_bytree", self.colsample_bytree.to_string()),
             ("max_bin", self.max_bin.to_string()),
+            // Every column of a page with a missing value is stored sparse: see `PAGE_HEAD_WEIGHT`.
+            ("sparse_threshold", "1".into()),
             ("nthread", self.nthread.to_string()),
             ("seed", self.seed.to_string()),
             ("base_score", format!("{base_score:.3}")),
@@ -208,7 +211,10 @@ pub struct TrainedBooster {
     pub hit_round_cap: bool,
 }
 
-/// A row-major matrix of `rows` (NaN = missing) with 0/1 labels.
+/// A row-major, in-memory matrix of `rows` (NaN = missing) with 0/1 labels: what
+/// `xgboost-rs` builds (XGBoost copies the rows, about 1.5 KB a row at 88 features).
+/// Training does not use it ([`TrainingMatrix`] is external memory); the evaluator benchmark
+/// predicts through it.
 pub fn dmatrix(
     values: &[f32],
     num_features: usize,
@@ -238,6 +244,389 @@ pub fn dmatrix(
     Ok(m)
 }
 
+/// Rows handed to XGBoost at a time: one page of its external-memory matrix (XGBoost
+/// prefetches four pages; a page of 88 features is about 80 MB as CSR while the matrix is
+/// built and 40 MB as histogram bins while it trains).
+pub const BLOCK_ROWS: usize = 131_072;
+
+/// Why every page of the external-memory matrix starts with a row of weight 0 whose
+/// features are all missing, and why `sparse_threshold` is 1.
+///
+/// XGBoost 1.6.2 writes each page's column index (`ColumnMatrix`) to its cache file without
+/// its "missing" flags (`missing_flags_` is neither written nor read back). A page read back
+/// from the cache then crashes (out-of-bounds read, SIGSEGV) when `hist` partitions rows on a
+/// *dense* column of a page that has missing values elsewhere. A column is stored sparse
+/// (row indices, which are written) when fewer than `sparse_threshold` × rows of the page
+/// have it; at 1, every column with at least one missing value in the page is sparse, and the
+/// all-missing head row gives every column one. Weight 0 and no present value: the row adds
+/// to no histogram bin and to no gradient sum, so the trees are those of the real rows.
+const PAGE_HEAD_WEIGHT: f32 = 0.0;
+
+/// Rows of a table, [`BLOCK_ROWS`] at a time after a head row (see [`PAGE_HEAD_WEIGHT`]), with the
+/// features `withheld` missing.
+struct TableBlocks<'a> {
+    data: &'a TrainingData,
+    rows: &'a [u32],
+    withheld: &'a [usize],
+    at: usize,
+}
+
+impl RowBlocks for TableBlocks<'_> {
+    fn width(&self) -> usize {
+        self.data.num_features()
+    }
+    fn reset(&mut self) {
+        self.at = 0;
+    }
+    fn next_block(&mut self, out: &mut Vec<f32>) -> Result<bool, TrainError> {
+        let end = (self.at + BLOCK_ROWS).min(self.rows.len());
+        if self.at >= end {
+            return Ok(false);
+        }
+        out.clear();
+        // The page's first row: every feature missing (weight 0, see `PAGE_HEAD_WEIGHT`).
+        out.resize(self.data.num_features(), f32::NAN);
+        for &i in &self.rows[self.at..end] {
+            out.extend_from_slice(self.data.row(i as usize));
+        }
+        blank(out, self.data.num_features(), self.withheld);
+        self.at = end;
+        Ok(true)
+    }
+}
+
+/// The training rows of a training as XGBoost holds them: an external-memory matrix
+/// ([`crate::external`]; cache files under `$TMPDIR`, removed with it) of rows of the table,
+/// with the features withheld blanked and the rows' weights. Its labels are set per target
+/// ([`TrainingMatrix::fit`]), so one matrix trains both targets unless the easy negatives
+/// of one target were sampled for it (`easy_negative_keep` < 1).
+pub struct TrainingMatrix {
+    matrix: ExternalMatrix,
+    /// Row indices into the table, in matrix order.
+    rows: Vec<u32>,
+    /// Each row's weight, `None` when all are 1.
+    weights: Option<Vec<f32>>,
+    /// The target whose easy negatives were sampled (the matrix serves that one only).
+    sampled_for: Option<Target>,
+    /// The parameters that chose the rows: `easy_negative_keep` and `seed`.
+    keep: f64,
+    seed: u64,
+}
+
+impl std::fmt::Debug for TrainingMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingMatrix")
+            .field("matrix", &self.matrix)
+            .field("sampled_for", &self.sampled_for)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainingMatrix {
+    /// Rows `train` of `data` with the features `withheld` (indices) missing. With
+    /// `params.easy_negative_keep` < 1 and a target to sample for, that target's easy
+    /// negatives are sampled ([`TrainParams::easy_negative_keep`]) and weighted. The cache
+    /// files go in a new directory under `cache_parent` (default `$TMPDIR`).
+    pub fn build(
+        data: &TrainingData,
+        train: Range<usize>,
+        params: &TrainParams,
+        withheld: &[usize],
+        sample_for: Option<Target>,
+        cache_parent: Option<&std::path::Path>,
+    ) -> Result<Self, TrainError> {
+        params.validate()?;
+        let keep = params.easy_negative_keep;
+        let sampled_for = sample_for.filter(|_| keep < 1.0);
+        let mut rows = Vec::with_capacity(if sampled_for.is_some() {
+            0
+        } else {
+            train.len()
+        });
+        let mut weights = Vec::with_capacity(rows.capacity());
+        for i in train {
+            let m = data.meta(i);
+            let mut w = m.weight;
+            if let Some(t) = sampled_for
+                && !t.label(m)
+                && !t.state_now(m)
+            {
+                if !keep_row(data, i, keep, params.seed) {
+                    continue;
+                }
+                w *= (1.0 / keep) as f32;
+            }
+            rows.push(
+                u32::try_from(i)
+                    .map_err(|_| TrainError::Internal(format!("row {i} beyond 2^32")))?,
+            );
+            weights.push(w);
+        }
+        if rows.is_empty() {
+            return Err(TrainError::Internal("no training rows".into()));
+        }
+        let mut blocks = TableBlocks {
+            data,
+            rows: &rows,
+            withheld,
+            at: 0,
+        };
+        let mut matrix = ExternalMatrix::from_blocks(&mut blocks, cache_parent, params.nthread)?;
+        let weights = weights.iter().any(|&w| w != 1.0).then_some(weights);
+        let page_weights = per_page(&rows, PAGE_HEAD_WEIGHT, |k, _| {
+            weights.as_ref().map_or(1.0, |w| w[k])
+        });
+        matrix.set_float_info("weight", &page_weights)?;
+        Ok(Self {
+            matrix,
+            rows,
+            weights,
+            sampled_for,
+            keep,
+            seed: params.seed,
+        })
+    }
+
+    /// Rows in the matrix.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Sets the labels of `target`; returns their weighted rate.
+    fn label(&mut self, data: &TrainingData, target: Target) -> Result<f64, TrainError> {
+        if self.sampled_for.is_some_and(|t| t != target) {
+            return Err(TrainError::Internal(format!(
+                "a matrix sampled for {:?} cannot train {target:?}",
+                self.sampled_for
+            )));
+        }
+        let label = |i: u32| f32::from(u8::from(target.label(data.meta(i as usize))));
+        self.matrix
+            .set_float_info("label", &per_page(&self.rows, 0.0, |_, i| label(i)))?;
+        let labels: Vec<f32> = self.rows.iter().map(|&i| label(i)).collect();
+        Ok(weighted_rate(&labels, self.weights.as_deref()))
+    }
+
+    /// Trains `target` on these rows with `params`, round by round, early stopping on rows
+    /// `valid` of `data`: after each round the new tree alone is taken from XGBoost and its
+    /// leaves added to each validation row's margin by the native evaluator (the sum XGBoost
+    /// itself makes, to the bit), whose log loss (XGBoost's `logloss`) decides. No
+    /// validation matrix exists. Features withheld from the matrix need not be blanked in
+    /// the validation rows: no tree can split on a feature that is always missing.
+    pub fn fit(
+        &mut self,
+        data: &TrainingData,
+        target: Target,
+        valid: Range<usize>,
+        params: &TrainParams,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<TrainedBooster, TrainError> {
+        params.validate()?;
+        if params.easy_negative_keep != self.keep || params.seed != self.seed {
+            return Err(TrainError::Internal(
+                "the matrix's rows were chosen with another easy_negative_keep or seed".into(),
+            ));
+        }
+        if valid.is_empty() {
+            return Err(TrainError::Internal("no validation rows".into()));
+        }
+        let prevalence = self.label(data, target)?;
+        let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
+        let config = params.booster_config(base_score);
+        let matrix = &self.matrix;
+        let mut booster = RawBooster::new(matrix, &config)?;
+        let n = data.num_features();
+        let yvalid: Vec<bool> = valid.clone().map(|i| target.label(data.meta(i))).collect();
+        let xvalid = data.rows(valid.clone());
+        let mut margins: Vec<f32> = Vec::new();
+
+        let patience = params.early_stopping_rounds;
+        let (mut best, mut best_round, mut rounds, mut last) =
+            (f64::INFINITY, 0u32, 0u32, f64::INFINITY);
+        for round in 0..params.max_rounds {
+            booster.update(matrix, round)?;
+            if round == 0 {
+                check_config(&booster.config()?, &config)?;
+            }
+            rounds = round + 1;
+            let tree = XgbModel::from_json(&booster.tree_json(round)?)?;
+            if round == 0 {
+                margins = vec![tree.base_margin(); valid.len()];
+            }
+            tree.add_margins(xvalid, n, &mut margins);
+            let ll = log_loss_of_margins(&margins, &yvalid);
+            last = ll;
+            if ll < best {
+                best = ll;
+                best_round = round;
+            }
+            let stop = patience > 0 && round - best_round >= patience;
+            progress(Progress {
+                target,
+                round,
+                max_rounds: params.max_rounds,
+                valid_log_loss: ll,
+                best_round,
+                best_log_loss: best,
+                done: stop || rounds == params.max_rounds,
+            });
+            if stop {
+                break;
+            }
+        }
+        let hit_round_cap =
+            rounds == params.max_rounds && (patience == 0 || rounds - 1 - best_round < patience);
+        if hit_round_cap {
+            tracing::warn!(
+                target_model = target.stem(),
+                rounds,
+                best_round,
+                best_valid_log_loss = best,
+                "training stopped at the round cap (max_rounds) while the validation loss was \
+                 still improving: raise max_rounds or eta"
+            );
+        }
+        let mut json = booster.json()?;
+        drop(booster);
+        let keep = best_round + 1;
+        if patience > 0 && keep < rounds {
+            let cut = keep_trees(&json, keep as usize)?;
+            // Loaded back into XGBoost (its own JSON again), and checked natively on the
+            // validation rows: the cut model must score what the best round did.
+            let reloaded = Booster::load_buffer(&cut).map_err(xgb)?;
+            json = reloaded
+                .save_to_buffer("json".into())
+                .map_err(xgb)?
+                .into_bytes();
+            let model = XgbModel::from_json(&json)?;
+            let mut m = vec![model.base_margin(); valid.len()];
+            model.add_margins(xvalid, n, &mut m);
+            let ll = log_loss_of_margins(&m, &yvalid);
+            if (ll - best).abs() > 1e-4 * best.max(1e-3) {
+                return Err(TrainError::Internal(format!(
+                    "the model cut to {keep} trees has validation log loss {ll}, the best round had {best}"
+                )));
+            }
+        } else {
+            best_round = rounds - 1;
+            best = last;
+        }
+        Ok(TrainedBooster {
+            json,
+            rounds,
+            best_round,
+            best_valid_log_loss: best,
+            base_score,
+            hit_round_cap,
+        })
+    }
+}
+
+/// One value per row of the external matrix: `head` for each page's head row
+/// ([`PAGE_HEAD_WEIGHT`]), then `value(k, rows[k])` for its rows.
+fn per_page(rows: &[u32], head: f32, value: impl Fn(usize, u32) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() + rows.len().div_ceil(BLOCK_ROWS));
+    for (b, block) in rows.chunks(BLOCK_ROWS).enumerate() {
+        out.push(head);
+        out.extend(
+            block
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| value(b * BLOCK_ROWS + k, i)),
+        );
+    }
+    out
+}
+
+/// The matrices both targets train on: one when no sampling depends on the target, else
+/// one per target (built when first asked for). Reused across trainings with the same rows
+/// (both targets, every trial of a search).
+#[derive(Debug)]
+pub struct TrainingMatrices<'a> {
+    data: &'a TrainingData,
+    train: Range<usize>,
+    withheld: Vec<usize>,
+    build_params: TrainParams,
+    cache_parent: Option<std::path::PathBuf>,
+    shared: Option<TrainingMatrix>,
+    per_target: [Option<TrainingMatrix>; 2],
+}
+
+impl<'a> TrainingMatrices<'a> {
+    /// For rows `train` of `data` without the features `withheld`, chosen as `params` say
+    /// (`easy_negative_keep`, `seed`); nothing is built yet.
+    pub fn new(
+        data: &'a TrainingData,
+        train: Range<usize>,
+        params: &TrainParams,
+        withheld: &[usize],
+    ) -> Self {
+        Self {
+            data,
+            train,
+            withheld: withheld.to_vec(),
+            build_params: params.clone(),
+            cache_parent: None,
+            shared: None,
+            per_target: [None, None],
+        }
+    }
+
+    /// Puts the matrices' cache directories under `dir` instead of `$TMPDIR`.
+    pub fn cache_in(mut self, dir: &std::path::Path) -> Self {
+        self.cache_parent = Some(dir.to_owned());
+        self
+    }
+
+    /// Trains `target` with `params` (whose `easy_negative_keep` and `seed` must be those
+    /// the matrices were made for), early stopping on rows `valid`.
+    pub fn train(
+        &mut self,
+        target: Target,
+        valid: Range<usize>,
+        params: &TrainParams,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<TrainedBooster, TrainError> {
+        let per_target = self.build_params.easy_negative_keep < 1.0;
+        let slot = if per_target {
+            &mut self.per_target[usize::from(target == Target::WentFull)]
+        } else {
+            &mut self.shared
+        };
+        if slot.is_none() {
+            *slot = Some(TrainingMatrix::build(
+                self.data,
+                self.train.clone(),
+                &self.build_params,
+                &self.withheld,
+                per_target.then_some(target),
+                self.cache_parent.as_deref(),
+            )?);
+        }
+        let m = slot
+            .as_mut()
+            .ok_or_else(|| TrainError::Internal("no matrix".into()))?;
+        m.fit(self.data, target, valid, params, progress)
+    }
+}
+
+/// XGBoost's `logloss` of `margins` against `labels`: the mean of −ln p (positive) or
+/// −ln(1 − p) (negative) with p the f32 sigmoid of the margin clamped at 1e-16, in f32 per
+/// row and summed in f64, as XGBoost 1.6's metric computes it.
+fn log_loss_of_margins(margins: &[f32], labels: &[bool]) -> f64 {
+    const EPS: f32 = 1e-16;
+    let sum: f64 = margins
+        .iter()
+        .zip(labels)
+        .map(|(&m, &y)| {
+            let p = crate::xgboost::sigmoid(m);
+            let q = if y { p } else { 1.0 - p };
+            f64::from(-q.max(EPS).ln())
+        })
+        .sum();
+    sum / margins.len().max(1) as f64
+}
+
 /// Trains one target on rows `train`, early stopping on rows `valid`.
 pub fn train_booster(
     data: &TrainingData,
@@ -250,23 +639,11 @@ pub fn train_booster(
     train_booster_without(data, target, train, valid, params, &[], progress)
 }
 
-/// Rows `range` with the features `withheld` (indices) missing: borrowed when none is.
-fn rows_without<'a>(
-    data: &'a TrainingData,
-    range: Range<usize>,
-    withheld: &[usize],
-) -> std::borrow::Cow<'a, [f32]> {
-    let rows = data.rows(range);
-    if withheld.is_empty() {
-        return std::borrow::Cow::Borrowed(rows);
-    }
-    let mut v = rows.to_vec();
-    blank(&mut v, data.num_features(), withheld);
-    std::borrow::Cow::Owned(v)
-}
-
 /// Sets the columns `withheld` of row-major `values` (`width` wide) to missing.
 fn blank(values: &mut [f32], width: usize, withheld: &[usize]) {
+    if withheld.is_empty() {
+        return;
+    }
     for row in values.chunks_exact_mut(width) {
         for &j in withheld {
             if let Some(x) = row.get_mut(j) {
@@ -287,110 +664,24 @@ pub fn train_booster_without(
     withheld: &[usize],
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainedBooster, TrainError> {
-    params.validate()?;
-    let n = data.num_features();
-    let yvalid = data.labels(target, valid.clone());
-    let (dtrain, prevalence) = if params.easy_negative_keep < 1.0 {
-        sampled_dmatrix(data, target, train, params, withheld)?
-    } else {
-        let ytrain = data.labels(target, train.clone());
-        let weights = data.weights(train.clone());
-        let mut m = dmatrix(
-            &rows_without(data, train, withheld),
-            n,
-            &ytrain,
-            params.nthread,
-        )?;
-        if let Some(w) = &weights {
-            m.set_weights(w).map_err(xgb)?;
-        }
-        (m, weighted_rate(&ytrain, weights.as_deref()))
-    };
-    let dvalid = dmatrix(
-        &rows_without(data, valid, withheld),
-        n,
-        &yvalid,
-        params.nthread,
-    )?;
-    let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
-    let config = params.booster_config(base_score);
-    let map: HashMap<String, String> = config
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    let mut booster = Booster::new_with_json_config(&[&dtrain, &dvalid], map).map_err(xgb)?;
+    TrainingMatrices::new(data, train, params, withheld).train(target, valid, params, progress)
+}
 
-    let patience = params.early_stopping_rounds;
-    let (mut best, mut best_round, mut rounds) = (f64::INFINITY, 0u32, 0u32);
-    for round in 0..params.max_rounds {
-        booster
-            .update(&dtrain, i32::try_from(round).unwrap_or(i32::MAX))
-            .map_err(xgb)?;
-        if round == 0 {
-            check_config(&booster.save_config(), &config)?;
-        }
-        rounds = round + 1;
-        let ll = valid_log_loss(&booster, &dvalid)?;
-        if ll < best {
-            best = ll;
-            best_round = round;
-        }
-        let stop = patience > 0 && round - best_round >= patience;
-        progress(Progress {
-            target,
-            round,
-            max_rounds: params.max_rounds,
-            valid_log_loss: ll,
-            best_round,
-            best_log_loss: best,
-            done: stop || rounds == params.max_rounds,
-        });
-        if stop {
-            break;
-        }
-    }
-    let hit_round_cap =
-        rounds == params.max_rounds && (patience == 0 || rounds - 1 - best_round < patience);
-    if hit_round_cap {
-        tracing::warn!(
-            target_model = target.stem(),
-            rounds,
-            best_round,
-            best_valid_log_loss = best,
-            "training stopped at the round cap (max_rounds) while the validation loss was \
-             still improving: raise max_rounds or eta"
-        );
-    }
-    let mut json = booster
-        .save_to_buffer("json".into())
-        .map_err(xgb)?
-        .into_bytes();
-    let keep = best_round + 1;
-    if patience > 0 && keep < rounds {
-        let cut = keep_trees(&json, keep as usize)?;
-        let reloaded = Booster::load_buffer(&cut).map_err(xgb)?;
-        let ll = valid_log_loss(&reloaded, &dvalid)?;
-        if (ll - best).abs() > 1e-4 * best.max(1e-3) {
-            return Err(TrainError::Internal(format!(
-                "the model cut to {keep} trees has validation log loss {ll}, the best round had {best}"
-            )));
-        }
-        json = reloaded
-            .save_to_buffer("json".into())
-            .map_err(xgb)?
-            .into_bytes();
-    } else {
-        best_round = rounds - 1;
-        best = valid_log_loss(&booster, &dvalid)?;
-    }
-    Ok(TrainedBooster {
-        json,
-        rounds,
-        best_round,
-        best_valid_log_loss: best,
-        base_score,
-        hit_round_cap,
-    })
+/// Both targets (went empty, went full) trained with `params` on rows `train` without the
+/// features `withheld`, early stopping on rows `valid`: on one matrix when the rows do not
+/// depend on the target.
+pub fn train_both(
+    data: &TrainingData,
+    train: Range<usize>,
+    valid: Range<usize>,
+    params: &TrainParams,
+    withheld: &[usize],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<[TrainedBooster; 2], TrainError> {
+    let mut matrices = TrainingMatrices::new(data, train, params, withheld);
+    let empty = matrices.train(Target::WentEmpty, valid.clone(), params, progress)?;
+    let full = matrices.train(Target::WentFull, valid, params, progress)?;
+    Ok([empty, full])
 }
 
 /// Whether training row `i` is kept when easy negatives are kept at `keep`: a hash of the
@@ -416,44 +707,6 @@ fn weighted_rate(labels: &[f32], weights: Option<&[f32]>) -> f64 {
         positive += w * f64::from(y);
     }
     if total > 0.0 { positive / total } else { 0.0 }
-}
-
-/// The training matrix of `train` with its easy negatives sampled (see
-/// [`TrainParams::easy_negative_keep`]), weighted; and the weighted rate of the outcome.
-fn sampled_dmatrix(
-    data: &TrainingData,
-    target: Target,
-    train: Range<usize>,
-    params: &TrainParams,
-    withheld: &[usize],
-) -> Result<(DMatrix, f64), TrainError> {
-    let keep = params.easy_negative_keep;
-    let n = data.num_features();
-    let (mut values, mut labels, mut weights) = (Vec::new(), Vec::new(), Vec::new());
-    for i in train {
-        let m = data.meta(i);
-        let y = target.label(m);
-        let easy = !y && !target.state_now(m);
-        if easy && !keep_row(data, i, keep, params.seed) {
-            continue;
-        }
-        let start = values.len();
-        values.extend_from_slice(data.row(i));
-        blank(&mut values[start..], n, withheld);
-        labels.push(if y { 1.0f32 } else { 0.0 });
-        let w = if easy { (1.0 / keep) as f32 } else { 1.0 };
-        weights.push(w * m.weight);
-    }
-    let mut m = dmatrix(&values, n, &labels, params.nthread)?;
-    m.set_weights(&weights).map_err(xgb)?;
-    Ok((m, weighted_rate(&labels, Some(&weights))))
-}
-
-fn valid_log_loss(booster: &Booster, dvalid: &DMatrix) -> Result<f64, TrainError> {
-    let eval = booster.evaluate(dvalid, "valid").map_err(xgb)?;
-    eval.get("logloss")
-        .map(|&v| f64::from(v))
-        .ok_or_else(|| TrainError::Xgboost(format!("no logloss in evaluation {eval:?}")))
 }
 
 /// Keeps the first `keep` trees of an XGBoost JSON model.
@@ -765,22 +1018,16 @@ pub fn ablate(
     let split: Split = data.split(split_config)?;
     let mut rows = Vec::new();
     for (name, withheld) in groups {
-        let mut models = Vec::new();
-        for target in Target::BOTH {
-            let b = train_booster_without(
-                data,
-                target,
-                split.train.clone(),
-                split.valid.clone(),
-                params,
-                withheld,
-                progress,
-            )?;
-            models.push((b.best_round + 1, XgbModel::from_json(&b.json)?));
-        }
-        let [(empty_trees, empty), (full_trees, full)]: [(u32, XgbModel); 2] = models
-            .try_into()
-            .map_err(|_| TrainError::Internal("two boosters expected".into()))?;
+        let [e, f] = train_both(
+            data,
+            split.train.clone(),
+            split.valid.clone(),
+            params,
+            withheld,
+            progress,
+        )?;
+        let (empty_trees, empty) = (e.best_round + 1, XgbModel::from_json(&e.json)?);
+        let (full_trees, full) = (f.best_round + 1, XgbModel::from_json(&f.json)?);
         let scorer = XgbScorer::new(
             ModelRef {
                 name: format!("without {name}"),
@@ -883,20 +1130,14 @@ pub fn train_models(
         let (report, boosters, chosen) = crate::search::search(data, &split, params, progress)?;
         (boosters, chosen, Some(report))
     } else {
-        let mut boosters = Vec::new();
-        for target in Target::BOTH {
-            boosters.push(train_booster(
-                data,
-                target,
-                split.train.clone(),
-                split.valid.clone(),
-                params,
-                progress,
-            )?);
-        }
-        let boosters: [TrainedBooster; 2] = boosters
-            .try_into()
-            .map_err(|_| TrainError::Internal("two boosters expected".into()))?;
+        let boosters = train_both(
+            data,
+            split.train.clone(),
+            split.valid.clone(),
+            params,
+            &[],
+            progress,
+        )?;
         (boosters, params.clone(), None)
     };
     let params = &params;

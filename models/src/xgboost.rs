@@ -386,6 +386,27 @@ impl XgbModel {
         }));
     }
 
+    /// The margin every row starts from (the base score as a margin, in f32).
+    pub fn base_margin(&self) -> f32 {
+        self.base_margin
+    }
+
+    /// Adds, to each `margins[k]`, the leaf values of the trees for row `k` of `values`
+    /// (consecutive rows of `cols` values), tree by tree in f32: the model's trees appended
+    /// to margins kept from earlier trees, in the order XGBoost adds them. Starting from
+    /// [`Self::base_margin`] and adding a model's trees one model at a time gives the margins
+    /// of all of them together, to the bit (training validates this way, a tree per round).
+    pub fn add_margins(&self, values: &[f32], cols: usize, margins: &mut [f32]) {
+        if cols == 0 {
+            return;
+        }
+        let mut padded = Vec::with_capacity(self.width);
+        for (row, m) in values.chunks_exact(cols).zip(margins.iter_mut()) {
+            self.pad(row, &mut padded);
+            *m = self.sum_from(*m, &padded);
+        }
+    }
+
     /// `row` into `padded`: missing features NaN, the padding slot 0.0.
     fn pad(&self, row: &[f32], padded: &mut Vec<f32>) {
         let n = self.width - 1;
@@ -398,7 +419,12 @@ impl XgbModel {
     /// Walks the trees [`LANES`] at a time, then adds their leaves tree by tree in f32, in
     /// XGBoost's order, so the sum is bit-identical to its own.
     fn margin_padded(&self, row: &[f32]) -> f32 {
-        let mut sum = self.base_margin;
+        self.sum_from(self.base_margin, row)
+    }
+
+    /// `start` plus the trees' leaves for the padded `row`, tree by tree in f32.
+    fn sum_from(&self, start: f32, row: &[f32]) -> f32 {
+        let mut sum = start;
         for (roots, &depth) in self.roots.chunks(LANES).zip(&self.group_depths) {
             let mut at = [0usize; LANES];
             for (a, &r) in at.iter_mut().zip(roots) {

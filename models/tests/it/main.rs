@@ -6,6 +6,7 @@ mod support;
 
 mod drift_healthy;
 mod endpoint_client;
+mod external_memory;
 mod hotswap;
 mod parity;
 mod promote_gate;
