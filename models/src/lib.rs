@@ -13,8 +13,9 @@
 //!   atomically, its card read back, and loaded by the one loader.
 //! - [`serve`]: `bikeshare serve-model`, the SageMaker inference-container contract
 //!   (`/ping`, `/invocations`) and the runtime API path (`/endpoints/{name}/invocations`).
-//! - [`endpoint`]: the processor's `Predictor` over a SageMaker endpoint
-//!   (`aws-sdk-sagemakerruntime`): batches, timeouts, retries, a circuit breaker, a fallback.
+//! - [`endpoint`]: the processor's `Predictor` over a SageMaker endpoint: batches, timeouts,
+//!   retries, a circuit breaker, a fallback. The client (`aws-sdk-sagemakerruntime`) is behind
+//!   the feature `sagemaker-endpoint`; its settings and CSV codec are not.
 //! - [`synthetic`]: deterministic untrained models for tests and benchmarks.
 //! - [`registry`]: versions, stages (`staging`, `production`) and the decision log, in a
 //!   local directory or on an MLflow server; loading a registered version.

@@ -8,6 +8,7 @@ mod drift_healthy;
 mod endpoint_client;
 mod external_memory;
 mod hotswap;
+mod linking;
 mod parity;
 mod promote_gate;
 mod registry_roundtrip;
