@@ -64,6 +64,7 @@ use bikeshare_stream::{SequenceNumber, ShardCursor, StartPosition, StreamReader}
 use bikeshare_types::Timestamp;
 use bikeshare_types::error::{Classify, ErrorClass};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -73,19 +74,23 @@ pub const TOKEN_ENV: &str = "BIKESHARE_API_TOKEN";
 const SERVER: Server = Server::new("the subscription API", TOKEN_ENV);
 
 /// Settings of the subscription server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct SubscribeConfig {
+    #[default(SocketAddr::from(([127, 0, 0, 1], 8090)))]
     pub bind: SocketAddr,
     /// Bearer token; else `BIKESHARE_API_TOKEN`. Required beyond loopback.
     #[serde(skip_serializing)]
     pub token: Option<Secret>,
     /// How often idle subscriptions look for new records, ms.
+    #[default(200)]
     pub poll_interval_ms: u64,
     /// Most subscriptions open at once; beyond it a request gets 503 with `Retry-After`.
+    #[default(256)]
     pub max_subscriptions: usize,
     /// Most subscriptions open at once from one client IP address; beyond it 429 with
     /// `Retry-After`.
+    #[default(16)]
     pub max_per_client: usize,
     /// Reverse proxies (CIDR ranges, e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For` is
     /// believed. From a peer in one of them, the client counted by `max_per_client` is the
@@ -95,21 +100,8 @@ pub struct SubscribeConfig {
     /// direct client could write any address there.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds a refused client is told to wait (`Retry-After`).
+    #[default(5)]
     pub retry_after_secs: u64,
-}
-
-impl Default for SubscribeConfig {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8090)),
-            token: None,
-            poll_interval_ms: 200,
-            max_subscriptions: 256,
-            max_per_client: 16,
-            trusted_proxies: Vec::new(),
-            retry_after_secs: 5,
-        }
-    }
 }
 
 /// Why the server could not start.

@@ -33,13 +33,15 @@ use bikeshare_stream::checkpoint::{
 };
 use bikeshare_types::error::chain;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 /// `[runner.checkpoints.s3]`: where checkpoints live in S3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct S3CheckpointSettings {
     pub bucket: String,
     /// Key prefix, e.g. `checkpoints/processor/` (a trailing `/` is added when missing).
+    #[default("checkpoints/processor/")]
     pub prefix: String,
     /// AWS region; from the standard AWS configuration when absent.
     pub region: Option<String>,
@@ -48,18 +50,6 @@ pub struct S3CheckpointSettings {
     /// Create the bucket if it is missing (development, emulators; in AWS the
     /// infrastructure templates create it).
     pub create_bucket: bool,
-}
-
-impl Default for S3CheckpointSettings {
-    fn default() -> Self {
-        Self {
-            bucket: String::new(),
-            prefix: "checkpoints/processor/".into(),
-            region: None,
-            endpoint_url: None,
-            create_bucket: false,
-        }
-    }
 }
 
 /// Checkpoints in one S3 bucket under one prefix.

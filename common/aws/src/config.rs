@@ -4,6 +4,7 @@
 use aws_config::SdkConfig;
 use bikeshare_stream::StreamError;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use tokio::time::Duration;
 
 use bikeshare_runtime::aws::{ClientSettings, Timeouts, load_sdk_config};
@@ -18,10 +19,11 @@ use crate::fanout::{FanOutReader, FanOutSettings};
 use crate::stream::KinesisStream;
 
 /// `[stream.kinesis]`: where the streams are and how they are read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct KinesisConfig {
     /// Stream names are this prefix and the logical name: `bikeshare-events`, ...
+    #[default("bikeshare-")]
     pub stream_prefix: String,
     /// AWS region; from the standard AWS configuration when absent.
     pub region: Option<String>,
@@ -30,8 +32,10 @@ pub struct KinesisConfig {
     /// Create missing streams with `create_shards` shards (development, emulators). In AWS
     /// the infrastructure templates create them.
     pub create_missing: bool,
+    #[default(2)]
     pub create_shards: u32,
     /// `polling` (`GetRecords`, default) or `fan_out` (`SubscribeToShard`).
+    #[default(ReadMode::Polling)]
     pub read_mode: ReadMode,
     /// Pacing and backoff of polling reads.
     pub read: ReadSettings,
@@ -48,21 +52,6 @@ pub enum ReadMode {
     Polling,
     /// Enhanced fan-out: a dedicated 2 MB/s per shard for this consumer.
     FanOut,
-}
-
-impl Default for KinesisConfig {
-    fn default() -> Self {
-        Self {
-            stream_prefix: "bikeshare-".into(),
-            region: None,
-            endpoint_url: None,
-            create_missing: false,
-            create_shards: 2,
-            read_mode: ReadMode::Polling,
-            read: ReadSettings::default(),
-            fan_out: FanOutSettings::default(),
-        }
-    }
 }
 
 impl KinesisConfig {

@@ -34,36 +34,30 @@ use bikeshare_types::retry::{Backoff, Failure};
 use bikeshare_types::{SharedClock, Timestamp};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use tokio::time::{Duration, Instant};
 
 use crate::error::{EXPIRED_ITERATOR_CODE, classify};
 use crate::metrics::KinesisMetrics;
 
 /// How a cursor paces and retries its reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct ReadSettings {
     /// `GetRecords` calls per second per shard, at most
     /// [`KINESIS_GET_RECORDS_PER_SHARD_PER_SEC`] (higher values are lowered).
+    #[default(KINESIS_GET_RECORDS_PER_SHARD_PER_SEC)]
     pub calls_per_sec: u32,
     /// Bytes per second per shard, at most [`KINESIS_SHARD_READ_BYTES_PER_SEC`].
+    #[default(KINESIS_SHARD_READ_BYTES_PER_SEC)]
     pub bytes_per_sec: usize,
     /// Delays after throttling and transient errors.
+    #[default(Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        max_retries: Some(8),
+    })]
     pub backoff: Backoff,
-}
-
-impl Default for ReadSettings {
-    fn default() -> Self {
-        Self {
-            calls_per_sec: KINESIS_GET_RECORDS_PER_SHARD_PER_SEC,
-            bytes_per_sec: KINESIS_SHARD_READ_BYTES_PER_SEC,
-            backoff: Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(5),
-                max_retries: Some(8),
-            },
-        }
-    }
 }
 
 /// When the next `GetRecords` on one shard may start. Pure: times are given to it.

@@ -29,8 +29,10 @@ use bikeshare_stream::{
 };
 use bikeshare_types::error::{Classify, chain};
 use bikeshare_types::retry::Backoff;
+use bikeshare_types::time::millis;
 use bikeshare_types::{SharedClock, SystemClock};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use tokio::sync::mpsc;
 use tokio::time::Duration;
 
@@ -40,42 +42,23 @@ use crate::metrics::KinesisMetrics;
 use crate::stream::KinesisStream;
 
 /// Settings of enhanced fan-out reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct FanOutSettings {
     /// The registered consumer's name (one per application).
+    #[default("bikeshare-processor")]
     pub consumer_name: String,
     /// How long `next_batch` waits for an event before returning an empty batch.
     #[serde(with = "millis")]
+    #[default(Duration::from_millis(200))]
     pub wait: Duration,
     /// Delays between re-subscriptions after errors.
+    #[default(Backoff {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        max_retries: Some(8),
+    })]
     pub backoff: Backoff,
-}
-
-impl Default for FanOutSettings {
-    fn default() -> Self {
-        Self {
-            consumer_name: "bikeshare-processor".into(),
-            wait: Duration::from_millis(200),
-            backoff: Backoff {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(5),
-                max_retries: Some(8),
-            },
-        }
-    }
-}
-
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use tokio::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
 }
 
 /// Reads a stream's shards by enhanced fan-out (see the module docs).

@@ -28,17 +28,20 @@ use bikeshare_stream::ShardId;
 use bikeshare_stream::lease::{Lease, LeaseError, LeaseStore};
 use bikeshare_types::Timestamp;
 use bikeshare_types::error::chain;
+use smart_default::SmartDefault;
 
 const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
 
 /// `[runner.leases]`: where the processor's shard leases live.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct LeaseSettings {
     /// `memory` (default: one instance takes every shard, no DynamoDB) or `dynamodb`
     /// (several instances share the shards).
+    #[default(LeaseStoreKind::Memory)]
     pub store: LeaseStoreKind,
     /// The DynamoDB table: one per application and input stream.
+    #[default("bikeshare-processor-leases")]
     pub table: String,
     /// AWS region; from the standard AWS configuration when absent.
     pub region: Option<String>,
@@ -53,6 +56,7 @@ pub struct LeaseSettings {
     pub owner: Option<String>,
     /// How long a lease lasts unless renewed; renewed every third of it. An instance that
     /// dies loses its shards after at most this long.
+    #[default(10_000)]
     pub duration_ms: u64,
 }
 
@@ -63,20 +67,6 @@ pub enum LeaseStoreKind {
     #[default]
     Memory,
     Dynamodb,
-}
-
-impl Default for LeaseSettings {
-    fn default() -> Self {
-        Self {
-            store: LeaseStoreKind::Memory,
-            table: "bikeshare-processor-leases".into(),
-            region: None,
-            endpoint_url: None,
-            create_table: false,
-            owner: None,
-            duration_ms: 10_000,
-        }
-    }
 }
 
 /// Leases of one application in one DynamoDB table.

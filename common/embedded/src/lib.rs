@@ -103,6 +103,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use smart_default::SmartDefault;
 use tokio::sync::watch;
 
 use bikeshare_stream::{
@@ -175,23 +176,16 @@ impl Durability {
 }
 
 /// Settings of an [`EmbeddedStream`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, SmartDefault)]
 pub struct EmbeddedConfig {
+    #[default(Durability::Full)]
     pub durability: Durability,
     /// How long a call waits for a lock held by another connection before failing.
+    #[default(Duration::from_secs(5))]
     pub busy_timeout: Duration,
     /// Where arrival times come from.
+    #[default(Arc::new(SystemClock))]
     pub clock: SharedClock,
-}
-
-impl Default for EmbeddedConfig {
-    fn default() -> Self {
-        Self {
-            durability: Durability::Full,
-            busy_timeout: Duration::from_secs(5),
-            clock: Arc::new(SystemClock),
-        }
-    }
 }
 
 /// A stream in an SQLite file: writer and reader at once. Cheap to clone.

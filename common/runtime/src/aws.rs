@@ -48,6 +48,7 @@ use aws_smithy_runtime_api::client::runtime_components::{
 use aws_smithy_runtime_api::shared::IntoShared;
 use aws_smithy_types::config_bag::ConfigBag;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 pub use aws_config::SdkConfig;
 
@@ -67,26 +68,19 @@ pub struct ClientSettings {
 /// How long an AWS call may take (`[aws]`: `connect_timeout_ms`, `attempt_timeout_ms`,
 /// `operation_timeout_ms`). Zero is refused by the SDK's logic as "no timeout", so zero
 /// values are raised to 1 ms: a call is always bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct Timeouts {
     /// Establishing a connection (TCP and TLS), ms.
+    #[default(3_000)]
     pub connect_timeout_ms: u64,
     /// One attempt, from sending the request to the whole response (a streaming body such
     /// as `SubscribeToShard`'s events excepted), ms.
+    #[default(10_000)]
     pub attempt_timeout_ms: u64,
     /// One operation, every attempt and delay included, ms. At least the attempt timeout.
+    #[default(30_000)]
     pub operation_timeout_ms: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            connect_timeout_ms: 3_000,
-            attempt_timeout_ms: 10_000,
-            operation_timeout_ms: 30_000,
-        }
-    }
 }
 
 impl Timeouts {

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use smart_default::SmartDefault;
 use tokio::time::Instant;
 
 use super::{
@@ -101,21 +102,14 @@ pub fn resume_from(position: Option<&str>, initial: &StartPosition) -> Option<St
 }
 
 /// Settings of a [`ShardConsumer`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, SmartDefault)]
 pub struct ConsumerConfig {
     /// Where a shard with no stored position starts.
+    #[default(StartPosition::TrimHorizon)]
     pub initial: StartPosition,
     /// How often the shards are listed again.
+    #[default(Duration::from_secs(10))]
     pub discovery_interval: Duration,
-}
-
-impl Default for ConsumerConfig {
-    fn default() -> Self {
-        Self {
-            initial: StartPosition::TrimHorizon,
-            discovery_interval: Duration::from_secs(10),
-        }
-    }
 }
 
 /// The records of one shard from one [`ShardConsumer::poll`].

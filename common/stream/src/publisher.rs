@@ -55,6 +55,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use smart_default::SmartDefault;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -73,34 +74,27 @@ use bikeshare_types::retry::Backoff;
 pub const PERMANENT_FAILURE_CODES: &[&str] = &["ValidationException", "InvalidArgumentException"];
 
 /// Settings of a [`Publisher`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, SmartDefault)]
 pub struct PublisherConfig {
     /// Records per batch, at most [`KINESIS_MAX_RECORDS_PER_PUT`] (larger values are lowered).
+    #[default(KINESIS_MAX_RECORDS_PER_PUT)]
     pub max_batch_records: usize,
     /// Bytes (data plus partition keys) per batch, at most [`KINESIS_MAX_BYTES_PER_PUT`].
+    #[default(KINESIS_MAX_BYTES_PER_PUT)]
     pub max_batch_bytes: usize,
     /// How long a batch waits for more records after its first one.
+    #[default(Duration::from_millis(50))]
     pub linger: Duration,
     /// Records the queue holds before [`Publisher::send`] waits.
+    #[default(10_000)]
     pub queue_capacity: usize,
     /// Delays between retries; `max_retries: None` retries forever.
+    #[default(Backoff {
+        base: Duration::from_millis(50),
+        max: Duration::from_secs(5),
+        max_retries: None,
+    })]
     pub backoff: Backoff,
-}
-
-impl Default for PublisherConfig {
-    fn default() -> Self {
-        Self {
-            max_batch_records: KINESIS_MAX_RECORDS_PER_PUT,
-            max_batch_bytes: KINESIS_MAX_BYTES_PER_PUT,
-            linger: Duration::from_millis(50),
-            queue_capacity: 10_000,
-            backoff: Backoff {
-                base: Duration::from_millis(50),
-                max: Duration::from_secs(5),
-                max_retries: None,
-            },
-        }
-    }
 }
 
 /// Why a record was not accepted, or earlier ones were not written.

@@ -146,6 +146,22 @@ impl Clock for ManualClock {
 /// A shareable clock handle.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// A `Duration` as whole milliseconds in configuration files:
+/// `#[serde(rename = "timeout_ms", with = "millis")]` (one beyond `u64::MAX` ms is written as
+/// `u64::MAX`).
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use bikeshare_runtime::http::{self, Secret, Server};
 use bikeshare_types::{StationId, SystemId, Timestamp};
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use bikeshare_stream_processor::quality::QualityReport;
 
@@ -51,13 +52,15 @@ const SERVER: Server = Server::new("the dashboard", TOKEN_ENV);
 const GRAFANA_JSON: &str = include_str!("../../../infra/monitoring/grafana-dashboard.json");
 
 /// Settings of the dashboard server (`[dashboard]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct DashboardConfig {
+    #[default(SocketAddr::from(([127, 0, 0, 1], 8088)))]
     pub bind: SocketAddr,
     #[serde(skip_serializing)]
     pub token: Option<Secret>,
     /// Rows of the top-N table.
+    #[default(15)]
     pub top_n: usize,
     /// Base map tiles, an `{z}/{x}/{y}` URL template (Leaflet's `L.tileLayer`). Empty (the
     /// default): no tiles, stations on a plain background, and the page works offline.
@@ -68,36 +71,24 @@ pub struct DashboardConfig {
     /// The attribution the tile provider requires, shown on the map.
     pub tile_attribution: String,
     /// The deepest zoom the tiles offer.
+    #[default(19)]
     pub tile_max_zoom: u8,
     /// Risk below this is drawn neutral (grey): the base rate is a few percent, and colour
     /// should single out the stations that matter.
+    #[default(0.1)]
     pub risk_neutral_below: f32,
     /// Quality figures over fewer positives than this are greyed, with a note.
+    #[default(30)]
     pub min_positives: usize,
     /// A prediction older than this behind its system's newest one is stale (seconds).
+    #[default(1800)]
     pub stale_after_secs: u64,
     /// History kept for the charts and each station's drill-down (hours).
+    #[default(6)]
     pub history_hours: u64,
     /// One process-wide sample this often (ms).
+    #[default(10_000)]
     pub sample_every_ms: u64,
-}
-
-impl Default for DashboardConfig {
-    fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8088)),
-            token: None,
-            top_n: 15,
-            tile_url: String::new(),
-            tile_attribution: String::new(),
-            tile_max_zoom: 19,
-            risk_neutral_below: 0.1,
-            min_positives: 30,
-            stale_after_secs: 1800,
-            history_hours: 6,
-            sample_every_ms: 10_000,
-        }
-    }
 }
 
 impl DashboardConfig {

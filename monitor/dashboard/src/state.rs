@@ -28,6 +28,7 @@ use bikeshare_types::contracts::{DeadLetter, Envelope, Event, Label, ModelRef, P
 use bikeshare_types::{EventId, SharedClock, StationId, SystemId, Timestamp};
 use dashmap::DashMap;
 use serde::Serialize;
+use smart_default::SmartDefault;
 
 use bikeshare_stream_processor::quality::{LiveQuality, QualityConfig};
 
@@ -89,25 +90,18 @@ pub struct StationReports {
 }
 
 /// What the dashboard keeps and how long.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, SmartDefault)]
 pub struct Settings {
     /// How much history (event time for stations, wall time for samples) is kept.
+    #[default(6 * Timestamp::HOUR_MS)]
     pub history_ms: i64,
     /// One process-wide sample this often.
+    #[default(10_000)]
     pub sample_every_ms: u64,
     /// A prediction older than this behind its system's newest prediction is stale (its
     /// station stopped reporting): not in the top-N, listed apart, grey on the map.
+    #[default(30 * Timestamp::MINUTE_MS)]
     pub stale_after_ms: i64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            history_ms: 6 * Timestamp::HOUR_MS,
-            sample_every_ms: 10_000,
-            stale_after_ms: 30 * Timestamp::MINUTE_MS,
-        }
-    }
 }
 
 /// One sample of the process's own metrics (what `/metrics` shows).

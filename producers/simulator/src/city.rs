@@ -88,6 +88,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal, Poisson};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use super::SimulatorError;
 use super::climate::{Climate, ClimateConfig, demand_factor};
@@ -111,89 +112,81 @@ const MAX_WARM_UP_HOURS: u32 = 24 * 14;
 
 /// How the city is built and behaves. Every field has a default (a Toronto-like city of
 /// 300 stations).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default, deny_unknown_fields)]
 pub struct CityConfig {
+    #[default("sim-city")]
     pub system_id: String,
+    #[default("Sim City")]
     pub name: String,
+    #[default(42)]
     pub seed: u64,
+    #[default(300)]
     pub stations: u32,
+    #[default(43.65)]
     pub centre_lat: f64,
+    #[default(-79.38)]
     pub centre_lon: f64,
+    #[default(6.0)]
     pub radius_km: f64,
     /// IANA time zone: local hours drive demand.
+    #[default("America/Toronto")]
     pub timezone: String,
+    #[default("en")]
     pub language: String,
     /// The weather station's id, country and elevation (Meteostat metadata).
+    #[default("SIM01")]
     pub weather_station_id: String,
+    #[default("CA")]
     pub country: String,
+    #[default(76.0)]
     pub elevation_m: f64,
+    #[default(11)]
     pub capacity_min: u8,
+    #[default(40)]
     pub capacity_max: u8,
     /// Mean rentals per station per day at a station of weight 1, before zone volume and
     /// weather.
+    #[default(26.0)]
     pub trips_per_station_per_day: f64,
     /// Bikes per dock at the start, on average, 0–1 (each station starts between 0.6 and
     /// 1.4 times this full). Fewer bikes per dock: more empty stations, fewer full ones.
+    #[default(0.43)]
     pub bikes_per_dock: f64,
     /// Share of the fleet that are e-bikes, 0–1.
+    #[default(0.15)]
     pub ebike_share: f64,
+    #[default(true)]
     pub rebalancing: bool,
+    #[default(30)]
     pub rebalancing_interval_minutes: u32,
+    #[default(0.6)]
     pub rebalancing_moves_per_100_stations: f64,
+    #[default(15)]
     pub truck_capacity: u8,
     /// Minutes between a truck loading bikes at a full station and unloading them at an
     /// empty one (0: at once).
+    #[default(30)]
     pub truck_minutes: u32,
     /// Spread (log-normal σ) of each station's share of returns against its share of
     /// rentals: stations uphill or away from transit lose bikes day after day, others
     /// gain them, and only trucks even them out. 0: every station as balanced as its zone.
+    #[default(0.5)]
     pub station_imbalance: f64,
     /// Hours the city runs before `start` so that it starts in the state its own dynamics
     /// lead to (drained and filled stations, trucks on the road), not freshly stocked.
+    #[default(48)]
     pub warm_up_hours: u32,
     /// A station reports at least this often (±20 %), even without a change.
+    #[default(60)]
     pub heartbeat_minutes: u32,
+    #[default(0.003)]
     pub breakdown_per_trip: f64,
+    #[default(0.0005)]
     pub dock_failures_per_dock_day: f64,
+    #[default(0.003)]
     pub outages_per_station_day: f64,
     pub climate: ClimateConfig,
-}
-
-impl Default for CityConfig {
-    fn default() -> Self {
-        Self {
-            system_id: "sim-city".into(),
-            name: "Sim City".into(),
-            seed: 42,
-            stations: 300,
-            centre_lat: 43.65,
-            centre_lon: -79.38,
-            radius_km: 6.0,
-            timezone: "America/Toronto".into(),
-            language: "en".into(),
-            weather_station_id: "SIM01".into(),
-            country: "CA".into(),
-            elevation_m: 76.0,
-            capacity_min: 11,
-            capacity_max: 40,
-            trips_per_station_per_day: 26.0,
-            bikes_per_dock: 0.43,
-            ebike_share: 0.15,
-            rebalancing: true,
-            rebalancing_interval_minutes: 30,
-            rebalancing_moves_per_100_stations: 0.6,
-            truck_capacity: 15,
-            truck_minutes: 30,
-            station_imbalance: 0.5,
-            warm_up_hours: 48,
-            heartbeat_minutes: 60,
-            breakdown_per_trip: 0.003,
-            dock_failures_per_dock_day: 0.0005,
-            outages_per_station_day: 0.003,
-            climate: ClimateConfig::default(),
-        }
-    }
 }
 
 impl CityConfig {

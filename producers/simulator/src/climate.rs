@@ -22,30 +22,24 @@ use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::WeatherObs;
 use chrono::{Datelike, Timelike};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 /// The climate of the simulated city (defaults: Toronto).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClimateConfig {
     /// Mean annual temperature, °C.
+    #[default(9.0)]
     pub mean_temp_c: f64,
     /// Half the difference between the mean July and the mean January temperature, °C.
+    #[default(13.5)]
     pub annual_amplitude_c: f64,
     /// Half the mean daily temperature range, °C.
+    #[default(4.5)]
     pub diurnal_amplitude_c: f64,
     /// Share of hours with precipitation, 0–1.
+    #[default(0.09)]
     pub rain_probability: f64,
-}
-
-impl Default for ClimateConfig {
-    fn default() -> Self {
-        Self {
-            mean_temp_c: 9.0,
-            annual_amplitude_c: 13.5,
-            diurnal_amplitude_c: 4.5,
-            rain_probability: 0.09,
-        }
-    }
 }
 
 /// One hour at the weather station, in Meteostat's units and field names: °C, %, mm,

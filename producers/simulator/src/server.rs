@@ -50,6 +50,7 @@ use bikeshare_types::{SharedClock, Timestamp};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use smart_default::SmartDefault;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower_http::compression::CompressionLayer;
@@ -75,14 +76,16 @@ const GZIP: &str = "application/gzip";
 const SERVER: Server = Server::new("the simulator", TOKEN_ENV);
 
 /// How the simulator runs and serves. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulatorConfig {
     pub city: CityConfig,
     /// Simulated seconds per wall-clock second until sim time catches up with the wall.
+    #[default(1.0)]
     pub time_scale: f64,
     /// Sim start; `None` is now. A start in the past runs fast until it catches up.
     pub start: Option<Timestamp>,
+    #[default(DEFAULT_BIND)]
     pub bind: SocketAddr,
     /// Bearer token (else `BIKESHARE_SIM_TOKEN`); required when `bind` is not loopback.
     pub token: Option<Secret>,
@@ -90,24 +93,11 @@ pub struct SimulatorConfig {
     /// for a wildcard bind).
     pub public_base_url: Option<String>,
     /// Days of weather before the sim start in the bulk hourly file.
+    #[default(30)]
     pub weather_history_days: u32,
     /// How often the background task looks at the sim clock, milliseconds.
+    #[default(200)]
     pub tick_ms: u64,
-}
-
-impl Default for SimulatorConfig {
-    fn default() -> Self {
-        Self {
-            city: CityConfig::default(),
-            time_scale: 1.0,
-            start: None,
-            bind: DEFAULT_BIND,
-            token: None,
-            public_base_url: None,
-            weather_history_days: 30,
-            tick_ms: 200,
-        }
-    }
 }
 
 /// One served document with its validators.

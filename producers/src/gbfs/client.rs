@@ -22,10 +22,12 @@ use std::time::Duration;
 
 use bikeshare_types::error::{Classify, ErrorClass};
 use bikeshare_types::retry::{Backoff, Failure};
+use bikeshare_types::time::millis;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use super::rules::rule;
 
@@ -43,23 +45,34 @@ pub mod reason {
 }
 
 /// HTTP settings. Durations are written in milliseconds (`connect_timeout_ms`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct ClientConfig {
     #[serde(rename = "connect_timeout_ms", with = "millis")]
+    #[default(Duration::from_secs(5))]
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of a response (headers or body).
     #[serde(rename = "read_timeout_ms", with = "millis")]
+    #[default(Duration::from_secs(15))]
     pub read_timeout: Duration,
     /// Longest time for one whole request, body included (bounds slow drips).
     #[serde(rename = "request_timeout_ms", with = "millis")]
+    #[default(Duration::from_secs(60))]
     pub request_timeout: Duration,
     /// Longest time for one fetch, retries included: a feed that drips slowly enough to
     /// pass every read timeout, and is retried, cannot hold its system's poller longer.
     #[serde(rename = "fetch_deadline_ms", with = "millis")]
+    #[default(Duration::from_secs(90))]
     pub fetch_deadline: Duration,
+    #[default(DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    #[default(Backoff {
+        base: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+        max_retries: Some(3),
+    })]
     pub retry: Backoff,
+    #[default(concat!("bikeshare-producers/", env!("CARGO_PKG_VERSION")).to_owned())]
     pub user_agent: String,
     /// A token for one origin's feeds; set by code, never read from or written to a file.
     #[serde(skip)]
@@ -103,39 +116,6 @@ impl std::fmt::Debug for Bearer {
             .field("origin", &self.origin.origin().ascii_serialization())
             .field("token", &"<redacted>")
             .finish()
-    }
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(15),
-            request_timeout: Duration::from_secs(60),
-            fetch_deadline: Duration::from_secs(90),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            retry: Backoff {
-                base: Duration::from_millis(250),
-                max: Duration::from_secs(5),
-                max_retries: Some(3),
-            },
-            user_agent: concat!("bikeshare-producers/", env!("CARGO_PKG_VERSION")).to_owned(),
-            bearer: None,
-        }
-    }
-}
-
-/// `Duration` as integer milliseconds in configuration files.
-pub(crate) mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -48,15 +48,17 @@ use bikeshare_types::{EventId, SharedClock, StationId, SystemId, Timestamp};
 use bytes::Bytes;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 use tokio::time::Instant;
 
-use super::client::{CacheValidators, ClientConfig, FetchError, Fetched, GbfsClient, millis};
+use super::client::{CacheValidators, ClientConfig, FetchError, Fetched, GbfsClient};
 use super::discovery::Discovery;
 use super::model::{FeedError, FeedHeader, FeedKind, KnownStations, Rejected};
 use super::rules::{RuleConfig, rule};
 use super::schema::{SchemaError, SchemaRegistry};
 use super::validate::FeedValidator;
 use crate::output::{Output, OutputError};
+use bikeshare_types::time::millis;
 
 /// Reasons of poll failures that are not fetch or feed errors (metrics labels).
 pub mod reason {
@@ -69,21 +71,25 @@ pub mod reason {
 }
 
 /// Poller settings; every field has a default. Durations are in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct PollerConfig {
     /// Shortest time between two `station_status` polls (also used after a failure).
     #[serde(rename = "min_interval_ms", with = "millis")]
+    #[default(Duration::from_secs(10))]
     pub min_interval: Duration,
     /// Longest time between two `station_status` polls, whatever the feed's TTL.
     #[serde(rename = "max_interval_ms", with = "millis")]
+    #[default(Duration::from_secs(120))]
     pub max_interval: Duration,
     /// Shortest time between two reads of `gbfs.json`, `system_information` and
     /// `station_information`.
     #[serde(rename = "info_min_interval_ms", with = "millis")]
+    #[default(Duration::from_secs(60))]
     pub info_min_interval: Duration,
     /// Longest time between two reads of those feeds.
     #[serde(rename = "info_max_interval_ms", with = "millis")]
+    #[default(Duration::from_secs(3600))]
     pub info_max_interval: Duration,
     /// Preferred language (discovery in 1.x/2.x, localised names in 3.0).
     pub language: Option<String>,
@@ -91,21 +97,6 @@ pub struct PollerConfig {
     pub schema_dir: Option<PathBuf>,
     pub rules: RuleConfig,
     pub client: ClientConfig,
-}
-
-impl Default for PollerConfig {
-    fn default() -> Self {
-        Self {
-            min_interval: Duration::from_secs(10),
-            max_interval: Duration::from_secs(120),
-            info_min_interval: Duration::from_secs(60),
-            info_max_interval: Duration::from_secs(3600),
-            language: None,
-            schema_dir: None,
-            rules: RuleConfig::default(),
-            client: ClientConfig::default(),
-        }
-    }
 }
 
 /// Whole seconds of `d`, for a heartbeat's period.

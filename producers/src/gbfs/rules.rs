@@ -6,6 +6,7 @@
 //! GBFS polling, replays and the simulator's own tests.
 
 use bikeshare_types::{StationId, Timestamp};
+use smart_default::SmartDefault;
 
 /// Rule names, as they appear in dead letters and in the `dead_letters_total{reason}` metric.
 pub mod rule {
@@ -45,22 +46,15 @@ impl RuleViolation {
 }
 
 /// Thresholds of the semantic rules.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct RuleConfig {
     /// How far `last_reported` may be ahead of the producer's clock (clock skew), in ms.
+    #[default(5 * 60_000)]
     pub max_future_skew_ms: i64,
     /// How many vehicles plus docks above `capacity` are tolerated (feeds lag a little).
+    #[default(2)]
     pub capacity_tolerance: u32,
-}
-
-impl Default for RuleConfig {
-    fn default() -> Self {
-        Self {
-            max_future_skew_ms: 5 * 60_000,
-            capacity_tolerance: 2,
-        }
-    }
 }
 
 /// Counts of a station report as the feed gave them.

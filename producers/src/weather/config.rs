@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bikeshare_types::retry::Backoff;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 /// The Meteostat JSON API on RapidAPI.
 pub const DEFAULT_API_BASE: &str = "https://meteostat.p.rapidapi.com";
@@ -25,43 +26,34 @@ pub enum WeatherMode {
 }
 
 /// How the weather producer polls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct WeatherConfig {
+    #[default(WeatherMode::Api)]
     pub mode: WeatherMode,
     /// JSON API base URL (tests and the simulator point it elsewhere).
+    #[default(DEFAULT_API_BASE.into())]
     pub api_base: String,
     /// Bulk data base URL.
+    #[default(DEFAULT_BULK_BASE.into())]
     pub bulk_base: String,
     /// Seconds between polls.
+    #[default(15 * 60)]
     pub poll_interval_secs: u64,
     /// How many hours back each poll looks (observations arrive late).
+    #[default(24)]
     pub lookback_hours: u32,
     /// Per-request timeout, seconds.
+    #[default(30)]
     pub timeout_secs: u64,
     /// Largest response body accepted, bytes (bulk hourly files hold a station's history).
+    #[default(64 * 1024 * 1024)]
     pub max_body_bytes: u64,
     /// Retries of one request (the client is the only retry owner on this path).
     pub retry: Backoff,
     /// A token for one origin (the built-in simulator's); set by code, never configuration.
     #[serde(skip)]
     pub bearer: Option<crate::gbfs::Bearer>,
-}
-
-impl Default for WeatherConfig {
-    fn default() -> Self {
-        Self {
-            mode: WeatherMode::Api,
-            api_base: DEFAULT_API_BASE.into(),
-            bulk_base: DEFAULT_BULK_BASE.into(),
-            poll_interval_secs: 15 * 60,
-            lookback_hours: 24,
-            timeout_secs: 30,
-            max_body_bytes: 64 * 1024 * 1024,
-            retry: Backoff::default(),
-            bearer: None,
-        }
-    }
 }
 
 impl WeatherConfig {

@@ -28,6 +28,7 @@ use bikeshare_types::error::{Classify, ErrorClass};
 use bikeshare_types::retry::Backoff;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use crate::batch::{MAX_RECORD_BYTES, plan};
 
@@ -71,26 +72,19 @@ impl Classify for FirehoseError {
 }
 
 /// How hard to try.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct DeliveryConfig {
     /// Delays between re-sends of one call; `max_retries` counts re-sends without progress.
+    #[default(Backoff {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        max_retries: Some(10),
+    })]
     pub backoff: Backoff,
     /// The longest one call may keep retrying, in milliseconds.
+    #[default(120_000)]
     pub max_elapsed_ms: u64,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            backoff: Backoff {
-                base: Duration::from_millis(100),
-                max: Duration::from_secs(5),
-                max_retries: Some(10),
-            },
-            max_elapsed_ms: 120_000,
-        }
-    }
 }
 
 impl DeliveryConfig {

@@ -24,35 +24,25 @@ pub use delivery::{DeliveryConfig, DeliveryStats, DeliveryStream, FirehoseError}
 pub use sinks::{DeliveryStreams, FirehoseOutputs, FirehoseSinks, stream_name};
 
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 /// The `[firehose]` configuration section: off by default (the lake on local disk needs no
 /// AWS); on in AWS, where the delivery streams write the lake's datasets to S3.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct FirehoseConfig {
     pub enabled: bool,
     /// Delivery stream names are `<prefix><dataset>` with `-` for `_`
     /// (`bikeshare-dev-raw-events`, ... `bikeshare-dev-dead-letters`): one prefix per
     /// environment.
+    #[default("bikeshare-")]
     pub prefix: String,
     /// AWS region; empty = the standard configuration chain.
     pub region: Option<String>,
     /// An endpoint override (a local moto server); empty = AWS, or `AWS_ENDPOINT_URL_FIREHOSE`.
     pub endpoint_url: Option<String>,
     /// Also send the processor's feature vectors (large: one float per feature).
+    #[default(true)]
     pub features: bool,
     pub delivery: DeliveryConfig,
-}
-
-impl Default for FirehoseConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            prefix: "bikeshare-".into(),
-            region: None,
-            endpoint_url: None,
-            features: true,
-            delivery: DeliveryConfig::default(),
-        }
-    }
 }

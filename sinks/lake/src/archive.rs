@@ -28,6 +28,7 @@ use bikeshare_stream::sink::SinkError;
 use bikeshare_stream::{StartPosition, StreamError, StreamReader, pause_between_polls};
 use bikeshare_types::SharedClock;
 use bikeshare_types::contracts::{DeadLetter, Envelope};
+use smart_default::SmartDefault;
 
 use crate::LakeError;
 use crate::staging::Staging;
@@ -54,27 +55,19 @@ pub trait ArchiveTap: Send + Sync + std::fmt::Debug {
 }
 
 /// Settings of the archiver.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, SmartDefault)]
 pub struct ArchiverConfig {
     /// Records per read from a shard.
+    #[default(1000)]
     pub batch: usize,
+    #[default(Duration::from_secs(10))]
     pub checkpoint_interval: Duration,
+    #[default(Duration::from_millis(200))]
     pub idle_wait: Duration,
     /// Stop once both streams are read (bounded inputs, tests).
     pub stop_when_caught_up: bool,
+    #[default(Duration::from_secs(10))]
     pub discovery_interval: Duration,
-}
-
-impl Default for ArchiverConfig {
-    fn default() -> Self {
-        Self {
-            batch: 1000,
-            checkpoint_interval: Duration::from_secs(10),
-            idle_wait: Duration::from_millis(200),
-            stop_when_caught_up: false,
-            discovery_interval: Duration::from_secs(10),
-        }
-    }
 }
 
 bikeshare_types::counters! {

@@ -55,40 +55,34 @@ use bikeshare_types::contracts::{FeatureVector, Label, Prediction};
 use bikeshare_types::ids::deterministic_id;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use crate::dataset::Dataset;
 use crate::layout::{EncodedFile, Hour};
 
 /// The `[lake.model_monitor]` configuration section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct ModelMonitorConfig {
     /// Write data capture and ground truth (with the processor's lake rows).
+    #[default(true)]
     pub enabled: bool,
     /// Under the lake's root (`s3://bucket/lake/<this>` on S3).
+    #[default("model-monitor/data-capture")]
     pub data_capture_prefix: String,
+    #[default("model-monitor/ground-truth")]
     pub ground_truth_prefix: String,
     /// The endpoint and variant names of the capture's path, as SageMaker would write them.
+    #[default("bikeshare-stockout")]
     pub endpoint_name: String,
+    #[default("AllTraffic")]
     pub variant: String,
     /// Percent of scored predictions captured, 0 to 100: SageMaker's
     /// `DataCaptureConfig.InitialSamplingPercentage`. Which ones is decided by a hash of the
     /// prediction id ([`Self::samples`]), so a rerun captures the same predictions and a
     /// label's ground truth is written exactly when its prediction was captured.
+    #[default(DEFAULT_SAMPLING_PERCENTAGE)]
     pub sampling_percentage: u8,
-}
-
-impl Default for ModelMonitorConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            data_capture_prefix: "model-monitor/data-capture".into(),
-            ground_truth_prefix: "model-monitor/ground-truth".into(),
-            endpoint_name: "bikeshare-stockout".into(),
-            variant: "AllTraffic".into(),
-            sampling_percentage: DEFAULT_SAMPLING_PERCENTAGE,
-        }
-    }
 }
 
 /// Captured share of predictions by default: every prediction's capture line is ~1 KB (75

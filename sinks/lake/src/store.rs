@@ -13,14 +13,16 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 use crate::LakeError;
 
 /// The `[lake]` configuration section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct LakeConfig {
     /// Write the lake at all (`up`, `process`).
+    #[default(true)]
     pub enabled: bool,
     /// Where: empty = `<data_dir>/lake`; a directory path; or `s3://bucket/prefix`.
     pub url: String,
@@ -29,25 +31,13 @@ pub struct LakeConfig {
     /// Suffix of the writer ids (`processor`, `archive`) when several instances share a lake.
     pub instance: String,
     /// The archiver's checkpoints; relative paths are under `data_dir`.
+    #[default(PathBuf::from("checkpoints/lake"))]
     pub checkpoint_dir: PathBuf,
     /// How often the archiver checkpoints (and so writes files).
+    #[default(10_000)]
     pub checkpoint_interval_ms: u64,
     /// SageMaker Model Monitor's data capture and ground truth (`[lake.model_monitor]`).
     pub model_monitor: crate::model_monitor::ModelMonitorConfig,
-}
-
-impl Default for LakeConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            url: String::new(),
-            endpoint: String::new(),
-            instance: String::new(),
-            checkpoint_dir: PathBuf::from("checkpoints/lake"),
-            checkpoint_interval_ms: 10_000,
-            model_monitor: crate::model_monitor::ModelMonitorConfig::default(),
-        }
-    }
 }
 
 impl LakeConfig {

@@ -71,6 +71,7 @@ use bikeshare_types::contracts::{
 };
 use bikeshare_types::{SharedClock, StationId, SystemId};
 use dashmap::DashMap;
+use smart_default::SmartDefault;
 use tokio::sync::watch;
 
 use crate::telemetry::RunTelemetry;
@@ -102,12 +103,15 @@ pub type LatestPredictions = Arc<DashMap<(SystemId, StationId), Prediction>>;
 pub type LiveQualityView = Arc<DashMap<SystemId, QualityReport>>;
 
 /// Settings of the runner.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, SmartDefault)]
 pub struct RunnerConfig {
     /// Records per read from a shard.
+    #[default(1000)]
     pub batch: usize,
+    #[default(Duration::from_secs(10))]
     pub checkpoint_interval: Duration,
     /// How long to wait for new records when every shard is caught up.
+    #[default(Duration::from_millis(200))]
     pub idle_wait: Duration,
     /// Stop once every shard is caught up (bounded inputs: backfills, tests).
     pub stop_when_caught_up: bool,
@@ -118,27 +122,15 @@ pub struct RunnerConfig {
     pub label_to_end: bool,
     /// How often shards are listed again (new shards after a reshard; a shard's end
     /// triggers a listing at once).
+    #[default(Duration::from_secs(10))]
     pub discovery_interval: Duration,
     /// This instance's name among those sharing the shards, and how long its leases last
     /// unless renewed (they are renewed every third of that).
+    #[default(LeaseConfig {
+        owner: "local".into(),
+        duration: Duration::from_secs(10),
+    })]
     pub lease: LeaseConfig,
-}
-
-impl Default for RunnerConfig {
-    fn default() -> Self {
-        Self {
-            batch: 1000,
-            checkpoint_interval: Duration::from_secs(10),
-            idle_wait: Duration::from_millis(200),
-            stop_when_caught_up: false,
-            label_to_end: false,
-            discovery_interval: Duration::from_secs(10),
-            lease: LeaseConfig {
-                owner: "local".into(),
-                duration: Duration::from_secs(10),
-            },
-        }
-    }
 }
 
 /// Live counters of a runner.
