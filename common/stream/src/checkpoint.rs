@@ -38,6 +38,9 @@ use async_trait::async_trait;
 use bikeshare_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
 /// The checkpoint format version this build writes and reads.
 /// (Version 1 was one checkpoint of every shard together; version 2 is one per shard.)
 pub const CHECKPOINT_VERSION: u32 = 2;
@@ -533,6 +536,7 @@ impl CheckpointStore for LocalCheckpointStore {
 
 #[cfg(test)]
 mod tests {
+    use super::conformance::{former_owners_are_fenced, holder};
     use super::*;
 
     fn cp(epoch: u64) -> Checkpoint {
@@ -575,59 +579,11 @@ mod tests {
         ));
     }
 
-    fn holder(owner: &str, lease_counter: u64) -> Holder {
-        Holder {
-            owner: owner.into(),
-            lease_counter,
-        }
-    }
-
-    /// A former owner that did not notice it lost the shard writes with the version it
-    /// last saw: once the new owner has claimed the checkpoint, that write is refused and
-    /// names the new owner; the new owner's writes go on.
-    async fn former_owner_is_fenced_once_the_new_owner_claims(store: &dyn CheckpointStore) {
-        let a = holder("a", 1);
-        let first = store.load(KEY).await.unwrap();
-        assert_eq!(first.version, Version::ABSENT);
-        let va = store
-            .save_if(KEY, &cp(1), &a, &first.version)
-            .await
-            .unwrap();
-        let va = store.save_if(KEY, &cp(2), &a, &va).await.unwrap();
-        // b takes the lease, loads and claims.
-        let b = holder("b", 7);
-        let loaded = store.load(KEY).await.unwrap();
-        assert_eq!(loaded.checkpoint, Some(cp(2)));
-        assert_eq!(loaded.holder, Some(a.clone()));
-        let claimed = loaded.checkpoint.unwrap();
-        let vb = store
-            .save_if(KEY, &claimed, &b, &loaded.version)
-            .await
-            .unwrap();
-        // a's next write is refused, naming b; the stored checkpoint is b's claim.
-        match store.save_if(KEY, &cp(3), &a, &va).await {
-            Err(CheckpointError::Fenced { holder, .. }) => assert_eq!(holder, b),
-            other => panic!("a former owner's write was not fenced: {other:?}"),
-        }
-        // A second creator of a key that exists is refused too.
-        assert!(matches!(
-            store.save_if(KEY, &cp(3), &a, &Version::ABSENT).await,
-            Err(CheckpointError::Fenced { .. })
-        ));
-        let now = store.load(KEY).await.unwrap();
-        assert_eq!(now.checkpoint, Some(cp(2)));
-        assert_eq!(now.holder, Some(b.clone()));
-        let vb = store.save_if(KEY, &cp(3), &b, &vb).await.unwrap();
-        assert_eq!(store.load(KEY).await.unwrap().version, vb);
-        assert_eq!(store.latest(KEY).await.unwrap(), Some(cp(3)));
-    }
-
     #[tokio::test]
     async fn checkpoint_writes_are_fenced_in_memory_and_on_disk() {
-        former_owner_is_fenced_once_the_new_owner_claims(&MemoryCheckpointStore::default()).await;
+        former_owners_are_fenced(&MemoryCheckpointStore::default()).await;
         let dir = tempfile::tempdir().unwrap();
-        former_owner_is_fenced_once_the_new_owner_claims(&LocalCheckpointStore::new(dir.path()))
-            .await;
+        former_owners_are_fenced(&LocalCheckpointStore::new(dir.path())).await;
         // Two stores over one directory (two processes) fence each other as well.
         let (one, two) = (
             LocalCheckpointStore::new(dir.path()),

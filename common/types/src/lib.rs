@@ -11,6 +11,7 @@
 //! - [`metrics`]: every metric's name, unit and labels, and the typed functions that record them.
 //! - [`counters`]: relaxed in-process counters and their snapshot, declared once
 //!   ([`counters!`]).
+//! - [`xorshift`]: a tiny seeded generator for synthetic data and test schedules.
 
 pub mod contracts;
 pub mod counters;
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod metrics;
 pub mod retry;
 pub mod time;
+pub mod xorshift;
 
 pub use ids::{EventId, StationId, SystemId};
 pub use time::{Clock, SharedClock, SystemClock, Timestamp};

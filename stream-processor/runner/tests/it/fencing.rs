@@ -47,18 +47,7 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     };
 
     // The reference: one runner, no stall.
-    let reference = MemorySinks::new();
-    support::run_to_end(
-        "the reference run",
-        support::alone(
-            "ref",
-            reader.clone(),
-            Arc::new(reference.clone()),
-            lease,
-            config.clone(),
-        ),
-    )
-    .await;
+    let reference = support::reference_run(reader.clone(), lease, config.clone()).await;
 
     // a's first publish stalls for two lease durations; b waits for a free lease meanwhile.
     let a_sinks = StallingSinks::new(Some(lease * 2), false);
@@ -91,10 +80,7 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
         },
     );
     let b_stats = b.stats();
-    let (stop_b, stopped) = tokio::sync::oneshot::channel::<()>();
-    let b = tokio::spawn(b.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop_b, b) = support::spawn_until_stopped(b);
     let a = tokio::time::timeout(Duration::from_secs(60), a).await;
     let _ = stop_b.send(());
     support::joined("b", b).await;
@@ -146,10 +132,7 @@ async fn a_former_owner_is_fenced_at_its_checkpoint_drops_the_shard_and_emits_no
         },
     );
     let a_stats = a.stats();
-    let (stop_a, stopped) = tokio::sync::oneshot::channel::<()>();
-    let a = tokio::spawn(a.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop_a, a) = support::spawn_until_stopped(a);
     // a reaches its first checkpoint barrier and waits there (a slow sink flush) ...
     until("a at its checkpoint barrier", || {
         a_sinks.at_first_commit.load(Ordering::SeqCst) != usize::MAX

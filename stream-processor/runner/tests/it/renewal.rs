@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bikeshare_runner::RunnerConfig;
-use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::ShardId;
 use bikeshare_stream::checkpoint::MemoryCheckpointStore;
 use bikeshare_stream::lease::{Lease, LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore};
@@ -82,18 +81,7 @@ async fn a_runner_blocked_in_a_step_still_takes_a_freed_lease() {
         idle_wait: Duration::from_millis(5),
         ..RunnerConfig::default()
     };
-    let reference = MemorySinks::new();
-    support::run_to_end(
-        "the reference run",
-        support::alone(
-            "ref",
-            Arc::new(stream.clone()),
-            Arc::new(reference.clone()),
-            LEASE,
-            config.clone(),
-        ),
-    )
-    .await;
+    let reference = support::reference_run(Arc::new(stream.clone()), LEASE, config.clone()).await;
 
     // b holds both shards; a, arriving, steals one (its share) and blocks in its first write.
     let leases = Arc::new(MemoryLeaseStore::default());

@@ -65,22 +65,7 @@ fn outputs(sinks: &[MemorySinks]) -> Outputs {
 async fn reference(records: &[PutRecord]) -> Outputs {
     let stream = ReshardableStream::new(2);
     stream.put(records);
-    let sinks = MemorySinks::new();
-    support::run_to_end(
-        "the reference run",
-        support::alone(
-            "reference",
-            Arc::new(stream),
-            Arc::new(sinks.clone()),
-            LEASE,
-            RunnerConfig {
-                stop_when_caught_up: true,
-                ..config()
-            },
-        ),
-    )
-    .await;
-    outputs(&[sinks])
+    outputs(&[support::reference_run(Arc::new(stream), LEASE, config()).await])
 }
 
 async fn processed(stats: &[Arc<RunnerStats>], n: usize) {

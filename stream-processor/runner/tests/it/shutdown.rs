@@ -45,10 +45,7 @@ async fn a_shutdown_during_a_stalled_read_still_stores_the_final_checkpoint() {
         config.clone(),
     );
     let stats = runner.stats();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(runner.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = support::spawn_until_stopped(runner);
     let read = answers * batch;
     until("the reads before the freeze processed", || {
         stats.records.load(Ordering::Relaxed) as usize >= read
@@ -94,21 +91,7 @@ async fn a_shutdown_during_a_stalled_read_still_stores_the_final_checkpoint() {
         ),
     )
     .await;
-    let reference = MemorySinks::new();
-    support::run_to_end(
-        "the reference run",
-        support::alone(
-            "reference",
-            Arc::new(stream),
-            Arc::new(reference.clone()),
-            Duration::from_secs(30),
-            RunnerConfig {
-                stop_when_caught_up: true,
-                ..config
-            },
-        ),
-    )
-    .await;
+    let reference = support::reference_run(Arc::new(stream), Duration::from_secs(30), config).await;
     let mut both = predictions(&sinks);
     let first = both.len();
     both.extend(predictions(&rest));

@@ -24,8 +24,9 @@ use bikeshare_stream_processor::{BaselineScorer, Processor, ProcessorConfig, Sco
 use bikeshare_testkit::envelopes::status_envelope;
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 use bikeshare_types::time::{ManualClock, SystemClock};
+use bikeshare_types::xorshift::XorShift64;
 use bikeshare_types::{SharedClock, Timestamp};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -36,12 +37,12 @@ const CAPACITY: u32 = 12;
 /// that drain, fill and wander), systems interleaved in event time.
 pub fn city(systems: &[String], minutes: i64) -> Vec<PutRecord> {
     let mut out = Vec::new();
-    let mut state: Vec<(u64, [i64; 6])> = systems
+    let mut state: Vec<(XorShift64, [i64; 6])> = systems
         .iter()
         .enumerate()
         .map(|(i, _)| {
             (
-                0x2545_f491_4f6c_dd1d ^ (i as u64 * 0x9e37),
+                XorShift64::new(0x2545_f491_4f6c_dd1d ^ (i as u64 * 0x9e37)),
                 [6, 3, 9, 6, 1, 11],
             )
         })
@@ -49,15 +50,12 @@ pub fn city(systems: &[String], minutes: i64) -> Vec<PutRecord> {
     for m in (0..minutes).step_by(2) {
         for (system, (x, bikes)) in systems.iter().zip(state.iter_mut()) {
             for (i, b) in bikes.iter_mut().enumerate() {
-                *x ^= *x << 13;
-                *x ^= *x >> 7;
-                *x ^= *x << 17;
                 let drift = match i {
                     0 | 1 => -1,
                     4 | 5 => 1,
                     _ => 0,
                 };
-                let step = (*x % 3) as i64 - 1 + if m % 40 < 20 { drift } else { -drift };
+                let step = x.below(3) as i64 - 1 + if m % 40 < 20 { drift } else { -drift };
                 *b = (*b + step).clamp(0, i64::from(CAPACITY));
                 let env = status_envelope(
                     system,
@@ -375,6 +373,37 @@ pub async fn run_to_end(what: &str, runner: Runner) -> Processor {
         Ok(run) => run.unwrap_or_else(|e| panic!("{what} failed: {e}")),
         Err(_) => panic!("{what} did not stop within {RUN_BOUND:?}: it never caught up"),
     }
+}
+
+/// The reference run: one runner [`alone`] over `reader` to the end of what it holds
+/// (`stop_when_caught_up` is set); what it wrote, to compare other runs with.
+pub async fn reference_run(
+    reader: Arc<dyn StreamReader>,
+    lease: Duration,
+    config: RunnerConfig,
+) -> MemorySinks {
+    let sinks = MemorySinks::new();
+    let config = RunnerConfig {
+        stop_when_caught_up: true,
+        ..config
+    };
+    let runner = alone("reference", reader, Arc::new(sinks.clone()), lease, config);
+    run_to_end("the reference run", runner).await;
+    sinks
+}
+
+/// Spawns `runner` to run until the returned sender is sent to (or dropped).
+pub fn spawn_until_stopped(
+    runner: Runner,
+) -> (
+    oneshot::Sender<()>,
+    JoinHandle<Result<Processor, RunnerError>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(runner.run(async move {
+        let _ = stopped.await;
+    }));
+    (stop, run)
 }
 
 /// Waits for a spawned run to end; the test fails, naming `what`, if it has not within
