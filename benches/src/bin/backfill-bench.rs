@@ -12,8 +12,11 @@
 //! into a temporary directory, then runs the real `bikeshare backfill` on it into a Parquet
 //! rows file and reports its wall time, events per second (the child runs the processor on
 //! one thread; decoding and writing are on the same process), and its peak RSS (`VmHWM`,
-//! read from `/proc` until it exits) per input event. Run it for two history lengths: memory
-//! bounded by stations × window span stays flat, memory that holds the history grows with it.
+//! read from `/proc` until it exits) per input event, and its CPU seconds (user + system, from
+//! `/proc/self/stat` once it is reaped): events per CPU-second is the "per core" figure. Run
+//! it for two history lengths: memory bounded by stations × window span stays flat, memory
+//! that holds the history grows with it. `--runs 3` reports each run and the median;
+//! `--keep-in DIR` keeps the history and prints the command (to profile it).
 
 #![allow(clippy::print_stdout)]
 
@@ -40,6 +43,39 @@ struct Args {
     /// The bikeshare binary (default: `release/bikeshare` beside this one).
     #[arg(long)]
     bikeshare: Option<PathBuf>,
+    /// Runs of the backfill on the same input; the median run is reported last.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Write the history (and the rows) into this directory and keep them, e.g. to profile
+    /// the printed command (default: a temporary directory, removed at the end).
+    #[arg(long)]
+    keep_in: Option<PathBuf>,
+}
+
+/// Clock ticks per second of `/proc`'s times (`USER_HZ`, 100 on every Linux architecture
+/// this runs on).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds (user, system) of this process's reaped children, from `/proc/self/stat`
+/// (`cutime`, `cstime`): after a child is waited for, its whole CPU time is in there.
+fn children_cpu_secs() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // `cutime` and `cstime` are fields 16 and 17 of the line, 14 and 15 after `comm`.
+    let tick = |i: usize| fields.get(i)?.parse::<f64>().ok().map(|t| t / USER_HZ);
+    Some((tick(13)?, tick(14)?))
+}
+
+/// What one run of the child measured.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    wall_secs: f64,
+    cpu_secs: f64,
+    user_secs: f64,
+    sys_secs: f64,
+    peak_kib: u64,
 }
 
 /// `VmHWM` of a process, in KiB (`None` once it is gone).
@@ -66,8 +102,15 @@ fn main() -> anyhow::Result<()> {
             bikeshare.display()
         );
     }
-    let dir = tempfile::tempdir()?;
-    let input = dir.path().join("history.jsonl");
+    let temp = tempfile::tempdir()?;
+    let dir = match &args.keep_in {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let input = dir.join("history.jsonl");
     let mut feed = MinuteFeed::new(args.stations, args.seed, Timestamp(START_MS))?;
     let mut events = 0u64;
     let mut bytes = 0u64;
@@ -89,16 +132,54 @@ fn main() -> anyhow::Result<()> {
         }
         w.flush()?;
     }
-    let output = dir.path().join("rows.parquet");
-    let data_dir = dir.path().join("data");
+    let output = dir.join("rows.parquet");
+    let data_dir = dir.join("data");
+    println!(
+        "backfill-bench: {} stations x {} min: {events} events ({:.0} MiB of JSON lines)",
+        args.stations,
+        args.minutes,
+        bytes as f64 / (1 << 20) as f64
+    );
+    if args.keep_in.is_some() {
+        println!(
+            "command: {} --data-dir {} backfill --format jsonl --system-id bench {} -o {}",
+            bikeshare.display(),
+            data_dir.display(),
+            input.display(),
+            output.display()
+        );
+    }
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let run = run_once(&bikeshare, &data_dir, &input, &output)?;
+        report("run", &run, events, &output)?;
+        runs.push(run);
+    }
+    if runs.len() > 1 {
+        // The median run by wall time (the upper one of an even count).
+        runs.sort_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
+        report("median", &runs[runs.len() / 2], events, &output)?;
+    }
+    drop(temp);
+    Ok(())
+}
+
+fn run_once(
+    bikeshare: &std::path::Path,
+    data_dir: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> anyhow::Result<Run> {
+    let _ = std::fs::remove_dir_all(data_dir);
+    let before = children_cpu_secs().context("reading /proc/self/stat")?;
     let started = Instant::now();
-    let mut child = Command::new(&bikeshare)
+    let mut child = Command::new(bikeshare)
         .arg("--data-dir")
-        .arg(&data_dir)
+        .arg(data_dir)
         .args(["backfill", "--format", "jsonl", "--system-id", "bench"])
-        .arg(&input)
+        .arg(input)
         .arg("-o")
-        .arg(&output)
+        .arg(output)
         .spawn()
         .with_context(|| format!("running {}", bikeshare.display()))?;
     let mut peak_kib = 0;
@@ -115,19 +196,30 @@ fn main() -> anyhow::Result<()> {
     if !status.success() {
         bail!("bikeshare backfill failed: {status}");
     }
-    let secs = wall.as_secs_f64();
+    let after = children_cpu_secs().context("reading /proc/self/stat")?;
+    let (user_secs, sys_secs) = (after.0 - before.0, after.1 - before.1);
+    Ok(Run {
+        wall_secs: wall.as_secs_f64(),
+        cpu_secs: user_secs + sys_secs,
+        user_secs,
+        sys_secs,
+        peak_kib,
+    })
+}
+
+fn report(what: &str, run: &Run, events: u64, output: &std::path::Path) -> anyhow::Result<()> {
+    let events = events as f64;
     println!(
-        "backfill-bench: {} stations x {} min: {events} events ({:.0} MiB of JSON lines)",
-        args.stations,
-        args.minutes,
-        bytes as f64 / (1 << 20) as f64
-    );
-    println!(
-        "wall {secs:.2} s, {:.0} events/s (whole process), peak RSS {:.0} MiB ({:.0} B per input event), rows file {:.1} MiB",
-        events as f64 / secs,
-        peak_kib as f64 / 1024.0,
-        peak_kib as f64 * 1024.0 / events as f64,
-        std::fs::metadata(&output)?.len() as f64 / (1 << 20) as f64
+        "{what}: wall {:.2} s, {:.0} events/s (whole process), CPU {:.2} s (user {:.2} + sys {:.2}), {:.0} events per CPU-second, peak RSS {:.0} MiB ({:.0} B per input event), rows file {:.1} MiB",
+        run.wall_secs,
+        events / run.wall_secs,
+        run.cpu_secs,
+        run.user_secs,
+        run.sys_secs,
+        events / run.cpu_secs.max(f64::EPSILON),
+        run.peak_kib as f64 / 1024.0,
+        run.peak_kib as f64 * 1024.0 / events,
+        std::fs::metadata(output)?.len() as f64 / (1 << 20) as f64
     );
     Ok(())
 }

@@ -44,7 +44,7 @@ fn city() -> CityConfig {
     }
 }
 
-fn events() -> Vec<Envelope> {
+pub(crate) fn events() -> Vec<Envelope> {
     let from = Timestamp(FROM_MS);
     let to = Timestamp(FROM_MS + HOURS * Timestamp::HOUR_MS);
     history(&city(), from, to).expect("valid city").collect()
