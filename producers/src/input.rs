@@ -75,10 +75,22 @@ impl<R: BufRead> Lines<R> {
             while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
                 self.buf.pop();
             }
-            if !String::from_utf8_lossy(&self.buf).trim().is_empty() {
-                return Ok(Some((self.line_no, String::from_utf8_lossy(&self.buf))));
+            // A visible ASCII character makes the line not blank (a JSON line's first byte);
+            // only a line without one is decoded to look for other visible text.
+            let visible_ascii = self
+                .buf
+                .iter()
+                .any(|&b| b.is_ascii() && !char::from(b).is_whitespace());
+            if visible_ascii || !String::from_utf8_lossy(&self.buf).trim().is_empty() {
+                break;
             }
         }
+        // One UTF-8 check per line; the replacing copy only for invalid text.
+        let text = match std::str::from_utf8(&self.buf) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&self.buf),
+        };
+        Ok(Some((self.line_no, text)))
     }
 }
 
@@ -354,6 +366,26 @@ mod tests {
             seen.push((n, l.into_owned()));
         }
         assert_eq!(seen, vec![(1, "a".to_owned()), (4, "b".to_owned())]);
+    }
+
+    #[test]
+    fn lines_replace_invalid_utf8_and_skip_unicode_blanks() {
+        // A no-break space and an ideographic space are blank; an invalid byte is replaced.
+        let text = "\u{a0}\u{3000}\n\u{e9}t\u{e9}\n".as_bytes();
+        let mut input = text.to_vec();
+        input.extend_from_slice(b"x\xffy\n");
+        let mut rows = Lines::new(&input[..]);
+        let mut seen = Vec::new();
+        while let Some((n, l)) = rows.next_row().unwrap() {
+            seen.push((n, matches!(l, Cow::Borrowed(_)), l.into_owned()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (2, true, "\u{e9}t\u{e9}".to_owned()),
+                (3, false, "x\u{fffd}y".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -132,7 +132,24 @@ impl Envelope {
     }
 
     /// Decodes bytes from the stream, refusing versions this build does not know.
+    ///
+    /// An envelope as [`Envelope::encode`] writes it (every field once, `kind` before
+    /// `payload`, nothing else) is read in one pass straight into its types
+    /// ([`InOrder`]); anything else (another key order, unknown or repeated keys, an error)
+    /// goes the general way, whose answer, value or error, is the one returned. The fast
+    /// way accepts only what the general way accepts, with the same value (a unit test
+    /// compares both on many inputs): it skips the buffering of the whole envelope that
+    /// serde's `flatten` needs to find `kind` and `payload` among the other keys (decision
+    /// 097).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match serde_json::from_slice::<InOrder>(bytes) {
+            Ok(InOrder(env)) if env.schema_version == ENVELOPE_SCHEMA_VERSION => Ok(env),
+            _ => Self::decode_general(bytes),
+        }
+    }
+
+    /// [`Envelope::decode`] through the derived (`flatten`) deserializer: any key order.
+    fn decode_general(bytes: &[u8]) -> Result<Self, DecodeError> {
         #[derive(Deserialize)]
         struct VersionOnly {
             schema_version: Option<u64>,
@@ -153,6 +170,122 @@ impl Envelope {
                 _ => Err(DecodeError::Malformed(e)),
             },
         }
+    }
+}
+
+/// An [`Envelope`] read in one pass, in the order [`Envelope::encode`] writes its keys; it
+/// refuses everything else (see [`Envelope::decode`]).
+struct InOrder(Envelope);
+
+/// The keys of an encoded envelope.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Key {
+    SchemaVersion,
+    EventId,
+    SystemId,
+    Source,
+    EventTime,
+    IngestTime,
+    Kind,
+    Payload,
+    #[serde(other)]
+    Other,
+}
+
+/// `kind`'s value: one of [`EventKind`]'s names, as a string and nothing else (the way the
+/// general decoder reads the tag).
+#[derive(Clone, Copy)]
+struct KindName(EventKind);
+
+impl<'de> Deserialize<'de> for KindName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KindName;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event kind")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KindName, E> {
+                Ok(KindName(match v {
+                    "system_info" => EventKind::SystemInfo,
+                    "station_info" => EventKind::StationInfo,
+                    "station_status" => EventKind::StationStatus,
+                    "weather" => EventKind::Weather,
+                    "feed_heartbeat" => EventKind::FeedHeartbeat,
+                    _ => return Err(E::custom("unknown event kind")),
+                }))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for InOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(InOrderVisitor)
+    }
+}
+
+struct InOrderVisitor;
+
+impl<'de> serde::de::Visitor<'de> for InOrderVisitor {
+    type Value = InOrder;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an envelope with its keys in the order it is written")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<InOrder, A::Error> {
+        use serde::de::Error as _;
+        fn once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+            map: &mut A,
+            slot: &mut Option<T>,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(A::Error::custom("repeated key"));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+        let (mut schema_version, mut event_id, mut system_id, mut source) =
+            (None, None, None, None);
+        let (mut event_time, mut ingest_time) = (None, None);
+        let (mut kind, mut event) = (None::<KindName>, None::<Event>);
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::SchemaVersion => once(&mut map, &mut schema_version)?,
+                Key::EventId => once(&mut map, &mut event_id)?,
+                Key::SystemId => once(&mut map, &mut system_id)?,
+                Key::Source => once(&mut map, &mut source)?,
+                Key::EventTime => once(&mut map, &mut event_time)?,
+                Key::IngestTime => once(&mut map, &mut ingest_time)?,
+                Key::Kind => once(&mut map, &mut kind)?,
+                Key::Payload => {
+                    let Some(KindName(kind)) = kind.filter(|_| event.is_none()) else {
+                        return Err(A::Error::custom("payload before its kind, or repeated"));
+                    };
+                    event = Some(match kind {
+                        EventKind::SystemInfo => Event::SystemInfo(map.next_value()?),
+                        EventKind::StationInfo => Event::StationInfo(map.next_value()?),
+                        EventKind::StationStatus => Event::StationStatus(map.next_value()?),
+                        EventKind::Weather => Event::Weather(map.next_value()?),
+                        EventKind::FeedHeartbeat => Event::FeedHeartbeat(map.next_value()?),
+                    });
+                }
+                Key::Other => return Err(A::Error::custom("a key an envelope does not write")),
+            }
+        }
+        let missing = || A::Error::custom("a key is missing");
+        Ok(InOrder(Envelope {
+            schema_version: schema_version.ok_or_else(missing)?,
+            event_id: event_id.ok_or_else(missing)?,
+            system_id: system_id.ok_or_else(missing)?,
+            source: source.ok_or_else(missing)?,
+            event_time: event_time.ok_or_else(missing)?,
+            ingest_time: ingest_time.ok_or_else(missing)?,
+            event: event.ok_or_else(missing)?,
+        }))
     }
 }
 
@@ -215,5 +348,154 @@ mod tests {
         let err = Envelope::decode(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
         assert!(Envelope::decode(b"\xff\x00").is_err());
+    }
+
+    /// Envelopes of every kind, as written.
+    fn one_of_each() -> Vec<Envelope> {
+        use crate::contracts::{
+            FeedHeartbeat, StationInfo, SystemInfo, VehicleTypeCount, WeatherObs,
+        };
+        let t = Timestamp::from_secs(1_600_000_000);
+        let sys = SystemId::new("demo");
+        let mut with_types = match status(0) {
+            Event::StationStatus(s) => s,
+            _ => unreachable!(),
+        };
+        with_types.vehicle_types_available = vec![VehicleTypeCount {
+            vehicle_type_id: "e\"bike".into(),
+            count: 2,
+        }];
+        with_types.num_ebikes_available = Some(2);
+        [
+            status(3),
+            Event::StationStatus(with_types),
+            Event::SystemInfo(SystemInfo {
+                system_id: sys.clone(),
+                name: "Démo \u{1F6B2}".into(),
+                timezone: "America/New_York".into(),
+                language: Some("en".into()),
+                gbfs_version: "2.3".into(),
+            }),
+            Event::StationInfo(StationInfo {
+                station_id: StationId::new("s1"),
+                name: "A, \"B\"".into(),
+                short_name: None,
+                lat: 42.351_234_567_8,
+                lon: -71.1,
+                capacity: Some(19),
+                region_id: None,
+                is_virtual_station: false,
+            }),
+            Event::Weather(WeatherObs {
+                weather_station: "72509".into(),
+                observed_at: t,
+                temperature_c: Some(-3.300_000_000_000_000_3),
+                precipitation_mm: Some(0.0),
+                wind_speed_kmh: None,
+                humidity_pct: Some(1e-7),
+                condition: Some(3),
+            }),
+            Event::FeedHeartbeat(FeedHeartbeat {
+                feed: "station_status".into(),
+                last_updated: t,
+                period_s: Some(60),
+            }),
+        ]
+        .into_iter()
+        .map(|e| Envelope::new(sys.clone(), "replay:x.jsonl", t, t.plus_minutes(1), e))
+        .collect()
+    }
+
+    /// The decoder's two ways agree: on what [`Envelope::encode`] writes (the fast way) and on
+    /// every variation of it that the fast way refuses or might get wrong (keys moved, left
+    /// out, repeated or unknown; other types; other versions): the same envelope, or the same
+    /// error message.
+    #[test]
+    fn the_in_order_decoder_answers_what_the_general_one_does() {
+        fn same(bytes: &[u8]) {
+            let (fast, general) = (Envelope::decode(bytes), Envelope::decode_general(bytes));
+            match (&fast, &general) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(bytes)),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                _ => panic!(
+                    "{}: fast {fast:?}, general {general:?}",
+                    String::from_utf8_lossy(bytes)
+                ),
+            }
+        }
+        let mut fast_ones = 0;
+        for env in one_of_each() {
+            let bytes = env.encode();
+            assert!(serde_json::from_slice::<InOrder>(&bytes).is_ok());
+            assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+            same(&bytes);
+            fast_ones += 1;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let serde_json::Value::Object(fields) = v else {
+                panic!("not an object")
+            };
+            let keys: Vec<String> = fields.keys().cloned().collect();
+            let entries: Vec<(String, String)> = keys
+                .iter()
+                .map(|k| (k.clone(), serde_json::to_string(&fields[k]).unwrap()))
+                .collect();
+            let write = |entries: &[(String, String)]| -> Vec<u8> {
+                let inner: Vec<String> =
+                    entries.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                format!("{{{}}}", inner.join(",")).into_bytes()
+            };
+            // Every key moved to the front, left out, repeated; an unknown key anywhere.
+            for i in 0..entries.len() {
+                let mut moved = entries.clone();
+                let e = moved.remove(i);
+                moved.insert(0, e.clone());
+                same(&write(&moved));
+                let mut dropped = entries.clone();
+                dropped.remove(i);
+                same(&write(&dropped));
+                let mut repeated = entries.clone();
+                repeated.insert(i, e);
+                same(&write(&repeated));
+                let mut extra = entries.clone();
+                extra.insert(i, ("note".into(), "[1,{\"a\":null}]".into()));
+                same(&write(&extra));
+            }
+            // Other values of each key.
+            for (i, (k, _)) in entries.iter().enumerate() {
+                for other in [
+                    "null",
+                    "2",
+                    "-1",
+                    "1.5",
+                    "\"x\"",
+                    "true",
+                    "[]",
+                    "{}",
+                    "\"station_status\"",
+                    "{\"station_status\":null}",
+                    "\"2021-01-01T00:00:00Z\"",
+                    "70000",
+                ] {
+                    let mut changed = entries.clone();
+                    changed[i] = (k.clone(), other.to_string());
+                    same(&write(&changed));
+                }
+            }
+            // Payload as an array, as the types also accept.
+            let mut reversed = entries.clone();
+            reversed.reverse();
+            same(&write(&reversed));
+        }
+        assert_eq!(fast_ones, 6);
+        for garbage in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            b"null",
+            b"\xff\x00",
+            b"{\"schema_version\":1,\"oops\"",
+        ] {
+            same(garbage);
+        }
     }
 }
