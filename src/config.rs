@@ -23,9 +23,10 @@ use bikeshare_stream_processor::ProcessorConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use smart_default::SmartDefault;
 
 /// The whole configuration. Every section has defaults, so an empty file is valid.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct Config {
     /// Where local state lives: the embedded stream, checkpoints, the lake.
@@ -41,6 +42,7 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     /// The stream processor: windows, horizon, lateness, ticks, neighbourhoods. Unlike the
     /// library's `ProcessorConfig::default()`, the update trigger is on ([`live_processor`]).
+    #[default(live_processor())]
     pub processor: ProcessorConfig,
     /// How the processor runs: checkpoints and reads.
     pub runner: RunnerSettings,
@@ -81,35 +83,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data_dir: Default::default(),
-            stream: Default::default(),
-            systems: Default::default(),
-            gbfs: Default::default(),
-            weather: Default::default(),
-            simulator: Default::default(),
-            processor: live_processor(),
-            runner: Default::default(),
-            aws: Default::default(),
-            api: Default::default(),
-            dashboard: Default::default(),
-            predictor: Default::default(),
-            serve_model: Default::default(),
-            registry: Default::default(),
-            metrics: Default::default(),
-            alerts: Default::default(),
-            cloudwatch: Default::default(),
-            train: Default::default(),
-            lake: Default::default(),
-            archiver: Default::default(),
-            firehose: Default::default(),
-            log: Default::default(),
-        }
-    }
-}
-
 /// The app's processor defaults: the library's, with the update trigger on
 /// (`score_on_arrival`), so that the live job publishes a report's prediction when the report
 /// arrives instead of `lateness_ms` of event time later (issue 13 item 6, decision 083). A
@@ -124,50 +97,40 @@ pub fn live_processor() -> ProcessorConfig {
 }
 
 /// Where model versions live, what the gate demands, how the processor follows production.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct RegistrySettings {
     /// `local` (default: a directory), `mlflow` (a tracking server) or `sagemaker` (a
     /// SageMaker model package group, `[registry.sagemaker]`).
+    #[default(RegistryBackend::Local)]
     pub backend: RegistryBackend,
     /// The local registry's directory; relative paths are under `data_dir`.
+    #[default(PathBuf::from("registry"))]
     pub path: PathBuf,
     /// The MLflow tracking server (`mlflow` backend), e.g. `http://127.0.0.1:5000`. Its
     /// credentials come from `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` and
     /// `MLFLOW_TRACKING_PASSWORD`, never from this file.
     pub tracking_uri: Option<String>,
     /// The MLflow experiment of training and decision runs.
+    #[default("bikeshare")]
     pub experiment: String,
     /// The registered model's name (predictions carry it with the version).
+    #[default("bikeshare-stockout")]
     pub model_name: String,
     /// The SageMaker Model Registry (`sagemaker` backend): the model package group (the model
     /// name when empty), the bucket and prefix of the model archives, the serving image.
     pub sagemaker: bikeshare_models::registry::sagemaker::SageMakerSettings,
     /// Where downloaded versions are kept; relative paths are under `data_dir`.
+    #[default(PathBuf::from("registry-cache"))]
     pub cache_dir: PathBuf,
     /// How often a running processor checks for a newly promoted model (0: never).
+    #[default(5_000)]
     pub poll_interval_ms: u64,
     /// The gate evaluates on the held-out rows of the last `recent_hours` (0: all of them).
+    #[default(48)]
     pub recent_hours: u64,
     /// Margins and evidence the gate demands (`[registry.gate]`).
     pub gate: bikeshare_models::promote::GateConfig,
-}
-
-impl Default for RegistrySettings {
-    fn default() -> Self {
-        Self {
-            backend: RegistryBackend::Local,
-            path: PathBuf::from("registry"),
-            tracking_uri: None,
-            experiment: "bikeshare".into(),
-            model_name: "bikeshare-stockout".into(),
-            sagemaker: Default::default(),
-            cache_dir: PathBuf::from("registry-cache"),
-            poll_interval_ms: 5_000,
-            recent_hours: 48,
-            gate: bikeshare_models::promote::GateConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,13 +142,16 @@ pub enum RegistryBackend {
 }
 
 /// Checkpointing and reading of the processor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct RunnerSettings {
     /// Checkpoint directory; relative paths are under `data_dir`.
+    #[default(PathBuf::from("checkpoints/processor"))]
     pub checkpoint_dir: PathBuf,
+    #[default(10_000)]
     pub checkpoint_interval_ms: u64,
     /// Records per read from a shard.
+    #[default(1000)]
     pub batch: usize,
     /// Where the per-shard checkpoints live (`[runner.checkpoints]`).
     pub checkpoints: CheckpointSettings,
@@ -193,20 +159,8 @@ pub struct RunnerSettings {
     pub leases: bikeshare_aws::LeaseSettings,
     /// After SIGTERM or Ctrl-C, how long the processor may take to stop (final checkpoint
     /// included) before it exits anyway, with the last stored checkpoint standing, ms.
+    #[default(10_000)]
     pub shutdown_grace_ms: u64,
-}
-
-impl Default for RunnerSettings {
-    fn default() -> Self {
-        Self {
-            checkpoint_dir: PathBuf::from("checkpoints/processor"),
-            checkpoint_interval_ms: 10_000,
-            batch: 1000,
-            checkpoints: CheckpointSettings::default(),
-            leases: bikeshare_aws::LeaseSettings::default(),
-            shutdown_grace_ms: 10_000,
-        }
-    }
 }
 
 /// How the processor scores its feature rows (`[predictor]`).
@@ -243,26 +197,19 @@ pub struct CheckpointSettings {
 /// task in a deployed environment (`store = "s3"`, in the stack's bucket under
 /// `checkpoints/lake/`), or a restarted Fargate task would archive its streams again from the
 /// oldest record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct ArchiverSettings {
     /// `local` (default: files under `lake.checkpoint_dir`) or `s3`
     /// (`[archiver.checkpoints.s3]`: bucket, prefix, region, endpoint_url, create_bucket).
+    #[default(CheckpointSettings {
+        store: CheckpointStoreKind::Local,
+        s3: bikeshare_aws::S3CheckpointSettings {
+            prefix: "checkpoints/lake/".into(),
+            ..Default::default()
+        },
+    })]
     pub checkpoints: CheckpointSettings,
-}
-
-impl Default for ArchiverSettings {
-    fn default() -> Self {
-        Self {
-            checkpoints: CheckpointSettings {
-                store: CheckpointStoreKind::Local,
-                s3: bikeshare_aws::S3CheckpointSettings {
-                    prefix: "checkpoints/lake/".into(),
-                    ..Default::default()
-                },
-            },
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,25 +221,16 @@ pub enum CheckpointStoreKind {
 }
 
 /// Training settings (`[train]`, `[train.params]`, `[train.split]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct TrainConfig {
     /// The model name written in the model card.
+    #[default("bikeshare-stockout")]
     pub model_name: String,
     /// XGBoost parameters and the round budget, e.g. `BIKESHARE_TRAIN__PARAMS__NTHREAD=1`.
     pub params: TrainParams,
     /// Days held out for validation (early stopping, thresholds) and test (the report).
     pub split: SplitConfig,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            model_name: "bikeshare-stockout".into(),
-            params: TrainParams::default(),
-            split: SplitConfig::default(),
-        }
-    }
 }
 
 /// One GBFS system to ingest.
@@ -320,32 +258,23 @@ impl Default for DataDir {
 }
 
 /// The stream backend.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct StreamConfig {
     /// `embedded` (default) or `kinesis`.
+    #[default(StreamBackend::Embedded)]
     pub backend: StreamBackend,
     /// The SQLite file of the embedded stream; relative paths are under `data_dir`.
+    #[default(PathBuf::from("stream.db"))]
     pub path: PathBuf,
     /// Shards of each stream when it is created.
+    #[default(2)]
     pub shards: u32,
     /// The Kinesis backend: stream name prefix, region, endpoint, reads
     /// (`[stream.kinesis]`, e.g. `BIKESHARE_STREAM__KINESIS__REGION`).
     pub kinesis: bikeshare_aws::KinesisConfig,
     /// The embedded stream's retention (`[stream.retention]`: enabled, hours, interval_ms).
     pub retention: crate::app::streams::RetentionConfig,
-}
-
-impl Default for StreamConfig {
-    fn default() -> Self {
-        Self {
-            backend: StreamBackend::Embedded,
-            path: PathBuf::from("stream.db"),
-            shards: 2,
-            kinesis: bikeshare_aws::KinesisConfig::default(),
-            retention: Default::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,23 +285,16 @@ pub enum StreamBackend {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct LogConfig {
     /// `text` for people, `json` for machines.
+    #[default(LogFormat::Text)]
     pub format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `bikeshare_producers=debug,info`; `RUST_LOG` wins.
+    // xgboost-rs logs every DMatrix it builds at info: noise in the main job's log.
+    #[default("info,xgboost_rs=warn")]
     pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            // xgboost-rs logs every DMatrix it builds at info: noise in the main job's log.
-            filter: "info,xgboost_rs=warn".into(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use bikeshare_aws::KinesisStreams;
 use bikeshare_embedded::EmbeddedStream;
 use bikeshare_stream::StreamReader;
+use smart_default::SmartDefault;
 
 use crate::config::{Config, StreamBackend};
 use bikeshare_producers::output::StreamOutput;
@@ -135,25 +136,18 @@ pub async fn close_output(output: StreamOutput) -> anyhow::Result<()> {
 
 /// `[stream.retention]`: how much of the embedded stream is kept, like Kinesis' retention
 /// period but in event time and never past a consumer's checkpoint (decision 074).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, SmartDefault)]
 #[serde(default)]
 pub struct RetentionConfig {
     /// Trim at all.
+    #[default(true)]
     pub enabled: bool,
     /// Event time kept behind every consumer's checkpoint (Kinesis keeps 24 h by default).
+    #[default(24)]
     pub hours: u64,
     /// How often `process`, `up` and `lake write` trim while they run (and once as they stop).
+    #[default(10_000)]
     pub interval_ms: u64,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            hours: 24,
-            interval_ms: 10_000,
-        }
-    }
 }
 
 /// The time a stream's record is about: `event_time` (events), `as_of` (predictions,
