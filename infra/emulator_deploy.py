@@ -15,6 +15,7 @@ what moto skipped and what was created instead. Needs boto3 and cfn-lint (moto's
 """
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -83,6 +84,11 @@ class Resolver:
                 return self.sub(a) if isinstance(a, str) else self.sub(a[0], a[1])
             if k == "Fn::GetAtt":
                 return self.get_att(*(a if isinstance(a, list) else a.split(".", 1)))
+            # The Glue views' definitions (lake-catalog.yaml).
+            if k == "Fn::Base64":
+                return base64.b64encode(str(self(a)).encode()).decode()
+            if k == "Fn::Join":
+                return str(self(a[0])).join(str(self(x)) for x in self(a[1]))
         if isinstance(v, dict):
             return {k: self(x) for k, x in v.items()}
         if isinstance(v, list):

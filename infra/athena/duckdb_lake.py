@@ -2,13 +2,15 @@
 """Runs the named Athena queries (queries.sql) on a local lake with DuckDB.
 
 Each table of tables.sql becomes a DuckDB view over the lake's Parquet files, with the DDL's
-column list and types and the partition columns year, month, day and hour read from the folder names. Then the named
-queries run, text unchanged, their `?` parameters bound to the defaults of their `-- param:`
-lines or to --param values.
+column list and types and the partition columns year, month, day and hour read from the folder names;
+the views of tables.sql (CREATE OR REPLACE VIEW, e.g. prediction_answers) are created over them,
+text unchanged. Then the named queries run, text unchanged, their `?` parameters bound to the
+defaults of their `-- param:` lines or to --param values.
 
     pip install duckdb
     python3 infra/athena/duckdb_lake.py --lake var/lake                     # every query
     python3 infra/athena/duckdb_lake.py --lake var/lake --query freshness_gaps --param min_gap_minutes=5
+    python3 infra/athena/duckdb_lake.py --lake var/lake --view prediction_answers   # a view's rows
     python3 infra/athena/duckdb_lake.py --lake var/lake --json              # for programs
     python3 infra/athena/duckdb_lake.py --lake var/lake --sql               # the views, for a duckdb shell
 
@@ -78,6 +80,14 @@ def parse_tables(text):
     if not tables:
         raise SystemExit("tables.sql: no CREATE EXTERNAL TABLE found")
     return tables
+
+
+def parse_views(text):
+    """[(view, select)] of every CREATE [OR REPLACE] VIEW, in file order; the view's database
+    qualifier (${database}.) is dropped: DuckDB has one."""
+    text = "\n".join(re.sub(r"--.*$", "", line) if "'" not in line else line for line in text.splitlines())
+    pattern = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+(?:\S+\.)?(\w+)\s+AS\s+(.*?);", re.S | re.I)
+    return [(m.group(1), m.group(2).strip()) for m in pattern.finditer(text)]
 
 
 def parse_queries(text):
@@ -150,12 +160,14 @@ def main():
     ap.add_argument("--queries", default=os.path.join(HERE, "queries.sql"))
     ap.add_argument("--query", action="append", default=[], help="run only this named query (repeatable)")
     ap.add_argument("--param", action="append", default=[], help="name=value, overriding a default")
+    ap.add_argument("--view", action="append", default=[], help="print this view's rows instead of the queries (repeatable)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--sql", action="store_true", help="print the views' SQL and stop")
     args = ap.parse_args()
 
     with open(args.tables, encoding="utf-8") as f:
-        tables = parse_tables(f.read())
+        ddl = f.read()
+    tables, athena_views = parse_tables(ddl), parse_views(ddl)
     with open(args.queries, encoding="utf-8") as f:
         queries = parse_queries(f.read())
     lake = os.path.abspath(args.lake)
@@ -167,6 +179,7 @@ def main():
     if not args.sql and not glob.glob(os.path.join(lake, "*", "**", "*.parquet"), recursive=True):
         raise SystemExit(f"the lake at {args.lake} holds no Parquet file yet: nothing to query")
     views = [view_sql(lake, t, cols) for t, cols in tables.items()]
+    views += [f"CREATE OR REPLACE VIEW {quote_ident(v)} AS\n{select}" for v, select in athena_views]
     if args.sql:
         print(";\n\n".join(views) + ";")
         return 0
@@ -181,6 +194,10 @@ def main():
     for wanted in args.query:
         if wanted not in names:
             raise SystemExit(f"no query named {wanted!r}; the queries: {', '.join(names)}")
+    view_names = [v for v, _ in athena_views]
+    for wanted in args.view:
+        if wanted not in view_names:
+            raise SystemExit(f"no view named {wanted!r}; the views: {', '.join(view_names)}")
 
     try:
         import duckdb  # only needed from here on
@@ -193,8 +210,13 @@ def main():
     for v in views:
         con.execute(v)
     results = []
+    for name in args.view:
+        cur = con.execute(f"SELECT * FROM {quote_ident(name)}")
+        columns = [d[0] for d in cur.description]
+        rows = [[plain(v) for v in row] for row in cur.fetchall()]
+        results.append({"name": name, "params": {}, "columns": columns, "rows": rows})
     for name, params, sql in queries:
-        if args.query and name not in args.query:
+        if args.view or (args.query and name not in args.query):
             continue
         values = [param_value(t, overrides.get(p, d)) for p, t, d in params]
         cur = con.execute(sql, values)
@@ -203,7 +225,7 @@ def main():
         results.append({"name": name, "params": dict(zip([p for p, _, _ in params], values)), "columns": columns, "rows": rows})
 
     if args.json:
-        json.dump({"queries": results}, sys.stdout)
+        json.dump({"views" if args.view else "queries": results}, sys.stdout)
         print()
         return 0
     for r in results:

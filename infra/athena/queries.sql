@@ -16,8 +16,10 @@
 --
 -- A prediction id may have several rows: the update trigger scores a report on arrival and
 -- may correct it later (same prediction_id, revision 1; decision 083). Every query over
--- predictions reads each id's last revision only (the `answers` step, decision 087); rows
--- written before schema version 3 have no revision (NULL) and count as revision 0.
+-- predictions reads the view `prediction_answers` (tables.sql): each id's last revision only
+-- (the `answers` step, decision 087; rows written before schema version 3 have no revision,
+-- NULL, and count as revision 0). Read it, not `predictions`, for answers of your own
+-- (decision 098).
 
 -- name: stockout_rate_by_station_hour
 -- description: Share of an installed station's reports that found it empty (no bike to rent)
@@ -45,15 +47,6 @@ ORDER BY system_id, station_id, hour_of_day;
 WITH params AS (
   SELECT CAST(? AS double) AS threshold
 ),
-answers AS (
-  SELECT * FROM (
-    SELECT
-      p.*,
-      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
-    FROM predictions p
-  ) ranked
-  WHERE revision_rank = 1
-),
 scored AS (
   SELECT
     CAST(p.as_of AS date) AS prediction_day,
@@ -63,7 +56,7 @@ scored AS (
     CASE WHEN p.p_full >= params.threshold THEN 1 ELSE 0 END AS predicted_full,
     CASE WHEN l.went_empty THEN 1 ELSE 0 END AS went_empty,
     CASE WHEN l.went_full THEN 1 ELSE 0 END AS went_full
-  FROM answers p
+  FROM prediction_answers p
   JOIN labels l ON l.prediction_id = p.prediction_id
   CROSS JOIN params
   WHERE p.p_empty IS NOT NULL AND p.p_full IS NOT NULL
@@ -122,15 +115,6 @@ ORDER BY gap_minutes DESC, r.system_id, r.station_id, gap_start;
 WITH params AS (
   SELECT CAST(? AS integer) AS top_n
 ),
-answers AS (
-  SELECT * FROM (
-    SELECT
-      p.*,
-      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
-    FROM predictions p
-  ) ranked
-  WHERE revision_rank = 1
-),
 latest AS (
   SELECT
     system_id,
@@ -141,7 +125,7 @@ latest AS (
     model_name,
     model_version,
     row_number() OVER (PARTITION BY system_id, station_id ORDER BY as_of DESC, prediction_id DESC) AS recency
-  FROM answers
+  FROM prediction_answers
   WHERE p_empty IS NOT NULL AND p_full IS NOT NULL
 ),
 ranked AS (
@@ -182,18 +166,9 @@ ORDER BY risk_rank;
 -- description: of p_empty (target empty) and p_full (target full), the mean predicted
 -- description: probability against the observed rate in each bin (a corrected prediction
 -- description: once, with its last revision).
-WITH answers AS (
-  SELECT * FROM (
-    SELECT
-      p.*,
-      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
-    FROM predictions p
-  ) ranked
-  WHERE revision_rank = 1
-),
-joined AS (
+WITH joined AS (
   SELECT p.p_empty, p.p_full, l.went_empty, l.went_full
-  FROM answers p
+  FROM prediction_answers p
   JOIN labels l ON l.prediction_id = p.prediction_id
   WHERE p.p_empty IS NOT NULL AND p.p_full IS NOT NULL
 ),
@@ -224,21 +199,12 @@ ORDER BY target, bin;
 -- description: Who scored the predictions, per UTC day: the in-process model, the endpoint,
 -- description: the fallback for a failed endpoint, or nobody (unavailable), with each share:
 -- description: predictions by who scored their last revision.
-WITH answers AS (
-  SELECT * FROM (
-    SELECT
-      p.*,
-      row_number() OVER (PARTITION BY p.prediction_id ORDER BY COALESCE(p.revision, 0) DESC) AS revision_rank
-    FROM predictions p
-  ) ranked
-  WHERE revision_rank = 1
-),
-daily AS (
+WITH daily AS (
   SELECT
     CAST(as_of AS date) AS prediction_day,
     scored_by,
     count(*) AS predictions
-  FROM answers
+  FROM prediction_answers
   GROUP BY 1, 2
 )
 SELECT

@@ -13,8 +13,12 @@
 -- month, day, hour, month/day/hour zero-padded to two digits. Filter on year/month/day(/hour)
 -- to read only those folders.
 --
--- Generated from the lake's column tables (sinks/lake/src/dataset.rs) by
--- `bikeshare_lake::athena::tables_sql`: do not edit. The test
+-- After the tables, the views (CREATE OR REPLACE VIEW): run those with ${database} as the
+-- query's database (the console's Database, or `--query-execution-context
+-- Database=${database}`), since a view reads its tables unqualified.
+--
+-- Generated from the lake's column tables (sinks/lake/src/dataset.rs) and the views of
+-- `bikeshare_lake::athena::views` by `bikeshare_lake::athena::tables_sql`: do not edit. The test
 -- `tables_sql_is_generated_from_the_lake_schemas` fails when this file differs
 -- (`BIKESHARE_BLESS=1 cargo test -p bikeshare-lake tables_sql` rewrites it), and
 -- `athena_tables_match_the_lake_schemas` (sinks/lake/tests/it/athena.rs) parses it and checks
@@ -220,3 +224,35 @@ TBLPROPERTIES (
   'storage.location.template' = '${lake}/dead_letters/year=${year}/month=${month}/day=${day}/hour=${hour}/',
   'parquet.compression' = 'ZSTD'
 );
+
+-- prediction_answers (a view): each prediction id's answer, its row of the last revision (decision 087)
+CREATE OR REPLACE VIEW ${database}.prediction_answers AS
+SELECT
+  prediction_id,
+  system_id,
+  station_id,
+  as_of,
+  horizon_minutes,
+  p_empty,
+  p_full,
+  model_name,
+  model_version,
+  feature_schema_id,
+  "trigger",
+  scored_by,
+  schema_version,
+  revision,
+  year,
+  month,
+  day,
+  hour
+FROM (
+  SELECT
+    p.*,
+    row_number() OVER (
+      PARTITION BY p.year, p.month, p.day, p.hour, p.prediction_id
+      ORDER BY COALESCE(p.revision, 0) DESC
+    ) AS revision_rank
+  FROM predictions p
+) ranked
+WHERE revision_rank = 1;

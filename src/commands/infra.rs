@@ -6,7 +6,8 @@
 //!   with whether the configuration uses it. `tests/it/infra_names.rs` holds every
 //!   `infra/environments/<env>.toml` against the CloudFormation templates through it.
 //! - `catalog`: the CloudFormation template of the lake's Glue database, one Glue table per
-//!   dataset and the Athena named queries, generated from the lake's Arrow schemas
+//!   dataset, the analysts' views as Glue views ([`bikeshare_lake::athena::views`], decision
+//!   098) and the Athena named queries, generated from the lake's Arrow schemas
 //!   ([`bikeshare_lake::athena::tables_sql`]) and `infra/athena/queries.sql`:
 //!   `infra/cloudformation/lake-catalog.yaml` is its output (docs/decisions/080).
 
@@ -14,7 +15,7 @@ use std::io::Write as _;
 
 use anyhow::Context;
 use bikeshare_lake::Dataset;
-use bikeshare_lake::athena::{QUERIES_SQL, parse_queries, parse_tables, tables_sql};
+use bikeshare_lake::athena::{QUERIES_SQL, parse_queries, parse_tables, tables_sql, views};
 use serde_json::json;
 
 use crate::cli::{InfraArgs, InfraCommand};
@@ -210,6 +211,41 @@ fn catalog_template() -> anyhow::Result<String> {
             ));
         }
     }
+    for v in views() {
+        // Athena's own form of a view in Glue: `ViewOriginalText` holds the view's definition
+        // (SQL, database, columns with Trino types) as base64 JSON; `!Sub` puts the database's
+        // name in, the one `${` it may hold.
+        anyhow::ensure!(
+            !v.sql.contains("${"),
+            "view {}: `${{` in its SQL would be read by !Sub",
+            v.name
+        );
+        let definition = v.presto_view("${Database}").to_string();
+        y.push_str(&format!(
+            "\n  {logical}View:\n    Type: AWS::Glue::Table\n    Properties:\n      \
+             CatalogId: !Ref AWS::AccountId\n      DatabaseName: !Ref Database\n      \
+             TableInput:\n        Name: {name}\n        Description: {desc}\n        \
+             TableType: VIRTUAL_VIEW\n        \
+             Parameters:\n          presto_view: \"true\"\n          comment: \"Presto View\"\n        \
+             ViewOriginalText: !Join\n          - \"\"\n          \
+             - - \"/* Presto View: \"\n            \
+             - Fn::Base64: !Sub {definition}\n            \
+             - \" */\"\n        \
+             ViewExpandedText: \"/* Presto View */\"\n        \
+             StorageDescriptor:\n          Columns:\n",
+            logical = camel(v.name),
+            name = q(v.name),
+            desc = q(v.comment),
+            definition = q(&definition),
+        ));
+        for (n, ty) in &v.columns {
+            y.push_str(&format!(
+                "            - {{ Name: {}, Type: {} }}\n",
+                q(n),
+                q(ty)
+            ));
+        }
+    }
     for query in &queries {
         y.push_str(&format!(
             "\n  {logical}Query:\n    Type: AWS::Athena::NamedQuery\n    Properties:\n      \
@@ -259,6 +295,37 @@ mod tests {
         );
         assert_eq!(s3_parts("s3://b"), Some(("b".to_owned(), String::new())));
         assert_eq!(s3_parts("/var/lake"), None);
+    }
+
+    #[test]
+    fn catalog_has_each_view_as_a_glue_view_with_its_definition() {
+        let y = catalog_template().unwrap_or_default();
+        for v in views() {
+            let at = y
+                .find(&format!("Name: \"{}\"", v.name))
+                .unwrap_or_else(|| panic!("{}: no Glue table", v.name));
+            let resource = &y[at..y[at..].find("\n\n").map_or(y.len(), |e| at + e)];
+            assert!(resource.contains("TableType: VIRTUAL_VIEW"), "{resource}");
+            assert!(resource.contains("ViewExpandedText: \"/* Presto View */\""));
+            // What !Sub then Fn::Base64 encode: the definition, with the database's name.
+            let line = resource
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("- Fn::Base64: !Sub "))
+                .unwrap_or_else(|| panic!("{}: no definition", v.name));
+            let json: String = serde_json::from_str(line).unwrap_or_default();
+            let definition: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+            assert_eq!(definition, v.presto_view("${Database}"), "{}", v.name);
+            assert_eq!(definition["originalSql"], v.sql.as_str());
+            // Glue's own column list, in the view's order (Athena calls a view stale when its
+            // columns differ from what its SQL yields).
+            let glue: Vec<&str> = resource
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("- { Name: \""))
+                .filter_map(|l| l.split('"').next())
+                .collect();
+            let want: Vec<&str> = v.columns.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(glue, want, "{}", v.name);
+        }
     }
 
     #[test]

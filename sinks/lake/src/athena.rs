@@ -3,9 +3,13 @@
 //! embedded here so that tests can hold them against the lake's Arrow schemas and run them.
 //!
 //! - [`tables_sql`] writes the table definitions from the datasets' columns
-//!   ([`crate::column`]); `infra/athena/tables.sql` is its output, committed for analysts to
-//!   paste, and a test fails when the file differs (`BIKESHARE_BLESS=1 cargo test -p
-//!   bikeshare-lake tables_sql` rewrites it);
+//!   ([`crate::column`]), then the analysts' views ([`views`]); `infra/athena/tables.sql` is
+//!   its output, committed for analysts to paste, and a test fails when the file differs
+//!   (`BIKESHARE_BLESS=1 cargo test -p bikeshare-lake tables_sql` rewrites it);
+//! - [`views`]: the Athena views over those tables, each defined once here —
+//!   `prediction_answers`, each prediction id's last revision (the `answers` step, decision
+//!   087), which every query over predictions reads; `bikeshare infra catalog` writes each as a
+//!   Glue view ([`ViewDef::presto_view`]) (decision 098);
 //! - [`athena_type`] is the Athena (Hive DDL) type of an Arrow column type of the lake;
 //! - [`parse_tables`] reads the `CREATE EXTERNAL TABLE` statements (columns, partition keys,
 //!   location, table properties) — `lake/tests/it/athena.rs` fails if any column differs from
@@ -68,8 +72,12 @@ const TABLES_HEADER: &str = "\
 -- month, day, hour, month/day/hour zero-padded to two digits. Filter on year/month/day(/hour)
 -- to read only those folders.
 --
--- Generated from the lake's column tables (sinks/lake/src/dataset.rs) by
--- `bikeshare_lake::athena::tables_sql`: do not edit. The test
+-- After the tables, the views (CREATE OR REPLACE VIEW): run those with ${database} as the
+-- query's database (the console's Database, or `--query-execution-context
+-- Database=${database}`), since a view reads its tables unqualified.
+--
+-- Generated from the lake's column tables (sinks/lake/src/dataset.rs) and the views of
+-- `bikeshare_lake::athena::views` by `bikeshare_lake::athena::tables_sql`: do not edit. The test
 -- `tables_sql_is_generated_from_the_lake_schemas` fails when this file differs
 -- (`BIKESHARE_BLESS=1 cargo test -p bikeshare-lake tables_sql` rewrites it), and
 -- `athena_tables_match_the_lake_schemas` (sinks/lake/tests/it/athena.rs) parses it and checks
@@ -130,7 +138,7 @@ pub fn tables_sql() -> String {
             .fields()
             .iter()
             .map(|f| {
-                let name = if RESERVED.split_whitespace().any(|w| w == f.name()) {
+                let name = if reserved(f.name()) {
                     format!("`{}`", f.name())
                 } else {
                     f.name().clone()
@@ -175,7 +183,125 @@ pub fn tables_sql() -> String {
             properties = properties.join(",\n"),
         );
     }
+    for v in views() {
+        let _ = write!(
+            out,
+            "\n-- {name} (a view): {comment}\n\
+             CREATE OR REPLACE VIEW ${{database}}.{name} AS\n{sql};\n",
+            name = v.name,
+            comment = v.comment,
+            sql = v.sql,
+        );
+    }
     out
+}
+
+/// A column name as Athena's DDL and Trino's SQL both read it: backticks in DDL, double
+/// quotes in SQL, for the names in [`RESERVED`].
+fn reserved(name: &str) -> bool {
+    RESERVED.split_whitespace().any(|w| w == name)
+}
+
+/// The partition keys every table has, after its columns.
+const PARTITION_KEYS: [&str; 4] = ["year", "month", "day", "hour"];
+
+/// An Athena view over the lake's tables: a query analysts read as a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewDef {
+    pub name: &'static str,
+    /// One line: what a row is.
+    pub comment: &'static str,
+    /// `(name, Athena type)` in the order the query yields them.
+    pub columns: Vec<(String, String)>,
+    /// The `SELECT`, over unqualified table names (the view's database).
+    pub sql: String,
+}
+
+/// The views of `tables.sql` and the catalog template.
+///
+/// `prediction_answers`: the predictions table holds one row per revision of a prediction id
+/// (the update trigger scores a report on arrival and may correct it later, decision 083);
+/// an id's answer is its row of the highest revision, a missing revision (rows written
+/// before schema version 3) counting as 0 (decision 087). Its columns are the predictions'
+/// and the partition keys. The window is partitioned by the partition keys too: an id's
+/// revisions share its `as_of`, hence its hour folder, so this changes no answer and lets
+/// Athena push a `year`/`month`/`day`/`hour` filter on the view down to the folders.
+pub fn views() -> Vec<ViewDef> {
+    let schema = Dataset::Predictions.schema();
+    let mut columns: Vec<(String, String)> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = athena_type(f.data_type()).unwrap_or_else(|| f.data_type().to_string());
+            (f.name().clone(), ty)
+        })
+        .collect();
+    columns.extend(PARTITION_KEYS.map(|k| (k.to_owned(), "int".to_owned())));
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(n, _)| {
+            if reserved(n) {
+                format!("  \"{n}\"")
+            } else {
+                format!("  {n}")
+            }
+        })
+        .collect();
+    let window = PARTITION_KEYS.map(|k| format!("p.{k}")).join(", ");
+    let sql = format!(
+        "SELECT\n{select}\n\
+         FROM (\n  \
+           SELECT\n    \
+             p.*,\n    \
+             row_number() OVER (\n      \
+               PARTITION BY {window}, p.prediction_id\n      \
+               ORDER BY COALESCE(p.revision, 0) DESC\n    \
+             ) AS revision_rank\n  \
+           FROM {table} p\n\
+         ) ranked\n\
+         WHERE revision_rank = 1",
+        select = select.join(",\n"),
+        table = Dataset::Predictions,
+    );
+    vec![ViewDef {
+        name: "prediction_answers",
+        comment: "each prediction id's answer, its row of the last revision (decision 087)",
+        columns,
+        sql,
+    }]
+}
+
+/// The Trino (Presto) type of an Athena DDL type, as a Glue view's definition names it.
+pub fn presto_type(athena: &str) -> String {
+    let t = athena.trim();
+    if let Some(item) = t.strip_prefix("array<").and_then(|r| r.strip_suffix('>')) {
+        return format!("array({})", presto_type(item));
+    }
+    match t {
+        "string" => "varchar".into(),
+        "int" => "integer".into(),
+        "float" => "real".into(),
+        other => other.into(),
+    }
+}
+
+impl ViewDef {
+    /// The view as Athena stores it in Glue: the JSON that `ViewOriginalText` holds in base64
+    /// (`/* Presto View: <base64> */`): the SQL, the catalog and database it reads, and its
+    /// columns with their Trino types (in the query's order; Athena calls the view stale when
+    /// they differ from what the SQL yields).
+    pub fn presto_view(&self, database: &str) -> serde_json::Value {
+        serde_json::json!({
+            "originalSql": self.sql,
+            "catalog": "awsdatacatalog",
+            "schema": database,
+            "columns": self
+                .columns
+                .iter()
+                .map(|(n, t)| serde_json::json!({ "name": n, "type": presto_type(t) }))
+                .collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// One `CREATE EXTERNAL TABLE` statement.

@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use bikeshare_lake::athena::{QUERIES_SQL, TABLES_SQL, athena_type, parse_queries, parse_tables};
+use bikeshare_lake::athena::{
+    QUERIES_SQL, TABLES_SQL, athena_type, parse_queries, parse_tables, presto_type, views,
+};
 use bikeshare_lake::layout::{Hour, file_path};
 use bikeshare_lake::staging::Staging;
 use bikeshare_lake::{Dataset, EpochWriter, LakeConfig, open_store};
@@ -108,6 +110,65 @@ fn athena_tables_match_the_lake_schemas() {
             "{d}: the projection template is not the lake's layout"
         );
         assert!(template.starts_with(&t.location), "{d}");
+    }
+}
+
+#[test]
+fn the_answers_view_has_the_predictions_columns_and_every_query_reads_it() {
+    let views = views();
+    let names: Vec<&str> = views.iter().map(|v| v.name).collect();
+    assert_eq!(names, ["prediction_answers"]);
+    let v = &views[0];
+    let mut want: Vec<(String, String)> = Dataset::Predictions
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), athena_type(f.data_type()).unwrap()))
+        .collect();
+    want.extend(PARTITION_KEYS.map(|k| (k.to_owned(), "int".to_owned())));
+    assert_eq!(
+        v.columns, want,
+        "the view's columns are the table's and its partition keys"
+    );
+    assert!(
+        TABLES_SQL.contains(&format!(
+            "CREATE OR REPLACE VIEW ${{database}}.{} AS\n{};",
+            v.name, v.sql
+        )),
+        "tables.sql does not define the view"
+    );
+    // The Glue view's definition: Trino types, in the view's column order.
+    let presto = v.presto_view("bikeshare_dev");
+    assert_eq!(presto["schema"], "bikeshare_dev");
+    assert_eq!(presto["originalSql"], v.sql.as_str());
+    let columns: Vec<(&str, &str)> = presto["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(columns.len(), want.len());
+    assert_eq!(columns[0], ("prediction_id", "varchar"));
+    assert!(columns.contains(&("p_empty", "real")));
+    assert!(columns.contains(&("as_of", "timestamp")));
+    assert!(columns.contains(&("revision", "integer")));
+    assert_eq!(presto_type("array<float>"), "array(real)");
+
+    // Every named query that reads predictions reads them through the view (each id once).
+    for q in parse_queries(QUERIES_SQL).unwrap() {
+        let words: Vec<String> = q
+            .sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        assert!(
+            !words
+                .windows(2)
+                .any(|w| (w[0] == "from" || w[0] == "join") && w[1] == "predictions"),
+            "{}: reads the predictions table itself, not prediction_answers",
+            q.name
+        );
     }
 }
 
@@ -622,21 +683,31 @@ fn duckdb_python(test: &str) -> Option<PathBuf> {
     }
 }
 
-fn run_queries(python: &Path, lake: &Path, params: &[&str]) -> Vec<Value> {
+/// `duckdb_lake.py --json` with `args`: the named queries' results, or with `--view` the
+/// views' rows.
+fn duckdb_lake(python: &Path, lake: &Path, args: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/athena/duckdb_lake.py");
     let mut cmd = std::process::Command::new(python);
-    cmd.arg(&script).arg("--lake").arg(lake).arg("--json");
-    for p in params {
-        cmd.arg("--param").arg(p);
-    }
+    cmd.arg(&script)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--json")
+        .args(args);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "duckdb_lake.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["queries"].as_array().unwrap().clone()
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run_queries(python: &Path, lake: &Path, params: &[&str]) -> Vec<Value> {
+    let args: Vec<&str> = params.iter().flat_map(|p| ["--param", p]).collect();
+    duckdb_lake(python, lake, &args)["queries"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// Equal, numbers within 1e-9 (DuckDB's averages may add in another order).
@@ -730,6 +801,54 @@ async fn every_named_query_returns_the_expected_numbers_on_a_known_history() {
             assert!(same(g, w), "{name} row {i}:\n got {g}\nwant {w}");
         }
     }
+
+    // The view itself: the columns it declares (Glue's copy of them must match, or Athena
+    // calls the view stale), and each prediction id once, with its last revision.
+    let doc = duckdb_lake(&python, &lake, &["--view", "prediction_answers"]);
+    let view = &doc["views"][0];
+    let columns: Vec<&str> = view["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let declared: Vec<String> = views()[0].columns.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        columns, declared,
+        "prediction_answers yields its declared columns"
+    );
+    let col = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let (id, rev, by) = (col("prediction_id"), col("revision"), col("scored_by"));
+    let mut got: Vec<(String, i64, String)> = view["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[id].as_str().unwrap().to_owned(),
+                r[rev].as_i64().unwrap(),
+                r[by].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let preds = predictions();
+    let want: Vec<(String, i64, String)> = answers(preds.clone())
+        .into_iter()
+        .map(|p| {
+            (
+                p.prediction_id.as_str().to_owned(),
+                i64::from(p.revision),
+                p.scored_by.as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert!(want.len() < preds.len(), "the history has corrections");
+    assert!(want.iter().any(|w| w.1 == 2), "an id corrected twice");
+    assert_eq!(
+        got, want,
+        "prediction_answers: each id once, its last revision"
+    );
 
     // Parameters change the answer: a higher threshold, a shorter gap.
     let results = run_queries(&python, &lake, &["threshold=0.7", "min_gap_minutes=10"]);
