@@ -9,30 +9,16 @@
 use std::path::Path;
 
 use bikeshare_types::contracts::FeatureSchemaId;
+use bikeshare_types::xorshift::XorShift64;
 
 use crate::model_dir::{CARD_FILE, EMPTY_FILE, FULL_FILE};
-
-/// A small xorshift generator, so the same seed gives the same model everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
 
 /// A binary-logistic model of `trees` full trees of `depth` over `num_feature` features.
 /// Split thresholds are drawn in [0, 20) (the range of counts and minutes in our features),
 /// leaf values in [-0.3, 0.3).
 pub fn model_json(num_feature: usize, trees: usize, depth: u32, seed: u64) -> String {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // The same seed gives the same model everywhere.
+    let mut rng = XorShift64::from_seed(seed);
     let inner = (1usize << depth) - 1;
     let nodes = (1usize << (depth + 1)) - 1;
     let mut out = Vec::with_capacity(trees);
@@ -43,20 +29,20 @@ pub fn model_json(num_feature: usize, trees: usize, depth: u32, seed: u64) -> St
             if i < inner {
                 left.push((2 * i + 1) as i64);
                 right.push((2 * i + 2) as i64);
-                index.push((rng.next() % num_feature.max(1) as u64) as i64);
+                index.push((rng.next_u64() % num_feature.max(1) as u64) as i64);
                 // Whole numbers make exact ties with integer features common.
-                let c = rng.unit() * 20.0;
-                cond.push(if rng.next().is_multiple_of(2) {
+                let c = rng.unit_f32() * 20.0;
+                cond.push(if rng.next_u64().is_multiple_of(2) {
                     c.floor()
                 } else {
                     c
                 });
-                dl.push(rng.next() % 2);
+                dl.push(rng.next_u64() % 2);
             } else {
                 left.push(-1);
                 right.push(-1);
                 index.push(0);
-                cond.push(rng.unit() * 0.6 - 0.3);
+                cond.push(rng.unit_f32() * 0.6 - 0.3);
                 dl.push(0);
             }
         }

@@ -391,18 +391,16 @@ pub fn run_with_kills(
     data_dir: &Path,
     args: &[&str],
     full_run: std::time::Duration,
-    mut seed: u64,
+    seed: u64,
 ) -> usize {
     use std::time::{Duration, Instant};
     let mut kills = 0;
     let started = Instant::now();
+    let mut rng = bikeshare_types::xorshift::XorShift64::new(seed);
     loop {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
         // Early enough that a restarted run, which has less left to do than the first,
         // is still killed mid-run: between 5 % and 30 % of an uninterrupted run.
-        let fraction = 0.05 + 0.25 * (seed % 1000) as f64 / 1000.0;
+        let fraction = 0.05 + 0.25 * rng.below(1000) as f64 / 1000.0;
         let kill_at = full_run.mul_f64(fraction).max(Duration::from_millis(20));
         if !run_and_kill_at(data_dir, args, kill_at) {
             return kills;

@@ -112,13 +112,8 @@ pub fn heldout(
     schema: &bikeshare_stream_processor::FeatureSchema,
     signal: usize,
 ) -> bikeshare_models::promote::HeldOut {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rng = bikeshare_types::xorshift::XorShift64::new(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.unit_f64();
     let mut h = bikeshare_models::promote::HeldOut::default();
     for i in 0..2000 {
         let x = next() as f32;

@@ -64,16 +64,12 @@ pub async fn sdk(url: &str) -> SdkConfig {
 
 /// `n` rows of plausible feature values, about 10 % missing, many whole numbers (ties).
 pub fn rows(n: usize, width: usize, seed: u64) -> Vec<Vec<Option<f32>>> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
+    let mut rng = bikeshare_types::xorshift::XorShift64::new(
+        seed.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            | 1,
+    );
+    let mut next = move || rng.next_u64();
     (0..n)
         .map(|_| {
             (0..width)
