@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use axum::response::Response;
 use bikeshare_testkit::fault_proxy::{Call, FaultPolicy, FaultProxy, kinesis};
+use bikeshare_types::xorshift::XorShift64;
 
 /// What the proxy does now, switched by the harness.
 #[derive(Debug, Default)]
@@ -115,21 +116,6 @@ impl Fault {
 /// Simulated seconds per wall-clock second of the producer: a step (a part of each
 /// history, tens of simulated minutes) takes a few seconds.
 const SPEED: &str = "600";
-
-/// xorshift64: the schedule from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The environment shared by every command of the chaos run.
 struct Env {
@@ -391,6 +377,23 @@ fn fallbacks(want: &Outputs, got: &Outputs) -> (usize, usize) {
     (rows.len(), sound)
 }
 
+/// The rows of `want` that `got` holds with other content. A fallback row is compared
+/// without its scoring ([`fallbacks`] checks it is marked).
+fn differing<'a>(
+    want: &'a Outputs,
+    got: &'a Outputs,
+) -> impl Iterator<Item = (&'a String, &'a serde_json::Value)> {
+    want.by_id.iter().filter(|(k, w)| {
+        got.by_id.get(*k).is_some_and(|g| {
+            if fallback(g) {
+                unscored(g) != unscored(w)
+            } else {
+                answer(g) != answer(w)
+            }
+        })
+    })
+}
+
 /// Lost, differing (or re-emitted differently), unknown, duplicates. A fallback row is
 /// compared without its scoring ([`fallbacks`] checks it is marked).
 fn compare(want: &Outputs, got: &Outputs) -> [usize; 4] {
@@ -399,19 +402,7 @@ fn compare(want: &Outputs, got: &Outputs) -> [usize; 4] {
         .keys()
         .filter(|k| !got.by_id.contains_key(*k))
         .count();
-    let differing = want
-        .by_id
-        .iter()
-        .filter(|(k, v)| {
-            got.by_id.get(*k).is_some_and(|g| {
-                if fallback(g) {
-                    unscored(g) != unscored(v)
-                } else {
-                    answer(g) != answer(v)
-                }
-            })
-        })
-        .count();
+    let differing = differing(want, got).count();
     let unknown = got
         .by_id
         .keys()
@@ -434,7 +425,7 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let long = std::env::var_os("BIKESHARE_CHAOS_LONG").is_some_and(|v| v == "1");
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = XorShift64::from_seed(seed);
     let (hours, rounds) = if long { (10, 3) } else { (4, 1) };
     // One to three processor instances: 1 + seed mod 3 (the default seed 7 runs two).
     let instances = 1 + (seed % 3) as usize;
@@ -810,20 +801,7 @@ fn chaos_gives_every_output_of_an_uninterrupted_run() {
         want_l.by_id.len()
     );
     // The first differing predictions, for the failure message.
-    for (k, w) in want_p
-        .by_id
-        .iter()
-        .filter(|(k, w)| {
-            got_p.by_id.get(*k).is_some_and(|g| {
-                if fallback(g) {
-                    unscored(g) != unscored(w)
-                } else {
-                    answer(g) != answer(w)
-                }
-            })
-        })
-        .take(3)
-    {
+    for (k, w) in differing(&want_p, &got_p).take(3) {
         let _ = writeln!(table, "differs: {k}\n  want {w}\n  got  {}", got_p.by_id[k]);
     }
     eprintln!("{table}");

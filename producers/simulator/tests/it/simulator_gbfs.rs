@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bikeshare_producers::gbfs::model::ParsedFeed;
 use bikeshare_producers::gbfs::{
     FeedKind, FeedValidator, GbfsPoller, KnownStations, PollReport, PollerConfig, RuleConfig,
     SchemaRegistry,
@@ -261,38 +262,25 @@ fn validate_documents(
     let info = validator
         .station_information(&info, now)
         .map_err(|e| fail("station_information", &e))?;
-    prop_assert!(
-        info.rejected.is_empty(),
-        "{}: {:?}",
-        what("info"),
-        info.rejected
-    );
-    prop_assert!(
-        info.skipped.is_empty(),
-        "{}: {:?}",
-        what("info"),
-        info.skipped
-    );
-    prop_assert_eq!(info.records.len(), city.station_count());
+    every_station_read(&what("info"), &info, city.station_count())?;
 
     let known = KnownStations::from_feed(&info);
     let status = feeds::station_status(version, header, &city.station_status()).unwrap();
     let status = validator
         .station_status(&status, now, Some(&known))
         .map_err(|e| fail("station_status", &e))?;
-    prop_assert!(
-        status.rejected.is_empty(),
-        "{}: {:?}",
-        what("status"),
-        status.rejected
-    );
-    prop_assert!(
-        status.skipped.is_empty(),
-        "{}: {:?}",
-        what("status"),
-        status.skipped
-    );
-    prop_assert_eq!(status.records.len(), city.station_count());
+    every_station_read(&what("status"), &status, city.station_count())
+}
+
+/// A feed of `stations` records read whole: none rejected, none skipped.
+fn every_station_read<T>(
+    what: &str,
+    parsed: &ParsedFeed<T>,
+    stations: usize,
+) -> Result<(), TestCaseError> {
+    prop_assert!(parsed.rejected.is_empty(), "{what}: {:?}", parsed.rejected);
+    prop_assert!(parsed.skipped.is_empty(), "{what}: {:?}", parsed.skipped);
+    prop_assert_eq!(parsed.records.len(), stations, "{}", what);
     Ok(())
 }
 
