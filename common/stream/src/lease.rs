@@ -73,6 +73,17 @@ impl Lease {
             expires_at: Timestamp(0),
         }
     }
+
+    /// The write that takes or renews `shard`'s lease for `owner` until `expires_at`, last
+    /// written at `counter` (conditional on `counter`, like [`Lease::freed`]).
+    pub fn held(shard: ShardId, owner: String, counter: u64, expires_at: Timestamp) -> Self {
+        Self {
+            shard,
+            owner: Some(owner),
+            counter: counter + 1,
+            expires_at,
+        }
+    }
 }
 
 /// Why a lease operation failed.
@@ -419,12 +430,7 @@ impl LeaseCoordinator {
             {
                 continue; // given up since
             }
-            let next = Lease {
-                shard: shard.clone(),
-                owner: Some(owner.clone()),
-                counter: h.counter + 1,
-                expires_at,
-            };
+            let next = Lease::held(shard.clone(), owner.clone(), h.counter, expires_at);
             let sent = Instant::now();
             match store.replace(&next, h.counter).await {
                 Ok(true) => {
@@ -640,12 +646,7 @@ impl LeaseCoordinator {
             let Some(current) = by_shard.get(shard) else {
                 continue;
             };
-            let next = Lease {
-                shard: shard.clone(),
-                owner: Some(me.to_owned()),
-                counter: current.counter + 1,
-                expires_at,
-            };
+            let next = Lease::held(shard.clone(), me.to_owned(), current.counter, expires_at);
             let sent = Instant::now();
             if !store.replace(&next, current.counter).await? {
                 continue;
