@@ -135,23 +135,19 @@ async fn quality_gauges_are_set_from_the_processors_own_labels() {
         empty.labelled as f64
     );
     assert_eq!(gauge(m::MODEL_LABELLED.name, "full"), full.labelled as f64);
-    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
-    assert!(close(
-        gauge(m::MODEL_ROC_AUC.name, "empty"),
-        empty.roc_auc.unwrap()
-    ));
-    assert!(close(
-        gauge(m::MODEL_PR_AUC.name, "full"),
-        full.pr_auc.unwrap()
-    ));
-    assert!(close(
-        gauge(m::MODEL_BRIER.name, "empty"),
-        empty.brier.unwrap()
-    ));
-    assert!(close(
-        gauge(m::MODEL_CALIBRATION_ERROR.name, "full"),
-        full.ece.unwrap()
-    ));
+    for (metric, target, want) in [
+        (m::MODEL_ROC_AUC, "empty", empty.roc_auc),
+        (m::MODEL_PR_AUC, "full", full.pr_auc),
+        (m::MODEL_BRIER, "empty", empty.brier),
+        (m::MODEL_CALIBRATION_ERROR, "full", full.ece),
+    ] {
+        let (got, want) = (gauge(metric.name, target), want.unwrap());
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{}{{target={target}}}: {got}, the report says {want}",
+            metric.name
+        );
+    }
 }
 
 #[tokio::test]
