@@ -52,13 +52,17 @@ pub struct ReadSettings {
     #[default(KINESIS_SHARD_READ_BYTES_PER_SEC)]
     pub bytes_per_sec: usize,
     /// Delays after throttling and transient errors.
-    #[default(Backoff {
-        base: Duration::from_millis(200),
-        max: Duration::from_secs(5),
-        max_retries: Some(8),
-    })]
+    #[default(READ_BACKOFF)]
     pub backoff: Backoff,
 }
+
+/// Kinesis reads' retries after throttling and transient errors, polling and fan-out alike:
+/// eight retries, 200 ms doubling to at most 5 s apart.
+pub const READ_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+    max_retries: Some(8),
+};
 
 /// When the next `GetRecords` on one shard may start. Pure: times are given to it.
 #[derive(Debug, Clone)]

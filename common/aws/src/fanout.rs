@@ -36,7 +36,7 @@ use smart_default::SmartDefault;
 use tokio::sync::mpsc;
 use tokio::time::Duration;
 
-use crate::cursor::{resume_at, stream_record};
+use crate::cursor::{READ_BACKOFF, resume_at, stream_record};
 use crate::error::classify;
 use crate::metrics::KinesisMetrics;
 use crate::stream::KinesisStream;
@@ -53,11 +53,7 @@ pub struct FanOutSettings {
     #[default(Duration::from_millis(200))]
     pub wait: Duration,
     /// Delays between re-subscriptions after errors.
-    #[default(Backoff {
-        base: Duration::from_millis(200),
-        max: Duration::from_secs(5),
-        max_retries: Some(8),
-    })]
+    #[default(READ_BACKOFF)]
     pub backoff: Backoff,
 }
 
