@@ -11,27 +11,16 @@ use bikeshare_lake::staging::Staging;
 use bikeshare_lake::{EpochWriter, LakeConfig, open_store};
 use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig};
 use bikeshare_types::contracts::FeatureVector;
+use bikeshare_types::splitmix::SplitMix64;
 use bikeshare_types::{StationId, SystemId, Timestamp};
 
 const T0: i64 = 1_775_541_600_000; // 2026-04-07T06:00:00Z
-
-/// SplitMix64: deterministic, no dependency.
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
 
 /// One hour of rows (a row a minute for 40 stations); feature `shifted` moved by `by`.
 fn hour(
     schema: &FeatureSchema,
     h: i64,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
     shifted: usize,
     by: f32,
 ) -> Vec<FeatureVector> {
@@ -40,7 +29,7 @@ fn hour(
         for s in 0..40 {
             let values = (0..schema.len())
                 .map(|f| {
-                    let v = rng.unit() * 10.0 + f as f32;
+                    let v = rng.unit_f32() * 10.0 + f as f32;
                     Some(if f == shifted { v + by } else { v })
                 })
                 .collect();
@@ -64,7 +53,7 @@ async fn monitor_flags_a_shifted_feature_and_stays_quiet_on_an_unshifted_hour() 
     let store = open_store(&LakeConfig::default(), dir.path()).unwrap();
     let writer = EpochWriter::new(store, "processor");
     writer.recover(0).await.unwrap();
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     for (epoch, h, by) in [(1, 0, 0.0), (2, 1, 0.0), (3, 2, 0.0), (4, 3, 8.0)] {
         let mut s = Staging::default();
         s.features.push(hour(&schema, h, &mut rng, shifted, by));

@@ -11,7 +11,8 @@
 //! - [`metrics`]: every metric's name, unit and labels, and the typed functions that record them.
 //! - [`counters`]: relaxed in-process counters and their snapshot, declared once
 //!   ([`counters!`]).
-//! - [`xorshift`]: a tiny seeded generator for synthetic data and test schedules.
+//! - [`xorshift`] and [`splitmix`]: tiny seeded generators (and SplitMix64's hash) for
+//!   synthetic data, baselines and test schedules.
 
 pub mod contracts;
 pub mod counters;
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod retry;
+pub mod splitmix;
 pub mod time;
 pub mod xorshift;
 

@@ -8,38 +8,24 @@ use std::collections::HashMap;
 
 use bikeshare_models::training::dmatrix;
 use bikeshare_models::xgboost::XgbModel;
+use bikeshare_types::splitmix::SplitMix64;
 use xgboost_rs::Booster;
 
 const FEATURES: usize = 12;
 
-/// A small deterministic generator (SplitMix64): no test randomness, no extra dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Features like ours: small counts (many exact ties, 0 is common), fractions, ~15 % missing.
-fn rows(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
+fn rows(rng: &mut SplitMix64, n: usize) -> (Vec<f32>, Vec<f32>) {
     let mut values = Vec::with_capacity(n * FEATURES);
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {
         let start = values.len();
         for f in 0..FEATURES {
-            let v = if rng.unit() < 0.15 {
+            let v = if rng.unit_f32() < 0.15 {
                 f32::NAN
             } else if f % 2 == 0 {
-                (rng.next() % 12) as f32
+                (rng.next_u64() % 12) as f32
             } else {
-                rng.unit() * 4.0 - 1.0
+                rng.unit_f32() * 4.0 - 1.0
             };
             values.push(v);
         }
@@ -47,7 +33,7 @@ fn rows(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
         let bikes = if r[0].is_nan() { 5.0 } else { r[0] };
         let flow = if r[1].is_nan() { 0.0 } else { r[1] };
         let risk = 2.5 - bikes + 1.5 * flow + if r[2].is_nan() { 1.0 } else { 0.0 };
-        labels.push(if risk + rng.unit() * 2.0 - 1.0 > 0.0 {
+        labels.push(if risk + rng.unit_f32() * 2.0 - 1.0 > 0.0 {
             1.0
         } else {
             0.0
@@ -78,7 +64,7 @@ fn split_points(json: &[u8]) -> Vec<(usize, f32)> {
 
 #[test]
 fn native_predictions_are_bit_identical_to_xgboost() {
-    let mut rng = Rng(0x5EED);
+    let mut rng = SplitMix64::new(0x5EED);
     let (train, labels) = rows(&mut rng, 4000);
     let dtrain = dmatrix(&train, FEATURES, &labels, 1).unwrap();
     let config: HashMap<String, String> = [

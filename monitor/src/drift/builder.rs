@@ -4,6 +4,7 @@
 
 use super::hourly::{self, SlotAcc, SlotFeatures, SlotIndex, SlotStatistics};
 use super::*;
+use bikeshare_types::splitmix::SplitMix64;
 
 /// Accumulates one feature's baseline statistics.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +26,7 @@ pub struct BaselineBuilder {
     names: Vec<String>,
     acc: Vec<Acc>,
     rows: u64,
-    rng: u64,
+    rng: SplitMix64,
     drift_threshold: f64,
     /// Features not compared for drift, with the reason.
     not_compared: Vec<(String, String)>,
@@ -56,7 +57,7 @@ impl BaselineBuilder {
             names,
             acc,
             rows: 0,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix64::new(0x9E37_79B9_7F4A_7C15),
             drift_threshold: DEFAULT_DRIFT_THRESHOLD,
             not_compared: Vec::new(),
             optional: Vec::new(),
@@ -85,13 +86,9 @@ impl BaselineBuilder {
         self
     }
 
+    /// Deterministic, so the same rows give the same baseline.
     fn next_random(&mut self) -> u64 {
-        // splitmix64: deterministic, so the same rows give the same baseline.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     /// One row, in the order of the names (extra values are ignored, absent ones missing).

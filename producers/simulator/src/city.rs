@@ -1245,7 +1245,7 @@ const PARKS: [&str; 8] = [
 ];
 
 fn station_name(seed: u64, index: usize, zone: Zone) -> String {
-    let h = super::climate::splitmix64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
+    let h = bikeshare_types::splitmix::splitmix64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
     let street = STREETS[(h % 24) as usize];
     let avenue = AVENUES[((h >> 8) % 24) as usize];
     match zone {

@@ -20,6 +20,7 @@
 
 use bikeshare_types::Timestamp;
 use bikeshare_types::contracts::WeatherObs;
+use bikeshare_types::splitmix::splitmix64;
 use chrono::{Datelike, Timelike};
 use serde::{Deserialize, Serialize};
 use smart_default::SmartDefault;
@@ -280,14 +281,6 @@ fn dew_point(temp: f64, rhum: f64) -> f64 {
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
-}
-
-/// SplitMix64: a fast, well-mixed 64-bit hash.
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// A uniform value in [-1, 1) for grid point `j` of `channel`.
