@@ -12,7 +12,7 @@
 //! row partitions), whatever the number of rows.
 //!
 //! - [`RowBlocks`]: a source of row blocks (row-major `f32`, `NaN` = missing).
-//! - [`ExternalMatrix`]: the external-memory `DMatrix` built from one, with its cache
+//! - [`XgbMatrix`]: the external-memory `DMatrix` built from one, with its cache
 //!   directory (a temporary directory under `$TMPDIR`, removed with the matrix); labels and
 //!   weights are set on it afterwards, so one matrix serves both targets.
 //! - [`RawBooster`]: a booster over such a matrix (the `xgboost-rs` `Booster` keeps its
@@ -35,7 +35,7 @@ use xgboost_rs_sys as sys;
 
 use crate::training::TrainError;
 
-/// A source of row blocks for an [`ExternalMatrix`].
+/// A source of row blocks for an [`XgbMatrix`].
 pub trait RowBlocks {
     /// Values per row.
     fn width(&self) -> usize;
@@ -106,12 +106,7 @@ impl Feed<'_> {
                 self.block.len()
             )));
         }
-        // NumPy's array interface: a C-contiguous `rows × width` array of little-endian f32.
-        let interface = format!(
-            r#"{{"data": [{}, true], "shape": [{rows}, {width}], "strides": null, "typestr": "<f4", "version": 3}}"#,
-            self.block.as_ptr() as usize
-        );
-        let interface = cstring(&interface)?;
+        let interface = array_interface(&self.block, rows, width)?;
         // SAFETY: `proxy` is a live proxy DMatrix; `interface` describes `self.block`, which
         // is not touched until the next callback, by when XGBoost has copied the block into
         // its page (it reads the proxy right after `next` returns).
@@ -120,6 +115,15 @@ impl Feed<'_> {
         self.rows += rows;
         Ok(true)
     }
+}
+
+/// NumPy's array interface of `values`: a C-contiguous `rows × width` array of
+/// little-endian f32 (XGBoost reads the memory it points at; keep `values` alive).
+fn array_interface(values: &[f32], rows: usize, width: usize) -> Result<CString, TrainError> {
+    cstring(&format!(
+        r#"{{"data": [{}, true], "shape": [{rows}, {width}], "strides": null, "typestr": "<f4", "version": 3}}"#,
+        values.as_ptr() as usize
+    ))
 }
 
 /// `next` callback: 1 when a block was set on the proxy, 0 at the end or on an error (kept
@@ -155,28 +159,29 @@ unsafe extern "C" fn reset_callback(iter: sys::DataIterHandle) {
     }
 }
 
-/// An external-memory `DMatrix`: the rows live in cache files under a temporary directory,
-/// which goes with the matrix.
-pub struct ExternalMatrix {
+/// An XGBoost `DMatrix` built from [`RowBlocks`]: external memory (the rows live in cache
+/// files under a temporary directory, which goes with the matrix) or in memory (XGBoost's
+/// own copy, for rows few enough that re-reading pages would cost more than it saves).
+pub struct XgbMatrix {
     handle: Handle,
     rows: usize,
     width: usize,
     /// Dropped after `handle` (fields drop in order): XGBoost deletes its cache files when
-    /// the matrix is freed, then the directory goes.
-    cache: tempfile::TempDir,
+    /// the matrix is freed, then the directory goes. `None` in memory.
+    cache: Option<tempfile::TempDir>,
 }
 
-impl std::fmt::Debug for ExternalMatrix {
+impl std::fmt::Debug for XgbMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExternalMatrix")
+        f.debug_struct("XgbMatrix")
             .field("rows", &self.rows)
             .field("width", &self.width)
-            .field("cache", &self.cache.path())
+            .field("cache", &self.cache.as_ref().map(tempfile::TempDir::path))
             .finish()
     }
 }
 
-impl ExternalMatrix {
+impl XgbMatrix {
     /// Builds the matrix from `blocks` (read once, block by block), its cache in a new
     /// temporary directory under `cache_parent` (default `$TMPDIR`), `NaN` as the missing
     /// value, with `nthread` threads.
@@ -254,7 +259,43 @@ impl ExternalMatrix {
             handle: out,
             rows,
             width,
-            cache,
+            cache: Some(cache),
+        })
+    }
+
+    /// The same rows as [`Self::from_blocks`] in an ordinary (in-memory) matrix: the blocks
+    /// are gathered into one array, which XGBoost copies; the array goes right after.
+    pub fn in_memory(blocks: &mut dyn RowBlocks, nthread: u32) -> Result<Self, TrainError> {
+        let width = blocks.width();
+        let (mut all, mut block) = (Vec::new(), Vec::new());
+        blocks.reset();
+        while blocks.next_block(&mut block)? {
+            all.extend_from_slice(&block);
+        }
+        drop(block);
+        let rows = all.len() / width.max(1);
+        if width == 0 || rows == 0 || rows * width != all.len() {
+            return Err(TrainError::Internal(format!(
+                "{} values for rows of {width}",
+                all.len()
+            )));
+        }
+        let interface = array_interface(&all, rows, width)?;
+        let config = cstring(&format!(
+            "{{\"missing\": NaN, \"nthread\": {}}}",
+            nthread.max(1)
+        ))?;
+        let mut out = Handle(ptr::null_mut());
+        // SAFETY: `interface` describes `all`, alive for the call (XGBoost copies it);
+        // `config` is NUL-terminated JSON; the new handle is owned by `out`.
+        check("XGDMatrixCreateFromDense", unsafe {
+            sys::XGDMatrixCreateFromDense(interface.as_ptr(), config.as_ptr(), &mut out.0)
+        })?;
+        Ok(Self {
+            handle: out,
+            rows,
+            width,
+            cache: None,
         })
     }
 
@@ -262,9 +303,14 @@ impl ExternalMatrix {
         self.rows
     }
 
-    /// Where the cache files are (removed when the matrix is dropped).
-    pub fn cache_dir(&self) -> &Path {
-        self.cache.path()
+    /// Whether the rows are in cache files (not in memory).
+    pub fn is_external(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Where the cache files are (removed when the matrix is dropped); `None` in memory.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Sets `field` (`label`, `weight`) to `values`, one per row.
@@ -286,11 +332,11 @@ impl ExternalMatrix {
     }
 }
 
-/// A booster trained on one [`ExternalMatrix`], which it borrows (XGBoost keeps a reference
+/// A booster trained on one [`XgbMatrix`], which it borrows (XGBoost keeps a reference
 /// to the matrix until the booster is freed).
 pub struct RawBooster<'m> {
     handle: sys::BoosterHandle,
-    _matrix: PhantomData<&'m ExternalMatrix>,
+    _matrix: PhantomData<&'m XgbMatrix>,
 }
 
 impl std::fmt::Debug for RawBooster<'_> {
@@ -311,7 +357,7 @@ impl Drop for RawBooster<'_> {
 
 impl<'m> RawBooster<'m> {
     /// A booster with `params` (names and values as XGBoost spells them) for `train`.
-    pub fn new(train: &'m ExternalMatrix, params: &[(&str, String)]) -> Result<Self, TrainError> {
+    pub fn new(train: &'m XgbMatrix, params: &[(&str, String)]) -> Result<Self, TrainError> {
         let mut booster = Self {
             handle: ptr::null_mut(),
             _matrix: PhantomData,
@@ -333,7 +379,7 @@ impl<'m> RawBooster<'m> {
     }
 
     /// One boosting round (`round` from 0) on the matrix the booster was made for.
-    pub fn update(&mut self, train: &'m ExternalMatrix, round: u32) -> Result<(), TrainError> {
+    pub fn update(&mut self, train: &'m XgbMatrix, round: u32) -> Result<(), TrainError> {
         let round = c_int::try_from(round).unwrap_or(c_int::MAX);
         // SAFETY: live booster and matrix (the matrix outlives the booster).
         check("XGBoosterUpdateOneIter", unsafe {
@@ -447,14 +493,18 @@ mod tests {
             fail_at: None,
         };
         let parent = tempfile::tempdir().unwrap();
-        let mut m = ExternalMatrix::from_blocks(&mut src, Some(parent.path()), 1).unwrap();
+        let mut m = XgbMatrix::from_blocks(&mut src, Some(parent.path()), 1).unwrap();
         assert_eq!(m.rows(), 1000);
-        let dir = m.cache_dir().to_owned();
+        let dir = m.cache_dir().unwrap().to_owned();
         assert!(dir.starts_with(parent.path()));
         assert!(m.set_float_info("label", &[0.0; 999]).is_err());
         m.set_float_info("label", &vec![1.0; 1000]).unwrap();
         drop(m);
         assert!(!dir.exists(), "{} is left", dir.display());
+        src.reset();
+        let m = XgbMatrix::in_memory(&mut src, 1).unwrap();
+        assert_eq!(m.rows(), 1000);
+        assert!(!m.is_external() && m.cache_dir().is_none());
     }
 
     #[test]
@@ -467,7 +517,10 @@ mod tests {
                 at: 0,
                 fail_at: Some(fail_at),
             };
-            let err = ExternalMatrix::from_blocks(&mut src, None, 1).unwrap_err();
+            let err = XgbMatrix::from_blocks(&mut src, None, 1).unwrap_err();
+            assert!(err.to_string().contains("the source failed"), "{err}");
+            src.reset();
+            let err = XgbMatrix::in_memory(&mut src, 1).unwrap_err();
             assert!(err.to_string().contains("the source failed"), "{err}");
         }
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xgboost_rs::{Booster, DMatrix};
 
-use crate::external::{ExternalMatrix, RawBooster, RowBlocks};
+use crate::external::{RawBooster, RowBlocks, XgbMatrix};
 
 use crate::calibration::{Calibrator, Isotonic};
 use crate::dataset::{DataError, Split, SplitBoundaries, SplitConfig, Target, TrainingData};
@@ -173,8 +173,6 @@ impl TrainParams {
             ("subsample", self.subsample.to_string()),
             ("colsample_bytree", self.colsample_bytree.to_string()),
             ("max_bin", self.max_bin.to_string()),
-            // Every column of a page with a missing value is stored sparse: see `PAGE_HEAD_WEIGHT`.
-            ("sparse_threshold", "1".into()),
             ("nthread", self.nthread.to_string()),
             ("seed", self.seed.to_string()),
             ("base_score", format!("{base_score:.3}")),
@@ -249,6 +247,17 @@ pub fn dmatrix(
 /// built and 40 MB as histogram bins while it trains).
 pub const BLOCK_ROWS: usize = 131_072;
 
+/// About what XGBoost 1.6.2's in-memory matrix holds per value of the rows it is given: the
+/// CSR copy (8 bytes: index and value) and the `hist` index (4 bytes a present value).
+pub const XGBOOST_BYTES_PER_VALUE: u64 = 12;
+
+/// Training rows whose in-memory XGBoost copy would take more than this
+/// (rows × features × [`XGBOOST_BYTES_PER_VALUE`]) go to external memory: 1 GiB, about
+/// a million rows of 88 features. Below it, re-reading every page from its cache file on
+/// each of the ~20 passes a tree makes costs more time than the memory it saves (decision
+/// 096 gives the measurements).
+pub const IN_MEMORY_MAX_BYTES: u64 = 1 << 30;
+
 /// Why every page of the external-memory matrix starts with a row of weight 0 whose
 /// features are all missing, and why `sparse_threshold` is 1.
 ///
@@ -301,7 +310,7 @@ impl RowBlocks for TableBlocks<'_> {
 /// ([`TrainingMatrix::fit`]), so one matrix trains both targets unless the easy negatives
 /// of one target were sampled for it (`easy_negative_keep` < 1).
 pub struct TrainingMatrix {
-    matrix: ExternalMatrix,
+    matrix: XgbMatrix,
     /// Row indices into the table, in matrix order.
     rows: Vec<u32>,
     /// Each row's weight, `None` when all are 1.
@@ -325,8 +334,10 @@ impl std::fmt::Debug for TrainingMatrix {
 impl TrainingMatrix {
     /// Rows `train` of `data` with the features `withheld` (indices) missing. With
     /// `params.easy_negative_keep` < 1 and a target to sample for, that target's easy
-    /// negatives are sampled ([`TrainParams::easy_negative_keep`]) and weighted. The cache
-    /// files go in a new directory under `cache_parent` (default `$TMPDIR`).
+    /// negatives are sampled ([`TrainParams::easy_negative_keep`]) and weighted. XGBoost
+    /// holds the rows in memory when its copy would take at most `in_memory_max_bytes`
+    /// (see [`IN_MEMORY_MAX_BYTES`]), else in external memory, the cache files in a new
+    /// directory under `cache_parent` (default `$TMPDIR`).
     pub fn build(
         data: &TrainingData,
         train: Range<usize>,
@@ -334,6 +345,7 @@ impl TrainingMatrix {
         withheld: &[usize],
         sample_for: Option<Target>,
         cache_parent: Option<&std::path::Path>,
+        in_memory_max_bytes: u64,
     ) -> Result<Self, TrainError> {
         params.validate()?;
         let keep = params.easy_negative_keep;
@@ -371,7 +383,12 @@ impl TrainingMatrix {
             withheld,
             at: 0,
         };
-        let mut matrix = ExternalMatrix::from_blocks(&mut blocks, cache_parent, params.nthread)?;
+        let values = rows.len() as u64 * data.num_features() as u64;
+        let mut matrix = if values.saturating_mul(XGBOOST_BYTES_PER_VALUE) > in_memory_max_bytes {
+            XgbMatrix::from_blocks(&mut blocks, cache_parent, params.nthread)?
+        } else {
+            XgbMatrix::in_memory(&mut blocks, params.nthread)?
+        };
         let weights = weights.iter().any(|&w| w != 1.0).then_some(weights);
         let page_weights = per_page(&rows, PAGE_HEAD_WEIGHT, |k, _| {
             weights.as_ref().map_or(1.0, |w| w[k])
@@ -432,7 +449,12 @@ impl TrainingMatrix {
         }
         let prevalence = self.label(data, target)?;
         let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
-        let config = params.booster_config(base_score);
+        let mut config = params.booster_config(base_score);
+        if self.matrix.is_external() {
+            // Every column of a page with a missing value is stored sparse: see
+            // `PAGE_HEAD_WEIGHT`.
+            config.push(("sparse_threshold", "1".into()));
+        }
         let matrix = &self.matrix;
         let mut booster = RawBooster::new(matrix, &config)?;
         let n = data.num_features();
@@ -548,6 +570,7 @@ pub struct TrainingMatrices<'a> {
     withheld: Vec<usize>,
     build_params: TrainParams,
     cache_parent: Option<std::path::PathBuf>,
+    in_memory_max_bytes: u64,
     shared: Option<TrainingMatrix>,
     per_target: [Option<TrainingMatrix>; 2],
 }
@@ -567,6 +590,7 @@ impl<'a> TrainingMatrices<'a> {
             withheld: withheld.to_vec(),
             build_params: params.clone(),
             cache_parent: None,
+            in_memory_max_bytes: IN_MEMORY_MAX_BYTES,
             shared: None,
             per_target: [None, None],
         }
@@ -575,6 +599,13 @@ impl<'a> TrainingMatrices<'a> {
     /// Puts the matrices' cache directories under `dir` instead of `$TMPDIR`.
     pub fn cache_in(mut self, dir: &std::path::Path) -> Self {
         self.cache_parent = Some(dir.to_owned());
+        self
+    }
+
+    /// Keeps the rows in XGBoost's memory only while its copy takes at most `bytes`
+    /// (default [`IN_MEMORY_MAX_BYTES`]); 0 always uses external memory.
+    pub fn in_memory_up_to(mut self, bytes: u64) -> Self {
+        self.in_memory_max_bytes = bytes;
         self
     }
 
@@ -601,6 +632,7 @@ impl<'a> TrainingMatrices<'a> {
                 &self.withheld,
                 per_target.then_some(target),
                 self.cache_parent.as_deref(),
+                self.in_memory_max_bytes,
             )?);
         }
         let m = slot

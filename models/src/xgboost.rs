@@ -400,6 +400,27 @@ impl XgbModel {
         if cols == 0 {
             return;
         }
+        if cols + 1 == self.width {
+            // The rows hold every feature the model reads: walked in place, each tree until
+            // its leaf (a leaf is the node that loops on itself; no split reads the padding
+            // slot), without copying the row.
+            for (row, m) in values.chunks_exact(cols).zip(margins.iter_mut()) {
+                let mut sum = *m;
+                for &r in &self.roots {
+                    let mut k = r as usize;
+                    loop {
+                        let node = self.nodes[k];
+                        if node.left as usize == k {
+                            break;
+                        }
+                        k = node.next(row);
+                    }
+                    sum += self.leaf_values[k];
+                }
+                *m = sum;
+            }
+            return;
+        }
         let mut padded = Vec::with_capacity(self.width);
         for (row, m) in values.chunks_exact(cols).zip(margins.iter_mut()) {
             self.pad(row, &mut padded);
@@ -524,6 +545,18 @@ mod tests {
         }
         // Features missing from a short row are missing values.
         assert_eq!(m.margin(&[0.0]), by_hand([0.0, f32::NAN, f32::NAN]));
+        // Added to margins that start at the base margin, whole rows (walked in place) and
+        // short rows (padded) give the margins to the bit.
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let mut whole = vec![m.base_margin(); rows.len()];
+        m.add_margins(&flat, 3, &mut whole);
+        let firsts: Vec<f32> = rows.iter().map(|r| r[0]).collect();
+        let mut short = vec![m.base_margin(); rows.len()];
+        m.add_margins(&firsts, 1, &mut short);
+        for (k, r) in rows.iter().enumerate() {
+            assert_eq!(whole[k].to_bits(), by_hand(*r).to_bits(), "{r:?}");
+            assert_eq!(short[k].to_bits(), m.margin(&r[..1]).to_bits(), "{r:?}");
+        }
     }
 
     #[test]

@@ -19,8 +19,12 @@
 //! training one target (went empty) for `--rounds` rounds (no early stopping) on the rows
 //! before the last `--valid-days` days, validating on those (XGBoost `hist`, `--nthread`
 //! threads), with the time per round; `--easy-negative-keep 0.1` samples the training rows'
-//! easy negatives once more, in training. Peak RSS is the process's `VmHWM` (Linux) after each
-//! phase; bytes per row are per row of the source, kept or not.
+//! easy negatives once more, in training. Training is `bikeshare train`'s own path
+//! (`TrainingMatrices`, decision 096): the training rows go to XGBoost's external-memory
+//! matrix a block at a time and live in cache files (under `--cache-dir`, default $TMPDIR;
+//! their size is printed), and the validation rows are scored natively tree by tree. Peak RSS
+//! is the process's `VmHWM` (Linux) after each phase; bytes per row are per row of the source,
+//! kept or not.
 //!
 //! Synthetic rows: `--stations` stations, one row per station every 5 minutes; features are
 //! uniform, 10 % missing, some exactly 0; went-empty depends on three of them through a
@@ -40,7 +44,7 @@ use bikeshare_models::dataset::{SplitConfig, Target};
 use bikeshare_models::rows_parquet::{
     RowsWriter, Sampling, count_rows, read_training_data, read_training_data_sampled,
 };
-use bikeshare_models::training::{TrainParams, train_booster};
+use bikeshare_models::training::{IN_MEMORY_MAX_BYTES, TrainParams, TrainingMatrices};
 use bikeshare_stream_processor::backfill::TrainingRow;
 use bikeshare_stream_processor::processor::FeatureRow;
 use bikeshare_stream_processor::{FeatureSchema, ProcessorConfig};
@@ -82,6 +86,30 @@ struct Args {
     /// Days at the end of the rows to validate on (the rest trains).
     #[arg(long, default_value_t = 3)]
     valid_days: u32,
+    /// Where XGBoost's external-memory cache goes (a temporary directory inside it, removed
+    /// after training); default $TMPDIR.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// XGBoost keeps the training rows in memory while its copy (12 bytes a value) takes at
+    /// most this many MB, else uses external memory (default `bikeshare train`'s, 1024); 0
+    /// always uses external memory.
+    #[arg(long, default_value_t = IN_MEMORY_MAX_BYTES >> 20)]
+    in_memory_max_mb: u64,
+}
+
+/// Bytes of the files under `dir`.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The process's peak and current resident set, bytes (Linux `/proc/self/status`).
@@ -243,32 +271,40 @@ fn main() -> anyhow::Result<()> {
         easy_negative_keep: args.easy_negative_keep,
         ..TrainParams::default()
     };
+    // XGBoost's external-memory cache goes in a directory of the bench's own, so its size
+    // can be measured (`bikeshare train` puts it under $TMPDIR).
+    let cache = match &args.cache_dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
     let started = Instant::now();
     let mut first_round = None;
-    let b = train_booster(
-        &data,
-        Target::WentEmpty,
-        train,
-        valid.clone(),
-        &params,
-        &mut |p| {
+    let mut cache_bytes = 0u64;
+    let b = TrainingMatrices::new(&data, train, &params, &[])
+        .cache_in(cache.path())
+        .in_memory_up_to(args.in_memory_max_mb << 20)
+        .train(Target::WentEmpty, valid.clone(), &params, &mut |p| {
             if p.round == 0 {
                 first_round = Some(started.elapsed().as_secs_f64());
+                cache_bytes = bytes_under(cache.path());
             }
-        },
-    )?;
+        })?;
     let train_s = started.elapsed().as_secs_f64();
     let (peak, _) = rss();
     let first = first_round.unwrap_or(0.0);
+    let left = bytes_under(cache.path());
     println!(
-        "train    {} rounds on {cut} rows, validating on {} in {train_s:.1} s (matrices and first round {first:.1} s, then {:.2} s/round), \
-         validation log loss {:.5}; peak RSS {:.2} GB ({:.0} bytes per row read)",
+        "train    {} rounds on {cut} rows, validating on {} in {train_s:.1} s (matrix and first round {first:.1} s, then {:.2} s/round), \
+         validation log loss {:.5}; peak RSS {:.2} GB ({:.0} bytes per row read); \
+         external-memory cache {:.2} GB ({:.0} bytes per training row), {left} bytes left after training",
         b.rounds,
         valid.len(),
         (train_s - first) / f64::from(b.rounds.saturating_sub(1).max(1)),
         b.best_valid_log_loss,
         gb(peak),
-        peak as f64 / source_rows.max(1) as f64
+        peak as f64 / source_rows.max(1) as f64,
+        gb(cache_bytes),
+        cache_bytes as f64 / cut.max(1) as f64,
     );
     println!(
         "total    {:.1} s from load to trained ({:.0} rows/s of the source)",

@@ -91,8 +91,9 @@ fn external_memory_training_matches_in_memory_and_leaves_no_cache() {
     let cache = tempfile::tempdir().unwrap();
     let mut cached = Vec::new();
     let b = {
-        let mut matrices =
-            TrainingMatrices::new(&d, train.clone(), &params, &[]).cache_in(cache.path());
+        let mut matrices = TrainingMatrices::new(&d, train.clone(), &params, &[])
+            .cache_in(cache.path())
+            .in_memory_up_to(0);
         matrices
             .train(Target::WentEmpty, valid.clone(), &params, &mut |_| {
                 cached.push(bytes_under(cache.path()));
