@@ -1048,7 +1048,8 @@ impl Op<'_> {
                             self.schema,
                             self.config,
                         );
-                        if scored != Some(values_hash(&row.vector.values)) {
+                        // The hash only when an early row was emitted (never offline).
+                        if scored.is_none_or(|h| h != values_hash(&row.vector.values)) {
                             sys.stats.rows += 1;
                             // After the early row of the same report: its correction.
                             let revision = u32::from(scored.is_some());
