@@ -19,6 +19,7 @@ mod infra_deploy;
 mod infra_names;
 mod lake_restart;
 mod lake_s3;
+mod linking;
 mod metrics_catalogue;
 mod metrics_compliance;
 mod model_monitor_capture;

@@ -10,6 +10,7 @@
 //! - [`emulators`]: the endpoints of kinesis-mock, moto server and MLflow that
 //!   `scripts/test.sh` exports; a test without its emulator is skipped (failed in CI).
 //! - [`lines`]: a child process's output line by line, received with a timeout.
+//! - [`links`]: what a workspace crate links, from `cargo tree`.
 //! - [`fault_proxy`]: a reverse proxy in front of an emulator that refuses calls and fails
 //!   records the way Kinesis ([`fault_proxy::kinesis`]) or Firehose
 //!   ([`fault_proxy::firehose`]) do under load.
@@ -18,4 +19,5 @@ pub mod emulators;
 pub mod envelopes;
 pub mod fault_proxy;
 pub mod lines;
+pub mod links;
 pub mod shared_data;

@@ -2,42 +2,8 @@
 //! MLflow backends compile and link no AWS SDK; only the features `sagemaker-endpoint` (the
 //! processor's endpoint client) and `sagemaker-registry` bring it in, and the CLI turns them on.
 //! Read from `cargo tree` over the workspace's lock file, normal dependencies only.
-#![allow(clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Command;
-
-/// The packages `package` links (normal dependencies) with `features` turned on.
-fn links(package: &str, features: &[&str]) -> Vec<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "tree",
-        "--locked",
-        "--offline",
-        "-e",
-        "normal",
-        "--prefix",
-        "none",
-    ])
-    .args(["--format", "{p}", "-p", package, "--manifest-path"])
-    .arg(&manifest);
-    if !features.is_empty() {
-        cmd.arg("--features").arg(features.join(","));
-    }
-    let out = cmd.output().expect("running cargo tree");
-    assert!(
-        out.status.success(),
-        "cargo tree -p {package} --features {features:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
+use bikeshare_testkit::links::links;
 
 fn aws(packages: &[String]) -> Vec<&String> {
     packages.iter().filter(|p| p.starts_with("aws-")).collect()

@@ -1,44 +1,12 @@
 //! What links what (decision 092): `models` takes this crate for `drift` alone, so the AWS
 //! clients behind this crate's `aws` feature must not reach it; only the CLI turns them on.
 //! Read from `cargo tree` over the workspace's lock file, normal dependencies only.
-#![allow(clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Command;
-
-/// The packages `package` links (normal dependencies, the features it asks for).
-fn links(package: &str) -> Vec<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let out = Command::new(cargo)
-        .args([
-            "tree",
-            "--locked",
-            "--offline",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .args(["--format", "{p}", "-p", package, "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .expect("running cargo tree");
-    assert!(
-        out.status.success(),
-        "cargo tree -p {package}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
+use bikeshare_testkit::links::links;
 
 #[test]
 fn models_uses_drift_without_linking_the_sns_or_cloudwatch_sdk() {
-    let models = links("bikeshare-models");
+    let models = links("bikeshare-models", &[]);
     assert!(
         models.iter().any(|p| p == "bikeshare-monitor"),
         "models no longer uses monitor: this test has lost its subject"
@@ -53,10 +21,10 @@ fn models_uses_drift_without_linking_the_sns_or_cloudwatch_sdk() {
 
 #[test]
 fn monitor_links_no_aws_crate_without_its_feature_and_the_cli_turns_it_on() {
-    let monitor = links("bikeshare-monitor");
+    let monitor = links("bikeshare-monitor", &[]);
     let aws: Vec<_> = monitor.iter().filter(|p| p.starts_with("aws-")).collect();
     assert!(aws.is_empty(), "bikeshare-monitor links {aws:?} by default");
-    let cli = links("bikeshare");
+    let cli = links("bikeshare", &[]);
     for sdk in ["aws-sdk-sns", "aws-sdk-cloudwatch"] {
         assert!(cli.iter().any(|p| p == sdk), "the CLI does not link {sdk}");
     }
