@@ -3,7 +3,8 @@
 //!
 //! Every feature row the processor emits is held until its label is emitted (once the
 //! horizon has passed in event time); the two are joined by prediction id into a
-//! [`TrainingRow`]. The features are exactly the online ones (same operator code, same event
+//! [`TrainingRow`]. A waiting row keeps only what its label does not carry (values, trigger,
+//! prediction id: the system, station and `as_of` come back from the label, decision 097). The features are exactly the online ones (same operator code, same event
 //! order), and a label only reads reports after `as_of`, so no feature sees the future and
 //! every label is the truth the online processor would have recorded. Rows whose horizon
 //! extends past the end of the history have no label and are counted, not written.

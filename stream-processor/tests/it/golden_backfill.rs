@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use bikeshare_stream_processor::backfill::{Backfill, write_csv_header, write_csv_row};
 use bikeshare_stream_processor::{Processor, ProcessorConfig};
 
-use crate::golden_features::events;
+use crate::golden_features::{assert_golden, events};
 
 /// The rows file of `config` over the golden history, with its summary line last.
 fn render(config: &ProcessorConfig) -> String {
@@ -66,30 +66,8 @@ fn golden_backfill_rows_are_stable_under_every_in_order_config() {
             "{other:?} gives other training rows than the offline settings"
         );
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    if std::env::var_os("BLESS").is_some() {
-        std::fs::write(&path, &got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    if got != want {
-        let (n, (g, w)) = got
-            .lines()
-            .zip(want.lines())
-            .enumerate()
-            .find(|(_, (g, w))| g != w)
-            .unwrap_or((
-                got.lines().count().min(want.lines().count()),
-                ("<end>", "<end>"),
-            ));
-        panic!(
-            "{} differs at line {}:\n  got:  {g}\n  want: {w}\n({} lines vs {} expected; \
-             BLESS=1 regenerates it after an intended change)",
-            path.display(),
-            n + 1,
-            got.lines().count(),
-            want.lines().count()
-        );
-    }
+    assert_golden(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(GOLDEN),
+        &got,
+    );
 }

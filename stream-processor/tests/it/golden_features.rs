@@ -151,28 +151,14 @@ fn answers(text: &str) -> (std::collections::BTreeMap<String, String>, Vec<Strin
     (last, other)
 }
 
-fn check(config: &ProcessorConfig) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    let got = render(config, None);
-    if *config != ProcessorConfig::default() {
-        let want = render(&ProcessorConfig::default(), None);
-        assert!(
-            answers(&got) == answers(&want),
-            "{config:?} answers differently from the default config"
-        );
-        for at in [1, events().len() / 2] {
-            assert!(
-                render(config, Some(at)) == got,
-                "snapshot and restore after {at} events changed the outputs"
-            );
-        }
-        return;
+/// Checks `got` against the golden file at `path` line by line and returns the file's text;
+/// with `BLESS` set, writes `got` there instead (after an intended change of outputs).
+pub(crate) fn assert_golden(path: &std::path::Path, got: &str) -> String {
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, got).unwrap();
+        return got.to_owned();
     }
-    if std::env::var_os("BLESS").is_some() && *config == ProcessorConfig::default() {
-        std::fs::write(&path, &got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
+    let want = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
     if got != want {
         let (n, (g, w)) = got
@@ -193,6 +179,27 @@ fn check(config: &ProcessorConfig) {
             want.lines().count()
         );
     }
+    want
+}
+
+fn check(config: &ProcessorConfig) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    let got = render(config, None);
+    if *config != ProcessorConfig::default() {
+        let want = render(&ProcessorConfig::default(), None);
+        assert!(
+            answers(&got) == answers(&want),
+            "{config:?} answers differently from the default config"
+        );
+        for at in [1, events().len() / 2] {
+            assert!(
+                render(config, Some(at)) == got,
+                "snapshot and restore after {at} events changed the outputs"
+            );
+        }
+        return;
+    }
+    let want = assert_golden(&path, &got);
     let events = events().len();
     for at in [1, events / 3, events / 2, events - 1] {
         assert!(
