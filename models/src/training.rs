@@ -258,25 +258,29 @@ pub const XGBOOST_BYTES_PER_VALUE: u64 = 12;
 /// 096 gives the measurements).
 pub const IN_MEMORY_MAX_BYTES: u64 = 1 << 30;
 
-/// Why every page of the external-memory matrix starts with a row of weight 0 whose
-/// features are all missing, and why `sparse_threshold` is 1.
+/// What a missing value becomes in the external-memory matrix: below every value, so it
+/// goes left at every split (and every split of the trained model is then told so:
+/// `default_left`, [`XgbModel::with_missing_left`]).
 ///
-/// XGBoost 1.6.2 writes each page's column index (`ColumnMatrix`) to its cache file without
-/// its "missing" flags (`missing_flags_` is neither written nor read back). A page read back
-/// from the cache then crashes (out-of-bounds read, SIGSEGV) when `hist` partitions rows on a
-/// *dense* column of a page that has missing values elsewhere. A column is stored sparse
-/// (row indices, which are written) when fewer than `sparse_threshold` × rows of the page
-/// have it; at 1, every column with at least one missing value in the page is sparse, and the
-/// all-missing head row gives every column one. Weight 0 and no present value: the row adds
-/// to no histogram bin and to no gradient sum, so the trees are those of the real rows.
-const PAGE_HEAD_WEIGHT: f32 = 0.0;
+/// Why not `NaN`: XGBoost 1.6.2 writes each page's column index (`ColumnMatrix`) to its
+/// cache file without its "missing" flags (`missing_flags_` is neither written nor read
+/// back), so a page with a missing value, read back from the cache, crashes `hist` (an
+/// out-of-bounds read, SIGSEGV) when it partitions rows on a dense column; storing such
+/// columns sparse avoids the crash but makes the pages 13 bytes a value (4 of bin index, 1 of
+/// column index, 8 of row index), which every one of a tree's ~20 passes re-reads: 19 s a
+/// round for 588k rows. Without missing values the pages are dense, 1 byte of bin index and
+/// 1 of column index a value. The price: the trees cannot learn where missing values go per
+/// split (they go with the lowest values, and a split at the lowest cut isolates them);
+/// decision 096 measures what that costs.
+pub const MISSING_IN_EXTERNAL_MEMORY: f32 = f32::MIN;
 
-/// Rows of a table, [`BLOCK_ROWS`] at a time after a head row (see [`PAGE_HEAD_WEIGHT`]), with the
-/// features `withheld` missing.
+/// Rows of a table, [`BLOCK_ROWS`] at a time, with the features `withheld` missing and
+/// missing values written as `missing`.
 struct TableBlocks<'a> {
     data: &'a TrainingData,
     rows: &'a [u32],
     withheld: &'a [usize],
+    missing: f32,
     at: usize,
 }
 
@@ -293,12 +297,15 @@ impl RowBlocks for TableBlocks<'_> {
             return Ok(false);
         }
         out.clear();
-        // The page's first row: every feature missing (weight 0, see `PAGE_HEAD_WEIGHT`).
-        out.resize(self.data.num_features(), f32::NAN);
         for &i in &self.rows[self.at..end] {
             out.extend_from_slice(self.data.row(i as usize));
         }
         blank(out, self.data.num_features(), self.withheld);
+        if !self.missing.is_nan() {
+            for x in out.iter_mut().filter(|x| x.is_nan()) {
+                *x = self.missing;
+            }
+        }
         self.at = end;
         Ok(true)
     }
@@ -377,23 +384,28 @@ impl TrainingMatrix {
         if rows.is_empty() {
             return Err(TrainError::Internal("no training rows".into()));
         }
+        let values = rows.len() as u64 * data.num_features() as u64;
+        let external = values.saturating_mul(XGBOOST_BYTES_PER_VALUE) > in_memory_max_bytes;
         let mut blocks = TableBlocks {
             data,
             rows: &rows,
             withheld,
+            missing: if external {
+                MISSING_IN_EXTERNAL_MEMORY
+            } else {
+                f32::NAN
+            },
             at: 0,
         };
-        let values = rows.len() as u64 * data.num_features() as u64;
-        let mut matrix = if values.saturating_mul(XGBOOST_BYTES_PER_VALUE) > in_memory_max_bytes {
+        let mut matrix = if external {
             XgbMatrix::from_blocks(&mut blocks, cache_parent, params.nthread)?
         } else {
             XgbMatrix::in_memory(&mut blocks, params.nthread)?
         };
         let weights = weights.iter().any(|&w| w != 1.0).then_some(weights);
-        let page_weights = per_page(&rows, PAGE_HEAD_WEIGHT, |k, _| {
-            weights.as_ref().map_or(1.0, |w| w[k])
-        });
-        matrix.set_float_info("weight", &page_weights)?;
+        if let Some(w) = &weights {
+            matrix.set_float_info("weight", w)?;
+        }
         Ok(Self {
             matrix,
             rows,
@@ -417,10 +429,12 @@ impl TrainingMatrix {
                 self.sampled_for
             )));
         }
-        let label = |i: u32| f32::from(u8::from(target.label(data.meta(i as usize))));
-        self.matrix
-            .set_float_info("label", &per_page(&self.rows, 0.0, |_, i| label(i)))?;
-        let labels: Vec<f32> = self.rows.iter().map(|&i| label(i)).collect();
+        let labels: Vec<f32> = self
+            .rows
+            .iter()
+            .map(|&i| f32::from(u8::from(target.label(data.meta(i as usize)))))
+            .collect();
+        self.matrix.set_float_info("label", &labels)?;
         Ok(weighted_rate(&labels, self.weights.as_deref()))
     }
 
@@ -449,12 +463,10 @@ impl TrainingMatrix {
         }
         let prevalence = self.label(data, target)?;
         let base_score = (prevalence.clamp(0.001, 0.999) * 1000.0).round() / 1000.0;
-        let mut config = params.booster_config(base_score);
-        if self.matrix.is_external() {
-            // Every column of a page with a missing value is stored sparse: see
-            // `PAGE_HEAD_WEIGHT`.
-            config.push(("sparse_threshold", "1".into()));
-        }
+        let config = params.booster_config(base_score);
+        // External memory trains with missing values below every value: each tree sends
+        // them left at every split, and is told so before it scores anything.
+        let missing_left = self.matrix.is_external();
         let matrix = &self.matrix;
         let mut booster = RawBooster::new(matrix, &config)?;
         let n = data.num_features();
@@ -471,7 +483,10 @@ impl TrainingMatrix {
                 check_config(&booster.config()?, &config)?;
             }
             rounds = round + 1;
-            let tree = XgbModel::from_json(&booster.tree_json(round)?)?;
+            let mut tree = XgbModel::from_json(&booster.tree_json(round)?)?;
+            if missing_left {
+                tree = tree.with_missing_left();
+            }
             if round == 0 {
                 margins = vec![tree.base_margin(); valid.len()];
             }
@@ -510,6 +525,9 @@ impl TrainingMatrix {
         }
         let mut json = booster.json()?;
         drop(booster);
+        if missing_left {
+            json = missing_left_json(&json)?;
+        }
         let keep = best_round + 1;
         if patience > 0 && keep < rounds {
             let cut = keep_trees(&json, keep as usize)?;
@@ -544,20 +562,28 @@ impl TrainingMatrix {
     }
 }
 
-/// One value per row of the external matrix: `head` for each page's head row
-/// ([`PAGE_HEAD_WEIGHT`]), then `value(k, rows[k])` for its rows.
-fn per_page(rows: &[u32], head: f32, value: impl Fn(usize, u32) -> f32) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows.len() + rows.len().div_ceil(BLOCK_ROWS));
-    for (b, block) in rows.chunks(BLOCK_ROWS).enumerate() {
-        out.push(head);
-        out.extend(
-            block
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| value(b * BLOCK_ROWS + k, i)),
-        );
+/// `json`'s model with every split sending missing values left (`default_left`), as they
+/// went in training when they were [`MISSING_IN_EXTERNAL_MEMORY`].
+fn missing_left_json(json: &[u8]) -> Result<Vec<u8>, TrainError> {
+    let bad = |m: &str| TrainError::Internal(format!("XGBoost JSON: {m}"));
+    let mut doc: Value = serde_json::from_slice(json).map_err(|e| bad(&e.to_string()))?;
+    let trees = doc
+        .pointer_mut("/learner/gradient_booster/model/trees")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| bad("no trees"))?;
+    for t in trees {
+        let flags = t
+            .get_mut("default_left")
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| bad("a tree without default_left"))?;
+        for f in flags {
+            *f = match f {
+                Value::Bool(_) => Value::Bool(true),
+                _ => Value::from(1),
+            };
+        }
     }
-    out
+    serde_json::to_vec(&doc).map_err(|e| bad(&e.to_string()))
 }
 
 /// The matrices both targets train on: one when no sampling depends on the target, else

@@ -386,6 +386,16 @@ impl XgbModel {
         }));
     }
 
+    /// The same model with every split sending a missing value left (what a model trained
+    /// with missing values below every value does; see
+    /// `training::MISSING_IN_EXTERNAL_MEMORY`).
+    pub fn with_missing_left(mut self) -> Self {
+        for n in &mut self.nodes {
+            n.feature |= DEFAULT_LEFT;
+        }
+        self
+    }
+
     /// The margin every row starts from (the base score as a margin, in f32).
     pub fn base_margin(&self) -> f32 {
         self.base_margin
@@ -556,6 +566,16 @@ mod tests {
         for (k, r) in rows.iter().enumerate() {
             assert_eq!(whole[k].to_bits(), by_hand(*r).to_bits(), "{r:?}");
             assert_eq!(short[k].to_bits(), m.margin(&r[..1]).to_bits(), "{r:?}");
+        }
+        // Told that missing values go left, a missing value goes where the lowest value does.
+        let left = m.clone().with_missing_left();
+        for r in rows {
+            let lowest = r.map(|x| if x.is_nan() { f32::MIN } else { x });
+            assert_eq!(
+                left.margin(&r).to_bits(),
+                m.margin(&lowest).to_bits(),
+                "{r:?}"
+            );
         }
     }
 
