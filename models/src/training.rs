@@ -4,10 +4,15 @@
 //! The traps of `xgboost-rs` (../shared/TESTING.md) and what this module does about them:
 //!
 //! - `Booster::train` runs a fixed 16 rounds: the booster is created from its parameters and
-//!   [`Booster::update`] is called once per round; after each round the validation log loss
-//!   (XGBoost's own metric, from its prediction cache) decides early stopping.
-//! - `DMatrix::from_dense` treats 0.0 as missing: matrices are built with
-//!   `from_col_major_f32` given row-major strides and `NaN` as the missing value.
+//!   updated once per round ([`crate::external::RawBooster`]); after each round the new tree
+//!   alone is added to the validation rows' margins by the native evaluator, whose log loss
+//!   (XGBoost's `logloss`, the same numbers) decides early stopping: no validation matrix.
+//! - `DMatrix::from_dense` treats 0.0 as missing: matrices are built from dense arrays with
+//!   `NaN` as the missing value ([`TrainingMatrix`]).
+//! - The training rows reach XGBoost a block at a time: in its memory while its copy stays
+//!   under [`IN_MEMORY_MAX_BYTES`], else in external memory (cache files under `$TMPDIR`,
+//!   removed after; missing values sent left, see [`MISSING_IN_EXTERNAL_MEMORY`]), so
+//!   XGBoost's memory is bounded whatever the number of rows (decision 096).
 //! - Parameters set from JSON are not checked: after the first round the configuration the
 //!   booster reports back is compared with every parameter set.
 //! - Models are saved as XGBoost JSON (never the legacy binary).
@@ -311,9 +316,9 @@ impl RowBlocks for TableBlocks<'_> {
     }
 }
 
-/// The training rows of a training as XGBoost holds them: an external-memory matrix
-/// ([`crate::external`]; cache files under `$TMPDIR`, removed with it) of rows of the table,
-/// with the features withheld blanked and the rows' weights. Its labels are set per target
+/// The training rows of a training as XGBoost holds them: a matrix ([`crate::external`]; in
+/// memory, or external memory with cache files under `$TMPDIR` removed with it) of rows of
+/// the table, with the features withheld blanked and the rows' weights. Its labels are set per target
 /// ([`TrainingMatrix::fit`]), so one matrix trains both targets unless the easy negatives
 /// of one target were sampled for it (`easy_negative_keep` < 1).
 pub struct TrainingMatrix {
