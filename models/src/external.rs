@@ -12,9 +12,11 @@
 //! row partitions), whatever the number of rows.
 //!
 //! - [`RowBlocks`]: a source of row blocks (row-major `f32`, `NaN` = missing).
-//! - [`XgbMatrix`]: the external-memory `DMatrix` built from one, with its cache
-//!   directory (a temporary directory under `$TMPDIR`, removed with the matrix); labels and
-//!   weights are set on it afterwards, so one matrix serves both targets.
+//! - [`XgbMatrix`]: the `DMatrix` built from one — external memory with its cache directory
+//!   (a temporary directory under `$TMPDIR`, removed with the matrix), or in memory for rows
+//!   too few to be worth it; labels and weights are set on it afterwards, so one matrix
+//!   serves both targets. (XGBoost 1.6.2's cache pages lose their missing flags: training
+//!   hands it no missing value, see `training::MISSING_IN_EXTERNAL_MEMORY`.)
 //! - [`RawBooster`]: a booster over such a matrix (the `xgboost-rs` `Booster` keeps its
 //!   handle private and accepts only its own matrices): parameters, one round, the model
 //!   as JSON, the configuration it reports, and one tree alone (for validating natively).
