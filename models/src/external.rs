@@ -46,6 +46,11 @@ pub trait RowBlocks {
     /// Replaces `out` with the next block's rows (row-major, `NaN` = missing; a whole number
     /// of rows, at least one); `Ok(false)` after the last block.
     fn next_block(&mut self, out: &mut Vec<f32>) -> Result<bool, TrainError>;
+    /// How many rows all the blocks hold, when known (0: unknown): lets an in-memory matrix
+    /// gather them into one allocation instead of a growing one.
+    fn rows_hint(&self) -> usize {
+        0
+    }
 }
 
 /// XGBoost's last error message on this thread.
@@ -269,7 +274,9 @@ impl XgbMatrix {
     /// are gathered into one array, which XGBoost copies; the array goes right after.
     pub fn in_memory(blocks: &mut dyn RowBlocks, nthread: u32) -> Result<Self, TrainError> {
         let width = blocks.width();
-        let (mut all, mut block) = (Vec::new(), Vec::new());
+        // Reserved up front: growing by doubling would hold two copies of the rows at once.
+        let mut all = Vec::with_capacity(blocks.rows_hint().saturating_mul(width));
+        let mut block = Vec::new();
         blocks.reset();
         while blocks.next_block(&mut block)? {
             all.extend_from_slice(&block);

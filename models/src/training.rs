@@ -216,8 +216,8 @@ pub struct TrainedBooster {
 
 /// A row-major, in-memory matrix of `rows` (NaN = missing) with 0/1 labels: what
 /// `xgboost-rs` builds (XGBoost copies the rows, about 1.5 KB a row at 88 features).
-/// Training does not use it ([`TrainingMatrix`] is external memory); the evaluator benchmark
-/// predicts through it.
+/// Training does not use it ([`TrainingMatrix`] builds its own, in memory or external); the
+/// evaluator benchmark predicts through it.
 pub fn dmatrix(
     values: &[f32],
     num_features: usize,
@@ -296,6 +296,9 @@ impl RowBlocks for TableBlocks<'_> {
     }
     fn reset(&mut self) {
         self.at = 0;
+    }
+    fn rows_hint(&self) -> usize {
+        self.rows.len()
     }
     fn next_block(&mut self, out: &mut Vec<f32>) -> Result<bool, TrainError> {
         let end = (self.at + BLOCK_ROWS).min(self.rows.len());
@@ -744,6 +747,9 @@ pub fn train_both(
 ) -> Result<[TrainedBooster; 2], TrainError> {
     let mut matrices = TrainingMatrices::new(data, train, params, withheld);
     let empty = matrices.train(Target::WentEmpty, valid.clone(), params, progress)?;
+    // A matrix of went-empty's own sample is not needed again: free it (or its cache files)
+    // before went-full's is built, so that only one is alive at a time.
+    matrices.per_target[0] = None;
     let full = matrices.train(Target::WentFull, valid, params, progress)?;
     Ok([empty, full])
 }
