@@ -53,6 +53,22 @@ pub trait RowBlocks {
     }
 }
 
+/// Bytes of the files under `dir` (and its subfolders): how much an external matrix's cache
+/// holds on disk; 0 when `dir` cannot be read.
+pub fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// XGBoost's last error message on this thread.
 fn last_error() -> String {
     // SAFETY: XGBGetLastError returns a pointer to a NUL-terminated thread-local string that

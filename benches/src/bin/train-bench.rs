@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use bikeshare_models::dataset::{SplitConfig, Target};
+use bikeshare_models::external::bytes_under;
 use bikeshare_models::rows_parquet::{
     RowsWriter, Sampling, count_rows, read_training_data, read_training_data_sampled,
 };
@@ -95,21 +96,6 @@ struct Args {
     /// always uses external memory.
     #[arg(long, default_value_t = IN_MEMORY_MAX_BYTES >> 20)]
     in_memory_max_mb: u64,
-}
-
-/// Bytes of the files under `dir`.
-fn bytes_under(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => bytes_under(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// The process's peak and current resident set, bytes (Linux `/proc/self/status`).

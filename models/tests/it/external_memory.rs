@@ -6,28 +6,13 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: XGBoost failing here should fail loudly
 
-use std::path::Path;
-
 use bikeshare_models::dataset::{RowLabel, Target, TrainingData};
+use bikeshare_models::external::bytes_under;
 use bikeshare_models::training::{BLOCK_ROWS, TrainParams, TrainingMatrices, dmatrix};
 use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_types::Timestamp;
+use bikeshare_types::splitmix::SplitMix64;
 use xgboost_rs::Booster;
-
-/// Bytes of the files under `dir`.
-fn bytes_under(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => bytes_under(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 /// `n` seeded rows over several pages: feature 0 always present (a column no page misses,
 /// the case XGBoost 1.6.2's cache pages crash on), feature 1 missing for a third of the
@@ -36,13 +21,8 @@ fn bytes_under(dir: &Path) -> u64 {
 fn rows(n: usize) -> TrainingData {
     let schema = FeatureSchema::current(&[5, 15, 30, 60]);
     let mut d = TrainingData::new(&schema, 30);
-    let mut state = 21u64;
-    let mut u = || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = SplitMix64::new(21);
+    let mut u = || rng.unit_f32();
     for i in 0..n {
         let (a, b, c, noise) = (u(), u(), u(), u());
         let missing = b < 0.33;
