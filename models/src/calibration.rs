@@ -215,13 +215,8 @@ mod tests {
     /// Rows whose true probability is `q` and whose model says `sqrt(q)`: too high, most in
     /// the middle.
     fn rows(n: usize, seed: u64) -> (Vec<f32>, Vec<bool>) {
-        let mut state = seed;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut state = bikeshare_types::lcg::Lcg64::new(seed);
+        let mut next = || state.unit_f32();
         let (mut p, mut y) = (Vec::new(), Vec::new());
         for _ in 0..n {
             let q = next();

@@ -310,13 +310,8 @@ mod tests {
             TrainingData::new(&schema, 30),
             TrainingData::new(&schema, 30),
         );
-        let mut s = 9u64;
-        let mut u = || {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut s = bikeshare_types::lcg::Lcg64::new(9);
+        let mut u = || s.unit_f64();
         let mut t = 0i64;
         for i in 0..8000 {
             let x = u();
@@ -368,13 +363,8 @@ mod tests {
         // trend: Newton's full steps overshoot here.
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
-        let mut s = 5u64;
-        let mut u = || {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut s = bikeshare_types::lcg::Lcg64::new(5);
+        let mut u = || s.unit_f64();
         let (mut p, mut y) = (Vec::new(), Vec::new());
         let mut rows = Vec::new();
         for i in 0..5000 {
@@ -419,13 +409,8 @@ mod tests {
     fn recovers_a_logistic_relation_and_ignores_constant_and_missing_features() {
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
-        let mut s = 3u64;
-        let mut u = || {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut s = bikeshare_types::lcg::Lcg64::new(3);
+        let mut u = || s.unit_f64();
         // P(empty) = sigmoid(2 x0 - 1); feature 1 constant, feature 2 always missing.
         for i in 0..20_000 {
             let x0 = u() * 4.0 - 2.0;

@@ -518,13 +518,8 @@ mod tests {
     /// probability that feature 0 sets (~8 %), other flags rarer.
     fn write_days(path: &Path, schema: &FeatureSchema, stations: usize, days: i64) -> usize {
         let mut w = RowsWriter::create(path, schema).unwrap();
-        let mut state = 3u64;
-        let mut u = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut state = bikeshare_types::lcg::Lcg64::new(3);
+        let mut u = move || state.unit_f32();
         let t0 = 1_717_200_000_000i64;
         let ticks = days * 24 * 12;
         for tick in 0..ticks {

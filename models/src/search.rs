@@ -276,13 +276,8 @@ mod tests {
     fn rows(n: usize) -> TrainingData {
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
-        let mut state = 5u64;
-        let mut u = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut state = bikeshare_types::lcg::Lcg64::new(5);
+        let mut u = || state.unit_f32();
         for i in 0..n {
             let (a, b, c) = (u(), u(), u());
             let label = RowLabel {

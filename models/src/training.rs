@@ -1440,13 +1440,8 @@ mod tests {
     fn noisy_rows(n: usize) -> TrainingData {
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
-        let mut state = 7u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut state = bikeshare_types::lcg::Lcg64::new(7);
+        let mut next = || state.unit_f32();
         for i in 0..n {
             let x = next();
             let label = crate::dataset::RowLabel {
@@ -1596,13 +1591,8 @@ mod tests {
         // A rare outcome (~8 %) driven by one feature; most rows are easy negatives.
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let mut d = TrainingData::new(&schema, 30);
-        let mut state = 11u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut state = bikeshare_types::lcg::Lcg64::new(11);
+        let mut next = || state.unit_f32();
         for i in 0..20_000 {
             let x = next();
             let label = crate::dataset::RowLabel {

@@ -18,6 +18,7 @@ pub mod contracts;
 pub mod counters;
 pub mod error;
 pub mod ids;
+pub mod lcg;
 pub mod limits;
 pub mod metrics;
 pub mod retry;
