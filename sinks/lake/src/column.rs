@@ -10,6 +10,9 @@
 //! Decoding goes the other way, from named columns back to a record ([`Columns`]), and is
 //! checked against the table by the round-trip tests.
 //!
+//! This module knows no dataset: [`crate::dataset`] holds the tables and calls it with
+//! them, so the two do not import each other.
+//!
 //! | column | Arrow type | JSON |
 //! | --- | --- | --- |
 //! | [`Column::str`], [`Column::text`] | `Utf8` | string |
@@ -29,12 +32,11 @@ use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Int32Array, ListArray, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
-use arrow_schema::{DataType, Field, TimeUnit};
+use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use bikeshare_types::Timestamp;
 use serde::Serialize;
 
 use crate::LakeError;
-use crate::dataset::{Dataset, LakeRecord};
 
 /// One column of `T`'s dataset: its name, and its value in a record by type.
 pub struct Column<T> {
@@ -195,19 +197,25 @@ pub fn fields<T>(columns: &[Column<T>]) -> Vec<Field> {
     columns.iter().map(Column::field).collect()
 }
 
-/// `rows` as one record batch of their dataset's schema.
-pub fn encode<T: LakeRecord>(rows: &[T]) -> Result<RecordBatch, LakeError> {
-    let arrays = T::COLUMNS.iter().map(|c| c.array(rows)).collect();
-    RecordBatch::try_new(T::DATASET.schema(), arrays).map_err(|e| LakeError::Encode {
-        dataset: T::DATASET.name(),
+/// `rows` as one record batch of `schema`, the fields of `columns` (the table of the dataset
+/// named `dataset`).
+pub fn encode<T>(
+    dataset: &'static str,
+    schema: SchemaRef,
+    columns: &[Column<T>],
+    rows: &[T],
+) -> Result<RecordBatch, LakeError> {
+    let arrays = columns.iter().map(|c| c.array(rows)).collect();
+    RecordBatch::try_new(schema, arrays).map_err(|e| LakeError::Encode {
+        dataset,
         message: e.to_string(),
     })
 }
 
-/// `row` as one JSON object (no newline): the columns in order, keyed by name.
-pub fn write_json<T: LakeRecord>(row: &T, out: &mut Vec<u8>) {
+/// `row` as one JSON object (no newline): the `columns` in order, keyed by name.
+pub fn write_json<T>(columns: &[Column<T>], row: &T, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, c) in T::COLUMNS.iter().enumerate() {
+    for (i, c) in columns.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -220,12 +228,13 @@ pub fn write_json<T: LakeRecord>(row: &T, out: &mut Vec<u8>) {
 
 /// Typed column access for decoding, with a clear error when a file does not match.
 pub(crate) struct Columns<'a> {
-    dataset: Dataset,
+    dataset: &'static str,
     batch: &'a RecordBatch,
 }
 
 impl<'a> Columns<'a> {
-    pub(crate) fn new(dataset: Dataset, batch: &'a RecordBatch) -> Self {
+    /// The columns of `batch`, a file of the dataset named `dataset`.
+    pub(crate) fn new(dataset: &'static str, batch: &'a RecordBatch) -> Self {
         Self { dataset, batch }
     }
     pub(crate) fn rows(&self) -> std::ops::Range<usize> {
@@ -233,7 +242,7 @@ impl<'a> Columns<'a> {
     }
     pub(crate) fn err(&self, column: &str, what: &str) -> LakeError {
         LakeError::Decode {
-            dataset: self.dataset.name(),
+            dataset: self.dataset,
             message: format!("column {column}: {what}"),
         }
     }

@@ -121,7 +121,12 @@ pub trait LakeRecord: Sized + Clone + Send + Sync + 'static {
     fn event_time(&self) -> Timestamp;
     /// `rows` as one record batch of [`Self::DATASET`]'s schema.
     fn encode(rows: &[Self]) -> Result<RecordBatch, LakeError> {
-        column::encode(rows)
+        column::encode(
+            Self::DATASET.name(),
+            Self::DATASET.schema(),
+            Self::COLUMNS,
+            rows,
+        )
     }
     fn decode(batch: &RecordBatch) -> Result<Vec<Self>, LakeError>;
 }
@@ -163,7 +168,7 @@ impl LakeRecord for Envelope {
         self.event_time
     }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = Columns::new(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET.name(), b);
         let (id, sys, src, kind) = (
             c.str("event_id")?,
             c.str("system_id")?,
@@ -231,7 +236,7 @@ impl LakeRecord for CuratedStatus {
         self.status.last_reported
     }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = Columns::new(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET.name(), b);
         let (id, sys, st, lr, it) = (
             c.str("event_id")?,
             c.str("system_id")?,
@@ -295,7 +300,7 @@ impl LakeRecord for FeatureVector {
         self.as_of
     }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = Columns::new(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET.name(), b);
         let (sys, st, as_of, schema, values) = (
             c.str("system_id")?,
             c.str("station_id")?,
@@ -383,7 +388,7 @@ impl LakeRecord for Prediction {
         self.as_of
     }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = Columns::new(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET.name(), b);
         let key = PredictionKey::read(&c)?;
         let (pe, pf, mn, mv, fs, tr, sb, ver) = (
             c.float("p_empty")?,
@@ -448,7 +453,7 @@ impl LakeRecord for Label {
         self.as_of
     }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = Columns::new(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET.name(), b);
         let key = PredictionKey::read(&c)?;
         let (we, wf, ea, fa, obs, ver) = (
             c.bool("went_empty")?,
@@ -496,7 +501,7 @@ impl LakeRecord for DeadLetter {
         self.at
     }
     fn decode(b: &RecordBatch) -> Result<Vec<Self>, LakeError> {
-        let c = Columns::new(Self::DATASET, b);
+        let c = Columns::new(Self::DATASET.name(), b);
         let (id, sys, src, rule, msg, raw, tr, at, ver) = (
             c.str("dead_letter_id")?,
             c.str("system_id")?,

@@ -18,7 +18,7 @@ use crate::dataset::LakeRecord;
 /// written from its column table ([`LakeRecord::COLUMNS`]).
 pub trait JsonRow: LakeRecord {
     fn write_json(&self, out: &mut Vec<u8>) {
-        crate::column::write_json(self, out);
+        crate::column::write_json(Self::COLUMNS, self, out);
     }
 
     /// The row as one line of newline-delimited JSON: the object and `'\n'`.
