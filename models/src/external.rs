@@ -13,7 +13,9 @@
 //!
 //! - [`RowBlocks`]: a source of row blocks (row-major `f32`, `NaN` = missing).
 //! - [`XgbMatrix`]: the `DMatrix` built from one — external memory with its cache directory
-//!   (a temporary directory under `$TMPDIR`, removed with the matrix), or in memory for rows
+//!   (a temporary directory under `$TMPDIR` or the given parent, removed with the matrix,
+//!   locked while it lives so that a later run can remove what a killed one left; a warning
+//!   when it is on `tmpfs`, where the pages would take memory, not disk), or in memory for rows
 //!   too few to be worth it; labels and weights are set on it afterwards, so one matrix
 //!   serves both targets. (XGBoost 1.6.2's cache pages lose their missing flags: training
 //!   hands it no missing value, see `training::MISSING_IN_EXTERNAL_MEMORY`.)
@@ -191,7 +193,123 @@ pub struct XgbMatrix {
     width: usize,
     /// Dropped after `handle` (fields drop in order): XGBoost deletes its cache files when
     /// the matrix is freed, then the directory goes. `None` in memory.
-    cache: Option<tempfile::TempDir>,
+    cache: Option<Cache>,
+}
+
+/// The name every cache directory starts with.
+const CACHE_DIR_PREFIX: &str = "bikeshare-xgb-cache-";
+/// The file a cache directory's owner holds locked (`flock`) while its matrix lives.
+const CACHE_LOCK: &str = "owner.lock";
+
+/// An external matrix's cache directory, locked by this process until dropped.
+struct Cache {
+    /// Removed first, while still locked.
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
+impl Cache {
+    /// A new cache directory under `parent` (default `$TMPDIR`), after removing the ones
+    /// that runs which died (killed, out of memory) left there.
+    fn create(parent: Option<&Path>) -> std::io::Result<Self> {
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        remove_stale_caches(&parent);
+        let dir = tempfile::Builder::new()
+            .prefix(CACHE_DIR_PREFIX)
+            .tempdir_in(&parent)?;
+        // Locked under another name, then renamed: no other run ever finds the lock file
+        // unlocked while this one lives (a lock goes with the open file, not its name).
+        let pending = dir.path().join(format!("{CACHE_LOCK}.new"));
+        let lock = std::fs::File::create(&pending)?;
+        lock.try_lock().map_err(std::io::Error::from)?;
+        std::fs::rename(&pending, dir.path().join(CACHE_LOCK))?;
+        if on_tmpfs(dir.path()) {
+            tracing::warn!(
+                cache = %dir.path().display(),
+                "XGBoost's external-memory cache is on tmpfs, where its pages take memory, not \
+                 disk: set TMPDIR (or [train] cache_dir) to a directory on disk"
+            );
+        }
+        Ok(Self { dir, _lock: lock })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Removes the cache directories under `parent` whose lock no live process holds (the run
+/// that made them ended without cleaning up); directories without a lock file (made by
+/// another program, or an older build) are left alone.
+fn remove_stale_caches(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(CACHE_DIR_PREFIX)
+        {
+            continue;
+        }
+        let dir = e.path();
+        let Ok(lock) = std::fs::File::open(dir.join(CACHE_LOCK)) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue; // a live run's, or one we cannot judge
+        }
+        let bytes = bytes_under(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!(
+                cache = %dir.display(),
+                bytes,
+                "removed an XGBoost cache left by a run that did not end cleanly"
+            ),
+            Err(err) => tracing::warn!(
+                cache = %dir.display(),
+                %err,
+                "could not remove an XGBoost cache left by an earlier run"
+            ),
+        }
+    }
+}
+
+/// Whether `path` lies on a `tmpfs` mount; `false` where that cannot be told (not Linux).
+fn on_tmpfs(path: &Path) -> bool {
+    let (Ok(path), Ok(info)) = (
+        path.canonicalize(),
+        std::fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return false;
+    };
+    fs_type_of(&path, &info) == Some("tmpfs")
+}
+
+/// The file system type of the mount that holds `path` (the longest mount point above it)
+/// in a `/proc/self/mountinfo` text.
+fn fs_type_of<'a>(path: &Path, mountinfo: &'a str) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for line in mountinfo.lines() {
+        // `id parent major:minor root mount-point options [optional...] - fstype source ...`
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(mount), Some(fs_type)) = (left.split(' ').nth(4), right.split(' ').next()) else {
+            continue;
+        };
+        // Spaces, tabs, newlines and backslashes in mount points are octal escapes.
+        let mount = mount
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\");
+        if path.starts_with(&mount) && best.is_none_or(|(len, _)| mount.len() >= len) {
+            best = Some((mount.len(), fs_type));
+        }
+    }
+    best.map(|(_, t)| t)
 }
 
 impl std::fmt::Debug for XgbMatrix {
@@ -199,30 +317,23 @@ impl std::fmt::Debug for XgbMatrix {
         f.debug_struct("XgbMatrix")
             .field("rows", &self.rows)
             .field("width", &self.width)
-            .field("cache", &self.cache.as_ref().map(tempfile::TempDir::path))
+            .field("cache", &self.cache.as_ref().map(Cache::path))
             .finish()
     }
 }
 
 impl XgbMatrix {
     /// Builds the matrix from `blocks` (read once, block by block), its cache in a new
-    /// temporary directory under `cache_parent` (default `$TMPDIR`), `NaN` as the missing
-    /// value, with `nthread` threads.
+    /// temporary directory under `cache_parent` (default `$TMPDIR`; stale caches of dead
+    /// runs there are removed first), `NaN` as the missing value, with `nthread` threads.
     pub fn from_blocks(
         blocks: &mut dyn RowBlocks,
         cache_parent: Option<&Path>,
         nthread: u32,
     ) -> Result<Self, TrainError> {
-        let builder = {
-            let mut b = tempfile::Builder::new();
-            b.prefix("bikeshare-xgb-cache-");
-            b
-        };
-        let cache = match cache_parent {
-            Some(p) => builder.tempdir_in(p),
-            None => builder.tempdir(),
-        }
-        .map_err(|e| TrainError::Internal(format!("creating the XGBoost cache directory: {e}")))?;
+        let cache = Cache::create(cache_parent).map_err(|e| {
+            TrainError::Internal(format!("creating the XGBoost cache directory: {e}"))
+        })?;
         let prefix = cache.path().join("rows");
         let config = serde_json::json!({
             "cache_prefix": prefix.to_string_lossy(),
@@ -335,7 +446,7 @@ impl XgbMatrix {
 
     /// Where the cache files are (removed when the matrix is dropped); `None` in memory.
     pub fn cache_dir(&self) -> Option<&Path> {
-        self.cache.as_ref().map(tempfile::TempDir::path)
+        self.cache.as_ref().map(Cache::path)
     }
 
     /// Sets `field` (`label`, `weight`) to `values`, one per row.
@@ -530,6 +641,53 @@ mod tests {
         let m = XgbMatrix::in_memory(&mut src, 1).unwrap();
         assert_eq!(m.rows(), 1000);
         assert!(!m.is_external() && m.cache_dir().is_none());
+    }
+
+    #[test]
+    fn a_cache_left_by_a_dead_run_is_removed_and_a_live_one_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        // What a killed run leaves: its directory, pages and an unlocked lock file.
+        let dead = parent.path().join(format!("{CACHE_DIR_PREFIX}dead"));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("rows.row.page"), [0u8; 4096]).unwrap();
+        std::fs::write(dead.join(CACHE_LOCK), b"").unwrap();
+        // Someone else's directory with our prefix but no lock file, and an unrelated one.
+        let foreign = parent.path().join(format!("{CACHE_DIR_PREFIX}foreign"));
+        std::fs::create_dir(&foreign).unwrap();
+        let other = parent.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join(CACHE_LOCK), b"").unwrap();
+
+        let live = Cache::create(Some(parent.path())).unwrap();
+        assert!(!dead.exists(), "the dead run's cache is left");
+        assert!(foreign.exists() && other.exists());
+        assert!(live.path().join(CACHE_LOCK).exists());
+
+        // A second run beside a live one leaves the live one alone (its lock is held).
+        let second = Cache::create(Some(parent.path())).unwrap();
+        assert!(live.path().exists());
+        let (a, b) = (live.path().to_owned(), second.path().to_owned());
+        drop((live, second));
+        assert!(!a.exists() && !b.exists());
+    }
+
+    #[test]
+    fn the_mount_holding_a_path_is_the_longest_above_it() {
+        let info = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+25 22 0:23 / /tmp rw,nosuid shared:5 - tmpfs tmpfs rw
+26 25 0:24 / /tmp/disk rw shared:6 master:2 - xfs /dev/vdb rw
+27 22 0:25 / /var/my\\040space rw - tmpfs tmpfs rw
+garbage line
+";
+        let at = |p: &str| fs_type_of(Path::new(p), info);
+        assert_eq!(at("/tmp/x"), Some("tmpfs"));
+        assert_eq!(at("/tmp"), Some("tmpfs"));
+        assert_eq!(at("/tmp/disk/x"), Some("xfs"));
+        assert_eq!(at("/tmpfoo"), Some("ext4"), "a path, not a string, prefix");
+        assert_eq!(at("/var/my space/cache"), Some("tmpfs"));
+        assert_eq!(at("/home"), Some("ext4"));
+        assert_eq!(fs_type_of(Path::new("/x"), ""), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use bikeshare_models::dataset::{RowLabel, Target, TrainingData};
 use bikeshare_models::external::bytes_under;
 use bikeshare_models::training::{BLOCK_ROWS, TrainParams, TrainingMatrices, dmatrix};
+use bikeshare_models::xgboost::XgbModel;
 use bikeshare_stream_processor::FeatureSchema;
 use bikeshare_types::Timestamp;
 use bikeshare_types::splitmix::SplitMix64;
@@ -99,6 +100,46 @@ fn external_memory_training_matches_in_memory_and_leaves_no_cache() {
         "native {} vs XGBoost {own}",
         b.best_valid_log_loss
     );
+
+    // XGBoost's own predictor on the trained model (every split sends missing left, as
+    // external-memory training saw it: `f32::MIN`): a missing value and `f32::MIN` take the
+    // same path in every tree, row by row, and the native evaluator that serves the model
+    // agrees with both.
+    let nan_rows = d.rows(valid.clone()).to_vec();
+    assert!(nan_rows.iter().any(|v| v.is_nan()));
+    let min_rows: Vec<f32> = nan_rows
+        .iter()
+        .map(|&v| if v.is_nan() { f32::MIN } else { v })
+        .collect();
+    let valid_labels = d.labels(Target::WentEmpty, valid.clone());
+    let own_model = Booster::load_buffer(&b.json).unwrap();
+    let predict = |values: &[f32]| {
+        let m = dmatrix(values, d.num_features(), &valid_labels, 2).unwrap();
+        own_model.predict(&m).unwrap()
+    };
+    let (p_nan, p_min) = (predict(&nan_rows), predict(&min_rows));
+    assert_eq!(
+        p_nan, p_min,
+        "NaN and f32::MIN part ways in XGBoost's predictor"
+    );
+    let mut p_native = Vec::new();
+    XgbModel::from_json(&b.json)
+        .unwrap()
+        .predict_rows(&nan_rows, d.num_features(), &mut p_native);
+    let worst = p_nan
+        .iter()
+        .zip(&p_native)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-6, "native and XGBoost differ by up to {worst}");
+    // The model does split on the feature that goes missing (else the above proves nothing).
+    let split_on_1 = serde_json::from_slice::<serde_json::Value>(&b.json).unwrap()
+        ["learner"]["gradient_booster"]["model"]["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["split_indices"].as_array().unwrap().iter().any(|i| i == 1));
+    assert!(split_on_1, "no tree splits on feature 1");
 
     // XGBoost's in-memory training on the same rows and parameters (what training did
     // before) reaches the same validation log loss, within the difference of a quantile
