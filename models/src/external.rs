@@ -227,7 +227,7 @@ impl Cache {
             tracing::warn!(
                 cache = %dir.path().display(),
                 "XGBoost's external-memory cache is on tmpfs, where its pages take memory, not \
-                 disk: set TMPDIR (or [train] cache_dir) to a directory on disk"
+                 disk: set TMPDIR to a directory on disk"
             );
         }
         Ok(Self { dir, _lock: lock })
