@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream::sink::{ShardOutputs, SinkError, Sinks};
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 
 /// Hands every output to each sink in order; barriers (`flush`, `open_shard`,
@@ -63,10 +63,11 @@ impl Sinks for FanOut {
         }
         Ok(())
     }
-    fn scope(&self, shard: &str) {
+    async fn shard_outputs(&self, shard: &str, outputs: ShardOutputs) -> Result<(), SinkError> {
         for s in &self.sinks {
-            s.scope(shard);
+            s.shard_outputs(shard, outputs.clone()).await?;
         }
+        Ok(())
     }
     async fn commit(&self, checkpoints: &[(String, u64)]) -> Result<(), SinkError> {
         for s in &self.sinks {

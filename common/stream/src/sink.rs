@@ -6,13 +6,15 @@
 //!
 //! Checkpoints are per input shard, so sinks that write per checkpoint epoch (the lake) also
 //! hear which shard outputs come from and which epochs are about to be stored, through four
-//! defaulted methods (other sinks ignore them):
+//! defaulted methods (other sinks keep their defaults):
 //! - [`Sinks::open_shard`] when the runner takes a shard, with the epoch of the checkpoint it
 //!   resumes from: outputs after it are about to be emitted again;
 //! - [`Sinks::abandon_shard`] when the runner gives a shard up because its checkpoint write
 //!   was refused (another instance took it), with the last epoch it stored: what it handed
 //!   over since is the new owner's to emit;
-//! - [`Sinks::scope`] before handing over the outputs of one shard's records;
+//! - [`Sinks::shard_outputs`], the outputs of one shard's records with the shard named (the
+//!   default hands each kind to its method: a sink that keeps nothing per shard needs no
+//!   more);
 //! - [`Sinks::commit`] at the barrier, with the `(shard, epoch)` checkpoints stored right after
 //!   it returns (the default is `flush`).
 
@@ -26,6 +28,16 @@ use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 pub struct SinkError {
     pub sink: &'static str,
     pub message: String,
+}
+
+/// The outputs of one shard's records, handed over together
+/// ([`Sinks::shard_outputs`]).
+#[derive(Debug, Clone, Default)]
+pub struct ShardOutputs {
+    pub features: Vec<FeatureVector>,
+    pub predictions: Vec<Prediction>,
+    pub labels: Vec<Label>,
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// The processor's outputs.
@@ -50,8 +62,30 @@ pub trait Sinks: Send + Sync + std::fmt::Debug {
     async fn abandon_shard(&self, _shard: &str, _stored_epoch: u64) -> Result<(), SinkError> {
         Ok(())
     }
-    /// Outputs handed over from now on come from records of `shard`.
-    fn scope(&self, _shard: &str) {}
+    /// `outputs` come from records of `shard`. The default hands each kind that is not
+    /// empty to its method, in the order features, predictions, labels, dead letters; a
+    /// sink that keeps outputs per shard (the lake) stages them under `shard`.
+    async fn shard_outputs(&self, _shard: &str, outputs: ShardOutputs) -> Result<(), SinkError> {
+        let ShardOutputs {
+            features,
+            predictions,
+            labels,
+            dead_letters,
+        } = outputs;
+        if !features.is_empty() {
+            self.features(features).await?;
+        }
+        if !predictions.is_empty() {
+            self.predictions(predictions).await?;
+        }
+        if !labels.is_empty() {
+            self.labels(labels).await?;
+        }
+        if !dead_letters.is_empty() {
+            self.dead_letters(dead_letters).await?;
+        }
+        Ok(())
+    }
     /// The checkpoint barrier: like `flush`, for everything handed over so far; then the
     /// runner stores checkpoint `epoch` of each `(shard, epoch)` in `checkpoints`.
     async fn commit(&self, _checkpoints: &[(String, u64)]) -> Result<(), SinkError> {

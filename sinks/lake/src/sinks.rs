@@ -1,6 +1,7 @@
 //! The stream processor's outputs into the lake: [`LakeSinks`].
 //!
-//! Rows are staged in memory per input shard ([`Sinks::scope`]) and written at the runner's
+//! Rows are staged in memory per input shard ([`Sinks::shard_outputs`] names it; outputs
+//! handed over without a shard are staged under [`UNSCOPED`]) and written at the runner's
 //! checkpoint barrier ([`Sinks::commit`]) as the files of that shard's epoch. A take
 //! ([`Sinks::open_shard`]) discards what epochs after the shard's restored checkpoint left
 //! behind: this writer's, and other instances' of the same role (a former owner killed
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream::sink::{ShardOutputs, SinkError, Sinks};
 use bikeshare_types::contracts::{DeadLetter, FeatureVector, Label, Prediction};
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -47,10 +48,12 @@ pub struct LakeSinks {
     state: Mutex<State>,
 }
 
+/// The shard under which outputs handed over without one ([`Sinks::features`] and the
+/// other single-kind methods) are staged.
+pub const UNSCOPED: &str = "";
+
 #[derive(Debug, Default)]
 struct State {
-    /// The shard the next outputs come from.
-    scope: String,
     staged: BTreeMap<String, Staging>,
     /// The last epoch committed or restored, per shard.
     epochs: BTreeMap<String, u64>,
@@ -99,14 +102,15 @@ impl LakeSinks {
         EpochWriter::new(self.store.clone(), format!("{}-{shard}", self.writer))
     }
 
-    fn stage(&self, f: impl FnOnce(&mut Staging)) -> Result<(), SinkError> {
+    fn stage(&self, shard: &str, f: impl FnOnce(&mut Staging)) -> Result<(), SinkError> {
         let mut st = self.state.lock().map_err(|_| poisoned())?;
-        let scope = st.scope.clone();
         let monitor = &self.model_monitor;
-        f(st.staged.entry(scope).or_insert_with(|| Staging {
-            model_monitor: monitor.clone().map(MonitorStaging::new).unwrap_or_default(),
-            ..Staging::default()
-        }));
+        f(st.staged
+            .entry(shard.to_owned())
+            .or_insert_with(|| Staging {
+                model_monitor: monitor.clone().map(MonitorStaging::new).unwrap_or_default(),
+                ..Staging::default()
+            }));
         Ok(())
     }
 
@@ -185,32 +189,74 @@ impl LakeSinks {
     }
 }
 
-#[async_trait]
-impl Sinks for LakeSinks {
-    async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
+/// Staging of each kind of output under a shard.
+impl LakeSinks {
+    fn stage_features(&self, shard: &str, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
         let keep = self.outputs.features;
-        self.stage(|s| {
+        self.stage(shard, |s| {
             s.model_monitor.features(&rows);
             if keep {
                 s.features.push(rows);
             }
         })
     }
-    async fn predictions(&self, predictions: Vec<Prediction>) -> Result<(), SinkError> {
-        self.stage(|s| {
+    fn stage_predictions(
+        &self,
+        shard: &str,
+        predictions: Vec<Prediction>,
+    ) -> Result<(), SinkError> {
+        self.stage(shard, |s| {
             s.model_monitor.predictions(&predictions);
             s.predictions.push(predictions);
         })
     }
-    async fn labels(&self, labels: Vec<Label>) -> Result<(), SinkError> {
-        self.stage(|s| {
+    fn stage_labels(&self, shard: &str, labels: Vec<Label>) -> Result<(), SinkError> {
+        self.stage(shard, |s| {
             s.model_monitor.labels(&labels);
             s.labels.push(labels);
         })
     }
-    async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
+    fn stage_dead_letters(&self, shard: &str, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
         if self.outputs.dead_letters {
-            self.stage(|s| s.dead_letters.push(letters))?;
+            self.stage(shard, |s| s.dead_letters.push(letters))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sinks for LakeSinks {
+    async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
+        self.stage_features(UNSCOPED, rows)
+    }
+    async fn predictions(&self, predictions: Vec<Prediction>) -> Result<(), SinkError> {
+        self.stage_predictions(UNSCOPED, predictions)
+    }
+    async fn labels(&self, labels: Vec<Label>) -> Result<(), SinkError> {
+        self.stage_labels(UNSCOPED, labels)
+    }
+    async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
+        self.stage_dead_letters(UNSCOPED, letters)
+    }
+    /// Stages each kind that is not empty under `shard`, in the order of the default.
+    async fn shard_outputs(&self, shard: &str, outputs: ShardOutputs) -> Result<(), SinkError> {
+        let ShardOutputs {
+            features,
+            predictions,
+            labels,
+            dead_letters,
+        } = outputs;
+        if !features.is_empty() {
+            self.stage_features(shard, features)?;
+        }
+        if !predictions.is_empty() {
+            self.stage_predictions(shard, predictions)?;
+        }
+        if !labels.is_empty() {
+            self.stage_labels(shard, labels)?;
+        }
+        if !dead_letters.is_empty() {
+            self.stage_dead_letters(shard, dead_letters)?;
         }
         Ok(())
     }
@@ -224,13 +270,6 @@ impl Sinks for LakeSinks {
                 .collect()
         };
         self.commit(&next).await
-    }
-    fn scope(&self, shard: &str) {
-        if let Ok(mut st) = self.state.lock()
-            && st.scope != shard
-        {
-            st.scope = shard.to_owned();
-        }
     }
     /// A take: discards the epochs after `restored_epoch`, this writer's and other writers'
     /// of this role. The taker has just claimed the shard's checkpoint, so a later epoch of
@@ -326,9 +365,12 @@ mod tests {
 
     /// Stages one prediction of `shard` and commits it as `epoch`.
     async fn epoch(s: &LakeSinks, shard: &str, epoch: u64) {
-        s.scope(shard);
         let p = envelopes::prediction("demo", &format!("st-{epoch}"), Timestamp(T0), 0.25, 0.5);
-        s.predictions(vec![p]).await.unwrap();
+        let outputs = ShardOutputs {
+            predictions: vec![p],
+            ..ShardOutputs::default()
+        };
+        s.shard_outputs(shard, outputs).await.unwrap();
         s.commit(&[(shard.to_owned(), epoch)]).await.unwrap();
     }
 

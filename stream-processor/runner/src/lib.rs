@@ -62,7 +62,7 @@ use bikeshare_stream::consumer::{ConsumerConfig, SHARD_END, ShardConsumer};
 use bikeshare_stream::lease::{
     LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore, Renewer,
 };
-use bikeshare_stream::sink::{SinkError, Sinks};
+use bikeshare_stream::sink::{ShardOutputs, SinkError, Sinks};
 use bikeshare_stream::{
     ShardDescription, ShardId, StartPosition, StreamReader, StreamRecord, hash_key,
 };
@@ -376,7 +376,6 @@ impl Runner {
                     continue;
                 }
                 behind = behind.max(part.millis_behind_latest.unwrap_or(0));
-                self.sinks.scope(shard.as_str());
                 book.caught_up.insert(
                     shard.clone(),
                     part.ended || (part.records.is_empty() && part.millis_behind_latest == Some(0)),
@@ -423,7 +422,7 @@ impl Runner {
                     changed = true;
                     continue;
                 }
-                self.publish(&mut emitted).await?;
+                self.publish(shard, &mut emitted).await?;
                 if let Some((oldest, _)) = &ends {
                     let ms = self.clock.now().millis() - oldest.arrival.millis();
                     self.stats
@@ -499,7 +498,7 @@ impl Runner {
 
     /// The input ended (stopping when caught up): each held shard's systems apply what their
     /// reorder buffer holds and label every prediction whose horizon the input covers
-    /// ([`Processor::drain_systems`]); the outputs go out under that shard's scope and the
+    /// ([`Processor::drain_systems`]); the outputs go out as that shard's and the
     /// final checkpoint stores the drained state.
     async fn drain_held(&mut self, book: &mut ShardBook) -> Result<(), RunnerError> {
         let shards: Vec<ShardId> = book
@@ -513,8 +512,7 @@ impl Runner {
             self.processor
                 .drain_systems(|id| book.contains(&shard, id), &mut tail);
             if !tail.is_empty() {
-                self.sinks.scope(shard.as_str());
-                self.publish(&mut tail).await?;
+                self.publish(&shard, &mut tail).await?;
                 book.dirty.insert(shard);
             }
         }
@@ -970,7 +968,11 @@ impl Runner {
         Ok(())
     }
 
-    async fn publish(&mut self, emitted: &mut Vec<Emitted>) -> Result<(), RunnerError> {
+    async fn publish(
+        &mut self,
+        shard: &ShardId,
+        emitted: &mut Vec<Emitted>,
+    ) -> Result<(), RunnerError> {
         if emitted.is_empty() {
             return Ok(());
         }
@@ -1048,16 +1050,13 @@ impl Runner {
         for d in &dead {
             self.stats.count_dead_letter(&d.rule);
         }
-        if !features.is_empty() {
-            self.sinks.features(features).await?;
-            self.sinks.predictions(predictions).await?;
-        }
-        if !labels.is_empty() {
-            self.sinks.labels(labels).await?;
-        }
-        if !dead.is_empty() {
-            self.sinks.dead_letters(dead).await?;
-        }
+        let outputs = ShardOutputs {
+            features,
+            predictions,
+            labels,
+            dead_letters: dead,
+        };
+        self.sinks.shard_outputs(shard.as_str(), outputs).await?;
         Ok(())
     }
 }
@@ -1079,7 +1078,11 @@ impl Runner {
             &String::from_utf8_lossy(&rec.data),
             self.clock.now(),
         );
-        self.sinks.dead_letters(vec![dl]).await?;
+        let outputs = ShardOutputs {
+            dead_letters: vec![dl],
+            ..ShardOutputs::default()
+        };
+        self.sinks.shard_outputs(shard.as_str(), outputs).await?;
         self.stats.count_dead_letter(rule);
         bikeshare_types::metrics::dead_letters("processor", rule, 1);
         Ok(())

@@ -8,7 +8,7 @@ use bikeshare_lake::catalog::{MonitorTree, monitor_partitions};
 use bikeshare_lake::model_monitor::{ModelMonitorConfig, Target};
 use bikeshare_lake::sinks::{LakeOutputs, LakeSinks};
 use bikeshare_lake::{LakeConfig, open_store};
-use bikeshare_stream::sink::Sinks;
+use bikeshare_stream::sink::{ShardOutputs, Sinks};
 use bikeshare_testkit::envelopes;
 use bikeshare_types::contracts::{FeatureSchemaId, FeatureVector, Label, Prediction};
 use bikeshare_types::{StationId, SystemId, Timestamp};
@@ -42,26 +42,26 @@ fn run(
             },
         )
         .with_model_monitor(config.clone());
-        sinks.scope("shardId-0");
         let mut preds = Vec::new();
         // Stations report every minute for two hours: predictions in hours 06 and 07.
         for i in 0..n {
             let as_of = Timestamp(T0 + i64::from(i) * 60_000 / 8);
             let station = format!("st-{}", i % 8);
             let p = envelopes::prediction("demo", &station, as_of, 0.25, 0.5);
-            sinks
-                .features(vec![FeatureVector {
+            let label: Label = envelopes::label(&p, 3);
+            let outputs = ShardOutputs {
+                features: vec![FeatureVector {
                     system_id: SystemId::new("demo"),
                     station_id: StationId::new(station),
                     as_of,
                     schema_id: FeatureSchemaId("fs".into()),
                     values: vec![Some(1.0), None, Some(0.5)],
-                }])
-                .await
-                .unwrap();
-            sinks.predictions(vec![p.clone()]).await.unwrap();
-            let label: Label = envelopes::label(&p, 3);
-            sinks.labels(vec![label]).await.unwrap();
+                }],
+                predictions: vec![p.clone()],
+                labels: vec![label],
+                ..ShardOutputs::default()
+            };
+            sinks.shard_outputs("shardId-0", outputs).await.unwrap();
             preds.push(p);
         }
         sinks.commit(&[("shardId-0".to_owned(), 1)]).await.unwrap();
@@ -185,9 +185,12 @@ async fn a_prediction_corrected_in_a_later_epoch_is_captured_once_across_restart
         values: vec![Some(1.0)],
     };
     let emit = async |s: &LakeSinks, p: &Prediction| {
-        s.scope(shard);
-        s.features(vec![features.clone()]).await.unwrap();
-        s.predictions(vec![p.clone()]).await.unwrap();
+        let outputs = ShardOutputs {
+            features: vec![features.clone()],
+            predictions: vec![p.clone()],
+            ..ShardOutputs::default()
+        };
+        s.shard_outputs(shard, outputs).await.unwrap();
     };
     let a = writer("processor-a");
     a.open_shard(shard, 0).await.unwrap();
