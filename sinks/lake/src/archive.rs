@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 use bikeshare_stream::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointError, CheckpointStore,
 };
-use bikeshare_stream::consumer::{ConsumerConfig, ShardConsumer};
+use bikeshare_stream::consumer::{ConsumerConfig, Poll, ShardConsumer};
 use bikeshare_stream::sink::SinkError;
-use bikeshare_stream::{StartPosition, StreamError, StreamReader, pause_between_polls};
+use bikeshare_stream::{
+    ShardId, StartPosition, StreamError, StreamReader, StreamRecord, pause_between_polls,
+};
 use bikeshare_types::SharedClock;
 use bikeshare_types::contracts::{DeadLetter, Envelope};
 use smart_default::SmartDefault;
@@ -179,42 +181,34 @@ impl Archiver {
         let mut staging = Staging::default();
         let mut last_checkpoint = Instant::now();
         loop {
-            let mut got = 0usize;
-            let mut changed = false;
             let poll = events.poll(self.config.batch).await?;
-            changed |= poll.changed;
-            for part in poll.shards {
-                for rec in part.records {
-                    got += 1;
-                    match Envelope::decode(&rec.data) {
-                        Ok(env) => {
-                            staging.push_event(env);
-                            self.stats.events.incr();
-                        }
-                        Err(e) => {
-                            self.stats.undecodable.incr();
-                            tracing::debug!(shard = %part.shard, error = %e, "events: undecodable record skipped (the processor dead-letters it)");
-                        }
-                    }
-                }
-            }
+            let mut changed = poll.changed;
+            let mut got = self.each_record(
+                poll,
+                Envelope::decode,
+                |env| {
+                    staging.push_event(env);
+                    self.stats.events.incr();
+                },
+                |shard, _, e| {
+                    tracing::debug!(%shard, error = %e,
+                        "events: undecodable record skipped (the processor dead-letters it)");
+                },
+            );
             let poll = dead.poll(self.config.batch).await?;
             changed |= poll.changed;
-            for part in poll.shards {
-                for rec in part.records {
-                    got += 1;
-                    match serde_json::from_slice::<DeadLetter>(&rec.data) {
-                        Ok(d) => {
-                            staging.dead_letters.push([d]);
-                            self.stats.dead_letters.incr();
-                        }
-                        Err(e) => {
-                            self.stats.undecodable.incr();
-                            tracing::warn!(shard = %part.shard, seq = %rec.sequence, error = %e, "dead-letters: undecodable record skipped");
-                        }
-                    }
-                }
-            }
+            got += self.each_record(
+                poll,
+                |data| serde_json::from_slice::<DeadLetter>(data),
+                |d| {
+                    staging.dead_letters.push([d]);
+                    self.stats.dead_letters.incr();
+                },
+                |shard, rec, e| {
+                    tracing::warn!(%shard, seq = %rec.sequence, error = %e,
+                        "dead-letters: undecodable record skipped");
+                },
+            );
             if last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 epoch += 1;
                 let positions = join_positions(&events, &dead);
@@ -234,6 +228,31 @@ impl Archiver {
         let positions = join_positions(&events, &dead);
         self.checkpoint(epoch, staging, positions).await?;
         Ok(())
+    }
+
+    /// Decodes each record of `poll`: `keep` takes what decodes, `skipped` hears of what
+    /// does not (counted as undecodable). Returns the number of records read.
+    fn each_record<T, E: std::fmt::Display>(
+        &self,
+        poll: Poll,
+        decode: impl Fn(&[u8]) -> Result<T, E>,
+        mut keep: impl FnMut(T),
+        skipped: impl Fn(&ShardId, &StreamRecord, E),
+    ) -> usize {
+        let mut got = 0;
+        for part in poll.shards {
+            for rec in part.records {
+                got += 1;
+                match decode(&rec.data) {
+                    Ok(value) => keep(value),
+                    Err(e) => {
+                        self.stats.undecodable.incr();
+                        skipped(&part.shard, &rec, e);
+                    }
+                }
+            }
+        }
+        got
     }
 
     async fn checkpoint(
