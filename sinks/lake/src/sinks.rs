@@ -374,6 +374,21 @@ mod tests {
         s.commit(&[(shard.to_owned(), epoch)]).await.unwrap();
     }
 
+    /// `writer` takes shard 1 from its checkpoint `at` (0: none).
+    async fn taker(store: &Arc<dyn ObjectStore>, writer: &str, at: u64) -> LakeSinks {
+        let s = sinks(store, writer);
+        s.open_shard("shardId-1", at).await.unwrap();
+        s
+    }
+
+    /// A lake in which a took shard 1 without a checkpoint and wrote its epoch 1.
+    async fn a_wrote_epoch_1() -> (Arc<dyn ObjectStore>, LakeSinks) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let a = taker(&store, "processor-a", 0).await;
+        epoch(&a, "shardId-1", 1).await;
+        (store, a)
+    }
+
     /// The data files in the lake: `(writer-shard, epoch)` from their names.
     async fn files(store: &Arc<dyn ObjectStore>) -> Vec<String> {
         let mut out: Vec<String> = store
@@ -400,16 +415,12 @@ mod tests {
     /// epochs of shard 2 stay.
     #[tokio::test]
     async fn a_taker_discards_a_killed_former_owners_epochs_after_the_checkpoint() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let a = sinks(&store, "processor-a");
-        a.open_shard("shardId-1", 0).await.unwrap();
-        epoch(&a, "shardId-1", 1).await;
+        let (store, a) = a_wrote_epoch_1().await;
         epoch(&a, "shardId-1", 2).await;
         epoch(&a, "shardId-2", 1).await;
         epoch(&a, "shardId-2", 2).await;
         drop(a); // SIGKILL
-        let b = sinks(&store, "processor-b");
-        b.open_shard("shardId-1", 1).await.unwrap();
+        let b = taker(&store, "processor-b", 1).await;
         assert_eq!(
             files(&store).await,
             vec![
@@ -431,14 +442,10 @@ mod tests {
     /// other writer's epochs: their rows may be the only copy.
     #[tokio::test]
     async fn a_take_without_a_checkpoint_leaves_other_writers_epochs() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let a = sinks(&store, "processor-a");
-        a.open_shard("shardId-1", 0).await.unwrap();
-        epoch(&a, "shardId-1", 1).await;
+        let (store, a) = a_wrote_epoch_1().await;
         epoch(&a, "shardId-1", 2).await;
         drop(a);
-        let b = sinks(&store, "processor-b");
-        b.open_shard("shardId-1", 0).await.unwrap();
+        let _b = taker(&store, "processor-b", 0).await;
         assert_eq!(
             files(&store).await,
             vec![
@@ -475,12 +482,8 @@ mod tests {
     /// epoch 2 are in the lake once, b's.
     #[tokio::test]
     async fn a_fenced_former_owners_late_epoch_is_removed_by_the_new_owners_commits() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let a = sinks(&store, "processor-a");
-        a.open_shard("shardId-1", 0).await.unwrap();
-        epoch(&a, "shardId-1", 1).await;
-        let b = sinks(&store, "processor-b");
-        b.open_shard("shardId-1", 1).await.unwrap();
+        let (store, a) = a_wrote_epoch_1().await;
+        let b = taker(&store, "processor-b", 1).await;
         epoch(&a, "shardId-1", 2).await; // late; its checkpoint is refused, then SIGKILL
         drop(a);
         epoch(&b, "shardId-1", 2).await;
@@ -500,15 +503,10 @@ mod tests {
     /// checkpoint is refused). c's epoch 3 stays; b's goes.
     #[tokio::test]
     async fn a_stale_owners_commit_leaves_the_next_owners_epochs() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let a = sinks(&store, "processor-a");
-        a.open_shard("shardId-1", 0).await.unwrap();
-        epoch(&a, "shardId-1", 1).await;
-        let b = sinks(&store, "processor-b");
-        b.open_shard("shardId-1", 1).await.unwrap();
+        let (store, _a) = a_wrote_epoch_1().await;
+        let b = taker(&store, "processor-b", 1).await;
         epoch(&b, "shardId-1", 2).await;
-        let c = sinks(&store, "processor-c");
-        c.open_shard("shardId-1", 2).await.unwrap();
+        let c = taker(&store, "processor-c", 2).await;
         epoch(&c, "shardId-1", 3).await;
         epoch(&b, "shardId-1", 3).await;
         b.abandon_shard("shardId-1", 2).await.unwrap();
