@@ -37,6 +37,7 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     // Renewed every 400 ms and held for 900 ms after a renewal was sent: a renewal may start
     // 500 ms late on a busy machine before the lease lapses here.
     let lease = Duration::from_millis(1_200);
+    let shared = support::Shared::new(&reader, checkpoints.clone(), leases.clone(), lease);
     let config = RunnerConfig {
         batch: 50,
         checkpoint_interval: Duration::from_millis(50),
@@ -51,15 +52,7 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
 
     // a's first publish stalls for two lease durations; b waits for a free lease meanwhile.
     let a_sinks = StallingSinks::new(Some(lease * 2), false);
-    let a = support::runner(
-        "a",
-        reader.clone(),
-        Arc::new(a_sinks.clone()),
-        checkpoints.clone(),
-        leases.clone(),
-        lease,
-        config.clone(),
-    );
+    let a = shared.runner("a", Arc::new(a_sinks.clone()), config.clone());
     let a_stats = a.stats();
     let a = tokio::spawn(a.run(std::future::pending()));
     until("a holds the shard", || {
@@ -67,13 +60,9 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     })
     .await;
     let b_sinks = MemorySinks::new();
-    let b = support::runner(
+    let b = shared.runner(
         "b",
-        reader.clone(),
         Arc::new(b_sinks.clone()),
-        checkpoints.clone(),
-        leases.clone(),
-        lease,
         RunnerConfig {
             stop_when_caught_up: false,
             ..config
@@ -116,14 +105,11 @@ async fn a_former_owner_is_fenced_at_its_checkpoint_drops_the_shard_and_emits_no
     let checkpoints = Arc::new(MemoryCheckpointStore::default());
     // A long lease: a's renewer does not notice the take-over before its checkpoint.
     let lease = Duration::from_secs(60);
+    let shared = support::Shared::new(&reader, checkpoints.clone(), leases.clone(), lease);
     let a_sinks = StallingSinks::new(None, true);
-    let a = support::runner(
+    let a = shared.runner(
         "a",
-        reader.clone(),
         Arc::new(a_sinks.clone()),
-        checkpoints.clone(),
-        leases.clone(),
-        lease,
         RunnerConfig {
             batch: 20,
             checkpoint_interval: Duration::ZERO,

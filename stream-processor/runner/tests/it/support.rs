@@ -112,6 +112,45 @@ pub fn runner(
     .with_lease_store(leases)
 }
 
+/// What the runners of one test share: the stream, the checkpoint and lease stores, and
+/// the lease duration.
+#[derive(Clone)]
+pub struct Shared {
+    pub reader: Arc<dyn StreamReader>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub leases: Arc<dyn LeaseStore>,
+    pub lease: Duration,
+}
+
+impl Shared {
+    pub fn new(
+        reader: &Arc<dyn StreamReader>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        leases: Arc<dyn LeaseStore>,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            reader: reader.clone(),
+            checkpoints,
+            leases,
+            lease,
+        }
+    }
+
+    /// A runner named `owner` over the shared stream and stores ([`runner`]).
+    pub fn runner(&self, owner: &str, sinks: Arc<dyn Sinks>, config: RunnerConfig) -> Runner {
+        runner(
+            owner,
+            self.reader.clone(),
+            sinks,
+            self.checkpoints.clone(),
+            self.leases.clone(),
+            self.lease,
+            config,
+        )
+    }
+}
+
 /// An embedded `events` stream of `shards` shards in `dir`.
 pub async fn embedded_events(dir: &Path, shards: u32) -> EmbeddedStream {
     EmbeddedStream::open(dir.join("s.db"), "events", shards)
