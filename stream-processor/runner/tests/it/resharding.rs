@@ -10,12 +10,11 @@ use crate::support::{
 };
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bikeshare_runner::{RunnerConfig, RunnerStats};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::{CheckpointStore, MemoryCheckpointStore};
@@ -224,8 +223,6 @@ async fn a_split_then_a_merge_hand_the_state_over_between_two_instances() {
     check(Reshard::SplitThenMerge, 2).await;
 }
 
-type ReadFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StreamError>> + Send + 'a>>;
-
 /// A stream whose shard `gated` answers `passes` reads, then only empty reads behind the tip
 /// (so the runner neither moves on nor thinks it caught up) until the gate opens.
 #[derive(Debug, Clone)]
@@ -236,38 +233,28 @@ struct Gated {
     open: Arc<AtomicBool>,
 }
 
+#[async_trait]
 impl StreamReader for Gated {
     fn stream_name(&self) -> &str {
         self.inner.stream_name()
     }
-    fn list_shards<'a, 'b>(&'a self) -> ReadFuture<'b, Vec<ShardDescription>>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        self.inner.list_shards()
+    async fn list_shards(&self) -> Result<Vec<ShardDescription>, StreamError> {
+        self.inner.list_shards().await
     }
-    fn open<'a, 'c, 'b>(
-        &'a self,
-        shard: &'c ShardId,
+    async fn open(
+        &self,
+        shard: &ShardId,
         from: StartPosition,
-    ) -> ReadFuture<'b, Box<dyn ShardCursor>>
-    where
-        'a: 'b,
-        'c: 'b,
-        Self: 'b,
-    {
-        Box::pin(async move {
-            let inner = self.inner.open(shard, from).await?;
-            Ok(if *shard == self.gated {
-                Box::new(GatedCursor {
-                    inner,
-                    passes: self.passes.clone(),
-                    open: self.open.clone(),
-                }) as Box<dyn ShardCursor>
-            } else {
-                inner
-            })
+    ) -> Result<Box<dyn ShardCursor>, StreamError> {
+        let inner = self.inner.open(shard, from).await?;
+        Ok(if *shard == self.gated {
+            Box::new(GatedCursor {
+                inner,
+                passes: self.passes.clone(),
+                open: self.open.clone(),
+            }) as Box<dyn ShardCursor>
+        } else {
+            inner
         })
     }
 }
@@ -279,26 +266,21 @@ struct GatedCursor {
     open: Arc<AtomicBool>,
 }
 
+#[async_trait]
 impl ShardCursor for GatedCursor {
-    fn next_batch<'a, 'b>(&'a mut self, limit: usize) -> ReadFuture<'b, ReadBatch>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
+    async fn next_batch(&mut self, limit: usize) -> Result<ReadBatch, StreamError> {
         let pass = self.open.load(Ordering::SeqCst)
             || self
                 .passes
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
         if pass {
-            self.inner.next_batch(limit)
+            self.inner.next_batch(limit).await
         } else {
-            Box::pin(async {
-                Ok(ReadBatch {
-                    records: Vec::new(),
-                    millis_behind_latest: Some(1),
-                    shard_end: None,
-                })
+            Ok(ReadBatch {
+                records: Vec::new(),
+                millis_behind_latest: Some(1),
+                shard_end: None,
             })
         }
     }

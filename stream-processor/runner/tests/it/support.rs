@@ -3,13 +3,12 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bikeshare_embedded::EmbeddedStream;
 use bikeshare_runner::{Runner, RunnerConfig, RunnerError};
 use bikeshare_sinks::memory::MemorySinks;
@@ -299,104 +298,63 @@ impl StallingSinks {
     }
 }
 
-/// The future type of the `Sinks` methods (the trait is written with `async_trait`).
-type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
-
+#[async_trait]
 impl Sinks for StallingSinks {
-    fn features<'a, 'b>(&'a self, rows: Vec<FeatureVector>) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        self.inner.features(rows)
+    async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
+        self.inner.features(rows).await
     }
-    fn predictions<'a, 'b>(&'a self, p: Vec<Prediction>) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(async move {
-            if let Some(stall) = self.stall
-                && !self.stalled.swap(true, Ordering::SeqCst)
-            {
-                if self.blocking {
-                    std::thread::sleep(stall);
-                } else {
-                    tokio::time::sleep(stall).await;
-                }
+    async fn predictions(&self, p: Vec<Prediction>) -> Result<(), SinkError> {
+        if let Some(stall) = self.stall
+            && !self.stalled.swap(true, Ordering::SeqCst)
+        {
+            if self.blocking {
+                std::thread::sleep(stall);
+            } else {
+                tokio::time::sleep(stall).await;
             }
-            self.inner.predictions(p).await
-        })
+        }
+        self.inner.predictions(p).await
     }
-    fn labels<'a, 'b>(&'a self, l: Vec<Label>) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        self.inner.labels(l)
+    async fn labels(&self, l: Vec<Label>) -> Result<(), SinkError> {
+        self.inner.labels(l).await
     }
-    fn dead_letters<'a, 'b>(&'a self, d: Vec<DeadLetter>) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        self.inner.dead_letters(d)
+    async fn dead_letters(&self, d: Vec<DeadLetter>) -> Result<(), SinkError> {
+        self.inner.dead_letters(d).await
     }
-    fn flush<'a, 'b>(&'a self) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
-        Box::pin(async { Ok(()) })
+    async fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
     }
-    fn open_shard<'a, 'c, 'b>(&'a self, shard: &'c str, restored_epoch: u64) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        'c: 'b,
-        Self: 'b,
-    {
+    async fn open_shard(&self, shard: &str, restored_epoch: u64) -> Result<(), SinkError> {
         self.opened_shards
             .lock()
             .unwrap()
             .push((shard.to_owned(), restored_epoch));
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
-    fn abandon_shard<'a, 'c, 'b>(&'a self, shard: &'c str, stored_epoch: u64) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        'c: 'b,
-        Self: 'b,
-    {
+    async fn abandon_shard(&self, shard: &str, stored_epoch: u64) -> Result<(), SinkError> {
         self.abandoned_shards
             .lock()
             .unwrap()
             .push((shard.to_owned(), stored_epoch));
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
-    fn commit<'a, 'c, 'b>(&'a self, _checkpoints: &'c [(String, u64)]) -> SinkFuture<'b>
-    where
-        'a: 'b,
-        'c: 'b,
-        Self: 'b,
-    {
-        Box::pin(async move {
-            let seen = self.inner.predictions.lock().unwrap().len();
-            let _ = self.at_first_commit.compare_exchange(
-                usize::MAX,
-                seen,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
-            while self.gate_closed.load(Ordering::SeqCst) {
-                let opened = self.opened.notified();
-                self.at_gate.notify_waiters();
-                tokio::select! {
-                    () = opened => {}
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
+    async fn commit(&self, _checkpoints: &[(String, u64)]) -> Result<(), SinkError> {
+        let seen = self.inner.predictions.lock().unwrap().len();
+        let _ = self.at_first_commit.compare_exchange(
+            usize::MAX,
+            seen,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        while self.gate_closed.load(Ordering::SeqCst) {
+            let opened = self.opened.notified();
+            self.at_gate.notify_waiters();
+            tokio::select! {
+                () = opened => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 }
 
@@ -604,15 +562,12 @@ impl ReshardableStream {
     }
 }
 
+#[async_trait]
 impl StreamReader for ReshardableStream {
     fn stream_name(&self) -> &str {
         "events"
     }
-    fn list_shards<'a, 'b>(&'a self) -> StreamFuture<'b, Vec<ShardDescription>>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
+    async fn list_shards(&self) -> Result<Vec<ShardDescription>, StreamError> {
         let list = self
             .shards
             .lock()
@@ -621,18 +576,13 @@ impl StreamReader for ReshardableStream {
             .iter()
             .map(|(d, _)| d.clone())
             .collect();
-        Box::pin(async move { Ok(list) })
+        Ok(list)
     }
-    fn open<'a, 'c, 'b>(
-        &'a self,
-        shard: &'c ShardId,
+    async fn open(
+        &self,
+        shard: &ShardId,
         from: StartPosition,
-    ) -> StreamFuture<'b, Box<dyn ShardCursor>>
-    where
-        'a: 'b,
-        'c: 'b,
-        Self: 'b,
-    {
+    ) -> Result<Box<dyn ShardCursor>, StreamError> {
         let after = match from {
             StartPosition::TrimHorizon => 0,
             StartPosition::AfterSequence(seq) => seq.as_u64().unwrap(),
@@ -643,11 +593,9 @@ impl StreamReader for ReshardableStream {
             shard: shard.clone(),
             after,
         });
-        Box::pin(async move { Ok(cursor) })
+        Ok(cursor)
     }
 }
-
-type StreamFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StreamError>> + Send + 'a>>;
 
 #[derive(Debug)]
 struct MemoryCursor {
@@ -656,18 +604,15 @@ struct MemoryCursor {
     after: u64,
 }
 
+#[async_trait]
 impl ShardCursor for MemoryCursor {
-    fn next_batch<'a, 'b>(&'a mut self, limit: usize) -> StreamFuture<'b, ReadBatch>
-    where
-        'a: 'b,
-        Self: 'b,
-    {
+    async fn next_batch(&mut self, limit: usize) -> Result<ReadBatch, StreamError> {
         if let Some(answers) = &self.stream.answers
             && answers
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_err()
         {
-            return Box::pin(std::future::pending());
+            return std::future::pending().await;
         }
         let mut s = self.stream.shards.lock().unwrap();
         let children: Vec<ShardId> = s
@@ -696,7 +641,7 @@ impl ShardCursor for MemoryCursor {
             records,
         };
         drop(s);
-        Box::pin(async move { Ok(batch) })
+        Ok(batch)
     }
 }
 
