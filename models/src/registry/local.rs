@@ -226,9 +226,7 @@ impl Registry for LocalRegistry {
 
     async fn download(&self, version: u64, into: &Path) -> Result<(), RegistryError> {
         let v = self.get(version).await?;
-        tokio::fs::create_dir_all(into)
-            .await
-            .map_err(|e| RegistryError::io(into, e))?;
+        super::create_download_dir(into).await?;
         let from = self.version_dir(version);
         for name in &v.files {
             tokio::fs::copy(from.join(name), into.join(name))

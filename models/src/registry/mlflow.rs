@@ -794,9 +794,7 @@ impl Registry for MlflowRegistry {
     async fn download(&self, version: u64, into: &Path) -> Result<(), RegistryError> {
         let mv = self.version_json(version).await?;
         let folder = self.artifact_path(&str_at(&mv, "/source", "model version")?)?;
-        tokio::fs::create_dir_all(into)
-            .await
-            .map_err(|e| RegistryError::io(into, e))?;
+        super::create_download_dir(into).await?;
         let names = self.list_artifacts(&folder).await?;
         if !names.iter().any(|n| n == CARD_FILE) {
             return Err(RegistryError::Corrupt(format!(
@@ -810,10 +808,7 @@ impl Registry for MlflowRegistry {
                 )));
             }
             let bytes = self.get_artifact(&format!("{folder}/{name}")).await?;
-            let to = into.join(&name);
-            tokio::fs::write(&to, bytes)
-                .await
-                .map_err(|e| RegistryError::io(&to, e))?;
+            super::write_downloaded(into, &name, bytes).await?;
         }
         Ok(())
     }

@@ -385,6 +385,25 @@ pub(crate) fn valid_file_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
 }
 
+/// Creates the folder a version is downloaded into ([`Registry::download`]).
+pub(crate) async fn create_download_dir(into: &Path) -> Result<(), RegistryError> {
+    tokio::fs::create_dir_all(into)
+        .await
+        .map_err(|e| RegistryError::io(into, e))
+}
+
+/// Writes one downloaded file, `name`, into `into`.
+pub(crate) async fn write_downloaded(
+    into: &Path,
+    name: &str,
+    bytes: impl AsRef<[u8]>,
+) -> Result<(), RegistryError> {
+    let to = into.join(name);
+    tokio::fs::write(&to, bytes)
+        .await
+        .map_err(|e| RegistryError::io(&to, e))
+}
+
 /// What the registry reads from a model card.
 pub mod card {
     use serde_json::Value;

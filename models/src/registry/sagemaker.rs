@@ -842,14 +842,9 @@ impl Registry for SageMakerRegistry {
             .await
             .map_err(|e| RegistryError::Corrupt(format!("unpack task: {e}")))?
             .map_err(|m| RegistryError::Corrupt(format!("{url}: {m}")))?;
-        tokio::fs::create_dir_all(into)
-            .await
-            .map_err(|e| RegistryError::io(into, e))?;
+        super::create_download_dir(into).await?;
         for (name, bytes) in files {
-            let to = into.join(&name);
-            tokio::fs::write(&to, bytes)
-                .await
-                .map_err(|e| RegistryError::io(&to, e))?;
+            super::write_downloaded(into, &name, bytes).await?;
         }
         Ok(())
     }
