@@ -3,9 +3,11 @@
 //! `bikeshare_alert_notifications_total{channel, outcome}`. A failed channel is logged and
 //! counted, never propagated: alerting must not stop the pipeline.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bikeshare_types::retry::{Backoff, Failure};
 
 use super::engine::{Notification, NotificationKind};
 
@@ -20,6 +22,30 @@ pub enum NotifyError {
         message: String,
         retryable: bool,
     },
+}
+
+/// One delivery of `channel` under `retry`: `attempt` is tried again while it fails in a
+/// way that may pass (each retry logged at debug); giving up is a
+/// [`NotifyError::Delivery`] that says how many attempts were made.
+pub async fn deliver<Op, Fut>(
+    retry: &Backoff,
+    channel: &'static str,
+    attempt: Op,
+) -> Result<(), NotifyError>
+where
+    Op: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Failure<String>>>,
+{
+    retry
+        .retry(attempt, tokio::time::sleep, |attempt, _, error| {
+            tracing::debug!(attempt, %error, "{channel} delivery failed; retrying");
+        })
+        .await
+        .map_err(|g| NotifyError::Delivery {
+            channel,
+            message: format!("{} (after {} attempts)", g.error, g.attempts),
+            retryable: g.retryable,
+        })
 }
 
 /// A notification channel.

@@ -16,7 +16,7 @@ use serde_json::json;
 use smart_default::SmartDefault;
 
 use super::engine::{Notification, NotificationKind};
-use super::notify::{Notifier, NotifyError};
+use super::notify::{Notifier, NotifyError, deliver};
 use super::rules::Severity;
 
 /// `[alerts.webhook]`.
@@ -124,16 +124,7 @@ impl Notifier for WebhookNotifier {
                 .await
                 .map_err(|(error, retryable)| Failure { error, retryable })
         };
-        self.retry
-            .retry(post, tokio::time::sleep, |attempt, _, error| {
-                tracing::debug!(attempt, %error, "webhook post failed; retrying");
-            })
-            .await
-            .map_err(|g| NotifyError::Delivery {
-                channel: "webhook",
-                message: format!("{} (after {} attempts)", g.error, g.attempts),
-                retryable: g.retryable,
-            })
+        deliver(&self.retry, "webhook", post).await
     }
 }
 

@@ -9,7 +9,7 @@ use bikeshare_types::retry::{Backoff, Failure};
 
 use super::{SnsConfig, message, subject};
 use crate::alerts::engine::Notification;
-use crate::alerts::notify::{Notifier, NotifyError};
+use crate::alerts::notify::{Notifier, NotifyError, deliver};
 
 /// Publishes notifications to one SNS topic.
 #[derive(Debug)]
@@ -105,15 +105,6 @@ impl Notifier for SnsNotifier {
             };
             Err(Failure { error, retryable })
         };
-        self.retry
-            .retry(publish, tokio::time::sleep, |attempt, _, error| {
-                tracing::debug!(attempt, %error, "SNS publish failed; retrying");
-            })
-            .await
-            .map_err(|g| NotifyError::Delivery {
-                channel: "sns",
-                message: format!("{} (after {} attempts)", g.error, g.attempts),
-                retryable: g.retryable,
-            })
+        deliver(&self.retry, "sns", publish).await
     }
 }
