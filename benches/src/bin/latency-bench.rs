@@ -29,6 +29,7 @@ use anyhow::{Context, bail};
 use bikeshare_embedded::EmbeddedStream;
 use bikeshare_stream::{StartPosition, StreamReader, StreamRecord};
 use bikeshare_types::contracts::{Envelope, Event, Prediction, PredictionTrigger};
+use bikeshare_types::{StationId, SystemId, Timestamp};
 use clap::Parser;
 use hdrhistogram::Histogram;
 
@@ -77,7 +78,16 @@ async fn read_all(db: &Path, name: &str) -> anyhow::Result<Vec<StreamRecord>> {
     Ok(out)
 }
 
+/// A station report, and the update prediction it triggers: `(system, station, event time)`.
 type Key = (String, String, i64);
+
+fn key(system: &SystemId, station: &StationId, at: Timestamp) -> Key {
+    (
+        system.as_str().to_owned(),
+        station.as_str().to_owned(),
+        at.millis(),
+    )
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -150,11 +160,7 @@ async fn main() -> anyhow::Result<()> {
         };
         if let Event::StationStatus(s) = &env.event {
             arrived
-                .entry((
-                    env.system_id.as_str().to_owned(),
-                    s.station_id.as_str().to_owned(),
-                    env.event_time.millis(),
-                ))
+                .entry(key(&env.system_id, &s.station_id, env.event_time))
                 .or_insert(r.arrival.millis());
         }
     }
@@ -172,11 +178,7 @@ async fn main() -> anyhow::Result<()> {
         }
         updates += 1;
         published
-            .entry((
-                p.system_id.as_str().to_owned(),
-                p.station_id.as_str().to_owned(),
-                p.as_of.millis(),
-            ))
+            .entry(key(&p.system_id, &p.station_id, p.as_of))
             .or_insert(r.arrival.millis());
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
