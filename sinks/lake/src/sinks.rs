@@ -1,7 +1,8 @@
 //! The stream processor's outputs into the lake: [`LakeSinks`].
 //!
 //! Rows are staged in memory per input shard ([`Sinks::shard_outputs`] names it; outputs
-//! handed over without a shard are staged under [`UNSCOPED`]) and written at the runner's
+//! handed over without a shard, through the single-kind methods, are staged under
+//! [`UNSCOPED`]) and written at the runner's
 //! checkpoint barrier ([`Sinks::commit`]) as the files of that shard's epoch. A take
 //! ([`Sinks::open_shard`]) discards what epochs after the shard's restored checkpoint left
 //! behind: this writer's, and other instances' of the same role (a former owner killed
@@ -189,76 +190,74 @@ impl LakeSinks {
     }
 }
 
-/// Staging of each kind of output under a shard.
-impl LakeSinks {
-    fn stage_features(&self, shard: &str, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
-        let keep = self.outputs.features;
-        self.stage(shard, |s| {
-            s.model_monitor.features(&rows);
-            if keep {
-                s.features.push(rows);
-            }
-        })
-    }
-    fn stage_predictions(
-        &self,
-        shard: &str,
-        predictions: Vec<Prediction>,
-    ) -> Result<(), SinkError> {
-        self.stage(shard, |s| {
-            s.model_monitor.predictions(&predictions);
-            s.predictions.push(predictions);
-        })
-    }
-    fn stage_labels(&self, shard: &str, labels: Vec<Label>) -> Result<(), SinkError> {
-        self.stage(shard, |s| {
-            s.model_monitor.labels(&labels);
-            s.labels.push(labels);
-        })
-    }
-    fn stage_dead_letters(&self, shard: &str, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
-        if self.outputs.dead_letters {
-            self.stage(shard, |s| s.dead_letters.push(letters))?;
-        }
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Sinks for LakeSinks {
-    async fn features(&self, rows: Vec<FeatureVector>) -> Result<(), SinkError> {
-        self.stage_features(UNSCOPED, rows)
+    async fn features(&self, features: Vec<FeatureVector>) -> Result<(), SinkError> {
+        self.shard_outputs(
+            UNSCOPED,
+            ShardOutputs {
+                features,
+                ..ShardOutputs::default()
+            },
+        )
+        .await
     }
     async fn predictions(&self, predictions: Vec<Prediction>) -> Result<(), SinkError> {
-        self.stage_predictions(UNSCOPED, predictions)
+        self.shard_outputs(
+            UNSCOPED,
+            ShardOutputs {
+                predictions,
+                ..ShardOutputs::default()
+            },
+        )
+        .await
     }
     async fn labels(&self, labels: Vec<Label>) -> Result<(), SinkError> {
-        self.stage_labels(UNSCOPED, labels)
+        self.shard_outputs(
+            UNSCOPED,
+            ShardOutputs {
+                labels,
+                ..ShardOutputs::default()
+            },
+        )
+        .await
     }
-    async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
-        self.stage_dead_letters(UNSCOPED, letters)
+    async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), SinkError> {
+        self.shard_outputs(
+            UNSCOPED,
+            ShardOutputs {
+                dead_letters,
+                ..ShardOutputs::default()
+            },
+        )
+        .await
     }
-    /// Stages each kind that is not empty under `shard`, in the order of the default.
+    /// Stages `outputs` under `shard` (features and dead letters only if the lake keeps
+    /// them; Model Monitor's capture sees features, then predictions, then labels). Nothing
+    /// to stage leaves the shard without staged rows.
     async fn shard_outputs(&self, shard: &str, outputs: ShardOutputs) -> Result<(), SinkError> {
-        let ShardOutputs {
-            features,
-            predictions,
-            labels,
-            dead_letters,
-        } = outputs;
-        if !features.is_empty() {
-            self.stage_features(shard, features)?;
+        let keep_dead = self.outputs.dead_letters && !outputs.dead_letters.is_empty();
+        if outputs.features.is_empty()
+            && outputs.predictions.is_empty()
+            && outputs.labels.is_empty()
+            && !keep_dead
+        {
+            return Ok(());
         }
-        if !predictions.is_empty() {
-            self.stage_predictions(shard, predictions)?;
-        }
-        if !labels.is_empty() {
-            self.stage_labels(shard, labels)?;
-        }
-        if !dead_letters.is_empty() {
-            self.stage_dead_letters(shard, dead_letters)?;
-        }
-        Ok(())
+        let keep_features = self.outputs.features;
+        self.stage(shard, |s| {
+            s.model_monitor.features(&outputs.features);
+            s.model_monitor.predictions(&outputs.predictions);
+            s.model_monitor.labels(&outputs.labels);
+            if keep_features {
+                s.features.push(outputs.features);
+            }
+            s.predictions.push(outputs.predictions);
+            s.labels.push(outputs.labels);
+            if keep_dead {
+                s.dead_letters.push(outputs.dead_letters);
+            }
+        })
     }
     /// Writes what is staged for every shard as that shard's next epoch.
     async fn flush(&self) -> Result<(), SinkError> {
