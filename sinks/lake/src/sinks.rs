@@ -181,6 +181,14 @@ impl LakeSinks {
         Ok(())
     }
 
+    /// Outputs handed over without a shard (`fill` sets the one kind), staged under
+    /// [`UNSCOPED`].
+    async fn unscoped(&self, fill: impl FnOnce(&mut ShardOutputs) + Send) -> Result<(), SinkError> {
+        let mut outputs = ShardOutputs::default();
+        fill(&mut outputs);
+        self.shard_outputs(UNSCOPED, outputs).await
+    }
+
     /// Rows staged and not yet written.
     pub fn staged_rows(&self) -> usize {
         self.state
@@ -193,44 +201,16 @@ impl LakeSinks {
 #[async_trait]
 impl Sinks for LakeSinks {
     async fn features(&self, features: Vec<FeatureVector>) -> Result<(), SinkError> {
-        self.shard_outputs(
-            UNSCOPED,
-            ShardOutputs {
-                features,
-                ..ShardOutputs::default()
-            },
-        )
-        .await
+        self.unscoped(|o| o.features = features).await
     }
     async fn predictions(&self, predictions: Vec<Prediction>) -> Result<(), SinkError> {
-        self.shard_outputs(
-            UNSCOPED,
-            ShardOutputs {
-                predictions,
-                ..ShardOutputs::default()
-            },
-        )
-        .await
+        self.unscoped(|o| o.predictions = predictions).await
     }
     async fn labels(&self, labels: Vec<Label>) -> Result<(), SinkError> {
-        self.shard_outputs(
-            UNSCOPED,
-            ShardOutputs {
-                labels,
-                ..ShardOutputs::default()
-            },
-        )
-        .await
+        self.unscoped(|o| o.labels = labels).await
     }
-    async fn dead_letters(&self, dead_letters: Vec<DeadLetter>) -> Result<(), SinkError> {
-        self.shard_outputs(
-            UNSCOPED,
-            ShardOutputs {
-                dead_letters,
-                ..ShardOutputs::default()
-            },
-        )
-        .await
+    async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
+        self.unscoped(|o| o.dead_letters = letters).await
     }
     /// Stages `outputs` under `shard` (features and dead letters only if the lake keeps
     /// them; Model Monitor's capture sees features, then predictions, then labels). Nothing
