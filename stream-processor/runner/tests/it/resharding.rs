@@ -11,18 +11,14 @@ use crate::support::{
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bikeshare_runner::{RunnerConfig, RunnerStats};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use bikeshare_stream::lease::{LeaseStore, MemoryLeaseStore};
-use bikeshare_stream::{
-    PutRecord, ReadBatch, ShardCursor, ShardDescription, ShardId, StartPosition, StreamError,
-    StreamReader,
-};
+use bikeshare_stream::{PutRecord, ShardId, StreamReader};
 
 type Outputs = (
     BTreeMap<String, serde_json::Value>,
@@ -223,69 +219,6 @@ async fn a_split_then_a_merge_hand_the_state_over_between_two_instances() {
     check(Reshard::SplitThenMerge, 2).await;
 }
 
-/// A stream whose shard `gated` answers `passes` reads, then only empty reads behind the tip
-/// (so the runner neither moves on nor thinks it caught up) until the gate opens.
-#[derive(Debug, Clone)]
-struct Gated {
-    inner: ReshardableStream,
-    gated: ShardId,
-    passes: Arc<AtomicUsize>,
-    open: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl StreamReader for Gated {
-    fn stream_name(&self) -> &str {
-        self.inner.stream_name()
-    }
-    async fn list_shards(&self) -> Result<Vec<ShardDescription>, StreamError> {
-        self.inner.list_shards().await
-    }
-    async fn open(
-        &self,
-        shard: &ShardId,
-        from: StartPosition,
-    ) -> Result<Box<dyn ShardCursor>, StreamError> {
-        let inner = self.inner.open(shard, from).await?;
-        Ok(if *shard == self.gated {
-            Box::new(GatedCursor {
-                inner,
-                passes: self.passes.clone(),
-                open: self.open.clone(),
-            }) as Box<dyn ShardCursor>
-        } else {
-            inner
-        })
-    }
-}
-
-#[derive(Debug)]
-struct GatedCursor {
-    inner: Box<dyn ShardCursor>,
-    passes: Arc<AtomicUsize>,
-    open: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl ShardCursor for GatedCursor {
-    async fn next_batch(&mut self, limit: usize) -> Result<ReadBatch, StreamError> {
-        let pass = self.open.load(Ordering::SeqCst)
-            || self
-                .passes
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if pass {
-            self.inner.next_batch(limit).await
-        } else {
-            Ok(ReadBatch {
-                records: Vec::new(),
-                millis_behind_latest: Some(1),
-                shard_end: None,
-            })
-        }
-    }
-}
-
 /// One instance, a backlog: shard 0 is split before the runner starts, and once it holds
 /// the four shards the upper child is merged with shard 1, whose backlog is the longest. The
 /// merge's child is then leased while shard 1 is still being read; taking it must not drop
@@ -307,16 +240,11 @@ async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_sta
     let open = stream.open_shards();
     stream.split(&open[0].id);
     stream.put(&records[third..2 * third]);
-    let gate = Gated {
-        inner: stream.clone(),
-        gated: ShardId::from_index(1),
-        passes: Arc::new(AtomicUsize::new(3)),
-        open: Arc::new(AtomicBool::new(false)),
-    };
+    let (gated, gate) = stream.gated(ShardId::from_index(1), 3);
     let sinks = MemorySinks::new();
     let runner = support::alone(
         "backlog",
-        Arc::new(gate.clone()),
+        Arc::new(gated),
         Arc::new(sinks.clone()),
         LEASE,
         RunnerConfig {
@@ -336,7 +264,7 @@ async fn a_merge_child_taken_while_a_parent_is_still_read_keeps_that_parents_sta
     .await;
     let open = stream.open_shards();
     assert!(
-        [&open[1].id, &open[2].id].contains(&&gate.gated),
+        [&open[1].id, &open[2].id].contains(&&gate.shard),
         "shard 1 is a parent of the merge: {open:?}"
     );
     stream.merge(&open[1].id, &open[2].id);

@@ -437,6 +437,29 @@ pub struct ReshardableStream {
     shards: Arc<std::sync::Mutex<Shards>>,
     /// Reads answered before reads hang ([`ReshardableStream::freezing_after`]); `None`: never.
     answers: Option<Arc<AtomicUsize>>,
+    /// A shard whose reads are held back ([`ReshardableStream::gated`]).
+    gate: Option<Arc<ShardGate>>,
+}
+
+/// A gate on the reads of one shard ([`ReshardableStream::gated`]).
+#[derive(Debug)]
+pub struct ShardGate {
+    pub shard: ShardId,
+    /// Reads still answered before the gate holds the shard back.
+    pub passes: AtomicUsize,
+    /// Once set, every read is answered.
+    pub open: AtomicBool,
+}
+
+impl ShardGate {
+    /// Whether this read of the gated shard is answered (counting it against `passes`).
+    fn pass(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+            || self
+                .passes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -483,7 +506,25 @@ impl ReshardableStream {
         Self {
             shards: self.shards.clone(),
             answers: Some(Arc::new(AtomicUsize::new(answers))),
+            gate: None,
         }
+    }
+
+    /// The same stream with shard `shard` gated: through this handle it answers `passes`
+    /// reads, then only empty reads behind the tip (so a runner neither moves on nor thinks
+    /// it caught up) until the gate opens.
+    pub fn gated(&self, shard: ShardId, passes: usize) -> (Self, Arc<ShardGate>) {
+        let gate = Arc::new(ShardGate {
+            shard,
+            passes: AtomicUsize::new(passes),
+            open: AtomicBool::new(false),
+        });
+        let stream = Self {
+            shards: self.shards.clone(),
+            answers: None,
+            gate: Some(gate.clone()),
+        };
+        (stream, gate)
     }
 
     pub fn put(&self, records: &[PutRecord]) {
@@ -613,6 +654,16 @@ impl ShardCursor for MemoryCursor {
                 .is_err()
         {
             return std::future::pending().await;
+        }
+        if let Some(gate) = &self.stream.gate
+            && gate.shard == self.shard
+            && !gate.pass()
+        {
+            return Ok(ReadBatch {
+                records: Vec::new(),
+                millis_behind_latest: Some(1),
+                shard_end: None,
+            });
         }
         let mut s = self.stream.shards.lock().unwrap();
         let children: Vec<ShardId> = s
