@@ -37,7 +37,7 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
     // Renewed every 400 ms and held for 900 ms after a renewal was sent: a renewal may start
     // 500 ms late on a busy machine before the lease lapses here.
     let lease = Duration::from_millis(1_200);
-    let shared = support::Shared::new(&reader, checkpoints.clone(), leases.clone(), lease);
+    let shared = support::Shared::new(reader.clone(), checkpoints.clone(), leases.clone(), lease);
     let config = RunnerConfig {
         batch: 50,
         checkpoint_interval: Duration::from_millis(50),
@@ -105,7 +105,7 @@ async fn a_former_owner_is_fenced_at_its_checkpoint_drops_the_shard_and_emits_no
     let checkpoints = Arc::new(MemoryCheckpointStore::default());
     // A long lease: a's renewer does not notice the take-over before its checkpoint.
     let lease = Duration::from_secs(60);
-    let shared = support::Shared::new(&reader, checkpoints.clone(), leases.clone(), lease);
+    let shared = support::Shared::new(reader.clone(), checkpoints.clone(), leases.clone(), lease);
     let a_sinks = StallingSinks::new(None, true);
     let a = shared.runner(
         "a",

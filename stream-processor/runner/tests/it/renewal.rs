@@ -97,15 +97,9 @@ async fn a_runner_blocked_in_a_step_still_takes_a_freed_lease() {
     let b_renewer = b.spawn_renewer(Arc::new(SystemClock));
     let stall = LEASE * 2;
     let sinks = StallingSinks::new(Some(stall), false);
-    let a = support::runner(
-        "a",
-        Arc::new(stream.clone()),
-        Arc::new(sinks.clone()),
-        Arc::new(MemoryCheckpointStore::default()),
-        leases.clone(),
-        LEASE,
-        config,
-    );
+    let checkpoints = Arc::new(MemoryCheckpointStore::default());
+    let shared = support::Shared::new(Arc::new(stream.clone()), checkpoints, leases.clone(), LEASE);
+    let a = shared.runner("a", Arc::new(sinks.clone()), config);
     let stats = a.stats();
     let run = tokio::spawn(a.run(std::future::pending()));
     support::until("a's step blocks", || sinks.stalled.load(Ordering::SeqCst)).await;

@@ -18,7 +18,7 @@ use bikeshare_runner::{RunnerConfig, RunnerStats};
 use bikeshare_sinks::memory::MemorySinks;
 use bikeshare_stream::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use bikeshare_stream::lease::{LeaseStore, MemoryLeaseStore};
-use bikeshare_stream::{PutRecord, ShardId, StreamReader};
+use bikeshare_stream::{PutRecord, ShardId};
 
 type Outputs = (
     BTreeMap<String, serde_json::Value>,
@@ -91,17 +91,11 @@ async fn live(
     let mut sinks = Vec::new();
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
+    let reader = Arc::new(stream.clone());
+    let shared = support::Shared::new(reader, checkpoints.clone(), leases.clone(), LEASE);
     for i in 0..instances {
         let s = MemorySinks::new();
-        let runner = support::runner(
-            &format!("instance-{i}"),
-            Arc::new(stream.clone()) as Arc<dyn StreamReader>,
-            Arc::new(s.clone()),
-            checkpoints.clone(),
-            leases.clone(),
-            LEASE,
-            config(),
-        );
+        let runner = shared.runner(&format!("instance-{i}"), Arc::new(s.clone()), config());
         stats.push(runner.stats());
         sinks.push(s);
         let mut stopped = stopped.clone();

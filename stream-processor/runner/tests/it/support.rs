@@ -123,13 +123,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(
-        reader: &Arc<dyn StreamReader>,
+        reader: Arc<dyn StreamReader>,
         checkpoints: Arc<dyn CheckpointStore>,
         leases: Arc<dyn LeaseStore>,
         lease: Duration,
     ) -> Self {
         Self {
-            reader: reader.clone(),
+            reader,
             checkpoints,
             leases,
             lease,
