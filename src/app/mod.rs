@@ -6,8 +6,9 @@
 //! - [`streams`]: the configured stream backend, the producers' streams and output.
 //! - [`producers`]: GBFS pollers and the weather producer as tasks; replay sources.
 //! - [`progress`]: progress bars of long commands on stderr (hidden off a terminal).
-//! - [`runner`]: the stream processor's runner with its checkpoint and lease stores.
+//! - [`runner`]: the stream processor's runner.
 //! - [`sinks`]: the lake and Firehose sinks of the processor and the archiver.
+//! - [`stores`]: the checkpoint and lease stores of the runner and the archiver.
 //! - [`models`]: the registry, the promotion gate, the scorer that follows production.
 //! - [`monitoring`]: `/metrics`, alerts and the CloudWatch exporter; [`drift`]: the drift
 //!   check over the lake.
@@ -23,6 +24,7 @@ pub mod producers;
 pub mod progress;
 pub mod runner;
 pub mod sinks;
+pub mod stores;
 pub mod streams;
 
 use bikeshare_types::{SharedClock, SystemClock};

@@ -1,5 +1,6 @@
 //! The processor's and the archiver's sinks beyond the streams: the Parquet lake and Firehose.
 
+use crate::app::stores::archiver_checkpoint_store;
 use crate::app::streams::Backend;
 use crate::app::wall_clock;
 use crate::config::Config;
@@ -39,19 +40,6 @@ pub async fn firehose_sinks(
             dead_letters: false,
         },
     )))
-}
-
-/// The lake archiver's checkpoint store (`[archiver.checkpoints]`: local files under
-/// `lake.checkpoint_dir`, or S3).
-pub async fn archiver_checkpoint_store(
-    config: &Config,
-) -> anyhow::Result<Arc<dyn bikeshare_stream::checkpoint::CheckpointStore>> {
-    crate::app::runner::checkpoint_store_of(
-        config,
-        &config.archiver.checkpoints,
-        &config.lake.checkpoint_dir,
-    )
-    .await
 }
 
 /// The archiver of the configured streams into the configured lake.

@@ -203,7 +203,7 @@ async fn consumers_of(
     shards: &[bikeshare_stream::ShardDescription],
 ) -> anyhow::Result<Option<std::collections::BTreeMap<String, u64>>> {
     let archive = || async {
-        let store = crate::app::sinks::archiver_checkpoint_store(config).await?;
+        let store = crate::app::stores::archiver_checkpoint_store(config).await?;
         let cp = store
             .latest(bikeshare_lake::archive::CHECKPOINT_KEY)
             .await
@@ -215,7 +215,7 @@ async fn consumers_of(
     };
     let mut consumers = Vec::new();
     if name == names::EVENTS {
-        let store = crate::app::runner::checkpoint_store(config).await?;
+        let store = crate::app::stores::checkpoint_store(config).await?;
         let mut processor = std::collections::BTreeMap::new();
         for s in shards {
             if let Some(cp) = store
