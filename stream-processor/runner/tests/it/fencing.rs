@@ -13,8 +13,7 @@ use std::time::Duration;
 use bikeshare_embedded::EmbeddedStream;
 use bikeshare_runner::RunnerConfig;
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::checkpoint::{CheckpointStore, Holder, MemoryCheckpointStore};
-use bikeshare_stream::lease::{LeaseStore, MemoryLeaseStore};
+use bikeshare_stream::checkpoint::Holder;
 use bikeshare_stream::{ShardId, StreamReader, StreamWriter};
 
 async fn one_shard_stream(dir: &std::path::Path, minutes: i64) -> Arc<dyn StreamReader> {
@@ -32,12 +31,10 @@ async fn one_shard_stream(dir: &std::path::Path, minutes: i64) -> Arc<dyn Stream
 async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emitted_twice() {
     let dir = tempfile::tempdir().unwrap();
     let reader = one_shard_stream(dir.path(), 180).await;
-    let leases: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
-    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
     // Renewed every 400 ms and held for 900 ms after a renewal was sent: a renewal may start
     // 500 ms late on a busy machine before the lease lapses here.
     let lease = Duration::from_millis(1_200);
-    let shared = support::Shared::new(reader.clone(), checkpoints.clone(), leases.clone(), lease);
+    let shared = support::Shared::in_memory(reader.clone(), lease);
     let config = RunnerConfig {
         batch: 50,
         checkpoint_interval: Duration::from_millis(50),
@@ -101,11 +98,10 @@ async fn a_step_blocked_longer_than_the_lease_keeps_the_shard_and_nothing_is_emi
 async fn a_former_owner_is_fenced_at_its_checkpoint_drops_the_shard_and_emits_no_more() {
     let dir = tempfile::tempdir().unwrap();
     let reader = one_shard_stream(dir.path(), 240).await;
-    let leases = Arc::new(MemoryLeaseStore::default());
-    let checkpoints = Arc::new(MemoryCheckpointStore::default());
     // A long lease: a's renewer does not notice the take-over before its checkpoint.
     let lease = Duration::from_secs(60);
-    let shared = support::Shared::new(reader.clone(), checkpoints.clone(), leases.clone(), lease);
+    let shared = support::Shared::in_memory(reader.clone(), lease);
+    let (leases, checkpoints) = (shared.leases.clone(), shared.checkpoints.clone());
     let a_sinks = StallingSinks::new(None, true);
     let a = shared.runner(
         "a",

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use bikeshare_runner::RunnerConfig;
 use bikeshare_stream::ShardId;
-use bikeshare_stream::checkpoint::MemoryCheckpointStore;
-use bikeshare_stream::lease::{Lease, LeaseConfig, LeaseCoordinator, LeaseStore, MemoryLeaseStore};
+use bikeshare_stream::lease::{Lease, LeaseConfig, LeaseCoordinator};
 use bikeshare_types::time::SystemClock;
 
 /// 3 s leases: renewed (and free ones taken) every second, held here until 2.25 s after a
@@ -84,7 +83,8 @@ async fn a_runner_blocked_in_a_step_still_takes_a_freed_lease() {
     let reference = support::reference_run(Arc::new(stream.clone()), LEASE, config.clone()).await;
 
     // b holds both shards; a, arriving, steals one (its share) and blocks in its first write.
-    let leases = Arc::new(MemoryLeaseStore::default());
+    let shared = support::Shared::in_memory(Arc::new(stream.clone()), LEASE);
+    let leases = shared.leases.clone();
     let b = LeaseCoordinator::new(
         leases.clone(),
         LeaseConfig {
@@ -97,8 +97,6 @@ async fn a_runner_blocked_in_a_step_still_takes_a_freed_lease() {
     let b_renewer = b.spawn_renewer(Arc::new(SystemClock));
     let stall = LEASE * 2;
     let sinks = StallingSinks::new(Some(stall), false);
-    let checkpoints = Arc::new(MemoryCheckpointStore::default());
-    let shared = support::Shared::new(Arc::new(stream.clone()), checkpoints, leases.clone(), LEASE);
     let a = shared.runner("a", Arc::new(sinks.clone()), config);
     let stats = a.stats();
     let run = tokio::spawn(a.run(std::future::pending()));

@@ -16,8 +16,6 @@ use std::time::Duration;
 
 use bikeshare_runner::{RunnerConfig, RunnerStats};
 use bikeshare_sinks::memory::MemorySinks;
-use bikeshare_stream::checkpoint::{CheckpointStore, MemoryCheckpointStore};
-use bikeshare_stream::lease::{LeaseStore, MemoryLeaseStore};
 use bikeshare_stream::{PutRecord, ShardId};
 
 type Outputs = (
@@ -83,16 +81,13 @@ async fn live(
     want: &Outputs,
 ) -> Outputs {
     let stream = ReshardableStream::new(2);
-    let leases: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::default());
-    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
     let third = records.len() / 3;
     stream.put(&records[..third]);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sinks = Vec::new();
     let mut stats = Vec::new();
     let mut tasks = Vec::new();
-    let reader = Arc::new(stream.clone());
-    let shared = support::Shared::new(reader, checkpoints.clone(), leases.clone(), LEASE);
+    let shared = support::Shared::in_memory(Arc::new(stream.clone()), LEASE);
     for i in 0..instances {
         let s = MemorySinks::new();
         let runner = shared.runner(&format!("instance-{i}"), Arc::new(s.clone()), config());

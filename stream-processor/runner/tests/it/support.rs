@@ -122,12 +122,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(
-        reader: Arc<dyn StreamReader>,
-        checkpoints: Arc<dyn CheckpointStore>,
-        leases: Arc<dyn LeaseStore>,
-        lease: Duration,
-    ) -> Self {
+    /// Over `reader`, with new in-memory checkpoint and lease stores.
+    pub fn in_memory(reader: Arc<dyn StreamReader>, lease: Duration) -> Self {
+        let leases = Arc::new(MemoryLeaseStore::default());
+        let checkpoints = Arc::new(MemoryCheckpointStore::default());
         Self {
             reader,
             checkpoints,
