@@ -476,7 +476,7 @@ pub enum MonitorCommand {
 /// A time: RFC 3339 (`2026-04-07T06:00:00Z`), or how long before now (`6h`, `2d`).
 fn parse_time(s: &str) -> Result<bikeshare_types::Timestamp, String> {
     use bikeshare_types::Clock;
-    crate::app::parse_time_or_ago(s, bikeshare_types::SystemClock.now()).map_err(|_| {
+    parse_time_or_ago(s, bikeshare_types::SystemClock.now()).map_err(|_| {
         format!("{s:?} is neither an RFC 3339 time (e.g. 2026-04-07T06:00:00Z) nor a duration ago (6h, 2d)")
     })
 }
@@ -506,6 +506,18 @@ pub enum LakeCommand {
         #[arg(long, value_parser = parse_duration)]
         duration: Option<std::time::Duration>,
     },
+}
+
+/// Parses a time given as RFC 3339 or as "how long ago" (`6h`, `2d`).
+pub fn parse_time_or_ago(
+    s: &str,
+    now: bikeshare_types::Timestamp,
+) -> anyhow::Result<bikeshare_types::Timestamp> {
+    if let Some(t) = bikeshare_types::Timestamp::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    let ago = parse_duration(s).map_err(|e| anyhow::anyhow!("{e}; or give an RFC 3339 time"))?;
+    Ok(now.plus_millis(-i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)))
 }
 
 /// Parses `90s`, `15m`, `6h`, `2d`, or a plain number of seconds.

@@ -274,7 +274,23 @@ pub struct StreamConfig {
     /// (`[stream.kinesis]`, e.g. `BIKESHARE_STREAM__KINESIS__REGION`).
     pub kinesis: bikeshare_aws::KinesisConfig,
     /// The embedded stream's retention (`[stream.retention]`: enabled, hours, interval_ms).
-    pub retention: crate::app::streams::RetentionConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[stream.retention]`: how much of the embedded stream is kept, like Kinesis' retention
+/// period but in event time and never past a consumer's checkpoint (decision 074).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SmartDefault)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Trim at all.
+    #[default(true)]
+    pub enabled: bool,
+    /// Event time kept behind every consumer's checkpoint (Kinesis keeps 24 h by default).
+    #[default(24)]
+    pub hours: u64,
+    /// How often `process`, `up` and `lake write` trim while they run (and once as they stop).
+    #[default(10_000)]
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,19 +66,6 @@ pub async fn shutdown_signal(duration: Option<Duration>) {
     }
 }
 
-/// Parses a time given as RFC 3339 or as "how long ago" (`6h`, `2d`).
-pub fn parse_time_or_ago(
-    s: &str,
-    now: bikeshare_types::Timestamp,
-) -> anyhow::Result<bikeshare_types::Timestamp> {
-    if let Some(t) = bikeshare_types::Timestamp::parse_rfc3339(s) {
-        return Ok(t);
-    }
-    let ago = crate::cli::parse_duration(s)
-        .map_err(|e| anyhow::anyhow!("{e}; or give an RFC 3339 time"))?;
-    Ok(now.plus_millis(-i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)))
-}
-
 /// Resolves when `stop` becomes true.
 pub async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;

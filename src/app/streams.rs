@@ -8,7 +8,6 @@ use anyhow::Context;
 use bikeshare_aws::KinesisStreams;
 use bikeshare_embedded::EmbeddedStream;
 use bikeshare_stream::StreamReader;
-use smart_default::SmartDefault;
 
 use crate::config::{Config, StreamBackend};
 use bikeshare_producers::output::StreamOutput;
@@ -132,22 +131,6 @@ pub async fn close_output(output: StreamOutput) -> anyhow::Result<()> {
         Ok(Err(e)) => Err(anyhow::anyhow!("publishing failed: {e}")),
         Err(_) => anyhow::bail!("records still unpublished after 30 s; giving up"),
     }
-}
-
-/// `[stream.retention]`: how much of the embedded stream is kept, like Kinesis' retention
-/// period but in event time and never past a consumer's checkpoint (decision 074).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, SmartDefault)]
-#[serde(default)]
-pub struct RetentionConfig {
-    /// Trim at all.
-    #[default(true)]
-    pub enabled: bool,
-    /// Event time kept behind every consumer's checkpoint (Kinesis keeps 24 h by default).
-    #[default(24)]
-    pub hours: u64,
-    /// How often `process`, `up` and `lake write` trim while they run (and once as they stop).
-    #[default(10_000)]
-    pub interval_ms: u64,
 }
 
 /// The time a stream's record is about: `event_time` (events), `as_of` (predictions,
