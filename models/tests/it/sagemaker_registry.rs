@@ -342,6 +342,22 @@ async fn a_missing_group_no_credentials_and_no_service_are_typed_errors() {
     let model = tmp.path().join("m");
     let s = support::stumps_model(3, &[(0, 1.0, 1.0, -1.0)]);
     support::write_model_dir(&model, "fs1-x", &s, &s, "x");
+    let registry_over = |sdk: &bikeshare_runtime::aws::SdkConfig| {
+        SageMakerRegistry::new(
+            sdk,
+            "stockout",
+            settings(&group, &bucket_name),
+            clock.clone(),
+        )
+        .unwrap()
+    };
+    // The SDK's error code and HTTP status of a registry error.
+    let code_and_status = |err: &RegistryError| {
+        let RegistryError::SageMaker { code, status, .. } = err else {
+            panic!("{err:?}")
+        };
+        (code.clone(), *status)
+    };
 
     // The group is the stack's: without create_group, a missing one is the user's to fix.
     let strict = SageMakerSettings {
@@ -375,20 +391,10 @@ async fn a_missing_group_no_credentials_and_no_service_are_typed_errors() {
     .no_credentials()
     .load()
     .await;
-    let reg = SageMakerRegistry::new(
-        &anonymous,
-        "stockout",
-        settings(&group, &bucket_name),
-        clock.clone(),
-    )
-    .unwrap();
-    let err = reg.list().await.unwrap_err();
-    let RegistryError::SageMaker { code, status, .. } = &err else {
-        panic!("{err:?}")
-    };
+    let err = registry_over(&anonymous).list().await.unwrap_err();
     assert_eq!(
-        (code.as_deref(), *status),
-        (Some("NoCredentials"), None),
+        code_and_status(&err),
+        (Some("NoCredentials".into()), None),
         "{err}"
     );
     assert!(err.to_string().contains("credentials"), "{err}");
@@ -405,20 +411,13 @@ async fn a_missing_group_no_credentials_and_no_service_are_typed_errors() {
     )
     .load()
     .await;
-    let reg = SageMakerRegistry::new(
-        &nowhere,
-        "stockout",
-        settings(&group, &bucket_name),
-        clock.clone(),
-    )
-    .unwrap();
-    let err = reg.current(Stage::Production).await.unwrap_err();
-    let RegistryError::SageMaker { code, status, .. } = &err else {
-        panic!("{err:?}")
-    };
+    let err = registry_over(&nowhere)
+        .current(Stage::Production)
+        .await
+        .unwrap_err();
     assert_eq!(
-        (code.as_deref(), *status),
-        (Some("Unreachable"), None),
+        code_and_status(&err),
+        (Some("Unreachable".into()), None),
         "{err}"
     );
     assert_eq!(
