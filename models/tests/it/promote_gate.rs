@@ -23,6 +23,12 @@ use bikeshare_types::time::ManualClock;
 type Stump = (f32, f32, f32);
 
 /// The gate's decision on `version` for `stage`, on `data`.
+/// The decision's summary names the check `check`.
+#[track_caller]
+fn assert_names(d: &PromotionDecision, check: &str) {
+    assert!(d.summary.contains(check), "{}", d.summary);
+}
+
 async fn decide(gate: &Gate, version: u64, stage: Stage, data: &HeldOut) -> PromotionDecision {
     gate.evaluate(version, stage, Some(data)).await.unwrap()
 }
@@ -80,17 +86,9 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
     let v2 = register("reversed", &id, (0.8, 1.0, -1.0), (0.15, 1.0, -1.0)).await;
     let d2 = decide(&gate, v2, Stage::Production, &data).await;
     assert!(!d2.promoted);
-    assert!(
-        d2.summary.contains("beats.empty.log_loss"),
-        "{}",
-        d2.summary
-    );
+    assert_names(&d2, "beats.empty.log_loss");
     // Every held-out row is a new-stockout row here: that PR-AUC decides.
-    assert!(
-        d2.summary.contains("beats.empty.new_stockout_pr_auc"),
-        "{}",
-        d2.summary
-    );
+    assert_names(&d2, "beats.empty.new_stockout_pr_auc");
     assert_eq!(d2.incumbent.as_ref().unwrap().version, "1");
     assert_eq!(support::production_version(registry.as_ref()).await, v1);
 
@@ -110,22 +108,14 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
     .await;
     let d4 = decide(&gate, v4, Stage::Staging, &data).await;
     assert!(!d4.promoted);
-    assert!(
-        d4.summary.contains("schema.feature_schema_id"),
-        "{}",
-        d4.summary
-    );
-    assert!(d4.summary.contains("model.loads"), "{}", d4.summary);
+    assert_names(&d4, "schema.feature_schema_id");
+    assert_names(&d4, "model.loads");
 
     // A constant model is not sane.
     let v5 = register("constant", &id, (0.5, 1.0, 1.0), (0.5, -1.0, 1.0)).await;
     let d5 = decide(&gate, v5, Stage::Production, &data).await;
     assert!(!d5.promoted);
-    assert!(
-        d5.summary.contains("probabilities.empty.not_constant"),
-        "{}",
-        d5.summary
-    );
+    assert_names(&d5, "probabilities.empty.not_constant");
 
     // Too little evidence: refused whatever the model.
     let few = HeldOut {
@@ -137,11 +127,8 @@ async fn gate_promotes_better_models_and_refuses_worse_ones() {
         full_now: data.full_now[..50].to_vec(),
     };
     let d6 = decide(&gate, v3, Stage::Production, &few).await;
-    assert!(
-        !d6.promoted && d6.summary.contains("heldout.rows"),
-        "{}",
-        d6.summary
-    );
+    assert!(!d6.promoted);
+    assert_names(&d6, "heldout.rows");
 
     // The log holds every decision, in order, with its numbers.
     let log = registry.decisions().await.unwrap();
@@ -193,11 +180,8 @@ async fn production_needs_heldout_data() {
         clock,
     };
     let d = gate.evaluate(v, Stage::Production, None).await.unwrap();
-    assert!(
-        !d.promoted && d.summary.contains("heldout.present"),
-        "{}",
-        d.summary
-    );
+    assert!(!d.promoted);
+    assert_names(&d, "heldout.present");
     // Staging without data checks what it can: schema and loading.
     assert!(
         gate.evaluate(v, Stage::Staging, None)
