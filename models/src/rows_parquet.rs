@@ -38,6 +38,8 @@ use crate::dataset::{DataError, LoadSample, RowLabel, SplitConfig, TrainingData}
 
 /// Rows per row group (and per batch the writer buffers).
 pub const ROW_GROUP_ROWS: usize = 65_536;
+/// Bytes a row of room for each of the system and station id columns (more only grows).
+const KEY_BYTES_PER_ROW: usize = 16;
 /// The key-value metadata key of the feature schema id.
 pub const SCHEMA_ID_KEY: &str = "feature_schema_id";
 /// The key columns, before the features.
@@ -123,7 +125,7 @@ impl RowsWriter {
         let arrow = arrow_schema(schema);
         let writer =
             ArrowWriter::try_new(file, arrow.clone(), Some(props)).map_err(|e| io(&what, e))?;
-        Ok(Self {
+        let mut writer = Self {
             schema: arrow,
             writer,
             system: StringBuilder::new(),
@@ -132,10 +134,31 @@ impl RowsWriter {
             trigger: StringBuilder::new(),
             flags: std::array::from_fn(|_| BooleanBuilder::new()),
             observations: UInt32Builder::new(),
-            features: (0..schema.len()).map(|_| Float32Builder::new()).collect(),
+            features: Vec::new(),
             buffered: 0,
             written: 0,
-        })
+        };
+        writer.features = (0..schema.len()).map(|_| Float32Builder::new()).collect();
+        writer.reserve_row_group();
+        Ok(writer)
+    }
+
+    /// Gives every column room for a whole row group, so that appending never grows (and
+    /// copies) a buffer: `finish` leaves a builder empty, so this runs after each flush.
+    /// Key strings get room for [`KEY_BYTES_PER_ROW`] bytes a row; longer ones grow as
+    /// before.
+    fn reserve_row_group(&mut self) {
+        let rows = ROW_GROUP_ROWS;
+        for b in [&mut self.system, &mut self.station] {
+            *b = StringBuilder::with_capacity(rows, rows * KEY_BYTES_PER_ROW);
+        }
+        self.trigger = StringBuilder::with_capacity(rows, rows * "update".len());
+        self.as_of = Int64Builder::with_capacity(rows);
+        self.flags = std::array::from_fn(|_| BooleanBuilder::with_capacity(rows));
+        self.observations = UInt32Builder::with_capacity(rows);
+        for b in &mut self.features {
+            *b = Float32Builder::with_capacity(rows);
+        }
     }
 
     /// Adds one row (flushed with its row group).
@@ -193,6 +216,8 @@ impl RowsWriter {
         self.writer.write(&batch).map_err(|e| io("rows", e))?;
         self.written += self.buffered as u64;
         self.buffered = 0;
+        drop(batch);
+        self.reserve_row_group();
         Ok(())
     }
 

@@ -52,10 +52,18 @@ impl Timestamp {
         Self(dt.timestamp_millis())
     }
     /// Parses RFC 3339 (`2021-01-01T05:00:00Z`, with or without fraction or offset).
+    ///
+    /// The form [`Timestamp::to_rfc3339`] writes (`2021-01-01T05:00:00.000Z`, and the same
+    /// without the fraction) is read by a small parser of its fixed layout; anything else
+    /// (another offset, another fraction length, a leap second, any doubt) goes to chrono's
+    /// parser, whose answer is returned. The fast way accepts only what chrono accepts, with
+    /// the same value (a unit test compares both, decision 100).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|d| Self(d.timestamp_millis()))
+        parse_canonical(s.as_bytes()).or_else(|| {
+            DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|d| Self(d.timestamp_millis()))
+        })
     }
     pub fn to_rfc3339(self) -> String {
         self.to_datetime()
@@ -104,6 +112,68 @@ impl<'de> Deserialize<'de> for Timestamp {
         }
         d.deserialize_any(V)
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` or `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC, upper-case `T` and `Z`,
+/// seconds 00–59), as milliseconds; `None` for anything else, including any out-of-range
+/// field, so that chrono decides.
+fn parse_canonical(b: &[u8]) -> Option<Timestamp> {
+    let millis = match b.len() {
+        20 if b[19] == b'Z' => 0,
+        24 if b[19] == b'.' && b[23] == b'Z' => digits(&b[20..23])?,
+        _ => return None,
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    Some(Timestamp(secs * 1_000 + millis))
+}
+
+/// The value of ASCII decimal digits (`None` if any byte is not one).
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+    })
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`), for a year 0–9999.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Where "now" comes from. Inject it; never call `SystemTime::now` inside logic.
@@ -177,6 +247,97 @@ mod tests {
             t
         );
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+    }
+
+    /// chrono's answer for `s`, what `parse_rfc3339` returned before it had a fast way.
+    fn by_chrono(s: &str) -> Option<Timestamp> {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| Timestamp(d.timestamp_millis()))
+    }
+
+    /// The fixed-layout parser agrees with chrono: on every instant it writes (random ones
+    /// over years 0–9999, every day boundary of leap and common years, the edges of each
+    /// field) and on each of those strings with one byte changed to a digit, a sign, a
+    /// letter or a separator (out-of-range fields, other layouts, offsets, lower case):
+    /// either the same milliseconds, or the fast way declines and chrono answers.
+    #[test]
+    fn the_canonical_parser_answers_what_chrono_does() {
+        let mut instants: Vec<Timestamp> = vec![
+            Timestamp(0),
+            Timestamp(-1),
+            Timestamp(1_609_477_200_000),
+            Timestamp(951_782_400_000),   // 2000-02-29
+            Timestamp(4_107_542_400_000), // 2100-03-01
+        ];
+        let (min, max) = (-62_167_219_200_000i64, 253_402_300_799_999i64); // years 0..=9999
+        let mut rng = crate::splitmix::SplitMix64::new(100);
+        for _ in 0..20_000 {
+            let span = u64::try_from(max - min).unwrap_or(u64::MAX);
+            let at = min + i64::try_from(rng.next_u64() % span).unwrap_or(0);
+            instants.push(Timestamp(at));
+            // Whole seconds too (the form without a fraction).
+            instants.push(Timestamp(at - at.rem_euclid(1000)));
+        }
+        for year in [
+            1600i64, 1700, 1900, 1970, 1999, 2000, 2020, 2021, 2024, 2100, 2400,
+        ] {
+            for day in 0..367 {
+                let start = (days_from_civil(year, 1, 1) + day) * 86_400_000;
+                instants.extend([Timestamp(start), Timestamp(start - 1)]);
+            }
+        }
+        instants.extend([Timestamp(min), Timestamp(max)]);
+        let mut fast_ones = 0u32;
+        let mut compared = 0u32;
+        for t in instants {
+            let text = t.to_rfc3339();
+            let whole = text.replace(".000Z", "Z");
+            for s in [text.as_str(), whole.as_str()] {
+                assert_eq!(parse_canonical(s.as_bytes()), by_chrono(s), "{s}");
+                assert_eq!(Timestamp::parse_rfc3339(s), by_chrono(s), "{s}");
+                fast_ones += u32::from(parse_canonical(s.as_bytes()).is_some());
+                if s.len() < 20 || compared > 400_000 {
+                    continue;
+                }
+                let mut bytes = s.as_bytes().to_vec();
+                for i in 0..bytes.len() {
+                    let was = bytes[i];
+                    for b in *b"0123456789+-.:TtZz x" {
+                        bytes[i] = b;
+                        let Ok(changed) = std::str::from_utf8(&bytes) else {
+                            continue;
+                        };
+                        let fast = parse_canonical(changed.as_bytes());
+                        if fast.is_some() {
+                            assert_eq!(fast, by_chrono(changed), "{changed}");
+                        }
+                        assert_eq!(Timestamp::parse_rfc3339(changed), by_chrono(changed));
+                        compared += 1;
+                    }
+                    bytes[i] = was;
+                }
+            }
+        }
+        assert!(fast_ones > 40_000, "the fast way read {fast_ones}");
+        // Leap seconds, offsets, other fractions and lengths: chrono's, never the fast way's.
+        for s in [
+            "2016-12-31T23:59:60.000Z",
+            "2016-12-31T23:59:60Z",
+            "2021-01-01T05:00:00+01:00",
+            "2021-01-01T05:00:00.5Z",
+            "2021-01-01T05:00:00.123456Z",
+            "2021-01-01t05:00:00Z",
+            "2021-01-01 05:00:00Z",
+            "2021-02-29T00:00:00Z",
+            "2021-01-01T24:00:00Z",
+            "+2021-01-01T05:00:00Z",
+            "2021-01-01T05:00:00.000Z ",
+            "",
+        ] {
+            assert_eq!(parse_canonical(s.as_bytes()), None, "{s}");
+            assert_eq!(Timestamp::parse_rfc3339(s), by_chrono(s), "{s}");
+        }
     }
 
     #[test]

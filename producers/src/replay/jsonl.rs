@@ -77,7 +77,7 @@ pub fn read_pieces(
     let mut chunk = ReplayChunk::default();
     while let Some((line_no, raw)) = lines.next_row()? {
         chunk.rows += 1;
-        match Envelope::decode(raw.as_bytes()) {
+        match Envelope::decode_str(&raw) {
             Ok(env) => chunk.items.push(ReplayItem::Recorded(env)),
             Err(e) => chunk.reject_line(ctx, &source, line_no, (rule::DECODE, e.to_string()), &raw),
         }

@@ -148,6 +148,15 @@ impl Envelope {
         }
     }
 
+    /// [`Envelope::decode`] of text: the same answer, without checking again that each
+    /// string in it is UTF-8 (a `&str` is; reading JSON lines, the line was checked once).
+    pub fn decode_str(text: &str) -> Result<Self, DecodeError> {
+        match serde_json::from_str::<InOrder>(text) {
+            Ok(InOrder(env)) if env.schema_version == ENVELOPE_SCHEMA_VERSION => Ok(env),
+            _ => Self::decode_general(text.as_bytes()),
+        }
+    }
+
     /// [`Envelope::decode`] through the derived (`flatten`) deserializer: any key order.
     fn decode_general(bytes: &[u8]) -> Result<Self, DecodeError> {
         #[derive(Deserialize)]
@@ -414,6 +423,13 @@ mod tests {
     fn the_in_order_decoder_answers_what_the_general_one_does() {
         fn same(bytes: &[u8]) {
             let (fast, general) = (Envelope::decode(bytes), Envelope::decode_general(bytes));
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                match (Envelope::decode_str(text), &general) {
+                    (Ok(a), Ok(b)) => assert_eq!(&a, b, "{text}"),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("{text}: from text {a:?}, general {b:?}"),
+                }
+            }
             match (&fast, &general) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(bytes)),
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
