@@ -226,9 +226,18 @@ impl Sinks for LakeSinks {
         }
         let keep_features = self.outputs.features;
         self.stage(shard, |s| {
-            s.model_monitor.features(&outputs.features);
-            s.model_monitor.predictions(&outputs.predictions);
-            s.model_monitor.labels(&outputs.labels);
+            // Only the kinds present: the capture keeps feature rows until their predictions
+            // come, and a call with no predictions would drop them (the single-kind methods
+            // bring one kind a call).
+            if !outputs.features.is_empty() {
+                s.model_monitor.features(&outputs.features);
+            }
+            if !outputs.predictions.is_empty() {
+                s.model_monitor.predictions(&outputs.predictions);
+            }
+            if !outputs.labels.is_empty() {
+                s.model_monitor.labels(&outputs.labels);
+            }
             if keep_features {
                 s.features.push(outputs.features);
             }

@@ -15,9 +15,13 @@ use bikeshare_types::{StationId, SystemId, Timestamp};
 
 const T0: i64 = 1_772_431_200_000; // 2026-03-02T06:00:00Z
 
+/// `n` predictions with their feature rows and labels through the lake's sink, Model
+/// Monitor sampling `percent`: as the runner hands them over (one shard's outputs at a
+/// time, committed), or with `one_kind_at_a_time` through the single-kind methods (flushed).
 fn run(
     percent: u8,
     n: u32,
+    one_kind_at_a_time: bool,
 ) -> (
     Vec<Prediction>,
     Vec<bikeshare_lake::catalog::MonitorPartitionSummary>,
@@ -61,10 +65,20 @@ fn run(
                 labels: vec![label],
                 ..ShardOutputs::default()
             };
-            sinks.shard_outputs("shardId-0", outputs).await.unwrap();
+            if one_kind_at_a_time {
+                sinks.features(outputs.features).await.unwrap();
+                sinks.predictions(outputs.predictions).await.unwrap();
+                sinks.labels(outputs.labels).await.unwrap();
+            } else {
+                sinks.shard_outputs("shardId-0", outputs).await.unwrap();
+            }
             preds.push(p);
         }
-        sinks.commit(&[("shardId-0".to_owned(), 1)]).await.unwrap();
+        if one_kind_at_a_time {
+            sinks.flush().await.unwrap();
+        } else {
+            sinks.commit(&[("shardId-0".to_owned(), 1)]).await.unwrap();
+        }
         let listed = monitor_partitions(&store, &config).await.unwrap();
         (preds, listed)
     })
@@ -81,7 +95,7 @@ fn rows(listed: &[bikeshare_lake::catalog::MonitorPartitionSummary], tree: Monit
 #[test]
 fn lake_ls_lists_the_sampled_capture_and_its_ground_truth() {
     let n = 960;
-    let (preds, listed) = run(100, n);
+    let (preds, listed) = run(100, n, false);
     assert_eq!(preds.len(), n as usize);
     for tree in MonitorTree::ALL {
         assert_eq!(rows(&listed, tree), u64::from(n), "{tree}");
@@ -103,7 +117,7 @@ fn lake_ls_lists_the_sampled_capture_and_its_ground_truth() {
         .filter(|p| config.samples(p.prediction_id.as_str()))
         .count() as u64;
     assert!((48..=144).contains(&sampled), "{sampled} of {n}");
-    let (_, listed) = run(10, n);
+    let (_, listed) = run(10, n, false);
     assert_eq!(rows(&listed, MonitorTree::DataCapture), sampled);
     assert_eq!(
         rows(&listed, MonitorTree::GroundTruth(Target::Empty)),
@@ -114,8 +128,27 @@ fn lake_ls_lists_the_sampled_capture_and_its_ground_truth() {
         sampled
     );
 
-    let (_, listed) = run(0, n);
+    let (_, listed) = run(0, n, false);
     assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// Feature rows, predictions and labels handed to the lake one kind per call (the sink
+/// trait's single-kind methods, what a wrapper without `shard_outputs` sends) are captured
+/// as when they come together: an empty kind must not drop the feature rows waiting for
+/// their predictions.
+#[test]
+fn the_capture_is_the_same_when_each_kind_comes_alone() {
+    let n = 240;
+    let (_, together) = run(100, n, false);
+    let (_, alone) = run(100, n, true);
+    for tree in MonitorTree::ALL {
+        assert_eq!(rows(&together, tree), u64::from(n), "{tree}");
+        assert_eq!(
+            rows(&alone, tree),
+            u64::from(n),
+            "{tree}, one kind at a time"
+        );
+    }
 }
 
 /// Every capture line in the lake: (inference id, output `p_empty,p_full`), sorted.
