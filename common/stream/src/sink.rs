@@ -64,7 +64,9 @@ pub trait Sinks: Send + Sync + std::fmt::Debug {
     }
     /// `outputs` come from records of `shard`. The default hands each kind that is not
     /// empty to its method, in the order features, predictions, labels, dead letters; a
-    /// sink that keeps outputs per shard (the lake) stages them under `shard`.
+    /// sink that keeps outputs per shard (the lake) stages them under `shard`. A wrapper
+    /// must forward it (as `FanOut` does): the default would lose the shard, and the lake
+    /// commits only the shards the runner names.
     async fn shard_outputs(&self, _shard: &str, outputs: ShardOutputs) -> Result<(), SinkError> {
         let ShardOutputs {
             features,

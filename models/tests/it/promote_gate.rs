@@ -22,13 +22,13 @@ use bikeshare_types::time::ManualClock;
 /// One tree on the signal feature: `(threshold, left, right)`.
 type Stump = (f32, f32, f32);
 
-/// The gate's decision on `version` for `stage`, on `data`.
 /// The decision's summary names the check `check`.
 #[track_caller]
 fn assert_names(d: &PromotionDecision, check: &str) {
     assert!(d.summary.contains(check), "{}", d.summary);
 }
 
+/// The gate's decision on `version` for `stage`, on `data`.
 async fn decide(gate: &Gate, version: u64, stage: Stage, data: &HeldOut) -> PromotionDecision {
     gate.evaluate(version, stage, Some(data)).await.unwrap()
 }
