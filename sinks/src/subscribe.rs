@@ -162,6 +162,8 @@ struct AppState {
 /// The caps on open subscriptions: in all and per client address.
 struct Limits {
     open: Arc<Semaphore>,
+    /// The semaphore's permits ([`SubscribeConfig::max_subscriptions`]).
+    max_open: usize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
     max_per_client: usize,
     /// Peers whose `X-Forwarded-For` names the client ([`SubscribeConfig::trusted_proxies`]).
@@ -180,6 +182,8 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // The permit goes back after this body: this slot is still counted as taken.
+        self.limits.record_open(1);
         if let Some(ip) = self.client
             && let Ok(mut m) = self.limits.per_client.lock()
             && let Some(n) = m.get_mut(&ip)
@@ -220,6 +224,7 @@ impl Limits {
         {
             *m.entry(ip).or_default() += 1;
         }
+        self.record_open(0);
         Ok(Slot {
             _permit: permit,
             client,
@@ -227,13 +232,20 @@ impl Limits {
         })
     }
 
+    /// Sets `bikeshare_subscriptions_open`: the slots taken, but `leaving` of them.
+    fn record_open(&self, leaving: usize) {
+        let taken = self.max_open.saturating_sub(self.open.available_permits());
+        bikeshare_types::metrics::subscriptions_open(taken.saturating_sub(leaving));
+    }
+
     /// The client a request from `peer` counts as: the address a trusted proxy forwarded,
     /// else the peer. A trusted proxy's missing or unreadable header counts as the proxy
-    /// itself, logged the first time.
+    /// itself, logged the first time and counted every time (`bikeshare_api_unreadable_forwarded_total`).
     fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         match client_address(peer, headers, &self.trusted_proxies) {
             Ok(ip) => ip,
             Err(why) => {
+                bikeshare_types::metrics::unreadable_forwarded();
                 if !self
                     .unreadable_logged
                     .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -252,6 +264,10 @@ impl Limits {
 
     /// The answer to a refused subscription: 429 or 503, with `Retry-After`.
     fn refuse(&self, why: &Refusal) -> Response {
+        bikeshare_types::metrics::subscription_refused(match why {
+            Refusal::Client(_) => "client",
+            Refusal::Full => "full",
+        });
         let mut r = match why {
             Refusal::Client(ip) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -460,6 +476,7 @@ pub async fn serve(
     let poll = Duration::from_millis(config.poll_interval_ms.max(10));
     let limits = Arc::new(Limits {
         open: Arc::new(Semaphore::new(config.max_subscriptions)),
+        max_open: config.max_subscriptions,
         per_client: Mutex::new(HashMap::new()),
         max_per_client: config.max_per_client,
         trusted_proxies: config.trusted_proxies.clone(),

@@ -15,6 +15,8 @@ pub async fn run(args: ApiArgs, mut config: Config) -> anyhow::Result<()> {
     let backend = Backend::from_config(&config).await?;
     let predictions = backend.reader(bikeshare_stream::names::PREDICTIONS).await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    // Its subscriptions (open, refused) on `/metrics`, as `up` serves them.
+    let metrics = crate::app::monitoring::start_metrics(&config, stopped(rx.clone())).await?;
     let api = bikeshare_sinks::subscribe::serve(
         config.api.clone(),
         predictions,
@@ -30,5 +32,8 @@ pub async fn run(args: ApiArgs, mut config: Config) -> anyhow::Result<()> {
     shutdown_signal(None).await;
     let _ = tx.send(true);
     api.wait().await;
+    if let Some(m) = metrics {
+        m.wait().await;
+    }
     Ok(())
 }

@@ -30,6 +30,8 @@ pub enum Component {
     Serving,
     /// The alerting loop (any command that runs it).
     Alerts,
+    /// `api` (and `up`): the subscription API.
+    Api,
 }
 
 /// One metric's definition.
@@ -140,6 +142,12 @@ defs! {
         "Alerts firing now (1) or not (0), per rule.";
     ALERT_NOTIFICATIONS = "bikeshare_alert_notifications_total", Counter, Count, ["channel", "outcome"], Alerts, OnEvent,
         "Notifications sent (`outcome`: sent, failed) per channel (`webhook`, `sns`).";
+    SUBSCRIPTIONS_OPEN = "bikeshare_subscriptions_open", Gauge, Count, [], Api, OnEvent,
+        "Prediction subscriptions (server-sent event streams) open now, against `api.max_subscriptions`.";
+    SUBSCRIPTIONS_REFUSED = "bikeshare_subscriptions_refused_total", Counter, Count, ["reason"], Api, OnEvent,
+        "Subscriptions refused, per reason: `client` (429: the client address holds its share) or `full` (503: every slot is taken).";
+    UNREADABLE_FORWARDED = "bikeshare_api_unreadable_forwarded_total", Counter, Count, [], Api, OnEvent,
+        "Requests from a trusted proxy whose `X-Forwarded-For` names no client, counted as the proxy's own address (a proxy that does not set the header: every client behind it shares one share).";
 }
 
 /// The definition of `name` (a Prometheus family name; `_bucket`, `_sum`, `_count` of a
@@ -336,6 +344,21 @@ pub fn alert_firing(rule: &str, firing: bool) {
 /// `outcome`: `sent` or `failed`.
 pub fn alert_notification(channel: &'static str, outcome: &'static str) {
     counter!(ALERT_NOTIFICATIONS.name, "channel" => channel, "outcome" => outcome).increment(1);
+}
+
+// --- subscription API ------------------------------------------------------------------
+
+pub fn subscriptions_open(n: usize) {
+    gauge!(SUBSCRIPTIONS_OPEN.name).set(n as f64);
+}
+
+/// `reason`: `client` or `full`.
+pub fn subscription_refused(reason: &'static str) {
+    counter!(SUBSCRIPTIONS_REFUSED.name, "reason" => reason).increment(1);
+}
+
+pub fn unreadable_forwarded() {
+    counter!(UNREADABLE_FORWARDED.name).increment(1);
 }
 
 #[cfg(test)]

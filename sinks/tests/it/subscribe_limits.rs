@@ -274,3 +274,71 @@ async fn unknown_systems_and_stations_are_404_and_a_new_station_becomes_known() 
         .unwrap();
     assert_eq!(status("system=city&station=s99").await.0, 200);
 }
+
+/// This test process's value of the Prometheus sample whose line starts with `sample` (name
+/// and labels), 0 when absent; a recorder is installed on first use.
+fn metric(sample: &str) -> f64 {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    let handle = HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    });
+    handle
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn open_and_refused_subscriptions_and_unreadable_forwarded_headers_are_counted() {
+    const OPEN: &str = "bikeshare_subscriptions_open";
+    const BY_CLIENT: &str = r#"bikeshare_subscriptions_refused_total{reason="client"}"#;
+    const FULL: &str = r#"bikeshare_subscriptions_refused_total{reason="full"}"#;
+    const UNREADABLE: &str = "bikeshare_api_unreadable_forwarded_total";
+    let before = (metric(BY_CLIENT), metric(FULL), metric(UNREADABLE));
+    let (_dir, stream, url, _) = api(SubscribeConfig {
+        max_subscriptions: 3,
+        max_per_client: 2,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..SubscribeConfig::default()
+    })
+    .await;
+    let proxy = reqwest::Client::new();
+    let a = subscribe_as(&proxy, &url, &["203.0.113.1"]).await;
+    let b = subscribe_as(&proxy, &url, &["203.0.113.1"]).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(metric(OPEN), 2.0);
+    let c = subscribe_as(&proxy, &url, &["203.0.113.1"]).await;
+    assert_eq!(c.status(), 429);
+    // A header that names no client: counted, and the proxy's address subscribes.
+    let d = subscribe_as(&proxy, &url, &["not an address"]).await;
+    assert_eq!(d.status(), 200);
+    assert_eq!(metric(OPEN), 3.0);
+    let e = subscribe_as(&proxy, &url, &["203.0.113.2"]).await;
+    assert_eq!(e.status(), 503);
+    assert_eq!(
+        (metric(BY_CLIENT), metric(FULL), metric(UNREADABLE)),
+        (before.0 + 1.0, before.1 + 1.0, before.2 + 1.0)
+    );
+    assert_eq!(metric(OPEN), 3.0, "refusals hold no slot");
+
+    // Subscribers that leave are no longer counted (a record makes the server notice).
+    drop((a, b));
+    let mut i = 0;
+    eventually("two subscribers gone from the gauge", || {
+        i += 1;
+        let stream = stream.clone();
+        async move {
+            stream
+                .put_records(&[prediction("city", "s0", i)])
+                .await
+                .unwrap();
+            (metric(OPEN) == 1.0).then_some(())
+        }
+    })
+    .await;
+    drop(d);
+}
