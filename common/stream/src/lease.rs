@@ -86,8 +86,9 @@ impl Lease {
     }
 }
 
-/// Why a lease operation failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a lease operation failed (`Clone`: a take round's error goes to every caller that
+/// waits on it, as it is).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease store: {0}")]
     Store(String),
@@ -590,12 +591,8 @@ impl LeaseCoordinator {
                 }
                 continue;
             }
-            let text = round.err().map(|e| e.to_string());
             for reply in replies {
-                let _ = reply.send(match &text {
-                    None => Ok(()),
-                    Some(e) => Err(LeaseError::Store(e.clone())),
-                });
+                let _ = reply.send(round.clone());
             }
         }
     }
@@ -809,6 +806,18 @@ mod tests {
             self.check()?;
             self.inner.replace(lease, expected).await
         }
+    }
+
+    #[tokio::test]
+    async fn a_take_rounds_error_reaches_the_caller_as_the_store_said_it() {
+        let store = Arc::new(Partitioned::default());
+        store.down.store(true, Ordering::Relaxed);
+        let a = LeaseCoordinator::new(store.clone(), config("a"));
+        let clock: SharedClock = Arc::new(TokioClock(Instant::now()));
+        let renewer = a.spawn_renewer(clock);
+        let err = renewer.take(shards(1)).await.unwrap_err();
+        assert_eq!(err.to_string(), "lease store: unreachable");
+        assert!(err.retryable());
     }
 
     /// Real time (the renewer runs on its own thread and runtime, which a paused test clock
