@@ -74,7 +74,11 @@ pub fn read_pieces(
 ) -> Result<(), ReplayError> {
     let source = source_name(path);
     let mut lines = RecordedLines::open(path)?;
+    // Room for a whole piece up front: a piece's items grown by doubling were copied about
+    // twice over, and each large free made glibc consolidate its small-chunk bins.
+    let room = usize::try_from(piece_lines.min(PIECE_LINES)).unwrap_or(0);
     let mut chunk = ReplayChunk::default();
+    chunk.items.reserve(room);
     while let Some((line_no, raw)) = lines.next_row()? {
         chunk.rows += 1;
         match Envelope::decode_str(&raw) {
@@ -84,6 +88,7 @@ pub fn read_pieces(
         if chunk.rows >= piece_lines {
             chunk.items.sort_by_key(ReplayItem::event_time);
             piece(std::mem::take(&mut chunk))?;
+            chunk.items.reserve(room);
         }
     }
     chunk.items.sort_by_key(ReplayItem::event_time);

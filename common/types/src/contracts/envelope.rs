@@ -150,7 +150,15 @@ impl Envelope {
 
     /// [`Envelope::decode`] of text: the same answer, without checking again that each
     /// string in it is UTF-8 (a `&str` is; reading JSON lines, the line was checked once).
+    ///
+    /// A station report written by [`Envelope::encode`] (the bulk of every history) is read
+    /// by [`status_as_written`], a scanner of exactly that layout, without serde; anything
+    /// else, or any doubt (an escape in a string, a number written another way, whitespace,
+    /// a key moved or unknown), goes the way [`Envelope::decode`] goes.
     pub fn decode_str(text: &str) -> Result<Self, DecodeError> {
+        if let Some(env) = status_as_written(text) {
+            return Ok(env);
+        }
         match serde_json::from_str::<InOrder>(text) {
             Ok(InOrder(env)) if env.schema_version == ENVELOPE_SCHEMA_VERSION => Ok(env),
             _ => Self::decode_general(text.as_bytes()),
@@ -179,6 +187,164 @@ impl Envelope {
                 _ => Err(DecodeError::Malformed(e)),
             },
         }
+    }
+}
+
+/// A `station_status` envelope exactly as [`Envelope::encode`] writes it (keys in its order,
+/// no whitespace, strings without escapes, integers as plain digits, times as strings), or
+/// `None` for anything else, so that serde decides (decision 100). What it reads, serde reads
+/// to the same value: a unit test and the `envelope` fuzz target compare them.
+fn status_as_written(text: &str) -> Option<Envelope> {
+    let mut c = Scan { text, at: 0 };
+    c.lit("{\"schema_version\":1,\"event_id\":")?;
+    let event_id = EventId(c.string()?.to_owned());
+    c.lit(",\"system_id\":")?;
+    let system_id = SystemId(c.string()?.to_owned());
+    c.lit(",\"source\":")?;
+    let source = c.string()?.to_owned();
+    c.lit(",\"event_time\":")?;
+    let event_time = c.time()?;
+    c.lit(",\"ingest_time\":")?;
+    let ingest_time = c.time()?;
+    c.lit(",\"kind\":\"station_status\",\"payload\":{\"station_id\":")?;
+    let station_id = crate::ids::StationId(c.string()?.to_owned());
+    c.lit(",\"num_bikes_available\":")?;
+    let num_bikes_available = c.u32()?;
+    let num_ebikes_available = c.optional_u32(",\"num_ebikes_available\":")?;
+    let num_bikes_disabled = c.optional_u32(",\"num_bikes_disabled\":")?;
+    let num_docks_available = c.optional_u32(",\"num_docks_available\":")?;
+    let num_docks_disabled = c.optional_u32(",\"num_docks_disabled\":")?;
+    c.lit(",\"is_installed\":")?;
+    let is_installed = c.bool()?;
+    c.lit(",\"is_renting\":")?;
+    let is_renting = c.bool()?;
+    c.lit(",\"is_returning\":")?;
+    let is_returning = c.bool()?;
+    c.lit(",\"last_reported\":")?;
+    let last_reported = c.time()?;
+    let mut vehicle_types_available = Vec::new();
+    if c.eat(",\"vehicle_types_available\":[") {
+        loop {
+            c.lit("{\"vehicle_type_id\":")?;
+            let vehicle_type_id = c.string()?.to_owned();
+            c.lit(",\"count\":")?;
+            let count = c.u32()?;
+            c.lit("}")?;
+            vehicle_types_available.push(super::VehicleTypeCount {
+                vehicle_type_id,
+                count,
+            });
+            if !c.eat(",") {
+                break;
+            }
+        }
+        c.lit("]")?;
+    }
+    c.lit("}}")?;
+    if c.at != text.len() {
+        return None;
+    }
+    Some(Envelope {
+        schema_version: ENVELOPE_SCHEMA_VERSION,
+        event_id,
+        system_id,
+        source,
+        event_time,
+        ingest_time,
+        event: Event::StationStatus(StationStatus {
+            station_id,
+            num_bikes_available,
+            num_ebikes_available,
+            num_bikes_disabled,
+            num_docks_available,
+            num_docks_disabled,
+            is_installed,
+            is_renting,
+            is_returning,
+            last_reported,
+            vehicle_types_available,
+        }),
+    })
+}
+
+/// A position in an envelope's text, for [`status_as_written`]; every step answers `None`
+/// when the text is not what it expects.
+struct Scan<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn rest(&self) -> &'a [u8] {
+        self.text.as_bytes().get(self.at..).unwrap_or_default()
+    }
+
+    /// Moves past `s` when the text continues with it.
+    fn eat(&mut self, s: &str) -> bool {
+        let found = self.rest().starts_with(s.as_bytes());
+        if found {
+            self.at += s.len();
+        }
+        found
+    }
+
+    fn lit(&mut self, s: &str) -> Option<()> {
+        self.eat(s).then_some(())
+    }
+
+    /// A string without escapes or control characters (JSON allows neither unescaped).
+    fn string(&mut self) -> Option<&'a str> {
+        let rest = self.rest();
+        if rest.first() != Some(&b'"') {
+            return None;
+        }
+        let len = rest[1..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[1 + len] != b'"' {
+            return None;
+        }
+        // The quotes are ASCII, so both ends are on character boundaries.
+        let s = self.text.get(self.at + 1..self.at + 1 + len)?;
+        self.at += len + 2;
+        Some(s)
+    }
+
+    /// `0`, or digits without a leading zero, within `u32`.
+    fn u32(&mut self) -> Option<u32> {
+        let rest = self.rest();
+        let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 || len > 10 || (len > 1 && rest[0] == b'0') {
+            return None;
+        }
+        let n = rest[..len]
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        self.at += len;
+        u32::try_from(n).ok()
+    }
+
+    /// The value of `key` (which starts with its comma) when the text continues with it.
+    fn optional_u32(&mut self, key: &str) -> Option<Option<u32>> {
+        if self.eat(key) {
+            self.u32().map(Some)
+        } else {
+            Some(None)
+        }
+    }
+
+    fn bool(&mut self) -> Option<bool> {
+        if self.eat("true") {
+            Some(true)
+        } else if self.eat("false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn time(&mut self) -> Option<Timestamp> {
+        Timestamp::parse_rfc3339(self.string()?)
     }
 }
 
@@ -375,9 +541,19 @@ mod tests {
             count: 2,
         }];
         with_types.num_ebikes_available = Some(2);
+        let mut plain_types = with_types.clone();
+        plain_types.vehicle_types_available = ["classic", "ebike"]
+            .into_iter()
+            .map(|id| VehicleTypeCount {
+                vehicle_type_id: id.into(),
+                count: 4_294_967_295,
+            })
+            .collect();
+        plain_types.num_docks_disabled = Some(1);
         [
             status(3),
             Event::StationStatus(with_types),
+            Event::StationStatus(plain_types),
             Event::SystemInfo(SystemInfo {
                 system_id: sys.clone(),
                 name: "Démo \u{1F6B2}".into(),
@@ -439,7 +615,7 @@ mod tests {
                 ),
             }
         }
-        let mut fast_ones = 0;
+        let (mut fast_ones, mut scanned) = (0, 0);
         for env in one_of_each() {
             let bytes = env.encode();
             assert!(serde_json::from_slice::<InOrder>(&bytes).is_ok());
@@ -497,12 +673,140 @@ mod tests {
                     same(&write(&changed));
                 }
             }
+            // Inside a station report's payload (what the scanner reads without serde): each
+            // key moved, dropped, repeated or beside an unknown one, each value changed.
+            if env.kind() == EventKind::StationStatus {
+                let text = std::str::from_utf8(&bytes).unwrap();
+                // (The one with an escaped vehicle type id is serde's.)
+                scanned += usize::from(status_as_written(text).is_some());
+                let serde_json::Value::Object(payload) = &fields["payload"] else {
+                    panic!("no payload")
+                };
+                // In the order `encode` writes them (a `Value`'s keys are sorted).
+                let in_order = |fields: &serde_json::Map<String, serde_json::Value>,
+                                order: &[&str]| {
+                    order
+                        .iter()
+                        .filter(|k| fields.contains_key(**k))
+                        .map(|k| ((*k).to_owned(), serde_json::to_string(&fields[*k]).unwrap()))
+                        .collect::<Vec<(String, String)>>()
+                };
+                let outer = in_order(
+                    &fields,
+                    &[
+                        "schema_version",
+                        "event_id",
+                        "system_id",
+                        "source",
+                        "event_time",
+                        "ingest_time",
+                        "kind",
+                        "payload",
+                    ],
+                );
+                let inner = in_order(
+                    payload,
+                    &[
+                        "station_id",
+                        "num_bikes_available",
+                        "num_ebikes_available",
+                        "num_bikes_disabled",
+                        "num_docks_available",
+                        "num_docks_disabled",
+                        "is_installed",
+                        "is_renting",
+                        "is_returning",
+                        "last_reported",
+                        "vehicle_types_available",
+                    ],
+                );
+                let with_payload = |inner: &[(String, String)]| -> Vec<u8> {
+                    let body: Vec<String> =
+                        inner.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                    let mut outer = outer.clone();
+                    outer[7].1 = format!("{{{}}}", body.join(","));
+                    write(&outer)
+                };
+                let mut inner = inner;
+                if let (Event::StationStatus(st), Some(types)) = (
+                    &env.event,
+                    inner
+                        .iter_mut()
+                        .find(|(k, _)| k == "vehicle_types_available"),
+                ) {
+                    types.1 = serde_json::to_string(&st.vehicle_types_available).unwrap();
+                }
+                assert_eq!(with_payload(&inner), bytes, "rewritten as encoded");
+                same(&with_payload(&inner));
+                for i in 0..inner.len() {
+                    let mut moved = inner.clone();
+                    let e = moved.remove(i);
+                    moved.insert(0, e.clone());
+                    same(&with_payload(&moved));
+                    let mut dropped = inner.clone();
+                    dropped.remove(i);
+                    same(&with_payload(&dropped));
+                    let mut repeated = inner.clone();
+                    repeated.insert(i, e);
+                    same(&with_payload(&repeated));
+                    let mut extra = inner.clone();
+                    extra.insert(i, ("note".into(), "1".into()));
+                    same(&with_payload(&extra));
+                    for other in [
+                        "0",
+                        "01",
+                        "-0",
+                        "-1",
+                        "3.0",
+                        "3e0",
+                        "4294967295",
+                        "4294967296",
+                        "99999999999",
+                        "true",
+                        "false",
+                        "null",
+                        "\"x\"",
+                        "\"a\\\"b\"",
+                        "\"\\u0041\"",
+                        "\"2021-01-01T00:00:00Z\"",
+                        "\"2021-02-30T00:00:00Z\"",
+                        "1609459200000",
+                        "[]",
+                        "[{\"vehicle_type_id\":\"a\",\"count\":1}]",
+                        "[{\"count\":1,\"vehicle_type_id\":\"a\"}]",
+                        "[{\"vehicle_type_id\":\"a\",\"count\":1},]",
+                        " 1",
+                    ] {
+                        let mut changed = inner.clone();
+                        changed[i].1 = other.to_string();
+                        same(&with_payload(&changed));
+                    }
+                }
+                // Whitespace and escapes anywhere the scanner could meet them.
+                for (from, to) in [
+                    (",", ", "),
+                    (":", " :"),
+                    ("\"bench", "\"ben\\u0063h"),
+                    ("\"s1\"", "\"s\\u0031\""),
+                    ("}}", "} }"),
+                    ("}}", "}}\n"),
+                ] {
+                    same(text.replacen(from, to, 1).as_bytes());
+                }
+                for after in [" ", "x", "{}", ",\"note\":1}"] {
+                    same(format!("{text}{after}").as_bytes());
+                }
+            }
             // Payload as an array, as the types also accept.
             let mut reversed = entries.clone();
             reversed.reverse();
             same(&write(&reversed));
         }
-        assert_eq!(fast_ones, 6);
+        assert_eq!(fast_ones, 7);
+        assert_eq!(
+            scanned, 2,
+            "the station reports without escapes are scanned"
+        );
         for garbage in [
             &b""[..],
             b"{}",
