@@ -200,6 +200,12 @@ fn decode(c: &mut Criterion) {
     g.bench_function("station_status", |b| {
         b.iter(|| black_box(Envelope::decode(black_box(&bytes))))
     });
+    // What the JSON-lines replay runs (decision 100): a station report as written is scanned
+    // without serde; the text's UTF-8 was checked once when the line was read.
+    let text = std::str::from_utf8(&bytes).expect("encode writes UTF-8");
+    g.bench_function("station_status_str", |b| {
+        b.iter(|| black_box(Envelope::decode_str(black_box(text))))
+    });
     // What `decode` did before decision 097, and still does for an envelope whose keys are
     // not in the written order: the derived deserializer, which buffers for `flatten`.
     g.bench_function("station_status_any_order", |b| {
