@@ -722,74 +722,23 @@ impl Processor {
             // the watermark follows.
             return;
         }
-        let lateness = self.config.lateness_ms;
-        if !self.systems.contains_key(&env.system_id) {
-            let id = env.system_id.clone();
-            self.systems.insert(id.clone(), SystemState::new(id));
-        }
-        let Some(sys) = self.systems.get_mut(&env.system_id) else {
-            return;
-        };
         let op = Op {
             config: &self.config,
             schema: &self.schema,
             derived: &self.derived,
         };
-        sys.stats.events += 1;
-        let t = env.event_time.millis();
-        if sys.watermark(lateness).is_some_and(|wm| t < wm) {
-            if matches!(env.event, Event::Weather(_)) {
-                // Weather is a side input, read as of `observed_at + 1 h` (see `vector`): an
-                // hourly observation that arrives behind the station reports still serves the
-                // rows after it, so it is kept rather than dropped as late. Same stream order,
-                // same state: replays stay deterministic.
-                op.apply(sys, env, None, out);
-                return;
-            }
-            if let Event::StationStatus(status) = &env.event
-                && is_resent(sys, status, t)
-            {
-                // A report this station already has (a producer or a replay sending again
-                // after a restart): a duplicate, however late, not a late event.
-                sys.stats.duplicates += 1;
-                out.push(Emitted::Rejected {
-                    reason: RejectReason::Duplicate,
-                    envelope: Box::new(env),
-                });
-                return;
-            }
-            sys.stats.late += 1;
-            out.push(Emitted::Rejected {
-                reason: RejectReason::Late,
-                envelope: Box::new(env),
-            });
-            return;
-        }
-        sys.max_event_time = Some(sys.max_event_time.map_or(t, |m| m.max(t)));
-        if sys.next_tick.is_none() {
-            sys.next_tick =
-                Some(Timestamp(t).floor_to(self.config.tick_ms).millis() + self.config.tick_ms);
-        }
-        let wm = sys.watermark(lateness).unwrap_or(i64::MIN);
-        if !matches!(env.event, Event::FeedHeartbeat(_)) {
-            sys.arrivals += 1;
-            if sys.buffer.is_empty() && t <= wm {
-                // The buffer would hold this event alone and release it at once, after the
-                // ticks before it: do that without the buffer.
-                op.release_ticks_before(sys, t, out);
-                op.apply(sys, env, None, out);
-            } else {
-                let key = (t, sys.arrivals - 1);
-                if let Event::StationStatus(status) = &env.event
-                    && op.config.score_on_arrival
-                {
-                    sys.buffered.insert(status.station_id.as_str(), key);
-                    op.score_on_arrival(sys, status, key, out);
-                }
-                sys.buffer.insert(key, env);
+        // One look-up of the system for every event (a second one only for a new system).
+        match self.systems.get_mut(&env.system_id) {
+            Some(sys) => op.process(sys, env, out),
+            None => {
+                let id = env.system_id.clone();
+                let sys = self
+                    .systems
+                    .entry(id.clone())
+                    .or_insert_with(|| SystemState::new(id));
+                op.process(sys, env, out);
             }
         }
-        op.release(sys, wm, out);
     }
 
     /// Applies every buffered event (end of a bounded input), without ticking past the last
@@ -885,6 +834,66 @@ struct Op<'a> {
 }
 
 impl Op<'_> {
+    /// [`Processor::process`] once the event's system is found: watermark, buffer, release.
+    fn process(&self, sys: &mut SystemState, env: Envelope, out: &mut Vec<Emitted>) {
+        let lateness = self.config.lateness_ms;
+        sys.stats.events += 1;
+        let t = env.event_time.millis();
+        if sys.watermark(lateness).is_some_and(|wm| t < wm) {
+            if matches!(env.event, Event::Weather(_)) {
+                // Weather is a side input, read as of `observed_at + 1 h` (see `vector`): an
+                // hourly observation that arrives behind the station reports still serves the
+                // rows after it, so it is kept rather than dropped as late. Same stream order,
+                // same state: replays stay deterministic.
+                self.apply(sys, env, None, out);
+                return;
+            }
+            if let Event::StationStatus(status) = &env.event
+                && is_resent(sys, status, t)
+            {
+                // A report this station already has (a producer or a replay sending again
+                // after a restart): a duplicate, however late, not a late event.
+                sys.stats.duplicates += 1;
+                out.push(Emitted::Rejected {
+                    reason: RejectReason::Duplicate,
+                    envelope: Box::new(env),
+                });
+                return;
+            }
+            sys.stats.late += 1;
+            out.push(Emitted::Rejected {
+                reason: RejectReason::Late,
+                envelope: Box::new(env),
+            });
+            return;
+        }
+        sys.max_event_time = Some(sys.max_event_time.map_or(t, |m| m.max(t)));
+        if sys.next_tick.is_none() {
+            sys.next_tick =
+                Some(Timestamp(t).floor_to(self.config.tick_ms).millis() + self.config.tick_ms);
+        }
+        let wm = sys.watermark(lateness).unwrap_or(i64::MIN);
+        if !matches!(env.event, Event::FeedHeartbeat(_)) {
+            sys.arrivals += 1;
+            if sys.buffer.is_empty() && t <= wm {
+                // The buffer would hold this event alone and release it at once, after the
+                // ticks before it: do that without the buffer.
+                self.release_ticks_before(sys, t, out);
+                self.apply(sys, env, None, out);
+            } else {
+                let key = (t, sys.arrivals - 1);
+                if let Event::StationStatus(status) = &env.event
+                    && self.config.score_on_arrival
+                {
+                    sys.buffered.insert(status.station_id.as_str(), key);
+                    self.score_on_arrival(sys, status, key, out);
+                }
+                sys.buffer.insert(key, env);
+            }
+        }
+        self.release(sys, wm, out);
+    }
+
     /// Runs the ticks strictly before `t` that the watermark has passed (what the buffer
     /// does before releasing an event at `t`).
     fn release_ticks_before(&self, sys: &mut SystemState, t: i64, out: &mut Vec<Emitted>) {
@@ -1268,11 +1277,12 @@ fn prediction_id(system: &SystemId, station: &str, as_of: i64, horizon_minutes: 
         at += 8 + p.len();
     }
     let v = xxhash_rust::xxh3::xxh3_128(bytes);
-    let mut hex = [0u8; 32];
-    for (i, h) in hex.iter_mut().enumerate() {
-        *h = HEX[((v >> ((31 - i) * 4)) & 0xf) as usize];
+    // ASCII digits pushed straight into a string of the right size (no UTF-8 check).
+    let mut hex = String::with_capacity(32);
+    for i in 0..32 {
+        hex.push(char::from(HEX[((v >> ((31 - i) * 4)) & 0xf) as usize]));
     }
-    EventId(String::from_utf8_lossy(&hex).into_owned())
+    EventId(hex)
 }
 
 /// The feature vector of station `idx` at `t` (its history already at `t`).
