@@ -165,8 +165,10 @@ impl Envelope {
         }
     }
 
-    /// [`Envelope::decode`] through the derived (`flatten`) deserializer: any key order.
-    fn decode_general(bytes: &[u8]) -> Result<Self, DecodeError> {
+    /// [`Envelope::decode`] through the derived (`flatten`) deserializer only: any key order,
+    /// no fast path. What `decode` and `decode_str` must answer; public for the fuzz target
+    /// that holds them to it (slower: use `decode`).
+    pub fn decode_general(bytes: &[u8]) -> Result<Self, DecodeError> {
         #[derive(Deserialize)]
         struct VersionOnly {
             schema_version: Option<u64>,
@@ -196,6 +198,8 @@ impl Envelope {
 /// to the same value: a unit test and the `envelope` fuzz target compare them.
 fn status_as_written(text: &str) -> Option<Envelope> {
     let mut c = Scan { text, at: 0 };
+    // The version as a literal: `1` is the only one this reads (a new version must change it).
+    const _: () = assert!(ENVELOPE_SCHEMA_VERSION == 1);
     c.lit("{\"schema_version\":1,\"event_id\":")?;
     let event_id = EventId(c.string()?.to_owned());
     c.lit(",\"system_id\":")?;
@@ -795,6 +799,36 @@ mod tests {
                 }
                 for after in [" ", "x", "{}", ",\"note\":1}"] {
                     same(format!("{text}{after}").as_bytes());
+                }
+                // Each envelope value (in the order written, so the scanner reads up to it)
+                // changed: ids, times and the version as serde would or would not take them.
+                for i in 0..outer.len() - 1 {
+                    for other in [
+                        "0",
+                        "1",
+                        "2",
+                        "-1",
+                        "1.0",
+                        "null",
+                        "\"\"",
+                        "\"x\"",
+                        "\"a\\\"b\"",
+                        "\"\\u0041\"",
+                        "\"2021-01-01T00:00:00Z\"",
+                        "\"2021-01-01T00:00:00.123Z\"",
+                        "\"2021-01-01T00:00:00+01:00\"",
+                        "\"2021-02-30T00:00:00Z\"",
+                        "\"2021-01-01T24:00:00Z\"",
+                        "\"2021-01-01t00:00:00z\"",
+                        "1609459200000",
+                        "\"station_status\"",
+                        "\"weather\"",
+                        "[]",
+                    ] {
+                        let mut changed = outer.clone();
+                        changed[i].1 = other.to_string();
+                        same(&write(&changed));
+                    }
                 }
             }
             // Payload as an array, as the types also accept.
