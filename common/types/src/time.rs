@@ -263,13 +263,16 @@ mod tests {
     /// either the same milliseconds, or the fast way declines and chrono answers.
     #[test]
     fn the_canonical_parser_answers_what_chrono_does() {
-        let mut instants: Vec<Timestamp> = vec![
+        // The fixed instants and the month ends of the years below are all changed byte by
+        // byte (1900-02-28 into 1900-02-29, ...); the random ones until 400 k changes.
+        let mut edges: Vec<Timestamp> = vec![
             Timestamp(0),
             Timestamp(-1),
             Timestamp(1_609_477_200_000),
             Timestamp(951_782_400_000),   // 2000-02-29
             Timestamp(4_107_542_400_000), // 2100-03-01
         ];
+        let mut instants: Vec<Timestamp> = Vec::new();
         let (min, max) = (-62_167_219_200_000i64, 253_402_300_799_999i64); // years 0..=9999
         let mut rng = crate::splitmix::SplitMix64::new(100);
         for _ in 0..20_000 {
@@ -284,22 +287,26 @@ mod tests {
         ] {
             for day in 0..367 {
                 let start = (days_from_civil(year, 1, 1) + day) * 86_400_000;
-                instants.extend([Timestamp(start), Timestamp(start - 1)]);
+                let pair = [Timestamp(start), Timestamp(start - 1)];
+                let month_end = pair[1].to_rfc3339()[8..10] >= *"28";
+                if month_end { &mut edges } else { &mut instants }.extend(pair);
             }
         }
         instants.extend([Timestamp(min), Timestamp(max)]);
         let mut fast_ones = 0u32;
-        let mut compared = 0u32;
-        for t in instants {
+        let (mut compared, mut edges_changed) = (0u32, 0u32);
+        let always = edges.len();
+        for (n, t) in edges.into_iter().chain(instants).enumerate() {
             let text = t.to_rfc3339();
             let whole = text.replace(".000Z", "Z");
             for s in [text.as_str(), whole.as_str()] {
                 assert_eq!(parse_canonical(s.as_bytes()), by_chrono(s), "{s}");
                 assert_eq!(Timestamp::parse_rfc3339(s), by_chrono(s), "{s}");
                 fast_ones += u32::from(parse_canonical(s.as_bytes()).is_some());
-                if s.len() < 20 || compared > 400_000 {
+                if s.len() < 20 || (n >= always && compared > 400_000) {
                     continue;
                 }
+                edges_changed += u32::from(n < always);
                 let mut bytes = s.as_bytes().to_vec();
                 for i in 0..bytes.len() {
                     let was = bytes[i];
@@ -320,6 +327,7 @@ mod tests {
             }
         }
         assert!(fast_ones > 40_000, "the fast way read {fast_ones}");
+        assert!(edges_changed > 800, "{edges_changed} month ends changed");
         // Leap seconds, offsets, other fractions and lengths: chrono's, never the fast way's.
         for s in [
             "2016-12-31T23:59:60.000Z",
