@@ -144,7 +144,7 @@ impl RowsWriter {
     }
 
     /// Gives every column room for a whole row group, so that appending never grows (and
-    /// copies) a buffer: `finish` leaves a builder empty, so this runs after each flush.
+    /// copies) a buffer: `finish` leaves a builder empty, so this runs after each full row group.
     /// Key strings get room for [`KEY_BYTES_PER_ROW`] bytes a row; longer ones grow as
     /// before.
     fn reserve_row_group(&mut self) {
@@ -186,6 +186,7 @@ impl RowsWriter {
         self.buffered += 1;
         if self.buffered >= ROW_GROUP_ROWS {
             self.flush()?;
+            self.reserve_row_group();
         }
         Ok(())
     }
@@ -217,7 +218,6 @@ impl RowsWriter {
         self.written += self.buffered as u64;
         self.buffered = 0;
         drop(batch);
-        self.reserve_row_group();
         Ok(())
     }
 
