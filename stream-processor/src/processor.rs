@@ -1277,12 +1277,21 @@ fn prediction_id(system: &SystemId, station: &str, as_of: i64, horizon_minutes: 
         at += 8 + p.len();
     }
     let v = xxhash_rust::xxh3::xxh3_128(bytes);
-    // ASCII digits pushed straight into a string of the right size (no UTF-8 check).
-    let mut hex = String::with_capacity(32);
-    for i in 0..32 {
-        hex.push(char::from(HEX[((v >> ((31 - i) * 4)) & 0xf) as usize]));
+    // Two 64-bit halves (shifts of a u128 cost several instructions each), high first.
+    let mut hex = vec![0u8; 32];
+    for (half, out) in [(v >> 64) as u64, v as u64]
+        .into_iter()
+        .zip(hex.chunks_exact_mut(16))
+    {
+        for (i, h) in out.iter_mut().enumerate() {
+            *h = HEX[((half >> ((15 - i) * 4)) & 0xf) as usize];
+        }
     }
-    EventId(hex)
+    // Always ASCII; the lossy branch only keeps this free of a panic path.
+    EventId(
+        String::from_utf8(hex)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    )
 }
 
 /// The feature vector of station `idx` at `t` (its history already at `t`).

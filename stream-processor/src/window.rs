@@ -459,23 +459,16 @@ impl StationHistory {
                 let fl = front.len();
                 let a = &front[s.min(fl)..i.min(fl)];
                 let b = &back[s.saturating_sub(fl)..i.saturating_sub(fl)];
-                (lo, hi) = fold_min_max(fold_min_max((lo, hi), a), b);
+                for r in a.iter().chain(b) {
+                    lo = lo.min(r.bikes);
+                    hi = hi.max(r.bikes);
+                }
                 i = s;
             }
             // `s < len`, so the window holds at least one report.
             out[wi] = Some((lo, hi));
         }
     }
-}
-
-/// `(lo, hi)` widened by the bikes of `reports`: a plain loop over one slice, which the
-/// compiler unrolls (a chained iterator over both halves of the deque it does not).
-fn fold_min_max((mut lo, mut hi): (u16, u16), reports: &[Report]) -> (u16, u16) {
-    for r in reports {
-        lo = lo.min(r.bikes);
-        hi = hi.max(r.bikes);
-    }
-    (lo, hi)
 }
 
 /// Recomputes window `len_ms` at time `a` from all reports (sorted by time), by direct
