@@ -143,7 +143,7 @@ pub(crate) fn compute(
     t: i64,
     len: usize,
 ) -> Vec<Option<f32>> {
-    let mut v: Vec<Option<f32>> = Vec::with_capacity(len);
+    let mut v = Values::missing(len);
     let latest: Option<Report> = st.history.latest().copied();
 
     // Current state.
@@ -218,7 +218,7 @@ pub(crate) fn compute(
 
     // Neighbours (missing, not zero, for a station without coordinates).
     if st.coords.is_none() {
-        v.extend(std::iter::repeat_n(None, 7));
+        v.skip(7);
     } else {
         let (mut n, mut fills, mut nb_bikes, mut nb_docks, mut empty, mut full, mut trend) =
             (0u32, 0.0f32, 0.0f32, 0.0f32, 0u32, 0u32, 0.0f32);
@@ -257,7 +257,7 @@ pub(crate) fn compute(
     // The demand profile by local hour of week, over the horizon.
     let span = ctx.profile_span_ms;
     match st.history.profile().expected(t, span, ctx.tz) {
-        None => v.extend(std::iter::repeat_n(None, 9)),
+        None => v.skip(9),
         Some(e) => {
             let net = e.arrivals - e.departures;
             let outflow = -net / (span as f32 / MIN_MS);
@@ -281,11 +281,61 @@ pub(crate) fn compute(
     v.push(w.and_then(|w| w.humidity_pct).map(|x| x as f32));
     v.push(w.map(|w| (t - w.observed_at.millis()) as f32 / MIN_MS));
 
-    debug_assert_eq!(
-        v.len(),
-        len,
-        "feature vector length differs from the schema"
-    );
-    v.resize(len, None);
-    v
+    debug_assert_eq!(v.at, len, "feature vector length differs from the schema");
+    v.values
+}
+
+/// The feature vector being written: all missing at first, filled in schema order by a
+/// cursor (a store and a bounds check a value, where `Vec::push` also checks capacity and
+/// keeps the length in memory). Values past the schema's length are dropped and values not
+/// written stay missing, as `Vec::resize(len, None)` after pushing did.
+struct Values {
+    values: Vec<Option<f32>>,
+    at: usize,
+}
+
+impl Values {
+    fn missing(len: usize) -> Self {
+        Self {
+            values: vec![None; len],
+            at: 0,
+        }
+    }
+    fn push(&mut self, x: Option<f32>) {
+        if let Some(slot) = self.values.get_mut(self.at) {
+            *slot = x;
+        }
+        self.at += 1;
+    }
+    fn extend_from_slice(&mut self, xs: &[Option<f32>]) {
+        for &x in xs {
+            self.push(x);
+        }
+    }
+    /// `n` missing values (already missing: only the cursor moves).
+    fn skip(&mut self, n: usize) {
+        self.at += n;
+    }
+}
+
+#[cfg(test)]
+mod values_tests {
+    use super::Values;
+
+    /// The cursor keeps what `push` then `resize(len, None)` gave: extra values dropped,
+    /// values not written missing, skipped ones missing.
+    #[test]
+    fn values_past_the_length_are_dropped_and_unwritten_ones_stay_missing() {
+        let mut long = Values::missing(3);
+        for x in [1.0, 2.0, 3.0, 4.0] {
+            long.push(Some(x));
+        }
+        assert_eq!(long.values, vec![Some(1.0), Some(2.0), Some(3.0)]);
+
+        let mut short = Values::missing(4);
+        short.push(Some(1.0));
+        short.skip(1);
+        short.extend_from_slice(&[Some(3.0)]);
+        assert_eq!(short.values, vec![Some(1.0), None, Some(3.0), None]);
+    }
 }
