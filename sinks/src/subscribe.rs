@@ -162,8 +162,6 @@ struct AppState {
 /// The caps on open subscriptions: in all and per client address.
 struct Limits {
     open: Arc<Semaphore>,
-    /// The semaphore's permits ([`SubscribeConfig::max_subscriptions`]).
-    max_open: usize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
     max_per_client: usize,
     /// Peers whose `X-Forwarded-For` names the client ([`SubscribeConfig::trusted_proxies`]).
@@ -182,8 +180,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // The permit goes back after this body: this slot is still counted as taken.
-        self.limits.record_open(1);
+        bikeshare_types::metrics::subscriptions_open_step(-1);
         if let Some(ip) = self.client
             && let Ok(mut m) = self.limits.per_client.lock()
             && let Some(n) = m.get_mut(&ip)
@@ -224,18 +221,12 @@ impl Limits {
         {
             *m.entry(ip).or_default() += 1;
         }
-        self.record_open(0);
+        bikeshare_types::metrics::subscriptions_open_step(1);
         Ok(Slot {
             _permit: permit,
             client,
             limits: Arc::clone(self),
         })
-    }
-
-    /// Sets `bikeshare_subscriptions_open`: the slots taken, but `leaving` of them.
-    fn record_open(&self, leaving: usize) {
-        let taken = self.max_open.saturating_sub(self.open.available_permits());
-        bikeshare_types::metrics::subscriptions_open(taken.saturating_sub(leaving));
     }
 
     /// The client a request from `peer` counts as: the address a trusted proxy forwarded,
@@ -476,7 +467,6 @@ pub async fn serve(
     let poll = Duration::from_millis(config.poll_interval_ms.max(10));
     let limits = Arc::new(Limits {
         open: Arc::new(Semaphore::new(config.max_subscriptions)),
-        max_open: config.max_subscriptions,
         per_client: Mutex::new(HashMap::new()),
         max_per_client: config.max_per_client,
         trusted_proxies: config.trusted_proxies.clone(),

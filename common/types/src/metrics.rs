@@ -348,8 +348,10 @@ pub fn alert_notification(channel: &'static str, outcome: &'static str) {
 
 // --- subscription API ------------------------------------------------------------------
 
-pub fn subscriptions_open(n: usize) {
-    gauge!(SUBSCRIPTIONS_OPEN.name).set(n as f64);
+/// A subscription opened (`+1`) or closed (`-1`): the gauge moves by steps, so that
+/// subscriptions closing at once never leave it at a stale count.
+pub fn subscriptions_open_step(step: i8) {
+    gauge!(SUBSCRIPTIONS_OPEN.name).increment(f64::from(step));
 }
 
 /// `reason`: `client` or `full`.
