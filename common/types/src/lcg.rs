@@ -33,12 +33,12 @@ impl Lcg64 {
 
     /// Uniform in `[0, 1)`: the state's top 24 bits.
     pub fn unit_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        crate::unit::f32_of(self.next_u64())
     }
 
     /// Uniform in `[0, 1)`: the state's top 53 bits.
     pub fn unit_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        crate::unit::f64_of(self.next_u64())
     }
 }
 

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod retry;
 pub mod splitmix;
 pub mod time;
+mod unit;
 pub mod xorshift;
 
 pub use ids::{EventId, StationId, SystemId};

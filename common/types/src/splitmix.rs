@@ -39,7 +39,7 @@ impl SplitMix64 {
 
     /// Uniform in `[0, 1)`, 24 bits.
     pub fn unit_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        crate::unit::f32_of(self.next_u64())
     }
 }
 
