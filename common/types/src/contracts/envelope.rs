@@ -140,11 +140,13 @@ impl Envelope {
     /// way accepts only what the general way accepts, with the same value (a unit test
     /// compares both on many inputs): it skips the buffering of the whole envelope that
     /// serde's `flatten` needs to find `kind` and `payload` among the other keys (decision
-    /// 097).
+    /// 097). The bytes are checked as UTF-8 once and read as text ([`Envelope::decode_str`]:
+    /// the stream's records get the station-report scanner too); bytes that are not UTF-8
+    /// are the general decoder's to refuse, as JSON must be UTF-8.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match serde_json::from_slice::<InOrder>(bytes) {
-            Ok(InOrder(env)) if env.schema_version == ENVELOPE_SCHEMA_VERSION => Ok(env),
-            _ => Self::decode_general(bytes),
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::decode_str(text),
+            Err(_) => Self::decode_general(bytes),
         }
     }
 
