@@ -2,7 +2,7 @@
 //! `bikeshare train --rows rows.parquet` reads.
 //!
 //! One row per labelled prediction, columns as the backfill CSV's (keys, labels, then every
-//! feature of the schema as a nullable `Float32`: null = missing, never 0), zstd-compressed,
+//! feature of the schema as a nullable `Float32`: null = missing, never 0), zstd-compressed (the features plain-encoded, without a dictionary),
 //! in row groups of [`ROW_GROUP_ROWS`]; the feature schema id is in the file's key-value
 //! metadata (`feature_schema_id`). The writer holds one row group of columns at most, so its
 //! memory does not grow with the history.
@@ -33,6 +33,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::dataset::{DataError, LoadSample, RowLabel, SplitConfig, TrainingData};
 
@@ -118,9 +119,17 @@ impl RowsWriter {
             what: what.clone(),
             source,
         })?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-            .set_max_row_group_size(ROW_GROUP_ROWS)
+        // Feature columns are plain-encoded (zstd still compresses them): a dictionary of
+        // float values costs a hash of every value and rarely pays (decision 102). The key
+        // columns repeat a few strings per row group and keep theirs.
+        let props = schema
+            .names()
+            .fold(
+                WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+                    .set_max_row_group_size(ROW_GROUP_ROWS),
+                |props, name| props.set_column_dictionary_enabled(ColumnPath::from(name), false),
+            )
             .build();
         let arrow = arrow_schema(schema);
         let writer =
@@ -521,6 +530,16 @@ mod tests {
             w.push(r).unwrap();
         }
         assert_eq!(w.finish().unwrap(), n as u64);
+        // The station ids keep a dictionary; the feature values are plain (decision 102).
+        let meta = open(&path).unwrap().metadata().clone();
+        for group in meta.row_groups() {
+            let dictionary = |name: &str| {
+                let j = group.columns().iter().position(|c| c.column_path().string() == name);
+                group.column(j.unwrap()).dictionary_page_offset().is_some()
+            };
+            assert!(dictionary("station_id"));
+            assert!(!schema.names().any(dictionary));
+        }
         let read = read_training_data(&path, 30).unwrap();
         let direct = TrainingData::from_rows(&schema, 30, rows).unwrap();
         assert_eq!(read.len(), direct.len());
