@@ -392,8 +392,8 @@ impl TrainingData {
     fn push_training_row(&mut self, r: &TrainingRow) -> Result<(), DataError> {
         if r.row.vector.schema_id != self.schema_id {
             return Err(DataError::Schema {
-                expected: self.schema_id.0.clone(),
-                found: r.row.vector.schema_id.0.clone(),
+                expected: self.schema_id.0.to_string(),
+                found: r.row.vector.schema_id.0.to_string(),
             });
         }
         self.push(
@@ -460,7 +460,7 @@ impl TrainingData {
         }
         let names: Vec<String> = columns[keys..].iter().map(|s| (*s).to_owned()).collect();
         let n_features = names.len();
-        let mut data = Self::with_names(FeatureSchemaId(schema_id), names, horizon_minutes);
+        let mut data = Self::with_names(FeatureSchemaId::new(schema_id), names, horizon_minutes);
         let mut line_no = 2u64;
         let mut fields: Vec<String> = Vec::new();
         while let Some(line) = next(line_no + 1)? {

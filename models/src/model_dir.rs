@@ -230,7 +230,7 @@ pub fn load(dir: &Path, schema: &FeatureSchema) -> Result<XgbScorer, LoadError> 
         name: field("name")?,
         version: field("version")?,
     };
-    let trained_on = FeatureSchemaId(field("feature_schema_id")?);
+    let trained_on = FeatureSchemaId::new(field("feature_schema_id")?);
     let load_model = |file: &str| {
         XgbModel::from_json(&read(file)?).map_err(|source| LoadError::Model {
             file: dir.join(file).display().to_string(),

@@ -350,10 +350,10 @@ impl Gate {
     ) -> Result<PromotionDecision, GateError> {
         let version = self.registry.get(candidate).await?;
         let mut checks = Vec::new();
-        let expected = &self.schema.id().0;
+        let expected = self.schema.id().as_str();
         checks.push(Check::new(
             "schema.feature_schema_id",
-            version.feature_schema_id.as_deref() == Some(expected.as_str()),
+            version.feature_schema_id.as_deref() == Some(expected),
             format!(
                 "card says {}, the processor computes {expected}",
                 version.feature_schema_id.as_deref().unwrap_or("nothing")

@@ -83,7 +83,7 @@ pub fn arrow_schema(schema: &FeatureSchema) -> Arc<Schema> {
     );
     Arc::new(
         Schema::new(fields)
-            .with_metadata([(SCHEMA_ID_KEY.to_owned(), schema.id().0.clone())].into()),
+            .with_metadata([(SCHEMA_ID_KEY.to_owned(), schema.id().0.to_string())].into()),
     )
 }
 
@@ -374,7 +374,7 @@ fn read_rows(
         .build()
         .map_err(|e| io(&what, e))?;
     let mut data =
-        TrainingData::with_capacity(FeatureSchemaId(schema_id), features, horizon_minutes, total);
+        TrainingData::with_capacity(FeatureSchemaId::new(schema_id), features, horizon_minutes, total);
     let mut kept = Vec::with_capacity(ROW_GROUP_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| io(&what, e))?;

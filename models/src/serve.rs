@@ -387,7 +387,7 @@ async fn invoke(
         .and_then(|m| m.clone())
         .ok_or_else(|| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "no model is loaded"))?;
     if let Some(theirs) = attribute(attrs, "feature_schema_id")
-        && theirs != model.scorer.schema_id().0
+        && theirs != model.scorer.schema_id().as_str()
     {
         return Err(Refusal::bad(format!(
             "the request's features are of schema {theirs}, the model's of {}",

@@ -98,7 +98,7 @@ pub fn write_model_dir(
     let card = serde_json::json!({
         "name": name,
         "version": version,
-        "feature_schema_id": schema_id.0,
+        "feature_schema_id": schema_id.as_str(),
         "synthetic": true,
     });
     std::fs::write(dir.join(CARD_FILE), card.to_string())?;

@@ -1190,8 +1190,8 @@ pub fn train_models(
 ) -> Result<TrainedModels, TrainError> {
     if data.schema_id() != schema.id() || data.num_features() != schema.len() {
         return Err(DataError::Schema {
-            expected: schema.id().0.clone(),
-            found: data.schema_id().0.clone(),
+            expected: schema.id().0.to_string(),
+            found: data.schema_id().0.to_string(),
         }
         .into());
     }

@@ -40,8 +40,8 @@
 //!   directly, after the ticks before it, exactly where the buffer would have put it; the
 //!   buffer (and the envelope's move into it) is for out-of-order input only.
 //! - **Station lookup** through a hash table of `u32` indices (XXH3 of the id), the ids
-//!   themselves held once in a per-system arena ([`StationIds`]), not as one `String` per
-//!   station in the table and another in the station.
+//!   themselves held once per system by index ([`StationIds`]), not once in the table and
+//!   again in the station; rows and labels share them (a reference count per row, no copy).
 //! - **Derived state is not checkpointed**: the parsed time zone, the lookup table, the
 //!   neighbours' [`Glance`]s and the local-time cache are rebuilt on restore
 //!   ([`SystemState::rebuild`]).
@@ -156,30 +156,67 @@ pub enum Emitted {
     },
 }
 
-/// The station ids of a system, by index, in one string (instead of one `String` per
-/// station in the station and another in the lookup table).
+/// The station ids of a system, by index: the lookup table holds indices, and every row and
+/// label made for a station shares its id from here (a reference count, not a copy: decision
+/// 102). A checkpoint holds them as one string and the end of each id in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct StationIds {
+#[serde(from = "PackedIds", into = "PackedIds")]
+pub(crate) struct StationIds(Vec<StationId>);
+
+impl StationIds {
+    pub fn get(&self, i: usize) -> &str {
+        self.0.get(i).map_or("", StationId::as_str)
+    }
+    /// The id of station `i`, shared.
+    fn id(&self, i: usize) -> StationId {
+        self.0.get(i).cloned().unwrap_or_default()
+    }
+    fn push(&mut self, id: &str) {
+        self.0.push(StationId::new(id));
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// [`StationIds`] as a checkpoint holds them: the ids one after another, and where each ends.
+#[derive(Serialize, Deserialize)]
+struct PackedIds {
     text: String,
     ends: Vec<u32>,
 }
 
-impl StationIds {
-    pub fn get(&self, i: usize) -> &str {
-        let end = self.ends.get(i).map_or(0, |&e| e as usize);
-        let start = i
-            .checked_sub(1)
-            .and_then(|j| self.ends.get(j))
-            .map_or(0, |&e| e as usize);
-        self.text.get(start..end).unwrap_or("")
+impl From<StationIds> for PackedIds {
+    fn from(ids: StationIds) -> Self {
+        let mut packed = Self {
+            text: String::new(),
+            ends: Vec::with_capacity(ids.0.len()),
+        };
+        for id in &ids.0 {
+            packed.text.push_str(id.as_str());
+            packed
+                .ends
+                .push(u32::try_from(packed.text.len()).unwrap_or(u32::MAX));
+        }
+        packed
     }
-    fn push(&mut self, id: &str) {
-        self.text.push_str(id);
-        self.ends
-            .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
-    }
-    fn len(&self) -> usize {
-        self.ends.len()
+}
+
+impl From<PackedIds> for StationIds {
+    fn from(packed: PackedIds) -> Self {
+        let mut start = 0;
+        Self(
+            packed
+                .ends
+                .iter()
+                .map(|&end| {
+                    let end = end as usize;
+                    let id = packed.text.get(start..end).unwrap_or("");
+                    start = end;
+                    StationId::new(id)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -978,7 +1015,7 @@ impl Op<'_> {
         let local_time = sys.local_time.get(sys.tz, t);
         let subject = Subject {
             station: &st,
-            id,
+            id: status.station_id.clone(),
             // A station new since the neighbours were built has none yet.
             neighbours: known.map_or(&[], |i| sys.neighbours_of(i)),
         };
@@ -1097,7 +1134,7 @@ impl Op<'_> {
                 advanced = true;
                 if let Some(o) = labels::outcome(&st.history, as_of, horizon_ms) {
                     sys.stats.labels += 1;
-                    let station_id = StationId::new(sys.ids.get(idx));
+                    let station_id = sys.ids.id(idx);
                     out.push(Emitted::Label(Label {
                         schema_version: LABEL_SCHEMA_VERSION,
                         prediction_id: prediction_id(
@@ -1304,7 +1341,7 @@ fn make_vector(
 ) -> FeatureVector {
     let subject = Subject {
         station: &sys.stations[idx],
-        id: sys.ids.get(idx),
+        id: sys.ids.id(idx),
         neighbours: sys.neighbours_of(idx),
     };
     vector_of(sys, &subject, local_time, t, schema)
@@ -1314,7 +1351,7 @@ fn make_vector(
 /// reports the system has not applied yet.
 struct Subject<'a> {
     station: &'a Station,
-    id: &'a str,
+    id: StationId,
     neighbours: &'a [u32],
 }
 
@@ -1340,7 +1377,7 @@ fn vector_of(
     };
     FeatureVector {
         system_id: sys.id.clone(),
-        station_id: StationId::new(subject.id),
+        station_id: subject.id.clone(),
         as_of: Timestamp(t),
         schema_id: schema.id().clone(),
         values: features::compute(st, &ctx, t, schema.len()),

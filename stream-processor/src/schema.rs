@@ -262,7 +262,8 @@ impl FeatureSchema {
             "fs{}-{}",
             Self::VERSION,
             &deterministic_id(&refs).as_str()[..16]
-        ));
+        )
+        .into());
         Self {
             version: Self::VERSION,
             features,

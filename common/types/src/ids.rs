@@ -1,20 +1,14 @@
 //! Identifier newtypes and deterministic ids.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-        #[serde(transparent)]
-        pub struct $name(pub String);
-
+/// The methods and traits every string id has, whatever holds its text.
+macro_rules! id_text {
+    ($name:ident) => {
         impl $name {
-            pub fn new(s: impl Into<String>) -> Self {
-                Self(s.into())
-            }
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -31,22 +25,84 @@ macro_rules! string_id {
         }
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(s.into())
             }
         }
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                Self(s)
+                Self(s.into())
             }
         }
     };
 }
 
-string_id!(
+/// A string id shared, not copied: a clone is a reference count (decision 102). What names a
+/// system or a station is cloned into every feature vector, prediction and label made for it,
+/// and held by the processor's state; the text is allocated once per decoded record.
+macro_rules! shared_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $name(pub Arc<str>);
+
+        impl $name {
+            pub fn new(s: impl AsRef<str>) -> Self {
+                Self(s.as_ref().into())
+            }
+        }
+        id_text!($name);
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(SharedStr).map(Self)
+            }
+        }
+    };
+}
+
+/// An owned string id.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Self {
+                Self(s.into())
+            }
+        }
+        id_text!($name);
+    };
+}
+
+/// Reads a string straight into an `Arc<str>`: one allocation, as a `String` would take
+/// (serde's own `Arc<str>` goes through a `Box<str>` first).
+#[derive(Debug)]
+pub struct SharedStr;
+
+impl serde::de::Visitor<'_> for SharedStr {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
+        Ok(v.into())
+    }
+}
+
+shared_id!(
     /// A bikeshare system (a city's network), e.g. `bluebikes`. The stream's partition key.
     SystemId
 );
-string_id!(
+shared_id!(
     /// A station, unique within its system.
     StationId
 );

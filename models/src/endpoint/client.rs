@@ -203,7 +203,7 @@ impl SageMakerPredictor {
             })
         };
         if let Some(theirs) = get("feature_schema_id")
-            && theirs != self.schema_id.0
+            && theirs != self.schema_id.as_str()
         {
             return Err(CallError::Answer(format!(
                 "the endpoint's model was trained on feature schema {theirs}, the processor \

@@ -129,7 +129,7 @@ async fn the_gate_approves_a_package_and_leaves_the_worse_one_pending() {
     let schema = Processor::new(ProcessorConfig::default()).schema().clone();
     let signal = schema.len() - 1;
     let n = schema.len();
-    let id = schema.id().0.clone();
+    let id = schema.id().0.to_string();
     let tmp = tempfile::tempdir().unwrap();
     let stump = |t: f32, l: f32, r: f32| support::stumps_model(n, &[(signal, t, l, r)]);
     let (good, bad) = (tmp.path().join("good"), tmp.path().join("bad"));

@@ -573,7 +573,7 @@ impl City {
 
     /// The id of the station at `index`.
     pub fn station_id(index: usize) -> StationId {
-        StationId(format!("S{:06}", index + 1))
+        StationId::new(format!("S{:06}", index + 1))
     }
 
     pub fn zone_of(&self, index: usize) -> Option<Zone> {

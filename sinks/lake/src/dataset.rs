@@ -318,7 +318,7 @@ impl LakeRecord for FeatureVector {
                     system_id: SystemId::new(sys.value(i)),
                     station_id: StationId::new(st.value(i)),
                     as_of: Timestamp(as_of.value(i)),
-                    schema_id: FeatureSchemaId(schema.value(i).to_owned()),
+                    schema_id: FeatureSchemaId::new(schema.value(i)),
                     values: v.iter().collect(),
                 })
             })
@@ -423,7 +423,7 @@ impl LakeRecord for Prediction {
                         name: mn.value(i).to_owned(),
                         version: mv.value(i).to_owned(),
                     },
-                    feature_schema_id: FeatureSchemaId(fs.value(i).to_owned()),
+                    feature_schema_id: FeatureSchemaId::new(fs.value(i)),
                     trigger,
                     scored_by: serde_json::from_value(serde_json::Value::from(sb.value(i)))
                         .map_err(|e| c.err("scored_by", &e.to_string()))?,

@@ -205,7 +205,7 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     c.lit("{\"schema_version\":1,\"event_id\":")?;
     let event_id = EventId(c.string()?.to_owned());
     c.lit(",\"system_id\":")?;
-    let system_id = SystemId(c.string()?.to_owned());
+    let system_id = last_system(c.string()?);
     c.lit(",\"source\":")?;
     let source = c.string()?.to_owned();
     c.lit(",\"event_time\":")?;
@@ -213,7 +213,7 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     c.lit(",\"ingest_time\":")?;
     let ingest_time = c.time()?;
     c.lit(",\"kind\":\"station_status\",\"payload\":{\"station_id\":")?;
-    let station_id = crate::ids::StationId(c.string()?.to_owned());
+    let station_id = crate::ids::StationId::new(c.string()?);
     c.lit(",\"num_bikes_available\":")?;
     let num_bikes_available = c.u32()?;
     let num_ebikes_available = c.optional_u32(",\"num_ebikes_available\":")?;
@@ -270,6 +270,19 @@ fn status_as_written(text: &str) -> Option<Envelope> {
             last_reported,
             vehicle_types_available,
         }),
+    })
+}
+
+/// `text` as a system id, shared with the last one this thread scanned when it is the same
+/// (a history, a stream's records, are one system or few: one allocation a run, not one an
+/// event). One id a thread is kept, so the memory is bounded.
+fn last_system(text: &str) -> SystemId {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<SystemId>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some(id) if id.as_str() == text => id.clone(),
+        _ => last.insert(SystemId::new(text)).clone(),
     })
 }
 
@@ -522,6 +535,23 @@ mod tests {
         let c = Envelope::new(sys, "x", t, t, status(4));
         assert_eq!(a.event_id, b.event_id);
         assert_ne!(a.event_id, c.event_id);
+    }
+
+    #[test]
+    fn a_scanned_system_id_is_shared_with_the_last_one_only_when_it_is_the_same() {
+        let t = Timestamp::from_secs(1_600_000_000);
+        let encoded =
+            |system: &str| Envelope::new(SystemId::new(system), "x", t, t, status(3)).encode();
+        let (a, b) = (encoded("a"), encoded("b"));
+        let ids: Vec<SystemId> = [&a, &a, &b, &a]
+            .iter()
+            .map(|bytes| Envelope::decode(bytes).unwrap().system_id)
+            .collect();
+        let names: Vec<&str> = ids.iter().map(SystemId::as_str).collect();
+        assert_eq!(names, ["a", "a", "b", "a"]);
+        // The second `a` is the first one's text; after `b`, `a` is read again.
+        assert!(std::sync::Arc::ptr_eq(&ids[0].0, &ids[1].0));
+        assert!(!std::sync::Arc::ptr_eq(&ids[1].0, &ids[3].0));
     }
 
     #[test]
