@@ -134,7 +134,7 @@ async fn an_oversize_record_is_refused_alone_and_dead_lettered() {
     );
     let name = "n".repeat(bikeshare_types::limits::KINESIS_MAX_RECORD_BYTES);
     let station = station_info("s1", name, 42.0, -71.0, 10);
-    let system = SystemId::new("bluebikes".to_owned());
+    let system = SystemId::new("bluebikes");
     let env = Envelope::new(
         system,
         "test",
