@@ -93,7 +93,7 @@ impl std::fmt::Debug for Pending {
 }
 
 fn id_hash(id: &EventId) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.0.as_bytes())
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
 impl Pending {

@@ -1290,7 +1290,6 @@ fn apply_status(
 /// hashed with XXH3-128 in one shot (equal to the streaming hash of their concatenation)
 /// and written as 32 lowercase hex digits. A unit test checks that both agree.
 fn prediction_id(system: &SystemId, station: &str, as_of: i64, horizon_minutes: u32) -> EventId {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let parts: [&[u8]; 5] = [
         b"prediction",
         system.as_str().as_bytes(),
@@ -1313,22 +1312,7 @@ fn prediction_id(system: &SystemId, station: &str, as_of: i64, horizon_minutes: 
         bytes[at + 8..at + 8 + p.len()].copy_from_slice(p);
         at += 8 + p.len();
     }
-    let v = xxhash_rust::xxh3::xxh3_128(bytes);
-    // Two 64-bit halves (shifts of a u128 cost several instructions each), high first.
-    let mut hex = vec![0u8; 32];
-    for (half, out) in [(v >> 64) as u64, v as u64]
-        .into_iter()
-        .zip(hex.chunks_exact_mut(16))
-    {
-        for (i, h) in out.iter_mut().enumerate() {
-            *h = HEX[((half >> ((15 - i) * 4)) & 0xf) as usize];
-        }
-    }
-    // Always ASCII; the lossy branch only keeps this free of a panic path.
-    EventId(
-        String::from_utf8(hex)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    )
+    EventId::from_hex128(xxhash_rust::xxh3::xxh3_128(bytes))
 }
 
 /// The feature vector of station `idx` at `t` (its history already at `t`).

@@ -203,7 +203,7 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     // The version as a literal: `1` is the only one this reads (a new version must change it).
     const _: () = assert!(ENVELOPE_SCHEMA_VERSION == 1);
     c.lit("{\"schema_version\":1,\"event_id\":")?;
-    let event_id = EventId(c.string()?.to_owned());
+    let event_id = EventId::new(c.string()?);
     c.lit(",\"system_id\":")?;
     let system_id = last_system(c.string()?);
     c.lit(",\"source\":")?;
