@@ -33,6 +33,26 @@ macro_rules! id_text {
                 Self(s.into())
             }
         }
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                self.as_str() == other
+            }
+        }
     };
 }
 
@@ -51,6 +71,11 @@ macro_rules! shared_id {
             }
         }
         id_text!($name);
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0.to_string()
+            }
+        }
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(&self.0)
@@ -63,6 +88,15 @@ macro_rules! shared_id {
         }
     };
 }
+
+shared_id!(
+    /// A vehicle type of a system's (GBFS `vehicle_type_id`), e.g. `ebike`.
+    VehicleTypeId
+);
+shared_id!(
+    /// Where an event or a dead letter came from: a feed's URL, `replay:<file>`, `meteostat:api`.
+    SourceName
+);
 
 /// Reads a string straight into an `Arc<str>`: one allocation, as a `String` would take
 /// (serde's own `Arc<str>` goes through a `Box<str>` first).

@@ -27,5 +27,5 @@ pub mod time;
 mod unit;
 pub mod xorshift;
 
-pub use ids::{EventId, StationId, SystemId};
+pub use ids::{EventId, SourceName, StationId, SystemId, VehicleTypeId};
 pub use time::{Clock, SharedClock, SystemClock, Timestamp};

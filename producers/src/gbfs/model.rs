@@ -594,7 +594,7 @@ fn vehicle_types(
         let count_key = "vehicle_types_available[].count";
         let count = fields::as_i64(required(entry, "count", what)?, what, count_key)?;
         out.push(VehicleTypeCount {
-            vehicle_type_id: vehicle_type_id.to_owned(),
+            vehicle_type_id: vehicle_type_id.into(),
             count: count_u32(count, what, vehicle_type_id)?,
         });
     }

@@ -31,7 +31,7 @@ use bikeshare_types::contracts::{
     DeadLetter, Envelope, Event, FeatureSchemaId, FeatureVector, Label, ModelRef, Prediction,
     PredictionTrigger, StationStatus,
 };
-use bikeshare_types::{EventId, StationId, SystemId, Timestamp};
+use bikeshare_types::{EventId, SourceName, StationId, SystemId, Timestamp};
 
 use crate::LakeError;
 use crate::column::{self, Column, Columns, opt_prob, opt_str, opt_uint, uint, version};
@@ -157,7 +157,7 @@ impl LakeRecord for Envelope {
     const COLUMNS: &'static [Column<Self>] = &[
         Column::str("event_id", |e| e.event_id.as_str()),
         Column::str("system_id", |e| e.system_id.as_str()),
-        Column::str("source", |e| &e.source),
+        Column::str("source", |e| e.source.as_str()),
         Column::str("kind", |e| e.kind().as_str()),
         Column::time("event_time", |e| e.event_time),
         Column::time("ingest_time", |e| e.ingest_time),
@@ -194,7 +194,7 @@ impl LakeRecord for Envelope {
                     schema_version: version(ver.value(i)),
                     event_id: EventId::new(id.value(i)),
                     system_id: SystemId::new(sys.value(i)),
-                    source: src.value(i).to_owned(),
+                    source: SourceName::new(src.value(i)),
                     event_time: Timestamp(et.value(i)),
                     ingest_time: Timestamp(it.value(i)),
                     event,

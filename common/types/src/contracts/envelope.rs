@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{FeedHeartbeat, StationInfo, StationStatus, SystemInfo, WeatherObs};
-use crate::ids::{EventId, SystemId, deterministic_id};
+use crate::ids::{EventId, SourceName, SystemId, VehicleTypeId, deterministic_id};
 use crate::time::Timestamp;
 
 /// The envelope version this code writes and reads.
@@ -20,7 +20,7 @@ pub struct Envelope {
     pub event_id: EventId,
     pub system_id: SystemId,
     /// Where it came from: a feed URL, `simulator`, `replay:<file>`.
-    pub source: String,
+    pub source: SourceName,
     pub event_time: Timestamp,
     pub ingest_time: Timestamp,
     #[serde(flatten)]
@@ -87,7 +87,7 @@ impl Envelope {
     /// (a status's `last_reported`, an observation's hour), chosen by the caller.
     pub fn new(
         system_id: SystemId,
-        source: impl Into<String>,
+        source: impl AsRef<str>,
         event_time: Timestamp,
         ingest_time: Timestamp,
         event: Event,
@@ -97,7 +97,7 @@ impl Envelope {
             schema_version: ENVELOPE_SCHEMA_VERSION,
             event_id,
             system_id,
-            source: source.into(),
+            source: SourceName::new(source),
             event_time,
             ingest_time,
             event,
@@ -205,9 +205,11 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     c.lit("{\"schema_version\":1,\"event_id\":")?;
     let event_id = EventId::new(c.string()?);
     c.lit(",\"system_id\":")?;
-    let system_id = last_system(c.string()?);
+    let system_id = c.string()?;
+    let system_id = RECENT.with_borrow_mut(|r| shared(&mut r.systems, system_id));
     c.lit(",\"source\":")?;
-    let source = c.string()?.to_owned();
+    let source = c.string()?;
+    let source = RECENT.with_borrow_mut(|r| shared(&mut r.sources, source));
     c.lit(",\"event_time\":")?;
     let event_time = c.time()?;
     c.lit(",\"ingest_time\":")?;
@@ -232,7 +234,8 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     if c.eat(",\"vehicle_types_available\":[") {
         loop {
             c.lit("{\"vehicle_type_id\":")?;
-            let vehicle_type_id = c.string()?.to_owned();
+            let text = c.string()?;
+            let vehicle_type_id = RECENT.with_borrow_mut(|r| shared(&mut r.vehicle_types, text));
             c.lit(",\"count\":")?;
             let count = c.u32()?;
             c.lit("}")?;
@@ -273,17 +276,36 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     })
 }
 
-/// `text` as a system id, shared with the last one this thread scanned when it is the same
-/// (a history, a stream's records, are one system or few: one allocation a run, not one an
-/// event). One id a thread is kept, so the memory is bounded.
-fn last_system(text: &str) -> SystemId {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<SystemId>> = const { std::cell::RefCell::new(None) };
-    }
-    LAST.with_borrow_mut(|last| match last {
-        Some(id) if id.as_str() == text => id.clone(),
-        _ => last.insert(SystemId::new(text)).clone(),
-    })
+/// The ids and names the scanner read last on this thread, shared with the next equal ones
+/// (a history, a stream's records, name one system, a few sources and vehicle types: a few
+/// allocations a run, not one an event). At most [`RECENT_KEPT`] of each, so the memory
+/// stays bounded whatever the input.
+#[derive(Default)]
+struct Recent {
+    systems: Vec<SystemId>,
+    sources: Vec<SourceName>,
+    vehicle_types: Vec<VehicleTypeId>,
+}
+
+const RECENT_KEPT: usize = 8;
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> = std::cell::RefCell::default();
+}
+
+/// `text` as an id, shared with an equal one of `kept` (the last found moves to the front);
+/// a new one replaces the oldest when `kept` is full.
+fn shared<T: Clone + for<'a> From<&'a str> + AsRef<str>>(kept: &mut Vec<T>, text: &str) -> T {
+    let id = match kept.iter().position(|k| k.as_ref() == text) {
+        Some(0) => return kept[0].clone(),
+        Some(i) => kept.remove(i),
+        None => {
+            kept.truncate(RECENT_KEPT - 1);
+            T::from(text)
+        }
+    };
+    kept.insert(0, id.clone());
+    id
 }
 
 /// A position in an envelope's text, for [`status_as_written`]; every step answers `None`
@@ -538,20 +560,42 @@ mod tests {
     }
 
     #[test]
-    fn a_scanned_system_id_is_shared_with_the_last_one_only_when_it_is_the_same() {
+    fn the_scanner_shares_recent_ids_and_keeps_a_bounded_number() {
         let t = Timestamp::from_secs(1_600_000_000);
-        let encoded =
-            |system: &str| Envelope::new(SystemId::new(system), "x", t, t, status(3)).encode();
-        let (a, b) = (encoded("a"), encoded("b"));
-        let ids: Vec<SystemId> = [&a, &a, &b, &a]
-            .iter()
-            .map(|bytes| Envelope::decode(bytes).unwrap().system_id)
-            .collect();
-        let names: Vec<&str> = ids.iter().map(SystemId::as_str).collect();
-        assert_eq!(names, ["a", "a", "b", "a"]);
-        // The second `a` is the first one's text; after `b`, `a` is read again.
-        assert!(std::sync::Arc::ptr_eq(&ids[0].0, &ids[1].0));
-        assert!(!std::sync::Arc::ptr_eq(&ids[1].0, &ids[3].0));
+        let decoded = |system: &str| {
+            let env = Envelope::new(SystemId::new(system), "src", t, t, status(3));
+            Envelope::decode(&env.encode()).unwrap()
+        };
+        let first = decoded("a");
+        let again = decoded("a");
+        assert_eq!(
+            (first.system_id.as_str(), first.source.as_str()),
+            ("a", "src")
+        );
+        assert!(std::sync::Arc::ptr_eq(
+            &first.system_id.0,
+            &again.system_id.0
+        ));
+        assert!(std::sync::Arc::ptr_eq(&first.source.0, &again.source.0));
+        // Fewer than RECENT_KEPT others in between: still shared, and each its own text.
+        let others: Vec<String> = (0..RECENT_KEPT - 1).map(|i| format!("s{i}")).collect();
+        for o in &others {
+            assert_eq!(decoded(o).system_id.as_str(), o);
+        }
+        assert!(std::sync::Arc::ptr_eq(
+            &first.system_id.0,
+            &decoded("a").system_id.0
+        ));
+        // RECENT_KEPT others: `a` is no longer kept, and is read again.
+        for o in others.iter().chain(["one more".to_owned()].iter()) {
+            decoded(o);
+        }
+        let later = decoded("a");
+        assert_eq!(later.system_id.as_str(), "a");
+        assert!(!std::sync::Arc::ptr_eq(
+            &first.system_id.0,
+            &later.system_id.0
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{StationId, SystemId};
+use crate::ids::{StationId, SystemId, VehicleTypeId};
 use crate::time::Timestamp;
 
 /// `system_information`: what the processor needs to know about a system.
@@ -39,7 +39,7 @@ pub struct StationInfo {
 /// Count of available vehicles of one type (GBFS 2.1+ `vehicle_types_available`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VehicleTypeCount {
-    pub vehicle_type_id: String,
+    pub vehicle_type_id: VehicleTypeId,
     pub count: u32,
 }
 
