@@ -373,8 +373,12 @@ fn read_rows(
         .with_batch_size(ROW_GROUP_ROWS)
         .build()
         .map_err(|e| io(&what, e))?;
-    let mut data =
-        TrainingData::with_capacity(FeatureSchemaId::new(schema_id), features, horizon_minutes, total);
+    let mut data = TrainingData::with_capacity(
+        FeatureSchemaId::new(schema_id),
+        features,
+        horizon_minutes,
+        total,
+    );
     let mut kept = Vec::with_capacity(ROW_GROUP_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| io(&what, e))?;
@@ -534,7 +538,10 @@ mod tests {
         let meta = open(&path).unwrap().metadata().clone();
         for group in meta.row_groups() {
             let dictionary = |name: &str| {
-                let j = group.columns().iter().position(|c| c.column_path().string() == name);
+                let j = group
+                    .columns()
+                    .iter()
+                    .position(|c| c.column_path().string() == name);
                 group.column(j.unwrap()).dictionary_page_offset().is_some()
             };
             assert!(dictionary("station_id"));

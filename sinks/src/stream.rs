@@ -135,7 +135,9 @@ impl Sinks for StreamSinks {
         send_all(
             "dead_letters",
             &self.dead_letters,
-            letters.iter().map(|d| (d.system_id.as_str().to_owned(), d.encode())),
+            letters
+                .iter()
+                .map(|d| (d.system_id.as_str().to_owned(), d.encode())),
         )
         .await
     }

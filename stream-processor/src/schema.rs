@@ -258,12 +258,14 @@ impl FeatureSchema {
             parts.push(f.definition.as_bytes().to_vec());
         }
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let id = FeatureSchemaId(format!(
-            "fs{}-{}",
-            Self::VERSION,
-            &deterministic_id(&refs).as_str()[..16]
-        )
-        .into());
+        let id = FeatureSchemaId(
+            format!(
+                "fs{}-{}",
+                Self::VERSION,
+                &deterministic_id(&refs).as_str()[..16]
+            )
+            .into(),
+        );
         Self {
             version: Self::VERSION,
             features,
