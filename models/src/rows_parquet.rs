@@ -2,10 +2,11 @@
 //! `bikeshare train --rows rows.parquet` reads.
 //!
 //! One row per labelled prediction, columns as the backfill CSV's (keys, labels, then every
-//! feature of the schema as a nullable `Float32`: null = missing, never 0), zstd-compressed (the features plain-encoded, without a dictionary),
-//! in row groups of [`ROW_GROUP_ROWS`]; the feature schema id is in the file's key-value
-//! metadata (`feature_schema_id`). The writer holds one row group of columns at most, so its
-//! memory does not grow with the history.
+//! feature of the schema as a nullable `Float32`: null = missing, never 0), zstd-compressed
+//! (the features plain-encoded, without a dictionary), in row groups of [`ROW_GROUP_ROWS`];
+//! the feature schema id is in the file's key-value metadata (`feature_schema_id`). The
+//! writer holds one row group of columns at most, so its memory does not grow with the
+//! history.
 //!
 //! [`read_training_data`] reads the file column by column, batch by batch, straight into
 //! [`TrainingData`]'s one row-major `f32` matrix, sized once from the file's row count: no

@@ -159,9 +159,15 @@ pub enum Emitted {
 /// The station ids of a system, by index: the lookup table holds indices, and every row and
 /// label made for a station shares its id from here (a reference count, not a copy: decision
 /// 102). A checkpoint holds them as one string and the end of each id in it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "PackedIds", into = "PackedIds")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "PackedIds")]
 pub(crate) struct StationIds(Vec<StationId>);
+
+impl Serialize for StationIds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PackedIds::from(self).serialize(s)
+    }
+}
 
 impl StationIds {
     pub fn get(&self, i: usize) -> &str {
@@ -171,8 +177,8 @@ impl StationIds {
     fn id(&self, i: usize) -> StationId {
         self.0.get(i).cloned().unwrap_or_default()
     }
-    fn push(&mut self, id: &str) {
-        self.0.push(StationId::new(id));
+    fn push(&mut self, id: &StationId) {
+        self.0.push(id.clone());
     }
     fn len(&self) -> usize {
         self.0.len()
@@ -186,8 +192,8 @@ struct PackedIds {
     ends: Vec<u32>,
 }
 
-impl From<StationIds> for PackedIds {
-    fn from(ids: StationIds) -> Self {
+impl From<&StationIds> for PackedIds {
+    fn from(ids: &StationIds) -> Self {
         let mut packed = Self {
             text: String::new(),
             ends: Vec::with_capacity(ids.0.len()),
@@ -1019,7 +1025,7 @@ impl Op<'_> {
             // A station new since the neighbours were built has none yet.
             neighbours: known.map_or(&[], |i| sys.neighbours_of(i)),
         };
-        let vector = vector_of(sys, &subject, &local_time, t, self.schema);
+        let vector = vector_of(sys, subject, &local_time, t, self.schema);
         let row = row_of(vector, PredictionTrigger::Update, self.config);
         sys.stats.rows += 1;
         sys.scored_early
@@ -1075,7 +1081,7 @@ impl Op<'_> {
             Event::FeedHeartbeat(_) => {}
             Event::StationStatus(status) => {
                 let t = env.event_time.millis();
-                let idx = station_index(sys, status.station_id.as_str(), lens, retention);
+                let idx = station_index(sys, &status.station_id, lens, retention);
                 if sys.neighbours_dirty && sys.neighbours.is_empty() {
                     // First time coordinates are known: build now rather than at the tick.
                     rebuild_neighbours(sys, self.config);
@@ -1198,8 +1204,8 @@ impl Op<'_> {
     }
 }
 
-fn station_index(sys: &mut SystemState, id: &str, lens: &[i64], retention: i64) -> usize {
-    if let Some(i) = sys.index.find(&sys.ids, id) {
+fn station_index(sys: &mut SystemState, id: &StationId, lens: &[i64], retention: i64) -> usize {
+    if let Some(i) = sys.index.find(&sys.ids, id.as_str()) {
         return i as usize;
     }
     let i = sys.stations.len();
@@ -1212,7 +1218,7 @@ fn station_index(sys: &mut SystemState, id: &str, lens: &[i64], retention: i64) 
 }
 
 fn apply_info(sys: &mut SystemState, info: &StationInfo, lens: &[i64], retention: i64) {
-    let idx = station_index(sys, info.station_id.as_str(), lens, retention);
+    let idx = station_index(sys, &info.station_id, lens, retention);
     let st = &mut sys.stations[idx];
     let coords = Some((info.lat, info.lon));
     if st.coords != coords {
@@ -1328,7 +1334,7 @@ fn make_vector(
         id: sys.ids.id(idx),
         neighbours: sys.neighbours_of(idx),
     };
-    vector_of(sys, &subject, local_time, t, schema)
+    vector_of(sys, subject, local_time, t, schema)
 }
 
 /// The station a row is about: one of the system's, or (scored on arrival) a copy with
@@ -1341,7 +1347,7 @@ struct Subject<'a> {
 
 fn vector_of(
     sys: &SystemState,
-    subject: &Subject<'_>,
+    subject: Subject<'_>,
     local_time: &[Option<f32>; 5],
     t: i64,
     schema: &FeatureSchema,
@@ -1361,7 +1367,7 @@ fn vector_of(
     };
     FeatureVector {
         system_id: sys.id.clone(),
-        station_id: subject.id.clone(),
+        station_id: subject.id,
         as_of: Timestamp(t),
         schema_id: schema.id().clone(),
         values: features::compute(st, &ctx, t, schema.len()),
@@ -1640,6 +1646,42 @@ mod tests {
         });
         let p = Processor::new(ProcessorConfig::default());
         assert!(other.absorb(&p.snapshot().unwrap()).is_err());
+    }
+
+    /// A checkpoint holds the station ids as it did when they were one packed string (decision
+    /// 102): the same bytes written, and an old checkpoint's bytes read to the same ids.
+    #[test]
+    fn station_ids_keep_their_checkpoint_form() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Old {
+            text: String,
+            ends: Vec<u32>,
+        }
+        let names = ["S1", "", "é-42", "A32011"];
+        let mut ids = StationIds::default();
+        for n in names {
+            ids.push(&StationId::new(n));
+        }
+        let old = Old {
+            text: names.concat(),
+            ends: vec![2, 2, 7, 13],
+        };
+        let written = rmp_serde::to_vec_named(&ids).unwrap();
+        assert_eq!(written, rmp_serde::to_vec_named(&old).unwrap());
+        let read: StationIds = rmp_serde::from_slice(&written).unwrap();
+        assert_eq!(read, ids);
+        assert_eq!((0..4).map(|i| read.get(i)).collect::<Vec<_>>(), names);
+        // Ends out of order read as they did: an empty id where the range is not in the text.
+        let bad = rmp_serde::to_vec_named(&Old {
+            text: "abc".into(),
+            ends: vec![3, 1, 9],
+        })
+        .unwrap();
+        let read: StationIds = rmp_serde::from_slice(&bad).unwrap();
+        assert_eq!(
+            (0..3).map(|i| read.get(i)).collect::<Vec<_>>(),
+            ["abc", "", ""]
+        );
     }
 
     #[test]

@@ -94,7 +94,7 @@ shared_id!(
     VehicleTypeId
 );
 shared_id!(
-    /// Where an event or a dead letter came from: a feed's URL, `replay:<file>`, `meteostat:api`.
+    /// Where an event came from: a feed's URL, `replay:<file>`, `meteostat:api`.
     SourceName
 );
 
@@ -112,6 +112,13 @@ impl serde::de::Visitor<'_> for SharedStr {
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
         Ok(v.into())
+    }
+
+    /// UTF-8 bytes, as `String`'s visitor takes them (a MessagePack `bin`, say).
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Arc<str>, E> {
+        std::str::from_utf8(v)
+            .map(Arc::from)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
     }
 }
 
@@ -267,6 +274,11 @@ impl<'de> Deserialize<'de> for EventId {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventId, E> {
                 Ok(EventId::new(v))
             }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<EventId, E> {
+                std::str::from_utf8(v)
+                    .map(EventId::new)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
+            }
         }
         d.deserialize_str(Text)
     }
@@ -291,16 +303,26 @@ mod tests {
     #[test]
     fn an_event_id_behaves_as_its_text() {
         use std::hash::{BuildHasher, RandomState};
-        let texts: Vec<String> = ["", "a", "b", "ab", "é", "aé", "zz", "\u{10ffff}"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(
-                [31, 32, 33, 40]
-                    .into_iter()
-                    .flat_map(|n| ["0", "f", "é"].map(|c| c.repeat(n / c.len()))),
-            )
-            .chain([1u128, u128::MAX, 0xdead_beef << 64].map(|v| format!("{v:032x}")))
-            .collect();
+        let texts: Vec<String> = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "é",
+            "aé",
+            "zz",
+            "\u{10ffff}",
+            "q\"uote\\d",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            [31, 32, 33, 40]
+                .into_iter()
+                .flat_map(|n| ["0", "f", "é"].map(|c| c.repeat(n / c.len()))),
+        )
+        .chain([1u128, u128::MAX, 0xdead_beef << 64].map(|v| format!("{v:032x}")))
+        .collect();
         let hasher = RandomState::new();
         for a in &texts {
             let id = EventId::new(a);
@@ -311,6 +333,9 @@ mod tests {
             let json = serde_json::to_string(&id).unwrap();
             assert_eq!(json, serde_json::to_string(a).unwrap());
             assert_eq!(serde_json::from_str::<EventId>(&json).unwrap(), id);
+            // An owned string reads the same.
+            let owned = serde_json::Value::String(a.clone());
+            assert_eq!(serde_json::from_value::<EventId>(owned).unwrap(), id);
             for b in &texts {
                 let other = EventId::new(b);
                 assert_eq!(id == other, a == b, "{a:?} {b:?}");
@@ -325,6 +350,21 @@ mod tests {
         ] {
             assert_eq!(EventId::from_hex128(v), EventId::new(format!("{v:032x}")));
         }
+    }
+
+    /// Bytes (a MessagePack `bin`, say) read as `String` read them: UTF-8 or an error.
+    #[test]
+    fn ids_read_from_utf8_bytes_and_refuse_others() {
+        use serde::de::value::{BytesDeserializer, Error};
+        let bytes = |b: &'static [u8]| BytesDeserializer::<Error>::new(b);
+        assert_eq!(StationId::deserialize(bytes(b"s1")).unwrap(), "s1");
+        assert_eq!(
+            EventId::deserialize(bytes(b"e1")).unwrap(),
+            EventId::new("e1")
+        );
+        assert!(String::deserialize(bytes(b"\xff")).is_err());
+        assert!(StationId::deserialize(bytes(b"\xff")).is_err());
+        assert!(EventId::deserialize(bytes(b"\xff")).is_err());
     }
 
     #[test]

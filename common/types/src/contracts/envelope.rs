@@ -206,10 +206,8 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     let event_id = EventId::new(c.string()?);
     c.lit(",\"system_id\":")?;
     let system_id = c.string()?;
-    let system_id = RECENT.with_borrow_mut(|r| shared(&mut r.systems, system_id));
     c.lit(",\"source\":")?;
     let source = c.string()?;
-    let source = RECENT.with_borrow_mut(|r| shared(&mut r.sources, source));
     c.lit(",\"event_time\":")?;
     let event_time = c.time()?;
     c.lit(",\"ingest_time\":")?;
@@ -234,6 +232,7 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     if c.eat(",\"vehicle_types_available\":[") {
         loop {
             c.lit("{\"vehicle_type_id\":")?;
+            // Past the kind: only a station report's payload reaches this.
             let text = c.string()?;
             let vehicle_type_id = RECENT.with_borrow_mut(|r| shared(&mut r.vehicle_types, text));
             c.lit(",\"count\":")?;
@@ -253,6 +252,13 @@ fn status_as_written(text: &str) -> Option<Envelope> {
     if c.at != text.len() {
         return None;
     }
+    // Shared only now: what is not a station report as written does not touch what is kept.
+    let (system_id, source) = RECENT.with_borrow_mut(|r| {
+        (
+            shared(&mut r.systems, system_id),
+            shared(&mut r.sources, source),
+        )
+    });
     Some(Envelope {
         schema_version: ENVELOPE_SCHEMA_VERSION,
         event_id,
