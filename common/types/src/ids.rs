@@ -83,7 +83,7 @@ macro_rules! shared_id {
         }
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_str(SharedStr).map(Self)
+                d.deserialize_str(SharedStr::default()).map(Self)
             }
         }
     };
@@ -98,26 +98,30 @@ shared_id!(
     SourceName
 );
 
-/// Reads a string straight into an `Arc<str>`: one allocation, as a `String` would take
-/// (serde's own `Arc<str>` goes through a `Box<str>` first).
-#[derive(Debug)]
-pub struct SharedStr;
+/// Reads a string straight into a `T` made from `&str`: for an `Arc<str>` one allocation, as
+/// a `String` would take (serde's own `Arc<str>` goes through a `Box<str>` first), for an
+/// [`EventId`] none.
+#[derive(Debug, Default)]
+pub struct TextOf<T>(std::marker::PhantomData<T>);
 
-impl serde::de::Visitor<'_> for SharedStr {
-    type Value = Arc<str>;
+/// [`TextOf`] an `Arc<str>`: what the shared ids read.
+pub type SharedStr = TextOf<Arc<str>>;
+
+impl<T: for<'a> From<&'a str>> serde::de::Visitor<'_> for TextOf<T> {
+    type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Arc<str>, E> {
-        Ok(v.into())
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        Ok(T::from(v))
     }
 
     /// UTF-8 bytes, as `String`'s visitor takes them (a MessagePack `bin`, say).
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Arc<str>, E> {
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<T, E> {
         std::str::from_utf8(v)
-            .map(Arc::from)
+            .map(T::from)
             .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
     }
 }
@@ -265,22 +269,7 @@ impl Serialize for EventId {
 
 impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = EventId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EventId, E> {
-                Ok(EventId::new(v))
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<EventId, E> {
-                std::str::from_utf8(v)
-                    .map(EventId::new)
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
-            }
-        }
-        d.deserialize_str(Text)
+        d.deserialize_str(TextOf::<EventId>::default())
     }
 }
 

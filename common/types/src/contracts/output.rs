@@ -38,7 +38,7 @@ impl Serialize for FeatureSchemaId {
 
 impl<'de> Deserialize<'de> for FeatureSchemaId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(SharedStr).map(Self)
+        d.deserialize_str(SharedStr::default()).map(Self)
     }
 }
 
