@@ -9,12 +9,13 @@
 //! every label is the truth the online processor would have recorded. Rows whose horizon
 //! extends past the end of the history have no label and are counted, not written.
 
+use std::collections::VecDeque;
 use std::io::Write;
 
-use bikeshare_types::EventId;
 use bikeshare_types::contracts::{
     Envelope, FeatureSchemaId, FeatureVector, Label, PredictionTrigger,
 };
+use bikeshare_types::{EventId, StationId, SystemId};
 
 use crate::processor::{Emitted, FeatureRow, Processor, RejectReason};
 use crate::schema::FeatureSchema;
@@ -38,13 +39,15 @@ pub struct BackfillStats {
     pub superseded: u64,
 }
 
-/// A row waiting for its label: what the label does not carry. The label has the row's
-/// system, station and `as_of` (the prediction id is made of them), and the schema id is the
-/// processor's, so those are taken from there at the join instead of being held per row (a
-/// third of the memory of a whole [`FeatureRow`] and three allocations fewer to free).
+/// A row waiting for its label: what the label does not carry, and its `as_of` to keep its
+/// station's rows in order. The label has the row's system, station and `as_of` (the
+/// prediction id is made of them), and the schema id is the processor's, so those are taken
+/// from there at the join; the system and station are held once per station ([`Pending`]).
 #[derive(Debug)]
 struct PendingRow {
     prediction_id: EventId,
+    /// Kept for the order of its station's rows (the label has it too).
+    as_of: i64,
     values: Vec<Option<f32>>,
     trigger: PredictionTrigger,
     horizon_minutes: u32,
@@ -52,14 +55,17 @@ struct PendingRow {
 }
 
 impl PendingRow {
-    fn of(row: FeatureRow) -> Self {
-        Self {
+    /// `row`'s system and station (what it waits under), and what waits.
+    fn of(row: FeatureRow) -> (SystemId, StationId, Self) {
+        let held = Self {
             prediction_id: row.prediction_id,
+            as_of: row.vector.as_of.millis(),
             values: row.vector.values,
             trigger: row.trigger,
             horizon_minutes: row.horizon_minutes,
             revision: row.revision,
-        }
+        };
+        (row.vector.system_id, row.vector.station_id, held)
     }
 
     /// The whole row again, with what its `label` (of the same prediction id) carries.
@@ -80,47 +86,90 @@ impl PendingRow {
     }
 }
 
-/// The rows waiting for their label, found by prediction id: a hash table of the rows
-/// themselves (the id is in the row), hashed with XXH3 (the ids are hashes already; SipHash
-/// of a 32-digit id cost more than the lookup).
+/// The rows waiting for their label, by station, each station's in `as_of` order: a row is
+/// appended at its station's end (or replaces the row of the same prediction id, a
+/// correction), and a station's labels come in `as_of` order, so the row a label finds is
+/// almost always its station's first. A small table of stations (hashed with XXH3 of the
+/// station id) and short queues, instead of one table of every waiting row by prediction id
+/// (hundreds of thousands, so each look-up missed the cache; decision 102).
 #[derive(Default)]
-struct Pending(hashbrown::HashTable<PendingRow>);
+struct Pending {
+    stations: hashbrown::HashTable<StationRows>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct StationRows {
+    system: SystemId,
+    station: StationId,
+    rows: VecDeque<PendingRow>,
+}
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Pending({} rows)", self.0.len())
+        write!(f, "Pending({} rows)", self.len)
     }
 }
 
-fn id_hash(id: &EventId) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+fn station_hash(station: &StationId) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(station.as_str().as_bytes())
 }
 
 impl Pending {
-    /// Holds `row`, replacing a row of the same prediction id (a correction).
-    fn insert(&mut self, row: PendingRow) {
-        let hash = id_hash(&row.prediction_id);
-        match self.0.entry(
-            hash,
-            |r| r.prediction_id == row.prediction_id,
-            |r| id_hash(&r.prediction_id),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut held) => *held.get_mut() = row,
-            hashbrown::hash_table::Entry::Vacant(free) => {
-                free.insert(row);
+    /// Holds `row` of `system`'s `station`, replacing a row of the same prediction id (a
+    /// correction).
+    fn insert(&mut self, system: &SystemId, station: &StationId, row: PendingRow) {
+        let held = self
+            .stations
+            .entry(
+                station_hash(station),
+                |s| s.station == *station && s.system == *system,
+                |s| station_hash(&s.station),
+            )
+            .or_insert_with(|| StationRows {
+                system: system.clone(),
+                station: station.clone(),
+                rows: VecDeque::new(),
+            })
+            .into_mut();
+        // From the end: the rows are in `as_of` order, and a new row is almost always last.
+        let after = held
+            .rows
+            .iter()
+            .rposition(|r| r.as_of <= row.as_of)
+            .map_or(0, |i| i + 1);
+        let same = held
+            .rows
+            .range(..after)
+            .rev()
+            .take_while(|r| r.as_of == row.as_of)
+            .position(|r| r.prediction_id == row.prediction_id);
+        match same {
+            Some(back) => held.rows[after - 1 - back] = row,
+            None => {
+                held.rows.insert(after, row);
+                self.len += 1;
             }
         }
     }
 
-    fn remove(&mut self, id: &EventId) -> Option<PendingRow> {
-        self.0
-            .find_entry(id_hash(id), |r| r.prediction_id == *id)
-            .ok()
-            .map(|held| held.remove().0)
+    /// The row `label` is for, if one waits.
+    fn remove(&mut self, label: &Label) -> Option<PendingRow> {
+        let held = self
+            .stations
+            .find_mut(station_hash(&label.station_id), |s| {
+                s.station == label.station_id && s.system == label.system_id
+            })?;
+        let i = held
+            .rows
+            .iter()
+            .position(|r| r.prediction_id == label.prediction_id)?;
+        self.len -= 1;
+        held.rows.remove(i)
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 }
 
@@ -170,10 +219,11 @@ impl Backfill {
         for e in self.emitted.drain(..) {
             match e {
                 Emitted::Row(row) => {
-                    self.pending.insert(PendingRow::of(row));
+                    let (system, station, row) = PendingRow::of(row);
+                    self.pending.insert(&system, &station, row);
                 }
                 Emitted::Label(label) => {
-                    if let Some(held) = self.pending.remove(&label.prediction_id) {
+                    if let Some(held) = self.pending.remove(&label) {
                         let row = held.with(&label, self.processor.schema().id());
                         self.stats.rows += 1;
                         out(TrainingRow { row, label });
@@ -259,5 +309,81 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
     } else {
         std::borrow::Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bikeshare_types::Timestamp;
+    use bikeshare_types::contracts::{LABEL_SCHEMA_VERSION, Prediction};
+
+    use super::*;
+
+    fn id(station: &str, as_of: i64) -> EventId {
+        Prediction::id_for(
+            &SystemId::new("sys"),
+            &StationId::new(station),
+            Timestamp(as_of),
+            30,
+        )
+    }
+
+    fn row(station: &str, as_of: i64, value: f32) -> (SystemId, StationId, PendingRow) {
+        let held = PendingRow {
+            prediction_id: id(station, as_of),
+            as_of,
+            values: vec![Some(value)],
+            trigger: PredictionTrigger::Tick,
+            horizon_minutes: 30,
+            revision: 0,
+        };
+        (SystemId::new("sys"), StationId::new(station), held)
+    }
+
+    fn label(station: &str, as_of: i64) -> Label {
+        Label {
+            schema_version: LABEL_SCHEMA_VERSION,
+            prediction_id: id(station, as_of),
+            system_id: SystemId::new("sys"),
+            station_id: StationId::new(station),
+            as_of: Timestamp(as_of),
+            horizon_minutes: 30,
+            went_empty: false,
+            went_full: false,
+            empty_at_as_of: false,
+            full_at_as_of: false,
+            observations: 1,
+        }
+    }
+
+    /// What a table of every row by prediction id answered: each label finds its row whatever
+    /// the order rows came in, a row of the same id replaces the one held, and a row found
+    /// is gone.
+    #[test]
+    fn a_label_finds_its_rows_last_version_in_any_order() {
+        let mut pending = Pending::default();
+        for (station, as_of, value) in [
+            ("a", 60, 1.0),
+            ("b", 60, 2.0),
+            ("a", 180, 3.0),
+            ("a", 120, 4.0), // before the last one of its station
+            ("a", 0, 5.0),   // before every one
+            ("a", 120, 6.0), // a correction
+            ("b", 60, 7.0),  // a correction of the other station's
+        ] {
+            let (system, station, held) = row(station, as_of, value);
+            pending.insert(&system, &station, held);
+        }
+        assert_eq!(pending.len(), 5);
+        let value = |p: Option<PendingRow>| p.map(|r| r.values[0]);
+        assert_eq!(value(pending.remove(&label("a", 180))), Some(Some(3.0)));
+        assert_eq!(value(pending.remove(&label("a", 120))), Some(Some(6.0)));
+        assert_eq!(value(pending.remove(&label("a", 120))), None);
+        assert_eq!(value(pending.remove(&label("c", 60))), None);
+        assert_eq!(value(pending.remove(&label("b", 60))), Some(Some(7.0)));
+        assert_eq!(value(pending.remove(&label("a", 0))), Some(Some(5.0)));
+        assert_eq!(pending.len(), 1);
+        assert_eq!(value(pending.remove(&label("a", 60))), Some(Some(1.0)));
+        assert_eq!(pending.len(), 0);
     }
 }
