@@ -90,6 +90,11 @@ macro_rules! shared_id {
 }
 
 shared_id!(
+    /// Hash of the ordered feature names and their definitions: a model refuses features whose
+    /// schema id differs from the one it was trained on. Every feature vector carries it.
+    FeatureSchemaId
+);
+shared_id!(
     /// A vehicle type of a system's (GBFS `vehicle_type_id`), e.g. `ebike`.
     VehicleTypeId
 );
@@ -102,10 +107,10 @@ shared_id!(
 /// a `String` would take (serde's own `Arc<str>` goes through a `Box<str>` first), for an
 /// [`EventId`] none.
 #[derive(Debug, Default)]
-pub struct TextOf<T>(std::marker::PhantomData<T>);
+struct TextOf<T>(std::marker::PhantomData<T>);
 
 /// [`TextOf`] an `Arc<str>`: what the shared ids read.
-pub type SharedStr = TextOf<Arc<str>>;
+type SharedStr = TextOf<Arc<str>>;
 
 impl<T: for<'a> From<&'a str>> serde::de::Visitor<'_> for TextOf<T> {
     type Value = T;

@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
-use crate::ids::{EventId, SharedStr, StationId, SystemId, deterministic_id};
+use crate::ids::{EventId, StationId, SystemId, deterministic_id};
 use crate::time::Timestamp;
 
 /// Version 2 added [`Prediction::scored_by`] and unavailable predictions (`p_empty` and
@@ -15,32 +13,7 @@ pub const LABEL_SCHEMA_VERSION: u16 = 1;
 /// The prediction horizon: will the station go empty/full within the next 30 minutes?
 pub const DEFAULT_HORIZON_MINUTES: u32 = 30;
 
-/// Hash of the ordered feature names and their definitions: a model refuses features whose
-/// schema id differs from the one it was trained on.
-/// Shared like the system and station ids: every feature vector carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FeatureSchemaId(pub Arc<str>);
-
-impl FeatureSchemaId {
-    pub fn new(s: impl AsRef<str>) -> Self {
-        Self(s.as_ref().into())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Serialize for FeatureSchemaId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for FeatureSchemaId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(SharedStr::default()).map(Self)
-    }
-}
+pub use crate::ids::FeatureSchemaId;
 
 /// The online feature vector of one station at `as_of`. `values[i]` belongs to the i-th name
 /// of the schema; `None` is an explicit missing value (never a silent zero).
