@@ -17,6 +17,13 @@
 //! it for two history lengths: memory bounded by stations × window span stays flat, memory
 //! that holds the history grows with it. `--runs 3` reports each run and the median;
 //! `--keep-in DIR` keeps the history and prints the command (to profile it).
+//!
+//! `--one-core` pins the child to one CPU (the first this process may use), so its reader
+//! and processor threads share that core: wall time is then CPU time, the plain "events per
+//! second per core". Unpinned, the reader decodes on the second core while the processor
+//! runs (about 12 % less wall time on 2 cores), but on these machines two busy cores each run
+//! slower (the decoder's own functions took about 1.9x as long in a profile, decision 103),
+//! so its events per CPU-second understate what one core does.
 
 #![allow(clippy::print_stdout)]
 
@@ -50,6 +57,22 @@ struct Args {
     /// the printed command (default: a temporary directory, removed at the end).
     #[arg(long)]
     keep_in: Option<PathBuf>,
+    /// Pin the backfill to one CPU (wall time = CPU time: events per second per core).
+    #[arg(long)]
+    one_core: bool,
+}
+
+/// Pins this thread, and so every child it spawns after, to the first CPU it may run on.
+fn pin_to_one_core() -> anyhow::Result<usize> {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let allowed = sched_getaffinity(None).context("reading this process's CPUs")?;
+    let cpu = (0..CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .context("this process may run on no CPU")?;
+    let mut one = CpuSet::new();
+    one.set(cpu);
+    sched_setaffinity(None, &one).with_context(|| format!("pinning to CPU {cpu}"))?;
+    Ok(cpu)
 }
 
 /// Clock ticks per second of `/proc`'s times (`USER_HZ`, 100 on every Linux architecture
@@ -148,6 +171,10 @@ fn main() -> anyhow::Result<()> {
             input.display(),
             output.display()
         );
+    }
+    if args.one_core {
+        let cpu = pin_to_one_core()?;
+        println!("pinned to CPU {cpu}: the backfill's threads share one core");
     }
     let mut runs = Vec::new();
     for _ in 0..args.runs.max(1) {
