@@ -205,7 +205,8 @@ impl RowsWriter {
         let n = self.features.len();
         let given = &v.values[..v.values.len().min(n)];
         self.block.extend_from_slice(given);
-        self.block.resize(self.block.len() + (n - given.len()), None);
+        self.block
+            .resize(self.block.len() + (n - given.len()), None);
         if self.block.len() >= BLOCK_ROWS * n {
             self.move_block();
         }
@@ -619,7 +620,13 @@ mod tests {
         let schema = FeatureSchema::current(&[5, 15, 30, 60]);
         let n = schema.len();
         let dir = tempfile::tempdir().unwrap();
-        for count in [1, BLOCK_ROWS - 1, BLOCK_ROWS, BLOCK_ROWS + 1, 3 * BLOCK_ROWS + 5] {
+        for count in [
+            1,
+            BLOCK_ROWS - 1,
+            BLOCK_ROWS,
+            BLOCK_ROWS + 1,
+            3 * BLOCK_ROWS + 5,
+        ] {
             let path = dir.path().join(format!("rows{count}.parquet"));
             let mut w = RowsWriter::create(&path, &schema).unwrap();
             let value = |k: usize, j: usize| (k * n + j) as f32;
