@@ -24,6 +24,11 @@
 //! runs (about 12 % less wall time on 2 cores), but on these machines two busy cores each run
 //! slower (the decoder's own functions took about 1.9x as long in a profile, decision 103),
 //! so its events per CPU-second understate what one core does.
+//!
+//! `--against OLD` (repeatable) runs other builds on the same input, in turn with this one
+//! in every round, and prints each build's median by CPU and its ratio to the first: on a
+//! shared machine whose speed drifts by a fifth within an hour, only builds run in the same
+//! rounds compare.
 
 #![allow(clippy::print_stdout)]
 
@@ -53,6 +58,9 @@ struct Args {
     /// Runs of the backfill on the same input; the median run is reported last.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Other builds of `bikeshare` to run on the same input, one run each in every round.
+    #[arg(long)]
+    against: Vec<PathBuf>,
     /// Write the history (and the rows) into this directory and keep them, e.g. to profile
     /// the printed command (default: a temporary directory, removed at the end).
     #[arg(long)]
@@ -99,6 +107,7 @@ struct Run {
     user_secs: f64,
     sys_secs: f64,
     peak_kib: u64,
+    rows_bytes: u64,
 }
 
 /// `VmHWM` of a process, in KiB (`None` once it is gone).
@@ -176,19 +185,55 @@ fn main() -> anyhow::Result<()> {
         let cpu = pin_to_one_core()?;
         println!("pinned to CPU {cpu}: the backfill's threads share one core");
     }
-    let mut runs = Vec::new();
-    for _ in 0..args.runs.max(1) {
-        let run = run_once(&bikeshare, &data_dir, &input, &output)?;
-        report("run", &run, events, &output)?;
-        runs.push(run);
+    let builds: Vec<PathBuf> = std::iter::once(bikeshare.clone())
+        .chain(args.against.iter().cloned())
+        .collect();
+    for b in &builds[1..] {
+        if !b.exists() {
+            bail!("{} not found", b.display());
+        }
     }
-    if runs.len() > 1 {
-        // The median run by wall time (the upper one of an even count), and by CPU time
-        // (the "per core" claim: on a shared machine the two medians are different runs).
-        runs.sort_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
-        report("median", &runs[runs.len() / 2], events, &output)?;
-        runs.sort_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs));
-        report("median by CPU", &runs[runs.len() / 2], events, &output)?;
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); builds.len()];
+    for _ in 0..args.runs.max(1) {
+        for (build, kept) in builds.iter().zip(&mut runs) {
+            let run = run_once(build, &data_dir, &input, &output)?;
+            let what = if builds.len() > 1 {
+                format!("run of {}", build.display())
+            } else {
+                "run".to_owned()
+            };
+            report(&what, &run, events);
+            kept.push(run);
+        }
+    }
+    let mut cpu_medians = Vec::new();
+    for (build, kept) in builds.iter().zip(&mut runs) {
+        let of = if builds.len() > 1 {
+            format!(" of {}", build.display())
+        } else {
+            String::new()
+        };
+        if kept.len() > 1 {
+            // The median run by wall time (the upper one of an even count), and by CPU time
+            // (the "per core" claim: on a shared machine the two medians are different
+            // runs).
+            kept.sort_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
+            report(&format!("median{of}"), &kept[kept.len() / 2], events);
+        }
+        kept.sort_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs));
+        let median = kept[kept.len() / 2];
+        if kept.len() > 1 {
+            report(&format!("median by CPU{of}"), &median, events);
+        }
+        cpu_medians.push(median.cpu_secs);
+    }
+    for (build, cpu) in builds.iter().zip(&cpu_medians).skip(1) {
+        println!(
+            "{}: {:.2}x the CPU-seconds of {} (medians by CPU)",
+            build.display(),
+            cpu / cpu_medians[0].max(f64::EPSILON),
+            bikeshare.display()
+        );
     }
     drop(temp);
     Ok(())
@@ -234,10 +279,11 @@ fn run_once(
         user_secs,
         sys_secs,
         peak_kib,
+        rows_bytes: std::fs::metadata(output)?.len(),
     })
 }
 
-fn report(what: &str, run: &Run, events: u64, output: &std::path::Path) -> anyhow::Result<()> {
+fn report(what: &str, run: &Run, events: u64) {
     let events = events as f64;
     println!(
         "{what}: wall {:.2} s, {:.0} events/s (whole process), CPU {:.2} s (user {:.2} + sys {:.2}), {:.0} events per CPU-second, peak RSS {:.0} MiB ({:.0} B per input event), rows file {:.1} MiB",
@@ -249,7 +295,6 @@ fn report(what: &str, run: &Run, events: u64, output: &std::path::Path) -> anyho
         events / run.cpu_secs.max(f64::EPSILON),
         run.peak_kib as f64 / 1024.0,
         run.peak_kib as f64 * 1024.0 / events,
-        std::fs::metadata(output)?.len() as f64 / (1 << 20) as f64
+        run.rows_bytes as f64 / (1 << 20) as f64
     );
-    Ok(())
 }
