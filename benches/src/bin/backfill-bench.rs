@@ -26,9 +26,9 @@
 //! so its events per CPU-second understate what one core does.
 //!
 //! `--against OLD` (repeatable) runs other builds on the same input, in turn with this one
-//! in every round, and prints each build's median by CPU and its ratio to the first: on a
-//! shared machine whose speed drifts by a fifth within an hour, only builds run in the same
-//! rounds compare.
+//! in every round, and prints each build's medians and the median of its rounds' ratios of
+//! CPU-seconds to the first build's: on a shared machine whose speed drifts by a fifth within
+//! an hour, only runs of the same round compare.
 
 #![allow(clippy::print_stdout)]
 
@@ -206,7 +206,21 @@ fn main() -> anyhow::Result<()> {
             kept.push(run);
         }
     }
-    let mut cpu_medians = Vec::new();
+    // Each other build's CPU-seconds over the first's in the same round, before the runs are
+    // sorted: paired, so the machine's drift from round to round cancels.
+    let round_ratios: Vec<Vec<f64>> = runs
+        .iter()
+        .skip(1)
+        .map(|other| {
+            let mut r: Vec<f64> = other
+                .iter()
+                .zip(&runs[0])
+                .map(|(o, first)| o.cpu_secs / first.cpu_secs.max(f64::EPSILON))
+                .collect();
+            r.sort_by(f64::total_cmp);
+            r
+        })
+        .collect();
     for (build, kept) in builds.iter().zip(&mut runs) {
         let of = if builds.len() > 1 {
             format!(" of {}", build.display())
@@ -219,20 +233,18 @@ fn main() -> anyhow::Result<()> {
             // runs).
             kept.sort_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
             report(&format!("median{of}"), &kept[kept.len() / 2], events);
+            kept.sort_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs));
+            report(&format!("median by CPU{of}"), &kept[kept.len() / 2], events);
         }
-        kept.sort_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs));
-        let median = kept[kept.len() / 2];
-        if kept.len() > 1 {
-            report(&format!("median by CPU{of}"), &median, events);
-        }
-        cpu_medians.push(median.cpu_secs);
     }
-    for (build, cpu) in builds.iter().zip(&cpu_medians).skip(1) {
+    for (build, ratios) in builds.iter().skip(1).zip(&round_ratios) {
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "{}: {:.2}x the CPU-seconds of {} (medians by CPU)",
+            "{}: {:.2}x the CPU-seconds of {} (median of the rounds' ratios: {})",
             build.display(),
-            cpu / cpu_medians[0].max(f64::EPSILON),
-            bikeshare.display()
+            ratios[ratios.len() / 2],
+            bikeshare.display(),
+            shown.join(", ")
         );
     }
     drop(temp);
