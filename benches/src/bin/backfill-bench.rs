@@ -13,22 +13,24 @@
 //! rows file and reports its wall time, events per second (the child runs the processor on
 //! one thread; decoding and writing are on the same process), and its peak RSS (`VmHWM`,
 //! read from `/proc` until it exits) per input event, and its CPU seconds (user + system, from
-//! `/proc/self/stat` once it is reaped): events per CPU-second is the "per core" figure. Run
-//! it for two history lengths: memory bounded by stations × window span stays flat, memory
-//! that holds the history grows with it. `--runs 3` reports each run and the median;
-//! `--keep-in DIR` keeps the history and prints the command (to profile it).
+//! `/proc/self/stat` once it is reaped), and events per CPU-second. Run it for two history
+//! lengths: memory bounded by stations × window span stays flat, memory that holds the
+//! history grows with it. `--runs 3` reports each run, then the median runs by wall time and
+//! by CPU time; `--keep-in DIR` keeps the history and prints the command (to profile it).
 //!
-//! `--one-core` pins the child to one CPU (the first this process may use), so its reader
-//! and processor threads share that core: wall time is then CPU time, the plain "events per
-//! second per core". Unpinned, the reader decodes on the second core while the processor
-//! runs (about 12 % less wall time on 2 cores), but on these machines two busy cores each run
-//! slower (the decoder's own functions took about 1.9x as long in a profile, decision 103),
-//! so its events per CPU-second understate what one core does.
+//! `--one-core` pins the child (not this process) to one CPU, the first this process may
+//! use, so its reader and processor threads share that core (and its tokio runtime, seeing
+//! one CPU, starts one worker): wall time is then CPU time, the "events per second per core"
+//! of the issue's target. Unpinned, the reader decodes on the second core while the
+//! processor runs (about 12 % less wall time on 2 cores), but on these machines two busy
+//! cores each run slower (the decoder's own functions took about twice as long in a
+//! profile, decision 103), so the whole process's CPU-seconds overstate the work.
 //!
-//! `--against OLD` (repeatable) runs other builds on the same input, in turn with this one
-//! in every round, and prints each build's medians and the median of its rounds' ratios of
-//! CPU-seconds to the first build's: on a shared machine whose speed drifts by a fifth within
-//! an hour, only runs of the same round compare.
+//! `--against OLD` (repeatable) runs other builds on the same input, each once in every
+//! round (the order rotating from round to round), and prints each build's medians and its
+//! CPU-seconds over the first build's in each round, with the median of those paired ratios:
+//! on a shared machine whose speed drifts by a fifth within an hour, only runs of the same
+//! round compare.
 
 #![allow(clippy::print_stdout)]
 
@@ -55,7 +57,7 @@ struct Args {
     /// The bikeshare binary (default: `release/bikeshare` beside this one).
     #[arg(long)]
     bikeshare: Option<PathBuf>,
-    /// Runs of the backfill on the same input; the median run is reported last.
+    /// Rounds of runs on the same input (each build once a round); the medians come last.
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// Other builds of `bikeshare` to run on the same input, one run each in every round.
@@ -70,17 +72,36 @@ struct Args {
     one_core: bool,
 }
 
-/// Pins this thread, and so every child it spawns after, to the first CPU it may run on.
-fn pin_to_one_core() -> anyhow::Result<usize> {
-    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
-    let allowed = sched_getaffinity(None).context("reading this process's CPUs")?;
-    let cpu = (0..CpuSet::MAX_CPU)
-        .find(|&c| allowed.is_set(c))
-        .context("this process may run on no CPU")?;
-    let mut one = CpuSet::new();
-    one.set(cpu);
-    sched_setaffinity(None, &one).with_context(|| format!("pinning to CPU {cpu}"))?;
-    Ok(cpu)
+/// The CPU a pinned child runs on, and the CPUs this process may use.
+struct Pin {
+    cpu: usize,
+    one: rustix::thread::CpuSet,
+    allowed: rustix::thread::CpuSet,
+}
+
+impl Pin {
+    /// The first CPU this process may run on.
+    fn first_cpu() -> anyhow::Result<Self> {
+        use rustix::thread::{CpuSet, sched_getaffinity};
+        let allowed = sched_getaffinity(None).context("reading this process's CPUs")?;
+        let cpu = (0..CpuSet::MAX_CPU)
+            .find(|&c| allowed.is_set(c))
+            .context("this process may run on no CPU")?;
+        let mut one = CpuSet::new();
+        one.set(cpu);
+        Ok(Self { cpu, one, allowed })
+    }
+
+    /// Spawns `command` on the one CPU: this thread is pinned while it forks (a child
+    /// inherits its parent thread's CPUs), then gets all its CPUs back.
+    fn spawn(&self, command: &mut Command) -> anyhow::Result<std::process::Child> {
+        use rustix::thread::sched_setaffinity;
+        sched_setaffinity(None, &self.one)
+            .with_context(|| format!("pinning to CPU {}", self.cpu))?;
+        let child = command.spawn();
+        sched_setaffinity(None, &self.allowed).context("unpinning the bench")?;
+        Ok(child?)
+    }
 }
 
 /// Clock ticks per second of `/proc`'s times (`USER_HZ`, 100 on every Linux architecture
@@ -181,10 +202,16 @@ fn main() -> anyhow::Result<()> {
             output.display()
         );
     }
-    if args.one_core {
-        let cpu = pin_to_one_core()?;
-        println!("pinned to CPU {cpu}: the backfill's threads share one core");
-    }
+    let pin = if args.one_core {
+        let pin = Pin::first_cpu()?;
+        println!(
+            "the backfill runs pinned to CPU {}: its threads share one core",
+            pin.cpu
+        );
+        Some(pin)
+    } else {
+        None
+    };
     let builds: Vec<PathBuf> = std::iter::once(bikeshare.clone())
         .chain(args.against.iter().cloned())
         .collect();
@@ -194,9 +221,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); builds.len()];
-    for _ in 0..args.runs.max(1) {
-        for (build, kept) in builds.iter().zip(&mut runs) {
-            let run = run_once(build, &data_dir, &input, &output)?;
+    for round in 0..args.runs.max(1) {
+        // Each build once, starting from another one each round (no build always first).
+        for k in 0..builds.len() {
+            let b = (round + k) % builds.len();
+            let (build, kept) = (&builds[b], &mut runs[b]);
+            let run = run_once(build, pin.as_ref(), &data_dir, &input, &output)?;
             let what = if builds.len() > 1 {
                 format!("run of {}", build.display())
             } else {
@@ -212,13 +242,11 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .skip(1)
         .map(|other| {
-            let mut r: Vec<f64> = other
+            other
                 .iter()
                 .zip(&runs[0])
                 .map(|(o, first)| o.cpu_secs / first.cpu_secs.max(f64::EPSILON))
-                .collect();
-            r.sort_by(f64::total_cmp);
-            r
+                .collect()
         })
         .collect();
     for (build, kept) in builds.iter().zip(&mut runs) {
@@ -229,8 +257,7 @@ fn main() -> anyhow::Result<()> {
         };
         if kept.len() > 1 {
             // The median run by wall time (the upper one of an even count), and by CPU time
-            // (the "per core" claim: on a shared machine the two medians are different
-            // runs).
+            // (on a shared machine the two are often different runs).
             kept.sort_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
             report(&format!("median{of}"), &kept[kept.len() / 2], events);
             kept.sort_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs));
@@ -239,10 +266,12 @@ fn main() -> anyhow::Result<()> {
     }
     for (build, ratios) in builds.iter().skip(1).zip(&round_ratios) {
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
         println!(
-            "{}: {:.2}x the CPU-seconds of {} (median of the rounds' ratios: {})",
+            "{}: {:.2}x the CPU-seconds of {} (median of the rounds' ratios, in round order: {})",
             build.display(),
-            ratios[ratios.len() / 2],
+            sorted[sorted.len() / 2],
             bikeshare.display(),
             shown.join(", ")
         );
@@ -253,6 +282,7 @@ fn main() -> anyhow::Result<()> {
 
 fn run_once(
     bikeshare: &std::path::Path,
+    pin: Option<&Pin>,
     data_dir: &std::path::Path,
     input: &std::path::Path,
     output: &std::path::Path,
@@ -260,15 +290,19 @@ fn run_once(
     let _ = std::fs::remove_dir_all(data_dir);
     let before = children_cpu_secs().context("reading /proc/self/stat")?;
     let started = Instant::now();
-    let mut child = Command::new(bikeshare)
+    let mut command = Command::new(bikeshare);
+    command
         .arg("--data-dir")
         .arg(data_dir)
         .args(["backfill", "--format", "jsonl", "--system-id", "bench"])
         .arg(input)
         .arg("-o")
-        .arg(output)
-        .spawn()
-        .with_context(|| format!("running {}", bikeshare.display()))?;
+        .arg(output);
+    let mut child = match pin {
+        Some(pin) => pin.spawn(&mut command),
+        None => command.spawn().map_err(anyhow::Error::from),
+    }
+    .with_context(|| format!("running {}", bikeshare.display()))?;
     let mut peak_kib = 0;
     let status = loop {
         if let Some(kib) = vm_hwm_kib(child.id()) {
