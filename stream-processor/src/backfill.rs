@@ -90,8 +90,15 @@ impl PendingRow {
 
 /// A missing value among those that wait: a signalling NaN with a payload. Arithmetic never
 /// gives one (it gives quiet NaNs), so every `Option<f32>` a row had, a NaN, a -0 or an
-/// infinity included, comes back bit for bit.
+/// infinity included, comes back bit for bit, all but a value of exactly these bits (only
+/// made from bits, never computed; a debug build stops on one).
 const MISSING: u32 = 0x7F80_0B1E;
+// All exponent bits set, the quiet bit (22) clear, a payload: a signalling NaN.
+const _: () = assert!(
+    MISSING & 0x7F80_0000 == 0x7F80_0000
+        && MISSING & 0x0040_0000 == 0
+        && MISSING & 0x003F_FFFF != 0
+);
 
 fn to_bits(x: Option<f32>) -> u32 {
     x.map_or(MISSING, |v| {
@@ -422,6 +429,8 @@ mod tests {
             Some(f32::NAN),
             Some(-f32::NAN),
             Some(f32::from_bits(0x7FC0_0001)),
+            Some(f32::from_bits(0x7F80_0001)), // another signalling NaN
+            Some(f32::from_bits(MISSING ^ 1)),
             Some(f32::MIN_POSITIVE / 2.0),
             Some(1.5),
             None,
