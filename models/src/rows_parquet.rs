@@ -225,10 +225,11 @@ impl RowsWriter {
             self.block.clear();
             return;
         }
+        // At most a block (`push` moves one as soon as it is full).
+        let rows = (self.block.len() / n).min(BLOCK_ROWS);
         let mut values = [0.0f32; BLOCK_ROWS];
         let mut valid = [false; BLOCK_ROWS];
         for (j, column) in self.features.iter_mut().enumerate() {
-            let mut rows = 0;
             for (row, (value, ok)) in self
                 .block
                 .chunks_exact(n)
@@ -237,7 +238,6 @@ impl RowsWriter {
                 // What `append_null` writes under a null.
                 *value = row[j].unwrap_or_default();
                 *ok = row[j].is_some();
-                rows += 1;
             }
             column.append_values(&values[..rows], &valid[..rows]);
         }

@@ -332,7 +332,12 @@ fn run_once(
 fn report(what: &str, run: &Run, events: u64) {
     let events = events as f64;
     println!(
-        "{what}: wall {:.2} s, {:.0} events/s (whole process), CPU {:.2} s (user {:.2} + sys {:.2}), {:.0} events per CPU-second, peak RSS {:.0} MiB ({:.0} B per input event), rows file {:.1} MiB",
+        concat!(
+            "{}: wall {:.2} s, {:.0} events/s (whole process), ",
+            "CPU {:.2} s (user {:.2} + sys {:.2}), {:.0} events per CPU-second, ",
+            "peak RSS {:.0} MiB ({:.0} B per input event), rows file {:.1} MiB"
+        ),
+        what,
         run.wall_secs,
         events / run.wall_secs,
         run.cpu_secs,
